@@ -1,0 +1,362 @@
+// Fused CPU kernels of the spatial-attention op (DESIGN.md §2-3).
+//
+// Work item = a range of rows of one sample across all channels. An item streams down its
+// rows in blocks of R rows: it pools rows up to rh ahead of the block, convolves the block
+// and scales it, so every row of x is pooled and then scaled while it is still in cache (x is
+// read once from memory, out written once). Items are cut from the shape alone, never from
+// the thread count, and the weight-gradient partials are summed in item order: the results
+// are bitwise the same on any number of threads.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <limits>
+#include <vector>
+
+#include "../spatial_attention.h"
+
+namespace sam {
+namespace {
+
+constexpr int64_t kMinItems = 64;            // items wanted for load balance
+constexpr int64_t kMinItemElems = 16384;      // smallest item worth its halo rows
+constexpr int64_t kBlockBytes = 128 * 1024;  // rows of x kept in cache between pool and scale
+constexpr int64_t kParallelElems = 32768;    // elements per task before splitting into threads
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+struct RowSplit {
+  int64_t chunks;      // row chunks per sample
+  int64_t chunk_rows;  // rows per chunk (the last may be shorter)
+  int64_t block_rows;  // rows per streaming block inside a chunk
+  int64_t items(const Geometry& g) const { return g.B * chunks; }
+};
+
+RowSplit split_rows(const Geometry& g, int64_t elem_bytes) {
+  const int64_t row_elems = g.C * g.W, rh = g.kh / 2;
+  int64_t chunks = std::min({ceil_div(kMinItems, g.B), std::max<int64_t>(1, row_elems * g.H / kMinItemElems),
+                             std::max<int64_t>(1, g.H / std::max<int64_t>(4, 2 * rh + 1))});
+  chunks = std::max<int64_t>(1, chunks);
+  RowSplit s;
+  s.chunk_rows = ceil_div(g.H, chunks);
+  s.chunks = ceil_div(g.H, s.chunk_rows);
+  s.block_rows = std::clamp<int64_t>(kBlockBytes / std::max<int64_t>(1, row_elems * elem_bytes), 1, s.chunk_rows);
+  return s;
+}
+
+// Indexing of x-shaped tensors of one sample: rows [ra, rb) are (rb-ra)*W pixels starting at
+// pixel ra*W. NCHW: a channel's pixels are contiguous. NHWC: a pixel's channels are.
+template <bool CL> struct Layout {
+  int64_t C, H, W;
+  int64_t at(int64_t c, int64_t pix) const { return CL ? pix * C + c : c * H * W + pix; }
+};
+
+// Sum and/or max over C for pixels [p0, p0+n) of one sample; qsum/qmax may be null.
+template <bool CL, typename S, typename A>
+void pool_pixels(const Layout<CL>& L, const S* x, int64_t p0, int64_t n, A* qsum, A* qmax) {
+  const A ninf = -std::numeric_limits<A>::infinity();
+  if constexpr (!CL) {
+    if (qsum) std::fill(qsum, qsum + n, A(0));
+    if (qmax) std::fill(qmax, qmax + n, ninf);
+    for (int64_t c = 0; c < L.C; ++c) {
+      const S* xc = x + L.at(c, p0);
+      if (qsum) for (int64_t i = 0; i < n; ++i) qsum[i] += A(xc[i]);
+      if (qmax) for (int64_t i = 0; i < n; ++i) qmax[i] = nan_max(qmax[i], A(xc[i]));
+    }
+  } else {
+    constexpr int kLanes = 16;  // independent partials so the reduction over C vectorises
+    for (int64_t i = 0; i < n; ++i) {
+      const S* xp = x + L.at(0, p0 + i);
+      A s[kLanes] = {}, m[kLanes];
+      std::fill(m, m + kLanes, ninf);
+      int64_t c = 0;
+      for (; c + kLanes <= L.C; c += kLanes)
+        for (int l = 0; l < kLanes; ++l) { s[l] += A(xp[c + l]); m[l] = nan_max(m[l], A(xp[c + l])); }
+      for (; c < L.C; ++c) { s[0] += A(xp[c]); m[0] = nan_max(m[0], A(xp[c])); }
+      A st = 0, mt = ninf;
+      for (int l = 0; l < kLanes; ++l) { st += s[l]; mt = nan_max(mt, m[l]); }
+      if (qsum) qsum[i] = st;
+      if (qmax) qmax[i] = mt;
+    }
+  }
+  if (qsum) for (int64_t i = 0; i < n; ++i) qsum[i] /= A(L.C);
+}
+
+// rho = sum_c g*x for pixels [p0, p0+n) (skipped when rho is null), and the first argmax
+// over C of x (skipped when amax is null).
+template <bool CL, typename S, typename A>
+void rho_pixels(const Layout<CL>& L, const S* g, const S* x, int64_t p0, int64_t n, A* rho, A* mbuf,
+                int64_t* amax) {
+  const A ninf = -std::numeric_limits<A>::infinity();
+  if constexpr (!CL) {
+    if (rho) std::fill(rho, rho + n, A(0));
+    if (amax) { std::fill(mbuf, mbuf + n, ninf); std::fill(amax, amax + n, int64_t(0)); }
+    for (int64_t c = 0; c < L.C; ++c) {
+      const S* xc = x + L.at(c, p0);
+      if (rho) { const S* gc = g + L.at(c, p0); for (int64_t i = 0; i < n; ++i) rho[i] += A(gc[i]) * A(xc[i]); }
+      if (amax) for (int64_t i = 0; i < n; ++i) argmax_update(A(xc[i]), c, mbuf[i], amax[i]);
+    }
+  } else {
+    constexpr int kLanes = 16;
+    for (int64_t i = 0; i < n; ++i) {
+      const S* xp = x + L.at(0, p0 + i);
+      if (rho) {
+        const S* gp = g + L.at(0, p0 + i);
+        A s[kLanes] = {};
+        int64_t c = 0;
+        for (; c + kLanes <= L.C; c += kLanes)
+          for (int l = 0; l < kLanes; ++l) s[l] += A(gp[c + l]) * A(xp[c + l]);
+        for (; c < L.C; ++c) s[0] += A(gp[c]) * A(xp[c]);
+        A st = 0;
+        for (int l = 0; l < kLanes; ++l) st += s[l];
+        rho[i] = st;
+      }
+      if (amax) {
+        A m = ninf; int64_t idx = 0;
+        for (int64_t c = 0; c < L.C; ++c) argmax_update(A(xp[c]), c, m, idx);
+        amax[i] = idx;
+      }
+    }
+  }
+}
+
+template <typename A> struct Params {
+  std::vector<A> w;  // [P, kh, kw]
+  A bias;
+};
+
+template <typename A> Params<A> load_params(const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
+  const auto t = weight.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  at::Tensor wc = weight.to(t).contiguous();
+  Params<A> p{std::vector<A>(wc.data_ptr<A>(), wc.data_ptr<A>() + wc.numel()), A(0)};
+  if (bias) p.bias = bias->to(t).item<A>();
+  return p;
+}
+
+template <typename scalar_t, bool CL>
+void forward_item(const Geometry& g, const RowSplit& sp, int64_t item, const scalar_t* x, scalar_t* out,
+                  acc_t<scalar_t>* pooled, const Params<acc_t<scalar_t>>& prm, bool return_map) {
+  using A = acc_t<scalar_t>;
+  const int64_t H = g.H, W = g.W, P = g.pool.P, rh = g.kh / 2;
+  const int64_t b = item / sp.chunks, h0 = (item % sp.chunks) * sp.chunk_rows, h1 = std::min(h0 + sp.chunk_rows, H);
+  const int64_t base = h0 - rh, buf_rows = h1 - h0 + 2 * rh;
+  const int mean_slot = g.pool.mean_slot(), max_slot = g.pool.max_slot();
+  const Layout<CL> L{g.C, H, W};
+  const scalar_t* xb = x + b * g.C * H * W;
+  std::vector<A> q(P * buf_rows * W, A(0));  // pooled rows [h0-rh, h1+rh); rows outside the map stay 0
+  std::vector<A> s(sp.block_rows * W);
+  auto qrow = [&](int64_t p, int64_t h) { return q.data() + (p * buf_rows + h - base) * W; };
+  auto qat = [&](int p, int64_t hh, int64_t ww) { return (ww < 0 || ww >= W) ? A(0) : qrow(p, hh)[ww]; };
+
+  int64_t pooled_to = std::max<int64_t>(base, 0);
+  for (int64_t hb = h0; hb < h1; hb += sp.block_rows) {
+    const int64_t he = std::min(hb + sp.block_rows, h1), need = std::min(he + rh, H), n = (he - hb) * W;
+    if (need > pooled_to) {
+      pool_pixels(L, xb, pooled_to * W, (need - pooled_to) * W, mean_slot >= 0 ? qrow(mean_slot, pooled_to) : nullptr,
+                  max_slot >= 0 ? qrow(max_slot, pooled_to) : nullptr);
+      pooled_to = need;
+    }
+    for (int64_t h = hb; h < he; ++h)
+      for (int64_t w = 0; w < W; ++w)
+        s[(h - hb) * W + w] = sigmoid(conv_pixel(prm.w.data(), prm.bias, int(P), g.kh, g.kw, h, w, qat));
+    for (int64_t p = 0; p < P; ++p) std::copy(qrow(p, hb), qrow(p, hb) + n, pooled + ((b * P + p) * H + hb) * W);
+    if (return_map) {
+      scalar_t* ob = out + (b * H + hb) * W;
+      for (int64_t i = 0; i < n; ++i) ob[i] = scalar_t(s[i]);
+      continue;
+    }
+    scalar_t* ob = out + b * g.C * H * W;
+    if constexpr (!CL) {
+      for (int64_t c = 0; c < g.C; ++c) {
+        const scalar_t* xc = xb + L.at(c, hb * W);
+        scalar_t* oc = ob + L.at(c, hb * W);
+        for (int64_t i = 0; i < n; ++i) oc[i] = scalar_t(A(xc[i]) * s[i]);
+      }
+    } else {
+      for (int64_t i = 0; i < n; ++i) {
+        const scalar_t* xp = xb + L.at(0, hb * W + i);
+        scalar_t* op = ob + L.at(0, hb * W + i);
+        const A sv = s[i];
+        for (int64_t c = 0; c < g.C; ++c) op[c] = scalar_t(A(xp[c]) * sv);
+      }
+    }
+  }
+}
+
+// One item of the backward; adds its weight/bias gradient to `partial` ([P*kh*kw + 1], bias
+// last), which belongs to this item alone.
+template <typename scalar_t, bool CL>
+void backward_item(const Geometry& g, const RowSplit& sp, int64_t item, const scalar_t* gout, const scalar_t* x,
+                   const acc_t<scalar_t>* pooled, scalar_t* dx, const Params<acc_t<scalar_t>>& prm, bool return_map,
+                   double* partial) {
+  using A = acc_t<scalar_t>;
+  const int64_t C = g.C, H = g.H, W = g.W, P = g.pool.P, kh = g.kh, kw = g.kw, rh = kh / 2, rw = kw / 2;
+  const int64_t b = item / sp.chunks, h0 = (item % sp.chunks) * sp.chunk_rows, h1 = std::min(h0 + sp.chunk_rows, H);
+  const int64_t base = h0 - rh, buf_rows = h1 - h0 + 2 * rh;
+  const int mean_slot = g.pool.mean_slot(), max_slot = g.pool.max_slot();
+  const Layout<CL> L{C, H, W};
+  const int64_t sample = C * H * W;
+  const scalar_t* xb = x + b * sample;
+  const scalar_t* gb = gout + (return_map ? b * H * W : b * sample);
+  scalar_t* dxb = dx + b * sample;
+  const A* qb = pooled + b * P * H * W;
+
+  // delta, s and argmax for rows [h0-rh, h1+rh); delta is 0 outside the map.
+  std::vector<A> delta(buf_rows * W, A(0)), s(buf_rows * W, A(0)), mbuf;
+  std::vector<int64_t> amax;
+  if (max_slot >= 0) { amax.resize(buf_rows * W); mbuf.resize(buf_rows * W); }
+  std::vector<A> gmean(sp.block_rows * W, A(0)), gmax(sp.block_rows * W, A(0));
+  auto row = [&](int64_t h) { return (h - base) * W; };
+  auto qat = [&](int p, int64_t hh, int64_t ww) {
+    return (hh < 0 || hh >= H || ww < 0 || ww >= W) ? A(0) : qb[(p * H + hh) * W + ww];
+  };
+  auto dat = [&](int64_t hh, int64_t ww) { return (hh < 0 || hh >= H || ww < 0 || ww >= W) ? A(0) : delta[row(hh) + ww]; };
+  const int64_t nw = P * kh * kw;
+
+  int64_t done_to = std::max<int64_t>(base, 0);
+  for (int64_t hb = h0; hb < h1; hb += sp.block_rows) {
+    const int64_t he = std::min(hb + sp.block_rows, h1), need = std::min(he + rh, H), n = (he - hb) * W;
+    if (need > done_to) {
+      const int64_t r0 = row(done_to), m = (need - done_to) * W;
+      A* rho = delta.data() + r0;  // rho first, turned into delta below
+      if (return_map) std::transform(gb + done_to * W, gb + need * W, rho, [](scalar_t v) { return A(v); });
+      rho_pixels(L, gb, xb, done_to * W, m, return_map ? nullptr : rho, max_slot >= 0 ? mbuf.data() + r0 : nullptr,
+                 max_slot >= 0 ? amax.data() + r0 : nullptr);
+      for (int64_t h = done_to; h < need; ++h)
+        for (int64_t w = 0; w < W; ++w) {
+          const A sv = sigmoid(conv_pixel(prm.w.data(), prm.bias, int(P), int(kh), int(kw), h, w, qat));
+          s[row(h) + w] = sv;
+          delta[row(h) + w] = sigmoid_backward(delta[row(h) + w], sv);
+        }
+      done_to = need;
+    }
+    for (int64_t h = hb; h < he; ++h)
+      for (int64_t w = 0; w < W; ++w) {
+        const int64_t i = (h - hb) * W + w;
+        if (mean_slot >= 0) gmean[i] = conv_transpose_pixel(prm.w.data(), mean_slot, int(kh), int(kw), h, w, dat) / A(C);
+        if (max_slot >= 0) gmax[i] = conv_transpose_pixel(prm.w.data(), max_slot, int(kh), int(kw), h, w, dat);
+        const double d = double(delta[row(h) + w]);
+        partial[nw] += d;
+        for (int64_t p = 0; p < P; ++p)
+          for (int64_t a = 0; a < kh; ++a)
+            for (int64_t c = 0; c < kw; ++c) partial[(p * kh + a) * kw + c] += d * double(qat(int(p), h + a - rh, w + c - rw));
+      }
+    const A* sb = s.data() + row(hb);
+    if constexpr (!CL) {
+      for (int64_t c = 0; c < C; ++c) {
+        scalar_t* dc = dxb + L.at(c, hb * W);
+        if (return_map) {
+          for (int64_t i = 0; i < n; ++i) dc[i] = scalar_t(gmean[i]);
+        } else {
+          const scalar_t* gc = gb + L.at(c, hb * W);
+          for (int64_t i = 0; i < n; ++i) dc[i] = scalar_t(A(gc[i]) * sb[i] + gmean[i]);
+        }
+      }
+    } else {
+      for (int64_t i = 0; i < n; ++i) {
+        scalar_t* dp = dxb + L.at(0, hb * W + i);
+        const A gm = gmean[i];
+        if (return_map) {
+          for (int64_t c = 0; c < C; ++c) dp[c] = scalar_t(gm);
+        } else {
+          const scalar_t* gp = gb + L.at(0, hb * W + i);
+          const A sv = sb[i];
+          for (int64_t c = 0; c < C; ++c) dp[c] = scalar_t(A(gp[c]) * sv + gm);
+        }
+      }
+    }
+    if (max_slot >= 0) {  // route the max-pool gradient to the argmax channel
+      const int64_t* am = amax.data() + row(hb);
+      for (int64_t i = 0; i < n; ++i) {
+        const int64_t off = L.at(am[i], hb * W + i);
+        const A direct = return_map ? A(0) : A(gb[off]) * sb[i];
+        dxb[off] = scalar_t(direct + gmean[i] + gmax[i]);
+      }
+    }
+  }
+}
+
+template <typename F> void for_each_item(const Geometry& g, const RowSplit& sp, F&& f) {
+  const int64_t item_elems = std::max<int64_t>(1, sp.chunk_rows * g.C * g.W);
+  at::parallel_for(0, sp.items(g), std::max<int64_t>(1, kParallelElems / item_elems), [&](int64_t begin, int64_t end) {
+    for (int64_t it = begin; it < end; ++it) f(it);
+  });
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> spatial_attention_fwd_cpu(const at::Tensor& x, const at::Tensor& weight,
+                                                             const std::optional<at::Tensor>& bias,
+                                                             const std::string& pool, bool return_map) {
+  const Geometry g = check_inputs(x, weight, bias, pool);
+  const auto fmt = compute_format(x);
+  const at::Tensor xc = x.contiguous(fmt);
+  at::Tensor pooled = at::empty({g.B, g.pool.P, g.H, g.W}, x.options().dtype(acc_dtype(x.scalar_type())));
+  at::Tensor out = return_map ? at::empty({g.B, 1, g.H, g.W}, x.options())
+                              : at::empty(x.sizes(), x.options().memory_format(fmt));
+  if (pooled.numel() == 0) return {out, pooled};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "sam_fused_fwd_cpu", [&] {
+    using A = acc_t<scalar_t>;
+    const auto prm = load_params<A>(weight, bias);
+    const RowSplit sp = split_rows(g, sizeof(scalar_t));
+    const scalar_t* xp = xc.const_data_ptr<scalar_t>();
+    scalar_t* op = out.mutable_data_ptr<scalar_t>();
+    A* qp = pooled.mutable_data_ptr<A>();
+    for_each_item(g, sp, [&](int64_t it) {
+      if (g.channels_last) forward_item<scalar_t, true>(g, sp, it, xp, op, qp, prm, return_map);
+      else forward_item<scalar_t, false>(g, sp, it, xp, op, qp, prm, return_map);
+    });
+  });
+  return {out, pooled};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> spatial_attention_bwd_cpu(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+    const at::Tensor& pooled, const std::string& pool, bool return_map) {
+  const Geometry g = check_inputs(x, weight, bias, pool);
+  const auto fmt = compute_format(x);
+  const std::vector<int64_t> gshape = return_map ? std::vector<int64_t>{g.B, 1, g.H, g.W} : x.sizes().vec();
+  TORCH_CHECK_VALUE(grad_out.sizes() == gshape, "grad_out must have shape ", gshape, ", got ", grad_out.sizes());
+  TORCH_CHECK_VALUE(pooled.sizes() == at::IntArrayRef({g.B, g.pool.P, g.H, g.W}) &&
+                        pooled.scalar_type() == acc_dtype(x.scalar_type()),
+                    "pooled must be the [B, P, H, W] ", acc_dtype(x.scalar_type()),
+                    " maps returned by spatial_attention_fwd, got ", pooled.sizes(), " ", pooled.scalar_type());
+  const at::Tensor xc = x.contiguous(fmt);
+  const at::Tensor gc = grad_out.to(x.scalar_type()).contiguous(return_map ? at::MemoryFormat::Contiguous : fmt);
+  const at::Tensor qc = pooled.contiguous();
+  at::Tensor dx = at::empty(x.sizes(), x.options().memory_format(fmt));
+  const int64_t nw = g.pool.P * g.kh * g.kw;
+  std::vector<double> dw(nw + 1, 0.0);
+  if (x.numel() > 0) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "sam_fused_bwd_cpu", [&] {
+      using A = acc_t<scalar_t>;
+      const auto prm = load_params<A>(weight, bias);
+      const RowSplit sp = split_rows(g, sizeof(scalar_t));
+      std::vector<double> partials(sp.items(g) * (nw + 1), 0.0);
+      const scalar_t* gp = gc.const_data_ptr<scalar_t>();
+      const scalar_t* xp = xc.const_data_ptr<scalar_t>();
+      const A* qp = qc.const_data_ptr<A>();
+      scalar_t* dxp = dx.mutable_data_ptr<scalar_t>();
+      for_each_item(g, sp, [&](int64_t it) {
+        double* part = partials.data() + it * (nw + 1);
+        if (g.channels_last) backward_item<scalar_t, true>(g, sp, it, gp, xp, qp, dxp, prm, return_map, part);
+        else backward_item<scalar_t, false>(g, sp, it, gp, xp, qp, dxp, prm, return_map, part);
+      });
+      for (int64_t it = 0; it < sp.items(g); ++it)  // fixed order: deterministic
+        for (int64_t k = 0; k <= nw; ++k) dw[k] += partials[it * (nw + 1) + k];
+    });
+  }
+  const auto dopt = at::TensorOptions().dtype(at::kDouble);
+  // clone: from_blob aliases the local vector
+  at::Tensor gw = at::from_blob(dw.data(), {nw}, dopt).clone().to(weight.scalar_type()).reshape(weight.sizes());
+  at::Tensor gbias = at::from_blob(dw.data() + nw, {1}, dopt).clone().to(weight.scalar_type());
+  return {dx, gw, gbias};
+}
+
+}  // namespace sam
+
+TORCH_LIBRARY_IMPL(sam_fused, CPU, m) {
+  m.impl("spatial_attention_fwd", &sam::spatial_attention_fwd_cpu);
+  m.impl("spatial_attention_bwd", &sam::spatial_attention_bwd_cpu);
+}

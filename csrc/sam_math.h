@@ -1,0 +1,73 @@
+// Per-element math of the spatial-attention op, shared by the CPU kernels and the CUDA
+// kernels (host and device). DESIGN.md §2 has the formulas.
+#pragma once
+#include <cmath>
+#include <cstdint>
+
+#ifdef __CUDACC__
+#define SAM_HD __host__ __device__ __forceinline__
+#else
+#define SAM_HD inline
+#endif
+
+namespace sam {
+
+// A pooled map is either the channel mean or the channel max.
+enum PoolMap : int { kMean = 0, kMax = 1 };
+
+// Up to two pooled maps, in concatenation order ("max+mean" -> {kMax, kMean}).
+struct PoolSpec {
+  int P = 1;
+  int map[2] = {kMean, kMean};
+  SAM_HD int mean_slot() const { return map[0] == kMean ? 0 : (P > 1 && map[1] == kMean ? 1 : -1); }
+  SAM_HD int max_slot() const { return map[0] == kMax ? 0 : (P > 1 && map[1] == kMax ? 1 : -1); }
+};
+
+// Accumulation type: fp32 for fp16/bf16/fp32, fp64 for fp64.
+template <typename T> struct AccType { using type = float; };
+template <> struct AccType<double> { using type = double; };
+template <typename T> using acc_t = typename AccType<T>::type;
+
+SAM_HD float exp_(float v) { return expf(v); }
+SAM_HD double exp_(double v) { return exp(v); }
+
+template <typename A> SAM_HD A sigmoid(A a) { return A(1) / (A(1) + exp_(-a)); }
+
+template <typename A> SAM_HD bool is_nan(A v) { return v != v; }
+
+// max that propagates NaN, as torch.amax / torch.max do.
+template <typename A> SAM_HD A nan_max(A m, A v) { return (v > m || is_nan(v)) ? v : m; }
+
+// Running max with its channel index: the first index wins ties, the first NaN wins over
+// numbers (torch.max(dim) semantics, which route the max-pool gradient).
+template <typename A> SAM_HD void argmax_update(A v, int64_t c, A& m, int64_t& idx) {
+  if (v > m || (is_nan(v) && !is_nan(m))) { m = v; idx = c; }
+}
+
+// Pre-activation a[h,w] = bias + sum_{p,i,j} w[p,i,j] * q_p[h+i-rh, w+j-rw]; `q(p, hh, ww)`
+// returns the pooled value, 0 outside the map ("same" zero padding).
+template <typename A, typename QAt>
+SAM_HD A conv_pixel(const A* w, A bias, int P, int kh, int kw, int64_t h, int64_t x, QAt&& q) {
+  const int rh = kh / 2, rw = kw / 2;
+  A acc = bias;
+  for (int p = 0; p < P; ++p)
+    for (int i = 0; i < kh; ++i)
+      for (int j = 0; j < kw; ++j) acc += w[(p * kh + i) * kw + j] * q(p, h + i - rh, x + j - rw);
+  return acc;
+}
+
+// dL/dq_p[h,w] = sum_{i,j} w[p,i,j] * delta[h-i+rh, w-j+rw] (transposed conv); `d(hh, ww)`
+// returns delta, 0 outside the map.
+template <typename A, typename DAt>
+SAM_HD A conv_transpose_pixel(const A* w, int p, int kh, int kw, int64_t h, int64_t x, DAt&& d) {
+  const int rh = kh / 2, rw = kw / 2;
+  A acc = 0;
+  for (int i = 0; i < kh; ++i)
+    for (int j = 0; j < kw; ++j) acc += w[(p * kh + i) * kw + j] * d(h - i + rh, x - j + rw);
+  return acc;
+}
+
+// delta = dL/da = rho * s * (1 - s), where rho = dL/ds.
+template <typename A> SAM_HD A sigmoid_backward(A rho, A s) { return rho * s * (A(1) - s); }
+
+}  // namespace sam
