@@ -40,8 +40,8 @@ template <typename A> SAM_HD A nan_max(A m, A v) { return (v > m || is_nan(v)) ?
 
 // Running max with its channel index: the first index wins ties, the first NaN wins over
 // numbers (torch.max(dim) semantics, which route the max-pool gradient).
-template <typename A> SAM_HD void argmax_update(A v, int64_t c, A& m, int64_t& idx) {
-  if (v > m || (is_nan(v) && !is_nan(m))) { m = v; idx = c; }
+template <typename A, typename I> SAM_HD void argmax_update(A v, int64_t c, A& m, I& idx) {
+  if (v > m || (is_nan(v) && !is_nan(m))) { m = v; idx = I(c); }
 }
 
 // Pre-activation a[h,w] = bias + sum_{p,i,j} w[p,i,j] * q_p[h+i-rh, w+j-rw]; `q(p, hh, ww)`

@@ -13,6 +13,9 @@
 #include <algorithm>
 #include <limits>
 #include <vector>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "../spatial_attention.h"
 
@@ -21,10 +24,66 @@ namespace {
 
 constexpr int64_t kMinItems = 64;            // items wanted for load balance
 constexpr int64_t kMinItemElems = 16384;      // smallest item worth its halo rows
-constexpr int64_t kBlockBytes = 128 * 1024;  // rows of x kept in cache between pool and scale
+constexpr int64_t kBlockBytes = 256 * 1024;  // rows of x kept in cache between pool and scale
 constexpr int64_t kParallelElems = 32768;    // elements per task before splitting into threads
 
+constexpr int64_t kStreamBytes = 4 << 20;    // outputs larger than this bypass the cache
+
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// One output segment of n elements:
+//   o[i] = a[i] * s(i) + add(i) + (am(i) == at(i) ? route(i) : 0)
+// (the a-term is skipped when a is null, add when null, the routing when am is null).
+// kBcast: s/add/route/am are single values and at(i) = i (a channels_last pixel, i runs over
+// C); else they are arrays indexed by i and at(i) = c (an NCHW channel row, i over pixels).
+// With `stream`, whole 64-byte lines are stored non-temporally: a large output is written once
+// and not read back here, so its lines need not be fetched first (a plain store costs a read
+// and a write of memory; streaming is what lets the fused op match x.clone()'s 2N bytes).
+// Partial lines at the ends, which a neighbouring segment also writes, take plain stores.
+template <bool kBcast, typename T, typename A>
+inline void write_segment(T* o, const T* a, const A* s, const A* add, const int32_t* am, const A* route, int64_t c,
+                          int64_t n, bool stream) {
+  auto value = [&](int64_t i) {
+    const int64_t k = kBcast ? 0 : i;
+    A v = a ? A(a[i]) * s[k] : A(0);
+    if (add) v += add[k];
+    if (am && int64_t(am[k]) == (kBcast ? i : c)) v += route[k];
+    return T(v);
+  };
+  int64_t i = 0;
+#if defined(__SSE2__)
+  if constexpr (std::is_same_v<T, float>) {
+    int64_t stream_end = 0;  // [line-aligned start, stream_end) is whole 64-byte lines
+    if (stream && n >= 32) {
+      for (; reinterpret_cast<uintptr_t>(o + i) & 63; ++i) o[i] = value(i);
+      stream_end = i + (n - i) / 16 * 16;
+    }
+    const __m128 s_b = kBcast ? _mm_set1_ps(s[0]) : _mm_setzero_ps();
+    const __m128 add_b = (kBcast && add) ? _mm_set1_ps(add[0]) : _mm_setzero_ps();
+    const __m128 route_b = (kBcast && am) ? _mm_set1_ps(route[0]) : _mm_setzero_ps();
+    const __m128i key_b = _mm_set1_epi32(kBcast ? (am ? am[0] : 0) : int32_t(c));
+    __m128i idx = _mm_setr_epi32(int32_t(i), int32_t(i + 1), int32_t(i + 2), int32_t(i + 3));
+    const __m128i four = _mm_set1_epi32(4);
+    for (; i + 4 <= n; i += 4, idx = _mm_add_epi32(idx, four)) {
+      __m128 v = a ? _mm_mul_ps(_mm_loadu_ps(a + i), kBcast ? s_b : _mm_loadu_ps(s + i)) : _mm_setzero_ps();
+      if (add) v = _mm_add_ps(v, kBcast ? add_b : _mm_loadu_ps(add + i));
+      if (am) {
+        const __m128i hit = _mm_cmpeq_epi32(kBcast ? idx : _mm_loadu_si128(reinterpret_cast<const __m128i*>(am + i)), key_b);
+        v = _mm_add_ps(v, _mm_and_ps(_mm_castsi128_ps(hit), kBcast ? route_b : _mm_loadu_ps(route + i)));
+      }
+      if (i < stream_end) _mm_stream_ps(o + i, v);
+      else _mm_storeu_ps(o + i, v);
+    }
+  }
+#endif
+  for (; i < n; ++i) o[i] = value(i);
+}
+
+inline void stream_fence() {
+#if defined(__SSE2__)
+  _mm_sfence();  // order the non-temporal stores before the op returns
+#endif
+}
 
 struct RowSplit {
   int64_t chunks;      // row chunks per sample
@@ -41,7 +100,8 @@ RowSplit split_rows(const Geometry& g, int64_t elem_bytes) {
   RowSplit s;
   s.chunk_rows = ceil_div(g.H, chunks);
   s.chunks = ceil_div(g.H, s.chunk_rows);
-  s.block_rows = std::clamp<int64_t>(kBlockBytes / std::max<int64_t>(1, row_elems * elem_bytes), 1, s.chunk_rows);
+  const int64_t max_block = std::clamp<int64_t>(kBlockBytes / std::max<int64_t>(1, row_elems * elem_bytes), 1, s.chunk_rows);
+  s.block_rows = ceil_div(s.chunk_rows, ceil_div(s.chunk_rows, max_block));  // equal blocks, no 1-row tail
   return s;
 }
 
@@ -87,11 +147,11 @@ void pool_pixels(const Layout<CL>& L, const S* x, int64_t p0, int64_t n, A* qsum
 // over C of x (skipped when amax is null).
 template <bool CL, typename S, typename A>
 void rho_pixels(const Layout<CL>& L, const S* g, const S* x, int64_t p0, int64_t n, A* rho, A* mbuf,
-                int64_t* amax) {
+                int32_t* amax) {
   const A ninf = -std::numeric_limits<A>::infinity();
   if constexpr (!CL) {
     if (rho) std::fill(rho, rho + n, A(0));
-    if (amax) { std::fill(mbuf, mbuf + n, ninf); std::fill(amax, amax + n, int64_t(0)); }
+    if (amax) { std::fill(mbuf, mbuf + n, ninf); std::fill(amax, amax + n, int32_t(0)); }
     for (int64_t c = 0; c < L.C; ++c) {
       const S* xc = x + L.at(c, p0);
       if (rho) { const S* gc = g + L.at(c, p0); for (int64_t i = 0; i < n; ++i) rho[i] += A(gc[i]) * A(xc[i]); }
@@ -113,7 +173,7 @@ void rho_pixels(const Layout<CL>& L, const S* g, const S* x, int64_t p0, int64_t
         rho[i] = st;
       }
       if (amax) {
-        A m = ninf; int64_t idx = 0;
+        A m = ninf; int32_t idx = 0;
         for (int64_t c = 0; c < L.C; ++c) argmax_update(A(xp[c]), c, m, idx);
         amax[i] = idx;
       }
@@ -136,7 +196,7 @@ template <typename A> Params<A> load_params(const at::Tensor& weight, const std:
 
 template <typename scalar_t, bool CL>
 void forward_item(const Geometry& g, const RowSplit& sp, int64_t item, const scalar_t* x, scalar_t* out,
-                  acc_t<scalar_t>* pooled, const Params<acc_t<scalar_t>>& prm, bool return_map) {
+                  acc_t<scalar_t>* pooled, const Params<acc_t<scalar_t>>& prm, bool return_map, bool stream) {
   using A = acc_t<scalar_t>;
   const int64_t H = g.H, W = g.W, P = g.pool.P, rh = g.kh / 2;
   const int64_t b = item / sp.chunks, h0 = (item % sp.chunks) * sp.chunk_rows, h1 = std::min(h0 + sp.chunk_rows, H);
@@ -168,20 +228,16 @@ void forward_item(const Geometry& g, const RowSplit& sp, int64_t item, const sca
     }
     scalar_t* ob = out + b * g.C * H * W;
     if constexpr (!CL) {
-      for (int64_t c = 0; c < g.C; ++c) {
-        const scalar_t* xc = xb + L.at(c, hb * W);
-        scalar_t* oc = ob + L.at(c, hb * W);
-        for (int64_t i = 0; i < n; ++i) oc[i] = scalar_t(A(xc[i]) * s[i]);
-      }
+      for (int64_t c = 0; c < g.C; ++c)
+        write_segment<false, scalar_t, A>(ob + L.at(c, hb * W), xb + L.at(c, hb * W), s.data(), nullptr, nullptr, nullptr, c, n,
+                             stream);
     } else {
-      for (int64_t i = 0; i < n; ++i) {
-        const scalar_t* xp = xb + L.at(0, hb * W + i);
-        scalar_t* op = ob + L.at(0, hb * W + i);
-        const A sv = s[i];
-        for (int64_t c = 0; c < g.C; ++c) op[c] = scalar_t(A(xp[c]) * sv);
-      }
+      for (int64_t i = 0; i < n; ++i)
+        write_segment<true, scalar_t, A>(ob + L.at(0, hb * W + i), xb + L.at(0, hb * W + i), &s[i], nullptr, nullptr, nullptr, 0,
+                            g.C, stream);
     }
   }
+  if (stream) stream_fence();
 }
 
 // One item of the backward; adds its weight/bias gradient to `partial` ([P*kh*kw + 1], bias
@@ -189,7 +245,7 @@ void forward_item(const Geometry& g, const RowSplit& sp, int64_t item, const sca
 template <typename scalar_t, bool CL>
 void backward_item(const Geometry& g, const RowSplit& sp, int64_t item, const scalar_t* gout, const scalar_t* x,
                    const acc_t<scalar_t>* pooled, scalar_t* dx, const Params<acc_t<scalar_t>>& prm, bool return_map,
-                   double* partial) {
+                   bool stream, double* partial) {
   using A = acc_t<scalar_t>;
   const int64_t C = g.C, H = g.H, W = g.W, P = g.pool.P, kh = g.kh, kw = g.kw, rh = kh / 2, rw = kw / 2;
   const int64_t b = item / sp.chunks, h0 = (item % sp.chunks) * sp.chunk_rows, h1 = std::min(h0 + sp.chunk_rows, H);
@@ -204,7 +260,7 @@ void backward_item(const Geometry& g, const RowSplit& sp, int64_t item, const sc
 
   // delta, s and argmax for rows [h0-rh, h1+rh); delta is 0 outside the map.
   std::vector<A> delta(buf_rows * W, A(0)), s(buf_rows * W, A(0)), mbuf;
-  std::vector<int64_t> amax;
+  std::vector<int32_t> amax;
   if (max_slot >= 0) { amax.resize(buf_rows * W); mbuf.resize(buf_rows * W); }
   std::vector<A> gmean(sp.block_rows * W, A(0)), gmax(sp.block_rows * W, A(0));
   auto row = [&](int64_t h) { return (h - base) * W; };
@@ -242,39 +298,21 @@ void backward_item(const Geometry& g, const RowSplit& sp, int64_t item, const sc
           for (int64_t a = 0; a < kh; ++a)
             for (int64_t c = 0; c < kw; ++c) partial[(p * kh + a) * kw + c] += d * double(qat(int(p), h + a - rh, w + c - rw));
       }
+    // dx = g*s (unless return_map) + gamma_mean/C + gamma_max at the first argmax channel
     const A* sb = s.data() + row(hb);
+    const int32_t* am = max_slot >= 0 ? amax.data() + row(hb) : nullptr;
+    const A* gm = mean_slot >= 0 ? gmean.data() : nullptr;
     if constexpr (!CL) {
-      for (int64_t c = 0; c < C; ++c) {
-        scalar_t* dc = dxb + L.at(c, hb * W);
-        if (return_map) {
-          for (int64_t i = 0; i < n; ++i) dc[i] = scalar_t(gmean[i]);
-        } else {
-          const scalar_t* gc = gb + L.at(c, hb * W);
-          for (int64_t i = 0; i < n; ++i) dc[i] = scalar_t(A(gc[i]) * sb[i] + gmean[i]);
-        }
-      }
+      for (int64_t c = 0; c < C; ++c)
+        write_segment<false, scalar_t, A>(dxb + L.at(c, hb * W), return_map ? nullptr : gb + L.at(c, hb * W), sb, gm, am,
+                             gmax.data(), c, n, stream);
     } else {
-      for (int64_t i = 0; i < n; ++i) {
-        scalar_t* dp = dxb + L.at(0, hb * W + i);
-        const A gm = gmean[i];
-        if (return_map) {
-          for (int64_t c = 0; c < C; ++c) dp[c] = scalar_t(gm);
-        } else {
-          const scalar_t* gp = gb + L.at(0, hb * W + i);
-          const A sv = sb[i];
-          for (int64_t c = 0; c < C; ++c) dp[c] = scalar_t(A(gp[c]) * sv + gm);
-        }
-      }
-    }
-    if (max_slot >= 0) {  // route the max-pool gradient to the argmax channel
-      const int64_t* am = amax.data() + row(hb);
-      for (int64_t i = 0; i < n; ++i) {
-        const int64_t off = L.at(am[i], hb * W + i);
-        const A direct = return_map ? A(0) : A(gb[off]) * sb[i];
-        dxb[off] = scalar_t(direct + gmean[i] + gmax[i]);
-      }
+      for (int64_t i = 0; i < n; ++i)
+        write_segment<true, scalar_t, A>(dxb + L.at(0, hb * W + i), return_map ? nullptr : gb + L.at(0, hb * W + i), sb + i,
+                            gm ? gm + i : nullptr, am ? am + i : nullptr, gmax.data() + i, 0, C, stream);
     }
   }
+  if (stream) stream_fence();
 }
 
 template <typename F> void for_each_item(const Geometry& g, const RowSplit& sp, F&& f) {
@@ -300,12 +338,13 @@ std::tuple<at::Tensor, at::Tensor> spatial_attention_fwd_cpu(const at::Tensor& x
     using A = acc_t<scalar_t>;
     const auto prm = load_params<A>(weight, bias);
     const RowSplit sp = split_rows(g, sizeof(scalar_t));
+    const bool stream = !return_map && out.nbytes() > kStreamBytes;
     const scalar_t* xp = xc.const_data_ptr<scalar_t>();
     scalar_t* op = out.mutable_data_ptr<scalar_t>();
     A* qp = pooled.mutable_data_ptr<A>();
     for_each_item(g, sp, [&](int64_t it) {
-      if (g.channels_last) forward_item<scalar_t, true>(g, sp, it, xp, op, qp, prm, return_map);
-      else forward_item<scalar_t, false>(g, sp, it, xp, op, qp, prm, return_map);
+      if (g.channels_last) forward_item<scalar_t, true>(g, sp, it, xp, op, qp, prm, return_map, stream);
+      else forward_item<scalar_t, false>(g, sp, it, xp, op, qp, prm, return_map, stream);
     });
   });
   return {out, pooled};
@@ -315,6 +354,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> spatial_attention_bwd_cpu(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
     const at::Tensor& pooled, const std::string& pool, bool return_map) {
   const Geometry g = check_inputs(x, weight, bias, pool);
+  TORCH_CHECK_VALUE(g.C <= std::numeric_limits<int32_t>::max(), "x has too many channels (", g.C, ")");
   const auto fmt = compute_format(x);
   const std::vector<int64_t> gshape = return_map ? std::vector<int64_t>{g.B, 1, g.H, g.W} : x.sizes().vec();
   TORCH_CHECK_VALUE(grad_out.sizes() == gshape, "grad_out must have shape ", gshape, ", got ", grad_out.sizes());
@@ -333,6 +373,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> spatial_attention_bwd_cpu(
       using A = acc_t<scalar_t>;
       const auto prm = load_params<A>(weight, bias);
       const RowSplit sp = split_rows(g, sizeof(scalar_t));
+      const bool stream = dx.nbytes() > kStreamBytes;
       std::vector<double> partials(sp.items(g) * (nw + 1), 0.0);
       const scalar_t* gp = gc.const_data_ptr<scalar_t>();
       const scalar_t* xp = xc.const_data_ptr<scalar_t>();
@@ -340,8 +381,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> spatial_attention_bwd_cpu(
       scalar_t* dxp = dx.mutable_data_ptr<scalar_t>();
       for_each_item(g, sp, [&](int64_t it) {
         double* part = partials.data() + it * (nw + 1);
-        if (g.channels_last) backward_item<scalar_t, true>(g, sp, it, gp, xp, qp, dxp, prm, return_map, part);
-        else backward_item<scalar_t, false>(g, sp, it, gp, xp, qp, dxp, prm, return_map, part);
+        if (g.channels_last) backward_item<scalar_t, true>(g, sp, it, gp, xp, qp, dxp, prm, return_map, stream, part);
+        else backward_item<scalar_t, false>(g, sp, it, gp, xp, qp, dxp, prm, return_map, stream, part);
       });
       for (int64_t it = 0; it < sp.items(g); ++it)  // fixed order: deterministic
         for (int64_t k = 0; k <= nw; ++k) dw[k] += partials[it * (nw + 1) + k];
