@@ -1,7 +1,8 @@
 """One SANN training step (forward + backward + AdamW) with the fused attention layer vs the
-eager reference layer vs torch.compile of the reference model, at HAR data set shapes.
+eager reference layer vs torch.compile of the reference model (and of the fused model: the op
+compiles as one node, inductor fuses the rest), at HAR data set shapes.
 
-    pytest benchmarks/test_train_step.py              # batch 128, all three variants
+    pytest benchmarks/test_train_step.py              # batch 128, all four variants
     pytest benchmarks/test_train_step.py --quick      # batch 16, no torch.compile (slow to warm up)
 
 Each (data set, device, batch) is one pytest-benchmark group, so the table compares the
@@ -15,7 +16,7 @@ from sam_fused.models import SANN
 
 # name: (time steps T, channels M, classes), see DESIGN.md §7
 DATASETS = {"uci-har": (128, 9, 6), "unimib-shar": (151, 3, 17)}
-VARIANTS = ("fused", "reference", "compiled-reference")
+VARIANTS = ("fused", "reference", "compiled-reference", "compiled-fused")
 DEVICES = [pytest.param("cpu"),
            pytest.param("cuda", marks=[pytest.mark.cuda,
                                        pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")])]
@@ -36,14 +37,15 @@ def sync(device):
 @pytest.mark.parametrize("dataset", DATASETS)
 def test_train_step(benchmark, request, dataset, device, variant):
     quick = quick_mode(request)
-    if quick and variant == "compiled-reference":
+    compiled = variant.startswith("compiled-")
+    if quick and compiled:
         pytest.skip("torch.compile warm-up takes minutes on a small CPU; run without --quick")
     T, M, classes = DATASETS[dataset]
     batch = 16 if quick else 128
     torch.manual_seed(0)
-    model = SANN(M, classes, attention="fused" if variant == "fused" else "reference").to(device).train()
+    model = SANN(M, classes, attention=variant.removeprefix("compiled-")).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=1e-3)
-    if variant == "compiled-reference":
+    if compiled:
         model = torch.compile(model)
     x = torch.randn(batch, 1, T, M, device=device)
     y = torch.randint(classes, (batch,), device=device)
@@ -55,4 +57,4 @@ def test_train_step(benchmark, request, dataset, device, variant):
     benchmark.group = f"SANN train step {dataset} ({batch}x1x{T}x{M}) {device}"
     benchmark.extra_info.update(dataset=dataset, batch=batch, window=(T, M), device=device, variant=variant)
     # Warm-up rounds: allocator, oneDNN/cuDNN algorithm choice, and compilation for torch.compile.
-    benchmark.pedantic(step, rounds=3 if quick else 5, warmup_rounds=3 if variant == "compiled-reference" else 1)
+    benchmark.pedantic(step, rounds=3 if quick else 5, warmup_rounds=3 if compiled else 1)

@@ -1,6 +1,4 @@
-// Op schema of the sam_fused library, the argument checks every backend shares, and the
-// Python module entry point (the module itself is empty: importing it registers the ops).
-#include <Python.h>
+// Op schema of the sam_fused library and the argument checks every backend shares.
 #include <torch/library.h>
 
 #include "spatial_attention.h"
@@ -61,10 +59,4 @@ TORCH_LIBRARY(sam_fused, m) {
   m.def("spatial_attention_fwd(Tensor x, Tensor weight, Tensor? bias, str pool, bool return_map) -> (Tensor, Tensor)");
   m.def("spatial_attention_bwd(Tensor grad_out, Tensor x, Tensor weight, Tensor? bias, Tensor pooled, str pool, "
         "bool return_map) -> (Tensor, Tensor, Tensor)");
-}
-
-extern "C" PyObject* PyInit__C(void) {
-  static struct PyModuleDef def = {PyModuleDef_HEAD_INIT, "_C", "sam_fused kernels (ops under torch.ops.sam_fused)", -1,
-                                   nullptr};
-  return PyModule_Create(&def);
 }

@@ -120,6 +120,7 @@ def spatial_attention(x, weight, bias=None, pool: str = "mean", return_map: bool
     x: ``[B, C, H, W]``; weight: ``[1, P, kh, kw]`` with odd kh, kw and P pooled maps
     (1 for "mean"/"max", 2 for "mean+max"/"max+mean", concatenated in that order);
     bias: ``[1]`` or None. Returns ``x * s`` (or ``s`` ``[B, 1, H, W]`` with return_map).
+    Bad arguments raise ValueError naming the argument (checked in C++ for real tensors, and
+    by `check_args` in the fake kernel under torch.compile / export).
     """
-    check_args(x, weight, bias, pool)
     return _fwd(x, weight, bias, pool, return_map)[0]

@@ -144,17 +144,21 @@ void pool_pixels(const Layout<CL>& L, const S* x, int64_t p0, int64_t n, A* qsum
 }
 
 // rho = sum_c g*x for pixels [p0, p0+n) (skipped when rho is null), and the first argmax
-// over C of x (skipped when amax is null).
+// over C of x (skipped when amax is null). rho is summed in double: sum_{b,h,w} of
+// rho*s*(1-s) (the bias gradient) cancels heavily, so fp32 rounding of each rho would show.
 template <bool CL, typename S, typename A>
-void rho_pixels(const Layout<CL>& L, const S* g, const S* x, int64_t p0, int64_t n, A* rho, A* mbuf,
+void rho_pixels(const Layout<CL>& L, const S* g, const S* x, int64_t p0, int64_t n, double* rho, A* mbuf,
                 int32_t* amax) {
   const A ninf = -std::numeric_limits<A>::infinity();
   if constexpr (!CL) {
-    if (rho) std::fill(rho, rho + n, A(0));
+    if (rho) std::fill(rho, rho + n, 0.0);
     if (amax) { std::fill(mbuf, mbuf + n, ninf); std::fill(amax, amax + n, int32_t(0)); }
     for (int64_t c = 0; c < L.C; ++c) {
       const S* xc = x + L.at(c, p0);
-      if (rho) { const S* gc = g + L.at(c, p0); for (int64_t i = 0; i < n; ++i) rho[i] += A(gc[i]) * A(xc[i]); }
+      if (rho) {
+        const S* gc = g + L.at(c, p0);
+        for (int64_t i = 0; i < n; ++i) rho[i] += double(gc[i]) * double(xc[i]);
+      }
       if (amax) for (int64_t i = 0; i < n; ++i) argmax_update(A(xc[i]), c, mbuf[i], amax[i]);
     }
   } else {
@@ -163,12 +167,12 @@ void rho_pixels(const Layout<CL>& L, const S* g, const S* x, int64_t p0, int64_t
       const S* xp = x + L.at(0, p0 + i);
       if (rho) {
         const S* gp = g + L.at(0, p0 + i);
-        A s[kLanes] = {};
+        double s[kLanes] = {};
         int64_t c = 0;
         for (; c + kLanes <= L.C; c += kLanes)
-          for (int l = 0; l < kLanes; ++l) s[l] += A(gp[c + l]) * A(xp[c + l]);
-        for (; c < L.C; ++c) s[0] += A(gp[c]) * A(xp[c]);
-        A st = 0;
+          for (int l = 0; l < kLanes; ++l) s[l] += double(gp[c + l]) * double(xp[c + l]);
+        for (; c < L.C; ++c) s[0] += double(gp[c]) * double(xp[c]);
+        double st = 0;
         for (int l = 0; l < kLanes; ++l) st += s[l];
         rho[i] = st;
       }
@@ -263,6 +267,7 @@ void backward_item(const Geometry& g, const RowSplit& sp, int64_t item, const sc
   std::vector<int32_t> amax;
   if (max_slot >= 0) { amax.resize(buf_rows * W); mbuf.resize(buf_rows * W); }
   std::vector<A> gmean(sp.block_rows * W, A(0)), gmax(sp.block_rows * W, A(0));
+  std::vector<double> rho((sp.block_rows + 2 * rh) * W);  // rho of the rows being added
   auto row = [&](int64_t h) { return (h - base) * W; };
   auto qat = [&](int p, int64_t hh, int64_t ww) {
     return (hh < 0 || hh >= H || ww < 0 || ww >= W) ? A(0) : qb[(p * H + hh) * W + ww];
@@ -275,15 +280,14 @@ void backward_item(const Geometry& g, const RowSplit& sp, int64_t item, const sc
     const int64_t he = std::min(hb + sp.block_rows, h1), need = std::min(he + rh, H), n = (he - hb) * W;
     if (need > done_to) {
       const int64_t r0 = row(done_to), m = (need - done_to) * W;
-      A* rho = delta.data() + r0;  // rho first, turned into delta below
-      if (return_map) std::transform(gb + done_to * W, gb + need * W, rho, [](scalar_t v) { return A(v); });
-      rho_pixels(L, gb, xb, done_to * W, m, return_map ? nullptr : rho, max_slot >= 0 ? mbuf.data() + r0 : nullptr,
-                 max_slot >= 0 ? amax.data() + r0 : nullptr);
+      if (return_map) std::transform(gb + done_to * W, gb + need * W, rho.data(), [](scalar_t v) { return double(v); });
+      rho_pixels(L, gb, xb, done_to * W, m, return_map ? nullptr : rho.data(),
+                 max_slot >= 0 ? mbuf.data() + r0 : nullptr, max_slot >= 0 ? amax.data() + r0 : nullptr);
       for (int64_t h = done_to; h < need; ++h)
         for (int64_t w = 0; w < W; ++w) {
           const A sv = sigmoid(conv_pixel(prm.w.data(), prm.bias, int(P), int(kh), int(kw), h, w, qat));
           s[row(h) + w] = sv;
-          delta[row(h) + w] = sigmoid_backward(delta[row(h) + w], sv);
+          delta[row(h) + w] = A(sigmoid_backward(rho[(h - done_to) * W + w], double(sv)));
         }
       done_to = need;
     }

@@ -1,0 +1,86 @@
+"""Parity check of the fused op against the reference modules: `python -m sam_fused.check`.
+
+For every pool variant, a few kernels, bias on/off, return_map on/off and both layouts, on
+CPU (and CUDA when available), compares the output and the x / weight / bias gradients of the
+fused op with the reference module run in float64 on the same inputs (the exact answer), prints
+one line per group and exits non-zero when an error exceeds the tolerance (DESIGN.md §4: fp32
+1e-5 of the output scale; fp64 1e-10). A gradient summed over thousands of pixels carries
+fp32 rounding above 1e-5 in any implementation, so an error also passes when it is no worse
+than twice that of the reference module itself run in the same dtype ("ref err" column).
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+
+import torch
+
+from .ops import spatial_attention
+from .reference import POOLS, SpatialGateReference
+
+SHAPES = [(4, 64, 64, 9), (2, 512, 8, 9), (2, 16, 14, 14), (3, 5, 7, 1), (1, 1, 1, 1)]
+KERNELS = [(3, 1), (7, 7), (3, 3)]
+TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-10}
+
+
+def _run(ref_or_none, x, weight, bias, pool, return_map, g):
+    """Output and x/weight/bias gradients of the reference module (or the fused op if None)."""
+    x = x.clone().requires_grad_()
+    params = [weight] + ([bias] if bias is not None else [])
+    if ref_or_none is None:
+        out = spatial_attention(x, weight, bias, pool, return_map)
+    else:
+        out = torch.func.functional_call(ref_or_none, {"weight": weight, "bias": bias}, (x,))
+    return (out, *torch.autograd.grad(out, [x] + params, g))
+
+
+def max_errors(shape, pool, kernel, bias, return_map, dtype, device, channels_last=False):
+    """Largest error of fused and of the reference in `dtype` against the float64 reference,
+    over out, dx, dweight, dbias, each relative to max(1, max|exact|)."""
+    gen = torch.Generator().manual_seed(0)
+    ref = SpatialGateReference(kernel, pool, bias, return_map).to(device)
+    P = ref.weight.shape[1]
+    weight = torch.randn((1, P, *ref.kernel_size), generator=gen, dtype=torch.float64).to(device)
+    bias_t = torch.randn(1, generator=gen, dtype=torch.float64).to(device) if bias else None
+    x = torch.randn(shape, generator=gen, dtype=torch.float64).to(device)
+    g = torch.randn(ref(x.float()).shape, generator=gen, dtype=torch.float64).to(device)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    args = lambda t: [None if v is None else v.to(t).requires_grad_(v is not x) for v in (x, weight, bias_t)]
+    exact = _run(ref, *args(torch.float64), pool, return_map, g)
+    fused = _run(None, *args(dtype), pool, return_map, g.to(dtype))
+    plain = _run(ref, *args(dtype), pool, return_map, g.to(dtype))
+    err_fused, err_ref = 0.0, 0.0
+    for e, f, r in zip(exact, fused, plain):
+        if e.numel():
+            scale = max(1.0, e.abs().max().item())
+            err_fused = max(err_fused, (f.double() - e).abs().max().item() / scale)
+            err_ref = max(err_ref, (r.double() - e).abs().max().item() / scale)
+    return err_fused, err_ref
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", action="append", help="cpu and/or cuda (default: cpu, plus cuda if available)")
+    args = parser.parse_args(argv)
+    devices = args.device or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    failures = 0
+    print(f"{'device':6} {'dtype':8} {'pool':9} {'cases':>5}  {'fused err':>9}  {'ref err':>9}  tolerance  result")
+    for device, dtype, pool in itertools.product(devices, TOLERANCE, POOLS):
+        worst, worst_ref, cases, ok = 0.0, 0.0, 0, True
+        for shape, kernel, bias, return_map, cl in itertools.product(SHAPES, KERNELS, (True, False), (False, True),
+                                                                     (False, True)):
+            err, err_ref = max_errors(shape, pool, kernel, bias, return_map, dtype, device, cl)
+            # within the tolerance, or no worse than twice PyTorch's own rounding in this dtype
+            ok &= err <= max(TOLERANCE[dtype], 2 * err_ref)
+            worst, worst_ref, cases = max(worst, err), max(worst_ref, err_ref), cases + 1
+        failures += not ok
+        print(f"{device:6} {str(dtype)[6:]:8} {pool:9} {cases:5}  {worst:9.2e}  {worst_ref:9.2e}  "
+              f"{TOLERANCE[dtype]:9.0e}  {'ok' if ok else 'FAIL'}")
+    print("parity: all variants match the reference" if not failures else f"parity: {failures} group(s) FAILED")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""Loader for the common preprocessed HAR layout: a folder holding
+
+    x_train.npy  [N, T, M]  windows (T time steps, M sensor channels), any real dtype
+    y_train.npy  [N]        class labels: integers (e.g. 1..6) or strings
+    x_test.npy   [N', T, M]
+    y_test.npy   [N']
+
+UCI-HAR, PAMAP2, OPPORTUNITY, ... preprocessed into windows are commonly saved like this.
+Labels are mapped to 0..K-1 in sorted order of the distinct labels of both splits; the
+original labels become the class names.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .dataset import HARDataset, check_same_window
+
+FILES = ("x_train.npy", "y_train.npy", "x_test.npy", "y_test.npy")
+
+
+def _load_array(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise ValueError(f"{path}: file not found (the folder must hold {', '.join(FILES)})")
+    try:
+        return np.load(path, allow_pickle=False)  # object arrays would need unpickling: refused
+    except (ValueError, OSError, EOFError) as error:
+        raise ValueError(f"{path}: cannot load as a .npy array: {error}") from None
+
+
+def _check_windows(x: np.ndarray, path: Path) -> np.ndarray:
+    if x.ndim != 3 or 0 in x.shape:
+        raise ValueError(f"{path}: expected windows [N, T, M] with N, T, M >= 1, got shape {x.shape}")
+    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        raise ValueError(f"{path}: expected real numbers, got dtype {x.dtype}")
+    x = x.astype(np.float32)
+    if not np.isfinite(x).all():
+        raise ValueError(f"{path}: contains NaN or infinite values")
+    return x
+
+
+def _check_labels(y: np.ndarray, path: Path, n: int, x_path: Path) -> np.ndarray:
+    if y.ndim != 1:
+        hint = " (one-hot labels? save y.argmax(1) instead)" if y.ndim == 2 else ""
+        raise ValueError(f"{path}: expected class labels [N], got shape {y.shape}{hint}")
+    if len(y) != n:
+        raise ValueError(f"{path}: has {len(y)} labels but {x_path.name} has {n} windows")
+    if not (np.issubdtype(y.dtype, np.integer) or y.dtype.kind == "U"):
+        raise ValueError(f"{path}: labels must be integers or strings, got dtype {y.dtype}")
+    return y
+
+
+def load_npy_folder(folder) -> HARDataset:
+    """Load ``x_train.npy``, ``y_train.npy``, ``x_test.npy``, ``y_test.npy`` from `folder`.
+
+    Raises ValueError naming the file and what is wrong (missing, wrong shape or dtype,
+    x/y length mismatch, NaN, train/test window mismatch).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: not a folder (expected one holding {', '.join(FILES)})")
+    paths = [folder / name for name in FILES]
+    x_train_path, y_train_path, x_test_path, y_test_path = paths
+    x_train = _check_windows(_load_array(x_train_path), x_train_path)
+    x_test = _check_windows(_load_array(x_test_path), x_test_path)
+    check_same_window(x_train, x_test, x_train_path, x_test_path)
+    y_train = _check_labels(_load_array(y_train_path), y_train_path, len(x_train), x_train_path)
+    y_test = _check_labels(_load_array(y_test_path), y_test_path, len(x_test), x_test_path)
+    if (y_train.dtype.kind == "U") != (y_test.dtype.kind == "U"):
+        raise ValueError(f"{y_test_path}: labels are {y_test.dtype} but {y_train_path.name} has {y_train.dtype}")
+    labels, codes = np.unique(np.concatenate([y_train, y_test]), return_inverse=True)
+    codes = codes.reshape(-1).astype(np.int64)
+    return HARDataset(folder.name, x_train, codes[:len(y_train)], x_test, codes[len(y_train):],
+                      tuple(str(label) for label in labels))
