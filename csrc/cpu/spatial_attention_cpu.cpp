@@ -190,12 +190,45 @@ template <typename A> struct Params {
   A bias;
 };
 
-template <typename A> Params<A> load_params(const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
-  const auto t = weight.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  at::Tensor wc = weight.to(t).contiguous();
-  Params<A> p{std::vector<A>(wc.data_ptr<A>(), wc.data_ptr<A>() + wc.numel()), A(0)};
-  if (bias) p.bias = bias->to(t).item<A>();
+template <typename scalar_t> Params<acc_t<scalar_t>> load_params(const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
+  using A = acc_t<scalar_t>;
+  const at::Tensor wc = weight.contiguous();
+  const scalar_t* wp = wc.const_data_ptr<scalar_t>();
+  Params<A> p{std::vector<A>(wp, wp + wc.numel()), A(0)};
+  if (bias) p.bias = A(bias->const_data_ptr<scalar_t>()[0]);
   return p;
+}
+
+// Rows [first, first + rows) of P maps, each row padded by `pad` zero columns on both sides,
+// so the small convolutions below run over whole rows without bounds checks.
+template <typename A> struct PaddedRows {
+  int64_t first, rows, W, pad;
+  std::vector<A> data;
+  PaddedRows(int64_t P, int64_t first_, int64_t rows_, int64_t W_, int64_t pad_)
+      : first(first_), rows(rows_), W(W_), pad(pad_), data(P * rows_ * (W_ + 2 * pad_), A(0)) {}
+  A* at(int64_t p, int64_t h) { return data.data() + (p * rows + h - first) * (W + 2 * pad) + pad; }  // column 0
+  const A* at(int64_t p, int64_t h) const { return const_cast<PaddedRows*>(this)->at(p, h); }
+};
+
+// s[(h - ha) * W + w] = sigmoid(bias + sum_{p,i,j} w[p,i,j] q_p[h+i-rh, w+j-rw]) for rows
+// [ha, hb); q holds the rows [ha - rh, hb + rh) (zero outside the map). Same summation order as
+// sam::conv_pixel, vectorised over w.
+template <typename A>
+void conv_sigmoid_rows(const Params<A>& prm, int64_t P, int64_t kh, int64_t kw, const PaddedRows<A>& q, int64_t ha,
+                       int64_t hb, A* s) {
+  const int64_t W = q.W, rh = kh / 2, rw = kw / 2;
+  for (int64_t h = ha; h < hb; ++h) {
+    A* sr = s + (h - ha) * W;
+    std::fill(sr, sr + W, prm.bias);
+    for (int64_t p = 0; p < P; ++p)
+      for (int64_t i = 0; i < kh; ++i)
+        for (int64_t j = 0; j < kw; ++j) {
+          const A wt = prm.w[(p * kh + i) * kw + j];
+          const A* qr = q.at(p, h + i - rh) + j - rw;
+          for (int64_t w = 0; w < W; ++w) sr[w] += wt * qr[w];
+        }
+    for (int64_t w = 0; w < W; ++w) sr[w] = sigmoid(sr[w]);
+  }
 }
 
 template <typename scalar_t, bool CL>
@@ -204,41 +237,43 @@ void forward_item(const Geometry& g, const RowSplit& sp, int64_t item, const sca
   using A = acc_t<scalar_t>;
   const int64_t H = g.H, W = g.W, P = g.pool.P, rh = g.kh / 2;
   const int64_t b = item / sp.chunks, h0 = (item % sp.chunks) * sp.chunk_rows, h1 = std::min(h0 + sp.chunk_rows, H);
-  const int64_t base = h0 - rh, buf_rows = h1 - h0 + 2 * rh;
   const int mean_slot = g.pool.mean_slot(), max_slot = g.pool.max_slot();
   const Layout<CL> L{g.C, H, W};
   const scalar_t* xb = x + b * g.C * H * W;
-  std::vector<A> q(P * buf_rows * W, A(0));  // pooled rows [h0-rh, h1+rh); rows outside the map stay 0
-  std::vector<A> s(sp.block_rows * W);
-  auto qrow = [&](int64_t p, int64_t h) { return q.data() + (p * buf_rows + h - base) * W; };
-  auto qat = [&](int p, int64_t hh, int64_t ww) { return (ww < 0 || ww >= W) ? A(0) : qrow(p, hh)[ww]; };
+  PaddedRows<A> q(P, h0 - rh, h1 - h0 + 2 * rh, W, g.kw / 2);  // rows outside the map stay 0
+  std::vector<A> pool_tmp(2 * (sp.block_rows + 2 * rh) * W), s(sp.block_rows * W);
 
-  int64_t pooled_to = std::max<int64_t>(base, 0);
+  int64_t pooled_to = std::max<int64_t>(h0 - rh, 0);
   for (int64_t hb = h0; hb < h1; hb += sp.block_rows) {
     const int64_t he = std::min(hb + sp.block_rows, h1), need = std::min(he + rh, H), n = (he - hb) * W;
-    if (need > pooled_to) {
-      pool_pixels(L, xb, pooled_to * W, (need - pooled_to) * W, mean_slot >= 0 ? qrow(mean_slot, pooled_to) : nullptr,
-                  max_slot >= 0 ? qrow(max_slot, pooled_to) : nullptr);
+    if (need > pooled_to) {  // pool the rows up to rh past this block, then pad them into q
+      const int64_t m = (need - pooled_to) * W;
+      A* sum = pool_tmp.data();
+      A* mx = pool_tmp.data() + m;
+      pool_pixels(L, xb, pooled_to * W, m, mean_slot >= 0 ? sum : nullptr, max_slot >= 0 ? mx : nullptr);
+      for (int64_t h = pooled_to; h < need; ++h) {
+        const int64_t off = (h - pooled_to) * W;
+        if (mean_slot >= 0) std::copy(sum + off, sum + off + W, q.at(mean_slot, h));
+        if (max_slot >= 0) std::copy(mx + off, mx + off + W, q.at(max_slot, h));
+      }
       pooled_to = need;
     }
-    for (int64_t h = hb; h < he; ++h)
-      for (int64_t w = 0; w < W; ++w)
-        s[(h - hb) * W + w] = sigmoid(conv_pixel(prm.w.data(), prm.bias, int(P), g.kh, g.kw, h, w, qat));
-    for (int64_t p = 0; p < P; ++p) std::copy(qrow(p, hb), qrow(p, hb) + n, pooled + ((b * P + p) * H + hb) * W);
+    conv_sigmoid_rows(prm, P, g.kh, g.kw, q, hb, he, s.data());
+    for (int64_t p = 0; p < P; ++p)
+      for (int64_t h = hb; h < he; ++h) std::copy(q.at(p, h), q.at(p, h) + W, pooled + ((b * P + p) * H + h) * W);
     if (return_map) {
-      scalar_t* ob = out + (b * H + hb) * W;
-      for (int64_t i = 0; i < n; ++i) ob[i] = scalar_t(s[i]);
+      std::transform(s.begin(), s.begin() + n, out + (b * H + hb) * W, [](A v) { return scalar_t(v); });
       continue;
     }
     scalar_t* ob = out + b * g.C * H * W;
     if constexpr (!CL) {
       for (int64_t c = 0; c < g.C; ++c)
-        write_segment<false, scalar_t, A>(ob + L.at(c, hb * W), xb + L.at(c, hb * W), s.data(), nullptr, nullptr, nullptr, c, n,
-                             stream);
+        write_segment<false, scalar_t, A>(ob + L.at(c, hb * W), xb + L.at(c, hb * W), s.data(), nullptr, nullptr,
+                                          nullptr, c, n, stream);
     } else {
       for (int64_t i = 0; i < n; ++i)
-        write_segment<true, scalar_t, A>(ob + L.at(0, hb * W + i), xb + L.at(0, hb * W + i), &s[i], nullptr, nullptr, nullptr, 0,
-                            g.C, stream);
+        write_segment<true, scalar_t, A>(ob + L.at(0, hb * W + i), xb + L.at(0, hb * W + i), &s[i], nullptr, nullptr,
+                                         nullptr, 0, g.C, stream);
     }
   }
   if (stream) stream_fence();
@@ -260,60 +295,74 @@ void backward_item(const Geometry& g, const RowSplit& sp, int64_t item, const sc
   const scalar_t* xb = x + b * sample;
   const scalar_t* gb = gout + (return_map ? b * H * W : b * sample);
   scalar_t* dxb = dx + b * sample;
-  const A* qb = pooled + b * P * H * W;
 
-  // delta, s and argmax for rows [h0-rh, h1+rh); delta is 0 outside the map.
-  std::vector<A> delta(buf_rows * W, A(0)), s(buf_rows * W, A(0)), mbuf;
+  // Pooled rows [h0-2rh, h1+2rh) (s is needed on rows [h0-rh, h1+rh)); delta, s and argmax on
+  // rows [h0-rh, h1+rh); all zero outside the map.
+  PaddedRows<A> q(P, h0 - 2 * rh, h1 - h0 + 4 * rh, W, rw), delta(1, base, buf_rows, W, rw);
+  for (int64_t p = 0; p < P; ++p)
+    for (int64_t h = std::max<int64_t>(q.first, 0); h < std::min(q.first + q.rows, H); ++h) {
+      const A* src = pooled + ((b * P + p) * H + h) * W;
+      std::copy(src, src + W, q.at(p, h));
+    }
+  std::vector<A> s(buf_rows * W, A(0)), mbuf;
   std::vector<int32_t> amax;
   if (max_slot >= 0) { amax.resize(buf_rows * W); mbuf.resize(buf_rows * W); }
   std::vector<A> gmean(sp.block_rows * W, A(0)), gmax(sp.block_rows * W, A(0));
   std::vector<double> rho((sp.block_rows + 2 * rh) * W);  // rho of the rows being added
   auto row = [&](int64_t h) { return (h - base) * W; };
-  auto qat = [&](int p, int64_t hh, int64_t ww) {
-    return (hh < 0 || hh >= H || ww < 0 || ww >= W) ? A(0) : qb[(p * H + hh) * W + ww];
-  };
-  auto dat = [&](int64_t hh, int64_t ww) { return (hh < 0 || hh >= H || ww < 0 || ww >= W) ? A(0) : delta[row(hh) + ww]; };
   const int64_t nw = P * kh * kw;
 
   int64_t done_to = std::max<int64_t>(base, 0);
   for (int64_t hb = h0; hb < h1; hb += sp.block_rows) {
     const int64_t he = std::min(hb + sp.block_rows, h1), need = std::min(he + rh, H), n = (he - hb) * W;
-    if (need > done_to) {
+    if (need > done_to) {  // rho, s, delta (and argmax) of the rows up to rh past this block
       const int64_t r0 = row(done_to), m = (need - done_to) * W;
       if (return_map) std::transform(gb + done_to * W, gb + need * W, rho.data(), [](scalar_t v) { return double(v); });
       rho_pixels(L, gb, xb, done_to * W, m, return_map ? nullptr : rho.data(),
                  max_slot >= 0 ? mbuf.data() + r0 : nullptr, max_slot >= 0 ? amax.data() + r0 : nullptr);
+      conv_sigmoid_rows(prm, P, kh, kw, q, done_to, need, s.data() + r0);
       for (int64_t h = done_to; h < need; ++h)
-        for (int64_t w = 0; w < W; ++w) {
-          const A sv = sigmoid(conv_pixel(prm.w.data(), prm.bias, int(P), int(kh), int(kw), h, w, qat));
-          s[row(h) + w] = sv;
-          delta[row(h) + w] = A(sigmoid_backward(rho[(h - done_to) * W + w], double(sv)));
-        }
+        for (int64_t w = 0; w < W; ++w)
+          delta.at(0, h)[w] = A(sigmoid_backward(rho[(h - done_to) * W + w], double(s[row(h) + w])));
       done_to = need;
     }
-    for (int64_t h = hb; h < he; ++h)
-      for (int64_t w = 0; w < W; ++w) {
-        const int64_t i = (h - hb) * W + w;
-        if (mean_slot >= 0) gmean[i] = conv_transpose_pixel(prm.w.data(), mean_slot, int(kh), int(kw), h, w, dat) / A(C);
-        if (max_slot >= 0) gmax[i] = conv_transpose_pixel(prm.w.data(), max_slot, int(kh), int(kw), h, w, dat);
-        const double d = double(delta[row(h) + w]);
-        partial[nw] += d;
-        for (int64_t p = 0; p < P; ++p)
-          for (int64_t a = 0; a < kh; ++a)
-            for (int64_t c = 0; c < kw; ++c) partial[(p * kh + a) * kw + c] += d * double(qat(int(p), h + a - rh, w + c - rw));
+    // gamma_p = transposed conv of delta with w[p]; weight/bias gradient of this block's rows
+    std::fill(gmean.begin(), gmean.end(), A(0));
+    std::fill(gmax.begin(), gmax.end(), A(0));
+    for (int64_t h = hb; h < he; ++h) {
+      const A* dr = delta.at(0, h);
+      for (int64_t p = 0; p < P; ++p) {
+        A* gr = (p == mean_slot ? gmean.data() : gmax.data()) + (h - hb) * W;
+        for (int64_t i = 0; i < kh; ++i)
+          for (int64_t j = 0; j < kw; ++j) {
+            const A wt = prm.w[(p * kh + i) * kw + j];
+            const A* dsrc = delta.at(0, h - i + rh) + rw - j;  // delta[h-i+rh, w-j+rw]
+            for (int64_t w = 0; w < W; ++w) gr[w] += wt * dsrc[w];
+            const A* qr = q.at(p, h + i - rh) + j - rw;  // q_p[h+i-rh, w+j-rw]
+            double acc = 0;
+            for (int64_t w = 0; w < W; ++w) acc += double(dr[w]) * double(qr[w]);
+            partial[(p * kh + i) * kw + j] += acc;
+          }
       }
+      double acc = 0;
+      for (int64_t w = 0; w < W; ++w) acc += double(dr[w]);
+      partial[nw] += acc;
+    }
+    if (mean_slot >= 0)
+      for (int64_t i = 0; i < n; ++i) gmean[i] /= A(C);
     // dx = g*s (unless return_map) + gamma_mean/C + gamma_max at the first argmax channel
     const A* sb = s.data() + row(hb);
     const int32_t* am = max_slot >= 0 ? amax.data() + row(hb) : nullptr;
     const A* gm = mean_slot >= 0 ? gmean.data() : nullptr;
     if constexpr (!CL) {
       for (int64_t c = 0; c < C; ++c)
-        write_segment<false, scalar_t, A>(dxb + L.at(c, hb * W), return_map ? nullptr : gb + L.at(c, hb * W), sb, gm, am,
-                             gmax.data(), c, n, stream);
+        write_segment<false, scalar_t, A>(dxb + L.at(c, hb * W), return_map ? nullptr : gb + L.at(c, hb * W), sb, gm,
+                                          am, gmax.data(), c, n, stream);
     } else {
       for (int64_t i = 0; i < n; ++i)
-        write_segment<true, scalar_t, A>(dxb + L.at(0, hb * W + i), return_map ? nullptr : gb + L.at(0, hb * W + i), sb + i,
-                            gm ? gm + i : nullptr, am ? am + i : nullptr, gmax.data() + i, 0, C, stream);
+        write_segment<true, scalar_t, A>(dxb + L.at(0, hb * W + i), return_map ? nullptr : gb + L.at(0, hb * W + i),
+                                         sb + i, gm ? gm + i : nullptr, am ? am + i : nullptr, gmax.data() + i, 0, C,
+                                         stream);
     }
   }
   if (stream) stream_fence();
@@ -340,7 +389,7 @@ std::tuple<at::Tensor, at::Tensor> spatial_attention_fwd_cpu(const at::Tensor& x
   if (pooled.numel() == 0) return {out, pooled};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "sam_fused_fwd_cpu", [&] {
     using A = acc_t<scalar_t>;
-    const auto prm = load_params<A>(weight, bias);
+    const auto prm = load_params<scalar_t>(weight, bias);
     const RowSplit sp = split_rows(g, sizeof(scalar_t));
     const bool stream = !return_map && out.nbytes() > kStreamBytes;
     const scalar_t* xp = xc.const_data_ptr<scalar_t>();
@@ -375,7 +424,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> spatial_attention_bwd_cpu(
   if (x.numel() > 0) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "sam_fused_bwd_cpu", [&] {
       using A = acc_t<scalar_t>;
-      const auto prm = load_params<A>(weight, bias);
+      const auto prm = load_params<scalar_t>(weight, bias);
       const RowSplit sp = split_rows(g, sizeof(scalar_t));
       const bool stream = dx.nbytes() > kStreamBytes;
       std::vector<double> partials(sp.items(g) * (nw + 1), 0.0);
