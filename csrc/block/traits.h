@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <numeric>
 
+#include "../sam_math.h"
+
 namespace sam::block {
 
 // Per-architecture choices. The staged tile budget leaves room for two blocks per SM, so one
@@ -28,7 +30,7 @@ struct Shape {
   int64_t B, C, H, W;
   int kh, kw, P, mean_slot, max_slot;
   bool channels_last, return_map;
-  int64_t taps() const { return int64_t(P) * kh * kw; }  // weight gradient entries (bias is one more)
+  SAM_HD int64_t taps() const { return int64_t(P) * kh * kw; }  // weight gradient entries (bias is one more)
 };
 
 // How a call is cut into blocks and how a block's shared memory is laid out (byte offsets).
