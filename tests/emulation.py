@@ -40,18 +40,20 @@ def decode(t: torch.Tensor) -> Traffic:
     return Traffic(counts, r, tiles, blocks, bool(two_pass), vec, threads)
 
 
-def emulate_fwd(x, weight, bias, pool, return_map, variant=0, rows=0, threads=0, index64=False):
-    """(out, pooled, Traffic) of the forward block programs run on the CPU."""
+def emulate_fwd(x, weight, bias, pool, return_map, variant=0, rows=0, threads=0, index64=False, max_blocks=0):
+    """(out, pooled, Traffic) of the forward block programs run on the CPU (max_blocks > 0: only
+    the first blocks of each launch, for access-pattern reports; outputs are then incomplete)."""
     out, pooled, t = torch.ops.sam_fused._emulate_fwd(x, weight.detach(), None if bias is None else bias.detach(),
-                                                      pool, return_map, variant, rows, threads, index64)
+                                                      pool, return_map, variant, rows, threads, index64, max_blocks)
     return out, pooled, decode(t)
 
 
-def emulate_bwd(grad_out, x, weight, bias, pooled, pool, return_map, variant=0, rows=0, threads=0, index64=False):
+def emulate_bwd(grad_out, x, weight, bias, pooled, pool, return_map, variant=0, rows=0, threads=0, index64=False,
+                max_blocks=0):
     """(grad_x, grad_weight, grad_bias, Traffic) of the backward block programs run on the CPU."""
     dx, dw, db, t = torch.ops.sam_fused._emulate_bwd(grad_out, x, weight.detach(),
                                                      None if bias is None else bias.detach(), pooled, pool,
-                                                     return_map, variant, rows, threads, index64)
+                                                     return_map, variant, rows, threads, index64, max_blocks)
     return dx, dw, db, decode(t)
 
 

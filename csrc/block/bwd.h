@@ -36,7 +36,7 @@ template <typename T, bool CL, typename I> struct BwdRho {
     const I W = I(s.W);
     const bool argmax = s.max_slot >= 0;
     channel_reduce<CL, A>(
-        ctx, s, a.p, int64_t(tl.rows() * W), argmax, part,
+        ctx, s, a.p, int64_t(tl.rows() * W), lead_lanes<T, CL>(s, tl.h0), argmax, part,
         [&](int64_t i, int c0, int step, ChanPartial<A>& acc) {
           rho_visit<CL>(ctx, a, tl, static_cast<const T*>(nullptr), tl.h0 + I(i) / W, I(i) % W, c0, step, true, argmax, acc);
         },
@@ -99,7 +99,7 @@ template <typename T, bool CL, typename I> struct BwdMain {
       // return_map: rho is the map's gradient, only the argmax needs x (tile rows only)
       const I r0 = s.return_map ? tl.h0 : e0, r1 = s.return_map ? tl.h1 : e1;
       channel_reduce<CL, A>(
-          ctx, s, p, int64_t((r1 - r0) * W), has_max, part,
+          ctx, s, p, int64_t((r1 - r0) * W), lead_lanes<T, CL>(s, r0), has_max, part,
           [&](int64_t i, int c0, int step, ChanPartial<A>& acc) {
             const I h = r0 + I(i) / W;
             rho_visit<CL>(ctx, a, tl, static_cast<const T*>(gtile), h, I(i) % W, c0, step, !s.return_map,

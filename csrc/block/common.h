@@ -69,25 +69,33 @@ template <typename A> SAM_BLOCK void merge(ChanPartial<A>& a, const ChanPartial<
 // via visit(pixel, c0, cstep, partial); partials meet in shared memory and are merged in
 // slot order by one thread per pixel, which calls emit(pixel, merged). Pixel i is
 // (row r0 + i / W, column i % W). Ends with a barrier.
+// NCHW: the first round starts `lead` lanes early so that lane 0 of every warp reads from a
+// 32-byte sector boundary (see lead_lanes); those lanes idle.
 template <bool CL, typename A, class Ctx, class Visit, class Emit>
-SAM_BLOCK void channel_reduce(Ctx& ctx, const Shape& s, const Plan& p, int64_t npix, bool argmax,
+SAM_BLOCK void channel_reduce(Ctx& ctx, const Shape& s, const Plan& p, int64_t npix, int64_t lead, bool argmax,
                               ChanPartial<A>* part, Visit&& visit, Emit&& emit) {
-  for (int64_t base = 0; base < npix; base += p.px) {
+  for (int64_t base = -lead; base < npix; base += p.px) {
     ctx.each_thread([&](int t) {
       const int lane = CL ? t / p.cs : t % p.px, slot = CL ? t % p.cs : t / p.px;
       ChanPartial<A> acc{A(0), -std::numeric_limits<A>::infinity(), -1};
-      if (base + lane < npix) visit(base + lane, slot, p.cs, acc);
+      if (base + lane >= 0 && base + lane < npix) visit(base + lane, slot, p.cs, acc);
       part[slot * p.px + lane] = acc;
     });
     ctx.sync();
     ctx.each_thread([&](int t) {
-      if (t >= p.px || base + t >= npix) return;
+      if (t >= p.px || base + t < 0 || base + t >= npix) return;
       ChanPartial<A> acc = part[t];
       for (int k = 1; k < p.cs; ++k) merge(acc, part[k * p.px + t], argmax);
       emit(base + t, acc);
     });
     ctx.sync();
   }
+}
+
+// Idle lanes before the first pixel (row r0, column 0) of a channel reduction: in NCHW a
+// warp's lanes read consecutive pixels of one channel, which then start on a 32-byte sector.
+template <typename T, bool CL> SAM_BLOCK int64_t lead_lanes(const Shape& s, int64_t r0) {
+  return CL ? 0 : (r0 * s.W) % (32 / int64_t(sizeof(T)));
 }
 
 // Visit every element of the tile rows [h0, h1) of an x-shaped tensor, V elements at a time,

@@ -45,7 +45,7 @@ template <typename T, bool CL, typename I> struct FwdPool {
     auto* part = reinterpret_cast<ChanPartial<A>*>(ctx.smem());
     const I W = I(s.W);
     channel_reduce<CL, A>(
-        ctx, s, a.p, int64_t(tl.rows() * W), false, part,
+        ctx, s, a.p, int64_t(tl.rows() * W), lead_lanes<T, CL>(s, tl.h0), false, part,
         [&](int64_t i, int c0, int step, ChanPartial<A>& acc) {
           pool_visit<CL>(ctx, a, tl, static_cast<const T*>(nullptr), tl.h0 + I(i) / W, I(i) % W, c0, step, acc);
         },
@@ -85,7 +85,7 @@ template <typename T, bool CL, typename I> struct FwdMain {
     auto qslot = [&](int slot, I h, I w) -> A& { return q[(I(slot) * qrows + h - qbase) * W + w]; };
     if (!p.two_pass) {
       channel_reduce<CL, A>(
-          ctx, s, p, int64_t((e1 - e0) * W), false, part,
+          ctx, s, p, int64_t((e1 - e0) * W), lead_lanes<T, CL>(s, e0), false, part,
           [&](int64_t i, int c0, int step, ChanPartial<A>& acc) {
             pool_visit<CL>(ctx, a, tl, static_cast<const T*>(tile), e0 + I(i) / W, I(i) % W, c0, step, acc);
           },

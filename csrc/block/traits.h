@@ -85,8 +85,15 @@ inline int64_t choose_rows(const Shape& s, const ArchTraits& a, int64_t elem_byt
   rows = std::min(rows, std::max<int64_t>(1, ceil_div(s.H, tiles_wanted)));
   rows = std::max(rows, std::min<int64_t>(s.H, std::max(1, 4 * (s.kh / 2))));  // halo re-reads <= 50%
   rows = std::min({rows, fit_rows, s.H});
-  const int64_t v = 16 / elem_bytes, step = v / std::gcd<int64_t>(v, std::max<int64_t>(1, s.W));
-  if (!s.channels_last && rows > step && rows < s.H) rows -= rows % step;
+  // NCHW: a tile is one run of rows*W elements per channel. Runs of whole 32-byte sectors
+  // (else whole 16-byte vectors) keep warp accesses coalesced: round up if that fits, else down.
+  if (!s.channels_last && rows < s.H)
+    for (const int64_t unit : {32 / elem_bytes, 16 / elem_bytes}) {
+      const int64_t step = unit / std::gcd<int64_t>(unit, std::max<int64_t>(1, s.W));
+      const int64_t up = ceil_div(rows, step) * step, down = rows / step * step;
+      if (up <= std::min(fit_rows, s.H)) return up;
+      if (down >= 1) return down;
+    }
   return std::max<int64_t>(1, rows);
 }
 
