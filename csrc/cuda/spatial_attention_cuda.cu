@@ -1,23 +1,52 @@
-// CUDA backend of the spatial-attention op. The fused kernels land with issue 4; until then
-// the backend is registered so the CUDA build path compiles and CUDA inputs fail clearly.
+// CUDA backend of the spatial-attention op: the block programs of csrc/block/ run by CudaCtx,
+// launched with the plan of csrc/block/traits.h on the caller's current stream and device.
+// No host syncs: bias and weights are read by the kernels from device memory.
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
-#include "../spatial_attention.h"
+#include "../block/ctx_cuda.cuh"
+#include "../block/run.h"
 
 namespace sam {
+namespace block {
+
+template <class K, class A> __global__ void block_program_kernel(const A a) {
+  CudaCtx ctx;
+  K::run(ctx, a);
+}
+
+struct CudaLauncher {
+  Plan last_plan;
+  ArchTraits arch() const { return arch_traits(at::cuda::getCurrentDeviceProperties()->major); }
+  void track(int, const at::Tensor&) {}
+  template <class K, class A> void launch(int64_t grid, int threads, int64_t smem_bytes, const A& a) {
+    if (grid == 0) return;
+    TORCH_CHECK(grid < (int64_t(1) << 31), "sam_fused: grid of ", grid, " blocks is too large");
+    auto kernel = &block_program_kernel<K, A>;
+    if (smem_bytes > 48 * 1024)
+      C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem_bytes)));
+    kernel<<<unsigned(grid), threads, smem_bytes, at::cuda::getCurrentCUDAStream()>>>(a);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+};
+
+}  // namespace block
 
 std::tuple<at::Tensor, at::Tensor> spatial_attention_fwd_cuda(const at::Tensor& x, const at::Tensor& weight,
                                                               const std::optional<at::Tensor>& bias,
                                                               const std::string& pool, bool return_map) {
-  check_inputs(x, weight, bias, pool);
-  TORCH_CHECK_NOT_IMPLEMENTED(false, "sam_fused: CUDA kernels are not in this build yet");
+  const c10::cuda::CUDAGuard guard(x.device());
+  block::CudaLauncher launcher;
+  return block::run_forward(launcher, x, weight, bias, pool, return_map);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> spatial_attention_bwd_cuda(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
     const at::Tensor& pooled, const std::string& pool, bool return_map) {
-  check_inputs(x, weight, bias, pool);
-  TORCH_CHECK_NOT_IMPLEMENTED(false, "sam_fused: CUDA kernels are not in this build yet");
+  const c10::cuda::CUDAGuard guard(x.device());
+  block::CudaLauncher launcher;
+  return block::run_backward(launcher, grad_out, x, weight, bias, pooled, pool, return_map);
 }
 
 }  // namespace sam

@@ -1,0 +1,151 @@
+// CPU execution context of the block programs (DESIGN.md §8): test-only.
+//
+// Runs one block at a time; `each_thread(f)` runs f(t) for every thread t in order, so a
+// phase's threads see the same shared memory a GPU block would after the previous barrier
+// (barriers are the phase boundaries and cost nothing here). Warp collectives operate on
+// per-thread state arrays with the same butterfly order as the CUDA shuffles (same bits).
+// Every global access is recorded by a TrafficRecorder: bytes requested and unique bytes per
+// tensor, and per warp-wide access instruction the 32-byte sectors it touches.
+#pragma once
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+#include "../sam_math.h"
+
+#define SAM_BLOCK inline
+
+namespace sam::block {
+
+// Counters per registered tensor ("slot"); see TrafficRecorder::kFields.
+class TrafficRecorder {
+ public:
+  enum Field { kRead, kReadUnique, kWritten, kWrittenUnique, kSectors, kIdealSectors, kFields };
+  static constexpr int kSectorBytes = 32;
+
+  explicit TrafficRecorder(int slots) : counts_(slots * kFields, 0) {}
+
+  void add_tensor(int slot, const void* base, int64_t bytes) {
+    if (base && bytes > 0) regions_.push_back({static_cast<const char*>(base), bytes, slot, {}, {}});
+  }
+  // A new kernel launch: unique-byte tracking restarts (between launches of a large problem
+  // the data has left L2, so each launch's unique bytes are DRAM bytes).
+  void begin_launch() {
+    flush_warp();
+    for (auto& r : regions_) { r.read_seen.assign(r.bytes, 0); r.written_seen.assign(r.bytes, 0); }
+  }
+  void begin_thread(int t) {
+    if (t / 32 != warp_) { flush_warp(); warp_ = t / 32; }
+    seq_ = 0;
+  }
+  void end_phase() { flush_warp(); warp_ = -1; }
+
+  void access(const void* p, int bytes, bool write) {
+    Region* r = find(static_cast<const char*>(p));
+    if (!r) return;  // not a tracked tensor (cannot happen for kernel arguments)
+    int64_t* c = &counts_[r->slot * kFields];
+    const int64_t off = static_cast<const char*>(p) - r->base;
+    auto& seen = write ? r->written_seen : r->read_seen;
+    int64_t fresh = 0;
+    for (int i = 0; i < bytes; ++i) fresh += seen[off + i] ? 0 : 1, seen[off + i] = 1;
+    c[write ? kWritten : kRead] += bytes;
+    c[write ? kWrittenUnique : kReadUnique] += fresh;
+    // The seq-th access of every lane of a warp is the same warp-wide instruction.
+    if (int(pending_.size()) <= seq_) pending_.resize(seq_ + 1);
+    Pending& w = pending_[seq_++];
+    w.slot = r->slot;
+    w.bytes += bytes;
+    const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+    for (uintptr_t s = a / kSectorBytes; s <= (a + bytes - 1) / kSectorBytes; ++s) w.sectors.push_back(s);
+  }
+
+  const std::vector<int64_t>& counts() const { return counts_; }
+
+ private:
+  struct Region {
+    const char* base;
+    int64_t bytes;
+    int slot;
+    std::vector<uint8_t> read_seen, written_seen;
+  };
+  struct Pending {
+    int slot = -1;
+    int64_t bytes = 0;
+    std::vector<uintptr_t> sectors;
+  };
+  Region* find(const char* p) {
+    for (auto& r : regions_)
+      if (p >= r.base && p < r.base + r.bytes) return &r;
+    return nullptr;
+  }
+  void flush_warp() {
+    for (auto& w : pending_) {
+      if (w.slot < 0) continue;
+      std::sort(w.sectors.begin(), w.sectors.end());
+      const int64_t touched = std::unique(w.sectors.begin(), w.sectors.end()) - w.sectors.begin();
+      counts_[w.slot * kFields + kSectors] += touched;
+      counts_[w.slot * kFields + kIdealSectors] += (w.bytes + kSectorBytes - 1) / kSectorBytes;
+      w.slot = -1; w.bytes = 0; w.sectors.clear();
+    }
+  }
+  std::vector<int64_t> counts_;
+  std::vector<Region> regions_;
+  std::vector<Pending> pending_;
+  int warp_ = -1, seq_ = 0;
+};
+
+// Per-thread state that lives across phases: one element per thread of the block.
+template <class S> struct CpuThreadState {
+  std::vector<S> v;
+  S& operator[](int t) { return v[t]; }
+};
+
+struct CpuCtx {
+  int64_t block_id;
+  int nthreads;
+  unsigned char* shared;
+  TrafficRecorder* rec;
+
+  int64_t block() const { return block_id; }
+  int threads() const { return nthreads; }
+  unsigned char* smem() const { return shared; }
+
+  template <class F> void each_thread(F&& f) {
+    for (int t = 0; t < nthreads; ++t) { rec->begin_thread(t); f(t); }
+    rec->end_phase();
+  }
+  void sync() {}
+
+  template <class S> CpuThreadState<S> thread_state() { return {std::vector<S>(nthreads)}; }
+
+  // All lanes of each warp get op over the warp's 32 values, combined as the xor butterfly
+  // of the CUDA shuffles combines them.
+  template <class S, class Get, class Op> void warp_reduce(CpuThreadState<S>& st, Get&& get, Op&& op) {
+    using V = std::decay_t<decltype(get(st[0]))>;
+    for (int w0 = 0; w0 < nthreads; w0 += 32) {
+      V v[32], nv[32];
+      for (int l = 0; l < 32; ++l) v[l] = get(st[w0 + l]);
+      for (int o = 16; o >= 1; o /= 2) {
+        for (int l = 0; l < 32; ++l) nv[l] = op(v[l], v[l ^ o]);
+        std::copy(nv, nv + 32, v);
+      }
+      for (int l = 0; l < 32; ++l) get(st[w0 + l]) = v[l];
+    }
+  }
+
+  template <class T> T load(const T* p) { rec->access(p, sizeof(T), false); return *p; }
+  template <class T> void store(T* p, T v) { rec->access(p, sizeof(T), true); *p = v; }
+  // One lane's vector access of V elements (128 bits when V * sizeof(T) == 16).
+  template <int V, class T> void load_vec(const T* p, T* out) {
+    rec->access(p, V * sizeof(T), false);
+    std::memcpy(out, p, V * sizeof(T));
+  }
+  template <int V, class T> void store_vec(T* p, const T* v) {
+    rec->access(p, V * sizeof(T), true);
+    std::memcpy(p, v, V * sizeof(T));
+  }
+};
+
+}  // namespace sam::block

@@ -1,0 +1,119 @@
+"""The CUDA kernels' block programs, run on the CPU through the emulation context (DESIGN.md
+§8), against the reference modules: forward output, pooled maps and every gradient, for each
+kernel variant (one pass / two pass), pool, layout, dtype and the edge shapes that exercise
+tiling (partial last tile, one-row tiles, tiles of a whole sample, C = 1, W = 1, H = 1,
+several reduction rounds, NHWC with C > 32)."""
+import itertools
+
+import pytest
+import torch
+
+from emulation import ONE_PASS, TWO_PASS, emulate_bwd, emulate_fwd, emulated_results
+from helpers import (POOLS, REF_DTYPE, TOLERANCE, assert_close_scaled, assert_results_close, make_grad, make_input,
+                     make_pair, reference_results)
+
+# (shape, kernel, rows per tile, threads per block); rows/threads 0 = the CUDA op's choice
+CASES = [
+    ((2, 5, 11, 4), (3, 3), 3, 64),    # partial last tile (11 = 3+3+3+2)
+    ((2, 3, 7, 1), (5, 1), 2, 64),     # W = 1, halo of 2 rows over 2-row tiles
+    ((2, 1, 6, 5), (3, 3), 4, 64),     # C = 1
+    ((3, 4, 1, 6), (1, 3), 0, 0),      # H = 1
+    ((1, 6, 9, 7), (7, 7), 2, 64),     # halo (3) wider than the tile, kernel wider than W
+    ((2, 40, 5, 6), (3, 5), 1, 128),   # one-row tiles; NHWC: C > 32 channel slots
+    ((2, 9, 13, 9), (3, 1), 0, 0),     # HAR kernel, auto plan (one tile per sample here)
+    ((1, 3, 40, 3), (3, 3), 5, 64),    # several reduction rounds per block
+]
+LAYOUTS = ("contiguous", "channels_last", "permuted")
+
+
+def check(x, pool, kernel, bias=True, return_map=False, **kw):
+    ref, weight, b = make_pair(pool, kernel, bias, return_map, x.dtype)
+    grad_shape = (x.shape[0], 1, *x.shape[2:]) if return_map else x.shape
+    grad_out = make_grad(grad_shape, x.dtype)
+    expected = reference_results(ref, x, REF_DTYPE[x.dtype], grad_out)
+    actual, pooled, tf, tb = emulated_results(x, weight, b, pool, return_map, grad_out, **kw)
+    what = f"{tuple(x.shape)} {x.dtype} pool={pool} kernel={kernel} bias={bias} return_map={return_map} {kw}"
+    assert_results_close(actual, expected, x.dtype, what)
+    xr = x.to(REF_DTYPE[x.dtype])
+    maps = [xr.mean(1) if m == "mean" else xr.amax(1) for m in pool.split("+")]
+    assert pooled.dtype == (torch.float64 if x.dtype == torch.float64 else torch.float32)
+    assert_close_scaled(pooled, torch.stack(maps, 1), TOLERANCE[x.dtype], what + " pooled")
+    if not return_map:
+        want = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() \
+            else torch.contiguous_format
+        assert actual["out"].is_contiguous(memory_format=want) and actual["x"].is_contiguous(memory_format=want)
+    return tf, tb
+
+
+@pytest.mark.parametrize("variant", [ONE_PASS, TWO_PASS], ids=["one_pass", "two_pass"])
+@pytest.mark.parametrize("pool", POOLS)
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_variants_fp64(case, pool, variant):
+    shape, kernel, rows, threads = CASES[case]
+    x = make_input(shape, torch.float64, LAYOUTS[case % len(LAYOUTS)])
+    tf, tb = check(x, pool, kernel, variant=variant, rows=rows, threads=threads)
+    assert tf.two_pass == tb.two_pass == (variant == TWO_PASS)
+    if rows:
+        assert tf.rows == min(rows, shape[2])
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("bias,return_map", [(False, False), (True, True), (False, True)])
+@pytest.mark.parametrize("pool", POOLS)
+def test_bias_and_return_map(pool, bias, return_map, layout):
+    x = make_input((2, 6, 9, 5), torch.float64, layout)
+    check(x, pool, (3, 3), bias, return_map, rows=2, threads=64)
+
+
+@pytest.mark.parametrize("variant", [ONE_PASS, TWO_PASS], ids=["one_pass", "two_pass"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_dtypes_vectorised(dtype, layout, variant):
+    # H*W and rows*W are multiples of 8 elements: every x-shaped access is 128 bits wide
+    x = make_input((2, 16, 12, 8), dtype, layout)
+    tf, tb = check(x, "mean+max", (3, 3), variant=variant, rows=4)
+    assert tf.vec == tb.vec == 16 // x.element_size()
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_int64_indexing(layout):
+    x = make_input((2, 5, 11, 4), torch.float64, layout)
+    check(x, "max+mean", (3, 3), rows=3, index64=True)
+
+
+@pytest.mark.parametrize("shape", [(0, 4, 5, 5), (2, 3, 0, 4), (2, 3, 4, 0)])
+def test_empty(shape):
+    ref, weight, b = make_pair("mean+max", (3, 3), True, False, torch.float32)
+    x = torch.randn(shape)
+    out, pooled, _ = emulate_fwd(x, weight, b, "mean+max", False)
+    assert out.shape == x.shape and pooled.shape == (shape[0], 2, *shape[2:])
+    dx, dw, db, _ = emulate_bwd(torch.randn(shape), x, weight, b, pooled, "mean+max", False)
+    assert dx.shape == x.shape and torch.equal(dw, torch.zeros_like(weight)) and torch.equal(db, torch.zeros(1))
+
+
+@pytest.mark.parametrize("variant", [ONE_PASS, TWO_PASS], ids=["one_pass", "two_pass"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_max_ties_route_to_first_channel(layout, variant):
+    # small integers: most pixels have several channels equal to the max
+    x = torch.randint(-2, 3, (2, 37, 6, 5), generator=torch.Generator().manual_seed(3)).double()
+    x = x.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else x
+    check(x, "max", (3, 3), variant=variant, rows=2, threads=64)
+
+
+def test_nan_propagates_like_reference():
+    x = make_input((1, 4, 6, 5), torch.float64)
+    x[0, 2, 3, 1] = float("nan")
+    ref, weight, b = make_pair("mean+max", (3, 3), True, False, torch.float64)
+    out, pooled, _ = emulate_fwd(x, weight, b, "mean+max", False, rows=2, threads=64)
+    assert_close_scaled(out, ref(x), TOLERANCE[torch.float64], "nan")
+    assert torch.isnan(pooled[0, :, 3, 1]).all()
+
+
+@pytest.mark.parametrize("shape,two_pass", [((2, 512, 8, 9), False), ((2, 64, 64, 9), False), ((1, 2048, 7, 7), True)])
+def test_auto_plan_of_har_and_cbam_shapes(shape, two_pass):
+    kernel = (3, 1) if shape[-1] == 9 else (7, 7)
+    ref, weight, b = make_pair("mean" if shape[-1] == 9 else "mean+max", kernel, True, False, torch.float64)
+    x = make_input(shape, torch.float32)
+    out, _, tf = emulate_fwd(x, weight.float(), b.float(), ref.pool, False)
+    assert tf.two_pass == two_pass and tf.vec == (4 if shape[-1] == 9 else 1)  # 7x7 rows are not 16-byte runs
+    assert_close_scaled(out, ref(x.double()), TOLERANCE[torch.float32], str(shape))
