@@ -12,7 +12,7 @@ export TORCH_CUDA_ARCH_LIST ?= 8.0;9.0+PTX
 $(VENV)/.deps: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q "$(TORCH)" "setuptools>=69" wheel "ninja>=1.11" "pybind11>=2.12"
+	$(BIN)/pip install -q "$(TORCH)" "setuptools>=77" wheel "ninja>=1.11" "pybind11>=2.12"
 	$(BIN)/pip install -q "pytest>=8.0" "pytest-benchmark>=4.0" "hypothesis>=6.100" "numpy>=1.26" \
 	    "matplotlib>=3.8" "tqdm>=4.66"
 	touch $@
@@ -22,7 +22,8 @@ build: $(VENV)/.deps
 
 bench: build
 	$(BIN)/python -m sam_fused.check
-	$(BIN)/python -m pytest benchmarks/ --quick -q
+	$(BIN)/python -m sam_fused.demo --out bench-results/sann_demo.png
+	$(BIN)/python -m pytest benchmarks/ --quick -q -p no:cacheprovider
 
 test: build
 	$(BIN)/python -m pytest tests -q

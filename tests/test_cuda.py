@@ -6,7 +6,7 @@ import torch
 
 import sam_fused
 from helpers import (POOLS, REF_DTYPE, TOLERANCE, assert_close_scaled, assert_results_close, fused_results, make_grad,
-                     make_pair, reference_results)
+                     make_pair, module_results)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -27,7 +27,7 @@ def check(x, pool, kernel, bias, return_map=False):
     ref, weight, b = make_pair(pool, kernel, bias, return_map, x.dtype, "cuda")
     grad_shape = (x.shape[0], 1, *x.shape[2:]) if return_map else x.shape
     grad_out = make_grad(grad_shape, x.dtype, "cuda")
-    expected = reference_results(ref, x, REF_DTYPE[x.dtype], grad_out)
+    expected = module_results(ref, x, REF_DTYPE[x.dtype], grad_out)
     actual = fused_results(x, weight, b, pool, return_map, grad_out)
     assert_results_close(actual, expected, x.dtype, f"{tuple(x.shape)} {x.dtype} {pool} {kernel}")
 

@@ -10,7 +10,7 @@ import torch
 
 from emulation import ONE_PASS, TWO_PASS, emulate_bwd, emulate_fwd, emulated_results
 from helpers import (POOLS, REF_DTYPE, TOLERANCE, assert_close_scaled, assert_results_close, make_grad, make_input,
-                     make_pair, reference_results)
+                     make_pair, module_results)
 
 # (shape, kernel, rows per tile, threads per block); rows/threads 0 = the CUDA op's choice
 CASES = [
@@ -30,7 +30,7 @@ def check(x, pool, kernel, bias=True, return_map=False, **kw):
     ref, weight, b = make_pair(pool, kernel, bias, return_map, x.dtype)
     grad_shape = (x.shape[0], 1, *x.shape[2:]) if return_map else x.shape
     grad_out = make_grad(grad_shape, x.dtype)
-    expected = reference_results(ref, x, REF_DTYPE[x.dtype], grad_out)
+    expected = module_results(ref, x, REF_DTYPE[x.dtype], grad_out)
     actual, pooled, tf, tb = emulated_results(x, weight, b, pool, return_map, grad_out, **kw)
     what = f"{tuple(x.shape)} {x.dtype} pool={pool} kernel={kernel} bias={bias} return_map={return_map} {kw}"
     assert_results_close(actual, expected, x.dtype, what)
