@@ -333,9 +333,11 @@ class _Matcher:
 _FUSED = (FusedSpatialAttention, _modules.SpatialAttentionModule, _modules.SpatialGate)
 
 
-def _may_hide_attention(module: nn.Module) -> bool:
-    """Whether some parameter could be a spatial-attention conv weight [1, 1 or 2, kh, kw]."""
-    return any(p.dim() == 4 and p.shape[0] == 1 and p.shape[1] <= 2 for p in module.parameters())
+def _conv_weights_on_pooled_maps(module: nn.Module, one_output: bool = False) -> bool:
+    """Whether some parameter could be a conv weight over 1 or 2 pooled maps ([O, 1 or 2, kh, kw],
+    with O = 1 if `one_output`): only such modules are traced."""
+    return any(p.dim() == 4 and p.shape[1] <= 2 and (p.shape[0] == 1 or not one_output)
+               for p in module.parameters())
 
 
 def _first_line(error: Exception) -> str:
@@ -358,11 +360,13 @@ def _swap(module: nn.Module, path: str, report: ConvertReport) -> tuple[nn.Modul
         if new is not child:
             setattr(module, name, new)
         found = found or child_found
-    if found or fx.Tracer().is_leaf_module(module, "") or not _may_hide_attention(module):
+    if found or fx.Tracer().is_leaf_module(module, "") or not _conv_weights_on_pooled_maps(module):
         return module, found
     try:
         matcher = _Matcher(module, fx.Tracer().trace(module))
     except Exception as error:  # noqa: BLE001  (any failure of user code under tracing)
+        if not _conv_weights_on_pooled_maps(module, one_output=True):
+            return module, False
         report.skipped.append((path, cls, f"cannot be traced by torch.fx ({_first_line(error)})"))
         return module, True
     try:

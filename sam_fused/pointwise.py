@@ -44,7 +44,7 @@ def _empty_like_result(*operands):
     """An output in the layout the kernels use: the operands' common strides when they share
     those of a non-overlapping dense tensor, else contiguous (mirrors pointwise_operands)."""
     x = operands[0]
-    if torch._prims_common.is_non_overlapping_and_dense(x) and all(t.stride() == x.stride() for t in operands):
+    if torch._prims_common.is_non_overlapping_and_dense_or_false(x) and all(t.stride() == x.stride() for t in operands):
         return torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device=x.device)
     return x.new_empty(x.shape)
 

@@ -205,20 +205,22 @@ def test_zoo_parity_in_float32_channels_last():
 # ---- near-misses: look alike, compute something else ------------------------------------------
 
 class Gate(nn.Module):
-    """mean+max -> conv -> [extra] -> sigmoid -> x*s, with the conv and the extra op given."""
+    """mean+max -> conv -> [extra] -> sigmoid -> x*s (or the map s, which also runs when the
+    conv changes the map's size), with the conv, the extra op and the pooling given."""
 
-    def __init__(self, conv=None, extra=None, pool=None):
+    def __init__(self, conv=None, extra=None, pool=None, map_only=False):
         super().__init__()
         self.conv = conv if conv is not None else nn.Conv2d(2, 1, 3, padding=1)
         self.extra = extra
         self.pool = pool
+        self.map_only = map_only
 
     def forward(self, x):
         q = self.pool(x) if self.pool else torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], 1)
         a = self.conv(q)
         if self.extra is not None:
             a = self.extra(a)
-        return x * torch.sigmoid(a)
+        return torch.sigmoid(a) if self.map_only else x * torch.sigmoid(a)
 
 
 class Scaled(Gate):
@@ -228,24 +230,21 @@ class Scaled(Gate):
 
 NEAR_MISSES = {
     # name: (module factory, words the reason must contain)
-    "stride_2": (lambda: Gate(nn.Conv2d(2, 1, 3, stride=2, padding=1)), "stride"),
+    "stride_2": (lambda: Gate(nn.Conv2d(2, 1, 3, stride=2, padding=1), map_only=True), "stride"),
     "dilation_2": (lambda: Gate(nn.Conv2d(2, 1, 3, dilation=2, padding=2)), "dilation"),
     "reflect_padding": (lambda: Gate(nn.Conv2d(2, 1, 3, padding=1, padding_mode="reflect")), "padding_mode"),
     "circular_padding": (lambda: Gate(nn.Conv2d(2, 1, 3, padding=1, padding_mode="circular")), "padding_mode"),
-    "wrong_padding": (lambda: Gate(nn.Conv2d(2, 1, 3, padding=0)), "padding"),
-    "even_kernel": (lambda: Gate(nn.Conv2d(2, 1, 4, padding=2)), "even kernel"),
+    "wrong_padding": (lambda: Gate(nn.Conv2d(2, 1, 3, padding=0), map_only=True), "padding"),
+    "even_kernel": (lambda: Gate(nn.Conv2d(2, 1, 4, padding=2), map_only=True), "even kernel"),
     "batchnorm_after_conv": (lambda: Gate(extra=nn.BatchNorm2d(1)), "BatchNorm2d"),
     "relu_after_conv": (lambda: Gate(extra=nn.ReLU()), "ReLU"),
     "scaled_output": (lambda: Scaled(), "multiplies something other"),
-    "two_output_channels": (lambda: Gate(nn.Conv2d(2, 2, 3, padding=1)), "1 output channel"),
+    "two_output_channels": (lambda: Gate(nn.Conv2d(2, 2, 3, padding=1), map_only=True), "1 output channel"),
     "scaled_pooled_maps": (lambda: Gate(pool=lambda x: torch.cat(
         [x.mean(1, keepdim=True), x.amax(1, keepdim=True)], 1) * 0.5), "not a pool"),
-    "pool_over_height": (lambda: Gate(nn.Conv2d(1, 1, 3, padding=1), pool=lambda x: x.mean(2, keepdim=True)),
-                         "dim 2"),
-    "max_without_keepdim_or_unsqueeze": (lambda: Gate(nn.Conv2d(1, 1, 3, padding=1),
-                                                      pool=lambda x: torch.amax(x, 1)), "keepdim=False"),
-    "max_without_values": (lambda: Gate(nn.Conv2d(1, 1, 3, padding=1), pool=lambda x: torch.max(x, 1, True)),
-                           "without taking"),
+    "pool_over_height": (lambda: Gate(pool=lambda x: x.mean(2, keepdim=True)), "dim 2"),
+    "max_without_keepdim": (lambda: Gate(nn.Conv2d(2, 1, 3, padding=1), pool=lambda x: torch.amax(x, 1)),
+                            "keepdim=False"),  # conv2d then takes [B, H, W] as one unbatched [C, H, W]
 }
 
 
@@ -268,7 +267,7 @@ NEAR_MISSES["grouped_conv_summed"] = (GroupedGate, "the sigmoid's input")
 def test_near_miss_is_left_untouched_and_reported(name):
     factory, reason_words = NEAR_MISSES[name]
     module = _randomized(factory()).double()
-    x = make_input((2, 4, 6, 6), torch.float64)
+    x = make_input((2, 2, 6, 6), torch.float64)  # 2 channels, so that pooling over H still runs
     before = module(x)
     result, report = sam_fused.convert(module, return_report=True)
     assert result is module and report.swapped == []
