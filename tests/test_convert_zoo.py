@@ -412,3 +412,13 @@ def test_converted_gate_trains():
     converted(x).square().sum().backward()
     opt.step()
     assert not torch.equal(before, converted.spatial.conv.weight)
+
+
+def test_converted_module_compiles_fullgraph():
+    original = _randomized(CbamSpatialGate()).double()
+    converted = sam_fused.convert(copy.deepcopy(original))
+    torch._dynamo.reset()
+    compiled = torch.compile(converted, fullgraph=True, backend="eager")
+    x = make_input((2, 4, 7, 7), torch.float64)
+    torch.testing.assert_close(compiled(x), original(x))
+    torch._dynamo.reset()
