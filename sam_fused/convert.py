@@ -215,7 +215,7 @@ class _Matcher:
             self.weight_path = f"{node.target}.weight"
             self.bias_path = f"{node.target}.bias" if conv.bias is not None else None
             self._check_conv_geometry(conv.weight, conv.stride, conv.padding, conv.dilation, conv.groups,
-                                      conv.padding_mode, where=f"conv {node.target}")
+                                      conv.padding_mode, where=f"Conv2d {node.target!r}")
             self.accept(node)
             return conv.weight, conv.bias, tuple(conv.weight.shape[2:]), node.args[0]
         if _is(node, _CONV):

@@ -308,7 +308,7 @@ def test_verbose_prints_the_report(capsys):
     sam_fused.convert(model, verbose=True)
     printed = capsys.readouterr().out
     assert "1 swapped, 1 skipped" in printed
-    assert "swapped 0 [HarSam]: pool=mean kernel=3x1" in printed and "skipped 1 [Gate]: conv conv has stride" in printed
+    assert "swapped 0 [HarSam]: pool=mean kernel=3x1" in printed and "skipped 1 [Gate]: Conv2d 'conv' has stride" in printed
 
 
 # ---- nested models ------------------------------------------------------------------------------
