@@ -1,8 +1,13 @@
 """sam_fused: a fused spatial-attention layer (channel pooling, small conv, sigmoid, re-weight)."""
 from .ops import SpatialAttentionFunction, spatial_attention
-from .modules import SpatialAttentionModule, SpatialGate, convert
+from .modules import SpatialAttentionModule, SpatialGate
+from .pointwise import PointwiseSpatialAttention, pointwise_attention
 from . import reference
+# Bound after the submodule import so that `sam_fused.convert` is the function (importing the
+# submodule sam_fused.convert sets the package attribute to the module first).
+from .convert import ConvertReport, FusedSpatialAttention, convert
 
 __version__ = "0.1.0"
 __all__ = ["spatial_attention", "SpatialAttentionFunction", "SpatialAttentionModule", "SpatialGate",
-           "convert", "reference", "__version__"]
+           "pointwise_attention", "PointwiseSpatialAttention", "convert", "ConvertReport",
+           "FusedSpatialAttention", "reference", "__version__"]

@@ -41,15 +41,9 @@ def _fused_twin(module: nn.Module) -> nn.Module:
     return twin
 
 
-def convert(model: nn.Module) -> nn.Module:
-    """Replace every reference spatial-attention module inside `model` (at any depth, or
-    `model` itself) by its fused twin with the same weights, device, dtype and train mode.
+def convert(model: nn.Module, *, verbose: bool = False, return_report: bool = False):
+    """Swap the spatial-attention modules of `model` for fused ones: see `sam_fused.convert.convert`
+    (reference modules become their twins above, others are recognised by their fx graph)."""
+    from .convert import convert as convert_by_graph  # convert.py imports this module
 
-    Returns the converted model (the same object, changed in place, unless `model` itself is a
-    reference module, in which case its twin is returned).
-    """
-    if type(model) in _TWINS:
-        return _fused_twin(model)
-    for name, child in list(model.named_children()):
-        setattr(model, name, convert(child))
-    return model
+    return convert_by_graph(model, verbose=verbose, return_report=return_report)

@@ -1,0 +1,15 @@
+// Darknet's point-wise spatial attention (YOLOv4 sam_layer): out = x * sigmoid(y), y the
+// shape of x. Host declarations shared by the schema/CPU file and the CUDA backend.
+#pragma once
+#include <ATen/ATen.h>
+#include <vector>
+
+namespace sam {
+
+// Checks x and the other same-shaped operands (y, grad) and returns them in one common dense
+// layout: unchanged when all share the strides of a non-overlapping dense tensor (contiguous,
+// channels_last, any permutation), else each copied to contiguous once. The kernels then run
+// over flat storage and outputs are `empty_like` the first operand.
+std::vector<at::Tensor> pointwise_operands(std::vector<at::Tensor> operands, const char* const* names);
+
+}  // namespace sam
