@@ -7,7 +7,7 @@ TORCH ?= torch==2.14.1
 export MAX_JOBS ?= 2
 export TORCH_CUDA_ARCH_LIST ?= 8.0;9.0+PTX
 
-.PHONY: bench test build clean
+.PHONY: bench test build cmake-check clean
 
 $(VENV)/.deps: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -28,5 +28,18 @@ bench: build
 test: build
 	$(BIN)/python -m pytest tests -q
 
+# CMakeLists.txt (the op library for C++ users) built once against the CPU-only torch wheel,
+# then loaded into Python and run once.
+cmake-check:
+	$(PYTHON) -m venv .venv-cmake
+	.venv-cmake/bin/pip install -q torch==2.13.0 numpy
+	cmake -S . -B build-cmake -DCMAKE_BUILD_TYPE=Release \
+	    -DCMAKE_PREFIX_PATH="$$(.venv-cmake/bin/python -c 'import torch; print(torch.utils.cmake_prefix_path)')"
+	cmake --build build-cmake -j $(MAX_JOBS)
+	.venv-cmake/bin/python -c "import torch; torch.ops.load_library('build-cmake/libsam_fused.so'); \
+	    x = torch.randn(2, 4, 5, 3); out, q = torch.ops.sam_fused.spatial_attention_fwd(x, torch.ones(1, 1, 3, 1), None, 'mean', False); \
+	    s = torch.sigmoid(torch.nn.functional.conv2d(x.mean(1, keepdim=True), torch.ones(1, 1, 3, 1), padding=(1, 0))); \
+	    torch.testing.assert_close(out, x * s); print('cmake build: libsam_fused.so loads and matches the reference')"
+
 clean:
-	rm -rf build $(VENV) sam_fused/*.so
+	rm -rf build build-cmake $(VENV) .venv-cmake sam_fused/*.so

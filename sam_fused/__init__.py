@@ -3,9 +3,7 @@ from .ops import SpatialAttentionFunction, spatial_attention
 from .modules import SpatialAttentionModule, SpatialGate
 from .pointwise import PointwiseSpatialAttention, pointwise_attention
 from . import reference
-# Bound after the submodule import so that `sam_fused.convert` is the function (importing the
-# submodule sam_fused.convert sets the package attribute to the module first).
-from .convert import ConvertReport, FusedSpatialAttention, convert
+from .graph_convert import ConvertReport, FusedSpatialAttention, convert
 
 __version__ = "0.1.0"
 __all__ = ["spatial_attention", "SpatialAttentionFunction", "SpatialAttentionModule", "SpatialGate",

@@ -1,4 +1,4 @@
-"""Drop-in fused modules with the reference modules' parameter names, and `convert`."""
+"""Drop-in fused modules with the reference modules' parameter names (`convert` is in graph_convert.py)."""
 from __future__ import annotations
 
 import torch
@@ -39,11 +39,3 @@ def _fused_twin(module: nn.Module) -> nn.Module:
     twin.load_state_dict(module.state_dict(), strict=True)
     twin.train(module.training)
     return twin
-
-
-def convert(model: nn.Module, *, verbose: bool = False, return_report: bool = False):
-    """Swap the spatial-attention modules of `model` for fused ones: see `sam_fused.convert.convert`
-    (reference modules become their twins above, others are recognised by their fx graph)."""
-    from .convert import convert as convert_by_graph  # convert.py imports this module
-
-    return convert_by_graph(model, verbose=verbose, return_report=return_report)
