@@ -144,20 +144,25 @@ void pool_pixels(const Layout<CL>& L, const S* x, int64_t p0, int64_t n, A* qsum
 }
 
 // rho = sum_c g*x for pixels [p0, p0+n) (skipped when rho is null), and the first argmax
-// over C of x (skipped when amax is null). rho is summed in double: sum_{b,h,w} of
-// rho*s*(1-s) (the bias gradient) cancels heavily, so fp32 rounding of each rho would show.
+// over C of x (skipped when amax is null). rho is summed in double (runs of 16 channels in
+// A): sum_{b,h,w} of rho*s*(1-s) (the bias gradient) cancels heavily, so fp32 rounding of a
+// 512-channel sum in each rho would show.
 template <bool CL, typename S, typename A>
 void rho_pixels(const Layout<CL>& L, const S* g, const S* x, int64_t p0, int64_t n, double* rho, A* mbuf,
                 int32_t* amax) {
   const A ninf = -std::numeric_limits<A>::infinity();
   if constexpr (!CL) {
+    constexpr int64_t kRun = 16;
+    std::vector<A> run(rho ? n : 0, A(0));
     if (rho) std::fill(rho, rho + n, 0.0);
     if (amax) { std::fill(mbuf, mbuf + n, ninf); std::fill(amax, amax + n, int32_t(0)); }
     for (int64_t c = 0; c < L.C; ++c) {
       const S* xc = x + L.at(c, p0);
-      if (rho) {
+      if (rho) {  // runs of kRun channels in A (vectorises 4 or 8 wide), their sums in double
         const S* gc = g + L.at(c, p0);
-        for (int64_t i = 0; i < n; ++i) rho[i] += double(gc[i]) * double(xc[i]);
+        for (int64_t i = 0; i < n; ++i) run[i] += A(gc[i]) * A(xc[i]);
+        if ((c + 1) % kRun == 0 || c + 1 == L.C)
+          for (int64_t i = 0; i < n; ++i) { rho[i] += double(run[i]); run[i] = A(0); }
       }
       if (amax) for (int64_t i = 0; i < n; ++i) argmax_update(A(xc[i]), c, mbuf[i], amax[i]);
     }
@@ -183,6 +188,47 @@ void rho_pixels(const Layout<CL>& L, const S* g, const S* x, int64_t p0, int64_t
       }
     }
   }
+}
+
+// The rows of x (and g) that the next streaming step of this thread will read, prefetched into
+// L2 a little at a time while the current block is written. One core cannot keep DRAM reads
+// and writes in flight together on its own (measured here: pooling x alone takes as long as
+// x.clone()), so without this the read pass and the write pass of each block would add up.
+struct Prefetcher {
+  const char* base = nullptr;  // the region: nseg segments of seg_bytes, stride apart
+  int64_t seg_bytes = 0, stride = 0, nseg = 0, issued = 0;
+
+  template <bool CL, typename S>
+  static Prefetcher rows(const Layout<CL>& L, const S* sample, int64_t r0, int64_t r1) {
+    Prefetcher p;
+    if (!sample || r1 <= r0) return p;
+    const int64_t e = sizeof(S);
+    p.base = reinterpret_cast<const char*>(sample + L.at(0, r0 * L.W));
+    p.seg_bytes = (r1 - r0) * L.W * e * (CL ? L.C : 1);
+    p.stride = L.H * L.W * e;
+    p.nseg = CL ? 1 : L.C;
+    return p;
+  }
+  // Issue prefetches up to `fraction` (done / total) of the region.
+  void advance(int64_t done, int64_t total) {
+#if defined(__SSE2__)
+    const int64_t goal = total > 0 ? seg_bytes * nseg * std::min(done, total) / total : 0;
+    for (; issued < goal; issued += 64)
+      _mm_prefetch(base + issued / seg_bytes * stride + issued % seg_bytes, _MM_HINT_T1);
+#endif
+  }
+};
+
+// Rows [r0, r1) of the sample that the step after block [hb, he) of this item will read: the
+// next block of this item, or the first block of the next item when this thread runs it too.
+struct NextRows { int64_t b, r0, r1; };
+inline NextRows next_rows(const Geometry& g, const RowSplit& sp, int64_t item, int64_t he, int64_t h1,
+                          bool next_item_here) {
+  const int64_t rh = g.kh / 2;
+  if (he < h1) return {item / sp.chunks, std::min(he + rh, g.H), std::min(he + sp.block_rows + rh, g.H)};
+  if (!next_item_here) return {0, 0, 0};
+  const int64_t n = item + 1, h0 = (n % sp.chunks) * sp.chunk_rows;
+  return {n / sp.chunks, std::max<int64_t>(h0 - rh, 0), std::min(h0 + sp.block_rows + rh, g.H)};
 }
 
 template <typename A> struct Params {
@@ -233,7 +279,8 @@ void conv_sigmoid_rows(const Params<A>& prm, int64_t P, int64_t kh, int64_t kw, 
 
 template <typename scalar_t, bool CL>
 void forward_item(const Geometry& g, const RowSplit& sp, int64_t item, const scalar_t* x, scalar_t* out,
-                  acc_t<scalar_t>* pooled, const Params<acc_t<scalar_t>>& prm, bool return_map, bool stream) {
+                  acc_t<scalar_t>* pooled, const Params<acc_t<scalar_t>>& prm, bool return_map, bool stream,
+                  bool next_item_here) {
   using A = acc_t<scalar_t>;
   const int64_t H = g.H, W = g.W, P = g.pool.P, rh = g.kh / 2;
   const int64_t b = item / sp.chunks, h0 = (item % sp.chunks) * sp.chunk_rows, h1 = std::min(h0 + sp.chunk_rows, H);
@@ -266,14 +313,20 @@ void forward_item(const Geometry& g, const RowSplit& sp, int64_t item, const sca
       continue;
     }
     scalar_t* ob = out + b * g.C * H * W;
+    const NextRows nx = next_rows(g, sp, item, he, h1, next_item_here);
+    Prefetcher pf = Prefetcher::rows(L, nx.r1 > nx.r0 ? x + nx.b * g.C * H * W : nullptr, nx.r0, nx.r1);
     if constexpr (!CL) {
-      for (int64_t c = 0; c < g.C; ++c)
+      for (int64_t c = 0; c < g.C; ++c) {
+        pf.advance(c + 1, g.C);
         write_segment<false, scalar_t, A>(ob + L.at(c, hb * W), xb + L.at(c, hb * W), s.data(), nullptr, nullptr,
                                           nullptr, c, n, stream);
+      }
     } else {
-      for (int64_t i = 0; i < n; ++i)
+      for (int64_t i = 0; i < n; ++i) {
+        pf.advance(i + 1, n);
         write_segment<true, scalar_t, A>(ob + L.at(0, hb * W + i), xb + L.at(0, hb * W + i), &s[i], nullptr, nullptr,
                                          nullptr, 0, g.C, stream);
+      }
     }
   }
   if (stream) stream_fence();
@@ -284,7 +337,7 @@ void forward_item(const Geometry& g, const RowSplit& sp, int64_t item, const sca
 template <typename scalar_t, bool CL>
 void backward_item(const Geometry& g, const RowSplit& sp, int64_t item, const scalar_t* gout, const scalar_t* x,
                    const acc_t<scalar_t>* pooled, scalar_t* dx, const Params<acc_t<scalar_t>>& prm, bool return_map,
-                   bool stream, double* partial) {
+                   bool stream, bool next_item_here, double* partial) {
   using A = acc_t<scalar_t>;
   const int64_t C = g.C, H = g.H, W = g.W, P = g.pool.P, kh = g.kh, kw = g.kw, rh = kh / 2, rw = kw / 2;
   const int64_t b = item / sp.chunks, h0 = (item % sp.chunks) * sp.chunk_rows, h1 = std::min(h0 + sp.chunk_rows, H);
@@ -354,24 +407,37 @@ void backward_item(const Geometry& g, const RowSplit& sp, int64_t item, const sc
     const A* sb = s.data() + row(hb);
     const int32_t* am = max_slot >= 0 ? amax.data() + row(hb) : nullptr;
     const A* gm = mean_slot >= 0 ? gmean.data() : nullptr;
+    // the next rho step reads x (when it needs rho or argmax) and g (unless return_map)
+    const NextRows nx = next_rows(g, sp, item, he, h1, next_item_here);
+    const bool reads_x = !return_map || max_slot >= 0;
+    Prefetcher pfx = Prefetcher::rows(L, nx.r1 > nx.r0 && reads_x ? x + nx.b * sample : nullptr, nx.r0, nx.r1);
+    Prefetcher pfg = Prefetcher::rows(L, nx.r1 > nx.r0 && !return_map ? gout + nx.b * sample : nullptr, nx.r0, nx.r1);
     if constexpr (!CL) {
-      for (int64_t c = 0; c < C; ++c)
+      for (int64_t c = 0; c < C; ++c) {
+        pfx.advance(c + 1, C);
+        pfg.advance(c + 1, C);
         write_segment<false, scalar_t, A>(dxb + L.at(c, hb * W), return_map ? nullptr : gb + L.at(c, hb * W), sb, gm,
                                           am, gmax.data(), c, n, stream);
+      }
     } else {
-      for (int64_t i = 0; i < n; ++i)
+      for (int64_t i = 0; i < n; ++i) {
+        pfx.advance(i + 1, n);
+        pfg.advance(i + 1, n);
         write_segment<true, scalar_t, A>(dxb + L.at(0, hb * W + i), return_map ? nullptr : gb + L.at(0, hb * W + i),
                                          sb + i, gm ? gm + i : nullptr, am ? am + i : nullptr, gmax.data() + i, 0, C,
                                          stream);
+      }
     }
   }
   if (stream) stream_fence();
 }
 
+// f(item, next_item_here): items run in order within a thread's range, so an item knows
+// whether the next one is its thread's too (and worth prefetching for).
 template <typename F> void for_each_item(const Geometry& g, const RowSplit& sp, F&& f) {
   const int64_t item_elems = std::max<int64_t>(1, sp.chunk_rows * g.C * g.W);
   at::parallel_for(0, sp.items(g), std::max<int64_t>(1, kParallelElems / item_elems), [&](int64_t begin, int64_t end) {
-    for (int64_t it = begin; it < end; ++it) f(it);
+    for (int64_t it = begin; it < end; ++it) f(it, it + 1 < end);
   });
 }
 
@@ -395,9 +461,9 @@ std::tuple<at::Tensor, at::Tensor> spatial_attention_fwd_cpu(const at::Tensor& x
     const scalar_t* xp = xc.const_data_ptr<scalar_t>();
     scalar_t* op = out.mutable_data_ptr<scalar_t>();
     A* qp = pooled.mutable_data_ptr<A>();
-    for_each_item(g, sp, [&](int64_t it) {
-      if (g.channels_last) forward_item<scalar_t, true>(g, sp, it, xp, op, qp, prm, return_map, stream);
-      else forward_item<scalar_t, false>(g, sp, it, xp, op, qp, prm, return_map, stream);
+    for_each_item(g, sp, [&](int64_t it, bool next_here) {
+      if (g.channels_last) forward_item<scalar_t, true>(g, sp, it, xp, op, qp, prm, return_map, stream, next_here);
+      else forward_item<scalar_t, false>(g, sp, it, xp, op, qp, prm, return_map, stream, next_here);
     });
   });
   return {out, pooled};
@@ -432,10 +498,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> spatial_attention_bwd_cpu(
       const scalar_t* xp = xc.const_data_ptr<scalar_t>();
       const A* qp = qc.const_data_ptr<A>();
       scalar_t* dxp = dx.mutable_data_ptr<scalar_t>();
-      for_each_item(g, sp, [&](int64_t it) {
+      for_each_item(g, sp, [&](int64_t it, bool next_here) {
         double* part = partials.data() + it * (nw + 1);
-        if (g.channels_last) backward_item<scalar_t, true>(g, sp, it, gp, xp, qp, dxp, prm, return_map, stream, part);
-        else backward_item<scalar_t, false>(g, sp, it, gp, xp, qp, dxp, prm, return_map, stream, part);
+        if (g.channels_last)
+          backward_item<scalar_t, true>(g, sp, it, gp, xp, qp, dxp, prm, return_map, stream, next_here, part);
+        else backward_item<scalar_t, false>(g, sp, it, gp, xp, qp, dxp, prm, return_map, stream, next_here, part);
       });
       for (int64_t it = 0; it < sp.items(g); ++it)  // fixed order: deterministic
         for (int64_t k = 0; k <= nw; ++k) dw[k] += partials[it * (nw + 1) + k];
