@@ -24,7 +24,10 @@ namespace {
 
 constexpr int64_t kMinItems = 64;            // items wanted for load balance
 constexpr int64_t kMinItemElems = 16384;      // smallest item worth its halo rows
-constexpr int64_t kBlockBytes = 256 * 1024;  // rows of x kept in cache between pool and scale
+// Rows of x (and g in the backward) kept in cache between the pass that reads them from memory
+// and the pass that writes the output. Measured on a 512 KB-L2 EPYC: 256 KB beats 128 KB, as
+// smaller blocks cut NCHW channel runs into short, partial-line segments.
+constexpr int64_t kBlockBytes = 256 * 1024;
 constexpr int64_t kParallelElems = 32768;    // elements per task before splitting into threads
 
 constexpr int64_t kStreamBytes = 4 << 20;    // outputs larger than this bypass the cache
@@ -54,7 +57,7 @@ inline void write_segment(T* o, const T* a, const A* s, const A* add, const int3
 #if defined(__SSE2__)
   if constexpr (std::is_same_v<T, float>) {
     int64_t stream_end = 0;  // [line-aligned start, stream_end) is whole 64-byte lines
-    if (stream && n >= 32) {
+    if (stream && n >= 256) {  // >= 1 KB: short runs would be mostly partial lines
       for (; reinterpret_cast<uintptr_t>(o + i) & 63; ++i) o[i] = value(i);
       stream_end = i + (n - i) / 16 * 16;
     }
