@@ -24,6 +24,10 @@ struct CudaLauncher {
     if (grid == 0) return;
     TORCH_CHECK(grid < (int64_t(1) << 31), "sam_fused: grid of ", grid, " blocks is too large");
     auto kernel = &block_program_kernel<K, A>;
+    const int64_t smem_limit = int64_t(at::cuda::getCurrentDeviceProperties()->sharedMemPerBlockOptin);
+    TORCH_CHECK(smem_bytes <= smem_limit, "sam_fused: this shape needs ", smem_bytes,
+                " bytes of shared memory per block, more than the GPU's ", smem_limit,
+                " (rows too wide: W or C*W too large for one tile)");
     if (smem_bytes > 48 * 1024)
       C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem_bytes)));
     kernel<<<unsigned(grid), threads, smem_bytes, at::cuda::getCurrentCUDAStream()>>>(a);
