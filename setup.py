@@ -28,7 +28,7 @@ with_cuda = MODE == "cuda" or (MODE == "auto" and cpp_extension.CUDA_HOME is not
 if MODE == "cuda" and (cpp_extension.CUDA_HOME is None or not torch.version.cuda):
     raise SystemExit("SAM_FUSED_BUILD=cuda needs a CUDA toolkit (CUDA_HOME) and a CUDA build of torch")
 
-sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
+sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/autograd/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
 include_dirs = [os.path.join(ROOT, "csrc")]
 # torch's CUDA wheels bundle headers (cusparse.h, ...) that its own headers include.
 bundled = os.path.join(sysconfig.get_paths()["purelib"], "nvidia", "cu13", "include")

@@ -1,4 +1,4 @@
-"""The fused op: argument checks, fake (meta) kernels and the autograd formula.
+"""The fused op: argument checks, fake (meta) kernels, the functional API.
 
 The kernels are registered in C++ (`csrc/sam_fused.cpp` holds the schema):
 
@@ -99,12 +99,11 @@ def _backward(ctx, grad_out, _grad_pooled):
     return gx, gw, (gb if bias is not None else None), None, None
 
 
-torch.library.register_autograd("sam_fused::spatial_attention_fwd", _backward, setup_context=_setup_context)
-
-
+# The op's own autograd kernel is in C++ (csrc/autograd/): one dispatch per call. This Python
+# twin is the same formula as an explicit autograd.Function, for users who want one.
 class SpatialAttentionFunction(torch.autograd.Function):
-    """The same forward/backward as an explicit `torch.autograd.Function` (eager use only;
-    `spatial_attention` goes through the registered op so that compile/export see one op)."""
+    """The fused forward/backward as an explicit `torch.autograd.Function` (eager use;
+    `spatial_attention` calls the registered op, whose C++ autograd kernel does the same)."""
 
     @staticmethod
     def forward(x, weight, bias, pool, return_map):
