@@ -35,10 +35,9 @@ if MODE == "cuda" and (cpp_extension.CUDA_HOME is None or not torch.version.cuda
 
 sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
 include_dirs = [os.path.join(ROOT, "csrc")]
-# torch's CUDA wheels bundle headers (cusparse.h, ...) that its own headers include.
-bundled = os.path.join(sysconfig.get_paths()["purelib"], "nvidia", "cu13", "include")
-if os.path.isdir(bundled):
-    include_dirs.append(bundled)
+# torch's CUDA wheels bundle headers (cusparse.h, ...) that its own headers include:
+# nvidia/cu13/include for CUDA 13, one nvidia/<library>/include per library for CUDA 12.
+include_dirs += sorted(glob.glob(os.path.join(sysconfig.get_paths()["purelib"], "nvidia", "*", "include")))
 
 cxx_flags = ["-O3", "-fopenmp", "-DPy_LIMITED_API=0x030A0000"]
 extra = dict(extra_compile_args={"cxx": cxx_flags}, extra_link_args=["-fopenmp"])
@@ -52,6 +51,8 @@ else:
 
 
 def git_revision():
+    if os.environ.get("SAM_FUSED_GIT_REVISION"):  # tools/build_wheel.py builds from a copy of the tree
+        return os.environ["SAM_FUSED_GIT_REVISION"]
     try:
         rev = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True,
                              text=True, check=True).stdout.strip()

@@ -1,4 +1,5 @@
 """Build info recorded by setup.py, and the import-time check of the build against the running torch."""
+import pathlib
 import subprocess
 import sys
 
@@ -92,7 +93,7 @@ def test_missing_library_says_how_to_build(build_info):
 def test_info_command_prints_the_build_info():
     info = _compat.load_build_info()
     result = subprocess.run([sys.executable, "-m", "sam_fused", "--info"], capture_output=True, text=True,
-                            check=True)
+                            check=True, cwd=pathlib.Path(__file__).parents[1])
     for key, value in info.items():
         assert f"{key}" in result.stdout and str(value) in result.stdout
     assert f"running torch {torch.__version__}" in result.stdout
