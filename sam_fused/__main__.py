@@ -18,7 +18,7 @@ def main(argv=None):
     print(describe_build(info or None))
     for key, value in info.items():
         print(f"  {key:<22}{value}")
-    print(f"{describe_running(torch.__version__, torch.version.cuda)}, "
+    print(f"running {describe_running(torch.__version__, torch.version.cuda)}, "
           f"Python {platform.python_version()}, CUDA device: {torch.cuda.is_available()}")
 
 

@@ -33,7 +33,7 @@ def describe_build(info):
 
 
 def describe_running(torch_version, torch_cuda):
-    return f"running torch {torch_version} ({f'CUDA {torch_cuda}' if torch_cuda else 'CPU only'})"
+    return f"torch {torch_version} ({f'CUDA {torch_cuda}' if torch_cuda else 'CPU only'})"
 
 
 def mismatch(info, torch_version, torch_cuda):
@@ -42,12 +42,12 @@ def mismatch(info, torch_version, torch_cuda):
         return None
     running_major_minor = ".".join(torch_version.split("+")[0].split(".")[:2])
     if running_major_minor != info["TORCH_MAJOR_MINOR"]:
-        return f"torch {info['TORCH_MAJOR_MINOR']} was built for, torch {running_major_minor} is running"
+        return f"built for torch {info['TORCH_MAJOR_MINOR']}, but torch {running_major_minor} is running"
     built_cuda = info["CUDA_VERSION"]
     if built_cuda and not torch_cuda:
         return "built with CUDA, but the running torch is a CPU-only build"
     if built_cuda and torch_cuda.split(".")[0] != built_cuda.split(".")[0]:
-        return f"built with CUDA {built_cuda}, the running torch uses CUDA {torch_cuda}"
+        return f"built with CUDA {built_cuda}, but the running torch uses CUDA {torch_cuda}"
     return None  # a CPU build loads into a CUDA torch too (it only registers CPU kernels)
 
 

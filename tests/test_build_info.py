@@ -43,10 +43,10 @@ def test_compatible_builds_pass(info, torch_version, torch_cuda):
 
 
 @pytest.mark.parametrize("info, torch_version, torch_cuda, expected", [
-    (CUDA_BUILD, "2.13.0+cu130", "13.0", "torch 2.14 was built for, torch 2.13 is running"),
-    (CUDA_BUILD, "2.14.1+cu128", "12.8", "built with CUDA 13.0, the running torch uses CUDA 12.8"),
+    (CUDA_BUILD, "2.13.0+cu130", "13.0", "built for torch 2.14, but torch 2.13 is running"),
+    (CUDA_BUILD, "2.14.1+cu128", "12.8", "built with CUDA 13.0, but the running torch uses CUDA 12.8"),
     (CUDA_BUILD, "2.14.1+cpu", None, "the running torch is a CPU-only build"),
-    (CPU_BUILD, "2.15.0", None, "torch 2.14 was built for, torch 2.15 is running"),
+    (CPU_BUILD, "2.15.0", None, "built for torch 2.14, but torch 2.15 is running"),
 ])
 def test_mismatched_torch_raises_a_clear_import_error(build_info, info, torch_version, torch_cuda, expected):
     build_info(info)
