@@ -59,10 +59,12 @@ def incompatibility_message(info, torch_version, torch_cuda, reason):
             f"(Set {SKIP_ENV}=1 to try loading anyway.)")
 
 
-def load_extension(torch_version=None, torch_cuda=None, import_module=importlib.import_module):
-    """Check the build against the running torch, then import sam_fused._C (registers the ops)."""
-    torch_version = torch_version or torch.__version__
-    torch_cuda = torch_cuda if torch_cuda is not None else torch.version.cuda
+def load_extension(running=None, import_module=importlib.import_module):
+    """Check the build against the running torch, then import sam_fused._C (registers the ops).
+
+    `running` is (torch version, torch CUDA version or None), the running torch's by default.
+    """
+    torch_version, torch_cuda = running or (torch.__version__, torch.version.cuda)
     info = load_build_info()
     if os.environ.get(SKIP_ENV) != "1":
         reason = mismatch(info, torch_version, torch_cuda)

@@ -52,7 +52,7 @@ def test_mismatched_torch_raises_a_clear_import_error(build_info, info, torch_ve
     build_info(info)
     loaded = []
     with pytest.raises(ImportError) as raised:
-        _compat.load_extension(torch_version, torch_cuda, import_module=loaded.append)
+        _compat.load_extension((torch_version, torch_cuda), import_module=loaded.append)
     message = str(raised.value)
     assert not loaded, "the library must not be loaded into a mismatched torch"
     assert expected in message
@@ -65,7 +65,7 @@ def test_skip_env_loads_anyway(build_info, monkeypatch):
     build_info(CUDA_BUILD)
     monkeypatch.setenv(_compat.SKIP_ENV, "1")
     loaded = []
-    _compat.load_extension("2.13.0", "13.0", import_module=loaded.append)
+    _compat.load_extension(("2.13.0", "13.0"), import_module=loaded.append)
     assert loaded == ["sam_fused._C"]
 
 
@@ -75,7 +75,7 @@ def test_undefined_symbol_becomes_a_clear_import_error(build_info):
     def broken_library(name):
         raise ImportError(f"{name}: undefined symbol: _ZN3c1017RegisterOperatorsD1Ev")
     with pytest.raises(ImportError) as raised:
-        _compat.load_extension("2.14.1", "13.0", import_module=broken_library)
+        _compat.load_extension(("2.14.1", "13.0"), import_module=broken_library)
     message = str(raised.value)
     assert "the compiled library failed to load" in message and "undefined symbol" in message
     assert "built:   sam_fused 0.1.0+cu130torch2.14" in message and "pip install --no-build-isolation ." in message
@@ -87,7 +87,7 @@ def test_missing_library_says_how_to_build(build_info):
     def not_built(name):
         raise ModuleNotFoundError(f"No module named {name!r}", name=name)
     with pytest.raises(ImportError, match="build_ext --inplace"):
-        _compat.load_extension("2.14.1", "13.0", import_module=not_built)
+        _compat.load_extension(("2.14.1", "13.0"), import_module=not_built)
 
 
 def test_info_command_prints_the_build_info():
