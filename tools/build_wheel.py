@@ -65,7 +65,9 @@ def build(torch_version, cuda, arch_list, out, torch_index=None):
     """Builds the wheel into `out`; returns its path."""
     started = time.monotonic()
     torch_tag = ".".join(torch_version.split(".")[:2])
-    env = dict(os.environ, SAM_FUSED_GIT_REVISION=git_revision(), MAX_JOBS=os.environ.get("MAX_JOBS", "2"))
+    # Debug info is 90% of the library (14 MB -> 0.9 MB for the CPU build): wheels ship without it.
+    env = dict(os.environ, SAM_FUSED_GIT_REVISION=git_revision(), MAX_JOBS=os.environ.get("MAX_JOBS", "2"),
+               LDFLAGS=(os.environ.get("LDFLAGS", "") + " -Wl,--strip-debug").strip())
     if cuda:
         env.update(SAM_FUSED_BUILD="cuda", CUDA_HOME=find_cuda_home(cuda),
                    TORCH_CUDA_ARCH_LIST=arch_list or DEFAULT_ARCH_LIST[cuda.split(".")[0]],
