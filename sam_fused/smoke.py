@@ -18,10 +18,9 @@ def max_errors(pool, kernel, dtype, generator):
     reference = SpatialGateReference(kernel_size=kernel, pool=pool, bias=True).double()
     x = torch.randn(2, 12, 10, 9, dtype=torch.float64, generator=generator)
     grad_out = torch.randn(x.shape, dtype=torch.float64, generator=generator)
-    inputs = [t.detach().requires_grad_() for t in (x, reference.weight, reference.bias)]
-    expected = [reference(inputs[0])]
-    expected += torch.autograd.grad(expected[0], inputs[0], grad_out) + torch.autograd.grad(
-        expected[0], [reference.weight, reference.bias], grad_out)
+    x.requires_grad_()
+    expected = reference(x)
+    expected = [expected, *torch.autograd.grad(expected, [x, reference.weight, reference.bias], grad_out)]
     fused_inputs = [t.detach().to(dtype).requires_grad_() for t in (x, reference.weight, reference.bias)]
     out = spatial_attention(*fused_inputs, pool=pool)
     got = [out, *torch.autograd.grad(out, fused_inputs, grad_out.to(dtype))]
