@@ -1,7 +1,6 @@
 """Drop-in fused modules with the reference modules' parameter names (`convert` is in graph_convert.py)."""
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from . import reference

@@ -2,7 +2,7 @@
 
     python tools/smoke_wheel.py dist/sam_fused-0.1.0+cputorch2.13-cp310-abi3-linux_x86_64.whl --torch 2.13.0
 
-Runs `python -m sam_fused --info` and `python -m sam_fused.smoke` (a few seconds) from outside
+Runs `python -m sam_fused --info` and `python -m sam_fused.check --quick` (a few seconds) from outside
 the source tree, so the installed wheel is what gets imported. Exits non-zero on any failure.
 """
 import argparse
@@ -22,7 +22,7 @@ def smoke(wheel, torch_version, torch_index=None):
         # --no-deps: the wheel's "torch>=2.5" must not let pip swap the torch chosen above.
         run([python, "-m", "pip", "install", "-q", "--no-deps", os.path.abspath(wheel)])
         run([python, "-m", "sam_fused", "--info"], cwd=workdir)
-        run([python, "-m", "sam_fused.smoke"], cwd=workdir)
+        run([python, "-m", "sam_fused.check", "--quick", "--device", "cpu"], cwd=workdir)
     print(f"smoke test of {os.path.basename(wheel)} passed in {time.monotonic() - started:.0f} s")
 
 
