@@ -37,7 +37,11 @@ sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/autograd/*.cpp") + gl
 include_dirs = [os.path.join(ROOT, "csrc")]
 # torch's CUDA wheels bundle headers (cusparse.h, ...) that its own headers include:
 # nvidia/cu13/include for CUDA 13, one nvidia/<library>/include per library for CUDA 12.
-include_dirs += sorted(glob.glob(os.path.join(sysconfig.get_paths()["purelib"], "nvidia", "*", "include")))
+# The toolkit's own parts (runtime, nvcc's crt, cccl) come from CUDA_HOME: those of another
+# CUDA minor would shadow the headers the compiler was made for.
+TOOLKIT_PARTS = ("cuda_runtime", "cuda_nvcc", "cuda_cccl", "cuda_nvrtc")
+include_dirs += sorted(path for path in glob.glob(os.path.join(sysconfig.get_paths()["purelib"], "nvidia", "*", "include"))
+                       if os.path.basename(os.path.dirname(path)) not in TOOLKIT_PARTS)
 
 cxx_flags = ["-O3", "-fopenmp", "-DPy_LIMITED_API=0x030A0000"]
 extra = dict(extra_compile_args={"cxx": cxx_flags}, extra_link_args=["-fopenmp"])
@@ -48,6 +52,17 @@ if with_cuda:
 else:
     ext = cpp_extension.CppExtension("sam_fused._C", sources, include_dirs=include_dirs, py_limited_api=True, **extra)
 
+
+
+def toolkit_release():
+    """The CUDA toolkit nvcc reports (it may be an older 12.x than torch's CUDA: minor-version compatible)."""
+    try:
+        out = subprocess.run([os.path.join(cpp_extension.CUDA_HOME, "bin", "nvcc"), "--version"],
+                             capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    found = re.search(r"release (\d+\.\d+)", out)
+    return found[1] if found else None
 
 
 def git_revision():
@@ -71,6 +86,7 @@ build_info = dict(
     TORCH_VERSION=torch.__version__.split("+")[0],
     TORCH_MAJOR_MINOR=".".join(torch.__version__.split(".")[:2]),
     CUDA_VERSION=torch.version.cuda if with_cuda else None,
+    CUDA_TOOLKIT_VERSION=toolkit_release() if with_cuda else None,
     TORCH_CUDA_ARCH_LIST=os.environ["TORCH_CUDA_ARCH_LIST"] if with_cuda else None,
     GIT_REVISION=git_revision(),
     BUILD_MODE="cuda" if with_cuda else "cpu",

@@ -2,7 +2,7 @@
 
     python tools/build_wheel.py --torch 2.14.1 --cuda 13.0 [--arch-list "9.0"] [--out dist] [--smoke]
     python tools/build_wheel.py --torch 2.13.0 --cpu --smoke
-    python tools/build_wheel.py --torch 2.9.1 --cuda 12.8 --torch-index https://download.pytorch.org/whl/cu128
+    python tools/build_wheel.py --torch 2.10.0 --cuda 12.8 --fetch-toolkit --smoke   # PyPI's torch 2.10 is cu128
 
 The wheel is named e.g. sam_fused-0.1.0+cu130torch2.14-cp310-abi3-linux_x86_64.whl: one wheel per
 torch minor x CUDA major serves every CPython >= 3.10. The build runs from a clean copy of the
@@ -23,6 +23,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from smoke_wheel import smoke  # noqa: E402
 from venvs import create_venv, run, torch_cuda_version  # noqa: E402
+from debian_cuda_toolkit import DEFAULT_DEST as DEBIAN_TOOLKIT  # noqa: E402
+from debian_cuda_toolkit import VERSION as DEBIAN_TOOLKIT_VERSION  # noqa: E402
+from debian_cuda_toolkit import make_toolkit as make_debian_toolkit  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD_DEPS = ["setuptools>=77", "wheel", "ninja>=1.11", "pybind11>=2.12"]
@@ -53,15 +56,27 @@ def toolkit_version(cuda_home):
     return found[1] if found else None
 
 
-def find_cuda_home(cuda):
-    for candidate in filter(None, [os.environ.get("CUDA_HOME"), f"/usr/local/cuda-{cuda}", "/usr/local/cuda"]):
-        if os.path.exists(os.path.join(candidate, "bin", "nvcc")) and toolkit_version(candidate) == cuda:
-            return candidate
-    raise SystemExit(f"no CUDA {cuda} toolkit found (tried $CUDA_HOME, /usr/local/cuda-{cuda}, /usr/local/cuda); "
-                     f"set CUDA_HOME to one")
+def find_cuda_home(cuda, fetch_toolkit=False):
+    """A toolkit of torch's CUDA major and no newer minor (CUDA's minor-version compatibility)."""
+    def usable(version):
+        major, minor = map(int, version.split("."))
+        want_major, want_minor = map(int, cuda.split("."))
+        return major == want_major and minor <= want_minor
+
+    candidates = [os.environ.get("CUDA_HOME"), f"/usr/local/cuda-{cuda}", "/usr/local/cuda", DEBIAN_TOOLKIT]
+    for candidate in filter(None, candidates):
+        if os.path.exists(os.path.join(candidate, "bin", "nvcc")):
+            version = toolkit_version(candidate)
+            if version and usable(version):
+                return candidate
+    if fetch_toolkit and usable(DEBIAN_TOOLKIT_VERSION):
+        return make_debian_toolkit()
+    hint = " or pass --fetch-toolkit (a CUDA 12.4 toolkit from Debian's packages)" if usable(DEBIAN_TOOLKIT_VERSION) else ""
+    raise SystemExit(f"no CUDA {cuda.split('.')[0]}.x toolkit (<= {cuda}) found in $CUDA_HOME, /usr/local/cuda-{cuda}, "
+                     f"/usr/local/cuda or {DEBIAN_TOOLKIT}: set CUDA_HOME to one{hint}")
 
 
-def build(torch_version, cuda, arch_list, out, torch_index=None):
+def build(torch_version, cuda, arch_list, out, torch_index=None, fetch_toolkit=False):
     """Builds the wheel into `out`; returns its path."""
     started = time.monotonic()
     torch_tag = ".".join(torch_version.split(".")[:2])
@@ -69,7 +84,7 @@ def build(torch_version, cuda, arch_list, out, torch_index=None):
     env = dict(os.environ, SAM_FUSED_GIT_REVISION=git_revision(), MAX_JOBS=os.environ.get("MAX_JOBS", "2"),
                LDFLAGS=(os.environ.get("LDFLAGS", "") + " -Wl,--strip-debug").strip())
     if cuda:
-        env.update(SAM_FUSED_BUILD="cuda", CUDA_HOME=find_cuda_home(cuda),
+        env.update(SAM_FUSED_BUILD="cuda", CUDA_HOME=find_cuda_home(cuda, fetch_toolkit),
                    TORCH_CUDA_ARCH_LIST=arch_list or DEFAULT_ARCH_LIST[cuda.split(".")[0]],
                    SAM_FUSED_LOCAL_VERSION=f"cu{cuda.replace('.', '')}torch{torch_tag}")
     else:
@@ -101,10 +116,12 @@ def main():
     target.add_argument("--cpu", action="store_true", help="CPU-only wheel")
     parser.add_argument("--arch-list", help="TORCH_CUDA_ARCH_LIST (default: per CUDA major, see DEFAULT_ARCH_LIST)")
     parser.add_argument("--torch-index", help="pip index for torch, e.g. https://download.pytorch.org/whl/cu128")
+    parser.add_argument("--fetch-toolkit", action="store_true",
+                        help="with no CUDA 12 toolkit here, unpack one from Debian's packages (tools/debian_cuda_toolkit.py)")
     parser.add_argument("--out", default=os.path.join(ROOT, "dist"))
     parser.add_argument("--smoke", action="store_true", help="then install it in a fresh venv and run the smoke check")
     args = parser.parse_args()
-    wheel = build(args.torch, args.cuda, args.arch_list, args.out, args.torch_index)
+    wheel = build(args.torch, args.cuda, args.arch_list, args.out, args.torch_index, args.fetch_toolkit)
     if args.smoke:
         smoke(wheel, args.torch, args.torch_index)
 
