@@ -9,9 +9,10 @@ import torch
 from sam_fused import _compat
 
 CUDA_BUILD = dict(VERSION="0.1.0+cu130torch2.14", TORCH_VERSION="2.14.1", TORCH_MAJOR_MINOR="2.14",
-                  CUDA_VERSION="13.0", TORCH_CUDA_ARCH_LIST="8.0;9.0+PTX", GIT_REVISION="abc", BUILD_MODE="cuda")
-CPU_BUILD = dict(CUDA_BUILD, VERSION="0.1.0+cputorch2.14", CUDA_VERSION=None, TORCH_CUDA_ARCH_LIST=None,
-                 BUILD_MODE="cpu")
+                  CUDA_VERSION="13.0", CUDA_TOOLKIT_VERSION="13.0", TORCH_CUDA_ARCH_LIST="8.0;9.0+PTX",
+                  GIT_REVISION="abc", BUILD_MODE="cuda")
+CPU_BUILD = dict(CUDA_BUILD, VERSION="0.1.0+cputorch2.14", CUDA_VERSION=None, CUDA_TOOLKIT_VERSION=None,
+                 TORCH_CUDA_ARCH_LIST=None, BUILD_MODE="cpu")
 
 
 @pytest.fixture
@@ -30,6 +31,12 @@ def test_build_info_matches_the_torch_it_was_built_with():
     assert info["BUILD_MODE"] in ("cpu", "cuda")
     assert (info["CUDA_VERSION"] is None) == (info["BUILD_MODE"] == "cpu")
     assert _compat.mismatch(info, torch.__version__, torch.version.cuda) is None
+    if info["BUILD_MODE"] == "cuda":  # nvcc's release, which may be an older minor than torch's CUDA
+        toolkit_major, toolkit_minor = map(int, info["CUDA_TOOLKIT_VERSION"].split("."))
+        torch_major, torch_minor = map(int, info["CUDA_VERSION"].split("."))
+        assert toolkit_major == torch_major and toolkit_minor <= torch_minor
+    else:
+        assert info["CUDA_TOOLKIT_VERSION"] is None
 
 
 @pytest.mark.parametrize("info, torch_version, torch_cuda", [

