@@ -17,9 +17,10 @@ from collections import defaultdict
 from pathlib import Path
 
 CASE_NAMES = {"fwd": "fwd", "fwdbwd": "fwd+bwd", "bwd": "bwd"}
-IMPLS = ("eager", "compile", "compile-max-autotune", "fused", "clone")
-SHORT = {"compile-max-autotune": "autotune"}  # column headers
-COLORS = {"eager": "C0", "compile": "C1", "compile-max-autotune": "C4", "fused": "C2", "clone": "C7"}
+IMPLS = ("eager", "compile", "compile-max-autotune", "fused", "fused-python-autograd", "clone")
+SHORT = {"compile-max-autotune": "autotune", "fused-python-autograd": "fused py-autograd"}  # column headers
+COLORS = {"eager": "C0", "compile": "C1", "compile-max-autotune": "C4", "fused": "C2", "fused-python-autograd": "C3",
+          "clone": "C7"}
 SPEEDUPS = (("eager/fused", "eager_over_fused", "eager"), ("compile/fused", "compile_over_fused", "compile"),
             ("autotune/fused", "autotune_over_fused", "compile-max-autotune"))
 # Issue 3 targets for CPU fp32 (geometric means over the UCI-HAR batch-128 shapes), shown for reference.
@@ -74,6 +75,7 @@ def _derive(r):
         eager_over_fused=_ratio(t.get("eager"), fused),
         compile_over_fused=_ratio(t.get("compile"), fused),
         autotune_over_fused=_ratio(t.get("compile-max-autotune"), fused),
+        pyautograd_over_fused=_ratio(t.get("fused-python-autograd"), fused),
         fused_over_clone=_ratio(fused, clone),
         fused_gbs=fused_bw / 1e9 if fused_bw else None,
         pct_clone_bw=100 * fused_bw / clone_bw if fused_bw and clone_bw else None,
@@ -91,7 +93,7 @@ def summary(all_rows) -> list[str]:
     for (case, dtype, device), rs in sorted(groups.items(), key=lambda kv: (kv[0][2], kv[0][1], kv[0][0] != "fwd")):
         parts = [f"{name} {_fmt_x(_geomean([r[key] for r in rs]))}" for name, key in
                  (("fused/clone", "fused_over_clone"), ("eager/fused", "eager_over_fused"),
-                  ("compile/fused", "compile_over_fused"))]
+                  ("compile/fused", "compile_over_fused"), ("py-autograd/fused", "pyautograd_over_fused"))]
         lines.append(f"geomean UCI-HAR batch 128 ({len(rs)} shapes), {CASE_NAMES[case]} {dtype} {device}: " + ", ".join(parts))
     return lines
 

@@ -2,7 +2,9 @@
 
 Implementations (one test each, so ``--benchmark-group-by=param`` puts them side by side):
 eager reference module, ``torch.compile`` of it (default mode; also max-autotune without CUDA
-graphs on CUDA), the fused op, and ``x.clone()`` as the memory-floor baseline (one read and one
+graphs on CUDA), the fused op, the same op through the Python ``SpatialAttentionFunction``
+instead of its C++ autograd kernel (what a LibTorch stable-ABI build, which has no C++ autograd,
+would cost: docs/wheels.md), and ``x.clone()`` as the memory-floor baseline (one read and one
 write of x, 2·N·e bytes).
 
 Timing rules: inputs and modules are built outside the timed region and are the same for all
@@ -20,6 +22,7 @@ import torch
 
 import sam_fused
 from sam_fused import reference
+from sam_fused.ops import SpatialAttentionFunction
 
 REFERENCE = {
     "har": reference.SpatialAttentionModule,
@@ -53,6 +56,10 @@ def test_fused(benchmark, workload, timing_budget):
     run(benchmark, workload, timing_budget, "fused")
 
 
+def test_fused_python_autograd(benchmark, workload, timing_budget):
+    run(benchmark, workload, timing_budget, "fused-python-autograd")
+
+
 def test_clone(benchmark, workload, timing_budget):
     run(benchmark, workload, timing_budget, "clone")
 
@@ -83,10 +90,14 @@ def make_impl(impl, w):
         return torch.clone, []
     if impl == "eager":
         return ref, list(ref.parameters())
-    if impl == "fused":
+    if impl in ("fused", "fused-python-autograd"):
         fused = FUSED[w.layer]().to(device=w.device, dtype=w.dtype)
         fused.load_state_dict(ref.state_dict(), strict=True)
-        return fused, list(fused.parameters())
+        if impl == "fused":
+            return fused, list(fused.parameters())
+        conv, pool = (fused.att_fc[0], "mean") if w.layer == "har" else (fused, fused.pool)
+        return (lambda x: SpatialAttentionFunction.apply(x, conv.weight, conv.bias, pool, False)[0],
+                list(fused.parameters()))
     # A fresh dynamo cache per benchmark: static shapes, no recompile limit across workloads.
     torch._dynamo.reset()
     return torch.compile(ref, mode=COMPILE_MODES[impl], dynamic=False), list(ref.parameters())
