@@ -7,7 +7,7 @@ TORCH ?= torch==2.14.1
 export MAX_JOBS ?= 2
 export TORCH_CUDA_ARCH_LIST ?= 8.0;9.0+PTX
 
-.PHONY: bench test build cmake-check clean
+.PHONY: bench test build cmake-check release-wheels clean
 
 $(VENV)/.deps: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,13 @@ cmake-check:
 	    x = torch.randn(2, 4, 5, 3); out, q = torch.ops.sam_fused.spatial_attention_fwd(x, torch.ones(1, 1, 3, 1), None, 'mean', False); \
 	    s = torch.sigmoid(torch.nn.functional.conv2d(x.mean(1, keepdim=True), torch.ones(1, 1, 3, 1), padding=(1, 0))); \
 	    torch.testing.assert_close(out, x * s); print('cmake build: libsam_fused.so loads and matches the reference')"
+
+# Release check (docs/wheels.md): the cu13, cu12 and CPU wheels, each built in a fresh venv and
+# smoke-tested in another. About 30 min on 2 cores; not part of CI.
+release-wheels:
+	$(PYTHON) tools/build_wheel.py --torch 2.14.1 --cuda 13.0 --smoke
+	$(PYTHON) tools/build_wheel.py --torch 2.10.0 --cuda 12.8 --fetch-toolkit --smoke
+	$(PYTHON) tools/build_wheel.py --torch 2.13.0 --cpu --smoke
 
 clean:
 	rm -rf build build-cmake $(VENV) .venv-cmake sam_fused/*.so
