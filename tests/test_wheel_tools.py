@@ -1,8 +1,13 @@
 """The pure parts of the wheel tooling (tools/): which files make a CUDA_HOME, which toolkit a build may use."""
+import fnmatch
 import pathlib
+import shutil
+import subprocess
 import sys
 
 import pytest
+
+import sam_fused
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tools"))
 import build_wheel  # noqa: E402
@@ -53,3 +58,22 @@ def test_a_toolkit_is_used_only_for_the_same_cuda_major_and_no_newer_minor(tmp_p
     else:
         with pytest.raises(SystemExit, match=f"no CUDA {torch_cuda.split('.')[0]}.x toolkit"):
             build_wheel.find_cuda_home(torch_cuda, places=[home])
+
+
+# Libraries the manylinux policies let a wheel take from the system (auditwheel's whitelist, the
+# part a C++ extension can use).
+MANYLINUX_SYSTEM_LIBS = {"libc.so.6", "libm.so.6", "libstdc++.so.6", "libgcc_s.so.1", "libpthread.so.0",
+                         "libdl.so.2", "librt.so.1", "ld-linux-x86-64.so.2"}
+
+
+def test_every_library_the_extension_needs_is_the_systems_or_torchs():
+    """auditwheel would graft any other library into the wheel: a second copy beside torch's."""
+    library = next(pathlib.Path(sam_fused.__file__).parent.glob("_C*.so"))
+    if shutil.which("readelf") is None:
+        pytest.skip("no readelf (binutils)")
+    dynamic = subprocess.run(["readelf", "-d", str(library)], capture_output=True, text=True, check=True).stdout
+    needed = [line.split("[")[1].rstrip("]") for line in dynamic.splitlines() if "(NEEDED)" in line]
+    assert needed, "readelf listed no NEEDED libraries"
+    foreign = [name for name in needed if name not in MANYLINUX_SYSTEM_LIBS
+               and not any(fnmatch.fnmatch(name, pattern) for pattern in build_wheel.FROM_TORCH)]
+    assert not foreign, f"{library.name} needs {foreign}: add them to FROM_TORCH or stop linking them"
