@@ -120,7 +120,7 @@ def build(torch_version, cuda, arch_list, out, torch_index=None, fetch_toolkit=F
             built = manylinux_tag(python, built, os.path.join(workdir, "repaired"))
         wheel = shutil.copy2(built, out)
     print(f"built {wheel} ({os.path.getsize(wheel) / 2**20:.1f} MiB): compile {time.monotonic() - compile_started:.0f} s, "
-          f"total {time.monotonic() - started:.0f} s, arch list {env.get('TORCH_CUDA_ARCH_LIST', '-')}", flush=True)
+          f"total {time.monotonic() - started:.0f} s, arch list {env['TORCH_CUDA_ARCH_LIST'] if cuda else '-'}", flush=True)
     return wheel
 
 
