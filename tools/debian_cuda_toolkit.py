@@ -129,12 +129,16 @@ def make_toolkit(dest=DEFAULT_DEST):
     """Builds the toolkit at dest (once) and returns dest."""
     if os.path.exists(os.path.join(dest, "bin", "nvcc.profile")):
         return dest
+    if shutil.which("dpkg-deb") is None:
+        raise SystemExit("unpacking Debian's CUDA packages needs dpkg-deb (Debian, Ubuntu); set CUDA_HOME to a CUDA 12 toolkit")
     index = package_index()
     staging = dest + ".partial"
     shutil.rmtree(staging, ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix="sam_fused_debs_") as debs:
         for package, (pool_path, sha256) in index.items():
-            unpack(download(pool_path, sha256, debs), staging)
+            deb = download(pool_path, sha256, debs)
+            unpack(deb, staging)
+            os.remove(deb)  # nvidia-cuda-dev alone is 0.9 GB
     with open(os.path.join(staging, "bin", "nvcc.profile"), "w") as f:
         f.write(NVCC_PROFILE)
     release = nvcc_release(staging)
