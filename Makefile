@@ -42,7 +42,7 @@ cmake-check:
 	    torch.testing.assert_close(out, x * s); print('cmake build: libsam_fused.so loads and matches the reference')"
 
 # Release check (docs/wheels.md): the cu13, cu12 and CPU wheels, each built in a fresh venv and
-# smoke-tested in another. About 30 min on 2 cores; not part of CI.
+# smoke-tested in another. About 26 min on 2 cores (measured); not part of CI.
 release-wheels:
 	$(PYTHON) tools/build_wheel.py --torch 2.14.1 --cuda 13.0 --smoke
 	$(PYTHON) tools/build_wheel.py --torch 2.10.0 --cuda 12.8 --fetch-toolkit --smoke
