@@ -10,10 +10,11 @@ def run(command, **kwargs):
     subprocess.run(command, check=True, **kwargs)
 
 
-def create_venv(path, torch_version, torch_index=None, packages=()):
-    """A venv at `path` with torch==torch_version (from torch_index if given) and `packages`; returns its python."""
+def create_venv(path, torch_version, torch_index=None, packages=(), base_python=sys.executable):
+    """A venv of base_python at `path` with torch==torch_version (from torch_index if given) and `packages`;
+    returns its python."""
     started = time.monotonic()
-    run([sys.executable, "-m", "venv", path])
+    run([base_python, "-m", "venv", path])
     python = os.path.join(path, "bin", "python")
     index = ["--index-url", torch_index] if torch_index else []
     run([python, "-m", "pip", "install", "-q", f"torch=={torch_version}", *index])
