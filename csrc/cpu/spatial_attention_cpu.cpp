@@ -18,6 +18,7 @@
 #endif
 
 #include "../spatial_attention.h"
+#include "convert.h"
 
 namespace sam {
 namespace {
@@ -34,6 +35,52 @@ constexpr int64_t kStreamBytes = 4 << 20;    // outputs larger than this bypass 
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// f(std::true_type{}) or f(std::false_type{}): a runtime flag made a template argument.
+template <typename F> inline void with_flag(bool on, F&& f) {
+  if (on) f(std::true_type{});
+  else f(std::false_type{});
+}
+
+// Elements [i, n) of a segment with plain stores. Which terms exist is a template argument, so
+// each loop is branch-free and vectorises (for every T; fp32 also has the SSE2 loop below).
+template <bool kBcast, bool kA, bool kAdd, bool kRoute, typename T, typename A>
+inline void write_plain(T* o, const T* a, const A* s, const A* add, const int32_t* am, const A* route, int64_t c,
+                        int64_t i, int64_t n) {
+  for (; i < n; ++i) {
+    const int64_t k = kBcast ? 0 : i;
+    A v = kA ? to_acc<A>(a[i]) * s[k] : A(0);
+    if constexpr (kAdd) v += add[k];
+    if constexpr (kRoute) v += int64_t(am[k]) == (kBcast ? i : c) ? route[k] : A(0);
+    o[i] = from_acc<T>(v);
+  }
+}
+
+#if defined(SAM_HAVE_F16C_PATH)
+// write_plain for fp16, 8 elements at a time with F16C; the same operations in the same order.
+template <bool kBcast, bool kA, bool kAdd, bool kRoute>
+SAM_F16C_TARGET void write_plain_f16c(c10::Half* o, const c10::Half* a, const float* s, const float* add,
+                                      const int32_t* am, const float* route, int64_t c, int64_t i, int64_t n) {
+  const __m256 s_b = _mm256_set1_ps(kBcast && kA ? s[0] : 0.f), add_b = _mm256_set1_ps(kBcast && kAdd ? add[0] : 0.f);
+  const __m256 route_b = _mm256_set1_ps(kBcast && kRoute ? route[0] : 0.f);
+  const __m256i key_b = _mm256_set1_epi32(kBcast ? (kRoute ? am[0] : 0) : int32_t(c));
+  __m256i idx = _mm256_add_epi32(_mm256_set1_epi32(int32_t(i)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  for (; i + 8 <= n; i += 8, idx = _mm256_add_epi32(idx, _mm256_set1_epi32(8))) {
+    __m256 v = _mm256_setzero_ps();
+    if constexpr (kA)
+      v = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + i))),
+                        kBcast ? s_b : _mm256_loadu_ps(s + i));
+    if constexpr (kAdd) v = _mm256_add_ps(v, kBcast ? add_b : _mm256_loadu_ps(add + i));
+    if constexpr (kRoute) {
+      const __m256i hit = _mm256_cmpeq_epi32(
+          kBcast ? idx : _mm256_loadu_si256(reinterpret_cast<const __m256i*>(am + i)), key_b);
+      v = _mm256_add_ps(v, _mm256_and_ps(_mm256_castsi256_ps(hit), kBcast ? route_b : _mm256_loadu_ps(route + i)));
+    }
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(o + i), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+  }
+  write_plain<kBcast, kA, kAdd, kRoute>(o, a, s, add, am, route, c, i, n);
+}
+#endif
+
 // One output segment of n elements:
 //   o[i] = a[i] * s(i) + add(i) + (am(i) == at(i) ? route(i) : 0)
 // (the a-term is skipped when a is null, add when null, the routing when am is null).
@@ -46,19 +93,28 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 template <bool kBcast, typename T, typename A>
 inline void write_segment(T* o, const T* a, const A* s, const A* add, const int32_t* am, const A* route, int64_t c,
                           int64_t n, bool stream) {
-  auto value = [&](int64_t i) {
-    const int64_t k = kBcast ? 0 : i;
-    A v = a ? A(a[i]) * s[k] : A(0);
-    if (add) v += add[k];
-    if (am && int64_t(am[k]) == (kBcast ? i : c)) v += route[k];
-    return T(v);
+  auto write_plain_range = [&](int64_t begin, int64_t end) {
+    with_flag(a != nullptr, [&](auto kA) {
+      with_flag(add != nullptr, [&](auto kAdd) {
+        with_flag(am != nullptr, [&](auto kRoute) {
+#if defined(SAM_HAVE_F16C_PATH)
+          if constexpr (std::is_same_v<T, c10::Half>)
+            if (cpu_has_f16c())
+              return write_plain_f16c<kBcast, kA.value, kAdd.value, kRoute.value>(o, a, s, add, am, route, c, begin, end);
+#endif
+          write_plain<kBcast, kA.value, kAdd.value, kRoute.value>(o, a, s, add, am, route, c, begin, end);
+        });
+      });
+    });
   };
   int64_t i = 0;
 #if defined(__SSE2__)
   if constexpr (std::is_same_v<T, float>) {
     int64_t stream_end = 0;  // [line-aligned start, stream_end) is whole 64-byte lines
     if (stream && n >= 256) {  // >= 1 KB: short runs would be mostly partial lines
-      for (; reinterpret_cast<uintptr_t>(o + i) & 63; ++i) o[i] = value(i);
+      const int64_t aligned = std::min<int64_t>(n, ((64 - (reinterpret_cast<uintptr_t>(o) & 63)) & 63) / sizeof(float));
+      write_plain_range(0, aligned);
+      i = aligned;
       stream_end = i + (n - i) / 16 * 16;
     }
     const __m128 s_b = kBcast ? _mm_set1_ps(s[0]) : _mm_setzero_ps();
@@ -79,7 +135,7 @@ inline void write_segment(T* o, const T* a, const A* s, const A* add, const int3
     }
   }
 #endif
-  for (; i < n; ++i) o[i] = value(i);
+  write_plain_range(i, n);
 }
 
 inline void stream_fence() {
@@ -124,8 +180,8 @@ void pool_pixels(const Layout<CL>& L, const S* x, int64_t p0, int64_t n, A* qsum
     if (qmax) std::fill(qmax, qmax + n, ninf);
     for (int64_t c = 0; c < L.C; ++c) {
       const S* xc = x + L.at(c, p0);
-      if (qsum) for (int64_t i = 0; i < n; ++i) qsum[i] += A(xc[i]);
-      if (qmax) for (int64_t i = 0; i < n; ++i) qmax[i] = nan_max(qmax[i], A(xc[i]));
+      if (qsum) for (int64_t i = 0; i < n; ++i) qsum[i] += to_acc<A>(xc[i]);
+      if (qmax) for (int64_t i = 0; i < n; ++i) qmax[i] = nan_max(qmax[i], to_acc<A>(xc[i]));
     }
   } else {
     constexpr int kLanes = 16;  // independent partials so the reduction over C vectorises
@@ -135,8 +191,12 @@ void pool_pixels(const Layout<CL>& L, const S* x, int64_t p0, int64_t n, A* qsum
       std::fill(m, m + kLanes, ninf);
       int64_t c = 0;
       for (; c + kLanes <= L.C; c += kLanes)
-        for (int l = 0; l < kLanes; ++l) { s[l] += A(xp[c + l]); m[l] = nan_max(m[l], A(xp[c + l])); }
-      for (; c < L.C; ++c) { s[0] += A(xp[c]); m[0] = nan_max(m[0], A(xp[c])); }
+        for (int l = 0; l < kLanes; ++l) {
+          const A v = to_acc<A>(xp[c + l]);
+          s[l] += v;
+          m[l] = nan_max(m[l], v);
+        }
+      for (; c < L.C; ++c) { const A v = to_acc<A>(xp[c]); s[0] += v; m[0] = nan_max(m[0], v); }
       A st = 0, mt = ninf;
       for (int l = 0; l < kLanes; ++l) { st += s[l]; mt = nan_max(mt, m[l]); }
       if (qsum) qsum[i] = st;
@@ -163,11 +223,11 @@ void rho_pixels(const Layout<CL>& L, const S* g, const S* x, int64_t p0, int64_t
       const S* xc = x + L.at(c, p0);
       if (rho) {  // runs of kRun channels in A (vectorises 4 or 8 wide), their sums in double
         const S* gc = g + L.at(c, p0);
-        for (int64_t i = 0; i < n; ++i) run[i] += A(gc[i]) * A(xc[i]);
+        for (int64_t i = 0; i < n; ++i) run[i] += to_acc<A>(gc[i]) * to_acc<A>(xc[i]);
         if ((c + 1) % kRun == 0 || c + 1 == L.C)
           for (int64_t i = 0; i < n; ++i) { rho[i] += double(run[i]); run[i] = A(0); }
       }
-      if (amax) for (int64_t i = 0; i < n; ++i) argmax_update(A(xc[i]), c, mbuf[i], amax[i]);
+      if (amax) for (int64_t i = 0; i < n; ++i) argmax_update(to_acc<A>(xc[i]), c, mbuf[i], amax[i]);
     }
   } else {
     constexpr int kLanes = 16;
@@ -178,15 +238,15 @@ void rho_pixels(const Layout<CL>& L, const S* g, const S* x, int64_t p0, int64_t
         double s[kLanes] = {};
         int64_t c = 0;
         for (; c + kLanes <= L.C; c += kLanes)
-          for (int l = 0; l < kLanes; ++l) s[l] += double(gp[c + l]) * double(xp[c + l]);
-        for (; c < L.C; ++c) s[0] += double(gp[c]) * double(xp[c]);
+          for (int l = 0; l < kLanes; ++l) s[l] += to_acc<double>(gp[c + l]) * to_acc<double>(xp[c + l]);
+        for (; c < L.C; ++c) s[0] += to_acc<double>(gp[c]) * to_acc<double>(xp[c]);
         double st = 0;
         for (int l = 0; l < kLanes; ++l) st += s[l];
         rho[i] = st;
       }
       if (amax) {
         A m = ninf; int32_t idx = 0;
-        for (int64_t c = 0; c < L.C; ++c) argmax_update(A(xp[c]), c, m, idx);
+        for (int64_t c = 0; c < L.C; ++c) argmax_update(to_acc<A>(xp[c]), c, m, idx);
         amax[i] = idx;
       }
     }
@@ -312,7 +372,7 @@ void forward_item(const Geometry& g, const RowSplit& sp, int64_t item, const sca
     for (int64_t p = 0; p < P; ++p)
       for (int64_t h = hb; h < he; ++h) std::copy(q.at(p, h), q.at(p, h) + W, pooled + ((b * P + p) * H + h) * W);
     if (return_map) {
-      std::transform(s.begin(), s.begin() + n, out + (b * H + hb) * W, [](A v) { return scalar_t(v); });
+      std::transform(s.begin(), s.begin() + n, out + (b * H + hb) * W, [](A v) { return from_acc<scalar_t>(v); });
       continue;
     }
     scalar_t* ob = out + b * g.C * H * W;
@@ -373,7 +433,8 @@ void backward_item(const Geometry& g, const RowSplit& sp, int64_t item, const sc
     const int64_t he = std::min(hb + sp.block_rows, h1), need = std::min(he + rh, H), n = (he - hb) * W;
     if (need > done_to) {  // rho, s, delta (and argmax) of the rows up to rh past this block
       const int64_t r0 = row(done_to), m = (need - done_to) * W;
-      if (return_map) std::transform(gb + done_to * W, gb + need * W, rho.data(), [](scalar_t v) { return double(v); });
+      if (return_map)
+        std::transform(gb + done_to * W, gb + need * W, rho.data(), [](scalar_t v) { return to_acc<double>(v); });
       rho_pixels(L, gb, xb, done_to * W, m, return_map ? nullptr : rho.data(),
                  max_slot >= 0 ? mbuf.data() + r0 : nullptr, max_slot >= 0 ? amax.data() + r0 : nullptr);
       conv_sigmoid_rows(prm, P, kh, kw, q, done_to, need, s.data() + r0);
