@@ -39,12 +39,12 @@ inline uint32_t float_to_bits(float f) { uint32_t u; std::memcpy(&u, &f, sizeof 
   return c10::Half(uint16_t((sign >> 16) | (0x7E00u & is_nan) | (nonsign & ~is_nan)), c10::Half::from_bits());
 }
 
-template <typename A, typename S> inline A to_acc(S v) {
+template <typename A, typename S> [[gnu::always_inline]] inline A to_acc(S v) {
   if constexpr (std::is_same_v<S, c10::Half>) return A(half_to_float(v));
   else return A(v);
 }
 
-template <typename S, typename A> inline S from_acc(A v) {
+template <typename S, typename A> [[gnu::always_inline]] inline S from_acc(A v) {
   if constexpr (std::is_same_v<S, c10::Half>) return float_to_half(float(v));
   else return S(v);
 }
