@@ -111,10 +111,9 @@ def build_workloads(quick: bool) -> list[Workload]:
     if quick:
         return [Workload(label, "har", case, shape, torch.float32, "cpu")
                 for label, shape in har_shapes(quick=True) for case in ("fwd", "fwdbwd")]
-    dtypes = {"cpu": (torch.float32, torch.bfloat16), "cuda": (torch.float32, torch.bfloat16, torch.float16)}
     workloads = []
-    for device, device_dtypes in dtypes.items():
-        for dtype in device_dtypes:
+    for device in ("cpu", "cuda"):
+        for dtype in (torch.float32, torch.bfloat16, torch.float16):
             for case in CASES:
                 workloads += [Workload(label, "har", case, s, dtype, device) for label, s in har_shapes(quick=False)]
                 workloads += [Workload(f"CBAM s{k}", "cbam", case, s, dtype, device)
