@@ -51,8 +51,10 @@ template <typename S, typename A> [[gnu::always_inline]] inline S from_acc(A v) 
 
 }  // namespace sam
 
-// x86-64 with F16C (every x86 CPU since 2012-13): the fp16 loops with hardware conversions,
-// chosen at run time, so the library still runs on baseline x86-64. Results are bitwise
+// x86-64 with F16C (every x86 CPU since 2012-13): the fp16 loops with hardware conversions
+// (write_plain_f16c in spatial_attention_cpu.cpp, internal linkage, so no AVX2 copy of a shared
+// inline function can leak to baseline callers), chosen at run time, so the library still runs
+// on baseline x86-64. Results are bitwise
 // those of the portable loops: the conversions are exact / round to nearest even alike, and
 // "fma" stays out of the target so no multiply-add is contracted.
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -65,14 +67,6 @@ inline bool cpu_has_f16c() {
   static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") &&
                           !(std::getenv("SAM_FUSED_NO_F16C") && std::string(std::getenv("SAM_FUSED_NO_F16C")) == "1");
   return has;
-}
-
-// dst[i] = float(src[i]) for i in [0, n).
-SAM_F16C_TARGET inline void half_to_float_f16c(const c10::Half* src, float* dst, int64_t n) {
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
-  for (; i < n; ++i) dst[i] = half_to_float(src[i]);
 }
 }  // namespace sam
 #endif
