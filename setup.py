@@ -53,7 +53,6 @@ else:
     ext = cpp_extension.CppExtension("sam_fused._C", sources, include_dirs=include_dirs, py_limited_api=True, **extra)
 
 
-
 def toolkit_release():
     """The CUDA toolkit nvcc reports (it may be an older 12.x than torch's CUDA: minor-version compatible)."""
     try:
@@ -66,8 +65,7 @@ def toolkit_release():
 
 
 def git_revision():
-    if os.environ.get("SAM_FUSED_GIT_REVISION"):  # tools/build_wheel.py builds from a copy of the tree
-        return os.environ["SAM_FUSED_GIT_REVISION"]
+    # tools/build_wheel.py builds a copy of the tree and points GIT_DIR / GIT_WORK_TREE at the original
     try:
         rev = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True,
                              text=True, check=True).stdout.strip()

@@ -44,13 +44,6 @@ def copy_tracked_tree(destination):
             shutil.copy2(os.path.join(ROOT, name), os.path.join(destination, name))
 
 
-def git_revision():
-    rev = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                           capture_output=True, text=True).stdout.strip()
-    return (rev.stdout.strip() or "unknown") + ("-dirty" if dirty else "")
-
-
 def default_toolkit_places(cuda):
     return [os.environ.get("CUDA_HOME"), f"/usr/local/cuda-{cuda}", "/usr/local/cuda", debian_cuda_toolkit.DEFAULT_DEST]
 
@@ -93,7 +86,8 @@ def build(torch_version, cuda, arch_list, out, torch_index=None, fetch_toolkit=F
     started = time.monotonic()
     torch_tag = ".".join(torch_version.split(".")[:2])
     # Debug info is 90% of the library (14 MB -> 0.9 MB for the CPU build): wheels ship without it.
-    env = dict(os.environ, SAM_FUSED_GIT_REVISION=git_revision(), MAX_JOBS=os.environ.get("MAX_JOBS", "2"),
+    # The build runs in a copy of the tree; git (setup.py's revision) still reads this repository.
+    env = dict(os.environ, GIT_DIR=os.path.join(ROOT, ".git"), GIT_WORK_TREE=ROOT, MAX_JOBS=os.environ.get("MAX_JOBS", "2"),
                LDFLAGS=(os.environ.get("LDFLAGS", "") + " -Wl,--strip-debug").strip())
     if cuda:
         env.update(SAM_FUSED_BUILD="cuda", CUDA_HOME=find_cuda_home(cuda, fetch_toolkit),

@@ -7,11 +7,12 @@
 #pragma once
 #include <c10/util/Half.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
-#include <string>
+#include <string_view>
 #include <type_traits>
 
 namespace sam {
@@ -54,9 +55,9 @@ template <typename S, typename A> [[gnu::always_inline]] inline S from_acc(A v) 
 // x86-64 with F16C (every x86 CPU since 2012-13): the fp16 loops with hardware conversions
 // (write_plain_f16c in spatial_attention_cpu.cpp, internal linkage, so no AVX2 copy of a shared
 // inline function can leak to baseline callers), chosen at run time, so the library still runs
-// on baseline x86-64. Results are bitwise
-// those of the portable loops: the conversions are exact / round to nearest even alike, and
-// "fma" stays out of the target so no multiply-add is contracted.
+// on baseline x86-64. Results are bitwise those of the portable loops: the conversions are
+// exact / round to nearest even alike, and "fma" stays out of the target so no multiply-add is
+// contracted.
 #if defined(__x86_64__) && defined(__GNUC__)
 #define SAM_HAVE_F16C_PATH 1
 #include <immintrin.h>
@@ -64,8 +65,10 @@ template <typename S, typename A> [[gnu::always_inline]] inline S from_acc(A v) 
 namespace sam {
 // SAM_FUSED_NO_F16C=1 forces the portable loops (tests compare the two paths).
 inline bool cpu_has_f16c() {
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") &&
-                          !(std::getenv("SAM_FUSED_NO_F16C") && std::string(std::getenv("SAM_FUSED_NO_F16C")) == "1");
+  static const bool has = [] {
+    const char* off = std::getenv("SAM_FUSED_NO_F16C");
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") && !(off && std::string_view(off) == "1");
+  }();
   return has;
 }
 }  // namespace sam
