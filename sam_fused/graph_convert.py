@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from . import export
 from . import modules as _modules
 from .ops import spatial_attention
 
@@ -89,7 +90,12 @@ class NoMatch(Exception):
 class FusedSpatialAttention(nn.Module):
     """A converted spatial-attention module: the fused op on the original module's conv
     parameters. Holds the original's children, parameters and buffers under their names (so
-    its ``state_dict`` is the original's), though only the conv parameters are used."""
+    its ``state_dict`` is the original's), though only the conv parameters are used.
+
+    `torch.jit.script` compiles a forward generated for the variant (`export.script_forward`):
+    TorchScript cannot follow the attribute paths of ``forward``."""
+
+    __constants__ = ["script_source"]
 
     def __init__(self, original: nn.Module, variant: Variant):
         super().__init__()
@@ -110,6 +116,17 @@ class FusedSpatialAttention(nn.Module):
         v = self.variant
         bias = self._tensor(v.bias_path) if v.bias_path else None
         return spatial_attention(x, self._tensor(v.weight_path), bias, v.pool, v.return_map)
+
+    def __prepare_scriptable__(self):
+        v = self.variant
+        self.script_source = export.spatial_attention_forward_source(v.weight_path, v.bias_path, v.pool, v.return_map)
+        export.script_forward(self, self.script_source)
+        return self
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("forward", None)  # the generated forward of __prepare_scriptable__ is not picklable
+        return state
 
     def extra_repr(self):
         return f"{self.original_class}: {self.variant}"

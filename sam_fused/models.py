@@ -42,6 +42,8 @@ class SANN(nn.Module):
     Input ``[N, 1, T, M]`` or ``[N, T, M]``; output logits ``[N, num_classes]``.
     """
 
+    __jit_unused_properties__ = ["attention"]  # Python only: torch.jit.script skips it
+
     def __init__(self, in_modalities: int, num_classes: int, attention: str = "fused",
                  block_kernel=(3, 1), block_stride=(2, 1), block_padding=(1, 0),
                  channels=(64, 128, 256, 512)):
@@ -71,7 +73,7 @@ class SANN(nn.Module):
             x = x.unsqueeze(1)
         if x.dim() != 4 or x.shape[1] != 1 or x.shape[-1] != self.in_modalities:
             raise ValueError(f"SANN input must be [N, 1, T, {self.in_modalities}] or [N, T, {self.in_modalities}], "
-                             f"got shape {tuple(x.shape)}")
+                             f"got shape {list(x.shape)}")
         x = self.blocks(x)
         return self.classifier(torch.flatten(self.pool(x), 1))
 

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import torch
 
+from typing import Optional
+
 from . import _C  # noqa: F401  (loads the library that registers the ops)
+from . import export
 from .reference import POOLS, pool_maps
 
 _fwd = torch.ops.sam_fused.spatial_attention_fwd
@@ -113,7 +116,8 @@ class SpatialAttentionFunction(torch.autograd.Function):
     backward = staticmethod(_backward)
 
 
-def spatial_attention(x, weight, bias=None, pool: str = "mean", return_map: bool = False):
+def spatial_attention(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
+                      pool: str = "mean", return_map: bool = False) -> torch.Tensor:
     """Fused spatial attention: ``x * sigmoid(conv(pool_C(x), weight) + bias)``.
 
     x: ``[B, C, H, W]``; weight: ``[1, P, kh, kw]`` with odd kh, kw and P pooled maps
@@ -122,4 +126,7 @@ def spatial_attention(x, weight, bias=None, pool: str = "mean", return_map: bool
     Bad arguments raise ValueError naming the argument (checked in C++ for real tensors, and
     by `check_args` in the fake kernel under torch.compile / export).
     """
-    return _fwd(x, weight, bias, pool, return_map)[0]
+    if not torch.jit.is_scripting():
+        if export.exporting_onnx():  # standard ONNX operators instead of our op (docs/deploy.md)
+            return export.spatial_attention_decomposed(x, weight, bias, pool, return_map)
+    return torch.ops.sam_fused.spatial_attention_fwd(x, weight, bias, pool, return_map)[0]

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from . import _C  # noqa: F401  (loads the library that registers the ops)
+from . import export
 
 _fwd = torch.ops.sam_fused.pointwise_attention_fwd
 _bwd = torch.ops.sam_fused.pointwise_attention_bwd
@@ -78,7 +79,10 @@ def pointwise_attention(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Fused ``x * torch.sigmoid(y)`` for ``y`` of the shape, dtype and device of ``x``
     (float32/64, float16, bfloat16; fp16/bf16 computed in float32 and rounded once).
     Bad arguments raise ValueError naming the argument."""
-    return _fwd(x, y)
+    if not torch.jit.is_scripting():
+        if export.exporting_onnx():  # standard ONNX operators instead of our op (docs/deploy.md)
+            return export.pointwise_attention_decomposed(x, y)
+    return torch.ops.sam_fused.pointwise_attention_fwd(x, y)
 
 
 class PointwiseSpatialAttention(nn.Module):

@@ -1,0 +1,173 @@
+"""Deployment: the fused ops as standard ONNX operators, and scriptable converted modules.
+
+A user exports a model that holds the fused ops with a plain ``torch.onnx.export(model, (x,), f)``
+and gets a graph of standard ONNX operators (ReduceMean / ReduceMax, Concat, Conv, Sigmoid, Mul,
+and Cast around them for float16 / bfloat16), which every ONNX runtime runs without our kernels:
+
+* While `torch.onnx.export` traces the model (either exporter), `spatial_attention` and
+  `pointwise_attention` compute with the ATen ops below instead of calling the fused op (the
+  ``torch.onnx.is_in_onnx_export()`` pattern of torch's ONNX docs). Outside an export nothing
+  changes: torch.compile, torch.export and AOTInductor keep the fused kernels.
+* A model scripted before export has the fused op in its TorchScript graph; for the TorchScript
+  exporter (``dynamo=False``) a symbolic function per op emits the same ONNX operators.
+
+Both compute what the kernels compute: float16 / bfloat16 inputs are pooled, convolved and
+multiplied in float32 and rounded once at the end.
+
+`script_forward` gives a module a forward that TorchScript can compile when the conv
+parameters sit at attribute paths known only at run time (`sam_fused.FusedSpatialAttention`).
+"""
+from __future__ import annotations
+
+import keyword
+import linecache
+import types
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+import torch.onnx
+from torch import Tensor, nn
+
+from .reference import pool_maps
+
+
+def exporting_onnx() -> bool:
+    """Whether `torch.onnx.export` is tracing the model (dynamo=True or False)."""
+    return torch.onnx.is_in_onnx_export()
+
+
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+# ---- the ops as ATen ops -----------------------------------------------------------------------
+
+def spatial_attention_decomposed(x: Tensor, weight: Tensor, bias: Optional[Tensor], pool: str,
+                                 return_map: bool) -> Tensor:
+    """`sam_fused.spatial_attention` as ATen ops. ``amax`` rather than ``max(dim)``, which
+    would also compute (and export) the indices."""
+    acc = _acc_dtype(x.dtype)
+    xa = x.to(acc)
+    maps = [xa.mean(dim=1, keepdim=True) if m == "mean" else xa.amax(dim=1, keepdim=True) for m in pool_maps(pool)]
+    pooled = torch.cat(maps, dim=1) if len(maps) > 1 else maps[0]
+    kh, kw = weight.shape[2], weight.shape[3]
+    logits = F.conv2d(pooled, weight.to(acc), None if bias is None else bias.to(acc), padding=(kh // 2, kw // 2))
+    s = torch.sigmoid(logits)
+    return (s if return_map else xa * s).to(x.dtype)
+
+
+def pointwise_attention_decomposed(x: Tensor, y: Tensor) -> Tensor:
+    """`sam_fused.pointwise_attention` as ATen ops."""
+    acc = _acc_dtype(x.dtype)
+    return (x.to(acc) * torch.sigmoid(y.to(acc))).to(x.dtype)
+
+
+# ---- the ops as ONNX operators (TorchScript exporter) ------------------------------------------
+
+# ONNX TensorProto data types of the dtypes the ops take, by TorchScript scalar type name.
+_ONNX_TYPES = {"Float": 1, "Double": 11, "Half": 10, "BFloat16": 16}
+_ONNX_FLOAT = 1
+_AXES_AS_INPUT_OPSET = 18  # ReduceMean / ReduceMax take their axes as an input from opset 18 on
+
+
+def _scalar_type(value) -> str:
+    scalar = value.type().scalarType()
+    if scalar not in _ONNX_TYPES:
+        raise ValueError(f"ONNX export of the fused ops: unsupported dtype {scalar}")
+    return scalar
+
+
+def _to_acc(g, value, scalar: str):
+    """Half and bfloat16 are computed in float32, like the kernels."""
+    return g.op("Cast", value, to_i=_ONNX_FLOAT) if scalar in ("Half", "BFloat16") else value
+
+
+def _from_acc(g, value, scalar: str):
+    return g.op("Cast", value, to_i=_ONNX_TYPES[scalar]) if scalar in ("Half", "BFloat16") else value
+
+
+def _reduce_channels(g, op: str, x, opset: int):
+    if opset >= _AXES_AS_INPUT_OPSET:
+        axes = g.op("Constant", value_t=torch.tensor([1], dtype=torch.int64))
+        return g.op(op, x, axes, keepdims_i=1)
+    return g.op(op, x, axes_i=[1], keepdims_i=1)
+
+
+def _spatial_attention_symbolic(opset: int):
+    from torch.onnx import symbolic_helper
+
+    @symbolic_helper.parse_args("v", "v", "v", "s", "b")
+    def symbolic(g, x, weight, bias, pool, return_map):
+        scalar = _scalar_type(x)
+        xa = _to_acc(g, x, scalar)
+        maps = [_reduce_channels(g, "ReduceMean" if m == "mean" else "ReduceMax", xa, opset) for m in pool_maps(pool)]
+        pooled = g.op("Concat", *maps, axis_i=1) if len(maps) > 1 else maps[0]
+        sizes = weight.type().sizes()
+        if sizes is None or len(sizes) != 4:
+            raise ValueError("ONNX export of spatial_attention: the weight shape must be known (a parameter or constant)")
+        kh, kw = sizes[2], sizes[3]
+        conv_inputs = [pooled, _to_acc(g, weight, scalar)]
+        if not symbolic_helper._is_none(bias):
+            conv_inputs.append(_to_acc(g, bias, scalar))
+        logits = g.op("Conv", *conv_inputs, kernel_shape_i=[kh, kw], pads_i=[kh // 2, kw // 2, kh // 2, kw // 2])
+        s = g.op("Sigmoid", logits)
+        out = s if return_map else g.op("Mul", xa, s)
+        return _from_acc(g, out, scalar), pooled
+
+    return symbolic
+
+
+def _pointwise_attention_symbolic(g, x, y):
+    scalar = _scalar_type(x)
+    out = g.op("Mul", _to_acc(g, x, scalar), g.op("Sigmoid", _to_acc(g, y, scalar)))
+    return _from_acc(g, out, scalar)
+
+
+def _register_onnx_symbolics() -> None:
+    from torch.onnx import register_custom_op_symbolic
+
+    # Registered for an opset, a symbolic serves that opset and later ones, up to the next
+    # registration.
+    for opset in (9, _AXES_AS_INPUT_OPSET):
+        register_custom_op_symbolic("sam_fused::spatial_attention_fwd", _spatial_attention_symbolic(opset), opset)
+    register_custom_op_symbolic("sam_fused::pointwise_attention_fwd", _pointwise_attention_symbolic, 9)
+
+
+# ---- TorchScript ---------------------------------------------------------------------------------
+
+def _attribute_expression(path: str) -> str:
+    """TorchScript for ``self.<path>``: ``getattr`` with a literal for names that are not
+    identifiers (the children of nn.Sequential are "0", "1", ...)."""
+    expression = "self"
+    for name in path.split("."):
+        expression = f"{expression}.{name}" if name.isidentifier() and not keyword.iskeyword(name) \
+            else f"getattr({expression}, {name!r})"
+    return expression
+
+
+def spatial_attention_forward_source(weight_path: str, bias_path: Optional[str], pool: str, return_map: bool) -> str:
+    """Source of a forward that calls the fused op on the parameters at these attribute paths."""
+    bias = _attribute_expression(bias_path) if bias_path else "None"
+    return (f"def forward(self, x: Tensor) -> Tensor:\n"
+            f"    return spatial_attention(x, {_attribute_expression(weight_path)}, {bias}, {pool!r}, {return_map!r})\n")
+
+
+def script_forward(module: nn.Module, source: str) -> None:
+    """Give `module` its own ``forward`` compiled from `source` (a function of ``self`` and
+    ``x`` that may call ``spatial_attention``): `torch.jit.script` compiles a module's
+    ``forward`` from its source text, which generated code has only in `linecache`.
+
+    The module's class must list the attribute holding `source` in ``__constants__``: the
+    constant keeps TorchScript from sharing one compiled forward between modules whose
+    attributes look alike but whose sources differ."""
+    filename = f"<sam_fused forward {abs(hash(source)):x}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+    from .ops import spatial_attention
+
+    namespace = {"Tensor": Tensor, "spatial_attention": spatial_attention}
+    exec(compile(source, filename, "exec"), namespace)  # noqa: S102  (our own generated source)
+    module.forward = types.MethodType(namespace["forward"], module)
+
+
+_register_onnx_symbolics()
