@@ -41,6 +41,12 @@ def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def _cast(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """`t` in `dtype`; no op in the graph when it is already (the TorchScript exporter would
+    record a Cast for ``t.to(t.dtype)``)."""
+    return t if t.dtype == dtype else t.to(dtype)
+
+
 # ---- the ops as ATen ops -----------------------------------------------------------------------
 
 def spatial_attention_decomposed(x: Tensor, weight: Tensor, bias: Optional[Tensor], pool: str,
@@ -48,19 +54,19 @@ def spatial_attention_decomposed(x: Tensor, weight: Tensor, bias: Optional[Tenso
     """`sam_fused.spatial_attention` as ATen ops. ``amax`` rather than ``max(dim)``, which
     would also compute (and export) the indices."""
     acc = _acc_dtype(x.dtype)
-    xa = x.to(acc)
+    xa = _cast(x, acc)
     maps = [xa.mean(dim=1, keepdim=True) if m == "mean" else xa.amax(dim=1, keepdim=True) for m in pool_maps(pool)]
     pooled = torch.cat(maps, dim=1) if len(maps) > 1 else maps[0]
     kh, kw = weight.shape[2], weight.shape[3]
-    logits = F.conv2d(pooled, weight.to(acc), None if bias is None else bias.to(acc), padding=(kh // 2, kw // 2))
+    logits = F.conv2d(pooled, _cast(weight, acc), None if bias is None else _cast(bias, acc), padding=(kh // 2, kw // 2))
     s = torch.sigmoid(logits)
-    return (s if return_map else xa * s).to(x.dtype)
+    return _cast(s if return_map else xa * s, x.dtype)
 
 
 def pointwise_attention_decomposed(x: Tensor, y: Tensor) -> Tensor:
     """`sam_fused.pointwise_attention` as ATen ops."""
     acc = _acc_dtype(x.dtype)
-    return (x.to(acc) * torch.sigmoid(y.to(acc))).to(x.dtype)
+    return _cast(_cast(x, acc) * torch.sigmoid(_cast(y, acc)), x.dtype)
 
 
 # ---- the ops as ONNX operators (TorchScript exporter) ------------------------------------------

@@ -140,13 +140,18 @@ def deployed_output(deployed, x):
         return deployed(x)
 
 
+def _calls_fused_op(graph) -> bool:
+    """Whether a TorchScript graph calls one of the fused ops."""
+    return "sam_fused::" in str(graph)
+
+
 CASES = ["sann", "pool_variants", "zoo", "pointwise"]
 LAYERS = ["har_layer", "gate", "gate_map"]
 
 
 # ---- ONNX ----------------------------------------------------------------------------------------
 
-def export_onnx(model, x, exporter) -> bytes:
+def export_onnx(model, x, exporter, opset_version=None) -> bytes:
     """The model exported with dynamic batch, as a user would (no sam_fused-specific argument)."""
     if exporter == "dynamo":
         program = torch.onnx.export(model, (x,), dynamo=True, dynamic_shapes=({0: torch.export.Dim("batch")},),
@@ -157,7 +162,7 @@ def export_onnx(model, x, exporter) -> bytes:
         assert _calls_fused_op(model.inlined_graph)
     buffer = io.BytesIO()
     torch.onnx.export(model, (x,), buffer, dynamo=False, input_names=["x"], output_names=["out"],
-                      dynamic_axes={"x": {0: "batch"}, "out": {0: "batch"}})
+                      dynamic_axes={"x": {0: "batch"}, "out": {0: "batch"}}, opset_version=opset_version)
     return buffer.getvalue()
 
 
@@ -179,6 +184,17 @@ def run_onnxruntime(model_bytes, x):
     return torch.from_numpy(out)
 
 
+def assert_standard_ops(model_bytes, what) -> set[str]:
+    """The op types of an exported model, checked to be standard ONNX operators."""
+    op_types = onnx_op_types(model_bytes)
+    domains = {domain for domain, _ in op_types}
+    assert domains <= {""}, f"{what}: nodes outside the default ONNX domain: {domains}"
+    ops = {op for _, op in op_types}
+    assert ops <= STANDARD_OPS, f"{what}: unexpected ONNX ops {ops - STANDARD_OPS}"
+    assert {"Sigmoid", "Mul"} <= ops, f"{what}: {ops}"
+    return ops
+
+
 @needs_ort
 @pytest.mark.parametrize("exporter", EXPORTERS)
 @pytest.mark.parametrize("name", CASES)
@@ -194,15 +210,32 @@ def test_onnx_export_has_standard_ops_and_matches_eager(name, exporter):
                             f"{exporter} {name} batch {batch}")
 
 
-def assert_standard_ops(model_bytes, what) -> set[str]:
-    """The op types of an exported model, checked to be standard ONNX operators."""
-    op_types = onnx_op_types(model_bytes)
-    domains = {domain for domain, _ in op_types}
-    assert domains <= {""}, f"{what}: nodes outside the default ONNX domain: {domains}"
-    ops = {op for _, op in op_types}
-    assert ops <= STANDARD_OPS, f"{what}: unexpected ONNX ops {ops - STANDARD_OPS}"
-    assert {"Sigmoid", "Mul"} <= ops, f"{what}: {ops}"
-    return ops
+@needs_ort
+@pytest.mark.skipif(not _installed("onnxscript"), reason="the dynamo exporter needs onnxscript")
+def test_plain_onnx_export_call(tmp_path):
+    """``torch.onnx.export(model, (x,), path)``, no other argument, as a user would write it."""
+    import onnx
+
+    eager, deployed, sample = make_case("gate")
+    x = make_input((2, *sample), torch.float32)
+    torch.onnx.export(deployed, (x,), str(tmp_path / "gate.onnx"))
+    model_bytes = onnx.load(str(tmp_path / "gate.onnx")).SerializeToString()
+    assert assert_standard_ops(model_bytes, "plain export") == {"ReduceMean", "ReduceMax", "Concat", "Conv", "Sigmoid",
+                                                                  "Mul"}
+    assert_close_scaled(run_onnxruntime(model_bytes, x), expected_output(eager, x), TOLERANCE[torch.float32],
+                        "plain export")
+
+
+@needs_ort
+@pytest.mark.parametrize("exporter", ["torchscript", "scripted"])
+def test_torchscript_exporter_before_opset_18(exporter):
+    """Before opset 18 ReduceMean / ReduceMax take their axes as an attribute."""
+    eager, deployed, sample = make_case("pool_variants")
+    model_bytes = export_onnx(deployed, make_input((2, *sample), torch.float32), exporter, opset_version=17)
+    assert {"ReduceMean", "ReduceMax"} <= assert_standard_ops(model_bytes, f"{exporter} opset 17")
+    x = make_input((3, *sample), torch.float32, seed=3)
+    assert_close_scaled(run_onnxruntime(model_bytes, x), expected_output(eager, x), TOLERANCE[torch.float32],
+                        f"{exporter} opset 17")
 
 
 @needs_ort
@@ -221,11 +254,6 @@ def test_onnx_export_float16_computes_in_float32(name, exporter):
 
 
 # ---- TorchScript -------------------------------------------------------------------------------
-
-def _calls_fused_op(graph) -> bool:
-    """Whether a TorchScript graph calls one of the fused ops."""
-    return "sam_fused::" in str(graph)
-
 
 @pytest.mark.parametrize("name", CASES + LAYERS)
 def test_script_calls_the_fused_op_and_matches_eager(name):
