@@ -210,6 +210,27 @@ def test_onnx_export_has_standard_ops_and_matches_eager(name, exporter):
                             f"{exporter} {name} batch {batch}")
 
 
+@pytest.mark.parametrize("exporter", EXPORTERS[:2])
+def test_exporting_onnx_agrees_with_torch(exporter):
+    """`sam_fused.export.exporting_onnx` reads the flags of torch.onnx.is_in_onnx_export directly
+    (that function imports them on every call): both say the same in eager mode and in export."""
+    seen = []
+
+    class Probe(nn.Module):
+        def forward(self, x):
+            seen.append((sam_fused.export.exporting_onnx(), torch.onnx.is_in_onnx_export()))
+            return x + 1
+
+    x = torch.ones(2, 3)
+    Probe()(x)
+    if exporter == "dynamo":
+        torch.onnx.export(Probe(), (x,), dynamo=True, verbose=False)
+    else:
+        torch.onnx.export(Probe(), (x,), io.BytesIO(), dynamo=False)
+    assert seen[0] == (False, False)
+    assert (True, True) in seen[1:] and all(ours == torchs for ours, torchs in seen), seen
+
+
 @needs_ort
 @pytest.mark.skipif(not _installed("onnxscript"), reason="the dynamo exporter needs onnxscript")
 def test_plain_onnx_export_call(tmp_path):
