@@ -35,12 +35,16 @@ from .reference import pool_maps
 try:  # the flags that torch.onnx.is_in_onnx_export() reads, which imports them on every call (2.4 us)
     from torch.onnx._internal.exporter import _flags as _dynamo_exporter_flags
     from torch.onnx._internal.torchscript_exporter._globals import GLOBALS as _torchscript_exporter_state
+except ImportError:  # another torch layout: the public function only
+    _dynamo_exporter_flags = _torchscript_exporter_state = None
 
-    def exporting_onnx() -> bool:
-        """Whether `torch.onnx.export` is tracing the model (dynamo=True or False)."""
-        return _torchscript_exporter_state.in_onnx_export or _dynamo_exporter_flags._is_onnx_exporting
-except ImportError:  # another torch layout: the public function
-    exporting_onnx = torch.onnx.is_in_onnx_export
+
+def exporting_onnx() -> bool:
+    """Whether `torch.onnx.export` is tracing the model (dynamo=True or False)."""
+    if torch.compiler.is_compiling() or _dynamo_exporter_flags is None:
+        # The public function while tracing: TorchDynamo folds it (it will not trace the flags).
+        return torch.onnx.is_in_onnx_export()
+    return _torchscript_exporter_state.in_onnx_export or _dynamo_exporter_flags._is_onnx_exporting
 
 
 def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
