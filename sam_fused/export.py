@@ -41,9 +41,12 @@ except ImportError:  # another torch layout: the public function only
 
 def exporting_onnx() -> bool:
     """Whether `torch.onnx.export` is tracing the model (dynamo=True or False)."""
-    if torch.compiler.is_compiling() or _dynamo_exporter_flags is None:
-        # The public function while tracing: TorchDynamo folds it (it will not trace the flags).
+    if _dynamo_exporter_flags is None:
         return torch.onnx.is_in_onnx_export()
+    if torch.compiler.is_compiling():
+        # TorchDynamo will not trace the TorchScript exporter's property, nor does that exporter
+        # run under it; a module global it reads (and guards on).
+        return _dynamo_exporter_flags._is_onnx_exporting
     return _torchscript_exporter_state.in_onnx_export or _dynamo_exporter_flags._is_onnx_exporting
 
 

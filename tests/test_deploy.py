@@ -231,6 +231,20 @@ def test_exporting_onnx_agrees_with_torch(exporter):
     assert (True, True) in seen[1:] and all(ours == torchs for ours, torchs in seen), seen
 
 
+def test_strict_capture_during_onnx_export_uses_aten_ops(monkeypatch):
+    """The dynamo exporter falls back to strict (TorchDynamo) capture when non-strict fails:
+    there too the layers trace as ATen ops while it exports, and as the fused op otherwise."""
+    from torch.onnx._internal.exporter import _flags
+
+    _, deployed, sample = make_case("gate")
+    x = make_input((2, *sample), torch.float32)
+    for exporting in (False, True):
+        monkeypatch.setattr(_flags, "_is_onnx_exporting", exporting)
+        program = torch.export.export(deployed, (x,), strict=True)
+        fused = any(str(node.target).startswith("sam_fused.") for node in program.graph.nodes)
+        assert fused is not exporting
+
+
 @needs_ort
 @pytest.mark.skipif(not _installed("onnxscript"), reason="the dynamo exporter needs onnxscript")
 def test_plain_onnx_export_call(tmp_path):
