@@ -19,6 +19,7 @@ parameters sit at attribute paths known only at run time (`sam_fused.FusedSpatia
 """
 from __future__ import annotations
 
+import contextlib
 import keyword
 import linecache
 import types
@@ -44,8 +45,9 @@ def exporting_onnx() -> bool:
     if _dynamo_exporter_flags is None:
         return torch.onnx.is_in_onnx_export()
     if torch.compiler.is_compiling():
-        # TorchDynamo will not trace the TorchScript exporter's property, nor does that exporter
-        # run under it; a module global it reads (and guards on).
+        # Under TorchDynamo (torch.compile, strict export) only the dynamo exporter's flag, a
+        # module global it can read and guard on: it will not trace the TorchScript exporter's
+        # property, and that exporter never runs under it.
         return _dynamo_exporter_flags._is_onnx_exporting
     return _torchscript_exporter_state.in_onnx_export or _dynamo_exporter_flags._is_onnx_exporting
 
@@ -80,6 +82,52 @@ def pointwise_attention_decomposed(x: Tensor, y: Tensor) -> Tensor:
     """`sam_fused.pointwise_attention` as ATen ops."""
     acc = _acc_dtype(x.dtype)
     return _cast(_cast(x, acc) * torch.sigmoid(_cast(y, acc)), x.dtype)
+
+
+# ---- what the entry points compute while torch.onnx.export traces --------------------------------
+
+_custom_nodes = False
+
+
+@contextlib.contextmanager
+def onnx_custom_nodes():
+    """Within this block, ``torch.onnx.export(..., dynamo=True)`` writes each fused layer as one
+    node of the ``sam_fused`` ONNX domain (version 1), for a runtime that ships our kernels:
+    ``SpatialAttention(x, weight[, bias])`` with string attribute ``pool`` and int attribute
+    ``return_map``, and ``PointwiseAttention(x, y)``. Outside it (the default) the layers are
+    standard operators. The TorchScript exporter cannot write such nodes: it raises ValueError."""
+    global _custom_nodes
+    previous, _custom_nodes = _custom_nodes, True
+    try:
+        yield
+    finally:
+        _custom_nodes = previous
+
+
+def _check_custom_nodes_exporter() -> None:
+    """Inside `onnx_custom_nodes`, refuse the TorchScript exporter."""
+    if _custom_nodes and _torchscript_exporter_state is not None and _torchscript_exporter_state.in_onnx_export:
+        raise ValueError("sam_fused.export.onnx_custom_nodes() needs the dynamo exporter: "
+                         "torch.onnx.export(..., dynamo=True)")
+
+
+def onnx_spatial_attention(x: Tensor, weight: Tensor, bias: Optional[Tensor], pool: str, return_map: bool) -> Tensor:
+    """`sam_fused.spatial_attention` while `torch.onnx.export` traces: ATen ops, or one custom
+    node inside `onnx_custom_nodes`."""
+    if not _custom_nodes:
+        return spatial_attention_decomposed(x, weight, bias, pool, return_map)
+    _check_custom_nodes_exporter()
+    shape = (x.shape[0], 1, x.shape[2], x.shape[3]) if return_map else x.shape
+    return torch.onnx.ops.symbolic("sam_fused::SpatialAttention", (x, weight, bias),
+                                   {"pool": pool, "return_map": int(return_map)}, dtype=x.dtype, shape=shape, version=1)
+
+
+def onnx_pointwise_attention(x: Tensor, y: Tensor) -> Tensor:
+    """`sam_fused.pointwise_attention` while `torch.onnx.export` traces."""
+    if not _custom_nodes:
+        return pointwise_attention_decomposed(x, y)
+    _check_custom_nodes_exporter()
+    return torch.onnx.ops.symbolic("sam_fused::PointwiseAttention", (x, y), dtype=x.dtype, shape=x.shape, version=1)
 
 
 # ---- the ops as ONNX operators (TorchScript exporter) ------------------------------------------
@@ -118,6 +166,7 @@ def _spatial_attention_symbolic(opset: int):
 
     @symbolic_helper.parse_args("v", "v", "v", "s", "b")
     def symbolic(g, x, weight, bias, pool, return_map):
+        _check_custom_nodes_exporter()
         scalar = _scalar_type(x)
         xa = _to_acc(g, x, scalar)
         maps = [_reduce_channels(g, "ReduceMean" if m == "mean" else "ReduceMax", xa, opset) for m in pool_maps(pool)]
@@ -138,6 +187,7 @@ def _spatial_attention_symbolic(opset: int):
 
 
 def _pointwise_attention_symbolic(g, x, y):
+    _check_custom_nodes_exporter()
     scalar = _scalar_type(x)
     out = g.op("Mul", _to_acc(g, x, scalar), g.op("Sigmoid", _to_acc(g, y, scalar)))
     return _from_acc(g, out, scalar)

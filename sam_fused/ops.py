@@ -128,5 +128,5 @@ def spatial_attention(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torc
     """
     if not torch.jit.is_scripting():
         if export.exporting_onnx():  # standard ONNX operators instead of our op (docs/deploy.md)
-            return export.spatial_attention_decomposed(x, weight, bias, pool, return_map)
+            return export.onnx_spatial_attention(x, weight, bias, pool, return_map)
     return torch.ops.sam_fused.spatial_attention_fwd(x, weight, bias, pool, return_map)[0]

@@ -81,7 +81,7 @@ def pointwise_attention(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     Bad arguments raise ValueError naming the argument."""
     if not torch.jit.is_scripting():
         if export.exporting_onnx():  # standard ONNX operators instead of our op (docs/deploy.md)
-            return export.pointwise_attention_decomposed(x, y)
+            return export.onnx_pointwise_attention(x, y)
     return torch.ops.sam_fused.pointwise_attention_fwd(x, y)
 
 

@@ -262,6 +262,34 @@ def test_plain_onnx_export_call(tmp_path):
 
 
 @needs_ort
+@pytest.mark.skipif(not _installed("onnxscript"), reason="the dynamo exporter needs onnxscript")
+def test_custom_nodes_on_request():
+    """Inside `onnx_custom_nodes` every fused layer is one node of the sam_fused domain, with
+    the variant in its attributes; the TorchScript exporter refuses; after the block the
+    layers are standard operators again."""
+    import onnx
+
+    _, deployed, sample = make_case("pool_variants")
+    x = make_input((2, *sample), torch.float32)
+    _, pointwise, _ = make_case("pointwise")
+    with sam_fused.export.onnx_custom_nodes():
+        model = onnx.load_from_string(export_onnx(deployed, x, "dynamo"))
+        pointwise_model = onnx.load_from_string(export_onnx(pointwise, x, "dynamo"))
+        with pytest.raises(ValueError, match="dynamo exporter"):
+            export_onnx(deployed, x, "torchscript")
+    assert [(n.domain, n.op_type) for n in pointwise_model.graph.node] == [("", "Conv"), ("sam_fused", "PointwiseAttention")]
+    layers = [m for m in deployed.modules() if isinstance(m, sam_fused.SpatialGate)]
+    nodes = [n for n in model.graph.node if n.domain == "sam_fused"]
+    assert [n.op_type for n in nodes] == ["SpatialAttention"] * len(layers) == ["SpatialAttention"] * 10
+    attributes = [{a.name: onnx.helper.get_attribute_value(a) for a in n.attribute} for n in nodes]
+    assert attributes == [{"pool": layer.pool.encode(), "return_map": int(layer.return_map)} for layer in layers]
+    assert [len(n.input) for n in nodes] == [3 if layer.bias is not None else 2 for layer in layers]
+    assert {"ReduceMean", "ReduceMax", "Conv"}.isdisjoint(n.op_type for n in model.graph.node)
+    assert ("sam_fused", 1) in {(o.domain, o.version) for o in model.opset_import}
+    assert "ReduceMean" in assert_standard_ops(export_onnx(deployed, x, "torchscript"), "after the block")
+
+
+@needs_ort
 @pytest.mark.parametrize("exporter", ["torchscript", "scripted"])
 def test_torchscript_exporter_before_opset_18(exporter):
     """Before opset 18 ReduceMean / ReduceMax take their axes as an attribute."""
