@@ -20,6 +20,7 @@ parameters sit at attribute paths known only at run time (`sam_fused.FusedSpatia
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import keyword
 import linecache
 import types
@@ -230,7 +231,7 @@ def script_forward(module: nn.Module, source: str) -> None:
     The module's class must list the attribute holding `source` in ``__constants__``: the
     constant keeps TorchScript from sharing one compiled forward between modules whose
     attributes look alike but whose sources differ."""
-    filename = f"<sam_fused forward {abs(hash(source)):x}>"
+    filename = f"<sam_fused forward {hashlib.sha1(source.encode()).hexdigest()[:16]}>"  # one name per source
     linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
     from .ops import spatial_attention
 
