@@ -17,8 +17,14 @@ $(VENV)/.deps: pyproject.toml Makefile
 	    "matplotlib>=3.8" "tqdm>=4.66"
 	touch $@
 
-build: $(VENV)/.deps
+# The editable install is redone only when a source or the build script changed; ninja then
+# recompiles only the changed files (setup.py keeps the objects in build/).
+BUILD_INPUTS := setup.py $(shell find csrc -type f) $(VENV)/.deps
+$(VENV)/.built: $(BUILD_INPUTS)
 	$(BIN)/pip install -q --no-build-isolation -e .
+	touch $@
+
+build: $(VENV)/.built
 
 bench: build
 	$(BIN)/python -m sam_fused.check
