@@ -265,7 +265,8 @@ def pytest_terminal_summary(terminalreporter, config):
     # pytest-benchmark wrote the JSON in pytest_sessionfinish, which runs before this hook; an
     # older file (nothing was timed this session, e.g. --collect-only) is not reported.
     json_path = config.getoption("benchmark_json", None)
-    if json_path is None or not Path(json_path).is_file() or Path(json_path).stat().st_mtime < config._sam_session_start:
+    if (json_path is None or not Path(json_path).is_file()
+            or Path(json_path).stat().st_mtime < config._sam_session_start):
         return
     report = _load_report_module()
     data = report.load(json_path)

@@ -49,7 +49,10 @@ def max_errors(shape, pool, kernel, bias, return_map, dtype, device, channels_la
     g = torch.randn(ref(x.float()).shape, generator=gen, dtype=torch.float64).to(device)
     if channels_last:
         x = x.to(memory_format=torch.channels_last)
-    args = lambda t: [None if v is None else v.to(t).requires_grad_(v is not x) for v in (x, weight, bias_t)]
+
+    def args(t):
+        return [None if v is None else v.to(t).requires_grad_(v is not x) for v in (x, weight, bias_t)]
+
     exact = _run(ref, *args(torch.float64), pool, return_map, g)
     fused = _run(None, *args(dtype), pool, return_map, g.to(dtype))
     plain = _run(ref, *args(dtype), pool, return_map, g.to(dtype))

@@ -72,4 +72,5 @@ class SpatialGateReference(nn.Module):
         return s if self.return_map else x * s
 
     def extra_repr(self):
-        return f"kernel_size={self.kernel_size}, pool={self.pool!r}, bias={self.bias is not None}, return_map={self.return_map}"
+        return (f"kernel_size={self.kernel_size}, pool={self.pool!r}, bias={self.bias is not None}, "
+                f"return_map={self.return_map}")

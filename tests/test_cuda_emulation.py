@@ -3,8 +3,6 @@
 kernel variant (one pass / two pass), pool, layout, dtype and the edge shapes that exercise
 tiling (partial last tile, one-row tiles, tiles of a whole sample, C = 1, W = 1, H = 1,
 several reduction rounds, NHWC with C > 32)."""
-import itertools
-
 import pytest
 import torch
 
