@@ -4,7 +4,7 @@
 
 Per (case, shape, dtype, device): the median time of each implementation, the speedup of the
 fused op over eager and over torch.compile, the time of fused relative to ``x.clone()``, the
-fused op's achieved bandwidth (DESIGN.md §3 floor bytes / time: fwd 2Ne, bwd 3Ne, fwd+bwd 5Ne)
+fused op's achieved bandwidth (docs/design.md §3 floor bytes / time: fwd 2Ne, bwd 3Ne, fwd+bwd 5Ne)
 and that bandwidth as a % of the measured copy bandwidth (clone moves 2Ne). Then geometric
 means over the UCI-HAR batch-128 shapes.
 """
@@ -190,7 +190,7 @@ def _render(data, render_table) -> list[str]:
         parts.append(render_table(*mem))
     notes = summary(all_rows) + [
         TARGETS,
-        "times are medians; GB/s = DESIGN.md §3 floor bytes (fwd 2Ne, bwd 3Ne, fwd+bwd 5Ne) / fused time; "
+        "times are medians; GB/s = docs/design.md §3 floor bytes (fwd 2Ne, bwd 3Ne, fwd+bwd 5Ne) / fused time; "
         "% clone BW = that vs x.clone() (2Ne / clone time); compile s = first call (compile, inductor cache as found)",
     ]
     return [machine_line(data), *parts, notes]

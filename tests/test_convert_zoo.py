@@ -28,7 +28,7 @@ def _randomized(module, seed=0):
 # ---- the zoo: each is a spatial attention the fused op computes ------------------------------
 
 class HarSam(nn.Module):
-    """The HAR layer as in DESIGN.md §1, under other names."""
+    """The HAR layer as in docs/design.md §1, under other names."""
 
     def __init__(self):
         super().__init__()
