@@ -17,13 +17,6 @@ $(VENV)/.deps: pyproject.toml Makefile
 	    "matplotlib>=3.8" "tqdm>=4.66"
 	touch $@
 
-# Linters only (no torch): ruff for Python, clang-format for C++/CUDA. clang-format's output
-# changes between major releases, so the check pins one major.
-$(VENV)/.lint-deps:
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q "ruff>=0.17" "clang-format>=23.1,<24"
-	touch $@
-
 build: $(VENV)/.deps
 	$(BIN)/pip install -q --no-build-isolation -e .
 
@@ -40,6 +33,14 @@ test: build
 # (clang-format -i $(CLANG_FORMAT_ALL)), set CLANG_FORMAT_FILES = $(CLANG_FORMAT_ALL).
 CLANG_FORMAT_ALL = $(shell git ls-files 'csrc/*.h' 'csrc/*.cuh' 'csrc/*.cpp' 'csrc/*.cu')
 CLANG_FORMAT_FILES = csrc/pointwise.h csrc/python_module.cpp
+
+# Linters only (no torch): ruff for Python, clang-format for C++/CUDA. clang-format's output
+# changes between major releases, so the check pins one major.
+$(VENV)/.lint-deps:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q "ruff>=0.17" "clang-format>=23.1,<24"
+	touch $@
+
 lint: $(VENV)/.lint-deps
 	$(BIN)/ruff check .
 	$(BIN)/clang-format --dry-run --Werror $(CLANG_FORMAT_FILES)
