@@ -6,7 +6,7 @@
 Prints a progress bar, the test accuracy, the confusion matrix and the time of one training
 step with the fused layer vs the eager reference layer (same weights, same batch, same run),
 and saves a PNG with the training curves and the attention maps ``s`` of a few test windows.
-Recipe of DESIGN.md §7 (AdamW, lr 5e-4, weight decay 1e-3, batch 128, cross-entropy) with
+Recipe of docs/design.md §7 (AdamW, lr 5e-4, weight decay 1e-3, batch 128, cross-entropy) with
 fewer epochs, enough for BasicMotions, and smaller batches for small training sets.
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ def parse_args(argv=None):
     parser.add_argument("--data", metavar="DIR", help="folder with x_train.npy, y_train.npy, x_test.npy, "
                         "y_test.npy (default: the BasicMotions set shipped with the package)")
     parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--batch-size", type=int, help="default: 128 (DESIGN.md §7), less for small training "
+    parser.add_argument("--batch-size", type=int, help="default: 128 (docs/design.md §7), less for small training "
                         "sets so that an epoch has at least 5 steps: BatchNorm's running statistics, which "
                         "evaluation uses, need tens of steps to settle")
     parser.add_argument("--lr", type=float, default=5e-4)

@@ -28,7 +28,7 @@ def _randomized(module, seed=0):
 # ---- the zoo: each is a spatial attention the fused op computes ------------------------------
 
 class HarSam(nn.Module):
-    """The HAR layer as in DESIGN.md §1, under other names."""
+    """The HAR layer as in docs/design.md §1, under other names."""
 
     def __init__(self):
         super().__init__()
@@ -286,7 +286,8 @@ def test_module_that_cannot_be_traced_is_skipped_with_the_reason():
     model = nn.Sequential(nn.Identity(), Branchy())
     _, report = sam_fused.convert(model, return_report=True)
     assert report.swapped == []
-    assert [(p, c) for p, c, _ in report.skipped] == [("1", "test_module_that_cannot_be_traced_is_skipped_with_the_reason.<locals>.Branchy")]
+    assert [(p, c) for p, c, _ in report.skipped] == [
+        ("1", "test_module_that_cannot_be_traced_is_skipped_with_the_reason.<locals>.Branchy")]
     assert "cannot be traced" in report.skipped[0][2]
 
 
@@ -308,7 +309,8 @@ def test_verbose_prints_the_report(capsys):
     sam_fused.convert(model, verbose=True)
     printed = capsys.readouterr().out
     assert "1 swapped, 1 skipped" in printed
-    assert "swapped 0 [HarSam]: pool=mean kernel=3x1" in printed and "skipped 1 [Gate]: Conv2d 'conv' has stride" in printed
+    assert "swapped 0 [HarSam]: pool=mean kernel=3x1" in printed
+    assert "skipped 1 [Gate]: Conv2d 'conv' has stride" in printed
 
 
 # ---- nested models ------------------------------------------------------------------------------
