@@ -135,6 +135,8 @@ MALFORMED_NPY = {
     "object array": ("x_train", np.array([np.zeros(3), None], dtype=object),
                      "x_train.npy: cannot load as a .npy array: Object arrays"),
     "mixed label kinds": ("y_test", np.array(["a", "b"]), "y_test.npy: labels are"),
+    "one training class": ("y_train", np.full(4, 3), "y_train.npy: every label is 3: training a classifier needs"),
+    "bytes labels not UTF-8": ("y_train", np.array([b"\xff", b"a", b"b", b"c"]), "y_train.npy: byte-string labels"),
 }
 
 
@@ -238,3 +240,11 @@ def test_ts_values_beyond_float32(tmp_path):
     path = write(tmp_path, HEADER + "1,2,3:4,5e38,6:walk\n")
     with pytest.raises(ValueError, match=re.escape(str(path)) + r": line 11: dimension 1: 5e\+38 exceeds the float32"):
         load_ts(path)
+
+
+def test_npy_folder_accepts_byte_string_labels_and_names_the_folder_it_is(tmp_path, monkeypatch):
+    x = np.zeros((2, 4, 2), np.float32)
+    folder = save_npy_folder(tmp_path / "har", x, np.array([b"walk", b"sit"]), x, np.array([b"sit", b"sit"]))
+    monkeypatch.chdir(folder)
+    data = load_npy_folder(".")
+    assert data.name == "har" and data.class_names == ("sit", "walk") and data.y_train.tolist() == [1, 0]

@@ -85,6 +85,11 @@ def _check_labels(y: np.ndarray, path: Path, n: int, x_path: Path) -> np.ndarray
         raise ValueError(f"{path}: expected class labels [N], got shape {y.shape}{hint}")
     if len(y) != n:
         raise ValueError(f"{path}: has {len(y)} labels but {x_path.name} has {n} windows")
+    if y.dtype.kind == "S":  # byte strings (e.g. saved from Python 2 or h5py): decode
+        try:
+            y = np.char.decode(y, "utf-8")
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{path}: byte-string labels are not UTF-8 ({error})") from None
     if not (np.issubdtype(y.dtype, np.integer) or y.dtype.kind == "U"):
         raise ValueError(f"{path}: labels must be integers or strings, got dtype {y.dtype}")
     return y
@@ -93,8 +98,9 @@ def _check_labels(y: np.ndarray, path: Path, n: int, x_path: Path) -> np.ndarray
 def load_npy_folder(folder) -> HARDataset:
     """Load ``x_train.npy``, ``y_train.npy``, ``x_test.npy``, ``y_test.npy`` from `folder`.
 
-    Raises ValueError naming the file and what is wrong (missing, wrong shape or dtype,
-    x/y length mismatch, NaN, train/test window mismatch).
+    Raises ValueError naming the file and what is wrong (missing, not a .npy array, a header
+    claiming more data than the file holds, wrong shape or dtype, x/y length mismatch, NaN or
+    values beyond float32, a single training class, train/test window mismatch).
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -106,9 +112,12 @@ def load_npy_folder(folder) -> HARDataset:
     check_same_window(x_train, x_test, x_train_path, x_test_path)
     y_train = _check_labels(_load_array(y_train_path), y_train_path, len(x_train), x_train_path)
     y_test = _check_labels(_load_array(y_test_path), y_test_path, len(x_test), x_test_path)
+    if len(np.unique(y_train)) < 2:
+        raise ValueError(f"{y_train_path}: every label is {y_train[0].item()!r}: training a classifier needs "
+                         "at least 2 classes")
     if (y_train.dtype.kind == "U") != (y_test.dtype.kind == "U"):
         raise ValueError(f"{y_test_path}: labels are {y_test.dtype} but {y_train_path.name} has {y_train.dtype}")
     labels, codes = np.unique(np.concatenate([y_train, y_test]), return_inverse=True)
     codes = codes.reshape(-1).astype(np.int64)
-    return HARDataset(folder.name, x_train, codes[:len(y_train)], x_test, codes[len(y_train):],
+    return HARDataset(folder.resolve().name, x_train, codes[:len(y_train)], x_test, codes[len(y_train):],
                       tuple(str(label) for label in labels))
