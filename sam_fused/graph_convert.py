@@ -402,7 +402,7 @@ _FUSED = (FusedSpatialAttention, _modules.SpatialAttentionModule, _modules.Spati
 
 def _conv_weights_on_pooled_maps(module: nn.Module, one_output: bool = False) -> bool:
     """Whether some parameter could be a conv weight over 1 or 2 pooled maps ([O, 1 or 2, kh, kw],
-    with O = 1 if `one_output`): only such modules are traced."""
+    with O = 1 if `one_output`): only such modules, and parameter-free ones, are traced."""
     return any(p.dim() == 4 and p.shape[1] <= 2 and (p.shape[0] == 1 or not one_output)
                for p in module.parameters())
 
