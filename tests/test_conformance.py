@@ -21,7 +21,7 @@ from torch import nn
 from torch.func import functional_call
 
 import sam_fused
-from helpers import TOLERANCE, assert_close_scaled, make_grad
+from helpers import DEVICES, TOLERANCE, assert_close_scaled, make_grad
 from sam_fused import reference
 
 
@@ -139,15 +139,17 @@ def test_eager(name, dtype):
 @pytest.mark.parametrize("name", LAYERS)
 @pytest.mark.parametrize("lowp", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("x_dtype", ["float32", "lowp"])
-def test_autocast(name, lowp, x_dtype):
+@pytest.mark.parametrize("device", DEVICES)
+def test_autocast(name, lowp, x_dtype, device):
     """Same dtypes as the original under the same autocast context, values within the
     low-precision dtype's tolerance of the fp32 original run without autocast (the fused op
     accumulates in fp32; the original's own autocast error is of the same order)."""
     original, fused, x = make_layers(name, torch.float32)
+    original, fused, x = original.to(device), fused.to(device), x.to(device)
     x = x if x_dtype == "float32" else x.to(lowp)
-    with torch.autocast("cpu", dtype=lowp):
+    with torch.autocast(device, dtype=lowp):
         expected = run(original, x)
-        grad_out = make_grad(expected["out"].shape, expected["out"].dtype, seed=2)
+        grad_out = make_grad(expected["out"].shape, expected["out"].dtype, device, seed=2)
         expected = run(original, x, grad_out)
         actual = run(fused, x, grad_out)
     for key in expected:
