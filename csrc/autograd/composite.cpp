@@ -27,8 +27,7 @@ at::Tensor spatial_attention_composite(const at::Tensor& x, const at::Tensor& we
 
 std::tuple<at::Tensor, at::Tensor> pointwise_attention_bwd_composite(const at::Tensor& grad, const at::Tensor& x,
                                                                      const at::Tensor& y) {
-  static const char* const kNames[] = {"x", "y", "grad"};
-  pointwise_operands({x, y, grad}, kNames);  // the kernels' checks, for the same errors
+  pointwise_operands({x, y, grad}, kBwdNames);  // the kernels' checks, for the same errors
   const auto acc = acc_dtype(x.scalar_type());
   const at::Tensor s = at::sigmoid(y.to(acc)), ga = grad.to(acc);
   return {(ga * s).to(x.scalar_type()), (ga * x.to(acc) * s * (1 - s)).to(y.scalar_type())};
