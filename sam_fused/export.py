@@ -24,7 +24,6 @@ import hashlib
 import keyword
 import linecache
 import types
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -65,7 +64,7 @@ def _cast(t: Tensor, dtype: torch.dtype) -> Tensor:
 
 # ---- the ops as ATen ops -----------------------------------------------------------------------
 
-def spatial_attention_decomposed(x: Tensor, weight: Tensor, bias: Optional[Tensor], pool: str,
+def spatial_attention_decomposed(x: Tensor, weight: Tensor, bias: Tensor | None, pool: str,
                                  return_map: bool) -> Tensor:
     """`sam_fused.spatial_attention` as ATen ops. ``amax`` rather than ``max(dim)``, which
     would also compute (and export) the indices."""
@@ -74,7 +73,8 @@ def spatial_attention_decomposed(x: Tensor, weight: Tensor, bias: Optional[Tenso
     maps = [xa.mean(dim=1, keepdim=True) if m == "mean" else xa.amax(dim=1, keepdim=True) for m in pool_maps(pool)]
     pooled = torch.cat(maps, dim=1) if len(maps) > 1 else maps[0]
     kh, kw = weight.shape[2], weight.shape[3]
-    logits = F.conv2d(pooled, _cast(weight, acc), None if bias is None else _cast(bias, acc), padding=(kh // 2, kw // 2))
+    bias = None if bias is None else _cast(bias, acc)
+    logits = F.conv2d(pooled, _cast(weight, acc), bias, padding=(kh // 2, kw // 2))
     s = torch.sigmoid(logits)
     return _cast(s if return_map else xa * s, x.dtype)
 
@@ -112,7 +112,7 @@ def _check_custom_nodes_exporter() -> None:
                          "torch.onnx.export(..., dynamo=True)")
 
 
-def onnx_spatial_attention(x: Tensor, weight: Tensor, bias: Optional[Tensor], pool: str, return_map: bool) -> Tensor:
+def onnx_spatial_attention(x: Tensor, weight: Tensor, bias: Tensor | None, pool: str, return_map: bool) -> Tensor:
     """`sam_fused.spatial_attention` while `torch.onnx.export` traces: ATen ops, or one custom
     node inside `onnx_custom_nodes`."""
     if not _custom_nodes:
@@ -174,7 +174,8 @@ def _spatial_attention_symbolic(opset: int):
         pooled = g.op("Concat", *maps, axis_i=1) if len(maps) > 1 else maps[0]
         sizes = weight.type().sizes()
         if sizes is None or len(sizes) != 4:
-            raise ValueError("ONNX export of spatial_attention: the weight shape must be known (a parameter or constant)")
+            raise ValueError("ONNX export of spatial_attention: the weight shape must be known "
+                             "(a parameter or constant)")
         kh, kw = sizes[2], sizes[3]
         conv_inputs = [pooled, _to_acc(g, weight, scalar)]
         if not symbolic_helper._is_none(bias):
@@ -216,11 +217,12 @@ def _attribute_expression(path: str) -> str:
     return expression
 
 
-def spatial_attention_forward_source(weight_path: str, bias_path: Optional[str], pool: str, return_map: bool) -> str:
+def spatial_attention_forward_source(weight_path: str, bias_path: str | None, pool: str, return_map: bool) -> str:
     """Source of a forward that calls the fused op on the parameters at these attribute paths."""
     bias = _attribute_expression(bias_path) if bias_path else "None"
+    weight = _attribute_expression(weight_path)
     return (f"def forward(self, x: Tensor) -> Tensor:\n"
-            f"    return spatial_attention(x, {_attribute_expression(weight_path)}, {bias}, {pool!r}, {return_map!r})\n")
+            f"    return spatial_attention(x, {weight}, {bias}, {pool!r}, {return_map!r})\n")
 
 
 def script_forward(module: nn.Module, source: str) -> None:

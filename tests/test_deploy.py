@@ -54,7 +54,8 @@ class PoolVariants(nn.Module):
 
     def __init__(self):
         super().__init__()
-        variants = [(pool, kernel, bias) for pool, kernel in zip(POOLS, [(3, 1), 3, 7, (5, 3)]) for bias in (True, False)]
+        variants = [(pool, kernel, bias)
+                    for pool, kernel in zip(POOLS, [(3, 1), 3, 7, (5, 3)]) for bias in (True, False)]
         self.gates = nn.ModuleList(make_pair(pool, kernel, bias, dtype=torch.float32, seed=i)[0]
                                    for i, (pool, kernel, bias) in enumerate(variants))
         self.maps = nn.ModuleList(make_pair(pool, 3, bias, return_map=True, dtype=torch.float32, seed=10 + i)[0]
@@ -277,7 +278,8 @@ def test_custom_nodes_on_request():
         pointwise_model = onnx.load_from_string(export_onnx(pointwise, x, "dynamo"))
         with pytest.raises(ValueError, match="dynamo exporter"):
             export_onnx(deployed, x, "torchscript")
-    assert [(n.domain, n.op_type) for n in pointwise_model.graph.node] == [("", "Conv"), ("sam_fused", "PointwiseAttention")]
+    assert [(n.domain, n.op_type) for n in pointwise_model.graph.node] == [("", "Conv"),
+                                                                         ("sam_fused", "PointwiseAttention")]
     layers = [m for m in deployed.modules() if isinstance(m, sam_fused.SpatialGate)]
     nodes = [n for n in model.graph.node if n.domain == "sam_fused"]
     assert [n.op_type for n in nodes] == ["SpatialAttention"] * len(layers) == ["SpatialAttention"] * 10
