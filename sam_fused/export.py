@@ -10,6 +10,8 @@ and Cast around them for float16 / bfloat16), which every ONNX runtime runs with
   changes: torch.compile, torch.export and AOTInductor keep the fused kernels.
 * A model scripted before export has the fused op in its TorchScript graph; for the TorchScript
   exporter (``dynamo=False``) a symbolic function per op emits the same ONNX operators.
+* Inside `onnx_custom_nodes`, the dynamo exporter writes one ``sam_fused``-domain node per layer
+  instead, for runtimes that ship our kernels.
 
 Both compute what the kernels compute: float16 / bfloat16 inputs are pooled, convolved and
 multiplied in float32 and rounded once at the end.
