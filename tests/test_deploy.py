@@ -43,14 +43,15 @@ EXPORTERS = [pytest.param("dynamo", marks=pytest.mark.skipif(not _installed("onn
 
 # What the exported graphs may hold: the attention layers' operators and those of the layers
 # around them in these models, all from the default ONNX domain.
-STANDARD_OPS = {"ReduceMean", "ReduceMax", "Concat", "Conv", "Sigmoid", "Mul", "Cast", "Constant", "Identity",
+STANDARD_OPS = {"ReduceMean", "ReduceMax", "Concat", "Conv", "Sigmoid", "Mul", "Add", "Cast", "Constant", "Identity",
                 "BatchNormalization", "Relu", "AveragePool", "GlobalAveragePool", "Flatten", "Reshape", "Gemm"}
 
 
 # ---- the cases: (eager model, deployed model, sample shape without the batch) ---------------
 
 class PoolVariants(nn.Module):
-    """A gate per pool variant, with and without bias, then a product of two maps (return_map)."""
+    """A gate per pool variant, with and without bias, and two maps (return_map), all on the
+    input and summed: each layer's output stays O(|x|), so the comparison sees every layer."""
 
     def __init__(self):
         super().__init__()
@@ -62,28 +63,31 @@ class PoolVariants(nn.Module):
                                   for i, (pool, bias) in enumerate((("max", True), ("mean+max", False))))
 
     def forward(self, x):
-        for gate in self.gates:
-            x = gate(x)
-        return x * self.maps[0](x) * self.maps[1](x)
+        out = x * self.maps[0](x) * self.maps[1](x)
+        for gate in self.gates:  # a loop, not sum(): TorchScript
+            out = out + gate(x)
+        return out
 
 
 class ZooNet(nn.Module):
     """Every spatial attention of the convert tests' zoo, each swapped for a
-    FusedSpatialAttention: the gates in a row, then a product of the maps."""
+    FusedSpatialAttention, all on the input and summed (the maps as x * map)."""
 
     def __init__(self):
         super().__init__()
         made = [(_randomized(factory(), seed), variant.endswith("output=s"))
                 for seed, (factory, variant) in enumerate(ZOO.values())]
         self.gates = nn.ModuleList(m for m, is_map in made if not is_map)
-        self.maps = nn.ModuleList(m for m, is_map in made if is_map)
+        first_map, *maps = [m for m, is_map in made if is_map]
+        self.first_map, self.maps = first_map, nn.ModuleList(maps)  # TorchScript cannot loop over a slice
 
     def forward(self, x):
-        for gate in self.gates:
-            x = gate(x)
+        out = x * self.first_map(x)
         for attention_map in self.maps:
-            x = x * attention_map(x)
-        return x
+            out = out + x * attention_map(x)
+        for gate in self.gates:
+            out = out + gate(x)
+        return out
 
 
 class PointwiseEager(nn.Module):
@@ -283,9 +287,10 @@ def test_custom_nodes_on_request():
     layers = [m for m in deployed.modules() if isinstance(m, sam_fused.SpatialGate)]
     nodes = [n for n in model.graph.node if n.domain == "sam_fused"]
     assert [n.op_type for n in nodes] == ["SpatialAttention"] * len(layers) == ["SpatialAttention"] * 10
+    # (pool, return_map, inputs) of each node and of each layer, in any order
     attributes = [{a.name: onnx.helper.get_attribute_value(a) for a in n.attribute} for n in nodes]
-    assert attributes == [{"pool": layer.pool.encode(), "return_map": int(layer.return_map)} for layer in layers]
-    assert [len(n.input) for n in nodes] == [3 if layer.bias is not None else 2 for layer in layers]
+    found = sorted((a["pool"].decode(), a["return_map"], len(n.input)) for a, n in zip(attributes, nodes))
+    assert found == sorted((m.pool, int(m.return_map), 2 + (m.bias is not None)) for m in layers)
     assert {"ReduceMean", "ReduceMax", "Conv"}.isdisjoint(n.op_type for n in model.graph.node)
     assert ("sam_fused", 1) in {(o.domain, o.version) for o in model.opset_import}
     assert "ReduceMean" in assert_standard_ops(export_onnx(deployed, x, "torchscript"), "after the block")
