@@ -58,3 +58,21 @@ def test_launch_plans_follow_the_staged_tile_budget():
     # HAR block 1 stages its tile (one pass); 7x7 over 1024 x 9 float16 rows does not fit (two pass)
     assert time_model.launch_plans((128, 64, 64, 9), torch.float32, "mean", (3, 1)) == (False, False)
     assert time_model.launch_plans((2, 1024, 14, 9), torch.float16, "mean+max", (7, 7)) == (True, True)
+
+
+def test_predicted_report_puts_measured_beside_predicted():
+    import predicted_report
+
+    info = dict(case="fwd", label="UCI-HAR b1", layer="har", shape=[128, 64, 64, 9], dtype="float32", device="cuda")
+    data = {"benchmarks": [{"extra_info": {**info, "impl": "fused"}, "stats": {"median": 40e-6}},
+                           {"extra_info": {**info, "impl": "clone"}, "stats": {"median": 20e-6}},
+                           {"extra_info": {**info, "impl": "eager"}, "stats": {"median": 90e-6}},
+                           {"extra_info": {**info, "impl": "fused", "device": "cpu"}, "stats": {"median": 1e-3}}]}
+    card = time_model.Card("test card", copy_bandwidth=2e12, launch_overhead=5e-6)
+    fused, clone = predicted_report.rows(data, card)
+    N = 128 * 64 * 64 * 9
+    predicted = 5e-6 + (2 * N * 4 + 128 * 64 * 9 * 4) / 2e12
+    cells = [c.strip() for c in fused.split("|")[1:-1]]
+    assert cells[:6] == ["fwd", "UCI-HAR b1", "128x64x64x9", "float32", "fused", "1-pass"]
+    assert cells[8:] == [f"{predicted * 1e6:.1f}", "40.0", f"{100 * predicted / 40e-6:.0f}%"]
+    assert clone.split("|")[5].strip() == "clone" and clone.split("|")[9].strip() == f"{(5e-6 + 2 * N * 4 / 2e12) * 1e6:.1f}"

@@ -6,7 +6,11 @@ from __future__ import annotations
 import csv
 import io
 import math
-import re
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+from resource_report import short_name  # noqa: E402  (kernel names as the ptxas report prints them)
 
 METRICS = {  # ncu metric: column label
     "gpu__time_duration.sum": "time",
@@ -35,17 +39,6 @@ def parse_rows(text: str) -> list[dict]:
                 parsed[metric] = math.nan
         rows.append(parsed)
     return rows
-
-
-def short_name(name: str) -> str:
-    """'void sam::block::block_program_kernel<sam::block::FwdMain<float, false, int>, ...>(T2)' -> 'FwdMain<float, NCHW, int>'."""
-    found = re.search(r"(FwdPool|FwdMain|BwdRho|BwdMain|DwReduce)<([^<>]*)>", name)
-    if not found:
-        return name[:60]
-    parts = [p.strip() for p in found[2].split(",")]
-    if len(parts) == 3:
-        parts[1] = {"true": "NHWC", "false": "NCHW"}.get(parts[1], parts[1])
-    return f"{found[1]}<{', '.join(parts)}>"
 
 
 def segments(rows: list[dict]) -> list[list[dict]]:
