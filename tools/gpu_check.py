@@ -78,6 +78,7 @@ class Step:
     seconds: float = 0.0
     log: Path | None = None          # OUT/NN-name.log
     rc: int = 0
+    began: float = 0.0
 
 
 def find_tool(name: str) -> str | None:
@@ -136,11 +137,14 @@ def render_command(step: Step, cmd: Command) -> str:
 # ----------------------------------------------------------------------------- running
 
 def start(step: Step, cmd: Command, env: dict, log) -> subprocess.Popen:
-    stdout = open(cmd.stdout, "w") if cmd.stdout else log
     log.write(f"$ {render_command(step, cmd)}\n")
     log.flush()
-    return subprocess.Popen(cmd.argv, cwd=ROOT, env={**env, **step.env}, stdout=stdout,
-                            stderr=log, start_new_session=True, text=True)
+    if not cmd.stdout:
+        return subprocess.Popen(cmd.argv, cwd=ROOT, env={**env, **step.env}, stdout=log, stderr=log,
+                                start_new_session=True, text=True)
+    with open(cmd.stdout, "w") as stdout:  # the child keeps its own descriptor
+        return subprocess.Popen(cmd.argv, cwd=ROOT, env={**env, **step.env}, stdout=stdout, stderr=log,
+                                start_new_session=True, text=True)
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -308,7 +312,8 @@ def main(argv=None) -> int:
     have_gpu = bool(info.get("cuda_available"))
     by_name["env"].status = PASS if "torch" in info else FAIL
     by_name["env"].detail = (f"{info.get('gpu', NO_GPU)}, torch {info.get('torch')}, "
-                             f"tools: {', '.join(t for t, p in info['tools'].items() if p) or 'none'}")
+                             f"tools: {', '.join(t for t, p in info['tools'].items() if p) or 'none'}"
+                             + ("" if info.get("modules", {}).get("ninja") else "; no ninja: the build compiles serially"))
     arch = args.arch or info.get("capability") or os.environ.get("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")
     by_name["build"].env.update(SAM_FUSED_BUILD="cuda" if have_gpu else "auto", TORCH_CUDA_ARCH_LIST=arch)
     write_summary(out, steps, info, "running")
