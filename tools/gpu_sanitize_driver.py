@@ -35,6 +35,7 @@ CASES = (
     ((0, 4, 5, 3), (3, 1), (False,)),          # empty batch: no launch
 )
 POINTWISE_SHAPES = ((3, 5, 7, 9), (2, 16, 8, 8))  # 945 elements (a tail after the vectors), 2048
+POINTWISE_LAYOUTS = ("contiguous", "channels_last", "misaligned")
 TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}
 REQUIRED = {"fwd one pass", "fwd two pass", "bwd one pass", "bwd two pass", "partial tile", "vec", "scalar",
             "channels_last", "contiguous"}
@@ -95,23 +96,22 @@ def run_spatial(device, tolerance_failures, features):
 
 def run_pointwise(device, tolerance_failures):
     gen = torch.Generator().manual_seed(2)
-    for dtype, shape, misaligned, channels_last in itertools.product(DTYPES, POINTWISE_SHAPES, (False, True),
-                                                                    (False, True)):
-        n = torch.Size(shape).numel()
-        # a view one element into its storage is not 16-byte aligned: the scalar path
-        x, y, g = (torch.randn(n + 1, generator=gen).to(dtype)[int(misaligned):][:n].view(shape) for _ in range(3))
-        if channels_last:
+    for dtype, shape, layout in itertools.product(DTYPES, POINTWISE_SHAPES, POINTWISE_LAYOUTS):
+        x, y, g = (torch.randn(shape, generator=gen).to(dtype) for _ in range(3))
+        if layout == "channels_last":
             x, y, g = (t.contiguous(memory_format=torch.channels_last) for t in (x, y, g))
         ref = [torch.ops.sam_fused.pointwise_attention_fwd(x, y), *torch.ops.sam_fused.pointwise_attention_bwd(g, x, y)]
         if device is None:
             continue
-        xd, yd, gd = (torch.empty(n + 1, dtype=dtype, device=device)[int(misaligned):][:n].view(shape).copy_(t)
-                      for t in (x, y, g))
+        if layout == "misaligned":  # one element into its storage: not 16-byte aligned, the scalar path
+            xd, yd, gd = (torch.empty(t.numel() + 1, dtype=dtype, device=device)[1:].view(shape).copy_(t) for t in (x, y, g))
+        else:
+            xd, yd, gd = (t.to(device) for t in (x, y, g))
         got = [torch.ops.sam_fused.pointwise_attention_fwd(xd, yd), *torch.ops.sam_fused.pointwise_attention_bwd(gd, xd, yd)]
         for name, a, e in zip(("out", "dx", "dy"), got, ref):
             if worst_error(a, e) > TOLERANCE[dtype]:
-                tolerance_failures.append(f"pointwise {shape} {dtype} misaligned={misaligned} channels_last="
-                                          f"{channels_last}: {name} differs from the CPU op by {worst_error(a, e):.2e}")
+                tolerance_failures.append(f"pointwise {shape} {dtype} {layout}: {name} differs from the CPU op by "
+                                          f"{worst_error(a, e):.2e}")
 
 
 def main(argv=None) -> int:
@@ -137,7 +137,7 @@ def main(argv=None) -> int:
         print(f"driver: NOT COVERED: {', '.join(sorted(missing))} (the planner changed: update CASES)")
     ok = not failures and not missing
     print(f"driver: {'ok' if ok else 'FAILED'}: {sum(1 for _ in spatial_cases())} spatial calls (fwd + bwd), "
-          f"{len(DTYPES) * len(POINTWISE_SHAPES) * 4} point-wise calls (fwd + bwd)")
+          f"{len(DTYPES) * len(POINTWISE_SHAPES) * len(POINTWISE_LAYOUTS)} point-wise calls (fwd + bwd)")
     return 0 if ok else 1
 
 
