@@ -28,6 +28,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# as setup.py: an `nvcc` wrapper on PATH would make torch guess a toolkit root without headers
+if "CUDA_HOME" not in os.environ and os.path.exists("/usr/local/cuda/bin/nvcc"):
+    os.environ["CUDA_HOME"] = "/usr/local/cuda"
 
 # Per SM: registers, threads, blocks, shared memory (bytes), smem reserved per block; HBM copy
 # bandwidth (bytes/s), DRAM latency (s), SMs. H100 SXM and A100 80GB; latency and A100 copy
