@@ -287,7 +287,10 @@ def pytest_terminal_summary(terminalreporter, config):
     png, md = Path(json_path).with_suffix(".png"), Path(json_path).with_suffix(".md")
     text = report.render_text(data)
     md.write_text(report.render_markdown(data))
-    report.plot(data, png)
+    try:
+        report.plot(data, png)
+    except ImportError:  # a GPU machine without matplotlib still gets the table and the JSON
+        png = "none (matplotlib not installed)"
     terminalreporter.write_sep("=", "sam_fused benchmark summary")
     terminalreporter.write_line(text)
     terminalreporter.write_line(f"JSON {json_path}, table {md}, plot {png}")
