@@ -51,14 +51,15 @@ release-wheels:
 # On a machine with a CUDA GPU and a CUDA torch (no venv, no network; README "GPU check"):
 # build in place for this GPU, CUDA tests, parity in four dtypes, compute-sanitizer, ncu, the
 # quick CUDA benchmarks and measured-vs-predicted times, all under $(OUT)/ (summary.md first).
-# `make -n gpu-check` prints every step's command.
+# `make -n gpu-check` prints every step's command; GPU_CHECK_ARGS="--budget 1500" allows more time.
 OUT ?= gpu-results
 GPU_JOBS ?= $(shell nproc 2>/dev/null || echo 4)
+GPU_CHECK_ARGS ?=
 gpu-check:
 ifneq (,$(findstring n,$(firstword -$(MAKEFLAGS))))
-	+@$(PYTHON) tools/gpu_check.py --dry-run --out $(OUT) --jobs $(GPU_JOBS)
+	+@$(PYTHON) tools/gpu_check.py --dry-run --out $(OUT) --jobs $(GPU_JOBS) $(GPU_CHECK_ARGS)
 endif
-	$(PYTHON) tools/gpu_check.py --out $(OUT) --jobs $(GPU_JOBS)
+	$(PYTHON) tools/gpu_check.py --out $(OUT) --jobs $(GPU_JOBS) $(GPU_CHECK_ARGS)
 
 # Registers, spills, shared memory and occupancy of the CUDA kernels from ptxas (no GPU needed).
 resource-report: $(VENV)/.deps

@@ -89,7 +89,7 @@ def find_tool(name: str) -> str | None:
     return next((str(c) for c in candidates if c and os.access(c, os.X_OK) and Path(c).is_file()), None)
 
 
-def plan_steps(py: str, out: Path, jobs: int, arch: str, have_gpu: bool) -> list[Step]:
+def plan_steps(py: str, out: Path, jobs: int, arch: str, have_gpu: bool, budget: float) -> list[Step]:
     driver = ["tools/gpu_sanitize_driver.py"]
     sanitizer = find_tool("compute-sanitizer") or "compute-sanitizer"
     ncu = find_tool("ncu") or "ncu"
@@ -100,7 +100,7 @@ def plan_steps(py: str, out: Path, jobs: int, arch: str, have_gpu: bool) -> list
     smi = find_tool("nvidia-smi")
     steps = [
         Step("env", [Command([py, "-c", PROBE])] + ([Command([smi])] if smi else []), 120),
-        Step("build", [Command([py, "setup.py", "build_ext", "--inplace"])], 420,
+        Step("build", [Command([py, "setup.py", "build_ext", "--inplace"])], budget,
              env={"SAM_FUSED_BUILD": "cuda" if have_gpu else "auto", "TORCH_CUDA_ARCH_LIST": arch, "MAX_JOBS": str(jobs)},
              modules=("setuptools",)),
         Step("tests", [Command([py, "-m", "pytest", "tests/test_cuda.py", "-q", "-p", "no:cacheprovider", "-rs",
@@ -282,7 +282,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="gpu-results", help="results folder (default gpu-results)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 4, help="parallel compile jobs (MAX_JOBS)")
     parser.add_argument("--arch", help="TORCH_CUDA_ARCH_LIST (default: the GPU's compute capability)")
-    parser.add_argument("--budget", type=float, default=470, help="seconds for all steps (default 470)")
+    parser.add_argument("--budget", type=float, default=470,
+                        help="seconds for all steps, the build included (default 470: a 10-minute command limit)")
     parser.add_argument("--dry-run", action="store_true", help="print every step's command; run nothing")
     parser.add_argument("--skip-build", action="store_true", help="use the extension already built in the tree")
     args = parser.parse_args(argv)
@@ -290,7 +291,7 @@ def main(argv=None) -> int:
     py = sys.executable
 
     if args.dry_run:
-        for step in plan_steps(py, out, args.jobs, args.arch or "<GPU capability, e.g. 9.0>", True):
+        for step in plan_steps(py, out, args.jobs, args.arch or "<GPU capability, e.g. 9.0>", True, args.budget):
             mode = "side by side" if step.parallel else "alone"
             print(f"[{step.name}] ({mode}, at most {step.timeout:.0f} s, log {step.log.relative_to(out.parent)})")
             for cmd in step.commands:
@@ -301,7 +302,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     deadline = time.time() + args.budget
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
-    steps = plan_steps(py, out, args.jobs, args.arch or "", True)
+    steps = plan_steps(py, out, args.jobs, args.arch or "", True, args.budget)
     by_name = {s.name: s for s in steps}
 
     run_group([by_name["env"]], env, deadline)
@@ -348,7 +349,8 @@ def main(argv=None) -> int:
 
     failed = [s.name for s in steps if s.status in (FAIL, TIMEOUT)]
     if not have_gpu:
-        verdict = f"{NO_GPU} (torch {info.get('torch', '?')}, CUDA {info.get('torch_cuda')}): nothing ran on a GPU"
+        verdict = (f"{NO_GPU} (torch {info.get('torch', '?')}, CUDA {info.get('torch_cuda')}): nothing ran on a GPU"
+                   + (f"; the build: {by_name['build'].status}" if by_name["build"].status != SKIPPED else ""))
     else:
         verdict = f"FAILED ({', '.join(failed)})" if failed else "PASS"
     write_summary(out, steps, info, verdict)
