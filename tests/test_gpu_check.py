@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -100,11 +101,16 @@ def test_ncu_csv_becomes_per_call_table():
     assert "| FwdMain<float, NHWC, i32> | (64, 1, 1) |" in table
 
 
-def test_step_past_its_time_limit_is_stopped(tmp_path):
-    step = gpu_check.Step("sleep", [gpu_check.Command([sys.executable, "-c", "import time; time.sleep(60)"])], 1,
-                          log=tmp_path / "sleep.log")
-    gpu_check.run_group([step], dict(os.environ), deadline=float("inf"))
-    assert step.status == gpu_check.TIMEOUT and step.seconds < 30
+def test_steps_past_their_time_limit_are_stopped(tmp_path):
+    sleep = gpu_check.Command([sys.executable, "-c", "import time; time.sleep(60)"])
+    quick = gpu_check.Command([sys.executable, "-c", "print('done')"])
+    steps = [gpu_check.Step("sleep", [sleep], 1, log=tmp_path / "sleep.log"),
+             gpu_check.Step("two", [quick, sleep], 60, log=tmp_path / "two.log", leave=10),
+             gpu_check.Step("quick", [quick, quick], 60, log=tmp_path / "quick.log")]
+    gpu_check.run_group(steps, dict(os.environ), deadline=time.time() + 12)  # "two" stops at deadline - leave
+    assert [s.status for s in steps[:2]] == [gpu_check.TIMEOUT] * 2 and all(s.seconds < 30 for s in steps)
+    assert steps[2].rc == 0 and steps[2].log.read_text().splitlines().count("done") == 2
+    assert "done" in steps[1].log.read_text().splitlines()  # its first command ran before the limit
 
 
 def test_sanitizer_driver_covers_every_plan_feature(capsys):

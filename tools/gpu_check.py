@@ -148,15 +148,21 @@ def start(step: Step, cmd: Command, env: dict, log) -> subprocess.Popen:
                                 start_new_session=True, text=True)
 
 
-def stop(proc: subprocess.Popen) -> None:
-    """SIGINT first (pytest then still writes its JSON and summary), SIGKILL after 20 s."""
+def stop(procs: list[subprocess.Popen]) -> None:
+    """SIGINT first (pytest then still writes its JSON and summary), SIGKILL to those still
+    running 20 s later; all at once, so stopping side-by-side steps takes 20 s, not 20 s each."""
     for sig, grace in ((signal.SIGINT, 20), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-            proc.wait(grace)
+        for proc in procs:
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                pass
+        end = time.time() + grace
+        while any(p.poll() is None for p in procs) and time.time() < end:
+            time.sleep(0.2)
+        procs = [p for p in procs if p.poll() is None]
+        if not procs:
             return
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            continue
 
 
 def run_group(steps: list[Step], env: dict, deadline: float) -> None:
@@ -168,15 +174,16 @@ def run_group(steps: list[Step], env: dict, deadline: float) -> None:
         running[step.name] = (step, start(step, step.commands[0], env, step.log_file))
     while running:
         time.sleep(0.5)
+        expired = [(s, p) for s, p in running.values()
+                   if p.poll() is None and time.time() >= min(s.began + s.timeout, deadline - s.leave)]
+        stop([p for _, p in expired])
+        for step, proc in expired:
+            step.rc, step.status = proc.returncode, TIMEOUT
+            step.detail = f"stopped after {time.time() - step.began:.0f} s (time limit)"
         for name, (step, proc) in list(running.items()):
-            limit = min(step.began + step.timeout, deadline - step.leave)
-            if proc.poll() is None and time.time() < limit:
-                continue
             if proc.poll() is None:
-                stop(proc)
-                step.rc, step.status = proc.returncode, TIMEOUT
-                step.detail = f"stopped after {time.time() - step.began:.0f} s (time limit)"
-            else:
+                continue
+            if step.status != TIMEOUT:
                 step.rc = step.rc or proc.returncode
                 step.index += 1
                 if step.index < len(step.commands):
