@@ -54,6 +54,8 @@ def test_without_a_gpu_says_so_and_exits_non_zero(tmp_path):
     assert "no CUDA GPU" in done.stdout
     summary = (tmp_path / "summary.md").read_text()
     assert summary.startswith("# sam_fused GPU check: no CUDA GPU") and "| memcheck | skipped |" in summary
+    steps = {s["name"]: s["status"] for s in json.loads((tmp_path / "summary.json").read_text())["steps"]}
+    assert steps["env"] == "pass" and steps["build"] == steps["tests"] == steps["ncu"] == "skipped"
     assert json.loads((tmp_path / "01-env.log").read_text().split("PROBE ", 1)[1].splitlines()[0])["cuda_available"] is False
 
 

@@ -2,7 +2,8 @@
 
     python3 tools/gpu_check.py [--out gpu-results] [--jobs N] [--dry-run] [--skip-build]
 
-Steps, each logged to OUT/NN-step.log (OUT/summary.md: the table of results and the numbers):
+Steps, each logged to OUT/NN-step.log (OUT/summary.md: the table of results and the numbers;
+OUT/summary.json: the same for programs):
   env        torch, the GPU, the tools and modules found
   build      the extension against the installed torch, in place, for this GPU's architecture
   tests, check, memcheck, racecheck, synccheck, initcheck   (side by side)
@@ -282,6 +283,10 @@ def write_summary(out: Path, steps: list[Step], env_info: dict, verdict: str) ->
     for s in failed:
         lines += ["", f"## {s.name}: last lines of {s.log.name}", "", "```", tail(s.log, 15), "```"]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
+    (out / "summary.json").write_text(json.dumps(
+        {"verdict": verdict, "commit": commit, "dirty": bool(dirty), "env": env_info,
+         "steps": [dict(name=s.name, status=s.status, seconds=round(s.seconds, 1), detail=s.detail, log=s.log.name)
+                   for s in steps]}, indent=2) + "\n")
 
 
 def main(argv=None) -> int:
