@@ -325,7 +325,7 @@ def main(argv=None) -> int:
     by_name["env"].log.write_text(by_name["env"].log.read_text() + json.dumps(info, indent=2) + "\n")
     have_gpu = bool(info.get("cuda_available"))
     by_name["env"].status = PASS if "torch" in info else FAIL
-    by_name["env"].detail = (f"{info.get('gpu', NO_GPU)}, torch {info.get('torch')}, "
+    by_name["env"].detail = (f"{info.get('gpu', NO_GPU)}, torch {info.get('torch', info.get('torch_error'))}, "
                              f"tools: {', '.join(t for t, p in info['tools'].items() if p) or 'none'}"
                              + ("" if info.get("modules", {}).get("ninja") else "; no ninja: the build compiles serially"))
     arch = args.arch or info.get("capability") or os.environ.get("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")
@@ -349,8 +349,10 @@ def main(argv=None) -> int:
                 s.status, s.detail = NOT_AVAILABLE, f"{Path(s.tool).name} not found"
             elif missing:
                 s.status, s.detail = NOT_AVAILABLE, f"Python module(s) {', '.join(missing)} not installed"
-            elif time.time() > deadline - 5:
-                s.status, s.detail = SKIPPED, "time budget spent"
+            elif s.name == "predicted" and by_name["bench"].status == NOT_AVAILABLE:
+                s.status, s.detail = NOT_AVAILABLE, "no benchmarks (bench not available)"
+            elif time.time() > deadline - s.leave - 5:
+                s.status, s.detail = TIMEOUT, "not started: time budget spent"
             else:
                 runnable.append(s)
         if runnable:
@@ -364,7 +366,9 @@ def main(argv=None) -> int:
         verdict = (f"{NO_GPU} (torch {info.get('torch', '?')}, CUDA {info.get('torch_cuda')}): nothing ran on a GPU"
                    + (f"; the build: {by_name['build'].status}" if by_name["build"].status != SKIPPED else ""))
     else:
-        verdict = f"FAILED ({', '.join(failed)})" if failed else "PASS"
+        missing = [s.name for s in steps if s.status == NOT_AVAILABLE]
+        verdict = (f"FAILED ({', '.join(failed)})" if failed else "PASS") + (
+            f"; not available here: {', '.join(missing)}" if missing else "")
     write_summary(out, steps, info, verdict)
     print((out / "summary.md").read_text())
     print(f"gpu-check: {verdict}; results in {out}")
