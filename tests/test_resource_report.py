@@ -22,7 +22,7 @@ def test_no_kernel_spills_registers_on_sm90():
     assert len(kernels) >= 68 and {"FwdMain<float, NCHW, i32>", "DwReduce<half>", "pointwise Bwd<bf16, x8>"} <= names
     spilled = [(k.name, k.spill_stores, k.spill_loads) for k in kernels if k.spill_stores or k.spill_loads]
     assert spilled == []
-    assert all(0 < k.registers <= 255 and k.threads in (128, 256) for k in kernels)
+    assert all(0 < k.registers <= 255 and k.threads >= 32 and k.threads & (k.threads - 1) == 0 for k in kernels)
     assert "spills: none" not in resource_report.render(kernels)  # the table, then main() adds the verdict
 
 
