@@ -1,4 +1,4 @@
-"""Coalescing of the CUDA kernels' global accesses, measured without a GPU (DESIGN.md §8).
+"""Coalescing of the CUDA kernels' global accesses, measured without a GPU (docs/design.md §8).
 
 Runs the forward and backward block programs through the CPU emulation context, which records
 for every warp-wide access instruction the 32-byte sectors it touches; prints, per tensor,

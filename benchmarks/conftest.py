@@ -2,8 +2,8 @@
 
 ``pytest benchmarks/ --quick`` times fp32 at the UCI-HAR shapes on CPU (about a minute or two),
 and on CUDA also CBAM stage 1, forward, backward and both (``-k cuda``: the CUDA cases only);
-``pytest benchmarks/`` runs the full matrix of issue 5 (all HAR datasets of DESIGN.md §7, CBAM
-ResNet-50 stages, fwd / fwd+bwd / bwd, bf16 and fp16, a size sweep on CUDA).
+``pytest benchmarks/`` runs the full matrix (all HAR datasets of docs/design.md §7, CBAM ResNet-50
+stages, fwd / fwd+bwd / bwd, bf16 and fp16, a size sweep on CUDA).
 
 Every run writes the pytest-benchmark JSON (default ``bench-results/latest.json``) and prints
 the table of `report.py`, with its PNG and Markdown next to the JSON.
@@ -23,7 +23,7 @@ import torch
 
 CASES = ("fwd", "fwdbwd", "bwd")
 
-# HAR datasets of DESIGN.md §7: (window length T, sensor channels M).
+# HAR datasets of docs/design.md §7: (window length T, sensor channels M).
 HAR_DATASETS = {
     "UCI-HAR": (128, 9),
     "PAMAP2": (171, 40),
@@ -80,7 +80,7 @@ class Workload:
 
     @property
     def floor_bytes(self) -> int:
-        """DESIGN.md §3 memory floor: fwd reads x and writes out (2Ne), bwd reads g and x and
+        """docs/design.md §3 memory floor: fwd reads x and writes out (2Ne), bwd reads g and x and
         writes dx (3Ne), fwd+bwd both (5Ne)."""
         passes = {"fwd": 2, "bwd": 3, "fwdbwd": 5}[self.case]
         return passes * self.numel * self.dtype.itemsize
@@ -278,7 +278,8 @@ def pytest_terminal_summary(terminalreporter, config):
     # pytest-benchmark wrote the JSON in pytest_sessionfinish, which runs before this hook; an
     # older file (nothing was timed this session, e.g. --collect-only) is not reported.
     json_path = config.getoption("benchmark_json", None)
-    if json_path is None or not Path(json_path).is_file() or Path(json_path).stat().st_mtime < config._sam_session_start:
+    if (json_path is None or not Path(json_path).is_file()
+            or Path(json_path).stat().st_mtime < config._sam_session_start):
         return
     report = _load_report_module()
     data = report.load(json_path)

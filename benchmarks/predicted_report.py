@@ -40,7 +40,8 @@ def rows(data: dict, card: time_model.Card) -> list[str]:
     out = []
     for bench in data.get("benchmarks", []):
         info = bench.get("extra_info", {})
-        if info.get("device") != "cuda" or info.get("impl") not in ("fused", "clone") or info.get("layer") not in LAYERS:
+        wanted = info.get("impl") in ("fused", "clone") and info.get("layer") in LAYERS
+        if info.get("device") != "cuda" or not wanted:
             continue
         shape, dtype, case = tuple(info["shape"]), getattr(torch, info["dtype"]), info["case"]
         pool, kernel = LAYERS[info["layer"]]
@@ -52,9 +53,9 @@ def rows(data: dict, card: time_model.Card) -> list[str]:
                                           len(pool.split("+")), two_fwd, two_bwd, has_max="max" in pool)
         predicted, measured = time_model.predicted_seconds(traffic, card), bench["stats"]["median"]
         plan = "-" if info["impl"] == "clone" else ("2-pass" if (two_fwd, two_bwd)[case == "bwd"] else "1-pass")
-        out.append(f"| {case} | {info.get('label', '')} | {'x'.join(map(str, shape))} | {info['dtype']} | {info['impl']} |"
-                   f" {plan} | {traffic.bytes / 1e6:.2f} | {traffic.launches} | {predicted * 1e6:.1f} |"
-                   f" {measured * 1e6:.1f} | {100 * predicted / measured:.0f}% |")
+        out.append(f"| {case} | {info.get('label', '')} | {'x'.join(map(str, shape))} | {info['dtype']} |"
+                   f" {info['impl']} | {plan} | {traffic.bytes / 1e6:.2f} | {traffic.launches} |"
+                   f" {predicted * 1e6:.1f} | {measured * 1e6:.1f} | {100 * predicted / measured:.0f}% |")
     return out
 
 

@@ -4,7 +4,7 @@
 
 Per (case, shape, dtype, device): the median time of each implementation, the speedup of the
 fused op over eager and over torch.compile, the time of fused relative to ``x.clone()``, the
-fused op's achieved bandwidth (DESIGN.md §3 floor bytes / time: fwd 2Ne, bwd 3Ne, fwd+bwd 5Ne)
+fused op's achieved bandwidth (docs/design.md §3 floor bytes / time: fwd 2Ne, bwd 3Ne, fwd+bwd 5Ne)
 and that bandwidth as a % of the measured copy bandwidth (clone moves 2Ne). Then geometric
 means over the UCI-HAR batch-128 shapes.
 """
@@ -23,8 +23,9 @@ COLORS = {"eager": "C0", "compile": "C1", "compile-max-autotune": "C4", "fused":
           "clone": "C7"}
 SPEEDUPS = (("eager/fused", "eager_over_fused", "eager"), ("compile/fused", "compile_over_fused", "compile"),
             ("autotune/fused", "autotune_over_fused", "compile-max-autotune"))
-# Issue 3 targets for CPU fp32 (geometric means over the UCI-HAR batch-128 shapes), shown for reference.
-TARGETS = "targets (issue 3, CPU fp32): fwd fused/clone <= 1.5, eager/fused >= 2; fwd+bwd eager/fused >= 5, compile/fused >= 3"
+# The CPU fp32 targets (geometric means over the UCI-HAR batch-128 shapes), shown for reference.
+TARGETS = ("targets (CPU fp32): fwd fused/clone <= 1.5, eager/fused >= 2; "
+           "fwd+bwd eager/fused >= 5, compile/fused >= 3")
 
 
 def load(path) -> dict:
@@ -94,7 +95,8 @@ def summary(all_rows) -> list[str]:
         parts = [f"{name} {_fmt_x(_geomean([r[key] for r in rs]))}" for name, key in
                  (("fused/clone", "fused_over_clone"), ("eager/fused", "eager_over_fused"),
                   ("compile/fused", "compile_over_fused"), ("py-autograd/fused", "pyautograd_over_fused"))]
-        lines.append(f"geomean UCI-HAR batch 128 ({len(rs)} shapes), {CASE_NAMES[case]} {dtype} {device}: " + ", ".join(parts))
+        lines.append(f"geomean UCI-HAR batch 128 ({len(rs)} shapes), {CASE_NAMES[case]} {dtype} {device}: "
+                     + ", ".join(parts))
     return lines
 
 
@@ -138,7 +140,11 @@ def table(all_rows) -> tuple[list[str], list[list[str]]]:
               "fused/clone", "fused GB/s", "% clone BW", "compile s"]
     body = []
     order = {c: i for i, c in enumerate(CASE_NAMES)}
-    for r in sorted(all_rows, key=lambda r: (r["device"], r["dtype"], order[r["case"]], -r["shape"][0], r["label"], r["shape"])):
+
+    def row_order(r):
+        return r["device"], r["dtype"], order[r["case"]], -r["shape"][0], r["label"], r["shape"]
+
+    for r in sorted(all_rows, key=row_order):
         body.append([
             CASE_NAMES[r["case"]], r["label"], "x".join(map(str, r["shape"])), r["dtype"], r["device"],
             *(_fmt_time(r["time"].get(i)) for i in impls),
@@ -164,7 +170,10 @@ def peak_memory_table(all_rows):
 
 def _text_table(header, body) -> str:
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
-    line = lambda row: "  ".join(c.ljust(w) if i < 5 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+
+    def line(row):
+        return "  ".join(c.ljust(w) if i < 5 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+
     return "\n".join([line(header), "  ".join("-" * w for w in widths), *map(line, body)])
 
 
@@ -181,7 +190,7 @@ def _render(data, render_table) -> list[str]:
         parts.append(render_table(*mem))
     notes = summary(all_rows) + [
         TARGETS,
-        "times are medians; GB/s = DESIGN.md §3 floor bytes (fwd 2Ne, bwd 3Ne, fwd+bwd 5Ne) / fused time; "
+        "times are medians; GB/s = docs/design.md §3 floor bytes (fwd 2Ne, bwd 3Ne, fwd+bwd 5Ne) / fused time; "
         "% clone BW = that vs x.clone() (2Ne / clone time); compile s = first call (compile, inductor cache as found)",
     ]
     return [machine_line(data), *parts, notes]

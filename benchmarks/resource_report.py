@@ -192,6 +192,13 @@ def collect(archs: list[int], jobs: int) -> list[Kernel]:
     return kernels
 
 
+def occupancy_columns(k: Kernel, dynamic_smem: int, need: float, width: int) -> str:
+    """Occupancy, bytes in flight per SM (one 16-byte load per resident thread), and that / need."""
+    occ, resident = occupancy(k, dynamic_smem)
+    in_flight = resident * VECTOR_BYTES
+    return f"{occ:>{width}.0%}{in_flight / 1024:>8.1f}KB{in_flight / need:>7.2f}"
+
+
 def render(kernels: list[Kernel]) -> str:
     threads = plan_threads()
     lines = []
@@ -203,18 +210,16 @@ def render(kernels: list[Kernel]) -> str:
         ks = sorted((k for k in kernels if k.arch == arch), key=lambda k: k.name)
         regs = [k.registers for k in ks]
         lines += [f"sm_{arch} ({a['card']}): {len(ks)} kernels, {sum(k.spill_stores + k.spill_loads > 0 for k in ks)} "
-                  f"with spills, registers {min(regs)}-{max(regs)}; Little's law needs {a['bandwidth'] / 1e12:.1f} TB/s x "
-                  f"{a['latency'] * 1e6:.1f} us / {a['sms']} SMs = {need / 1024:.1f} KB in flight per SM; "
-                  f"staged tile budget {tile // 1024} KB",
+                  f"with spills, registers {min(regs)}-{max(regs)}; Little's law needs "
+                  f"{a['bandwidth'] / 1e12:.1f} TB/s x {a['latency'] * 1e6:.1f} us / {a['sms']} SMs = "
+                  f"{need / 1024:.1f} KB in flight per SM; staged tile budget {tile // 1024} KB",
                   f"{'kernel':<30}{'regs':>5}{'spill st/ld':>12}{'stack':>6}{'smem':>6}{'threads':>8}"
                   f"{'occ':>6}{'in flight':>10}{'/ need':>7}{'occ+tile':>9}{'in flight':>10}{'/ need':>7}"]
         for k in ks:
-            occ, resident = occupancy(k)
             row = (f"{k.name:<30}{k.registers:>5}{f'{k.spill_stores}/{k.spill_loads}':>12}{k.stack:>6}{k.smem:>6}"
-                   f"{k.threads:>8}{occ:>6.0%}{resident * VECTOR_BYTES / 1024:>8.1f}KB{resident * VECTOR_BYTES / need:>7.2f}")
+                   f"{k.threads:>8}" + occupancy_columns(k, 0, need, 6))
             if k.name.startswith(STAGED) and tile:
-                occ_t, resident_t = occupancy(k, tile)
-                row += f"{occ_t:>9.0%}{resident_t * VECTOR_BYTES / 1024:>8.1f}KB{resident_t * VECTOR_BYTES / need:>7.2f}"
+                row += occupancy_columns(k, tile, need, 9)
             lines.append(row)
         lines.append("")
     return "\n".join(lines)
@@ -222,7 +227,8 @@ def render(kernels: list[Kernel]) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", type=int, action="append", choices=sorted(ARCHS), help="SM version (default: 80 and 90)")
+    parser.add_argument("--arch", type=int, action="append", choices=sorted(ARCHS),
+                        help="SM version (default: 80 and 90)")
     parser.add_argument("--jobs", type=int, default=1, help="nvcc processes at once (default 1)")
     args = parser.parse_args(argv)
     if not nvcc_path():

@@ -14,7 +14,7 @@ import torch
 from sam_fused.demo import train_step
 from sam_fused.models import SANN
 
-# name: (time steps T, channels M, classes), see DESIGN.md §7
+# name: (time steps T, channels M, classes), see docs/design.md §7
 DATASETS = {"uci-har": (128, 9, 6), "unimib-shar": (151, 3, 17)}
 VARIANTS = ("fused", "reference", "compiled-reference", "compiled-fused")
 DEVICES = [pytest.param("cpu"),

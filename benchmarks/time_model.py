@@ -39,7 +39,7 @@ class Traffic:
     bytes: int      # DRAM bytes read + written
     launches: int   # kernel launches
 
-    def __add__(self, other: "Traffic") -> "Traffic":
+    def __add__(self, other: Traffic) -> Traffic:
         return Traffic(self.bytes + other.bytes, self.launches + other.launches)
 
 

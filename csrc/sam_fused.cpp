@@ -46,6 +46,24 @@ Geometry check_inputs(const at::Tensor& x, const at::Tensor& weight, const std::
   return g;
 }
 
+Geometry check_bwd_inputs(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight,
+                          const std::optional<at::Tensor>& bias, const at::Tensor& pooled, const std::string& pool,
+                          bool return_map) {
+  const Geometry g = check_inputs(x, weight, bias, pool);
+  const std::vector<int64_t> gshape = return_map ? std::vector<int64_t>{g.B, 1, g.H, g.W} : x.sizes().vec();
+  TORCH_CHECK_VALUE(grad_out.sizes() == gshape, "grad_out must have shape ", gshape, ", got ", grad_out.sizes());
+  TORCH_CHECK_VALUE(grad_out.is_floating_point(), "grad_out must be a floating-point tensor, got ",
+                    grad_out.scalar_type());
+  TORCH_CHECK_VALUE(grad_out.device() == x.device(), "grad_out must be on the device of x (", x.device(), "), got ",
+                    grad_out.device());
+  TORCH_CHECK_VALUE(pooled.sizes() == at::IntArrayRef({g.B, g.pool.P, g.H, g.W}) &&
+                        pooled.scalar_type() == acc_dtype(x.scalar_type()) && pooled.device() == x.device(),
+                    "pooled must be the [B, P, H, W] ", acc_dtype(x.scalar_type()),
+                    " maps returned by spatial_attention_fwd on the device of x, got ", pooled.sizes(), " ",
+                    pooled.scalar_type(), " on ", pooled.device());
+  return g;
+}
+
 at::MemoryFormat compute_format(const at::Tensor& x) {
   if (x.is_contiguous() || !x.is_contiguous(at::MemoryFormat::ChannelsLast)) return at::MemoryFormat::Contiguous;
   return at::MemoryFormat::ChannelsLast;
@@ -59,4 +77,7 @@ TORCH_LIBRARY(sam_fused, m) {
   m.def("spatial_attention_fwd(Tensor x, Tensor weight, Tensor? bias, str pool, bool return_map) -> (Tensor, Tensor)");
   m.def("spatial_attention_bwd(Tensor grad_out, Tensor x, Tensor weight, Tensor? bias, Tensor pooled, str pool, "
         "bool return_map) -> (Tensor, Tensor, Tensor)");
+  // The same function as differentiable ATen ops (csrc/autograd/composite.cpp): what higher-order
+  // autograd and torch.func transforms differentiate.
+  m.def("spatial_attention_composite(Tensor x, Tensor weight, Tensor? bias, str pool, bool return_map) -> Tensor");
 }

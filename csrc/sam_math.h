@@ -1,5 +1,5 @@
 // Per-element math of the spatial-attention op, shared by the CPU kernels and the CUDA
-// kernels (host and device). DESIGN.md §2 has the formulas.
+// kernels (host and device). docs/design.md §2 has the formulas.
 #pragma once
 #include <cmath>
 #include <cstdint>

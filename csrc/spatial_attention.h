@@ -23,6 +23,12 @@ PoolSpec parse_pool(const std::string& pool);
 Geometry check_inputs(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                       const std::string& pool);
 
+// check_inputs plus the backward's own operands: grad_out (the shape of the forward's output,
+// floating point, on x's device) and pooled (the forward's [B, P, H, W] maps).
+Geometry check_bwd_inputs(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight,
+                          const std::optional<at::Tensor>& bias, const at::Tensor& pooled, const std::string& pool,
+                          bool return_map);
+
 // The memory format the op computes in and returns: channels_last if x is channels_last (and
 // not also contiguous), else contiguous (other strides are copied once).
 at::MemoryFormat compute_format(const at::Tensor& x);

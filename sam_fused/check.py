@@ -4,7 +4,7 @@ For every pool variant, a few kernels, bias on/off, return_map on/off and both l
 CPU (and CUDA when available), compares the output and the x / weight / bias gradients of the
 fused op with the reference module run in float64 on the same inputs, rounded to the dtype
 checked (the exact answer), prints one line per group and exits non-zero when an error exceeds
-the tolerance (DESIGN.md §4: fp32 1e-5 of the output scale; fp64 1e-10; float16 / bfloat16,
+the tolerance (docs/design.md §4: fp32 1e-5 of the output scale; fp64 1e-10; float16 / bfloat16,
 with --dtype, the dtype's machine epsilon). A gradient summed over thousands of pixels carries
 fp32 rounding above 1e-5 in any implementation, so an error also passes when it is no worse
 than twice that of the reference module itself run in the same dtype ("ref err" column).
@@ -52,8 +52,11 @@ def max_errors(shape, pool, kernel, bias, return_map, dtype, device, channels_la
     g = torch.randn(ref(x.float()).shape, generator=gen, dtype=torch.float64).to(device)
     if channels_last:
         x = x.to(memory_format=torch.channels_last)
+
     # every run sees the same values: the inputs rounded to `dtype` (exact: then held in float64)
-    args = lambda t: [None if v is None else v.to(dtype).to(t).requires_grad_(v is not x) for v in (x, weight, bias_t)]
+    def args(t):
+        return [None if v is None else v.to(dtype).to(t).requires_grad_(v is not x) for v in (x, weight, bias_t)]
+
     exact = _run(ref, *args(torch.float64), pool, return_map, g.to(dtype).double())
     fused = _run(None, *args(dtype), pool, return_map, g.to(dtype))
     plain = _run(ref, *args(dtype), pool, return_map, g.to(dtype))

@@ -6,7 +6,7 @@
 Prints a progress bar, the test accuracy, the confusion matrix and the time of one training
 step with the fused layer vs the eager reference layer (same weights, same batch, same run),
 and saves a PNG with the training curves and the attention maps ``s`` of a few test windows.
-Recipe of DESIGN.md §7 (AdamW, lr 5e-4, weight decay 1e-3, batch 128, cross-entropy) with
+Recipe of docs/design.md §7 (AdamW, lr 5e-4, weight decay 1e-3, batch 128, cross-entropy) with
 fewer epochs, enough for BasicMotions, and smaller batches for small training sets.
 """
 from __future__ import annotations
@@ -14,9 +14,11 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -30,7 +32,7 @@ def parse_args(argv=None):
     parser.add_argument("--data", metavar="DIR", help="folder with x_train.npy, y_train.npy, x_test.npy, "
                         "y_test.npy (default: the BasicMotions set shipped with the package)")
     parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--batch-size", type=int, help="default: 128 (DESIGN.md §7), less for small training "
+    parser.add_argument("--batch-size", type=int, help="default: 128 (docs/design.md §7), less for small training "
                         "sets so that an epoch has at least 5 steps: BatchNorm's running statistics, which "
                         "evaluation uses, need tens of steps to settle")
     parser.add_argument("--lr", type=float, default=5e-4)
@@ -45,14 +47,43 @@ def parse_args(argv=None):
     for name in ("epochs", "batch_size", "timing_steps"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    problem = unwritable(args.out)
+    if problem:
+        parser.error(f"--out {args.out}: {problem}")
     return args
 
 
+def unwritable(path) -> str | None:
+    """Why a file cannot be written at `path` (None if it can), found before training rather
+    than after: creates its folder and a temporary file there."""
+    path = Path(path)
+    if path.is_dir():
+        return "is a folder, need a file name"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        return f"cannot create the folder {error.filename or path.parent}: {error.strerror or error}"
+    try:
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as error:
+        return f"cannot write in {path.parent}: {error.strerror or error}"
+    return None
+
+
 def standardise(data: HARDataset) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel zero mean / unit variance with the training set's statistics."""
-    mean = data.x_train.mean(axis=(0, 1), keepdims=True)
-    std = data.x_train.std(axis=(0, 1), keepdims=True) + 1e-6
-    return (torch.from_numpy((data.x_train - mean) / std), torch.from_numpy((data.x_test - mean) / std))
+    """Per-channel zero mean / unit variance with the training set's statistics, computed in
+    float64 (in float32 the squares of values beyond ~1e19 overflow); returns float32."""
+    x_train, x_test = data.x_train.astype(np.float64), data.x_test.astype(np.float64)
+    mean = x_train.mean(axis=(0, 1), keepdims=True)
+    std = x_train.std(axis=(0, 1), keepdims=True) + 1e-6
+    train, test = ((x - mean) / std for x in (x_train, x_test))
+    with np.errstate(over="ignore"):  # checked next
+        test32 = test.astype(np.float32)
+    if not np.isfinite(test32).all():  # train z-scores are at most sqrt(N*T): only test can overflow
+        raise ValueError(f"{data.name}: x_test standardised with x_train's per-channel mean and std reaches "
+                         f"{np.abs(test).max():.3g}, beyond float32: do the splits hold the same kind of data?")
+    return torch.from_numpy(train.astype(np.float32)), torch.from_numpy(test32)
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor):
@@ -169,6 +200,7 @@ def save_figure(path, history, windows, maps, titles):
 
 def main(argv=None) -> dict:
     """Run the demo; returns what it printed as numbers (for tests and notebooks)."""
+    import matplotlib  # noqa: F401  (the figure is drawn after training: fail before it if absent)
     from tqdm import tqdm
 
     args = parse_args(argv)

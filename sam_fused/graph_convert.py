@@ -6,13 +6,20 @@ A module is swapped when its ``forward``, traced with `torch.fx`, is exactly
     q = pool_C(x)  or  cat([pool_C(x), pool_C(x)], dim=1)     # mean and max, either order
     a = conv2d(q)       # one plain nn.Conv2d or F.conv2d on a parameter: 1 output channel,
                         # odd kernel, "same" zero padding, stride 1, dilation 1, groups 1
-    s = sigmoid(a)
+    s = sigmoid(a)      # torch.sigmoid, a.sigmoid(), F.sigmoid, torch.special.expit, nn.Sigmoid,
+                        # or in place: torch.sigmoid_(a) / a.sigmoid_()
     return x * s        # or s * x, torch.mul, s.expand_as(x) * x ... or the map s itself
 
-whatever the class and attribute names. Anything else in the graph (a BatchNorm or ReLU after
-the conv, a scale, a stride, another padding mode, ...) means the module computes something
-else and it is left alone. Modules are tried bottom-up, so a spatial gate built from helper
-modules (a channel-pool module, a conv wrapper) is found at the level that holds all of it.
+whatever the class and attribute names. The max is ``torch.max(x, 1)[0]``, ``x.max(dim=1,
+keepdim=True).values`` and the like: these send a tie's gradient to the first maximum, as the
+fused kernel does. ``amax`` shares it evenly among the tied channels, so an amax gate is left
+alone (reported): converting it would change its gradient wherever channels tie (e.g. all zero
+after a ReLU). Anything else in the graph (a BatchNorm or ReLU after the conv, a scale, a
+stride, another padding mode, ...) means the module computes something else and it is left
+alone. Modules that pool their input over channels and gate with a sigmoid-like map, but are
+not swapped, are listed in the report with the reason. Modules are tried bottom-up, so a
+spatial gate built from helper modules (a channel-pool module, a conv wrapper) is found at the
+level that holds all of it.
 
 The swapped-in `FusedSpatialAttention` re-registers the original's children, parameters and
 buffers under the same names, so ``state_dict`` keys stay the same and old checkpoints load
@@ -36,15 +43,25 @@ from .ops import spatial_attention
 # ---- what the matcher accepts ------------------------------------------------------------------
 
 _MEAN = {torch.mean, "mean"}
-_MAX_VALUES = {torch.amax, "amax"}          # return the values directly
+# amax shares the gradient evenly among tied channels; the fused kernel (like torch.max(x, dim))
+# routes all of it to the first maximum, so an amax gate converts only with a different gradient.
+_MAX_EVEN_SPLIT = {torch.amax, "amax"}
 _MAX_PAIR = {torch.max, "max"}              # return (values, indices) when given a dim
 _UNSQUEEZE = {torch.unsqueeze, "unsqueeze"}
 _CAT = {torch.cat, torch.concat, torch.concatenate}
 _CONV = {F.conv2d, torch.conv2d}
-_SIGMOID = {torch.sigmoid, torch.special.expit, F.sigmoid, "sigmoid", "sigmoid_"}
+_SIGMOID_INPLACE = {torch.sigmoid_, "sigmoid_"}
+_SIGMOID = {torch.sigmoid, torch.special.expit, getattr(F, "sigmoid", torch.sigmoid), "sigmoid"} | _SIGMOID_INPLACE
 _MUL = {operator.mul, torch.mul, torch.multiply, "mul", "multiply"}
 _CHANNEL_DIMS = (1, -3)                     # the same dim of a 4-D input, the only rank the op takes
-_POOL_OPS = _MEAN | _MAX_VALUES | _MAX_PAIR
+_POOL_OPS = _MEAN | _MAX_EVEN_SPLIT | _MAX_PAIR
+# What a near-miss may use instead, so that it is reported rather than silently left alone:
+# any reduction over channels, and sigmoid look-alikes.
+_CHANNEL_REDUCTIONS = _POOL_OPS | {
+    torch.sum, torch.amin, torch.min, torch.logsumexp, torch.norm, torch.std, torch.var, torch.median,
+    torch.nanmean, "sum", "amin", "min", "logsumexp", "norm", "std", "var", "median", "nanmean"}
+_GATE_LIKE = _SIGMOID | {F.hardsigmoid, torch.tanh, "hardsigmoid", "tanh", "softmax", F.softmax, torch.softmax}
+_GATE_MODULES = (nn.Sigmoid, nn.Hardsigmoid, nn.Tanh, nn.Softmax)
 
 
 @dataclass(frozen=True)
@@ -139,13 +156,26 @@ def _arg(node: fx.Node, pos: int, name: str, default=None):
     return node.kwargs.get(name, default)
 
 
-def _describe(node) -> str:
+def _describe(node, module: nn.Module | None = None) -> str:
+    """`node` for a message; a module call with its class when the traced `module` is given."""
     if not isinstance(node, fx.Node):
         return repr(node)
     if node.op == "call_module":
-        return f"module {node.target}"
+        cls = f" ({type(module.get_submodule(node.target)).__name__})" if module is not None else ""
+        return f"module {node.target}{cls}"
     target = node.target
     return f"{node.op} {getattr(target, '__name__', target)}"
+
+
+def _descendants(node: fx.Node) -> set[fx.Node]:
+    """Every node that uses `node`'s value, directly or through others."""
+    seen, todo = set(), [node]
+    while todo:
+        for user in todo.pop().users:
+            if user not in seen:
+                seen.add(user)
+                todo.append(user)
+    return seen
 
 
 def _is_channel_dim(dim) -> bool:
@@ -163,14 +193,32 @@ class _Matcher:
         self.used: set[fx.Node] = set()
         self.inputs = [n for n in graph.nodes if n.op == "placeholder"]
         self.x = self.inputs[0] if self.inputs else None
+        self.even_split_max = None  # the name of a pool whose tie gradient the kernel does not have
 
     def looks_like_attention(self) -> bool:
-        """Whether the graph pools, convolves and takes a sigmoid somewhere: a failed match is
-        then worth reporting (a helper module holding only the conv or the pooling is not)."""
+        """Whether a failed match is worth reporting: the graph pools, convolves and takes a
+        sigmoid somewhere, or it gates the output with a pool of the input over channels (a
+        helper module holding only the conv or the pooling is neither)."""
         nodes = list(self.graph.nodes)
         return (any(_is(n, _POOL_OPS) for n in nodes)
                 and any(_is(n, _CONV) or self._is_module(n, nn.Conv2d) for n in nodes)
-                and any(_is(n, _SIGMOID) or self._is_module(n, nn.Sigmoid) for n in nodes))
+                and any(_is(n, _SIGMOID) or self._is_module(n, nn.Sigmoid) for n in nodes)
+                ) or self._gates_with_channel_pool()
+
+    def _gates_with_channel_pool(self) -> bool:
+        """Whether some reduction of the input over channels reaches the output through a
+        sigmoid-like op, or the output multiplies the input by something computed from it."""
+        output = next(n for n in self.graph.nodes if n.op == "output")
+        result = output.args[0]
+        multiplies_x = _is(result, _MUL) and self.x in result.args
+        for node in self.graph.nodes:
+            if _is(node, _CHANNEL_REDUCTIONS) and node.args and node.args[0] is self.x and \
+                    _is_channel_dim(_arg(node, 1, "dim")):
+                downstream = _descendants(node)
+                if output in downstream and (multiplies_x or any(
+                        _is(n, _GATE_LIKE) or self._is_module(n, _GATE_MODULES) for n in downstream)):
+                    return True
+        return False
 
     def accept(self, node):
         self.used.add(node)
@@ -180,9 +228,9 @@ class _Matcher:
         if len(self.inputs) != 1:
             raise NoMatch(f"forward takes {len(self.inputs)} inputs, the pattern has one")
         out = self.accept(next(n for n in self.graph.nodes if n.op == "output"))
-        result = out.args[0]
+        result, reader = out.args[0], out  # reader: the node that reads the map's values
         if _is(result, _MUL):
-            return_map = False
+            return_map, reader = False, result
             a, b = self.accept(result).args[:2] if len(result.args) >= 2 else (None, None)
             s = b if a is self.x else a if b is self.x else None
             if s is None or len(result.args) != 2 or result.kwargs:
@@ -191,19 +239,36 @@ class _Matcher:
                 s = self.accept(s).args[0]
         else:
             return_map, s = True, result
+        s = self._sigmoid_in_place(s, reader) or s
         if not _is(s, _SIGMOID) and not self._is_module(s, nn.Sigmoid):
-            raise NoMatch(f"the map is {_describe(s)}, not a sigmoid (of the conv)")
+            raise NoMatch(f"the map is {_describe(s, self.module)}, not a sigmoid (of the conv)")
         a = self.accept(s).args[0]
         weight, bias, kernel, q = self.conv(a)
         pool = self.pooled(q)
         if weight.shape[1] != len(pool.split("+")):
             raise NoMatch(f"conv has {weight.shape[1]} input channels for pool {pool}")
         self.check_leftovers()
+        if self.even_split_max:
+            raise NoMatch(f"max via {self.even_split_max} splits the gradient evenly on ties; the fused kernel "
+                          "routes it to one index (the first maximum, as torch.max(x, 1)[0] does)")
         return Variant(pool, kernel, self.weight_path, self.bias_path, return_map)
 
-    def _is_module(self, node, cls) -> bool:
+    def _sigmoid_in_place(self, s, reader):
+        """The one in-place sigmoid (``torch.sigmoid_(a)`` / ``a.sigmoid_()``) applied to `s`
+        before `reader` reads it, whose result the graph then does not use; None if none."""
+        if not isinstance(s, fx.Node):
+            return None
+        order = {n: i for i, n in enumerate(self.graph.nodes)}
+        in_place = [u for u in s.users if _is(u, _SIGMOID_INPLACE) and u.args[:1] == (s,)]
+        if len(in_place) == 1 and order[in_place[0]] < order[reader]:
+            return in_place[0]
+        return None
+
+    def _is_module(self, node, classes) -> bool:
+        """Whether `node` calls a submodule of exactly one of `classes` (a subclass may do more)."""
+        classes = classes if isinstance(classes, tuple) else (classes,)
         return isinstance(node, fx.Node) and node.op == "call_module" and \
-            type(self.module.get_submodule(node.target)) is cls
+            type(self.module.get_submodule(node.target)) in classes
 
     # -- conv
     def conv(self, node):
@@ -303,6 +368,8 @@ class _Matcher:
         if not _is(node, _POOL_OPS):
             raise NoMatch(f"the conv input is {_describe(values)}, not a pool over channels of the input")
         self.accept(node)
+        if _is(node, _MAX_EVEN_SPLIT):
+            self.even_split_max = getattr(node.target, "__name__", node.target)
         if node.args[0] is not self.x:
             raise NoMatch(f"{_describe(node)} pools something other than the module input")
         dim, kept = _arg(node, 1, "dim"), _arg(node, 2, "keepdim", False)
@@ -335,7 +402,7 @@ _FUSED = (FusedSpatialAttention, _modules.SpatialAttentionModule, _modules.Spati
 
 def _conv_weights_on_pooled_maps(module: nn.Module, one_output: bool = False) -> bool:
     """Whether some parameter could be a conv weight over 1 or 2 pooled maps ([O, 1 or 2, kh, kw],
-    with O = 1 if `one_output`): only such modules are traced."""
+    with O = 1 if `one_output`): only such modules, and parameter-free ones, are traced."""
     return any(p.dim() == 4 and p.shape[1] <= 2 and (p.shape[0] == 1 or not one_output)
                for p in module.parameters())
 
@@ -343,6 +410,37 @@ def _conv_weights_on_pooled_maps(module: nn.Module, one_output: bool = False) ->
 def _first_line(error: Exception) -> str:
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0] if text else ''}"
+
+
+def _has_forward_hooks(module: nn.Module) -> str | None:
+    """The first (sub)module of `module` with forward (pre-)hooks, which a swap would drop."""
+    return next((name or "the module" for name, m in module.named_modules()
+                 if m._forward_hooks or m._forward_pre_hooks), None)
+
+
+def _match(module: nn.Module) -> Variant | str | None:
+    """What to do with one module whose descendants hold no spatial attention: the `Variant`
+    to swap in, the reason (a str) to skip a module that looks like a spatial attention, or
+    None for a module that does not."""
+    if fx.Tracer().is_leaf_module(module, ""):
+        return None
+    conv_like, parameterless = _conv_weights_on_pooled_maps(module), next(module.parameters(), None) is None
+    if not (conv_like or parameterless):
+        return None
+    try:
+        matcher = _Matcher(module, fx.Tracer().trace(module))
+    except Exception as error:  # noqa: BLE001  (any failure of user code under tracing)
+        if not _conv_weights_on_pooled_maps(module, one_output=True):
+            return None
+        return f"cannot be traced by torch.fx ({_first_line(error)})"
+    try:
+        variant = matcher.match()
+    except NoMatch as mismatch:
+        return str(mismatch) if matcher.looks_like_attention() else None
+    hooked = _has_forward_hooks(module)
+    if hooked:
+        return f"{hooked} has forward hooks, which the fused module would not run"
+    return variant
 
 
 def _swap(module: nn.Module, path: str, report: ConvertReport) -> tuple[nn.Module, bool]:
@@ -360,28 +458,16 @@ def _swap(module: nn.Module, path: str, report: ConvertReport) -> tuple[nn.Modul
         if new is not child:
             setattr(module, name, new)
         found = found or child_found
-    if found or fx.Tracer().is_leaf_module(module, "") or not _conv_weights_on_pooled_maps(module):
-        return module, found
-    try:
-        matcher = _Matcher(module, fx.Tracer().trace(module))
-    except Exception as error:  # noqa: BLE001  (any failure of user code under tracing)
-        if not _conv_weights_on_pooled_maps(module, one_output=True):
-            return module, False
-        report.skipped.append((path, cls, f"cannot be traced by torch.fx ({_first_line(error)})"))
+    if found:
         return module, True
-    try:
-        variant = matcher.match()
-    except NoMatch as mismatch:
-        if not matcher.looks_like_attention():
-            return module, False
-        report.skipped.append((path, cls, str(mismatch)))
+    outcome = _match(module)
+    if outcome is None:
+        return module, False
+    if isinstance(outcome, str):
+        report.skipped.append((path, cls, outcome))
         return module, True
-    hooked = [name or "the module" for name, m in module.named_modules() if m._forward_hooks or m._forward_pre_hooks]
-    if hooked:
-        report.skipped.append((path, cls, f"{hooked[0]} has forward hooks, which the fused module would not run"))
-        return module, True
-    report.swapped.append((path, cls, str(variant)))
-    return FusedSpatialAttention(module, variant), True
+    report.swapped.append((path, cls, str(outcome)))
+    return FusedSpatialAttention(module, outcome), True
 
 
 def convert(model: nn.Module, *, verbose: bool = False, return_report: bool = False):

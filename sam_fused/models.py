@@ -1,4 +1,4 @@
-"""SANN: the spatial-attention HAR network the layer comes from (DESIGN.md §7).
+"""SANN: the spatial-attention HAR network the layer comes from (docs/design.md §7).
 
 Blocks of ``Conv2d -> SpatialAttentionModule -> BatchNorm2d -> ReLU`` over a ``[N, 1, T, M]``
 window (T time steps, M sensor channels), then ``AdaptiveAvgPool2d((1, M))``, flatten and a
@@ -34,7 +34,7 @@ class SANN(nn.Module):
 
     in_modalities: M, the number of sensor channels of a window.
     num_classes: number of activities.
-    attention: "fused" (sam_fused op) or "reference" (eager PyTorch, DESIGN.md §1).
+    attention: "fused" (sam_fused op) or "reference" (eager PyTorch, docs/design.md §1).
     block_kernel / block_stride / block_padding: the block convolution (the public reference
         implementation's (3,1) / (2,1) / (1,0) by default).
     channels: output channels of the blocks, one block per entry.

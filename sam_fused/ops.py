@@ -15,26 +15,36 @@ from __future__ import annotations
 
 import torch
 
+from typing import Optional
+
 from . import _C  # noqa: F401  (loads the library that registers the ops)
+from ._api import check_tensor, check_type, functorch_active
 from .reference import POOLS, pool_maps
 
 _fwd = torch.ops.sam_fused.spatial_attention_fwd
 _bwd = torch.ops.sam_fused.spatial_attention_bwd
+_composite = torch.ops.sam_fused.spatial_attention_composite
 _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
 def check_args(x, weight, bias, pool) -> None:
-    """Raise a ValueError naming the argument when the inputs cannot be a spatial attention."""
+    """Raise a ValueError naming the argument when the inputs cannot be a spatial attention
+    (TypeError where an argument is not even of the right Python type)."""
+    check_tensor(x, "x")
+    check_tensor(weight, "weight")
+    if bias is not None:
+        check_tensor(bias, "bias")
+    check_type(pool, str, "pool")
     if pool not in POOLS:
         raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
-    if not isinstance(x, torch.Tensor) or x.dim() != 4:
-        raise ValueError(f"x must be a 4-D tensor [B, C, H, W], got shape {tuple(getattr(x, 'shape', ()))}")
+    if x.dim() != 4:
+        raise ValueError(f"x must be a 4-D tensor [B, C, H, W], got shape {tuple(x.shape)}")
     if x.dtype not in _DTYPES:
         raise ValueError(f"x must be float32, float64, float16 or bfloat16, got {x.dtype}")
     if x.shape[1] == 0:
         raise ValueError("x must have at least one channel (C >= 1)")
     P = len(pool_maps(pool))
-    if not isinstance(weight, torch.Tensor) or weight.dim() != 4 or weight.shape[0] != 1 or weight.shape[1] != P:
+    if weight.dim() != 4 or weight.shape[0] != 1 or weight.shape[1] != P:
         raise ValueError(f"weight must have shape [1, {P}, kh, kw] for pool={pool!r}, "
                          f"got {tuple(getattr(weight, 'shape', ()))}")
     kh, kw = weight.shape[2], weight.shape[3]
@@ -42,7 +52,7 @@ def check_args(x, weight, bias, pool) -> None:
         raise ValueError(f"weight kernel size must be odd (same padding), got {kh}x{kw}")
     _check_like(x, weight, "weight")
     if bias is not None:
-        if not isinstance(bias, torch.Tensor) or tuple(bias.shape) != (1,):
+        if tuple(bias.shape) != (1,):
             raise ValueError(f"bias must have shape [1] or be None, got {tuple(getattr(bias, 'shape', ()))}")
         _check_like(x, bias, "bias")
 
@@ -77,9 +87,27 @@ def _fwd_fake(x, weight, bias, pool, return_map):
     return torch.empty_like(x, memory_format=_out_memory_format(x)), pooled
 
 
+def check_bwd_args(grad_out, x, weight, bias, pooled, pool, return_map) -> None:
+    """The backward op's checks (csrc/sam_fused.cpp check_bwd_inputs), for its fake kernel."""
+    check_args(x, weight, bias, pool)
+    B, _, H, W = x.shape
+    expected = (B, 1, H, W) if return_map else tuple(x.shape)
+    if tuple(grad_out.shape) != expected:
+        raise ValueError(f"grad_out must have shape {list(expected)}, got {list(grad_out.shape)}")
+    if not grad_out.is_floating_point():
+        raise ValueError(f"grad_out must be a floating-point tensor, got {grad_out.dtype}")
+    if grad_out.device != x.device:
+        raise ValueError(f"grad_out must be on the device of x ({x.device}), got {grad_out.device}")
+    P = weight.shape[1]
+    if tuple(pooled.shape) != (B, P, H, W) or pooled.dtype != _acc_dtype(x.dtype) or pooled.device != x.device:
+        raise ValueError(f"pooled must be the [B, P, H, W] {_acc_dtype(x.dtype)} maps returned by "
+                         f"spatial_attention_fwd on the device of x, got {list(pooled.shape)} {pooled.dtype} "
+                         f"on {pooled.device}")
+
+
 @torch.library.register_fake("sam_fused::spatial_attention_bwd")
 def _bwd_fake(grad_out, x, weight, bias, pooled, pool, return_map):
-    check_args(x, weight, bias, pool)
+    check_bwd_args(grad_out, x, weight, bias, pooled, pool, return_map)
     return (torch.empty_like(x, memory_format=_out_memory_format(x)),
             torch.empty_like(weight, memory_format=torch.contiguous_format),
             weight.new_empty((1,)))
@@ -113,13 +141,26 @@ class SpatialAttentionFunction(torch.autograd.Function):
     backward = staticmethod(_backward)
 
 
-def spatial_attention(x, weight, bias=None, pool: str = "mean", return_map: bool = False):
+# Optional (not `X | None`) for TorchScript's parser.
+def spatial_attention(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,  # noqa: UP045
+                      pool: str = "mean", return_map: bool = False) -> torch.Tensor:
     """Fused spatial attention: ``x * sigmoid(conv(pool_C(x), weight) + bias)``.
 
     x: ``[B, C, H, W]``; weight: ``[1, P, kh, kw]`` with odd kh, kw and P pooled maps
     (1 for "mean"/"max", 2 for "mean+max"/"max+mean", concatenated in that order);
     bias: ``[1]`` or None. Returns ``x * s`` (or ``s`` ``[B, 1, H, W]`` with return_map).
-    Bad arguments raise ValueError naming the argument (checked in C++ for real tensors, and
-    by `check_args` in the fake kernel under torch.compile / export).
+    Bad arguments raise ValueError (TypeError for a wrong Python type) naming the argument:
+    checked here, in C++ for real tensors, and by `check_args` in the fake kernel under
+    torch.compile / export. Under torch.func transforms it computes the same function as
+    differentiable ATen ops (see `sam_fused._api.functorch_active`).
     """
-    return _fwd(x, weight, bias, pool, return_map)[0]
+    if not torch.jit.is_scripting():
+        check_tensor(x, "x")
+        check_tensor(weight, "weight")
+        if bias is not None:
+            check_tensor(bias, "bias")
+        check_type(pool, str, "pool")
+        check_type(return_map, bool, "return_map")
+        if functorch_active():
+            return _composite(x, weight, bias, pool, return_map)
+    return torch.ops.sam_fused.spatial_attention_fwd(x, weight, bias, pool, return_map)[0]

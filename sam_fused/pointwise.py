@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from . import _C  # noqa: F401  (loads the library that registers the ops)
+from ._api import check_tensor, functorch_active
 
 _fwd = torch.ops.sam_fused.pointwise_attention_fwd
 _bwd = torch.ops.sam_fused.pointwise_attention_bwd
@@ -61,23 +62,22 @@ def _bwd_fake(grad, x, y):
     return _empty_like_result(x, y, grad), _empty_like_result(x, y, grad)
 
 
-def _setup_context(ctx, inputs, output):
-    x, y = inputs
-    ctx.save_for_backward(x, y)
-
-
-def _backward(ctx, grad):
-    x, y = ctx.saved_tensors
-    return _bwd(grad, x, y)
-
-
-torch.library.register_autograd("sam_fused::pointwise_attention_fwd", _backward, setup_context=_setup_context)
+# Autograd is registered in C++ (csrc/autograd/pointwise_autograd.cpp), like the spatial op's.
 
 
 def pointwise_attention(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Fused ``x * torch.sigmoid(y)`` for ``y`` of the shape, dtype and device of ``x``
     (float32/64, float16, bfloat16; fp16/bf16 computed in float32 and rounded once).
-    Bad arguments raise ValueError naming the argument."""
+    Bad arguments raise ValueError naming the argument.
+
+    Under torch.func transforms (grad, vjp, jvp, vmap, ...) it computes the same function as
+    differentiable ATen ops, which every transform supports."""
+    if not torch.jit.is_scripting():
+        check_tensor(x, "x")
+        check_tensor(y, "y")
+        if functorch_active():
+            _check({"x": x, "y": y})
+            return x * torch.sigmoid(y)
     return _fwd(x, y)
 
 

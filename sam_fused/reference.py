@@ -1,6 +1,6 @@
 """Reference (eager PyTorch) spatial-attention modules: the ground truth of every parity test.
 
-`SpatialAttentionModule` is the HAR layer exactly as in DESIGN.md §1 (same attribute names, so
+`SpatialAttentionModule` is the HAR layer exactly as in docs/design.md §1 (same attribute names, so
 the same ``state_dict`` keys). `SpatialGateReference` covers the CBAM family the fused op
 supports: pooled maps over C, one odd "same"-padded conv with one output channel, sigmoid,
 then ``x * s`` (or ``s`` itself with ``return_map=True``).
@@ -30,7 +30,7 @@ def kernel_pair(kernel_size) -> tuple[int, int]:
 
 
 class SpatialAttentionModule(nn.Module):
-    """HAR spatial attention: mean over C, 3x1 conv, sigmoid, re-weight (DESIGN.md §1)."""
+    """HAR spatial attention: mean over C, 3x1 conv, sigmoid, re-weight (docs/design.md §1)."""
 
     def __init__(self):
         super().__init__()
@@ -72,4 +72,5 @@ class SpatialGateReference(nn.Module):
         return s if self.return_map else x * s
 
     def extra_repr(self):
-        return f"kernel_size={self.kernel_size}, pool={self.pool!r}, bias={self.bias is not None}, return_map={self.return_map}"
+        return (f"kernel_size={self.kernel_size}, pool={self.pool!r}, bias={self.bias is not None}, "
+                f"return_map={self.return_map}")

@@ -1,4 +1,4 @@
-"""Runs the CUDA block programs through the CPU execution context (DESIGN.md §8) via the
+"""Runs the CUDA block programs through the CPU execution context (docs/design.md §8) via the
 test-only ops ``sam_fused::_emulate_fwd`` / ``_emulate_bwd`` and decodes their traffic counters."""
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ trips. Every expected value comes from running the unconverted module (eager PyT
 from __future__ import annotations
 
 import copy
+import functools
 
 import pytest
 import torch
@@ -28,7 +29,7 @@ def _randomized(module, seed=0):
 # ---- the zoo: each is a spatial attention the fused op computes ------------------------------
 
 class HarSam(nn.Module):
-    """The HAR layer as in DESIGN.md §1, under other names."""
+    """The HAR layer as in docs/design.md §1, under other names."""
 
     def __init__(self):
         super().__init__()
@@ -76,13 +77,23 @@ class CbamSpatialGate(nn.Module):
         return x * scale
 
 
-class AmaxGate(nn.Module):
-    """mean+max with amax, methods and nn.Sigmoid; s * x."""
+class MaxMethodGate(nn.Module):
+    """mean+max with methods (max(...).values) and nn.Sigmoid; s * x."""
 
     def __init__(self):
         super().__init__()
         self.conv1 = nn.Conv2d(2, 1, 3, padding=1, bias=True)
         self.sigmoid = nn.Sigmoid()
+
+    def forward(self, x):
+        avg_out = x.mean(1, keepdim=True)
+        max_out = x.max(dim=1, keepdim=True).values
+        s = self.sigmoid(self.conv1(torch.cat([avg_out, max_out], dim=1)))
+        return s * x
+
+
+class AmaxGate(MaxMethodGate):
+    """The same with amax, which shares a tie's gradient evenly: left alone."""
 
     def forward(self, x):
         avg_out = x.mean(1, keepdim=True)
@@ -139,7 +150,7 @@ class FunctionalGate(nn.Module):
         self.k = k
 
     def forward(self, x):
-        q = torch.cat([x.amax(-3, keepdim=True), x.mean(-3, keepdim=True)], dim=-3)
+        q = torch.cat([x.max(-3, keepdim=True)[0], x.mean(-3, keepdim=True)], dim=-3)
         return x * torch.sigmoid(F.conv2d(q, self.w, self.b, stride=1, padding=(self.k // 2, self.k // 2)))
 
 
@@ -166,11 +177,73 @@ class SequentialMap(nn.Sequential):
         super().__init__(self.MeanPool(), nn.Conv2d(1, 1, 3, padding=1), nn.Sigmoid())
 
 
+def _unpacked_max(x):
+    m, _ = torch.max(x, 1, keepdim=True)
+    return m
+
+
+def _sigmoid_in_place(a):
+    torch.sigmoid_(a)  # the result unused: a itself is the map
+    return a
+
+
+def _sigmoid_method_in_place(a):
+    a.sigmoid_()
+    return a
+
+
+MAX_SPELLINGS = {
+    "torch.max(x, 1)[0].unsqueeze(1)": lambda x: torch.max(x, 1)[0].unsqueeze(1),
+    "x.max(1)[0].unsqueeze(1)": lambda x: x.max(1)[0].unsqueeze(1),
+    "x.max(1, True)[0]": lambda x: x.max(1, True)[0],
+    "x.max(dim=1, keepdim=True).values": lambda x: x.max(dim=1, keepdim=True).values,
+    "torch.max(x, dim=1, keepdim=True)[0]": lambda x: torch.max(x, dim=1, keepdim=True)[0],
+    "torch.max(x, dim=-3).values.unsqueeze(-3)": lambda x: torch.max(x, dim=-3).values.unsqueeze(-3),
+    "m, _ = torch.max(x, 1, keepdim=True)": lambda x: _unpacked_max(x),
+}
+SIGMOID_SPELLINGS = {
+    "torch.sigmoid": torch.sigmoid,
+    "a.sigmoid()": lambda a: a.sigmoid(),
+    "F.sigmoid": F.sigmoid,
+    "torch.special.expit": torch.special.expit,
+    "torch.sigmoid_(a), result used": torch.sigmoid_,
+    "a.sigmoid_(), result used": lambda a: a.sigmoid_(),
+    "torch.sigmoid_(a); a": _sigmoid_in_place,
+    "a.sigmoid_(); a": _sigmoid_method_in_place,
+}
+
+
+class Spelled(nn.Module):
+    """mean+max -> conv 3x3 -> sigmoid -> x * s, with the max and the sigmoid written by the
+    given functions."""
+
+    def __init__(self, max_of=MAX_SPELLINGS["torch.max(x, 1)[0].unsqueeze(1)"], sigmoid=torch.sigmoid):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 1, 3, padding=1)
+        self.max_of, self.sigmoid = max_of, sigmoid
+
+    def forward(self, x):
+        return x * self.sigmoid(self.conv(torch.cat([x.mean(1, keepdim=True), self.max_of(x)], 1)))
+
+
+class InPlaceMap(nn.Module):
+    """Returns the map, made in place by sigmoid_ on the conv output."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 3, padding=1, bias=False)
+
+    def forward(self, x):
+        a = self.conv(torch.max(x, 1, keepdim=True)[0])
+        a.sigmoid_()
+        return a
+
+
 ZOO = {
     # name: (module factory, expected variant string)
     "har": (HarSam, "pool=mean kernel=3x1 bias=True output=x*s"),
     "cbam": (CbamSpatialGate, "pool=max+mean kernel=7x7 bias=False output=x*s"),
-    "amax_nn_sigmoid_s_times_x": (AmaxGate, "pool=mean+max kernel=3x3 bias=True output=x*s"),
+    "max_values_nn_sigmoid_s_times_x": (MaxMethodGate, "pool=mean+max kernel=3x3 bias=True output=x*s"),
     "max_values_same_padding": (MaxValuesGate, "pool=max+mean kernel=5x3 bias=False output=x*s"),
     "max_only_expand_as": (MaxOnlyGate, "pool=max kernel=5x5 bias=True output=x*s"),
     "map_only": (AttentionMap, "pool=mean+max kernel=7x7 bias=False output=s"),
@@ -178,7 +251,14 @@ ZOO = {
     "size_query_1x1_valid": (SizeQueryGate, "pool=mean kernel=1x1 bias=True output=x*s"),
     "sequential_map": (SequentialMap, "pool=mean kernel=3x3 bias=True output=s"),
     "cbam_3x3": (lambda: CbamSpatialGate(3), "pool=max+mean kernel=3x3 bias=False output=x*s"),
+    "in_place_map": (InPlaceMap, "pool=max kernel=3x3 bias=False output=s"),
 }
+for _name, _max_of in MAX_SPELLINGS.items():
+    ZOO[f"max {_name}"] = (functools.partial(Spelled, max_of=_max_of), "pool=mean+max kernel=3x3 bias=True output=x*s")
+for _name, _sigmoid in SIGMOID_SPELLINGS.items():
+    ZOO[f"sigmoid {_name}"] = (functools.partial(Spelled, sigmoid=_sigmoid),
+                               "pool=mean+max kernel=3x3 bias=True output=x*s")
+ZOO["sigmoid nn.Sigmoid()"] = (lambda: Spelled(sigmoid=nn.Sigmoid()), "pool=mean+max kernel=3x3 bias=True output=x*s")
 
 
 @pytest.mark.parametrize("name", ZOO)
@@ -192,6 +272,45 @@ def test_zoo_module_is_swapped_with_parity(name):
     x = make_input((2, 5, 9, 7), torch.float64)
     expected = module_results(original, x)  # output and grads of x and of every parameter
     assert_results_close(module_results(converted, x), expected, torch.float64, name)
+
+
+def _input_with_channel_ties(shape=(2, 5, 9, 7), seed=3):
+    """Small integers: at most pixels several channels share the maximum."""
+    x = torch.randint(-2, 3, shape, generator=torch.Generator().manual_seed(seed)).double()
+    top = x.amax(1, keepdim=True)
+    assert ((x == top).sum(1) > 1).float().mean() > 0.3  # ties at a good share of the pixels
+    return x
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_zoo_gradient_on_channel_ties_is_the_original(name):
+    """Where channels tie for the maximum, the converted gate's gradients (of x and of every
+    parameter) are the original's: both route a tie's gradient to the first maximum."""
+    factory, _ = ZOO[name]
+    original = _randomized(factory()).double()
+    converted = sam_fused.convert(copy.deepcopy(original))
+    assert isinstance(converted, sam_fused.FusedSpatialAttention)
+    x = _input_with_channel_ties()
+    actual, expected = module_results(converted, x), module_results(original, x)
+    for key in expected:
+        torch.testing.assert_close(actual[key], expected[key], rtol=1e-12, atol=1e-12, msg=f"{name} {key}")
+
+
+@pytest.mark.parametrize("gate", [AmaxGate, lambda: Spelled(max_of=lambda x: torch.amax(x, 1, keepdim=True))])
+def test_amax_gate_is_skipped_because_its_tie_gradient_differs(gate):
+    """amax shares a tie's gradient evenly: the gate is left alone with that reason, and the
+    fused op on its parameters would indeed give another dx on ties."""
+    module = _randomized(gate()).double()
+    result, report = sam_fused.convert(module, return_report=True)
+    assert result is module and report.swapped == []
+    assert len(report.skipped) == 1 and "amax splits the gradient evenly on ties" in report.skipped[0][2]
+    conv = module.conv1 if isinstance(module, AmaxGate) else module.conv
+    x = _input_with_channel_ties()
+    fused = functools.partial(sam_fused.spatial_attention, weight=conv.weight, bias=conv.bias, pool="mean+max")
+    grad_out = torch.ones_like(x)
+    dx_fused = torch.autograd.grad(fused(x.requires_grad_()), x, grad_out)[0]
+    dx_original = torch.autograd.grad(module(x), x, grad_out)[0]
+    assert (dx_fused - dx_original).abs().max() > 1e-3
 
 
 def test_zoo_parity_in_float32_channels_last():
@@ -216,7 +335,7 @@ class Gate(nn.Module):
         self.map_only = map_only
 
     def forward(self, x):
-        q = self.pool(x) if self.pool else torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], 1)
+        q = self.pool(x) if self.pool else torch.cat([x.mean(1, keepdim=True), x.max(1, keepdim=True)[0]], 1)
         a = self.conv(q)
         if self.extra is not None:
             a = self.extra(a)
@@ -263,6 +382,43 @@ class GroupedGate(nn.Module):
 NEAR_MISSES["grouped_conv_summed"] = (GroupedGate, "the sigmoid's input")
 
 
+class NoConvGate(nn.Module):
+    """A parameter-free gate: the sigmoid of the channel mean, no conv."""
+
+    def forward(self, x):
+        return x * torch.sigmoid(x.mean(1, keepdim=True))
+
+
+class SigmoidAfterProduct(Spelled):
+    """The in-place sigmoid runs after the product has read the conv output."""
+
+    def forward(self, x):
+        a = self.conv(torch.cat([x.mean(1, keepdim=True), self.max_of(x)], 1))
+        y = x * a
+        a.sigmoid_()
+        return y
+
+
+def _handwritten_sigmoid(a):
+    return 1 / (1 + torch.exp(-a))
+
+
+NEAR_MISSES.update({
+    "amax_method": (AmaxGate, "max via amax splits the gradient evenly on ties"),
+    "torch_amax": (lambda: Spelled(max_of=lambda x: torch.amax(x, dim=1, keepdim=True)), "max via amax"),
+    "hardsigmoid": (lambda: Spelled(sigmoid=F.hardsigmoid), "the map is call_function hardsigmoid, not a sigmoid"),
+    "hardsigmoid_module": (lambda: Spelled(sigmoid=nn.Hardsigmoid()), "module sigmoid (Hardsigmoid), not a sigmoid"),
+    "tanh": (lambda: Spelled(sigmoid=torch.tanh), "not a sigmoid"),
+    "handwritten_sigmoid": (lambda: Spelled(sigmoid=_handwritten_sigmoid), "the map is call_function truediv"),
+    "sigmoid_in_place_after_the_product": (SigmoidAfterProduct, "the map is module conv (Conv2d), not a sigmoid"),
+    "sum_over_channels": (lambda: Gate(pool=lambda x: torch.cat([x.sum(1, True), x.mean(1, True)], 1)),
+                          "call_method sum, not a pool over channels"),
+    "min_over_channels": (lambda: Gate(pool=lambda x: torch.cat([x.mean(1, True), torch.min(x, 1, True)[0]], 1)),
+                          "not a pool over channels"),
+    "no_conv": (NoConvGate, "the sigmoid's input is call_method mean, not a conv"),
+})
+
+
 @pytest.mark.parametrize("name", NEAR_MISSES)
 def test_near_miss_is_left_untouched_and_reported(name):
     factory, reason_words = NEAR_MISSES[name]
@@ -286,7 +442,8 @@ def test_module_that_cannot_be_traced_is_skipped_with_the_reason():
     model = nn.Sequential(nn.Identity(), Branchy())
     _, report = sam_fused.convert(model, return_report=True)
     assert report.swapped == []
-    assert [(p, c) for p, c, _ in report.skipped] == [("1", "test_module_that_cannot_be_traced_is_skipped_with_the_reason.<locals>.Branchy")]
+    assert [(p, c) for p, c, _ in report.skipped] == [
+        ("1", "test_module_that_cannot_be_traced_is_skipped_with_the_reason.<locals>.Branchy")]
     assert "cannot be traced" in report.skipped[0][2]
 
 
@@ -308,7 +465,8 @@ def test_verbose_prints_the_report(capsys):
     sam_fused.convert(model, verbose=True)
     printed = capsys.readouterr().out
     assert "1 swapped, 1 skipped" in printed
-    assert "swapped 0 [HarSam]: pool=mean kernel=3x1" in printed and "skipped 1 [Gate]: Conv2d 'conv' has stride" in printed
+    assert "swapped 0 [HarSam]: pool=mean kernel=3x1" in printed
+    assert "skipped 1 [Gate]: Conv2d 'conv' has stride" in printed
 
 
 # ---- nested models ------------------------------------------------------------------------------

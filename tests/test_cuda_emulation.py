@@ -1,10 +1,8 @@
-"""The CUDA kernels' block programs, run on the CPU through the emulation context (DESIGN.md
-§8), against the reference modules: forward output, pooled maps and every gradient, for each
-kernel variant (one pass / two pass), pool, layout, dtype and the edge shapes that exercise
-tiling (partial last tile, one-row tiles, tiles of a whole sample, C = 1, W = 1, H = 1,
-several reduction rounds, NHWC with C > 32)."""
-import itertools
-
+"""The CUDA kernels' block programs, run on the CPU through the emulation context
+(docs/design.md §8), against the reference modules: forward output, pooled maps and every
+gradient, for each kernel variant (one pass / two pass), pool, layout, dtype and the edge
+shapes that exercise tiling (partial last tile, one-row tiles, tiles of a whole sample, C = 1,
+W = 1, H = 1, several reduction rounds, NHWC with C > 32)."""
 import pytest
 import torch
 

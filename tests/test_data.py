@@ -1,6 +1,8 @@
 """Data loaders: the shipped BasicMotions set, the .ts reader and the npy folder layout."""
+import os
 import re
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -133,6 +135,8 @@ MALFORMED_NPY = {
     "object array": ("x_train", np.array([np.zeros(3), None], dtype=object),
                      "x_train.npy: cannot load as a .npy array: Object arrays"),
     "mixed label kinds": ("y_test", np.array(["a", "b"]), "y_test.npy: labels are"),
+    "one training class": ("y_train", np.full(4, 3), "y_train.npy: every label is 3: training a classifier needs"),
+    "bytes labels not UTF-8": ("y_train", np.array([b"\xff", b"a", b"b", b"c"]), "y_train.npy: byte-string labels"),
 }
 
 
@@ -163,3 +167,84 @@ def test_npy_folder_truncated_file(tmp_path):
     (folder / "x_train.npy").write_bytes((folder / "x_train.npy").read_bytes()[:60])
     with pytest.raises(ValueError, match="x_train.npy: cannot load as a .npy array"):
         load_npy_folder(folder)
+
+
+def test_npz_renamed_npy_names_the_file_and_closes_it(tmp_path):
+    folder = save_npy_folder(tmp_path / "d", **good_arrays())
+    path = folder / "x_train.npy"
+    with open(path, "wb") as file:  # np.savez on a file object keeps the .npy name
+        np.savez(file, x=np.zeros((4, 10, 3)), y=np.arange(4))
+    with pytest.raises(ValueError, match=re.escape(str(path)) + r": cannot load as a \.npy array: it is an \.npz "
+                       r"archive \(of arrays \['x', 'y'\]\)"):
+        load_npy_folder(folder)
+    fd_dir = Path("/proc/self/fd")
+    if fd_dir.is_dir():  # no file handle on it left open
+        open_files = []
+        for fd in fd_dir.iterdir():
+            try:
+                open_files.append(os.readlink(fd))
+            except OSError:
+                pass
+        assert str(path) not in open_files
+
+
+def _write_npy_header(path, shape, descr="<f4", data=b""):
+    with open(path, "wb") as file:
+        np.lib.format.write_array_header_1_0(file, {"descr": descr, "fortran_order": False, "shape": shape})
+        file.write(data)
+
+
+def test_npy_header_claiming_a_huge_array_is_refused_before_allocating(tmp_path):
+    folder = save_npy_folder(tmp_path / "d", **good_arrays())
+    path = folder / "x_train.npy"
+    _write_npy_header(path, (1_000_000, 1_000_000, 1), data=b"\0" * 480)  # claims 4e12 bytes = 3.64 TiB
+    with pytest.raises(ValueError, match=re.escape(str(path)) + r": cannot load as a \.npy array: its header claims "
+                       r"shape \(1000000, 1000000, 1\) of float32 \(3\.64 TiB\) but the file holds 480 B"):
+        load_npy_folder(folder)
+
+
+def test_npy_truncated_after_the_header(tmp_path):
+    folder = save_npy_folder(tmp_path / "d", **good_arrays())
+    path = folder / "x_test.npy"
+    path.write_bytes(path.read_bytes()[:-8])  # 2 x 10 x 3 float32 = 240 bytes, 232 left
+    with pytest.raises(ValueError, match=re.escape(str(path)) + r": .*\(240 B\) but the file holds 232 B"):
+        load_npy_folder(folder)
+
+
+def test_npy_that_is_not_npy_at_all(tmp_path):
+    folder = save_npy_folder(tmp_path / "d", **good_arrays())
+    (folder / "y_train.npy").write_text("1,2,3,4\n")
+    with pytest.raises(ValueError, match=r"y_train\.npy: cannot load as a \.npy array: .*magic string"):
+        load_npy_folder(folder)
+
+
+def test_npy_values_beyond_float32(tmp_path):
+    arrays = good_arrays()
+    arrays["x_test"] = np.full((2, 10, 3), 1e39)  # finite in float64, inf in float32
+    folder = save_npy_folder(tmp_path / "d", **arrays)
+    with pytest.raises(ValueError, match=r"x_test\.npy: values up to 1e\+39 exceed the float32 range"):
+        load_npy_folder(folder)
+
+
+def test_ts_with_a_byte_order_mark_parses_like_without(tmp_path):
+    plain = load_ts(write(tmp_path, HEADER + CASES, "plain.ts"))
+    bom = tmp_path / "bom.ts"
+    bom.write_bytes(b"\xef\xbb\xbf" + (HEADER + CASES).encode())
+    with_bom = load_ts(bom)
+    np.testing.assert_array_equal(with_bom[0], plain[0])
+    np.testing.assert_array_equal(with_bom[1], plain[1])
+    assert with_bom[2] == plain[2]
+
+
+def test_ts_values_beyond_float32(tmp_path):
+    path = write(tmp_path, HEADER + "1,2,3:4,5e38,6:walk\n")
+    with pytest.raises(ValueError, match=re.escape(str(path)) + r": line 11: dimension 1: 5e\+38 exceeds the float32"):
+        load_ts(path)
+
+
+def test_npy_folder_accepts_byte_string_labels_and_names_the_folder_it_is(tmp_path, monkeypatch):
+    x = np.zeros((2, 4, 2), np.float32)
+    folder = save_npy_folder(tmp_path / "har", x, np.array([b"walk", b"sit"]), x, np.array([b"sit", b"sit"]))
+    monkeypatch.chdir(folder)
+    data = load_npy_folder(".")
+    assert data.name == "har" and data.class_names == ("sit", "walk") and data.y_train.tolist() == [1, 0]

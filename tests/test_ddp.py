@@ -26,8 +26,8 @@ from sam_fused.models import SANN
 WORLD_SIZE, STEPS, BATCH, T, M, CLASSES = 2, 2, 8, 16, 3, 4
 
 
-def small_sann():
-    model = SANN(M, CLASSES, attention="fused", channels=(8, 16)).double()
+def small_sann(attention="fused"):
+    model = SANN(M, CLASSES, attention=attention, channels=(8, 16)).double()
     return model.eval()  # see the module docstring
 
 
@@ -91,7 +91,10 @@ def test_ddp_gradients_equal_single_process_on_the_concatenated_batch(tmp_path):
     assert model.attention == "fused"
     initial = {k: v.clone() for k, v in model.state_dict().items()}
     run_ranks(initial, tmp_path)
-    expected = train(model, *batches())
+    original = small_sann("reference")
+    original.load_state_dict(initial)
+    expected = train(original, *batches())  # the original layer, one process: the drop-in rule
+    train(model, *batches())
     for rank in range(WORLD_SIZE):
         result = torch.load(tmp_path / f"rank{rank}.pt")
         for step in range(STEPS):

@@ -1,5 +1,7 @@
 """`python -m sam_fused.demo`: runs end to end, is deterministic with --seed, writes the PNG."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -75,3 +77,77 @@ def test_bad_arguments_exit_with_a_message(capsys):
     with pytest.raises(SystemExit):
         demo.parse_args(["--epochs", "0"])
     assert "--epochs must be >= 1" in capsys.readouterr().err
+
+
+def _dataset(x_train, x_test):
+    from sam_fused.data import HARDataset
+    y_train, y_test = np.arange(len(x_train)) % 2, np.arange(len(x_test)) % 2
+    return HARDataset("tiny", x_train, y_train, x_test, y_test, ("a", "b"))
+
+
+def test_standardise_huge_finite_values():
+    """Values near 1e20 are finite in float32, but their squares are not: the statistics must
+    not overflow (they did, and the demo trained on all-zero inputs)."""
+    rng = np.random.default_rng(0)
+    x_train, x_test = ((1e20 * (1 + rng.normal(size=(n, 16, 3)))).astype(np.float32) for n in (12, 6))
+    train, test = demo.standardise(_dataset(x_train, x_test))
+    x64 = x_train.astype(np.float64)
+    mean, std = x64.mean(axis=(0, 1), keepdims=True), x64.std(axis=(0, 1), keepdims=True)
+    torch.testing.assert_close(train, torch.from_numpy(((x64 - mean) / std).astype(np.float32)))
+    torch.testing.assert_close(test, torch.from_numpy(((x_test - mean) / std).astype(np.float32)))
+
+
+def test_standardise_refuses_a_test_split_beyond_float32():
+    x_train = np.ones((4, 8, 2), np.float32)  # constant: std 0
+    x_test = np.full((2, 8, 2), 1e35, np.float32)
+    with pytest.raises(ValueError, match=r"tiny: x_test standardised .* beyond float32"):
+        demo.standardise(_dataset(x_train, x_test))
+
+
+def test_huge_values_train_like_the_same_data_at_unit_scale(tiny_folder, tmp_path, monkeypatch):
+    monkeypatch.setattr(demo, "save_figure", lambda *args: None)
+    scaled = tmp_path / "scaled"
+    scaled.mkdir()
+    for name in ("x_train", "y_train", "x_test", "y_test"):
+        array = np.load(tiny_folder / f"{name}.npy")
+        np.save(scaled / f"{name}.npy", array * np.float32(1e20) if name.startswith("x") else array)
+    unit, huge = run(tiny_folder, tmp_path / "a.png"), run(scaled, tmp_path / "b.png")
+    assert np.isfinite(huge["history"]["train_loss"]).all()
+    np.testing.assert_allclose(huge["history"]["train_loss"], unit["history"]["train_loss"], rtol=1e-3)
+
+
+def _never_trains(monkeypatch):
+    def fail(*args):
+        raise AssertionError("training started")
+    monkeypatch.setattr(demo, "train_step", fail)
+
+
+def test_out_into_an_uncreatable_folder_fails_before_training(tiny_folder, tmp_path, monkeypatch, capsys):
+    _never_trains(monkeypatch)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit):
+        run(tiny_folder, blocker / "figs" / "demo.png")
+    assert f"--out {blocker / 'figs' / 'demo.png'}: cannot create the folder {blocker / 'figs'}: Not a directory" \
+        in capsys.readouterr().err
+
+
+def test_out_naming_a_folder_fails_before_training(tiny_folder, tmp_path, monkeypatch, capsys):
+    _never_trains(monkeypatch)
+    with pytest.raises(SystemExit):
+        run(tiny_folder, tmp_path)
+    assert f"--out {tmp_path}: is a folder" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="needs a POSIX user without root's override")
+def test_out_into_a_read_only_folder_fails_before_training(tiny_folder, tmp_path, monkeypatch, capsys):
+    _never_trains(monkeypatch)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        with pytest.raises(SystemExit):
+            run(tiny_folder, locked / "demo.png")
+    finally:
+        locked.chmod(0o700)
+    assert f"--out {locked / 'demo.png'}: cannot write in {locked}: Permission denied" in capsys.readouterr().err

@@ -119,3 +119,47 @@ def test_module_rejects_bad_input():
         gate(torch.randn(4, 5, 6))
     with pytest.raises(BAD_INPUT, match=r"weight must have the dtype of x"):
         gate(torch.randn(2, 4, 5, 6, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("args,error,message", [
+    ((None, torch.randn(1, 1, 3, 3)), TypeError, r"x must be a torch.Tensor, got NoneType"),
+    ((torch.randn(2, 4, 5, 6), None), TypeError, r"weight must be a torch.Tensor"),
+    ((torch.randn(2, 4, 5, 6), torch.randn(1, 1, 3, 3), 0.5), TypeError, r"bias must be a torch.Tensor"),
+    ((torch.randn(2, 4, 5, 6), torch.randn(1, 1, 3, 3), None, None), TypeError, r"pool must be a str"),
+    ((torch.randn(2, 4, 5, 6), torch.randn(1, 1, 3, 3), None, "mean", None), TypeError, r"return_map must be a bool"),
+    ((torch.randn(2, 4, 5, 6), torch.randn(1, 1, 3, 3), None, "mean", 1), TypeError, r"return_map must be a bool"),
+    ((torch.randn(2, 4, 5, 6), torch.randn(1, 1, 3, 3), None, "mean", torch.tensor(True)), TypeError,
+     r"return_map must be a bool"),
+], ids=["x None", "weight None", "bias float", "pool None", "return_map None", "return_map int", "return_map tensor"])
+def test_function_rejects_wrong_types(args, error, message):
+    """No silent coercion: each argument of the wrong Python type is named."""
+    with pytest.raises(error, match=message):
+        sam_fused.spatial_attention(*args)
+
+
+@pytest.mark.parametrize("args,message", [
+    ((None, torch.randn(2, 3)), r"x must be a torch.Tensor"),
+    ((torch.randn(2, 3), [1.0, 2.0]), r"y must be a torch.Tensor"),
+], ids=["x None", "y list"])
+def test_pointwise_rejects_wrong_types(args, message):
+    with pytest.raises(TypeError, match=message):
+        sam_fused.pointwise_attention(*args)
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"grad_out": torch.ones(2, 1, 5, 6)}, r"grad_out must have shape"),
+    ({"grad_out": torch.ones(2, 4, 5, 6, dtype=torch.int64)}, r"grad_out must be a floating-point"),
+    ({"grad_out": torch.ones(2, 4, 5, 6, device="meta")}, r"grad_out must be on the device of x"),
+    ({"pooled": torch.zeros(2, 2, 5, 6, device="meta")}, r"pooled must be"),
+    ({"pooled": torch.zeros(2, 1, 5, 6)}, r"pooled must be"),
+], ids=["grad_out shape", "grad_out int", "grad_out device", "pooled device", "pooled maps"])
+def test_backward_fake_and_real_kernels_check_alike(changes, message):
+    """The fake kernel (torch.compile / export) rejects what the real kernels reject."""
+    from sam_fused.ops import _bwd_fake
+
+    a = _bwd_args(**changes)
+    with pytest.raises(BAD_INPUT, match=message):
+        _bwd_fake(*a.values())
+    if all(t.device.type == "cpu" for t in a.values() if isinstance(t, torch.Tensor)):
+        with pytest.raises(BAD_INPUT, match=message):
+            bwd_op(*a.values())

@@ -1,6 +1,8 @@
 """tools/gpu_check.py (`make gpu-check`): the dry run lists every step, a machine without a GPU
 gets a clear "no CUDA GPU" and a non-zero exit, and the logs are judged right (sanitizer
 summaries, Nsight Compute's CSV, timeouts) without a GPU."""
+import csv
+import io
 import json
 import os
 import subprocess
@@ -56,7 +58,8 @@ def test_without_a_gpu_says_so_and_exits_non_zero(tmp_path):
     assert summary.startswith("# sam_fused GPU check: no CUDA GPU") and "| memcheck | skipped |" in summary
     steps = {s["name"]: s["status"] for s in json.loads((tmp_path / "summary.json").read_text())["steps"]}
     assert steps["env"] == "pass" and steps["build"] == steps["tests"] == steps["ncu"] == "skipped"
-    assert json.loads((tmp_path / "01-env.log").read_text().split("PROBE ", 1)[1].splitlines()[0])["cuda_available"] is False
+    probe = (tmp_path / "01-env.log").read_text().split("PROBE ", 1)[1].splitlines()[0]
+    assert json.loads(probe)["cuda_available"] is False
 
 
 def judged(tmp_path, name, text, rc=0):
@@ -71,30 +74,44 @@ def test_sanitizer_logs_are_judged(tmp_path):
     assert judged(tmp_path, "memcheck", clean).status == gpu_check.PASS
     race = "driver: start\ndriver: ok\n========= RACECHECK SUMMARY: 0 hazards displayed (0 errors, 0 warnings)\n"
     assert judged(tmp_path, "racecheck", race).status == gpu_check.PASS
-    dirty = "driver: start\n========= Invalid __shared__ read of size 4\ndriver: ok\n========= ERROR SUMMARY: 3 errors\n"
+    dirty = ("driver: start\n========= Invalid __shared__ read of size 4\ndriver: ok\n"
+             "========= ERROR SUMMARY: 3 errors\n")
     step = judged(tmp_path, "initcheck", dirty, rc=1)
     assert step.status == gpu_check.FAIL and "3 errors" in step.detail
     no_tool = "========= Error: Device not supported\n"
     assert judged(tmp_path, "synccheck", no_tool, rc=1).status == gpu_check.NOT_AVAILABLE
-    crashed = "driver: start\nTraceback (most recent call last):\nRuntimeError: boom\n========= ERROR SUMMARY: 0 errors\n"
+    crashed = ("driver: start\nTraceback (most recent call last):\nRuntimeError: boom\n"
+               "========= ERROR SUMMARY: 0 errors\n")
     assert judged(tmp_path, "memcheck", crashed, rc=1).status == gpu_check.FAIL
 
 
-NCU_CSV = '''==PROF== Connected to process 1
-"ID","Kernel Name","Grid Size","Block Size","gpu__time_duration.sum","dram__bytes_read.sum","dram__bytes_write.sum","dram__throughput.avg.pct_of_peak_sustained_elapsed","sm__warps_active.avg.pct_of_peak_sustained_active","sm__maximum_warps_per_active_cycle_pct","launch__registers_per_thread","launch__shared_mem_per_block_dynamic"
-"","","","","nsecond","byte","byte","%","%","%","register/thread","byte"
-"0","void sam::block::block_program_kernel<sam::block::FwdMain<float, false, int>, sam::block::Args<float>>(T2)","(264, 1, 1)","(256, 1, 1)","10,000","18,874,368","18,874,368","85.5","24.0","25","62","90000"
-"1","void sam::block::block_program_kernel<sam::block::BwdMain<float, false, int>, sam::block::Args<float>>(T2)","(264, 1, 1)","(256, 1, 1)","20,000","37,748,736","18,874,368","80","23","25","48","95000"
-"2","void sam::block::block_program_kernel<sam::block::DwReduce<float>, sam::block::Args<float>>(T2)","(1, 1, 1)","(128, 1, 1)","2,000","1000","64","1","3","100","32","0"
-"3","void sam::block::block_program_kernel<sam::block::FwdPool<float, true, int>, sam::block::Args<float>>(T2)","(64, 1, 1)","(256, 1, 1)","5,000","100","0","50","50","100","32","0"
-"4","void sam::block::block_program_kernel<sam::block::FwdMain<float, true, int>, sam::block::Args<float>>(T2)","(64, 1, 1)","(256, 1, 1)","5,000","100","100","50","50","25","62","80000"
-"5","void sam::block::block_program_kernel<sam::block::BwdMain<float, true, int>, sam::block::Args<float>>(T2)","(64, 1, 1)","(256, 1, 1)","5,000","300","0","50","50","25","62","80000"
-'''
+KERNEL = "void sam::block::block_program_kernel<sam::block::{}, sam::block::Args<float>>(T2)"
+NCU_ROWS = [  # kernel, grid, block, then ncu_report.METRICS in order: time (ns), DRAM read, write (bytes), DRAM %,
+    # achieved and theoretical occupancy %, registers, dynamic smem
+    ("FwdMain<float, false, int>", "(264, 1, 1)", "(256, 1, 1)", "10,000", "18,874,368", "18,874,368", "85.5", "24.0",
+     "25", "62", "90000"),
+    ("BwdMain<float, false, int>", "(264, 1, 1)", "(256, 1, 1)", "20,000", "37,748,736", "18,874,368", "80", "23", "25",
+     "48", "95000"),
+    ("DwReduce<float>", "(1, 1, 1)", "(128, 1, 1)", "2,000", "1000", "64", "1", "3", "100", "32", "0"),
+    ("FwdPool<float, true, int>", "(64, 1, 1)", "(256, 1, 1)", "5,000", "100", "0", "50", "50", "100", "32", "0"),
+    ("FwdMain<float, true, int>", "(64, 1, 1)", "(256, 1, 1)", "5,000", "100", "100", "50", "50", "25", "62", "80000"),
+    ("BwdMain<float, true, int>", "(64, 1, 1)", "(256, 1, 1)", "5,000", "300", "0", "50", "50", "25", "62", "80000"),
+]
+
+
+def ncu_csv():
+    """Nsight Compute's raw page: program output, a header, a units row, one row per kernel."""
+    text = io.StringIO()
+    writer = csv.writer(text, quoting=csv.QUOTE_ALL, lineterminator="\n")
+    writer.writerow(["ID", "Kernel Name", "Grid Size", "Block Size", *ncu_report.METRICS])
+    writer.writerow(["", "", "", "", "nsecond", "byte", "byte", "%", "%", "%", "register/thread", "byte"])
+    writer.writerows([str(i), KERNEL.format(name), *rest] for i, (name, *rest) in enumerate(NCU_ROWS))
+    return "==PROF== Connected to process 1\n" + text.getvalue()
 
 
 def test_ncu_csv_becomes_per_call_table():
     floor = 2 * 4718592 * 4  # UCI-HAR block 1 forward, float32
-    table, kernels = ncu_report.render(NCU_CSV, [("UCI-HAR b1", "fwd", floor), ("UCI-HAR b1", "bwd", 3 * floor // 2),
+    table, kernels = ncu_report.render(ncu_csv(), [("UCI-HAR b1", "fwd", floor), ("UCI-HAR b1", "bwd", 3 * floor // 2),
                                                  ("CBAM", "fwd", 200), ("CBAM", "bwd", 300)])
     assert kernels == 6
     rows = [ln for ln in table.splitlines() if ln.startswith("| UCI-HAR") or ln.startswith("| CBAM")]

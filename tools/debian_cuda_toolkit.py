@@ -130,12 +130,13 @@ def make_toolkit(dest=DEFAULT_DEST):
     if os.path.exists(os.path.join(dest, "bin", "nvcc.profile")):
         return dest
     if shutil.which("dpkg-deb") is None:
-        raise SystemExit("unpacking Debian's CUDA packages needs dpkg-deb (Debian, Ubuntu); set CUDA_HOME to a CUDA 12 toolkit")
+        raise SystemExit("unpacking Debian's CUDA packages needs dpkg-deb (Debian, Ubuntu); "
+                         "set CUDA_HOME to a CUDA 12 toolkit")
     index = package_index()
     staging = dest + ".partial"
     shutil.rmtree(staging, ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix="sam_fused_debs_") as debs:
-        for package, (pool_path, sha256) in index.items():
+        for pool_path, sha256 in index.values():
             deb = download(pool_path, sha256, debs)
             unpack(deb, staging)
             os.remove(deb)  # nvidia-cuda-dev alone is 0.9 GB

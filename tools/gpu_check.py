@@ -86,7 +86,8 @@ def find_tool(name: str) -> str | None:
     """`name` on PATH, else in the CUDA toolkit's usual places."""
     cuda = Path(os.environ.get("CUDA_HOME", "/usr/local/cuda"))
     candidates = [shutil.which(name), cuda / "bin" / name, cuda / "compute-sanitizer" / name]
-    candidates += sorted(cuda.glob(f"nsight-compute*/{name}")) + sorted(Path("/opt/nvidia").glob(f"nsight-compute/*/{name}"))
+    candidates += sorted(cuda.glob(f"nsight-compute*/{name}"))
+    candidates += sorted(Path("/opt/nvidia").glob(f"nsight-compute/*/{name}"))
     return next((str(c) for c in candidates if c and os.access(c, os.X_OK) and Path(c).is_file()), None)
 
 
@@ -102,7 +103,8 @@ def plan_steps(py: str, out: Path, jobs: int, arch: str, have_gpu: bool, budget:
     steps = [
         Step("env", [Command([py, "-c", PROBE])] + ([Command([smi])] if smi else []), 120),
         Step("build", [Command([py, "setup.py", "build_ext", "--inplace"])], budget,
-             env={"SAM_FUSED_BUILD": "cuda" if have_gpu else "auto", "TORCH_CUDA_ARCH_LIST": arch, "MAX_JOBS": str(jobs)},
+             env={"SAM_FUSED_BUILD": "cuda" if have_gpu else "auto", "TORCH_CUDA_ARCH_LIST": arch,
+                  "MAX_JOBS": str(jobs)},
              modules=("setuptools",)),
         Step("tests", [Command([py, "-m", "pytest", "tests/test_cuda.py", "-q", "-p", "no:cacheprovider", "-rs",
                                 "--junitxml", str(out / "tests-junit.xml")])], 300, modules=("pytest",), parallel=True),
@@ -119,8 +121,9 @@ def plan_steps(py: str, out: Path, jobs: int, arch: str, have_gpu: bool, budget:
                      Command([ncu, "--import", f"{rep}.ncu-rep", "--csv", "--page", "raw", "--print-units", "base"],
                              stdout=out / "ncu.csv")], 180, tool=ncu),
         # a benchmark file that fails to import (a module missing here) does not stop the others
-        Step("bench", [Command([py, "-m", "pytest", "benchmarks/", "--quick", "-k", "cuda", "-q", "-p", "no:cacheprovider",
-                                "--continue-on-collection-errors", "--benchmark-json", str(out / "bench.json")])], 300,
+        Step("bench", [Command([py, "-m", "pytest", "benchmarks/", "--quick", "-k", "cuda", "-q", "-p",
+                                "no:cacheprovider", "--continue-on-collection-errors", "--benchmark-json",
+                                str(out / "bench.json")])], 300,
              modules=("pytest", "pytest_benchmark"), leave=45),
         Step("predicted", [Command([py, "benchmarks/predicted_report.py", str(out / "bench.json")],
                                    stdout=out / "predicted.md")], 90),
@@ -217,7 +220,8 @@ def judge(step: Step, out: Path) -> None:
         step.status = PASS if ok and built else FAIL
         step.detail = f"{built[0].name} built" if ok and built else last[:200]
     elif step.name in ("tests", "bench"):  # pytest: something must have run (all skipped = no GPU seen)
-        summary = [ln for ln in text.splitlines() if " in " in ln and any(w in ln for w in ("passed", "failed", "skipped"))]
+        summary = [ln for ln in text.splitlines()
+                   if " in " in ln and any(w in ln for w in ("passed", "failed", "skipped"))]
         step.detail = summary[-1].strip("= ") if summary else last[:200]
         step.status = PASS if ok and summary and "passed" in summary[-1] else FAIL
     elif step.name == "check":
@@ -235,11 +239,13 @@ def judge_sanitizer(step: Step, text: str) -> None:
     summaries = [ln.strip("= ").strip() for ln in text.splitlines() if "SUMMARY:" in ln]
     driver_ran = "driver: start" in text
     if not driver_ran and "Traceback" not in text and any(ln.startswith("========= Error") for ln in text.splitlines()):
-        step.status, step.detail = NOT_AVAILABLE, "compute-sanitizer could not run here: " + text.strip().splitlines()[-1][:160]
+        step.status = NOT_AVAILABLE
+        step.detail = "compute-sanitizer could not run here: " + text.strip().splitlines()[-1][:160]
         return
     clean = bool(summaries) and all(" 0 errors" in s or " 0 hazards" in s for s in summaries)
     step.status = PASS if step.rc == 0 and clean and "driver: ok" in text else FAIL
-    step.detail = "; ".join(summaries) or next((ln for ln in text.splitlines() if ln.startswith("driver: ")), "no summary")
+    driver_lines = [ln for ln in text.splitlines() if ln.startswith("driver: ")]
+    step.detail = "; ".join(summaries) or (driver_lines[-1] if driver_lines else "no summary")
 
 
 def judge_ncu(step: Step, text: str, out: Path) -> None:
@@ -262,7 +268,8 @@ def judge_ncu(step: Step, text: str, out: Path) -> None:
 # ----------------------------------------------------------------------------- summary
 
 def write_summary(out: Path, steps: list[Step], env_info: dict, verdict: str) -> None:
-    commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
                            text=True).stdout.strip()
     gpu = env_info.get("gpu", NO_GPU)
@@ -274,7 +281,8 @@ def write_summary(out: Path, steps: list[Step], env_info: dict, verdict: str) ->
              f"- torch {env_info.get('torch', '?')}, CUDA {env_info.get('torch_cuda', '?')}, "
              f"Python {env_info.get('python', '?')}", "",
              "| step | status | time | detail | log |", "|---|---|---:|---|---|"]
-    lines += [f"| {s.name} | {s.status} | {s.seconds:.0f} s | {s.detail.replace('|', '/')} | {s.log.name} |" for s in steps]
+    lines += [f"| {s.name} | {s.status} | {s.seconds:.0f} s | {s.detail.replace('|', '/')} | {s.log.name} |"
+              for s in steps]
     for title, name in (("Nsight Compute (float32; DRAM bytes against the 2N / 3N e floor)", "ncu.md"),
                         ("Measured beside predicted (benchmarks/time_model.py)", "predicted.md")):
         if (out / name).exists() and (out / name).stat().st_size:
@@ -313,7 +321,8 @@ def main(argv=None) -> int:
 
     out.mkdir(parents=True, exist_ok=True)
     deadline = time.time() + args.budget
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    pythonpath = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env = {**os.environ, "PYTHONPATH": pythonpath}
     steps = plan_steps(py, out, args.jobs, args.arch or "", True, args.budget)
     by_name = {s.name: s for s in steps}
 
@@ -327,7 +336,8 @@ def main(argv=None) -> int:
     by_name["env"].status = PASS if "torch" in info else FAIL
     by_name["env"].detail = (f"{info.get('gpu', NO_GPU)}, torch {info.get('torch', info.get('torch_error'))}, "
                              f"tools: {', '.join(t for t, p in info['tools'].items() if p) or 'none'}"
-                             + ("" if info.get("modules", {}).get("ninja") else "; no ninja: the build compiles serially"))
+                             + ("" if info.get("modules", {}).get("ninja") else
+                                "; no ninja: the build compiles serially"))
     arch = args.arch or info.get("capability") or os.environ.get("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")
     by_name["build"].env.update(SAM_FUSED_BUILD="cuda" if have_gpu else "auto", TORCH_CUDA_ARCH_LIST=arch)
     write_summary(out, steps, info, "running")

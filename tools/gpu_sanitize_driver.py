@@ -104,10 +104,12 @@ def run_pointwise(device, tolerance_failures):
         if device is None:
             continue
         if layout == "misaligned":  # one element into its storage: not 16-byte aligned, the scalar path
-            xd, yd, gd = (torch.empty(t.numel() + 1, dtype=dtype, device=device)[1:].view(shape).copy_(t) for t in (x, y, g))
+            xd, yd, gd = (torch.empty(t.numel() + 1, dtype=dtype, device=device)[1:].view(shape).copy_(t)
+                          for t in (x, y, g))
         else:
             xd, yd, gd = (t.to(device) for t in (x, y, g))
-        got = [torch.ops.sam_fused.pointwise_attention_fwd(xd, yd), *torch.ops.sam_fused.pointwise_attention_bwd(gd, xd, yd)]
+        ops = torch.ops.sam_fused
+        got = [ops.pointwise_attention_fwd(xd, yd), *ops.pointwise_attention_bwd(gd, xd, yd)]
         for name, a, e in zip(("out", "dx", "dy"), got, ref):
             if worst_error(a, e) > TOLERANCE[dtype]:
                 tolerance_failures.append(f"pointwise {shape} {dtype} {layout}: {name} differs from the CPU op by "

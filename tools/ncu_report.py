@@ -31,7 +31,8 @@ def parse_rows(text: str) -> list[dict]:
     for row in csv.DictReader(io.StringIO("\n".join(lines))):
         if not row.get("ID", "").strip().isdigit():
             continue  # the units row
-        parsed = {"name": row.get("Kernel Name", ""), "grid": row.get("Grid Size", ""), "block": row.get("Block Size", "")}
+        parsed = {key: row.get(column, "") for key, column in (("name", "Kernel Name"), ("grid", "Grid Size"),
+                                                                  ("block", "Block Size"))}
         for metric in METRICS:
             try:
                 parsed[metric] = float(row.get(metric, "").replace(",", ""))
@@ -70,14 +71,16 @@ def render(text: str, cases: list[tuple[str, str, int]]) -> tuple[str, int]:
     for (case, direction, floor), seg in zip(cases, segs):
         dram = sum(k["dram__bytes_read.sum"] + k["dram__bytes_write.sum"] for k in seg)
         time_us = sum(k["gpu__time_duration.sum"] for k in seg) / 1e3
-        lines.append(f"| {case} | {direction} | {len(seg)} | {time_us:.1f} | {dram / 1e6:.2f} MB | {floor / 1e6:.2f} MB |"
-                     f" {dram / floor:.3f} | {weighted(seg, 'dram__throughput.avg.pct_of_peak_sustained_elapsed'):.1f} |"
-                     f" {weighted(seg, 'sm__warps_active.avg.pct_of_peak_sustained_active'):.1f} |")
+        dram_pct = weighted(seg, "dram__throughput.avg.pct_of_peak_sustained_elapsed")
+        occupancy = weighted(seg, "sm__warps_active.avg.pct_of_peak_sustained_active")
+        lines.append(f"| {case} | {direction} | {len(seg)} | {time_us:.1f} | {dram / 1e6:.2f} MB |"
+                     f" {floor / 1e6:.2f} MB | {dram / floor:.3f} | {dram_pct:.1f} | {occupancy:.1f} |")
     lines += ["", "| kernel | grid | block | registers | dynamic smem | time (µs) | DRAM MB | DRAM % of peak |"
               " achieved occ. % | theoretical occ. % |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for k in rows:
-        lines.append(f"| {short_name(k['name'])} | {k['grid']} | {k['block']} | {k['launch__registers_per_thread']:.0f} |"
-                     f" {k['launch__shared_mem_per_block_dynamic']:.0f} | {k['gpu__time_duration.sum'] / 1e3:.1f} |"
+        lines.append(f"| {short_name(k['name'])} | {k['grid']} | {k['block']} |"
+                     f" {k['launch__registers_per_thread']:.0f} | {k['launch__shared_mem_per_block_dynamic']:.0f} |"
+                     f" {k['gpu__time_duration.sum'] / 1e3:.1f} |"
                      f" {(k['dram__bytes_read.sum'] + k['dram__bytes_write.sum']) / 1e6:.2f} |"
                      f" {k['dram__throughput.avg.pct_of_peak_sustained_elapsed']:.1f} |"
                      f" {k['sm__warps_active.avg.pct_of_peak_sustained_active']:.1f} |"

@@ -33,7 +33,8 @@ def main():
     parser.add_argument("wheel")
     parser.add_argument("--torch", required=True, help="torch version to install with it, e.g. 2.14.1")
     parser.add_argument("--torch-index", help="pip index for torch, e.g. https://download.pytorch.org/whl/cu128")
-    parser.add_argument("--python", default=sys.executable, help="the CPython to make the venv with (default: this one)")
+    parser.add_argument("--python", default=sys.executable,
+                        help="the CPython to make the venv with (default: this one)")
     args = parser.parse_args()
     smoke(args.wheel, args.torch, args.torch_index, args.python)
 

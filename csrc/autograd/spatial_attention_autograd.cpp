@@ -1,9 +1,16 @@
-// Autograd kernel of sam_fused::spatial_attention_fwd: the hand-written fused backward op as
-// its derivative, in C++ so a call costs one dispatch (a Python autograd formula added tens of
-// microseconds per call: the whole budget of a batch-1 layer). Double backward is not supported.
+// Autograd kernels of the spatial-attention ops, in C++ so a call costs one dispatch (a Python
+// autograd formula added tens of microseconds per call: the whole budget of a batch-1 layer).
+//   spatial_attention_fwd: its derivative is the fused backward op.
+//   spatial_attention_bwd: with create_graph (double backward, gradient penalties) the gradient
+//     is rebuilt from the composite of differentiable ATen ops, so second derivatives are exact;
+//     otherwise it runs the fused kernel below autograd.
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
+
+#include "../spatial_attention.h"
+#include "composite.h"
 
 namespace sam {
 namespace {
@@ -43,8 +50,11 @@ class SpatialAttentionFunction : public torch::autograd::Function<SpatialAttenti
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    if (!grads[0].defined()) return {at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
     const auto saved = ctx->get_saved_variables();
     const std::optional<at::Tensor> bias = saved[2].defined() ? std::optional<at::Tensor>(saved[2]) : std::nullopt;
+    // Through the dispatcher with autograd: the backward op's own autograd kernel decides
+    // whether this gradient must itself be differentiable.
     auto [gx, gw, gb] = bwd_op().call(grads[0], saved[0], saved[1], bias, saved[3],
                                       ctx->saved_data["pool"].toStringRef(), ctx->saved_data["return_map"].toBool());
     return {gx, gw, bias ? gb : at::Tensor(), at::Tensor(), at::Tensor()};
@@ -58,9 +68,35 @@ std::tuple<at::Tensor, at::Tensor> spatial_attention_fwd_autograd(const at::Tens
   return {r[0], r[1]};
 }
 
+// An operand that needs no gradient still gets one (the op returns all three): a detached
+// stand-in that requires grad gives it without joining the caller's graph.
+at::Tensor differentiable(const at::Tensor& t) { return t.requires_grad() ? t : t.detach().requires_grad_(true); }
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> spatial_attention_bwd_autograd(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+    const at::Tensor& pooled, const std::string& pool, bool return_map) {
+  const at::Tensor* bias_ptr = bias ? &*bias : nullptr;
+  if (!needs_differentiable_backward({&grad_out, &x, &weight, bias_ptr})) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return bwd_op().call(grad_out, x, weight, bias, pooled, pool, return_map);
+  }
+  check_bwd_inputs(grad_out, x, weight, bias, pooled, pool, return_map);
+  std::vector<at::Tensor> inputs = {differentiable(x), differentiable(weight)};
+  std::optional<at::Tensor> bias_in;
+  if (bias) inputs.push_back(*(bias_in = differentiable(*bias)));
+  const at::Tensor out = spatial_attention_composite(inputs[0], inputs[1], bias_in, pool, return_map);
+  auto grads = torch::autograd::grad({out}, inputs, {grad_out.to(out.scalar_type())}, /*retain_graph=*/true,
+                                     /*create_graph=*/true, /*allow_unused=*/true);
+  for (size_t i = 0; i < grads.size(); ++i)
+    if (!grads[i].defined()) grads[i] = at::zeros_like(inputs[i]);
+  at::Tensor gb = bias ? grads[2] : at::zeros({1}, weight.options());
+  return {grads[0], grads[1], gb};
+}
+
 }  // namespace
 }  // namespace sam
 
 TORCH_LIBRARY_IMPL(sam_fused, Autograd, m) {
   m.impl("spatial_attention_fwd", &sam::spatial_attention_fwd_autograd);
+  m.impl("spatial_attention_bwd", &sam::spatial_attention_bwd_autograd);
 }

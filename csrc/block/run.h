@@ -79,17 +79,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run_backward(Launcher& L, const a
                                                             const at::Tensor& weight_in, const std::optional<at::Tensor>& bias_in,
                                                             const at::Tensor& pooled, const std::string& pool, bool return_map,
                                                             const Overrides& o = {}, bool force_index64 = false) {
-  const Geometry g = check_inputs(x, weight_in, bias_in, pool);
+  const Geometry g = check_bwd_inputs(grad_out, x, weight_in, bias_in, pooled, pool, return_map);
   const auto fmt = compute_format(x);
-  const std::vector<int64_t> gshape = return_map ? std::vector<int64_t>{g.B, 1, g.H, g.W} : x.sizes().vec();
-  TORCH_CHECK_VALUE(grad_out.sizes() == gshape, "grad_out must have shape ", gshape, ", got ", grad_out.sizes());
-  TORCH_CHECK_VALUE(grad_out.device() == x.device(), "grad_out must be on the device of x (", x.device(), "), got ",
-                    grad_out.device());
-  TORCH_CHECK_VALUE(pooled.sizes() == at::IntArrayRef({g.B, g.pool.P, g.H, g.W}) &&
-                        pooled.scalar_type() == acc_dtype(x.scalar_type()) && pooled.device() == x.device(),
-                    "pooled must be the [B, P, H, W] ", acc_dtype(x.scalar_type()),
-                    " maps returned by spatial_attention_fwd on the device of x, got ", pooled.sizes(), " ",
-                    pooled.scalar_type(), " on ", pooled.device());
   const at::Tensor xc = x.contiguous(fmt), weight = weight_in.contiguous(), qc = pooled.contiguous();
   const at::Tensor gc = grad_out.to(x.scalar_type()).contiguous(return_map ? at::MemoryFormat::Contiguous : fmt);
   const std::optional<at::Tensor> bias = bias_in ? std::optional<at::Tensor>(bias_in->contiguous()) : std::nullopt;

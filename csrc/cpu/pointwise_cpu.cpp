@@ -1,4 +1,4 @@
-// Point-wise spatial attention (Darknet sam_layer): schema, shared checks and CPU kernels.
+// Point-wise spatial attention (Darknet sam_layer): CPU kernels (schema and checks: ../pointwise.cpp).
 //   fwd: out = x * s,  s = sigmoid(y)
 //   bwd: dx = g * s,   dy = g * x * s * (1 - s)
 // Every element is independent, so the kernels run over flat storage in the operands' common
@@ -13,37 +13,16 @@
 #include <type_traits>
 
 #include "../pointwise.h"
+#include "../sam_math.h"
 
 namespace sam {
-
-std::vector<at::Tensor> pointwise_operands(std::vector<at::Tensor> operands, const char* const* names) {
-  const at::Tensor& x = operands[0];
-  const auto dtype = x.scalar_type();
-  TORCH_CHECK_VALUE(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16,
-                    names[0], " must be float32, float64, float16 or bfloat16, got ", dtype);
-  bool same_strides = x.is_non_overlapping_and_dense();
-  for (size_t i = 1; i < operands.size(); ++i) {
-    const at::Tensor& t = operands[i];
-    TORCH_CHECK_VALUE(t.sizes() == x.sizes(), names[i], " must have the shape of ", names[0], " ", x.sizes(), ", got ",
-                      t.sizes());
-    TORCH_CHECK_VALUE(t.scalar_type() == x.scalar_type(), names[i], " must have the dtype of ", names[0], " (",
-                      x.scalar_type(), "), got ", t.scalar_type());
-    TORCH_CHECK_VALUE(t.device() == x.device(), names[i], " must be on the device of ", names[0], " (", x.device(),
-                      "), got ", t.device());
-    same_strides = same_strides && t.strides() == x.strides();
-  }
-  if (!same_strides)
-    for (auto& t : operands) t = t.contiguous();
-  return operands;
-}
 
 namespace {
 
 constexpr int64_t kGrain = 32768;  // elements per task before splitting into threads
 constexpr int64_t kChunk = 256;    // fp16/bf16 elements staged through float buffers at a time
 
-template <typename A>
-inline A sigmoid(A y) { return A(1) / (A(1) + std::exp(-y)); }
+using ::sam::sigmoid;  // the scalar one (sam_math.h), beside the vector one below
 
 template <typename A>
 inline at::vec::Vectorized<A> sigmoid(const at::vec::Vectorized<A>& y) {
@@ -103,9 +82,6 @@ void run_staged(const T* const (&in)[kIn], T* const (&out)[kOut], int64_t begin,
   }
 }
 
-const char* const kFwdNames[] = {"x", "y"};
-const char* const kBwdNames[] = {"x", "y", "grad"};
-
 }  // namespace
 
 at::Tensor pointwise_attention_fwd_cpu(const at::Tensor& x_in, const at::Tensor& y_in) {
@@ -140,11 +116,6 @@ std::tuple<at::Tensor, at::Tensor> pointwise_attention_bwd_cpu(const at::Tensor&
 }
 
 }  // namespace sam
-
-TORCH_LIBRARY_FRAGMENT(sam_fused, m) {
-  m.def("pointwise_attention_fwd(Tensor x, Tensor y) -> Tensor");
-  m.def("pointwise_attention_bwd(Tensor grad, Tensor x, Tensor y) -> (Tensor, Tensor)");
-}
 
 TORCH_LIBRARY_IMPL(sam_fused, CPU, m) {
   m.impl("pointwise_attention_fwd", &sam::pointwise_attention_fwd_cpu);

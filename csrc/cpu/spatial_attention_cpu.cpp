@@ -536,15 +536,9 @@ std::tuple<at::Tensor, at::Tensor> spatial_attention_fwd_cpu(const at::Tensor& x
 std::tuple<at::Tensor, at::Tensor, at::Tensor> spatial_attention_bwd_cpu(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
     const at::Tensor& pooled, const std::string& pool, bool return_map) {
-  const Geometry g = check_inputs(x, weight, bias, pool);
+  const Geometry g = check_bwd_inputs(grad_out, x, weight, bias, pooled, pool, return_map);
   TORCH_CHECK_VALUE(g.C <= std::numeric_limits<int32_t>::max(), "x has too many channels (", g.C, ")");
   const auto fmt = compute_format(x);
-  const std::vector<int64_t> gshape = return_map ? std::vector<int64_t>{g.B, 1, g.H, g.W} : x.sizes().vec();
-  TORCH_CHECK_VALUE(grad_out.sizes() == gshape, "grad_out must have shape ", gshape, ", got ", grad_out.sizes());
-  TORCH_CHECK_VALUE(pooled.sizes() == at::IntArrayRef({g.B, g.pool.P, g.H, g.W}) &&
-                        pooled.scalar_type() == acc_dtype(x.scalar_type()),
-                    "pooled must be the [B, P, H, W] ", acc_dtype(x.scalar_type()),
-                    " maps returned by spatial_attention_fwd, got ", pooled.sizes(), " ", pooled.scalar_type());
   const at::Tensor xc = x.contiguous(fmt);
   const at::Tensor gc = grad_out.to(x.scalar_type()).contiguous(return_map ? at::MemoryFormat::Contiguous : fmt);
   const at::Tensor qc = pooled.contiguous();

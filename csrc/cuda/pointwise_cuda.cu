@@ -11,6 +11,7 @@
 #include <algorithm>
 
 #include "../pointwise.h"
+#include "../sam_math.h"
 
 namespace sam {
 namespace {
@@ -21,9 +22,6 @@ template <typename T, int N>
 struct alignas(sizeof(T) * N) Pack {
   T v[N];
 };
-
-template <typename A>
-__device__ __forceinline__ A sigmoid(A y) { return A(1) / (A(1) + exp(-y)); }
 
 // One element of each op: reads `in`, writes `out` (both in opmath type A).
 struct Fwd {
@@ -102,9 +100,6 @@ void launch(const Args<Op, T>& args, int64_t n) {
     elementwise_kernel<Op, T, 1><<<blocks, kThreads, 0, stream>>>(args, n);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
-
-const char* const kFwdNames[] = {"x", "y"};
-const char* const kBwdNames[] = {"x", "y", "grad"};
 
 }  // namespace
 

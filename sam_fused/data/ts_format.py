@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 
 class _Reader:
     """Line-numbered access to one file, with errors that name it."""
@@ -26,7 +28,8 @@ class _Reader:
     def __init__(self, path):
         self.path = Path(path)
         try:
-            self.lines = self.path.read_text(encoding="utf-8").splitlines()
+            # utf-8-sig: files saved by Windows editors start with a byte order mark
+            self.lines = self.path.read_text(encoding="utf-8-sig").splitlines()
         except FileNotFoundError:
             raise ValueError(f"{self.path}: file not found") from None
         except (OSError, UnicodeDecodeError) as error:
@@ -94,6 +97,11 @@ def _parse_dimension(reader, lineno, dim, text):
         reader.fail(lineno, f"dimension {dim}: {bad.strip()!r} is not a number")
     if not np.isfinite(series).all():
         reader.fail(lineno, f"dimension {dim}: NaN or infinite values are not supported")
+    with np.errstate(over="ignore"):
+        in_float32 = np.isfinite(series.astype(np.float32)).all()
+    if not in_float32:
+        reader.fail(lineno, f"dimension {dim}: {np.abs(series).max():.3g} exceeds the float32 range "
+                            f"(+-{_FLOAT32_MAX:.3g}) the loader returns")
     return series
 
 
