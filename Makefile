@@ -7,7 +7,7 @@ TORCH ?= torch==2.14.1
 export MAX_JOBS ?= 2
 export TORCH_CUDA_ARCH_LIST ?= 8.0;9.0+PTX
 
-.PHONY: bench test build lint format cmake-check release-wheels clean
+.PHONY: bench test build lint format cmake-check release-wheels gpu-check resource-report clean
 
 $(VENV)/.deps: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +73,23 @@ release-wheels:
 	$(PYTHON) tools/build_wheel.py --torch 2.14.1 --cuda 13.0 --smoke
 	$(PYTHON) tools/build_wheel.py --torch 2.10.0 --cuda 12.8 --fetch-toolkit --smoke
 	$(PYTHON) tools/build_wheel.py --torch 2.13.0 --cpu --smoke
+
+# On a machine with a CUDA GPU and a CUDA torch (no venv, no network; README "GPU check"):
+# build in place for this GPU, CUDA tests, parity in four dtypes, compute-sanitizer, ncu, the
+# quick CUDA benchmarks and measured-vs-predicted times, all under $(OUT)/ (summary.md first).
+# `make -n gpu-check` prints every step's command; GPU_CHECK_ARGS="--budget 1500" allows more time.
+OUT ?= gpu-results
+GPU_JOBS ?= $(shell nproc 2>/dev/null || echo 4)
+GPU_CHECK_ARGS ?=
+gpu-check:
+ifneq (,$(findstring n,$(firstword -$(MAKEFLAGS))))
+	+@$(PYTHON) tools/gpu_check.py --dry-run --out $(OUT) --jobs $(GPU_JOBS) $(GPU_CHECK_ARGS)
+endif
+	$(PYTHON) tools/gpu_check.py --out $(OUT) --jobs $(GPU_JOBS) $(GPU_CHECK_ARGS)
+
+# Registers, spills, shared memory and occupancy of the CUDA kernels from ptxas (no GPU needed).
+resource-report: $(VENV)/.deps
+	$(BIN)/python benchmarks/resource_report.py
 
 clean:
 	rm -rf build build-cmake $(VENV) .venv-cmake sam_fused/*.so

@@ -1,6 +1,7 @@
 """pytest-benchmark suite of the spatial-attention layer: which workloads run, and the report.
 
-``pytest benchmarks/ --quick`` times CPU fp32 at the UCI-HAR shapes (about a minute or two);
+``pytest benchmarks/ --quick`` times fp32 at the UCI-HAR shapes on CPU (about a minute or two),
+and on CUDA also CBAM stage 1, forward, backward and both (``-k cuda``: the CUDA cases only);
 ``pytest benchmarks/`` runs the full matrix (all HAR datasets of docs/design.md §7, CBAM ResNet-50
 stages, fwd / fwd+bwd / bwd, bf16 and fp16, a size sweep on CUDA).
 
@@ -34,6 +35,8 @@ HAR_DATASETS = {
 }
 SANN_CHANNELS = (64, 128, 256, 512)
 CBAM_RESNET50_STAGES = ((32, 256, 56, 56), (32, 512, 28, 28), (32, 1024, 14, 14), (32, 2048, 7, 7))
+# Quick mode on CUDA: torch.compile only for these workloads (its warm-up dominates otherwise).
+QUICK_CUDA_COMPILE = ("UCI-HAR b1", "CBAM s1")
 # CUDA size sweep: SAM input (B, 64, 16, 9) with B chosen so that N ~ 1e4 * sqrt(10)^k up to 1e8.
 SWEEP_SAMPLE = (64, 16, 9)
 
@@ -64,6 +67,12 @@ class Workload:
     @property
     def group(self) -> str:
         return f"{self.case} {self.shape_name} {self.dtype_name} {self.device} ({self.label})"
+
+    @property
+    def compiled_in_quick_mode(self) -> bool:
+        if self.device == "cuda":
+            return self.label in QUICK_CUDA_COMPILE and self.case != "bwd"
+        return self.shape[0] > 1
 
     @property
     def numel(self) -> int:
@@ -109,8 +118,12 @@ def sweep_shapes() -> list[tuple[str, tuple]]:
 
 def build_workloads(quick: bool) -> list[Workload]:
     if quick:
-        return [Workload(label, "har", case, shape, torch.float32, "cpu")
-                for label, shape in har_shapes(quick=True) for case in ("fwd", "fwdbwd")]
+        cpu = [Workload(label, "har", case, shape, torch.float32, "cpu")
+               for label, shape in har_shapes(quick=True) for case in ("fwd", "fwdbwd")]
+        cuda = [Workload(label, "har", case, shape, torch.float32, "cuda")
+                for label, shape in har_shapes(quick=True) if shape[0] > 1 for case in CASES]
+        cuda += [Workload("CBAM s1", "cbam", case, CBAM_RESNET50_STAGES[0], torch.float32, "cuda") for case in CASES]
+        return cpu + cuda
     workloads = []
     for device in ("cpu", "cuda"):
         for dtype in (torch.float32, torch.bfloat16, torch.float16):
@@ -147,7 +160,7 @@ FULL_BUDGET = TimingBudget(seconds=1.5, min_rounds=7, max_rounds=1000)
 
 def pytest_addoption(parser):
     parser.addoption("--quick", action="store_true", default=False,
-                     help="sam_fused benchmarks: CPU fp32, UCI-HAR shapes, fwd and fwd+bwd, few rounds")
+                     help="sam_fused benchmarks: fp32, UCI-HAR shapes (CUDA: and CBAM stage 1), few rounds")
     parser.addoption("--torch-threads", type=int, default=None, metavar="N",
                      help="sam_fused benchmarks: torch.set_num_threads(N) for every implementation "
                           "(default: torch's own choice). 1 gives stable CPU numbers on a busy machine.")
@@ -216,7 +229,7 @@ def start_compiler(pytestconfig):
 
 def pytest_collection_modifyitems(config, items):
     # Run all implementations of one workload back to back (same inputs, warm caches, readable
-    # progress); other benchmarks in this folder keep their place in front.
+    # progress), first; other benchmarks in this folder follow in their own order.
     order = {wid: i for i, wid in enumerate(_workloads(config))}
 
     def workload_index(item):
@@ -225,7 +238,7 @@ def pytest_collection_modifyitems(config, items):
 
     ours = [it for it in items if workload_index(it) is not None]
     others = [it for it in items if workload_index(it) is None]
-    items[:] = others + sorted(ours, key=workload_index)
+    items[:] = sorted(ours, key=workload_index) + others
 
 
 # ----------------------------------------------------------------------------- machine, report
@@ -275,7 +288,10 @@ def pytest_terminal_summary(terminalreporter, config):
     png, md = Path(json_path).with_suffix(".png"), Path(json_path).with_suffix(".md")
     text = report.render_text(data)
     md.write_text(report.render_markdown(data))
-    report.plot(data, png)
+    try:
+        report.plot(data, png)
+    except ImportError:  # a GPU machine without matplotlib still gets the table and the JSON
+        png = "none (matplotlib not installed)"
     terminalreporter.write_sep("=", "sam_fused benchmark summary")
     terminalreporter.write_line(text)
     terminalreporter.write_line(f"JSON {json_path}, table {md}, plot {png}")

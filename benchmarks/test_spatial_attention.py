@@ -40,14 +40,16 @@ def test_eager(benchmark, workload, timing_budget):
 
 
 def test_compile(benchmark, workload, timing_budget, start_compiler, pytestconfig):
-    if pytestconfig.getoption("--quick") and workload.shape[0] == 1:
-        pytest.skip("quick mode compiles the batch-128 shapes only (compile time dominates it)")
+    if pytestconfig.getoption("--quick") and not workload.compiled_in_quick_mode:
+        pytest.skip("quick mode compiles a few workloads only (compile time dominates it)")
     start_compiler(workload.device)
     run(benchmark, workload, timing_budget, "compile")
 
 
 @pytest.mark.cuda
-def test_compile_max_autotune(benchmark, workload, timing_budget, start_compiler):
+def test_compile_max_autotune(benchmark, workload, timing_budget, start_compiler, pytestconfig):
+    if pytestconfig.getoption("--quick"):
+        pytest.skip("max-autotune takes minutes per workload: full mode only")
     start_compiler(workload.device)
     run(benchmark, workload, timing_budget, "compile-max-autotune")
 

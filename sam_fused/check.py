@@ -2,9 +2,10 @@
 
 For every pool variant, a few kernels, bias on/off, return_map on/off and both layouts, on
 CPU (and CUDA when available), compares the output and the x / weight / bias gradients of the
-fused op with the reference module run in float64 on the same inputs (the exact answer), prints
-one line per group and exits non-zero when an error exceeds the tolerance (docs/design.md §4: fp32
-1e-5 of the output scale; fp64 1e-10). A gradient summed over thousands of pixels carries
+fused op with the reference module run in float64 on the same inputs, rounded to the dtype
+checked (the exact answer), prints one line per group and exits non-zero when an error exceeds
+the tolerance (docs/design.md §4: fp32 1e-5 of the output scale; fp64 1e-10; float16 / bfloat16,
+with --dtype, the dtype's machine epsilon). A gradient summed over thousands of pixels carries
 fp32 rounding above 1e-5 in any implementation, so an error also passes when it is no worse
 than twice that of the reference module itself run in the same dtype ("ref err" column).
 """
@@ -23,7 +24,9 @@ SHAPES = [(4, 64, 64, 9), (2, 512, 8, 9), (2, 16, 14, 14), (3, 5, 7, 1), (1, 1, 
 KERNELS = [(3, 1), (7, 7), (3, 3)]
 # --quick (a few seconds; the smoke test of an installed wheel): one shape, bias on, x*s output
 QUICK = dict(shapes=[(2, 12, 10, 9)], kernels=[(3, 1), (7, 7)], biases=(True,), maps=(False,), layouts=(False,))
-TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-10}
+TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-10, torch.float16: torch.finfo(torch.float16).eps,
+             torch.bfloat16: torch.finfo(torch.bfloat16).eps}
+DEFAULT_DTYPES = ("float32", "float64")
 
 
 def _run(ref_or_none, x, weight, bias, pool, return_map, g):
@@ -50,10 +53,11 @@ def max_errors(shape, pool, kernel, bias, return_map, dtype, device, channels_la
     if channels_last:
         x = x.to(memory_format=torch.channels_last)
 
+    # every run sees the same values: the inputs rounded to `dtype` (exact: then held in float64)
     def args(t):
-        return [None if v is None else v.to(t).requires_grad_(v is not x) for v in (x, weight, bias_t)]
+        return [None if v is None else v.to(dtype).to(t).requires_grad_(v is not x) for v in (x, weight, bias_t)]
 
-    exact = _run(ref, *args(torch.float64), pool, return_map, g)
+    exact = _run(ref, *args(torch.float64), pool, return_map, g.to(dtype).double())
     fused = _run(None, *args(dtype), pool, return_map, g.to(dtype))
     plain = _run(ref, *args(dtype), pool, return_map, g.to(dtype))
     err_fused, err_ref = 0.0, 0.0
@@ -68,14 +72,17 @@ def max_errors(shape, pool, kernel, bias, return_map, dtype, device, channels_la
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", action="append", help="cpu and/or cuda (default: cpu, plus cuda if available)")
+    parser.add_argument("--dtype", action="append", choices=[str(d).removeprefix("torch.") for d in TOLERANCE],
+                        help="dtypes to check (default: float32 and float64)")
     parser.add_argument("--quick", action="store_true", help="a few-second subset (one shape, two kernels)")
     args = parser.parse_args(argv)
+    dtypes = [getattr(torch, name) for name in (args.dtype or DEFAULT_DTYPES)]
     grid = QUICK if args.quick else dict(shapes=SHAPES, kernels=KERNELS, biases=(True, False), maps=(False, True),
                                          layouts=(False, True))
     devices = args.device or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     failures = 0
     print(f"{'device':6} {'dtype':8} {'pool':9} {'cases':>5}  {'fused err':>9}  {'ref err':>9}  tolerance  result")
-    for device, dtype, pool in itertools.product(devices, TOLERANCE, POOLS):
+    for device, dtype, pool in itertools.product(devices, dtypes, POOLS):
         worst, worst_ref, cases, ok = 0.0, 0.0, 0, True
         for shape, kernel, bias, return_map, cl in itertools.product(*grid.values()):
             err, err_ref = max_errors(shape, pool, kernel, bias, return_map, dtype, device, cl)
