@@ -14,7 +14,7 @@ $(VENV)/.deps: pyproject.toml Makefile
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)" "setuptools>=77" wheel "ninja>=1.11" "pybind11>=2.12"
 	$(BIN)/pip install -q "pytest>=8.0" "pytest-benchmark>=4.0" "hypothesis>=6.100" "numpy>=1.26" \
-	    "matplotlib>=3.8" "tqdm>=4.66"
+	    "matplotlib>=3.8" "tqdm>=4.66" "nvidia-cuda-cuobjdump>=13.0" "nvidia-cuda-nvdisasm>=13.0"
 	touch $@
 
 build: $(VENV)/.deps

@@ -5,6 +5,8 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include <mutex>
+
 #include "../block/ctx_cuda.cuh"
 #include "../block/run.h"
 
@@ -16,21 +18,34 @@ template <class K, class A> __global__ void block_program_kernel(const A a) {
   K::run(ctx, a);
 }
 
+// The current device's limits, from its properties.
+inline DeviceLimits device_limits() {
+  const cudaDeviceProp* d = at::cuda::getCurrentDeviceProperties();
+  return {"this GPU", int64_t(d->sharedMemPerBlockOptin), int64_t(d->sharedMemPerMultiprocessor),
+          int64_t(d->reservedSharedMemPerBlock), int64_t(d->regsPerMultiprocessor), int64_t(d->maxThreadsPerMultiProcessor),
+          int64_t(d->maxThreadsPerBlock), int64_t(d->multiProcessorCount)};
+}
+
+// Raises a kernel's dynamic shared-memory ceiling to the device's opt-in maximum, once per
+// kernel and device (call_once: thread-safe; the plan never asks for more).
+template <class Kernel> void allow_max_dynamic_smem(Kernel kernel) {
+  static std::once_flag once[C10_COMPILE_TIME_MAX_GPUS];
+  const int device = at::cuda::current_device();
+  std::call_once(once[device], [&] {
+    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        int(at::cuda::getCurrentDeviceProperties()->sharedMemPerBlockOptin)));
+  });
+}
+
 struct CudaLauncher {
-  Plan last_plan;
-  ArchTraits arch() const { return arch_traits(at::cuda::getCurrentDeviceProperties()->major); }
+  CallPlan last_call;
+  DeviceLimits limits() const { return device_limits(); }
   void track(int, const at::Tensor&) {}
-  template <class K, class A> void launch(int64_t grid, int threads, int64_t smem_bytes, const A& a) {
-    if (grid == 0) return;
-    TORCH_CHECK(grid < (int64_t(1) << 31), "sam_fused: grid of ", grid, " blocks is too large");
+  template <class K, class A> void launch(const Launch& l, const A& a) {
+    if (l.grid == 0) return;
     auto kernel = &block_program_kernel<K, A>;
-    const int64_t smem_limit = int64_t(at::cuda::getCurrentDeviceProperties()->sharedMemPerBlockOptin);
-    TORCH_CHECK(smem_bytes <= smem_limit, "sam_fused: this shape needs ", smem_bytes,
-                " bytes of shared memory per block, more than the GPU's ", smem_limit,
-                " (rows too wide: W or C*W too large for one tile)");
-    if (smem_bytes > 48 * 1024)
-      C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem_bytes)));
-    kernel<<<unsigned(grid), threads, smem_bytes, at::cuda::getCurrentCUDAStream()>>>(a);
+    allow_max_dynamic_smem(kernel);
+    kernel<<<unsigned(l.grid), l.threads, l.smem_bytes, at::cuda::getCurrentCUDAStream()>>>(a);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 };
