@@ -129,6 +129,8 @@ def test_emulation_raises_where_the_device_would():
         emulate_fwd(x, weight, b, "mean", False, variant=ONE_PASS, rows=8, arch="sm_86")
     with pytest.raises(RuntimeError, match="more than the sm_86 limit"):
         plan(x.shape, x.dtype, "mean", (3, 3), False, arch="sm_86", variant=ONE_PASS, rows=8)
+    with pytest.raises(RuntimeError, match="threads per block, more than the kernels' launch bound of 256"):
+        emulate_fwd(x, weight, b, "mean", False, threads=512)
     with pytest.raises(ValueError, match="arch must be one of sm_80, sm_86"):
         emulate_fwd(x, weight, b, "mean", False, arch="sm_75")
 

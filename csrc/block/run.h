@@ -31,8 +31,10 @@ inline bool aligned16(const at::Tensor& t) { return !t.defined() || reinterpret_
 // can: plan_launch keeps every launch within them).
 inline void check_launch(const DeviceLimits& dev, const Launch& l) {
   TORCH_CHECK(l.grid < (int64_t(1) << 31), "sam_fused: grid of ", l.grid, " blocks is too large");
-  TORCH_CHECK(l.threads <= dev.max_threads_per_block, "sam_fused: ", l.threads, " threads per block, more than the ",
-              dev.name, " limit of ", dev.max_threads_per_block);
+  TORCH_CHECK(l.threads <= std::min<int64_t>(kMaxThreads, dev.max_threads_per_block), "sam_fused: ", l.threads,
+              " threads per block, more than the kernels' launch bound of ", kMaxThreads);
+  TORCH_CHECK(l.threads * kRegsPerThread <= dev.regs_per_sm, "sam_fused: ", l.threads, " threads of up to ",
+              kRegsPerThread, " registers, more than the ", dev.name, " limit of ", dev.regs_per_sm);
   TORCH_CHECK(l.smem_bytes <= dev.smem_per_block_optin, "sam_fused: a launch needs ", l.smem_bytes,
               " bytes of shared memory per block, more than the ", dev.name, " limit of ", dev.smem_per_block_optin);
 }

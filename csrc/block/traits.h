@@ -12,11 +12,14 @@
 namespace sam::block {
 
 // Tunables of the plan. Occupancy: kBlocksPerSm resident blocks (one block's loads overlap
-// another's compute), fewer where threads or registers (at kRegsPerThread) do not allow it.
+// another's compute), fewer where threads or registers do not allow it. The kernels are
+// compiled with __launch_bounds__(kMaxThreads, kBlocksPerSm), which caps their registers at
+// kRegsPerThread (65536 / (256 * 2)) and their blocks at kMaxThreads threads.
 constexpr int kThreads = 256;                 // threads per block (power of two, >= 64)
+constexpr int kMaxThreads = 256;              // most threads a block may be launched with
 constexpr int64_t kTargetBlockElems = 16384;  // elements of x per block worth one block's fixed costs
 constexpr int64_t kBlocksPerSm = 2;
-constexpr int64_t kRegsPerThread = 64;
+constexpr int64_t kRegsPerThread = 128;
 constexpr int kReduceThreads = 128;           // DwReduce: one warp per weight-gradient entry
 
 // Shape of one call as the kernels see it.

@@ -13,7 +13,7 @@
 namespace sam {
 namespace block {
 
-template <class K, class A> __global__ void block_program_kernel(const A a) {
+template <class K, class A> __global__ void __launch_bounds__(kMaxThreads, kBlocksPerSm) block_program_kernel(const A a) {
   CudaCtx ctx;
   K::run(ctx, a);
 }
