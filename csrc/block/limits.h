@@ -8,7 +8,7 @@
 namespace sam::block {
 
 struct DeviceLimits {
-  const char* name;                  // "sm_90": the emulation's key; "device" from cudaDeviceProp
+  const char* name;                  // "sm_90" (the emulation's key) or cudaDeviceProp::name
   int64_t smem_per_block_optin;      // sharedMemPerBlockOptin: most dynamic smem one block may ask for
   int64_t smem_per_sm;               // sharedMemPerMultiprocessor
   int64_t smem_reserved_per_block;   // reservedSharedMemPerBlock: the runtime's share of each block

@@ -18,22 +18,39 @@ template <class K, class A> __global__ void __launch_bounds__(kMaxThreads, kBloc
   K::run(ctx, a);
 }
 
-// The current device's limits, from its properties.
-inline DeviceLimits device_limits() {
-  const cudaDeviceProp* d = at::cuda::getCurrentDeviceProperties();
-  return {"this GPU", int64_t(d->sharedMemPerBlockOptin), int64_t(d->sharedMemPerMultiprocessor),
-          int64_t(d->reservedSharedMemPerBlock), int64_t(d->regsPerMultiprocessor), int64_t(d->maxThreadsPerMultiProcessor),
-          int64_t(d->maxThreadsPerBlock), int64_t(d->multiProcessorCount)};
+// Static shared memory of a kernel as the runtime counts it against the opt-in maximum (the
+// block programs declare none; where a toolchain reports some, e.g. a reserved slice, the
+// dynamic budget shrinks by it). Queried once per kernel and device.
+template <class Kernel> int64_t static_smem_bytes(Kernel kernel) {
+  static std::once_flag once[C10_COMPILE_TIME_MAX_GPUS];
+  static int64_t bytes[C10_COMPILE_TIME_MAX_GPUS];
+  const int device = at::cuda::current_device();
+  std::call_once(once[device], [&] {
+    cudaFuncAttributes attr;
+    C10_CUDA_CHECK(cudaFuncGetAttributes(&attr, kernel));
+    bytes[device] = int64_t(attr.sharedSizeBytes);
+  });
+  return bytes[device];
 }
 
-// Raises a kernel's dynamic shared-memory ceiling to the device's opt-in maximum, once per
+// The current device's limits, from its properties (dynamic shared memory per block: the
+// opt-in maximum less the kernels' static shared memory).
+inline DeviceLimits device_limits() {
+  const cudaDeviceProp* d = at::cuda::getCurrentDeviceProperties();
+  const int64_t static_smem = static_smem_bytes(&block_program_kernel<DwReduce<float>, Args<float>>);
+  return {d->name, int64_t(d->sharedMemPerBlockOptin) - static_smem, int64_t(d->sharedMemPerMultiprocessor),
+          int64_t(d->reservedSharedMemPerBlock) + static_smem, int64_t(d->regsPerMultiprocessor),
+          int64_t(d->maxThreadsPerMultiProcessor), int64_t(d->maxThreadsPerBlock), int64_t(d->multiProcessorCount)};
+}
+
+// Raises a kernel's dynamic shared-memory ceiling to the most the device allows it, once per
 // kernel and device (call_once: thread-safe; the plan never asks for more).
 template <class Kernel> void allow_max_dynamic_smem(Kernel kernel) {
   static std::once_flag once[C10_COMPILE_TIME_MAX_GPUS];
   const int device = at::cuda::current_device();
   std::call_once(once[device], [&] {
-    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        int(at::cuda::getCurrentDeviceProperties()->sharedMemPerBlockOptin)));
+    const int64_t most = int64_t(at::cuda::getCurrentDeviceProperties()->sharedMemPerBlockOptin) - static_smem_bytes(kernel);
+    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(most)));
   });
 }
 
