@@ -8,9 +8,18 @@ import torch
 
 import sam_fused  # noqa: F401  (registers the ops)
 
-SLOTS = ("x", "grad_out", "out", "pooled", "weight", "bias", "workspace")
+SLOTS = ("x", "grad_out", "out", "pooled", "weight", "bias", "workspace", "shared")  # shared: bank wavefronts
 FIELDS = ("read", "read_unique", "written", "written_unique", "sectors", "ideal_sectors")
 ONE_PASS, TWO_PASS = 1, 2
+ARCHS = ("sm_80", "sm_86", "sm_89", "sm_90", "sm_100", "sm_120")
+DEFAULT_ARCH = "sm_90"
+
+
+@dataclass
+class Launch:
+    grid: int
+    threads: int
+    smem: int  # dynamic shared-memory bytes per block
 
 
 @dataclass
@@ -22,6 +31,8 @@ class Traffic:
     two_pass: bool
     vec: int
     threads: int
+    spill: bool = False   # map buffers in global scratch, not shared memory
+    launches: list = None  # [Launch] in launch order
 
     def __getitem__(self, slot):
         return self.counts[slot]
@@ -33,28 +44,49 @@ class Traffic:
         return ideal / touched if touched else 1.0
 
 
+def decode_plan(rows: list, counts: dict | None = None) -> Traffic:
+    """Traffic (counts may be empty) from the plan rows: one per launch, (rows per tile, tiles
+    per sample, grid, flags: 1 two pass | 2 spilled maps, vector width, threads, smem bytes);
+    the plan fields are those of the first launch (the main kernel's, or pass 1's: the same).
+    An empty input launches nothing: no rows."""
+    r, tiles, blocks, flags, vec, threads, _ = rows[0] if rows else (0, 0, 0, 0, 1, 0, 0)
+    launches = [Launch(grid, th, smem) for _, _, grid, _, _, th, smem in rows]
+    return Traffic(counts or {}, r, tiles, blocks, bool(flags & 1), vec, threads, bool(flags & 2), launches)
+
+
 def decode(t: torch.Tensor) -> Traffic:
     rows = t.tolist()
-    counts = {slot: dict(zip(FIELDS, row)) for slot, row in zip(SLOTS, rows)}
-    r, tiles, blocks, two_pass, vec, threads = rows[len(SLOTS)]
-    return Traffic(counts, r, tiles, blocks, bool(two_pass), vec, threads)
+    counts = {slot: dict(zip(FIELDS, row[:len(FIELDS)])) for slot, row in zip(SLOTS, rows)}
+    return decode_plan(rows[len(SLOTS):], counts)
 
 
-def emulate_fwd(x, weight, bias, pool, return_map, variant=0, rows=0, threads=0, index64=False, max_blocks=0):
-    """(out, pooled, Traffic) of the forward block programs run on the CPU (max_blocks > 0: only
-    the first blocks of each launch, for access-pattern reports; outputs are then incomplete)."""
+def emulate_fwd(x, weight, bias, pool, return_map, variant=0, rows=0, threads=0, index64=False, max_blocks=0,
+                arch=DEFAULT_ARCH):
+    """(out, pooled, Traffic) of the forward block programs run on the CPU, planned for and held
+    to the limits of `arch` (max_blocks > 0: only the first blocks of each launch, for
+    access-pattern reports; outputs are then incomplete)."""
     out, pooled, t = torch.ops.sam_fused._emulate_fwd(x, weight.detach(), None if bias is None else bias.detach(),
-                                                      pool, return_map, variant, rows, threads, index64, max_blocks)
+                                                      pool, return_map, variant, rows, threads, index64, max_blocks,
+                                                      arch)
     return out, pooled, decode(t)
 
 
 def emulate_bwd(grad_out, x, weight, bias, pooled, pool, return_map, variant=0, rows=0, threads=0, index64=False,
-                max_blocks=0):
+                max_blocks=0, arch=DEFAULT_ARCH):
     """(grad_x, grad_weight, grad_bias, Traffic) of the backward block programs run on the CPU."""
     dx, dw, db, t = torch.ops.sam_fused._emulate_bwd(grad_out, x, weight.detach(),
                                                      None if bias is None else bias.detach(), pooled, pool,
-                                                     return_map, variant, rows, threads, index64, max_blocks)
+                                                     return_map, variant, rows, threads, index64, max_blocks, arch)
     return dx, dw, db, decode(t)
+
+
+def plan(shape, dtype, pool, kernel, backward, channels_last=False, return_map=False, arch=DEFAULT_ARCH, variant=0,
+         rows=0, threads=0):
+    """(Traffic with no counts, index64) of the launches the op would make for a call of this
+    shape, planned without allocating anything."""
+    t, index64 = torch.ops.sam_fused._emulate_plan(list(shape), dtype, pool, kernel[0], kernel[1], channels_last,
+                                                   return_map, backward, variant, rows, threads, arch)
+    return decode_plan(t.tolist()), index64
 
 
 def emulated_results(x, weight, bias, pool, return_map, grad_out, **kw):

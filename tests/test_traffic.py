@@ -117,3 +117,20 @@ def test_coalescing_of_x_shaped_tensors(shape, layout):
     x, tf, tb = run(shape, "mean+max", ONE_PASS, False, layout, kernel=(3, 1), rows=0, threads=0)
     assert tf.coalescing("x", "out") >= 0.9, tf.counts
     assert tb.coalescing("x", "grad_out", "out") >= 0.9, tb.counts
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("shape,kernel", [((2, 64, 16, 8), (3, 1)), ((2, 5, 12, 16), (3, 3)), ((1, 41, 9, 7), (3, 3))])
+def test_staged_tile_accesses_are_bank_conflict_free(shape, kernel, dtype, layout):
+    """Shared-memory wavefronts of the staged-tile phases (128-bit staging stores, the channel
+    reduction's reads, the write phase's 128-bit reads back) equal the ideal bytes / 128 per
+    warp-wide access: no bank conflicts. The third shape is not vectorisable (scalar accesses)."""
+    x, tf, tb = run(shape, "mean+max", ONE_PASS, False, layout, dtype=dtype, kernel=kernel, rows=0, threads=0)
+    N, e = x.numel(), x.element_size()
+    for t in (tf, tb):
+        assert not t.two_pass
+        sh = t["shared"]
+        assert sh["written"] == N * e and sh["read"] >= 2 * N * e, sh  # staged once, read by the reduction and the write
+        assert sh["sectors"] == sh["ideal_sectors"] > 0, sh
+    assert tf.vec == tb.vec == (1 if shape[-1] == 7 else 16 // e)

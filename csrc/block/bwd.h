@@ -21,7 +21,7 @@ SAM_BLOCK void rho_visit(Ctx& ctx, const Args<T>& a, const Tile<I>& tl, const T*
   for (I c = c0; c < I(s.C); c += step) {
     const I off = x_offset<CL, I>(s, tl.b, c, h, w);
     const A xv = A(ctx.load(a.x + off));
-    if (want_rho) acc.sum += A(from_tile ? gtile[CL ? pix * I(s.C) + c : c * L + pix] : ctx.load(a.g + off)) * xv;
+    if (want_rho) acc.sum += A(from_tile ? ctx.load(gtile + (CL ? pix * I(s.C) + c : c * L + pix)) : ctx.load(a.g + off)) * xv;
     if (want_argmax) argmax_visit(acc, xv, int32_t(c));
   }
 }
@@ -48,19 +48,19 @@ template <typename T, bool CL, typename I> struct BwdRho {
   }
 };
 
-template <typename T, bool CL, typename I> struct BwdMain {
+template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
   template <class Ctx> static SAM_BLOCK void run(Ctx& ctx, const Args<T>& a) {
     using A = acc_t<T>;
     const Shape& s = a.s;
     const Plan& p = a.p;
-    unsigned char* sm = ctx.smem();
-    A* wts = reinterpret_cast<A*>(sm + p.off_w);
-    A* q = reinterpret_cast<A*>(sm + p.off_q);       // pooled, map row h at q row h - qbase
-    A* d = reinterpret_cast<A*>(sm + p.off_d);       // rho then delta, map row h at row h - dbase
-    A* sig = reinterpret_cast<A*>(sm + p.off_s);     // s on the tile pixels
-    A* gmean = reinterpret_cast<A*>(sm + p.off_gmean);
-    A* gmax = reinterpret_cast<A*>(sm + p.off_gmax);
-    int32_t* amax = reinterpret_cast<int32_t*>(sm + p.off_amax);
+    unsigned char *sm = ctx.smem(), *mp = map_buffers<Spill>(ctx, a);
+    A* wts = reinterpret_cast<A*>(mp + p.off_w);
+    A* q = reinterpret_cast<A*>(mp + p.off_q);       // pooled, map row h at q row h - qbase
+    A* d = reinterpret_cast<A*>(mp + p.off_d);       // rho then delta, map row h at row h - dbase
+    A* sig = reinterpret_cast<A*>(mp + p.off_s);     // s on the tile pixels
+    A* gmean = reinterpret_cast<A*>(mp + p.off_gmean);
+    A* gmax = reinterpret_cast<A*>(mp + p.off_gmax);
+    int32_t* amax = reinterpret_cast<int32_t*>(mp + p.off_amax);
     auto* part = reinterpret_cast<ChanPartial<A>*>(sm + p.off_part);
     T* gtile = p.staged ? reinterpret_cast<T*>(sm + p.off_tile) : nullptr;
     const Tile<I> tl = tile_of<I>(s, p, ctx.block());
@@ -78,7 +78,7 @@ template <typename T, bool CL, typename I> struct BwdMain {
     load_weights(ctx, a, wts);
     if (gtile) with_vec<T>(p, [&](auto vt) {
       constexpr int V = decltype(vt)::value;
-      for_tile_vectors<V, CL>(ctx, s, tl, [&](I k, I off, I, I) { ctx.template load_vec<V>(a.g + off, gtile + k); });
+      for_tile_vectors<V, CL>(ctx, s, tl, [&](I k, I off, I, I) { ctx.template copy_vec<V>(a.g + off, gtile + k); });
     });
     ctx.each_thread([&](int t) {
       for (I i = I(t); i < I(s.P) * (f1 - f0) * W; i += I(ctx.threads())) {
@@ -149,7 +149,7 @@ template <typename T, bool CL, typename I> struct BwdMain {
       constexpr int V = decltype(vt)::value;
       for_tile_vectors<V, CL>(ctx, s, tl, [&](I k, I off, I pix, I c) {
         T v[V];
-        if (gtile) for (int e = 0; e < V; ++e) v[e] = gtile[k + e];
+        if (gtile) ctx.template load_vec<V>(gtile + k, v);
         else if (!s.return_map) ctx.template load_vec<V>(a.g + off, v);
         for (int e = 0; e < V; ++e) {
           A r = (s.return_map ? A(0) : A(v[e]) * sig[pix]) + gmean[pix];

@@ -24,6 +24,7 @@ template <typename T> struct Args {
   A* dw_partial = nullptr;         // [blocks, taps + 1] weight/bias gradient per block
   T* dw = nullptr;                 // [taps] weight gradient
   T* dbias = nullptr;              // [1] bias gradient
+  unsigned char* scratch = nullptr;  // [blocks, p.spill_bytes] map buffers when p.spill
   Shape s;
   Plan p;
 };
@@ -36,6 +37,14 @@ template <typename I> struct Tile {
 template <typename I> SAM_BLOCK Tile<I> tile_of(const Shape& s, const Plan& p, int64_t blk) {
   const I b = I(blk / p.tiles), h0 = I(blk % p.tiles) * I(p.rows);
   return {b, h0, h0 + I(p.rows) < I(s.H) ? h0 + I(p.rows) : I(s.H)};
+}
+
+// Where a block's map buffers live (Plan::spill): shared memory or its scratch region. A
+// template flag, so that the shared-memory kernels address them as shared (LDS/STS), not
+// through generic loads.
+template <bool Spill, typename T, class Ctx> SAM_BLOCK unsigned char* map_buffers(Ctx& ctx, const Args<T>& a) {
+  if constexpr (Spill) return a.scratch + ctx.block() * a.p.spill_bytes;
+  else return ctx.smem();
 }
 
 // Offset of element (b, c, h, w) of an x-shaped tensor.

@@ -5,7 +5,9 @@
 // (barriers are the phase boundaries and cost nothing here). Warp collectives operate on
 // per-thread state arrays with the same butterfly order as the CUDA shuffles (same bits).
 // Every global access is recorded by a TrafficRecorder: bytes requested and unique bytes per
-// tensor, and per warp-wide access instruction the 32-byte sectors it touches.
+// tensor, and per warp-wide access instruction the 32-byte sectors it touches. Accesses
+// through the context to the block's shared memory (the staged tile) count bank wavefronts
+// instead: the shared-memory passes a warp-wide access needs (bank conflicts add passes).
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -24,6 +26,7 @@ class TrafficRecorder {
  public:
   enum Field { kRead, kReadUnique, kWritten, kWrittenUnique, kSectors, kIdealSectors, kFields };
   static constexpr int kSectorBytes = 32;
+  static constexpr int kBanks = 32, kBankBytes = 4;
 
   explicit TrafficRecorder(int slots) : counts_(slots * kFields, 0) {}
 
@@ -36,14 +39,22 @@ class TrafficRecorder {
     flush_warp();
     for (auto& r : regions_) { r.read_seen.assign(r.bytes, 0); r.written_seen.assign(r.bytes, 0); }
   }
+  // The running launch's shared memory, counted under `slot` (bytes; sectors = wavefronts).
+  void set_shared(const void* base, int64_t bytes, int slot) {
+    flush_warp();
+    shared_ = {static_cast<const char*>(base), bytes, slot, {}, {}};
+  }
   void begin_thread(int t) {
     if (t / 32 != warp_) { flush_warp(); warp_ = t / 32; }
+    lane_ = t % 32;
     seq_ = 0;
   }
   void end_phase() { flush_warp(); warp_ = -1; }
 
   void access(const void* p, int bytes, bool write) {
-    Region* r = find(static_cast<const char*>(p));
+    const char* cp = static_cast<const char*>(p);
+    if (shared_.base && cp >= shared_.base && cp < shared_.base + shared_.bytes) return access_shared(cp, bytes, write);
+    Region* r = find(cp);
     if (!r) return;  // not a tracked tensor (cannot happen for kernel arguments)
     int64_t* c = &counts_[r->slot * kFields];
     const int64_t off = static_cast<const char*>(p) - r->base;
@@ -73,27 +84,71 @@ class TrafficRecorder {
   struct Pending {
     int slot = -1;
     int64_t bytes = 0;
-    std::vector<uintptr_t> sectors;
+    std::vector<uintptr_t> sectors;  // global: sectors touched; shared: see lanes
+    bool shared = false;
+    std::vector<std::pair<int, int64_t>> lanes;  // shared: (lane, byte offset) of each lane's access
+    int width = 0;                               // shared: bytes per lane
   };
+  void access_shared(const char* p, int bytes, bool write) {
+    counts_[shared_.slot * kFields + (write ? kWritten : kRead)] += bytes;
+    // Lanes whose seq-th access goes to shared memory while others' goes to global (a warp
+    // straddling the staged rows) issue two instructions: kept apart.
+    if (int(pending_shared_.size()) <= seq_) pending_shared_.resize(seq_ + 1);
+    Pending& w = pending_shared_[seq_++];
+    w.slot = shared_.slot;
+    w.shared = true;
+    w.width = bytes;
+    w.bytes += bytes;
+    w.lanes.push_back({lane_, p - shared_.base});
+  }
+  // Wavefronts of a warp-wide shared access: lanes are served in groups of 128 bytes' worth
+  // (32 lanes of <= 4 bytes, 16 of 8, 8 of 16); a group takes as many passes as the most
+  // distinct 4-byte words any one bank holds among its addresses. Ideal: bytes / 128.
+  static int64_t wavefronts(const Pending& w) {
+    const int group = w.width >= 16 ? 8 : w.width == 8 ? 16 : 32;
+    int64_t total = 0;
+    for (int g0 = 0; g0 < 32; g0 += group) {
+      std::vector<int64_t> words[kBanks];
+      for (const auto& [lane, off] : w.lanes)
+        if (lane >= g0 && lane < g0 + group)
+          for (int64_t word = off / kBankBytes; word <= (off + w.width - 1) / kBankBytes; ++word)
+            words[word % kBanks].push_back(word);
+      int64_t passes = 0;
+      for (auto& b : words) {
+        std::sort(b.begin(), b.end());
+        passes = std::max<int64_t>(passes, std::unique(b.begin(), b.end()) - b.begin());
+      }
+      total += passes;
+    }
+    return total;
+  }
   Region* find(const char* p) {
     for (auto& r : regions_)
       if (p >= r.base && p < r.base + r.bytes) return &r;
     return nullptr;
   }
-  void flush_warp() {
-    for (auto& w : pending_) {
-      if (w.slot < 0) continue;
+  void flush(Pending& w) {
+    if (w.slot < 0) return;
+    int64_t* c = &counts_[w.slot * kFields];
+    if (w.shared) {
+      c[kSectors] += wavefronts(w);
+      c[kIdealSectors] += (w.bytes + kBanks * kBankBytes - 1) / (kBanks * kBankBytes);
+    } else {
       std::sort(w.sectors.begin(), w.sectors.end());
-      const int64_t touched = std::unique(w.sectors.begin(), w.sectors.end()) - w.sectors.begin();
-      counts_[w.slot * kFields + kSectors] += touched;
-      counts_[w.slot * kFields + kIdealSectors] += (w.bytes + kSectorBytes - 1) / kSectorBytes;
-      w.slot = -1; w.bytes = 0; w.sectors.clear();
+      c[kSectors] += std::unique(w.sectors.begin(), w.sectors.end()) - w.sectors.begin();
+      c[kIdealSectors] += (w.bytes + kSectorBytes - 1) / kSectorBytes;
     }
+    w.slot = -1; w.bytes = 0; w.shared = false; w.sectors.clear(); w.lanes.clear();  // keeps the capacity
+  }
+  void flush_warp() {
+    for (auto& w : pending_) flush(w);
+    for (auto& w : pending_shared_) flush(w);
   }
   std::vector<int64_t> counts_;
   std::vector<Region> regions_;
-  std::vector<Pending> pending_;
-  int warp_ = -1, seq_ = 0;
+  std::vector<Pending> pending_, pending_shared_;
+  Region shared_{nullptr, 0, 0, {}, {}};
+  int warp_ = -1, lane_ = 0, seq_ = 0;
 };
 
 // Per-thread state that lives across phases: one element per thread of the block.
@@ -145,6 +200,12 @@ struct CpuCtx {
   template <int V, class T> void store_vec(T* p, const T* v) {
     rec->access(p, V * sizeof(T), true);
     std::memcpy(p, v, V * sizeof(T));
+  }
+  // One vector from global memory into the staged tile (a global read, a shared write).
+  template <int V, class T> void copy_vec(const T* src, T* dst) {
+    rec->access(src, V * sizeof(T), false);
+    rec->access(dst, V * sizeof(T), true);
+    std::memcpy(dst, src, V * sizeof(T));
   }
 };
 

@@ -27,6 +27,12 @@ template <class V> __device__ __forceinline__ V shfl_xor(V v, int lane_mask) {
   return v;
 }
 
+// The unsigned word type of a V-element vector of T (16, 8, 4 or 2 bytes).
+template <int V, class T>
+using VecWord = std::conditional_t<V * sizeof(T) == 16, uint4,
+                                   std::conditional_t<V * sizeof(T) == 8, uint2,
+                                                      std::conditional_t<V * sizeof(T) == 4, unsigned, unsigned short>>>;
+
 struct CudaCtx {
   __device__ __forceinline__ int64_t block() const { return blockIdx.x; }
   __device__ __forceinline__ int threads() const { return blockDim.x; }
@@ -47,20 +53,21 @@ struct CudaCtx {
   template <class T> __device__ __forceinline__ T load(const T* p) { return *p; }
   template <class T> __device__ __forceinline__ void store(T* p, T v) { *p = v; }
   // 128-bit (or narrower) vector access; the caller guarantees V * sizeof(T)-byte alignment.
+  // Whole-word accesses through VecWord: a memcpy into T* of unknown alignment compiles to
+  // single-byte shared stores.
   template <int V, class T> __device__ __forceinline__ void load_vec(const T* p, T* out) {
-    using W = std::conditional_t<V * sizeof(T) == 16, uint4,
-                                 std::conditional_t<V * sizeof(T) == 8, uint2,
-                                                    std::conditional_t<V * sizeof(T) == 4, unsigned, unsigned short>>>;
-    const W w = *reinterpret_cast<const W*>(p);
-    memcpy(out, &w, sizeof(W));
+    const VecWord<V, T> w = *reinterpret_cast<const VecWord<V, T>*>(p);
+    memcpy(out, &w, sizeof(w));  // out is a register array: the copy vanishes
   }
   template <int V, class T> __device__ __forceinline__ void store_vec(T* p, const T* v) {
-    using W = std::conditional_t<V * sizeof(T) == 16, uint4,
-                                 std::conditional_t<V * sizeof(T) == 8, uint2,
-                                                    std::conditional_t<V * sizeof(T) == 4, unsigned, unsigned short>>>;
-    W w;
-    memcpy(&w, v, sizeof(W));
-    *reinterpret_cast<W*>(p) = w;
+    VecWord<V, T> w;
+    memcpy(&w, v, sizeof(w));
+    *reinterpret_cast<VecWord<V, T>*>(p) = w;
+  }
+  // One vector from global memory straight into the staged tile: one load, one store, each
+  // V * sizeof(T) bytes wide (both addresses aligned to that, see choose_vec).
+  template <int V, class T> __device__ __forceinline__ void copy_vec(const T* src, T* dst) {
+    *reinterpret_cast<VecWord<V, T>*>(dst) = *reinterpret_cast<const VecWord<V, T>*>(src);
   }
 };
 

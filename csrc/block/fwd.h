@@ -30,7 +30,8 @@ SAM_BLOCK void pool_visit(Ctx& ctx, const Args<T>& a, const Tile<I>& tl, const T
   const bool from_tile = tile && h >= tl.h0 && h < tl.h1;
   const I pix = (h - tl.h0) * I(s.W) + w, L = tl.rows() * I(s.W);
   for (I c = c0; c < I(s.C); c += step) {
-    const A v = from_tile ? A(tile[CL ? pix * I(s.C) + c : c * L + pix]) : A(ctx.load(a.x + x_offset<CL, I>(s, tl.b, c, h, w)));
+    const A v = from_tile ? A(ctx.load(tile + (CL ? pix * I(s.C) + c : c * L + pix)))
+                          : A(ctx.load(a.x + x_offset<CL, I>(s, tl.b, c, h, w)));
     if (want_sum) acc.sum += v;
     if (want_max) acc.max = nan_max(acc.max, v);
   }
@@ -59,15 +60,15 @@ template <typename T, bool CL, typename I> struct FwdPool {
 
 // One-pass kernel, or pass 2 of the two-pass variant (p.two_pass: pooled maps come from
 // global memory, x is streamed rather than staged).
-template <typename T, bool CL, typename I> struct FwdMain {
+template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
   template <class Ctx> static SAM_BLOCK void run(Ctx& ctx, const Args<T>& a) {
     using A = acc_t<T>;
     const Shape& s = a.s;
     const Plan& p = a.p;
-    unsigned char* sm = ctx.smem();
-    A* wts = reinterpret_cast<A*>(sm + p.off_w);
-    A* q = reinterpret_cast<A*>(sm + p.off_q);     // map row h at q row h - qbase
-    A* sig = reinterpret_cast<A*>(sm + p.off_s);   // s of the tile pixels
+    unsigned char *sm = ctx.smem(), *mp = map_buffers<Spill>(ctx, a);
+    A* wts = reinterpret_cast<A*>(mp + p.off_w);
+    A* q = reinterpret_cast<A*>(mp + p.off_q);     // map row h at q row h - qbase
+    A* sig = reinterpret_cast<A*>(mp + p.off_s);   // s of the tile pixels
     auto* part = reinterpret_cast<ChanPartial<A>*>(sm + p.off_part);
     T* tile = p.staged ? reinterpret_cast<T*>(sm + p.off_tile) : nullptr;
     const Tile<I> tl = tile_of<I>(s, p, ctx.block());
@@ -78,7 +79,7 @@ template <typename T, bool CL, typename I> struct FwdMain {
     load_weights(ctx, a, wts);
     if (tile) with_vec<T>(p, [&](auto vt) {
       constexpr int V = decltype(vt)::value;
-      for_tile_vectors<V, CL>(ctx, s, tl, [&](I k, I off, I, I) { ctx.template load_vec<V>(a.x + off, tile + k); });
+      for_tile_vectors<V, CL>(ctx, s, tl, [&](I k, I off, I, I) { ctx.template copy_vec<V>(a.x + off, tile + k); });
     });
     ctx.sync();
 
@@ -123,7 +124,7 @@ template <typename T, bool CL, typename I> struct FwdMain {
       constexpr int V = decltype(vt)::value;
       for_tile_vectors<V, CL>(ctx, s, tl, [&](I k, I off, I pix, I c) {
         T v[V];
-        if (tile) for (int e = 0; e < V; ++e) v[e] = tile[k + e];
+        if (tile) ctx.template load_vec<V>(tile + k, v);
         else ctx.template load_vec<V>(a.x + off, v);
         for (int e = 0; e < V; ++e) { v[e] = T(A(v[e]) * sig[pix]); step_elem<CL>(s, pix, c); }
         ctx.template store_vec<V>(a.out + off, v);

@@ -1,13 +1,15 @@
 // Host side of the block-program kernels: checks, layout, planning, allocation and the launch
 // sequence, written once over a Launcher so the CUDA op and the CPU emulation make exactly the
-// same choices. A Launcher provides:
-//   ArchTraits arch();                                  per-arch traits (traits.h)
+// same choices (plan_call) and raise in the same places (check_launch). A Launcher provides:
+//   DeviceLimits limits();                              the device's limits (limits.h)
 //   void track(int slot, const at::Tensor&);            tensors the emulation records (TensorSlot)
-//   template <class K, class Args> void launch(int64_t grid, int threads, int64_t smem, const Args&);
+//   template <class K, class Args> void launch(const Launch&, const Args&);
+//   CallPlan last_call;                                 set here: what the call planned
 #pragma once
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 
+#include <type_traits>
 #include <vector>
 
 #include "../spatial_attention.h"
@@ -15,7 +17,8 @@
 
 namespace sam::block {
 
-enum TensorSlot : int { kSlotX, kSlotGrad, kSlotOut, kSlotPooled, kSlotWeight, kSlotBias, kSlotWorkspace, kSlots };
+// kSlotShared: the block's shared memory (emulation: bank wavefronts of the accesses made through the context)
+enum TensorSlot : int { kSlotX, kSlotGrad, kSlotOut, kSlotPooled, kSlotWeight, kSlotBias, kSlotWorkspace, kSlotShared, kSlots };
 
 inline Shape shape_of(const Geometry& g, bool return_map) {
   return {g.B, g.C, g.H, g.W, g.kh, g.kw, g.pool.P, g.pool.mean_slot(), g.pool.max_slot(), g.channels_last,
@@ -24,9 +27,31 @@ inline Shape shape_of(const Geometry& g, bool return_map) {
 
 inline bool aligned16(const at::Tensor& t) { return !t.defined() || reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; }
 
-// 32-bit offsets unless an x-shaped tensor comes near 2^31 elements (loops step past the
-// end by up to a block of vectors, hence the margin).
-inline bool needs_index64(const at::Tensor& x, bool force) { return force || x.numel() >= (int64_t(1) << 31) - (int64_t(1) << 20); }
+// Raises where a launch would exceed the device's limits (only test overrides of the plan
+// can: plan_launch keeps every launch within them).
+inline void check_launch(const DeviceLimits& dev, const Launch& l) {
+  TORCH_CHECK(l.grid < (int64_t(1) << 31), "sam_fused: grid of ", l.grid, " blocks is too large");
+  TORCH_CHECK(l.threads <= std::min<int64_t>(kMaxThreads, dev.max_threads_per_block), "sam_fused: ", l.threads,
+              " threads per block, more than the kernels' launch bound of ", kMaxThreads);
+  TORCH_CHECK(l.threads * kRegsPerThread <= dev.regs_per_sm, "sam_fused: ", l.threads, " threads of up to ",
+              kRegsPerThread, " registers, more than the ", dev.name, " limit of ", dev.regs_per_sm);
+  TORCH_CHECK(l.smem_bytes <= dev.smem_per_block_optin, "sam_fused: a launch needs ", l.smem_bytes,
+              " bytes of shared memory per block, more than the ", dev.name, " limit of ", dev.smem_per_block_optin);
+}
+
+// Checks every launch of the call, then launches them in order (K1, K2, K3: the programs of
+// pass 1, the main kernel and the weight-gradient reduction; K3 = void: none).
+template <class K1, class K2, class K3, class Launcher, class Args>
+void launch_all(Launcher& L, const DeviceLimits& dev, const CallPlan& c, const Args& a) {
+  for (int i = 0; i < c.n_launches; ++i) check_launch(dev, c.launches[i]);
+  for (int i = 0; i < c.n_launches; ++i) {
+    const Launch& l = c.launches[i];
+    if (l.kernel == Kernel::kPass1) L.template launch<K1>(l, a);
+    else if (l.kernel == Kernel::kMain) L.template launch<K2>(l, a);
+    else if constexpr (!std::is_void_v<K3>) L.template launch<K3>(l, a);
+  }
+  L.last_call = c;
+}
 
 template <typename F> void dispatch_layout_index(bool channels_last, bool index64, F&& f) {
   if (index64) {
@@ -58,18 +83,23 @@ std::tuple<at::Tensor, at::Tensor> run_forward(Launcher& L, const at::Tensor& x,
     using A = acc_t<scalar_t>;
     Args<scalar_t> a;
     a.s = shape_of(g, return_map);
-    a.p = plan_launch(a.s, L.arch(), sizeof(scalar_t), sizeof(A), false, aligned16(xc) && aligned16(out), o);
+    const DeviceLimits dev = L.limits();
+    const CallPlan c = plan_call(a.s, dev, sizeof(scalar_t), sizeof(A), false, aligned16(xc) && aligned16(out), o,
+                                 force_index64);
+    a.p = c.p;
+    at::Tensor ws = at::empty({c.ws.bytes}, x.options().dtype(at::kByte));
+    if (c.ws.bytes) L.track(kSlotWorkspace, ws);
+    a.scratch = ws.mutable_data_ptr<uint8_t>() + c.ws.scratch;
     a.x = xc.const_data_ptr<scalar_t>();
     a.out = out.mutable_data_ptr<scalar_t>();
     a.pooled = pooled.mutable_data_ptr<A>();
     set_params(a, weight, bias);
-    dispatch_layout_index(g.channels_last, needs_index64(xc, force_index64), [&](auto cl, auto index) {
+    dispatch_layout_index(g.channels_last, c.index64, [&](auto cl, auto index) {
       constexpr bool CL = decltype(cl)::value;
       using I = decltype(index);
-      if (a.p.two_pass) L.template launch<FwdPool<scalar_t, CL, I>>(a.p.blocks, a.p.threads, reduction_smem_bytes(a.p, sizeof(A)), a);
-      L.template launch<FwdMain<scalar_t, CL, I>>(a.p.blocks, a.p.threads, a.p.smem_bytes, a);
+      if (c.p.spill) launch_all<FwdPool<scalar_t, CL, I>, FwdMain<scalar_t, CL, I, true>, void>(L, dev, c, a);
+      else launch_all<FwdPool<scalar_t, CL, I>, FwdMain<scalar_t, CL, I, false>, void>(L, dev, c, a);
     });
-    L.last_plan = a.p;
   });
   return {out, pooled};
 }
@@ -95,17 +125,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run_backward(Launcher& L, const a
     using A = acc_t<scalar_t>;
     Args<scalar_t> a;
     a.s = shape_of(g, return_map);
-    a.p = plan_launch(a.s, L.arch(), sizeof(scalar_t), sizeof(A), true,
-                      aligned16(xc) && aligned16(gc) && aligned16(dx), o);
-    // One workspace: weight-gradient partials [taps + 1, blocks], then rho and argmax maps.
-    const int64_t partial_elems = (nw + 1) * a.p.blocks, map_elems = a.p.two_pass ? g.B * g.H * g.W : 0;
-    const int64_t ws_bytes = (partial_elems + map_elems) * int64_t(sizeof(A)) + map_elems * 4;
-    at::Tensor ws = at::empty({ws_bytes}, x.options().dtype(at::kByte));
+    const DeviceLimits dev = L.limits();
+    const CallPlan c = plan_call(a.s, dev, sizeof(scalar_t), sizeof(A), true,
+                                 aligned16(xc) && aligned16(gc) && aligned16(dx), o, force_index64);
+    a.p = c.p;
+    at::Tensor ws = at::empty({c.ws.bytes}, x.options().dtype(at::kByte));
     L.track(kSlotWorkspace, ws);
     auto* base = ws.mutable_data_ptr<uint8_t>();
-    a.dw_partial = reinterpret_cast<A*>(base);
-    a.rho = reinterpret_cast<A*>(base + partial_elems * sizeof(A));
-    a.amax = reinterpret_cast<int32_t*>(base + (partial_elems + map_elems) * sizeof(A));
+    a.dw_partial = reinterpret_cast<A*>(base + c.ws.partials);
+    a.rho = reinterpret_cast<A*>(base + c.ws.rho);
+    a.amax = reinterpret_cast<int32_t*>(base + c.ws.amax);
+    a.scratch = base + c.ws.scratch;
     a.x = xc.const_data_ptr<scalar_t>();
     a.g = gc.const_data_ptr<scalar_t>();
     a.out = dx.mutable_data_ptr<scalar_t>();
@@ -113,15 +143,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run_backward(Launcher& L, const a
     a.dw = dw.mutable_data_ptr<scalar_t>();
     a.dbias = dbias.mutable_data_ptr<scalar_t>();
     set_params(a, weight, bias);
-    dispatch_layout_index(g.channels_last, needs_index64(xc, force_index64), [&](auto cl, auto index) {
+    dispatch_layout_index(g.channels_last, c.index64, [&](auto cl, auto index) {
       constexpr bool CL = decltype(cl)::value;
       using I = decltype(index);
-      if (a.p.two_pass) L.template launch<BwdRho<scalar_t, CL, I>>(a.p.blocks, a.p.threads, reduction_smem_bytes(a.p, sizeof(A)), a);
-      L.template launch<BwdMain<scalar_t, CL, I>>(a.p.blocks, a.p.threads, a.p.smem_bytes, a);
+      if (c.p.spill) launch_all<BwdRho<scalar_t, CL, I>, BwdMain<scalar_t, CL, I, true>, DwReduce<scalar_t>>(L, dev, c, a);
+      else launch_all<BwdRho<scalar_t, CL, I>, BwdMain<scalar_t, CL, I, false>, DwReduce<scalar_t>>(L, dev, c, a);
     });
-    constexpr int kReduceThreads = 128;
-    L.template launch<DwReduce<scalar_t>>(detail::ceil_div(nw + 1, kReduceThreads / 32), kReduceThreads, 0, a);
-    L.last_plan = a.p;
   });
   return {dx, dw.reshape(weight.sizes()), dbias};
 }

@@ -7,23 +7,20 @@
 #include <numeric>
 
 #include "../sam_math.h"
+#include "limits.h"
 
 namespace sam::block {
 
-// Per-architecture choices. The staged tile budget leaves room for two blocks per SM, so one
-// block's loads overlap another's compute.
-struct ArchTraits {
-  int threads;                // threads per block (power of two, >= 64)
-  int64_t tile_smem_bytes;    // budget for the staged x (forward) or grad_out (backward) tile
-  int64_t target_block_elems; // elements of x per block worth one block's fixed costs
-  int64_t min_blocks;         // blocks wanted to fill the device
-};
-
-inline ArchTraits arch_traits(int sm_major) {
-  if (sm_major >= 9) return {256, 96 * 1024, 16384, 264};  // H100: 228 KB smem / SM, 132 SMs
-  if (sm_major == 8) return {256, 80 * 1024, 16384, 216};  // A100: 164 KB smem / SM, 108 SMs
-  return {256, 40 * 1024, 8192, 160};                      // older: 96 KB smem / SM
-}
+// Tunables of the plan. Occupancy: kBlocksPerSm resident blocks (one block's loads overlap
+// another's compute), fewer where threads or registers do not allow it. The kernels are
+// compiled with __launch_bounds__(kMaxThreads, kBlocksPerSm), which caps their registers at
+// kRegsPerThread (65536 / (256 * 2)) and their blocks at kMaxThreads threads.
+constexpr int kThreads = 256;                 // threads per block (power of two, >= 64)
+constexpr int kMaxThreads = 256;              // most threads a block may be launched with
+constexpr int64_t kTargetBlockElems = 16384;  // elements of x per block worth one block's fixed costs
+constexpr int64_t kBlocksPerSm = 2;
+constexpr int64_t kRegsPerThread = 128;
+constexpr int kReduceThreads = 128;           // DwReduce: one warp per weight-gradient entry
 
 // Shape of one call as the kernels see it.
 struct Shape {
@@ -33,18 +30,23 @@ struct Shape {
   SAM_HD int64_t taps() const { return int64_t(P) * kh * kw; }  // weight gradient entries (bias is one more)
 };
 
-// How a call is cut into blocks and how a block's shared memory is laid out (byte offsets).
+// How a call is cut into blocks and how a block's buffers are laid out (byte offsets). The
+// map buffers (weights, pooled rows q, s, rho/delta d, gamma maps, argmax) live in shared
+// memory, or with `spill` in the block's region of a global scratch buffer (rows so wide that
+// not even one row's maps fit); the channel-reduction partials and the staged tile are always
+// in shared memory.
 struct Plan {
-  int threads = 256;
+  int threads = kThreads;
   int64_t rows = 1;        // rows of one sample per block (the tile); the last tile may be shorter
   int64_t tiles = 1;       // tiles per sample
   int64_t blocks = 0;      // blocks of the main kernel = B * tiles
   bool two_pass = false;   // a separate channel-reduction kernel runs first
   bool staged = false;     // the main kernel keeps its x (fwd) / grad_out (bwd) tile in shared memory
+  bool spill = false;      // map buffers in global scratch (spill_bytes per block), not shared memory
   int vec = 1;             // elements per vector access of x-shaped tensors (1 or 16 / elem_size)
   int px = 32, cs = 1;     // channel reduction: pixels per round x channel slots = threads
   int64_t off_w = 0, off_q = 0, off_s = 0, off_d = 0, off_gmean = 0, off_gmax = 0, off_amax = 0, off_part = 0,
-          off_tile = 0, smem_bytes = 0;
+          off_tile = 0, smem_bytes = 0, spill_bytes = 0;
 };
 
 enum class Variant : int { kAuto = 0, kOnePass = 1, kTwoPass = 2 };
@@ -53,7 +55,7 @@ enum class Variant : int { kAuto = 0, kOnePass = 1, kTwoPass = 2 };
 struct Overrides {
   Variant variant = Variant::kAuto;
   int64_t rows = 0;  // 0: choose
-  int threads = 0;   // 0: arch default
+  int threads = 0;   // 0: kThreads
 };
 
 namespace detail {
@@ -75,86 +77,188 @@ inline void plan_reduction(Plan& p, const Shape& s, int64_t max_pixels) {
   }
 }
 
-// Rows per tile: enough work per block, enough blocks, and (when staged) within the smem
-// budget; rounded so a tile of NCHW rows is a whole number of vectors where possible.
-inline int64_t choose_rows(const Shape& s, const ArchTraits& a, int64_t elem_bytes, int64_t fit_rows) {
+// Bytes of one block's channel-reduction partials (ChanPartial<A>: sum, max, index).
+inline int64_t partial_bytes(int threads, int64_t acc_bytes) { return detail::align16(threads * (2 * acc_bytes + 8)); }
+
+// Lays out the buffers of a main-kernel block of R rows (16-byte aligned pieces); sets the
+// offsets, smem_bytes and spill_bytes.
+inline void place_buffers(Plan& p, const Shape& s, int64_t R, int64_t elem_bytes, int64_t acc_bytes, bool backward) {
+  using namespace detail;
+  const int64_t W = s.W, rh = s.kh / 2, nw = s.taps() + 1;
+  int64_t smem = 0, scratch = 0;
+  auto take = [&](int64_t bytes, bool map) {
+    int64_t& at = map && p.spill ? scratch : smem;
+    const int64_t o = at;
+    at += align16(bytes);
+    return o;
+  };
+  p.off_w = take(nw * acc_bytes, true);
+  if (!backward) {
+    p.off_q = take(s.P * (R + 2 * rh) * W * acc_bytes, true);  // pooled rows incl. halo
+    p.off_s = take(R * W * acc_bytes, true);
+  } else {
+    p.off_q = take(s.P * (R + 4 * rh) * W * acc_bytes, true);  // pooled rows feeding s on the delta rows
+    p.off_d = take((R + 2 * rh) * W * acc_bytes, true);        // rho, then delta, on tile + halo rows
+    p.off_s = take(R * W * acc_bytes, true);
+    p.off_gmean = take(R * W * acc_bytes, true);
+    p.off_gmax = take(R * W * acc_bytes, true);
+    p.off_amax = take(R * W * 4, true);
+  }
+  p.off_part = take(partial_bytes(p.threads, acc_bytes), false);
+  p.off_tile = take(p.staged ? R * s.C * W * elem_bytes : 0, false);
+  p.smem_bytes = smem;
+  p.spill_bytes = p.spill ? scratch : 0;
+}
+
+// Most rows (<= H) whose main-kernel shared memory fits `budget` bytes (buffers grow with
+// the rows), 0 when not even one row does.
+inline int64_t rows_within(Plan p, const Shape& s, int64_t elem_bytes, int64_t acc_bytes, bool backward, int64_t budget) {
+  int64_t lo = 0, hi = std::max<int64_t>(1, s.H);
+  while (lo < hi) {
+    const int64_t mid = lo + (hi - lo + 1) / 2;
+    place_buffers(p, s, mid, elem_bytes, acc_bytes, backward);
+    if (p.smem_bytes <= budget) lo = mid; else hi = mid - 1;
+  }
+  return lo;
+}
+
+// Rows per tile: enough work per block, enough blocks, and within `fit_rows`; a staged
+// one-pass tile keeps at least the rows its halo needs. Rounded so a tile of NCHW rows is a
+// whole number of vectors where possible.
+inline int64_t choose_rows(const Shape& s, int64_t min_blocks, int64_t elem_bytes, int64_t fit_rows, bool halo_minimum) {
   using namespace detail;
   const int64_t row_elems = std::max<int64_t>(1, s.C * s.W);
-  int64_t rows = std::max<int64_t>(1, a.target_block_elems / row_elems);
-  const int64_t tiles_wanted = ceil_div(a.min_blocks, std::max<int64_t>(1, s.B));
+  int64_t rows = std::max<int64_t>(1, kTargetBlockElems / row_elems);
+  const int64_t tiles_wanted = ceil_div(min_blocks, std::max<int64_t>(1, s.B));
   rows = std::min(rows, std::max<int64_t>(1, ceil_div(s.H, tiles_wanted)));
-  rows = std::max(rows, std::min<int64_t>(s.H, std::max(1, 4 * (s.kh / 2))));  // halo re-reads <= 50%
+  if (halo_minimum) rows = std::max(rows, std::min<int64_t>(s.H, std::max(1, 4 * (s.kh / 2))));  // halo re-reads <= 50%
   rows = std::min({rows, fit_rows, s.H});
   // NCHW: a tile is one run of rows*W elements per channel. Runs of whole 32-byte sectors
-  // (else whole 16-byte vectors) keep warp accesses coalesced: round up if that fits, else down.
+  // (else whole 16-byte vectors) keep warp accesses coalesced: round up if that fits (up to the
+  // whole sample: all its channels then form one run), else down.
   if (!s.channels_last && rows < s.H)
     for (const int64_t unit : {32 / elem_bytes, 16 / elem_bytes}) {
       const int64_t step = unit / std::gcd<int64_t>(unit, std::max<int64_t>(1, s.W));
-      const int64_t up = ceil_div(rows, step) * step, down = rows / step * step;
-      if (up <= std::min(fit_rows, s.H)) return up;
+      const int64_t up = std::min(ceil_div(rows, step) * step, s.H), down = rows / step * step;
+      if (up <= fit_rows) return up;
       if (down >= 1) return down;
     }
   return std::max<int64_t>(1, rows);
 }
 
 // The vector width for x-shaped tensors: 128-bit when every segment a block touches starts and
-// ends on a 16-byte boundary (pointers are checked by the caller), else scalar.
+// ends on a 16-byte boundary (pointers are checked by the caller), else scalar. The staged
+// tile then holds whole 16-byte vectors at 16-byte aligned offsets (off_tile is aligned).
 inline int choose_vec(const Shape& s, int64_t rows, int64_t elem_bytes, bool pointers_aligned) {
   const int64_t v = 16 / elem_bytes;
   const bool ok = s.channels_last ? (s.W * s.C) % v == 0 : (s.H * s.W) % v == 0 && (rows * s.W) % v == 0;
   return pointers_aligned && ok ? int(v) : 1;
 }
 
-// One-pass when a tile of the rows the halo needs (>= 4 * rh, or the whole sample) fits the
-// staged-tile budget; otherwise two passes over x (3N bytes fwd, 4N bwd). return_map never
-// stages anything (the forward does not re-read x; the backward reads no grad_out tile).
-inline Plan plan_launch(const Shape& s, const ArchTraits& a, int64_t elem_bytes, int64_t acc_bytes, bool backward,
+// Blocks of `threads` threads that can be resident on one SM of `dev` (at most kBlocksPerSm).
+inline int64_t resident_blocks(const DeviceLimits& dev, int threads) {
+  const int64_t by_threads = dev.max_threads_per_sm / threads, by_regs = dev.regs_per_sm / (threads * kRegsPerThread);
+  return std::max<int64_t>(1, std::min({kBlocksPerSm, by_threads, by_regs}));
+}
+
+// The launch plan of one call on `dev` (docs/design.md §3). Shared memory per block is held to
+// what lets the resident blocks share an SM (`budget`), and never above the opt-in maximum:
+// one pass when a staged tile of the rows the halo needs (>= 4 * rh, or the whole sample)
+// fits the budget with all its buffers; otherwise two passes over x (3N bytes fwd, 4N bwd)
+// with as many rows as fit (no halo minimum), else as many as fit the opt-in maximum, else
+// the map buffers in global scratch. return_map never stages anything (the forward does not
+// re-read x; the backward reads no grad_out tile).
+inline Plan plan_launch(const Shape& s, const DeviceLimits& dev, int64_t elem_bytes, int64_t acc_bytes, bool backward,
                         bool pointers_aligned, const Overrides& o) {
   using namespace detail;
   Plan p;
-  p.threads = o.threads ? o.threads : a.threads;
-  const int64_t rh = s.kh / 2, row_bytes = std::max<int64_t>(1, s.C * s.W * elem_bytes);
-  const int64_t fit_rows = std::max<int64_t>(1, a.tile_smem_bytes / row_bytes);
-  const int64_t rows_needed = std::min<int64_t>(s.H, std::max<int64_t>(1, 4 * rh));
+  p.threads = o.threads ? o.threads : kThreads;
+  const int64_t resident = resident_blocks(dev, p.threads);
+  const int64_t optin = dev.smem_per_block_optin;
+  const int64_t budget = std::min(optin, dev.smem_per_sm / resident - dev.smem_reserved_per_block);
+  const int64_t rows_needed = std::min<int64_t>(s.H, std::max<int64_t>(1, 4 * (s.kh / 2)));
+  auto fit = [&](bool staged, int64_t limit) {
+    Plan q = p;
+    q.staged = staged;
+    return rows_within(q, s, elem_bytes, acc_bytes, backward, limit);
+  };
   if (s.return_map) p.two_pass = false;
   else if (o.variant != Variant::kAuto) p.two_pass = o.variant == Variant::kTwoPass;
-  else p.two_pass = fit_rows < rows_needed;
+  else p.two_pass = fit(true, budget) < rows_needed;
   p.staged = !s.return_map && !p.two_pass;
+  const int64_t min_rows = p.staged ? rows_needed : 1;
+  int64_t fit_rows = fit(p.staged, budget);
+  if (fit_rows < min_rows) fit_rows = std::max(fit_rows, fit(p.staged, optin));
+  if (fit_rows < min_rows && !p.staged) fit_rows = s.H;  // maps spill to global scratch below
   p.rows = o.rows ? std::min(o.rows, std::max<int64_t>(1, s.H))
-                  : choose_rows(s, a, elem_bytes, p.staged ? std::max(fit_rows, rows_needed) : s.H);
+                  : choose_rows(s, dev.sms * resident, elem_bytes, std::max<int64_t>(1, fit_rows), p.staged);
   p.tiles = ceil_div(std::max<int64_t>(1, s.H), p.rows);
   p.blocks = s.B * p.tiles;
   p.vec = choose_vec(s, p.rows, elem_bytes, pointers_aligned);
   // Rows whose channel reduction a main-kernel block computes (tile + halo).
-  const int64_t halo = s.return_map && backward ? 0 : rh;
+  const int64_t halo = s.return_map && backward ? 0 : s.kh / 2;
   plan_reduction(p, s, (p.rows + 2 * halo) * s.W);
-
-  // Shared memory, 16-byte aligned pieces.
-  const int64_t W = s.W, R = p.rows, T = p.threads, nw = s.taps() + 1;
-  const int64_t part_bytes = T * (2 * acc_bytes + 8);
-  int64_t at = 0;
-  auto take = [&](int64_t bytes) { const int64_t o = at; at += align16(bytes); return o; };
-  p.off_w = take(nw * acc_bytes);
-  if (!backward) {
-    p.off_q = take(s.P * (R + 2 * rh) * W * acc_bytes);  // pooled rows incl. halo
-    p.off_s = take(R * W * acc_bytes);
-  } else {
-    p.off_q = take(s.P * (R + 4 * rh) * W * acc_bytes);  // pooled rows feeding s on the delta rows
-    p.off_d = take((R + 2 * rh) * W * acc_bytes);        // rho, then delta, on tile + halo rows
-    p.off_s = take(R * W * acc_bytes);
-    p.off_gmean = take(R * W * acc_bytes);
-    p.off_gmax = take(R * W * acc_bytes);
-    p.off_amax = take(R * W * 4);
+  place_buffers(p, s, p.rows, elem_bytes, acc_bytes, backward);
+  if (p.smem_bytes > optin) {
+    p.spill = true;
+    place_buffers(p, s, p.rows, elem_bytes, acc_bytes, backward);
   }
-  p.off_part = take(part_bytes);
-  p.off_tile = take(p.staged ? R * s.C * W * elem_bytes : 0);
-  p.smem_bytes = at;
   return p;
 }
 
-// Smem of the channel-reduction kernel of the two-pass variants (partials only).
-inline int64_t reduction_smem_bytes(const Plan& p, int64_t acc_bytes) {
-  return detail::align16(p.threads * (2 * acc_bytes + 8));
+// The kernels of one call, in launch order, with their grid, block and dynamic shared memory.
+enum class Kernel : int { kPass1 = 0, kMain = 1, kReduce = 2 };
+struct Launch {
+  Kernel kernel;
+  int64_t grid;
+  int threads;
+  int64_t smem_bytes;
+};
+
+// Global workspace of one call (byte offsets): the backward's weight-gradient partials
+// [taps + 1, blocks] and, two pass, rho and argmax maps [B, H, W]; the spilled map buffers.
+struct Workspace {
+  int64_t partials = 0, rho = 0, amax = 0, scratch = 0, bytes = 0;
+};
+
+struct CallPlan {
+  Plan p;
+  Launch launches[3];
+  int n_launches = 0;
+  Workspace ws;
+  bool index64 = false;
+};
+
+// 32-bit offsets unless a tensor or buffer some kernel indexes comes near 2^31 elements
+// (loops step past the end by up to a block of vectors, hence the margin).
+inline bool needs_index64(int64_t largest_elems) { return largest_elems >= (int64_t(1) << 31) - (int64_t(1) << 20); }
+
+// Everything the host decides for one call, for the CUDA launcher and the emulation alike.
+inline CallPlan plan_call(const Shape& s, const DeviceLimits& dev, int64_t elem_bytes, int64_t acc_bytes, bool backward,
+                          bool pointers_aligned, const Overrides& o, bool force_index64) {
+  using namespace detail;
+  CallPlan c;
+  Plan& p = c.p;
+  p = plan_launch(s, dev, elem_bytes, acc_bytes, backward, pointers_aligned, o);
+  const int64_t maps = s.B * s.H * s.W, nw = s.taps();
+  int64_t at = 0;
+  auto take = [&](int64_t bytes) { const int64_t o2 = at; at += align16(bytes); return o2; };
+  if (backward) {
+    c.ws.partials = take((nw + 1) * p.blocks * acc_bytes);
+    c.ws.rho = take(p.two_pass ? maps * acc_bytes : 0);
+    c.ws.amax = take(p.two_pass ? maps * 4 : 0);
+  }
+  c.ws.scratch = take(p.blocks * p.spill_bytes);
+  c.ws.bytes = at;
+  if (p.two_pass) c.launches[c.n_launches++] = {Kernel::kPass1, p.blocks, p.threads, partial_bytes(p.threads, acc_bytes)};
+  c.launches[c.n_launches++] = {Kernel::kMain, p.blocks, p.threads, p.smem_bytes};
+  if (backward) c.launches[c.n_launches++] = {Kernel::kReduce, ceil_div(nw + 1, kReduceThreads / 32), kReduceThreads, 0};
+  // Largest index any kernel forms: x-shaped tensors, the pooled maps (P > C is possible),
+  // the workspace maps, the weight-gradient partials and one block's spilled buffers.
+  const int64_t largest = std::max({s.B * s.C * s.H * s.W, s.B * s.P * s.H * s.W, maps, (nw + 1) * p.blocks,
+                                    p.spill_bytes / 4});
+  c.index64 = force_index64 || needs_index64(largest);
+  return c;
 }
 
 }  // namespace sam::block

@@ -3,18 +3,24 @@
 // thread by thread through CpuCtx, which records every global access.
 //
 //   sam_fused::_emulate_fwd(x, weight, bias, pool, return_map, variant, rows, threads, index64,
-//                           max_blocks) -> (out, pooled, traffic)
+//                           max_blocks, arch) -> (out, pooled, traffic)
 //   sam_fused::_emulate_bwd(grad_out, x, weight, bias, pooled, pool, return_map, variant, rows,
-//                           threads, index64, max_blocks) -> (grad_x, grad_weight, grad_bias, traffic)
+//                           threads, index64, max_blocks, arch) -> (grad_x, grad_weight, grad_bias, traffic)
+//   sam_fused::_emulate_plan(shape, dtype, pool, kh, kw, channels_last, return_map, backward, variant,
+//                            rows, threads, arch) -> (plan, index64)
 //
 // variant: 0 = the CUDA op's choice, 1 = one pass, 2 = two pass; rows/threads: 0 = the CUDA
 // op's choice; index64: force 64-bit offsets; max_blocks > 0 runs only the first max_blocks
-// blocks of each launch (outputs then incomplete: for access-pattern reports on big shapes). traffic: int64 [kSlots + 1, 6]; row k < kSlots is tensor slot k (TensorSlot:
-// x, grad_out, out/grad_x, pooled, weight, bias, workspace) with columns TrafficRecorder::Field
-// (bytes read, unique bytes read, bytes written, unique bytes written, 32-byte sectors
-// touched by warp-wide accesses, ideal sectors); the last row is the plan
-// (rows, tiles per sample, blocks, two_pass, vector width, threads). Unique bytes restart at
-// each kernel launch.
+// blocks of each launch (outputs then incomplete: for access-pattern reports on big shapes);
+// arch: the device limits to plan for and enforce (limits.h table: sm_80 ... sm_120; default
+// sm_90, an H100). Launches that exceed them raise as the CUDA launcher would.
+// traffic: int64 [kSlots + launches, 7]; row k < kSlots is tensor slot k (TensorSlot: x,
+// grad_out, out/grad_x, pooled, weight, bias, workspace, shared memory) with columns
+// TrafficRecorder::Field (bytes read, unique bytes read, bytes written, unique bytes written,
+// 32-byte sectors touched by warp-wide accesses, ideal sectors; for shared memory: bank
+// wavefronts and the ideal, of the staged-tile accesses, no unique bytes) and a 0; then one plan row per launch, in launch order
+// (see plan_rows). Unique bytes restart at each kernel launch. _emulate_plan plans a call of
+// that shape without data and returns only the plan rows, and whether offsets are 64-bit.
 #include <torch/library.h>
 
 #include "../block/ctx_cpu.h"
@@ -23,25 +29,59 @@
 namespace sam::block {
 namespace {
 
+struct alignas(16) uint4_words { uint32_t w[4]; };  // storage unit of the emulated shared memory
+
+const DeviceLimits& arch_limits(const std::string& arch) {
+  const DeviceLimits* l = find_arch_limits(arch.c_str());
+  if (!l) {
+    std::string names;
+    for (const auto& k : kArchLimits) names += std::string(names.empty() ? "" : ", ") + k.name;
+    TORCH_CHECK_VALUE(false, "arch must be one of ", names, ", got '", arch, "'");
+  }
+  return *l;
+}
+
+constexpr int kPlanColumns = 7;
+
+// One row per launch: rows per tile, tiles per sample, grid, flags (1: two pass, 2: map
+// buffers in global scratch), vector width, threads per block, dynamic shared-memory bytes.
+std::vector<int64_t> plan_rows(const CallPlan& c) {
+  std::vector<int64_t> v;
+  const Plan& p = c.p;
+  for (int i = 0; i < c.n_launches; ++i) {
+    const Launch& l = c.launches[i];
+    v.insert(v.end(), {p.rows, p.tiles, l.grid, int64_t(p.two_pass) | int64_t(p.spill) << 1, int64_t(p.vec),
+                       int64_t(l.threads), l.smem_bytes});
+  }
+  return v;
+}
+
 struct CpuLauncher {
   TrafficRecorder rec{kSlots};
-  Plan last_plan;
+  CallPlan last_call;
   int64_t max_blocks = 0;
-  ArchTraits arch() const { return arch_traits(9); }  // plan as for an H100
+  DeviceLimits dev;
+  DeviceLimits limits() const { return dev; }
   void track(int slot, const at::Tensor& t) { rec.add_tensor(slot, t.data_ptr(), t.numel() * t.element_size()); }
-  template <class K, class Args> void launch(int64_t grid, int threads, int64_t smem_bytes, const Args& a) {
+  template <class K, class Args> void launch(const Launch& l, const Args& a) {
     rec.begin_launch();
-    std::vector<double> smem(smem_bytes / sizeof(double) + 2);  // 16-byte aligned storage
-    for (int64_t blk = 0; blk < (max_blocks > 0 ? std::min(grid, max_blocks) : grid); ++blk) {
-      CpuCtx ctx{blk, threads, reinterpret_cast<unsigned char*>(smem.data()), &rec};
+    std::vector<uint4_words> smem(detail::ceil_div(l.smem_bytes, sizeof(uint4_words)) + 1);  // 16-byte aligned
+    rec.set_shared(smem.data(), l.smem_bytes, kSlotShared);
+    for (int64_t blk = 0; blk < (max_blocks > 0 ? std::min(l.grid, max_blocks) : l.grid); ++blk) {
+      CpuCtx ctx{blk, l.threads, reinterpret_cast<unsigned char*>(smem.data()), &rec};
       K::run(ctx, a);
     }
   }
   at::Tensor traffic() const {
-    std::vector<int64_t> v = rec.counts();
-    const Plan& p = last_plan;
-    v.insert(v.end(), {p.rows, p.tiles, p.blocks, int64_t(p.two_pass), int64_t(p.vec), int64_t(p.threads)});
-    return at::tensor(v, at::kLong).reshape({kSlots + 1, TrafficRecorder::kFields});
+    std::vector<int64_t> v;
+    const std::vector<int64_t>& counts = rec.counts();
+    for (int slot = 0; slot < kSlots; ++slot) {
+      v.insert(v.end(), counts.begin() + slot * TrafficRecorder::kFields, counts.begin() + (slot + 1) * TrafficRecorder::kFields);
+      v.push_back(0);
+    }
+    const std::vector<int64_t> plan = plan_rows(last_call);
+    v.insert(v.end(), plan.begin(), plan.end());
+    return at::tensor(v, at::kLong).reshape({-1, kPlanColumns});
   }
 };
 
@@ -56,8 +96,9 @@ Overrides overrides(int64_t variant, int64_t rows, int64_t threads) {
 std::tuple<at::Tensor, at::Tensor, at::Tensor> emulate_fwd(const at::Tensor& x, const at::Tensor& weight,
                                                            const std::optional<at::Tensor>& bias, const std::string& pool,
                                                            bool return_map, int64_t variant, int64_t rows, int64_t threads,
-                                                           bool index64, int64_t max_blocks) {
+                                                           bool index64, int64_t max_blocks, const std::string& arch) {
   CpuLauncher L;
+  L.dev = arch_limits(arch);
   L.max_blocks = max_blocks;
   auto [out, pooled] = run_forward(L, x, weight, bias, pool, return_map, overrides(variant, rows, threads), index64);
   return {out, pooled, L.traffic()};
@@ -66,12 +107,33 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> emulate_fwd(const at::Tensor& x, 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> emulate_bwd(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
     const at::Tensor& pooled, const std::string& pool, bool return_map, int64_t variant, int64_t rows, int64_t threads,
-    bool index64, int64_t max_blocks) {
+    bool index64, int64_t max_blocks, const std::string& arch) {
   CpuLauncher L;
+  L.dev = arch_limits(arch);
   L.max_blocks = max_blocks;
   auto [dx, dw, db] = run_backward(L, grad_out, x, weight, bias, pooled, pool, return_map,
                                    overrides(variant, rows, threads), index64);
   return {dx, dw, db, L.traffic()};
+}
+
+// The plan of a call of this shape, without tensors: what run_forward / run_backward would plan
+// and launch (pointers assumed 16-byte aligned, as fresh allocations are), checked the same way.
+std::tuple<at::Tensor, bool> emulate_plan(at::IntArrayRef shape, at::ScalarType dtype, const std::string& pool, int64_t kh,
+                                          int64_t kw, bool channels_last, bool return_map, bool backward, int64_t variant,
+                                          int64_t rows, int64_t threads, const std::string& arch) {
+  TORCH_CHECK_VALUE(shape.size() == 4 && std::all_of(shape.begin(), shape.end(), [](int64_t d) { return d >= 0; }),
+                    "shape must be 4 non-negative sizes [B, C, H, W], got ", shape);
+  TORCH_CHECK_VALUE(shape[1] >= 1, "shape must have at least one channel (C >= 1)");
+  TORCH_CHECK_VALUE(kh >= 1 && kw >= 1 && kh % 2 == 1 && kw % 2 == 1, "kh and kw must be odd and positive, got ", kh, "x", kw);
+  TORCH_CHECK_VALUE(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16,
+                    "dtype must be float32, float64, float16 or bfloat16, got ", dtype);
+  const DeviceLimits& dev = arch_limits(arch);
+  const Geometry g{shape[0], shape[1], shape[2], shape[3], int(kh), int(kw), parse_pool(pool), channels_last};
+  const int64_t elem = at::elementSize(dtype), acc = at::elementSize(acc_dtype(dtype));
+  const CallPlan c = plan_call(shape_of(g, return_map), dev, elem, acc, backward, true, overrides(variant, rows, threads), false);
+  for (int i = 0; i < c.n_launches; ++i) check_launch(dev, c.launches[i]);
+  const std::vector<int64_t> v = plan_rows(c);
+  return {at::tensor(v, at::kLong).reshape({-1, kPlanColumns}), c.index64};
 }
 
 }  // namespace
@@ -79,9 +141,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> emulate_bwd(
 
 TORCH_LIBRARY_FRAGMENT(sam_fused, m) {
   m.def("_emulate_fwd(Tensor x, Tensor weight, Tensor? bias, str pool, bool return_map, int variant=0, int rows=0, "
-        "int threads=0, bool index64=False, int max_blocks=0) -> (Tensor, Tensor, Tensor)");
+        "int threads=0, bool index64=False, int max_blocks=0, str arch=\"sm_90\") -> (Tensor, Tensor, Tensor)");
   m.def("_emulate_bwd(Tensor grad_out, Tensor x, Tensor weight, Tensor? bias, Tensor pooled, str pool, "
-        "bool return_map, int variant=0, int rows=0, int threads=0, bool index64=False, int max_blocks=0) -> (Tensor, Tensor, Tensor, Tensor)");
+        "bool return_map, int variant=0, int rows=0, int threads=0, bool index64=False, int max_blocks=0, str arch=\"sm_90\") -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def("_emulate_plan(int[] shape, ScalarType dtype, str pool, int kh, int kw, bool channels_last, bool return_map, "
+        "bool backward, int variant=0, int rows=0, int threads=0, str arch=\"sm_90\") -> (Tensor, bool)",
+        &sam::block::emulate_plan);
   m.impl("_emulate_fwd", c10::DispatchKey::CPU, &sam::block::emulate_fwd);
   m.impl("_emulate_bwd", c10::DispatchKey::CPU, &sam::block::emulate_bwd);
 }

@@ -5,32 +5,64 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include <mutex>
+
 #include "../block/ctx_cuda.cuh"
 #include "../block/run.h"
 
 namespace sam {
 namespace block {
 
-template <class K, class A> __global__ void block_program_kernel(const A a) {
+template <class K, class A> __global__ void __launch_bounds__(kMaxThreads, kBlocksPerSm) block_program_kernel(const A a) {
   CudaCtx ctx;
   K::run(ctx, a);
 }
 
+// Static shared memory of a kernel as the runtime counts it against the opt-in maximum (the
+// block programs declare none; where a toolchain reports some, e.g. a reserved slice, the
+// dynamic budget shrinks by it). Queried once per kernel and device.
+template <class Kernel> int64_t static_smem_bytes(Kernel kernel) {
+  static std::once_flag once[C10_COMPILE_TIME_MAX_GPUS];
+  static int64_t bytes[C10_COMPILE_TIME_MAX_GPUS];
+  const int device = at::cuda::current_device();
+  std::call_once(once[device], [&] {
+    cudaFuncAttributes attr;
+    C10_CUDA_CHECK(cudaFuncGetAttributes(&attr, kernel));
+    bytes[device] = int64_t(attr.sharedSizeBytes);
+  });
+  return bytes[device];
+}
+
+// The current device's limits, from its properties (dynamic shared memory per block: the
+// opt-in maximum less the kernels' static shared memory).
+inline DeviceLimits device_limits() {
+  const cudaDeviceProp* d = at::cuda::getCurrentDeviceProperties();
+  const int64_t static_smem = static_smem_bytes(&block_program_kernel<DwReduce<float>, Args<float>>);
+  return {d->name, int64_t(d->sharedMemPerBlockOptin) - static_smem, int64_t(d->sharedMemPerMultiprocessor),
+          int64_t(d->reservedSharedMemPerBlock) + static_smem, int64_t(d->regsPerMultiprocessor),
+          int64_t(d->maxThreadsPerMultiProcessor), int64_t(d->maxThreadsPerBlock), int64_t(d->multiProcessorCount)};
+}
+
+// Raises a kernel's dynamic shared-memory ceiling to the most the device allows it, once per
+// kernel and device (call_once: thread-safe; the plan never asks for more).
+template <class Kernel> void allow_max_dynamic_smem(Kernel kernel) {
+  static std::once_flag once[C10_COMPILE_TIME_MAX_GPUS];
+  const int device = at::cuda::current_device();
+  std::call_once(once[device], [&] {
+    const int64_t most = int64_t(at::cuda::getCurrentDeviceProperties()->sharedMemPerBlockOptin) - static_smem_bytes(kernel);
+    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(most)));
+  });
+}
+
 struct CudaLauncher {
-  Plan last_plan;
-  ArchTraits arch() const { return arch_traits(at::cuda::getCurrentDeviceProperties()->major); }
+  CallPlan last_call;
+  DeviceLimits limits() const { return device_limits(); }
   void track(int, const at::Tensor&) {}
-  template <class K, class A> void launch(int64_t grid, int threads, int64_t smem_bytes, const A& a) {
-    if (grid == 0) return;
-    TORCH_CHECK(grid < (int64_t(1) << 31), "sam_fused: grid of ", grid, " blocks is too large");
+  template <class K, class A> void launch(const Launch& l, const A& a) {
+    if (l.grid == 0) return;
     auto kernel = &block_program_kernel<K, A>;
-    const int64_t smem_limit = int64_t(at::cuda::getCurrentDeviceProperties()->sharedMemPerBlockOptin);
-    TORCH_CHECK(smem_bytes <= smem_limit, "sam_fused: this shape needs ", smem_bytes,
-                " bytes of shared memory per block, more than the GPU's ", smem_limit,
-                " (rows too wide: W or C*W too large for one tile)");
-    if (smem_bytes > 48 * 1024)
-      C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem_bytes)));
-    kernel<<<unsigned(grid), threads, smem_bytes, at::cuda::getCurrentCUDAStream()>>>(a);
+    allow_max_dynamic_smem(kernel);
+    kernel<<<unsigned(l.grid), l.threads, l.smem_bytes, at::cuda::getCurrentCUDAStream()>>>(a);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 };

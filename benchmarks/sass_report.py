@@ -1,0 +1,141 @@
+"""Shared- and global-memory access widths in the SASS of the spatial-attention kernels.
+
+Counts, per kernel (block_program_kernel<...> instantiation) and per architecture in the
+binary, the byte-wide shared accesses (STS.U8 / LDS.U8: what a memcpy into a T* of unknown
+alignment compiles to) and the 128-bit shared and global accesses. Needs `cuobjdump` (the
+nvidia-cuda-cuobjdump wheel, or a CUDA toolkit) and a CUDA build of sam_fused._C (or any
+cubin / shared library given with --binary).
+
+    python benchmarks/sass_report.py [--binary PATH] [--arch sm_90] [--per-kernel]
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections import Counter
+
+# instruction class -> regular expression over one SASS instruction's opcode
+CLASSES = {
+    "STS.U8": r"STS\.U8\b",
+    "LDS.U8": r"LDS\.U8\b",
+    "STS.128": r"STS\.128\b",
+    "LDS.128": r"LDS\.128\b",
+    "LDG.128": r"LDG\.E\.(?:EL\.|LTC\d+B\.|CONSTANT\.)*128\b",
+    "STG.128": r"STG\.E\.(?:EF\.|LTC\d+B\.)*128\b",
+    "LD.128": r"\bLD\.E\.(?:\w+\.)*128\b",    # generic-space 128-bit loads
+    "ST.128": r"\bST\.E\.(?:\w+\.)*128\b",
+}
+SPATIAL_KERNELS = ("FwdMain", "FwdPool", "BwdMain", "BwdRho")
+BYTE_WIDE_SHARED = ("STS.U8", "LDS.U8")
+
+
+def find_cuobjdump() -> str | None:
+    """cuobjdump from PATH, the nvidia-cuda-cuobjdump wheel or CUDA_HOME."""
+    found = shutil.which("cuobjdump")
+    if found:
+        return found
+    import site
+
+    roots = site.getsitepackages() + [site.getusersitepackages()]
+    cands = [c for r in roots for c in glob.glob(os.path.join(r, "nvidia", "*", "bin", "cuobjdump"))]
+    cuda_home = os.environ.get("CUDA_HOME", "/usr/local/cuda")
+    cands.append(os.path.join(cuda_home, "bin", "cuobjdump"))
+    return next((c for c in cands if os.access(c, os.X_OK)), None)
+
+
+def default_binary() -> str | None:
+    """The built sam_fused._C library next to the sam_fused package, if it holds CUDA code."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    libs = glob.glob(os.path.join(here, "sam_fused", "_C*.so"))
+    return libs[0] if libs else None
+
+
+def sass(binary: str, cuobjdump: str, arch: str | None = None) -> str:
+    """cuobjdump -sass of `binary`; empty when it holds no device code (a CPU-only build)."""
+    cmd = [cuobjdump, "-sass"] + (["-arch", arch] if arch else []) + [binary]
+    run = subprocess.run(cmd, capture_output=True, text=True)
+    if run.returncode != 0 and "does not contain device code" in run.stdout + run.stderr:
+        return ""
+    if run.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed: {run.stderr.strip() or run.stdout.strip()}")
+    return run.stdout
+
+
+def kernel_name(mangled: str) -> str:
+    """'BwdMain<bf16,NCHW,i32>'-style short name of a block_program_kernel instantiation."""
+    prog = re.search(r"(FwdMain|FwdPool|BwdMain|BwdRho|DwReduce)I(.*)", mangled)
+    if not prog:
+        return mangled
+    name, rest = prog.groups()
+    dtypes = (("N3c108BFloat16", "bf16"), ("N3c104Half", "f16"), ("f", "f32"), ("d", "f64"))
+    dtype = next((short for code, short in dtypes if rest.startswith(code)), "?")
+    layout = re.search(r"Lb([01])E([il])", rest)
+    if not layout:
+        return f"{name}<{dtype}>"
+    spill = ",spill" if re.search(r"Lb[01]E[il]Lb1E", rest) else ""  # map buffers in global scratch
+    return f"{name}<{dtype},{'NHWC' if layout[1] == '1' else 'NCHW'},{'i64' if layout[2] == 'l' else 'i32'}{spill}>"
+
+
+def count(sass_text: str) -> dict:
+    """{(arch, kernel): Counter of CLASSES} over the cuobjdump -sass text."""
+    out: dict = {}
+    arch, current = "?", None
+    for line in sass_text.splitlines():
+        m = re.search(r"(?:arch = |code for )(sm_\d+[af]?)", line)
+        if m:
+            arch = m.group(1)
+            continue
+        m = re.search(r"Function : (\S+)", line)
+        if m:
+            current = out.setdefault((arch, kernel_name(m.group(1))), Counter())
+            continue
+        if current is None or "/*" not in line:
+            continue
+        for cls, rx in CLASSES.items():
+            if re.search(rx, line):
+                current[cls] += 1
+    return out
+
+
+def is_spatial(kernel: str) -> bool:
+    return kernel.startswith(SPATIAL_KERNELS)
+
+
+def totals(counts: dict, spatial_only: bool = True) -> dict:
+    """{arch: Counter} summed over the (spatial) kernels."""
+    out: dict = {}
+    for (arch, kernel), c in counts.items():
+        if not spatial_only or is_spatial(kernel):
+            out.setdefault(arch, Counter()).update(c)
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--binary", default=default_binary(), help="cubin or shared library (default: sam_fused/_C*.so)")
+    ap.add_argument("--arch", default=None, help="only this architecture, e.g. sm_90")
+    ap.add_argument("--per-kernel", action="store_true", help="one line per kernel instantiation")
+    args = ap.parse_args(argv)
+    tool = find_cuobjdump()
+    if tool is None or not args.binary:
+        print("needs cuobjdump and a CUDA build (pip install nvidia-cuda-cuobjdump; SAM_FUSED_BUILD=cuda)", file=sys.stderr)
+        return 2
+    counts = count(sass(args.binary, tool, args.arch))
+    if not counts:
+        print(f"no CUDA kernels in {args.binary}", file=sys.stderr)
+        return 2
+    cols = list(CLASSES)
+    print(f"{'arch':7} {'kernel':34} " + " ".join(f"{c:>8}" for c in cols))
+    rows = sorted(counts.items()) if args.per_kernel else [((a, "spatial kernels (sum)"), c) for a, c in sorted(totals(counts).items())]
+    for (arch, kernel), c in rows:
+        print(f"{arch:7} {kernel:34} " + " ".join(f"{c[k]:>8}" for k in cols))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

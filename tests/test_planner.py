@@ -1,0 +1,160 @@
+"""The launch planner (docs/design.md §3, §8) against the documented limits of six GPU
+architectures: no planned launch asks for more shared memory, threads or blocks than the
+architecture allows, every valid input gets a plan (rows too wide for shared memory put the
+map buffers in global scratch), 64-bit offsets are chosen from the largest tensor any kernel
+indexes, and plans that spill or that target other architectures still compute the reference
+results in the emulation. Planning uses ``_emulate_plan`` (no data), so shapes of billions of
+elements cost nothing."""
+import itertools
+
+import pytest
+import torch
+
+from emulation import ARCHS, ONE_PASS, TWO_PASS, emulate_fwd, emulated_results, plan
+from helpers import REF_DTYPE, assert_results_close, make_grad, make_input, make_pair, module_results
+
+KB = 1024
+# CUDA C++ Programming Guide, technical specifications per compute capability:
+# (max dynamic shared memory per block with opt-in, shared memory per SM, threads per SM)
+LIMITS = {
+    "sm_80": (163 * KB, 164 * KB, 2048),
+    "sm_86": (99 * KB, 100 * KB, 1536),
+    "sm_89": (99 * KB, 100 * KB, 1536),
+    "sm_90": (227 * KB, 228 * KB, 2048),
+    "sm_100": (227 * KB, 228 * KB, 2048),
+    "sm_120": (99 * KB, 100 * KB, 1536),
+}
+RESERVED_PER_BLOCK = 1 * KB
+
+# (shape, kernel, pool): the wide-row and large shapes the planner must fit, and common ones
+SHAPES = [
+    ((8, 16, 1, 20000), (1, 3), "mean"),
+    ((8, 16, 1, 20000), (1, 3), "mean+max"),
+    ((4, 4, 64, 2048), (3, 3), "mean+max"),
+    ((32, 64, 56, 56), (7, 7), "mean+max"),     # CBAM
+    ((128, 64, 64, 9), (3, 1), "mean"),         # UCI-HAR
+    ((1, 4097, 512, 1025), (3, 3), "mean+max"),  # > 2^31 elements
+    ((2, 2048, 7, 7), (7, 7), "mean+max"),
+    ((1, 1, 3, 300000), (3, 3), "max"),
+    ((2, 3, 5, 65536), (5, 5), "mean+max"),
+    ((1, 8, 1000, 1000), (21, 21), "mean"),
+    ((64, 512, 8, 9), (3, 1), "mean"),
+    ((1, 1, 1, 1), (1, 1), "mean"),
+]
+DTYPES = (torch.float32, torch.bfloat16, torch.float64)
+
+
+def check_fits(t, arch, shape, what):
+    optin, per_sm, _ = LIMITS[arch]
+    B, _, H, _ = shape
+    assert t.tiles * t.rows >= H > (t.tiles - 1) * t.rows or H == 0, what
+    assert t.blocks == B * t.tiles, what
+    for launch in t.launches:
+        assert launch.smem <= optin and launch.smem + RESERVED_PER_BLOCK <= per_sm, f"{what}: {launch}"
+        assert 0 < launch.threads <= 1024 and launch.grid < 2**31, f"{what}: {launch}"
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("case", range(len(SHAPES)), ids=[f"{s}-{k[0]}x{k[1]}-{p}" for s, k, p in SHAPES])
+def test_every_launch_fits_the_arch(case, arch):
+    shape, kernel, pool = SHAPES[case]
+    for dtype, backward, channels_last, return_map in itertools.product(DTYPES, (False, True), (False, True),
+                                                                       (False, True)):
+        what = f"{shape} {kernel} {pool} {dtype} backward={backward} cl={channels_last} map={return_map} {arch}"
+        t, _ = plan(shape, dtype, pool, kernel, backward, channels_last, return_map, arch)
+        check_fits(t, arch, shape, what)
+        assert t.two_pass == (len(t.launches) - backward == 2), what
+        if t.two_pass or return_map:  # nothing staged: within half an SM unless not even one row fits there
+            one_row, _ = plan(shape, dtype, pool, kernel, backward, channels_last, return_map, arch, rows=1)
+            half_sm = LIMITS[arch][1] // 2 - RESERVED_PER_BLOCK
+            assert t.launches[-1 - backward].smem <= half_sm or one_row.launches[-1 - backward].smem > half_sm, what
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_one_pass_keeps_two_blocks_per_sm(arch):
+    # one pass only when the staged tile and every buffer fit half an SM's shared memory
+    t, _ = plan((128, 64, 64, 9), torch.float32, "mean", (3, 1), True, arch=arch)
+    assert not t.two_pass and not t.spill
+    assert t.launches[0].smem + RESERVED_PER_BLOCK <= LIMITS[arch][1] // 2
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_cbam_bf16_backward(arch):
+    t, _ = plan((32, 64, 56, 56), torch.bfloat16, "mean+max", (7, 7), True, arch=arch)
+    check_fits(t, arch, (32, 64, 56, 56), arch)
+    # two pass without the halo minimum: smaller tiles, several blocks per SM
+    assert t.two_pass and not t.spill and t.rows < 12
+    assert t.launches[1].smem + RESERVED_PER_BLOCK <= LIMITS[arch][1] // 2
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_rows_too_wide_for_shared_memory_spill(arch):
+    # one row of W = 20000 needs 160 KB (fwd) of pooled + s buffers for "mean+max"
+    for backward in (False, True):
+        t, _ = plan((8, 16, 1, 20000), torch.float32, "mean+max", (1, 3), backward, arch=arch)
+        assert t.two_pass and (t.spill or LIMITS[arch][0] >= 160 * KB)
+        check_fits(t, arch, (8, 16, 1, 20000), arch)
+    t, _ = plan((4, 4, 64, 2048), torch.float32, "mean+max", (3, 3), True, arch=arch)
+    check_fits(t, arch, (4, 4, 64, 2048), arch)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_index64_from_the_largest_tensor(arch):
+    for backward in (False, True):
+        assert plan((1, 4097, 512, 1025), torch.float32, "mean+max", (3, 3), backward, arch=arch)[1]
+        assert not plan((1, 4096, 512, 1023), torch.float32, "mean+max", (3, 3), backward, arch=arch)[1]
+    # C = 1 with two maps: the pooled maps have twice the elements of x
+    assert plan((1, 1, 2**15, 2**15), torch.float32, "mean+max", (1, 1), False, arch=arch)[1]
+    assert not plan((1, 1, 2**15, 2**15), torch.float32, "mean", (1, 1), False, arch=arch)[1]
+
+
+def test_emulation_reports_the_planned_launches():
+    x = make_input((2, 6, 9, 16), torch.float32)
+    _, weight, b = make_pair("mean+max", (3, 3), True, False, torch.float32)
+    for arch, variant in itertools.product(("sm_86", "sm_90"), (0, ONE_PASS, TWO_PASS)):
+        _, _, t = emulate_fwd(x, weight, b, "mean+max", False, variant=variant, arch=arch)
+        want, _ = plan(x.shape, x.dtype, "mean+max", (3, 3), False, arch=arch, variant=variant)
+        assert t.launches == want.launches and (t.rows, t.tiles, t.two_pass, t.vec) == (want.rows, want.tiles,
+                                                                                       want.two_pass, want.vec)
+    assert emulate_fwd(x, weight, b, "mean+max", False)[2].launches == emulate_fwd(x, weight, b, "mean+max", False,
+                                                                                   arch="sm_90")[2].launches
+
+
+def test_emulation_raises_where_the_device_would():
+    # a forced one-pass tile of 128 KB: within an H100's opt-in limit, over an sm_86's 99 KB
+    x = make_input((1, 64, 8, 64), torch.float32)
+    _, weight, b = make_pair("mean", (3, 3), True, False, torch.float32)
+    emulate_fwd(x, weight, b, "mean", False, variant=ONE_PASS, rows=8, arch="sm_90")
+    with pytest.raises(RuntimeError, match="shared memory per block, more than the sm_86 limit of 101376"):
+        emulate_fwd(x, weight, b, "mean", False, variant=ONE_PASS, rows=8, arch="sm_86")
+    with pytest.raises(RuntimeError, match="more than the sm_86 limit"):
+        plan(x.shape, x.dtype, "mean", (3, 3), False, arch="sm_86", variant=ONE_PASS, rows=8)
+    with pytest.raises(RuntimeError, match="threads per block, more than the kernels' launch bound of 256"):
+        emulate_fwd(x, weight, b, "mean", False, threads=512)
+    with pytest.raises(ValueError, match="arch must be one of sm_80, sm_86"):
+        emulate_fwd(x, weight, b, "mean", False, arch="sm_75")
+
+
+def check_parity(shape, pool, kernel, layout="contiguous", dtype=torch.float64, **kw):
+    x = make_input(shape, dtype, layout)
+    ref, weight, b = make_pair(pool, kernel, True, False, dtype)
+    grad_out = make_grad(shape, dtype)
+    expected = module_results(ref, x, REF_DTYPE[dtype], grad_out)
+    actual, _, tf, tb = emulated_results(x, weight, b, pool, False, grad_out, **kw)
+    assert_results_close(actual, expected, dtype, f"{shape} {pool} {kernel} {layout} {kw}")
+    return tf, tb
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("pool", ["mean", "max+mean"])
+def test_spilled_maps_match_the_reference(pool, layout):
+    # one row of maps needs ~200-320 KB: more than any arch's shared memory per block
+    tf, tb = check_parity((1, 3, 5, 8000), pool, (3, 3), layout, arch="sm_86")
+    assert tf.spill and tb.spill and tf.two_pass and tb.two_pass
+    assert all(launch.smem <= LIMITS["sm_86"][0] for launch in tf.launches + tb.launches)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_auto_plans_of_each_arch_match_the_reference(arch):
+    check_parity((2, 40, 9, 16), "mean+max", (3, 3), arch=arch)
+    check_parity((2, 5, 7, 24), "max", (5, 3), "channels_last", torch.float32, arch=arch)
