@@ -13,13 +13,10 @@ grad_out and out.
     PYTHONPATH=. python benchmarks/coalescing_report.py [--dtype float32|bfloat16|...]
 """
 import argparse
-import os
-import sys
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-from emulation import emulate_bwd, emulate_fwd  # noqa: E402
+from sam_fused.emulation import emulate_bwd, emulate_fwd
 
 SHAPES = {  # name: (shape, pool, kernel)
     "UCI-HAR 1": ((128, 64, 64, 9), "mean", (3, 1)),

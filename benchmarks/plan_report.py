@@ -6,13 +6,10 @@ memory against the arch's per-block opt-in limit, and whether offsets are 64-bit
 
     python benchmarks/plan_report.py
 """
-import os
-import sys
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-from emulation import ARCHS, plan  # noqa: E402
+from sam_fused.emulation import ARCHS, plan
 
 # (label, shape, kernel, pool, dtype, backward)
 CASES = [

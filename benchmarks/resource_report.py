@@ -126,7 +126,9 @@ def short_name(demangled: str) -> str:
     types = {"c10::Half": "half", "c10::BFloat16": "bf16", "long": "i64", "int": "i32", "true": "NHWC",
              "false": "NCHW"}
     if m := re.search(r"(FwdPool|FwdMain|BwdRho|BwdMain|DwReduce)<([^<>]*)>", demangled):
-        return f"{m[1]}<{', '.join(types.get(p.strip(), p.strip()) for p in m[2].split(','))}>"
+        params = [p.strip() for p in m[2].split(",")]
+        spill = len(params) == 4 and params.pop() == "true"  # the map buffers live in global scratch
+        return f"{m[1]}<{', '.join(types.get(p, p) for p in params)}{', spill' if spill else ''}>"
     if m := re.search(r"elementwise_kernel<[^<>]*::(Fwd|Bwd), ([^,<>]+), (\d+)>", demangled):
         return f"pointwise {m[1]}<{types.get(m[2].strip(), m[2].strip())}, x{m[3]}>"
     return demangled[:70]
@@ -135,16 +137,23 @@ def short_name(demangled: str) -> str:
 # ----------------------------------------------------------------------------- launch plan
 
 def plan_threads() -> dict:
-    """Threads per block the launchers use: traits.h arch_traits (per SM major), run.h's
+    """Threads per block the launchers use: traits.h kThreads (every arch), traits.h's
     DwReduce and the point-wise kernels; parsed from the sources (None where not found)."""
     def read(path):
         with open(os.path.join(ROOT, path)) as f:
             return f.read()
-    traits = read("csrc/block/traits.h")
-    body = re.search(r"ArchTraits arch_traits\(int sm_major\)\s*\{(.*?)\n\}", traits, re.S)
-    rules = re.findall(r"(?:if \(sm_major\s*(>=|==|>)\s*(\d+)\)\s*)?return\s*\{\s*(\d+)\s*,\s*([\d\s*]+)",
-                       body[1] if body else "")
-    reduce = re.search(r"kReduceThreads\s*=\s*(\d+)", read("csrc/block/run.h"))
+    traits, limits = read("csrc/block/traits.h"), read("csrc/block/limits.h")
+    # One thread count for every arch (kThreads); the staged-tile budget is the SM's shared
+    # memory shared by the resident blocks (plan_launch), less the runtime's reserve.
+    threads = re.search(r"constexpr int kThreads\s*=\s*(\d+)", traits)
+    per_sm = re.search(r"constexpr int64_t kBlocksPerSm\s*=\s*(\d+)", traits)
+    rules = []
+    if threads and per_sm:
+        for major, smem_sm_kb, reserved in re.findall(
+                r'\{"sm_(\d+)\d",\s*\d+\s*\*\s*1024,\s*(\d+)\s*\*\s*1024,\s*(\d+),', limits):
+            budget = int(smem_sm_kb) * 1024 // int(per_sm[1]) - int(reserved)
+            rules.append(("==", major, threads[1], str(budget)))
+    reduce = re.search(r"kReduceThreads\s*=\s*(\d+)", traits)
     pointwise = re.search(r"kThreads\s*=\s*(\d+)", read("csrc/cuda/pointwise_cuda.cu"))
     return {"arch_rules": rules, "DwReduce": int(reduce[1]) if reduce else None,
             "pointwise": int(pointwise[1]) if pointwise else None}

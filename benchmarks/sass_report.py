@@ -123,7 +123,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     tool = find_cuobjdump()
     if tool is None or not args.binary:
-        print("needs cuobjdump and a CUDA build (pip install nvidia-cuda-cuobjdump; SAM_FUSED_BUILD=cuda)", file=sys.stderr)
+        print("needs cuobjdump and a CUDA build (pip install nvidia-cuda-cuobjdump; SAM_FUSED_BUILD=cuda)",
+              file=sys.stderr)
         return 2
     counts = count(sass(args.binary, tool, args.arch))
     if not counts:
@@ -131,7 +132,10 @@ def main(argv=None) -> int:
         return 2
     cols = list(CLASSES)
     print(f"{'arch':7} {'kernel':34} " + " ".join(f"{c:>8}" for c in cols))
-    rows = sorted(counts.items()) if args.per_kernel else [((a, "spatial kernels (sum)"), c) for a, c in sorted(totals(counts).items())]
+    if args.per_kernel:
+        rows = sorted(counts.items())
+    else:
+        rows = [((arch, "spatial kernels (sum)"), c) for arch, c in sorted(totals(counts).items())]
     for (arch, kernel), c in rows:
         print(f"{arch:7} {kernel:34} " + " ".join(f"{c[k]:>8}" for k in cols))
     return 0

@@ -6,7 +6,7 @@ W = 1, H = 1, several reduction rounds, NHWC with C > 32)."""
 import pytest
 import torch
 
-from emulation import ONE_PASS, TWO_PASS, emulate_bwd, emulate_fwd, emulated_results
+from sam_fused.emulation import ONE_PASS, TWO_PASS, emulate_bwd, emulate_fwd, emulated_results
 from helpers import (POOLS, REF_DTYPE, TOLERANCE, assert_close_scaled, assert_results_close, make_grad, make_input,
                      make_pair, module_results)
 

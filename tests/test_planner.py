@@ -10,7 +10,7 @@ import itertools
 import pytest
 import torch
 
-from emulation import ARCHS, ONE_PASS, TWO_PASS, emulate_fwd, emulated_results, plan
+from sam_fused.emulation import ARCHS, ONE_PASS, TWO_PASS, emulate_fwd, emulated_results, plan
 from helpers import REF_DTYPE, assert_results_close, make_grad, make_input, make_pair, module_results
 
 KB = 1024

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from emulation import ONE_PASS, TWO_PASS, emulate_bwd, emulate_fwd
+from sam_fused.emulation import ONE_PASS, TWO_PASS, emulate_bwd, emulate_fwd
 from helpers import make_grad, make_input, make_pair
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))

@@ -15,7 +15,7 @@ terms, whose exact sizes are computed below from the shape and the plan's rows p
 import pytest
 import torch
 
-from emulation import ONE_PASS, TWO_PASS, emulate_bwd, emulate_fwd
+from sam_fused.emulation import ONE_PASS, TWO_PASS, emulate_bwd, emulate_fwd
 from helpers import make_grad, make_input, make_pair
 
 SHAPES = [(2, 12, 11, 9), (3, 5, 8, 6)]
@@ -131,6 +131,7 @@ def test_staged_tile_accesses_are_bank_conflict_free(shape, kernel, dtype, layou
     for t in (tf, tb):
         assert not t.two_pass
         sh = t["shared"]
-        assert sh["written"] == N * e and sh["read"] >= 2 * N * e, sh  # staged once, read by the reduction and the write
+        # staged once, read by the reduction and by the write
+        assert sh["written"] == N * e and sh["read"] >= 2 * N * e, sh
         assert sh["sectors"] == sh["ideal_sectors"] > 0, sh
     assert tf.vec == tb.vec == (1 if shape[-1] == 7 else 16 // e)

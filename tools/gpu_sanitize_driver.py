@@ -23,6 +23,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this tree's sam_fused
 import sam_fused  # noqa: E402,F401  (registers the ops)
+from sam_fused.emulation import emulate_bwd, emulate_fwd  # noqa: E402
 
 DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 POOLS = ("mean", "max", "mean+max", "max+mean")
@@ -45,14 +46,13 @@ def plan_features(x, weight, bias, pool, return_map, channels_last):
     """Plan features of the forward and backward calls, as the CPU emulation plans them."""
     if x.numel() == 0:
         return set()
-    out, pooled, tf = torch.ops.sam_fused._emulate_fwd(x, weight, bias, pool, return_map, max_blocks=1)
-    *_, tb = torch.ops.sam_fused._emulate_bwd(out, x, weight, bias, pooled, pool, return_map, max_blocks=1)
+    out, pooled, tf = emulate_fwd(x, weight, bias, pool, return_map, max_blocks=1)
+    *_, tb = emulate_bwd(out, x, weight, bias, pooled, pool, return_map, max_blocks=1)
     features = set()
     for name, t in (("fwd", tf), ("bwd", tb)):
-        rows, tiles, _, two_pass, vec, _ = t[-1].tolist()
-        features.add(f"{name} {'two' if two_pass else 'one'} pass")
-        features.add("vec" if vec > 1 else "scalar")
-        if rows * tiles > x.shape[2]:
+        features.add(f"{name} {'two' if t.two_pass else 'one'} pass")
+        features.add("vec" if t.vec > 1 else "scalar")
+        if t.rows * t.tiles > x.shape[2]:
             features.add("partial tile")
     features.add("channels_last" if channels_last else "contiguous")
     return features
