@@ -40,8 +40,8 @@ def test_eager(benchmark, workload, timing_budget):
 
 
 def test_compile(benchmark, workload, timing_budget, start_compiler, pytestconfig):
-    if pytestconfig.getoption("--quick") and workload.shape[0] == 1:
-        pytest.skip("quick mode compiles the batch-128 shapes only (compile time dominates it)")
+    if pytestconfig.getoption("--quick") and (workload.shape[0] < 128 or workload.threads):
+        pytest.skip("quick mode compiles the batch-128 shapes at the session's threads only (compile time dominates it)")
     start_compiler(workload.device)
     run(benchmark, workload, timing_budget, "compile")
 
@@ -133,6 +133,16 @@ def make_call(fn, params, w, x, g, impl):
 
 
 def run(benchmark, w, budget, impl):
+    threads = torch.get_num_threads()
+    if w.threads:
+        torch.set_num_threads(w.threads)
+    try:
+        timed_run(benchmark, w, budget, impl)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def timed_run(benchmark, w, budget, impl):
     benchmark.group = w.group
     x, g = make_inputs(w)
     fn, params = make_impl(impl, w)

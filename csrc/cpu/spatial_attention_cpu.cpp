@@ -19,16 +19,22 @@
 
 #include "../spatial_attention.h"
 #include "convert.h"
+#include "kernels_f32.h"
 
 namespace sam {
 namespace {
 
 constexpr int64_t kMinItems = 64;            // items wanted for load balance
 constexpr int64_t kMinItemElems = 16384;      // smallest item worth its halo rows
-// Rows of x (and g in the backward) kept in cache between the pass that reads them from memory
-// and the pass that writes the output. Measured on a 512 KB-L2 EPYC: 256 KB beats 128 KB, as
-// smaller blocks cut NCHW channel runs into short, partial-line segments.
-constexpr int64_t kBlockBytes = 256 * 1024;
+// Bytes of x per block: the rows kept in cache between the pass that reads them from memory
+// and the pass that writes the output. A block of x (and of g in the backward), the output
+// rows and the next block being prefetched must share the core's L2 (the size the CPU
+// reports, isa.h): about 3 blocks forward, 5 backward. Clamped below so NCHW channel runs do
+// not become short, partial-line segments.
+int64_t block_bytes(bool backward) {
+  const int64_t l2 = cpu::cache_sizes().l2;
+  return std::clamp<int64_t>(l2 / (backward ? 6 : 4), 64 * 1024, 1024 * 1024);
+}
 constexpr int64_t kParallelElems = 32768;    // elements per task before splitting into threads
 
 constexpr int64_t kStreamBytes = 4 << 20;    // outputs larger than this bypass the cache
@@ -151,7 +157,7 @@ struct RowSplit {
   int64_t items(const Geometry& g) const { return g.B * chunks; }
 };
 
-RowSplit split_rows(const Geometry& g, int64_t elem_bytes) {
+RowSplit split_rows(const Geometry& g, int64_t elem_bytes, bool backward) {
   const int64_t row_elems = g.C * g.W, rh = g.kh / 2;
   int64_t chunks = std::min({ceil_div(kMinItems, g.B), std::max<int64_t>(1, row_elems * g.H / kMinItemElems),
                              std::max<int64_t>(1, g.H / std::max<int64_t>(4, 2 * rh + 1))});
@@ -159,7 +165,7 @@ RowSplit split_rows(const Geometry& g, int64_t elem_bytes) {
   RowSplit s;
   s.chunk_rows = ceil_div(g.H, chunks);
   s.chunks = ceil_div(g.H, s.chunk_rows);
-  const int64_t max_block = std::clamp<int64_t>(kBlockBytes / std::max<int64_t>(1, row_elems * elem_bytes), 1, s.chunk_rows);
+  const int64_t max_block = std::clamp<int64_t>(block_bytes(backward) / std::max<int64_t>(1, row_elems * elem_bytes), 1, s.chunk_rows);
   s.block_rows = ceil_div(s.chunk_rows, ceil_div(s.chunk_rows, max_block));  // equal blocks, no 1-row tail
   return s;
 }
@@ -272,6 +278,8 @@ struct Prefetcher {
     p.nseg = CL ? 1 : L.C;
     return p;
   }
+  // The region as one run per channel (NCHW), for the fp32 kernels of kernels_f32.h.
+  cpu::PrefetchRuns runs() const { return {base, seg_bytes, stride}; }
   // Issue prefetches up to `fraction` (done / total) of the region.
   void advance(int64_t done, int64_t total) {
 #if defined(__SSE2__)
@@ -340,11 +348,14 @@ void conv_sigmoid_rows(const Params<A>& prm, int64_t P, int64_t kh, int64_t kw, 
   }
 }
 
+// K: the fp32 NCHW loops of the ISA in use (kernels_f32.h); other dtypes and channels_last
+// take the portable templates above.
 template <typename scalar_t, bool CL>
 void forward_item(const Geometry& g, const RowSplit& sp, int64_t item, const scalar_t* x, scalar_t* out,
                   acc_t<scalar_t>* pooled, const Params<acc_t<scalar_t>>& prm, bool return_map, bool stream,
-                  bool next_item_here) {
+                  bool next_item_here, const cpu::F32Kernels* K) {
   using A = acc_t<scalar_t>;
+  constexpr bool kF32Nchw = std::is_same_v<scalar_t, float> && !CL;
   const int64_t H = g.H, W = g.W, P = g.pool.P, rh = g.kh / 2;
   const int64_t b = item / sp.chunks, h0 = (item % sp.chunks) * sp.chunk_rows, h1 = std::min(h0 + sp.chunk_rows, H);
   const int mean_slot = g.pool.mean_slot(), max_slot = g.pool.max_slot();
@@ -360,7 +371,15 @@ void forward_item(const Geometry& g, const RowSplit& sp, int64_t item, const sca
       const int64_t m = (need - pooled_to) * W;
       A* sum = pool_tmp.data();
       A* mx = pool_tmp.data() + m;
-      pool_pixels(L, xb, pooled_to * W, m, mean_slot >= 0 ? sum : nullptr, max_slot >= 0 ? mx : nullptr);
+      if constexpr (kF32Nchw) {  // the ISA kernels; the mean's division as in pool_pixels
+        if (mean_slot >= 0) {
+          K->pool_sum(xb + pooled_to * W, g.C, H * W, m, sum);
+          for (int64_t i = 0; i < m; ++i) sum[i] /= A(g.C);
+        }
+        if (max_slot >= 0) K->pool_max(xb + pooled_to * W, g.C, H * W, m, mx);
+      } else {
+        pool_pixels(L, xb, pooled_to * W, m, mean_slot >= 0 ? sum : nullptr, max_slot >= 0 ? mx : nullptr);
+      }
       for (int64_t h = pooled_to; h < need; ++h) {
         const int64_t off = (h - pooled_to) * W;
         if (mean_slot >= 0) std::copy(sum + off, sum + off + W, q.at(mean_slot, h));
@@ -378,7 +397,10 @@ void forward_item(const Geometry& g, const RowSplit& sp, int64_t item, const sca
     scalar_t* ob = out + b * g.C * H * W;
     const NextRows nx = next_rows(g, sp, item, he, h1, next_item_here);
     Prefetcher pf = Prefetcher::rows(L, nx.r1 > nx.r0 ? x + nx.b * g.C * H * W : nullptr, nx.r0, nx.r1);
-    if constexpr (!CL) {
+    if constexpr (kF32Nchw) {
+      const cpu::PrefetchRuns runs = pf.runs();
+      K->scale(ob + hb * W, xb + hb * W, s.data(), g.C, H * W, n, stream, &runs, 1);
+    } else if constexpr (!CL) {
       for (int64_t c = 0; c < g.C; ++c) {
         pf.advance(c + 1, g.C);
         write_segment<false, scalar_t, A>(ob + L.at(c, hb * W), xb + L.at(c, hb * W), s.data(), nullptr, nullptr,
@@ -400,8 +422,9 @@ void forward_item(const Geometry& g, const RowSplit& sp, int64_t item, const sca
 template <typename scalar_t, bool CL>
 void backward_item(const Geometry& g, const RowSplit& sp, int64_t item, const scalar_t* gout, const scalar_t* x,
                    const acc_t<scalar_t>* pooled, scalar_t* dx, const Params<acc_t<scalar_t>>& prm, bool return_map,
-                   bool stream, bool next_item_here, double* partial) {
+                   bool stream, bool next_item_here, double* partial, const cpu::F32Kernels* K) {
   using A = acc_t<scalar_t>;
+  constexpr bool kF32Nchw = std::is_same_v<scalar_t, float> && !CL;
   const int64_t C = g.C, H = g.H, W = g.W, P = g.pool.P, kh = g.kh, kw = g.kw, rh = kh / 2, rw = kw / 2;
   const int64_t b = item / sp.chunks, h0 = (item % sp.chunks) * sp.chunk_rows, h1 = std::min(h0 + sp.chunk_rows, H);
   const int64_t base = h0 - rh, buf_rows = h1 - h0 + 2 * rh;
@@ -435,8 +458,12 @@ void backward_item(const Geometry& g, const RowSplit& sp, int64_t item, const sc
       const int64_t r0 = row(done_to), m = (need - done_to) * W;
       if (return_map)
         std::transform(gb + done_to * W, gb + need * W, rho.data(), [](scalar_t v) { return to_acc<double>(v); });
-      rho_pixels(L, gb, xb, done_to * W, m, return_map ? nullptr : rho.data(),
-                 max_slot >= 0 ? mbuf.data() + r0 : nullptr, max_slot >= 0 ? amax.data() + r0 : nullptr);
+      bool rho_done = return_map;  // rho by the ISA kernels where they apply, the argmax by rho_pixels
+      if constexpr (kF32Nchw)
+        if (!return_map) K->rho(gb + done_to * W, xb + done_to * W, C, H * W, m, rho.data()), rho_done = true;
+      if (!rho_done || max_slot >= 0)
+        rho_pixels(L, gb, xb, done_to * W, m, rho_done ? nullptr : rho.data(),
+                   max_slot >= 0 ? mbuf.data() + r0 : nullptr, max_slot >= 0 ? amax.data() + r0 : nullptr);
       conv_sigmoid_rows(prm, P, kh, kw, q, done_to, need, s.data() + r0);
       for (int64_t h = done_to; h < need; ++h)
         for (int64_t w = 0; w < W; ++w)
@@ -476,7 +503,10 @@ void backward_item(const Geometry& g, const RowSplit& sp, int64_t item, const sc
     const bool reads_x = !return_map || max_slot >= 0;
     Prefetcher pfx = Prefetcher::rows(L, nx.r1 > nx.r0 && reads_x ? x + nx.b * sample : nullptr, nx.r0, nx.r1);
     Prefetcher pfg = Prefetcher::rows(L, nx.r1 > nx.r0 && !return_map ? gout + nx.b * sample : nullptr, nx.r0, nx.r1);
-    if constexpr (!CL) {
+    if constexpr (kF32Nchw) {
+      const cpu::PrefetchRuns runs[2] = {pfx.runs(), pfg.runs()};
+      K->dx(dxb + hb * W, return_map ? nullptr : gb + hb * W, sb, gm, am, gmax.data(), C, H * W, n, stream, runs, 2);
+    } else if constexpr (!CL) {
       for (int64_t c = 0; c < C; ++c) {
         pfx.advance(c + 1, C);
         pfg.advance(c + 1, C);
@@ -517,17 +547,18 @@ std::tuple<at::Tensor, at::Tensor> spatial_attention_fwd_cpu(const at::Tensor& x
   at::Tensor out = return_map ? at::empty({g.B, 1, g.H, g.W}, x.options())
                               : at::empty(x.sizes(), x.options().memory_format(fmt));
   if (pooled.numel() == 0) return {out, pooled};
+  const cpu::F32Kernels* K = &cpu::f32_kernels();  // the ISA is chosen once per call
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "sam_fused_fwd_cpu", [&] {
     using A = acc_t<scalar_t>;
     const auto prm = load_params<scalar_t>(weight, bias);
-    const RowSplit sp = split_rows(g, sizeof(scalar_t));
+    const RowSplit sp = split_rows(g, sizeof(scalar_t), false);
     const bool stream = !return_map && out.nbytes() > kStreamBytes;
     const scalar_t* xp = xc.const_data_ptr<scalar_t>();
     scalar_t* op = out.mutable_data_ptr<scalar_t>();
     A* qp = pooled.mutable_data_ptr<A>();
     for_each_item(g, sp, [&](int64_t it, bool next_here) {
-      if (g.channels_last) forward_item<scalar_t, true>(g, sp, it, xp, op, qp, prm, return_map, stream, next_here);
-      else forward_item<scalar_t, false>(g, sp, it, xp, op, qp, prm, return_map, stream, next_here);
+      if (g.channels_last) forward_item<scalar_t, true>(g, sp, it, xp, op, qp, prm, return_map, stream, next_here, K);
+      else forward_item<scalar_t, false>(g, sp, it, xp, op, qp, prm, return_map, stream, next_here, K);
     });
   });
   return {out, pooled};
@@ -552,10 +583,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> spatial_attention_bwd_cpu(
   const int64_t nw = g.pool.P * g.kh * g.kw;
   std::vector<double> dw(nw + 1, 0.0);
   if (x.numel() > 0) {
+    const cpu::F32Kernels* K = &cpu::f32_kernels();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "sam_fused_bwd_cpu", [&] {
       using A = acc_t<scalar_t>;
       const auto prm = load_params<scalar_t>(weight, bias);
-      const RowSplit sp = split_rows(g, sizeof(scalar_t));
+      const RowSplit sp = split_rows(g, sizeof(scalar_t), true);
       const bool stream = dx.nbytes() > kStreamBytes;
       std::vector<double> partials(sp.items(g) * (nw + 1), 0.0);
       const scalar_t* gp = gc.const_data_ptr<scalar_t>();
@@ -565,8 +597,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> spatial_attention_bwd_cpu(
       for_each_item(g, sp, [&](int64_t it, bool next_here) {
         double* part = partials.data() + it * (nw + 1);
         if (g.channels_last)
-          backward_item<scalar_t, true>(g, sp, it, gp, xp, qp, dxp, prm, return_map, stream, next_here, part);
-        else backward_item<scalar_t, false>(g, sp, it, gp, xp, qp, dxp, prm, return_map, stream, next_here, part);
+          backward_item<scalar_t, true>(g, sp, it, gp, xp, qp, dxp, prm, return_map, stream, next_here, part, K);
+        else backward_item<scalar_t, false>(g, sp, it, gp, xp, qp, dxp, prm, return_map, stream, next_here, part, K);
       });
       for (int64_t it = 0; it < sp.items(g); ++it)  // fixed order: deterministic
         for (int64_t k = 0; k <= nw; ++k) dw[k] += partials[it * (nw + 1) + k];

@@ -1,0 +1,165 @@
+// The fp32 hot loops (kernels_f32.h), written once over a vector type of simd.h. Included only
+// by kernels_f32_<isa>.cpp, inside that ISA's target region, with SAM_ISA_NS (the namespace of
+// this copy) and SAM_VEC (its vector type) defined; everything else those files include comes
+// before the region, so no inline function shared with other files is built for this ISA.
+//
+// Each pass has its own loop with only its own terms (no per-element tests), the channel
+// reductions keep their accumulators in registers across all channels of a pixel block, and
+// prefetches are issued once per channel run, outside the element loops.
+
+namespace sam::cpu::SAM_ISA_NS {
+namespace {
+
+using V = SAM_VEC;
+using R = typename V::R;
+constexpr int64_t N = V::N;
+constexpr int64_t kLineFloats = 64 / sizeof(float);
+
+inline void prefetch_run(const PrefetchRuns& pf, int64_t c) {
+  if (!pf.base) return;
+  const char* p = pf.base + c * pf.stride;
+  int64_t off = 0;
+  for (; off + 256 <= pf.run_bytes; off += 256) {
+    __builtin_prefetch(p + off, 0, 2);
+    __builtin_prefetch(p + off + 64, 0, 2);
+    __builtin_prefetch(p + off + 128, 0, 2);
+    __builtin_prefetch(p + off + 192, 0, 2);
+  }
+  for (; off < pf.run_bytes; off += 64) __builtin_prefetch(p + off, 0, 2);
+}
+
+// One output row of n elements: o[i, i+k) = f(i, k) (k = N but at the tail). With `stream`,
+// whole 64-byte lines are stored non-temporally: a large output is written once and not read
+// back here, so its lines need not be fetched first (what lets the fused op match x.clone()'s
+// 2N bytes). The partial lines at the ends, which a neighbouring row also writes, take plain
+// stores. f computes the same vector operations wherever the row's lines begin.
+template <class F> SAM_SIMD_INLINE void write_row(float* o, int64_t n, bool stream, F&& f) {
+  int64_t i = 0;
+  if (stream && n >= 16 * kLineFloats) {  // short rows would be mostly partial lines
+    const int64_t head = std::min<int64_t>(n, ((64 - (reinterpret_cast<uintptr_t>(o) & 63)) & 63) / sizeof(float));
+    for (; i < head; i += N) V::store_k(o + i, f(i, std::min(N, head - i)), std::min(N, head - i));
+    i = head;
+    const int64_t lines_end = head + (n - head) / kLineFloats * kLineFloats;
+    for (; i < lines_end; i += N) V::stream(o + i, f(i, N));
+  }
+  for (; i + 4 * N <= n; i += 4 * N) {
+    V::store(o + i, f(i, N));
+    V::store(o + i + N, f(i + N, N));
+    V::store(o + i + 2 * N, f(i + 2 * N, N));
+    V::store(o + i + 3 * N, f(i + 3 * N, N));
+  }
+  for (; i < n; i += N) V::store_k(o + i, f(i, std::min(N, n - i)), std::min(N, n - i));
+}
+
+template <bool kMax> SAM_SIMD_INLINE R pool_op(R acc, R v) { return kMax ? V::max_nan(acc, v) : V::add(acc, v); }
+
+template <bool kMax> void pool(const float* x, int64_t C, int64_t stride, int64_t n, float* out) {
+  const R init = kMax ? V::set1(-std::numeric_limits<float>::infinity()) : V::zero();
+  int64_t i = 0;
+  for (; i + 4 * N <= n; i += 4 * N) {  // 4 vectors of pixels stay in registers over all C
+    R a0 = init, a1 = init, a2 = init, a3 = init;
+    const float* p = x + i;
+    for (int64_t c = 0; c < C; ++c, p += stride) {
+      a0 = pool_op<kMax>(a0, V::load(p));
+      a1 = pool_op<kMax>(a1, V::load(p + N));
+      a2 = pool_op<kMax>(a2, V::load(p + 2 * N));
+      a3 = pool_op<kMax>(a3, V::load(p + 3 * N));
+    }
+    V::store(out + i, a0);
+    V::store(out + i + N, a1);
+    V::store(out + i + 2 * N, a2);
+    V::store(out + i + 3 * N, a3);
+  }
+  for (; i < n; i += N) {
+    const int64_t k = std::min(N, n - i);
+    R a = init;
+    const float* p = x + i;
+    if (k == N)
+      for (int64_t c = 0; c < C; ++c, p += stride) a = pool_op<kMax>(a, V::load(p));
+    else
+      for (int64_t c = 0; c < C; ++c, p += stride) a = pool_op<kMax>(a, V::load_k(p, k));
+    V::store_k(out + i, a, k);
+  }
+}
+
+void pool_sum(const float* x, int64_t C, int64_t stride, int64_t n, float* out) { pool<false>(x, C, stride, n, out); }
+void pool_max(const float* x, int64_t C, int64_t stride, int64_t n, float* out) { pool<true>(x, C, stride, n, out); }
+
+void scale(float* out, const float* x, const float* s, int64_t C, int64_t stride, int64_t n, bool stream,
+           const PrefetchRuns* pf, int npf) {
+  for (int64_t c = 0; c < C; ++c) {
+    for (int k = 0; k < npf; ++k) prefetch_run(pf[k], c);
+    const float* xc = x + c * stride;
+    write_row(out + c * stride, n, stream,
+              [&](int64_t i, int64_t k) __attribute__((always_inline)) { return V::mul(V::load_k(xc + i, k), V::load_k(s + i, k)); });
+  }
+  if (stream) V::sfence();  // order the non-temporal stores before the op returns
+}
+
+constexpr int64_t kRhoRun = 16;  // channels summed in float before their sum is added in double
+
+void rho(const float* g, const float* x, int64_t C, int64_t stride, int64_t n, double* rho) {
+  for (int64_t i = 0; i < n; ++i) rho[i] = 0.0;
+  int64_t i = 0;
+  for (; i + 4 * N <= n; i += 4 * N)
+    for (int64_t c0 = 0; c0 < C; c0 += kRhoRun) {
+      R a0 = V::zero(), a1 = V::zero(), a2 = V::zero(), a3 = V::zero();
+      const int64_t c1 = std::min(C, c0 + kRhoRun);
+      const float* gp = g + c0 * stride + i;
+      const float* xp = x + c0 * stride + i;
+      for (int64_t c = c0; c < c1; ++c, gp += stride, xp += stride) {
+        a0 = V::fmadd(V::load(gp), V::load(xp), a0);
+        a1 = V::fmadd(V::load(gp + N), V::load(xp + N), a1);
+        a2 = V::fmadd(V::load(gp + 2 * N), V::load(xp + 2 * N), a2);
+        a3 = V::fmadd(V::load(gp + 3 * N), V::load(xp + 3 * N), a3);
+      }
+      V::add_to_double(rho + i, a0);
+      V::add_to_double(rho + i + N, a1);
+      V::add_to_double(rho + i + 2 * N, a2);
+      V::add_to_double(rho + i + 3 * N, a3);
+    }
+  for (; i < n; i += N) {
+    const int64_t k = std::min(N, n - i);
+    for (int64_t c0 = 0; c0 < C; c0 += kRhoRun) {
+      R a = V::zero();
+      const int64_t c1 = std::min(C, c0 + kRhoRun);
+      for (int64_t c = c0; c < c1; ++c) a = V::fmadd(V::load_k(g + c * stride + i, k), V::load_k(x + c * stride + i, k), a);
+      V::add_to_double_k(rho + i, a, k);
+    }
+  }
+}
+
+template <bool kG, bool kAdd, bool kRoute>
+void dx_terms(float* dx, const float* g, const float* s, const float* add, const int32_t* am, const float* route,
+              int64_t C, int64_t stride, int64_t n, bool stream, const PrefetchRuns* pf, int npf) {
+  for (int64_t c = 0; c < C; ++c) {
+    for (int k = 0; k < npf; ++k) prefetch_run(pf[k], c);
+    const float* gc = kG ? g + c * stride : nullptr;
+    write_row(dx + c * stride, n, stream, [&](int64_t i, int64_t k) __attribute__((always_inline)) {
+      R v;
+      if constexpr (kG && kAdd) v = V::fmadd(V::load_k(gc + i, k), V::load_k(s + i, k), V::load_k(add + i, k));
+      else if constexpr (kG) v = V::mul(V::load_k(gc + i, k), V::load_k(s + i, k));
+      else if constexpr (kAdd) v = V::load_k(add + i, k);
+      else v = V::zero();
+      if constexpr (kRoute) v = V::route(v, V::loadi_k(am + i, k), int32_t(c), V::load_k(route + i, k));
+      return v;
+    });
+  }
+  if (stream) V::sfence();
+}
+
+void dx(float* out, const float* g, const float* s, const float* add, const int32_t* am, const float* route,
+        int64_t C, int64_t stride, int64_t n, bool stream, const PrefetchRuns* pf, int npf) {
+  using Fn = decltype(&dx_terms<true, true, true>);
+  static constexpr Fn kByTerms[8] = {dx_terms<false, false, false>, dx_terms<false, false, true>,
+                                     dx_terms<false, true, false>,  dx_terms<false, true, true>,
+                                     dx_terms<true, false, false>,  dx_terms<true, false, true>,
+                                     dx_terms<true, true, false>,   dx_terms<true, true, true>};
+  kByTerms[(g ? 4 : 0) + (add ? 2 : 0) + (am ? 1 : 0)](out, g, s, add, am, route, C, stride, n, stream, pf, npf);
+}
+
+}  // namespace
+
+const F32Kernels kTable{pool_sum, pool_max, scale, rho, dx};
+
+}  // namespace sam::cpu::SAM_ISA_NS
