@@ -24,6 +24,11 @@ struct F32Kernels {
   // out[c*stride + i] = x[c*stride + i] * s[i]; stream: whole 64-byte lines bypass the cache.
   void (*scale)(float* out, const float* x, const float* s, int64_t C, int64_t stride, int64_t n, bool stream,
                 const PrefetchRuns* pf, int npf);
+  // s[r*W + w] = sigmoid(bias + sum_{p,i,j} w[(p*kh + i)*kw + j] * q[p*plane + (r+i)*row + j + w])
+  // for r < rows, w < W: the conv of the pooled maps (q: padded rows, the first one rh above
+  // output row 0, column 0 at -kw/2) in the order of sam::conv_pixel, then the sigmoid.
+  void (*conv_sigmoid)(const float* w, float bias, int64_t P, int64_t kh, int64_t kw, const float* q, int64_t plane,
+                       int64_t row, int64_t rows, int64_t W, float* s);
   // rho[i] = sum_c g*x: runs of 16 channels summed in float, the runs' sums in double.
   void (*rho)(const float* g, const float* x, int64_t C, int64_t stride, int64_t n, double* rho);
   // dx[c*stride + i] = g*s[i] + add[i] + (am[i] == c ? route[i] : 0); a null g, add or am

@@ -96,6 +96,48 @@ void scale(float* out, const float* x, const float* s, int64_t C, int64_t stride
   if (stream) V::sfence();  // order the non-temporal stores before the op returns
 }
 
+// exp(x) for x in [-87.3, 88.3] (or NaN, which passes through): Cephes' expf, a degree-5
+// polynomial on x - n*ln2 times 2^n; within 2 ulp of the correctly rounded result.
+SAM_SIMD_INLINE R exp_clamped(R x) {
+  const R n = V::round(V::mul(x, V::set1(1.44269504088896341f)));
+  R r = V::fmadd(n, V::set1(-0.693359375f), x);
+  r = V::fmadd(n, V::set1(2.12194440e-4f), r);
+  R p = V::set1(1.9875691500e-4f);
+  p = V::fmadd(p, r, V::set1(1.3981999507e-3f));
+  p = V::fmadd(p, r, V::set1(8.3334519073e-3f));
+  p = V::fmadd(p, r, V::set1(4.1665795894e-2f));
+  p = V::fmadd(p, r, V::set1(1.6666665459e-1f));
+  p = V::fmadd(p, r, V::set1(5.0000001201e-1f));
+  return V::mul(V::add(V::fmadd(p, V::mul(r, r), r), V::set1(1.f)), V::pow2(n));
+}
+
+// 1 / (1 + exp(-a)); -a clamped where exp under- or overflows (the sigmoid is 1 or 0 to
+// float precision there), NaN kept.
+SAM_SIMD_INLINE R sigmoid(R a) {
+  const R x = V::max(V::set1(-87.3f), V::min(V::set1(88.3f), V::sub(V::zero(), a)));
+  return V::div(V::set1(1.f), V::add(V::set1(1.f), exp_clamped(x)));
+}
+
+// s[k] = sigmoid(bias + sum of the taps at q + tap offset + k), k < n.
+SAM_SIMD_INLINE void conv_run(const float* w, float bias, int64_t P, int64_t kh, int64_t kw, const float* q,
+                              int64_t plane, int64_t row, int64_t n, float* s) {
+  for (int64_t k = 0; k < n; k += N) {
+    const int64_t kk = std::min(N, n - k);
+    R acc = V::set1(bias);
+    for (int64_t p = 0; p < P; ++p)
+      for (int64_t i = 0; i < kh; ++i)
+        for (int64_t j = 0; j < kw; ++j)
+          acc = V::fmadd(V::set1(w[(p * kh + i) * kw + j]), V::load_k(q + p * plane + i * row + j + k, kk), acc);
+    V::store_k(s + k, sigmoid(acc), kk);
+  }
+}
+
+void conv_sigmoid(const float* w, float bias, int64_t P, int64_t kh, int64_t kw, const float* q, int64_t plane,
+                  int64_t row, int64_t rows, int64_t W, float* s) {
+  if (row == W) return conv_run(w, bias, P, kh, kw, q, plane, row, rows * W, s);  // unpadded: one run
+  for (int64_t r = 0; r < rows; ++r) conv_run(w, bias, P, kh, kw, q + r * row, plane, row, W, s + r * W);
+}
+
 constexpr int64_t kRhoRun = 16;  // channels summed in float before their sum is added in double
 
 void rho(const float* g, const float* x, int64_t C, int64_t stride, int64_t n, double* rho) {
@@ -160,6 +202,6 @@ void dx(float* out, const float* g, const float* s, const float* add, const int3
 
 }  // namespace
 
-const F32Kernels kTable{pool_sum, pool_max, scale, rho, dx};
+const F32Kernels kTable{pool_sum, pool_max, scale, conv_sigmoid, rho, dx};
 
 }  // namespace sam::cpu::SAM_ISA_NS

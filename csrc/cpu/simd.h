@@ -3,7 +3,9 @@
 //   R, RI               float and int32 vector; N lanes
 //   load/store(p)       unaligned; load_k/store_k(p, k) the first k <= N lanes (rest 0 / kept)
 //   stream(p, v)        non-temporal store, p aligned to the vector size
-//   add, mul, fmadd(a, b, c) = a*b + c (one rounding where the ISA has FMA), max_nan
+//   add, sub, mul, div, fmadd(a, b, c) = a*b + c (one rounding where the ISA has FMA), max_nan
+//   min(k, x) / max(k, x) against a constant k, NaN x passing through
+//   round(v) to the nearest integer; pow2(n) = 2^n for integer n in [-126, 127]
 //   route(v, am, c, r)  v + (am == c ? r : 0), lanewise
 //   add_to_double(d, v) d[0, N) += double(v)
 // Every function is always-inline and carries its ISA's target attribute, so the loops that
@@ -11,6 +13,7 @@
 // reach a caller built for a lower ISA. Tails use the same vector operations on partial
 // vectors, so an element's result does not depend on where a loop's vector boundaries fall.
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -39,8 +42,14 @@ struct VecScalar {
   static SAM_SIMD_INLINE R set1(float v) { return v; }
   static SAM_SIMD_INLINE R zero() { return 0.f; }
   static SAM_SIMD_INLINE R add(R a, R b) { return a + b; }
+  static SAM_SIMD_INLINE R sub(R a, R b) { return a - b; }
   static SAM_SIMD_INLINE R mul(R a, R b) { return a * b; }
+  static SAM_SIMD_INLINE R div(R a, R b) { return a / b; }
   static SAM_SIMD_INLINE R fmadd(R a, R b, R c) { return a * b + c; }
+  static SAM_SIMD_INLINE R min(R k, R x) { return k < x ? k : x; }
+  static SAM_SIMD_INLINE R max(R k, R x) { return k > x ? k : x; }
+  static SAM_SIMD_INLINE R round(R v) { return std::nearbyint(v); }
+  static SAM_SIMD_INLINE R pow2(R n) { return n != n ? n : std::ldexp(1.f, int(n)); }
   static SAM_SIMD_INLINE R max_nan(R m, R v) { return (v > m || v != v) ? v : m; }
   static SAM_SIMD_INLINE R route(R v, RI am, int32_t c, R r) { return v + (am == c ? r : 0.f); }
   static SAM_SIMD_INLINE void add_to_double(double* d, R v) { d[0] += double(v); }
@@ -83,8 +92,16 @@ struct VecSse2 {
   static SAM_SIMD_INLINE R set1(float v) { return _mm_set1_ps(v); }
   static SAM_SIMD_INLINE R zero() { return _mm_setzero_ps(); }
   static SAM_SIMD_INLINE R add(R a, R b) { return _mm_add_ps(a, b); }
+  static SAM_SIMD_INLINE R sub(R a, R b) { return _mm_sub_ps(a, b); }
   static SAM_SIMD_INLINE R mul(R a, R b) { return _mm_mul_ps(a, b); }
+  static SAM_SIMD_INLINE R div(R a, R b) { return _mm_div_ps(a, b); }
   static SAM_SIMD_INLINE R fmadd(R a, R b, R c) { return _mm_add_ps(_mm_mul_ps(a, b), c); }
+  static SAM_SIMD_INLINE R min(R k, R x) { return _mm_min_ps(k, x); }  // the second operand when NaN
+  static SAM_SIMD_INLINE R max(R k, R x) { return _mm_max_ps(k, x); }
+  static SAM_SIMD_INLINE R round(R v) { return _mm_cvtepi32_ps(_mm_cvtps_epi32(v)); }
+  static SAM_SIMD_INLINE R pow2(R n) {
+    return _mm_castsi128_ps(_mm_slli_epi32(_mm_add_epi32(_mm_cvtps_epi32(n), _mm_set1_epi32(127)), 23));
+  }
   static SAM_SIMD_INLINE R max_nan(R m, R v) {
     const R take = _mm_or_ps(_mm_cmpgt_ps(v, m), _mm_cmpunord_ps(v, v));
     return _mm_or_ps(_mm_and_ps(take, v), _mm_andnot_ps(take, m));
@@ -130,8 +147,16 @@ struct VecAvx2 {
   static SAM_TARGET_AVX2 SAM_SIMD_INLINE R set1(float v) { return _mm256_set1_ps(v); }
   static SAM_TARGET_AVX2 SAM_SIMD_INLINE R zero() { return _mm256_setzero_ps(); }
   static SAM_TARGET_AVX2 SAM_SIMD_INLINE R add(R a, R b) { return _mm256_add_ps(a, b); }
+  static SAM_TARGET_AVX2 SAM_SIMD_INLINE R sub(R a, R b) { return _mm256_sub_ps(a, b); }
   static SAM_TARGET_AVX2 SAM_SIMD_INLINE R mul(R a, R b) { return _mm256_mul_ps(a, b); }
+  static SAM_TARGET_AVX2 SAM_SIMD_INLINE R div(R a, R b) { return _mm256_div_ps(a, b); }
   static SAM_TARGET_AVX2 SAM_SIMD_INLINE R fmadd(R a, R b, R c) { return _mm256_fmadd_ps(a, b, c); }
+  static SAM_TARGET_AVX2 SAM_SIMD_INLINE R min(R k, R x) { return _mm256_min_ps(k, x); }
+  static SAM_TARGET_AVX2 SAM_SIMD_INLINE R max(R k, R x) { return _mm256_max_ps(k, x); }
+  static SAM_TARGET_AVX2 SAM_SIMD_INLINE R round(R v) { return _mm256_cvtepi32_ps(_mm256_cvtps_epi32(v)); }
+  static SAM_TARGET_AVX2 SAM_SIMD_INLINE R pow2(R n) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23));
+  }
   static SAM_TARGET_AVX2 SAM_SIMD_INLINE R max_nan(R m, R v) {
     const R take = _mm256_or_ps(_mm256_cmp_ps(v, m, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
     return _mm256_blendv_ps(m, v, take);
@@ -173,8 +198,16 @@ struct VecAvx512 {
   static SAM_TARGET_AVX512 SAM_SIMD_INLINE R set1(float v) { return _mm512_set1_ps(v); }
   static SAM_TARGET_AVX512 SAM_SIMD_INLINE R zero() { return _mm512_setzero_ps(); }
   static SAM_TARGET_AVX512 SAM_SIMD_INLINE R add(R a, R b) { return _mm512_add_ps(a, b); }
+  static SAM_TARGET_AVX512 SAM_SIMD_INLINE R sub(R a, R b) { return _mm512_sub_ps(a, b); }
   static SAM_TARGET_AVX512 SAM_SIMD_INLINE R mul(R a, R b) { return _mm512_mul_ps(a, b); }
+  static SAM_TARGET_AVX512 SAM_SIMD_INLINE R div(R a, R b) { return _mm512_div_ps(a, b); }
   static SAM_TARGET_AVX512 SAM_SIMD_INLINE R fmadd(R a, R b, R c) { return _mm512_fmadd_ps(a, b, c); }
+  static SAM_TARGET_AVX512 SAM_SIMD_INLINE R min(R k, R x) { return _mm512_min_ps(k, x); }
+  static SAM_TARGET_AVX512 SAM_SIMD_INLINE R max(R k, R x) { return _mm512_max_ps(k, x); }
+  static SAM_TARGET_AVX512 SAM_SIMD_INLINE R round(R v) { return _mm512_cvtepi32_ps(_mm512_cvtps_epi32(v)); }
+  static SAM_TARGET_AVX512 SAM_SIMD_INLINE R pow2(R n) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23));
+  }
   static SAM_TARGET_AVX512 SAM_SIMD_INLINE R max_nan(R m, R v) {
     const __mmask16 take = _mm512_cmp_ps_mask(v, m, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
     return _mm512_mask_blend_ps(take, m, v);

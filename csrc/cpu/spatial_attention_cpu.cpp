@@ -329,11 +329,15 @@ template <typename A> struct PaddedRows {
 
 // s[(h - ha) * W + w] = sigmoid(bias + sum_{p,i,j} w[p,i,j] q_p[h+i-rh, w+j-rw]) for rows
 // [ha, hb); q holds the rows [ha - rh, hb + rh) (zero outside the map). Same summation order as
-// sam::conv_pixel, vectorised over w.
+// sam::conv_pixel, vectorised over w; in float (every dtype but fp64) by the ISA kernels.
 template <typename A>
 void conv_sigmoid_rows(const Params<A>& prm, int64_t P, int64_t kh, int64_t kw, const PaddedRows<A>& q, int64_t ha,
-                       int64_t hb, A* s) {
+                       int64_t hb, A* s, const cpu::F32Kernels* K) {
   const int64_t W = q.W, rh = kh / 2, rw = kw / 2;
+  if constexpr (std::is_same_v<A, float>) {
+    const int64_t row = W + 2 * q.pad;
+    return K->conv_sigmoid(prm.w.data(), prm.bias, P, kh, kw, q.at(0, ha - rh) - rw, q.rows * row, row, hb - ha, W, s);
+  }
   for (int64_t h = ha; h < hb; ++h) {
     A* sr = s + (h - ha) * W;
     std::fill(sr, sr + W, prm.bias);
@@ -387,7 +391,7 @@ void forward_item(const Geometry& g, const RowSplit& sp, int64_t item, const sca
       }
       pooled_to = need;
     }
-    conv_sigmoid_rows(prm, P, g.kh, g.kw, q, hb, he, s.data());
+    conv_sigmoid_rows(prm, P, g.kh, g.kw, q, hb, he, s.data(), K);
     for (int64_t p = 0; p < P; ++p)
       for (int64_t h = hb; h < he; ++h) std::copy(q.at(p, h), q.at(p, h) + W, pooled + ((b * P + p) * H + h) * W);
     if (return_map) {
@@ -464,7 +468,7 @@ void backward_item(const Geometry& g, const RowSplit& sp, int64_t item, const sc
       if (!rho_done || max_slot >= 0)
         rho_pixels(L, gb, xb, done_to * W, m, rho_done ? nullptr : rho.data(),
                    max_slot >= 0 ? mbuf.data() + r0 : nullptr, max_slot >= 0 ? amax.data() + r0 : nullptr);
-      conv_sigmoid_rows(prm, P, kh, kw, q, done_to, need, s.data() + r0);
+      conv_sigmoid_rows(prm, P, kh, kw, q, done_to, need, s.data() + r0, K);
       for (int64_t h = done_to; h < need; ++h)
         for (int64_t w = 0; w < W; ++w)
           delta.at(0, h)[w] = A(sigmoid_backward(rho[(h - done_to) * W + w], double(s[row(h) + w])));
