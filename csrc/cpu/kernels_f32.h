@@ -29,6 +29,14 @@ struct F32Kernels {
   // output row 0, column 0 at -kw/2) in the order of sam::conv_pixel, then the sigmoid.
   void (*conv_sigmoid)(const float* w, float bias, int64_t P, int64_t kh, int64_t kw, const float* q, int64_t plane,
                        int64_t row, int64_t rows, int64_t W, float* s);
+  // The backward of the conv over one block of rows r < rows (W wide):
+  //   gamma[p][r*W + w] = sum_{i,j} w[(p*kh + i)*kw + j] * delta[(r + rh - i)*drow + rw - j + w]
+  //   dw[(p*kh + i)*kw + j] += sum_{r,w} delta[r*drow + w] * q[p*qplane + (r + i - rh)*qrow + j - rw + w]
+  //   dw[P*kh*kw] += sum_{r,w} delta[r*drow + w]  (the bias)
+  // delta and q point at row 0, column 0 of padded buffers; the dw sums are in double.
+  void (*conv_backward)(const float* w, int64_t P, int64_t kh, int64_t kw, const float* delta, int64_t drow,
+                        const float* q, int64_t qplane, int64_t qrow, int64_t rows, int64_t W, float* const* gamma,
+                        double* dw);
   // rho[i] = sum_c g*x: runs of 16 channels summed in float, the runs' sums in double.
   void (*rho)(const float* g, const float* x, int64_t C, int64_t stride, int64_t n, double* rho);
   // dx[c*stride + i] = g*s[i] + add[i] + (am[i] == c ? route[i] : 0); a null g, add or am

@@ -138,6 +138,49 @@ void conv_sigmoid(const float* w, float bias, int64_t P, int64_t kh, int64_t kw,
   for (int64_t r = 0; r < rows; ++r) conv_run(w, bias, P, kh, kw, q + r * row, plane, row, W, s + r * W);
 }
 
+// conv_backward over one run of n elements (rows*W when no row is padded, else one row):
+// per-lane double partials of each dw sum in acc ([taps + 1][N]), added up by the caller.
+SAM_SIMD_INLINE void conv_backward_run(const float* w, int64_t P, int64_t kh, int64_t kw, const float* delta,
+                                       int64_t drow, const float* q, int64_t qplane, int64_t qrow, int64_t n,
+                                       float* const* gamma, double* acc) {
+  const int64_t rh = kh / 2, rw = kw / 2, taps = P * kh * kw;
+  for (int64_t k = 0; k < n; k += N) {
+    const int64_t kk = std::min(N, n - k);
+    const R d = V::load_k(delta + k, kk);
+    V::mul_to_double(acc + taps * N, d, V::set1(1.f));
+    for (int64_t p = 0; p < P; ++p) {
+      R gacc = V::zero();
+      for (int64_t i = 0; i < kh; ++i)
+        for (int64_t j = 0; j < kw; ++j) {
+          const int64_t t = (p * kh + i) * kw + j;
+          gacc = V::fmadd(V::set1(w[t]), V::load_k(delta + (rh - i) * drow + rw - j + k, kk), gacc);
+          V::mul_to_double(acc + t * N, d, V::load_k(q + p * qplane + (i - rh) * qrow + j - rw + k, kk));
+        }
+      V::store_k(gamma[p] + k, gacc, kk);
+    }
+  }
+}
+
+void conv_backward(const float* w, int64_t P, int64_t kh, int64_t kw, const float* delta, int64_t drow,
+                   const float* q, int64_t qplane, int64_t qrow, int64_t rows, int64_t W, float* const* gamma,
+                   double* dw) {
+  const int64_t taps = P * kh * kw;
+  std::unique_ptr<double[]> acc(new double[(taps + 1) * N]());
+  if (drow == W && qrow == W) {  // unpadded: the block is one run
+    conv_backward_run(w, P, kh, kw, delta, drow, q, qplane, qrow, rows * W, gamma, acc.get());
+  } else {
+    for (int64_t r = 0; r < rows; ++r) {
+      float* const g_row[2] = {gamma[0] + r * W, P > 1 ? gamma[1] + r * W : nullptr};
+      conv_backward_run(w, P, kh, kw, delta + r * drow, drow, q + r * qrow, qplane, qrow, W, g_row, acc.get());
+    }
+  }
+  for (int64_t t = 0; t <= taps; ++t) {  // lanes in a fixed order: deterministic
+    double sum = 0;
+    for (int64_t l = 0; l < N; ++l) sum += acc[t * N + l];
+    dw[t] += sum;
+  }
+}
+
 constexpr int64_t kRhoRun = 16;  // channels summed in float before their sum is added in double
 
 void rho(const float* g, const float* x, int64_t C, int64_t stride, int64_t n, double* rho) {
@@ -202,6 +245,6 @@ void dx(float* out, const float* g, const float* s, const float* add, const int3
 
 }  // namespace
 
-const F32Kernels kTable{pool_sum, pool_max, scale, conv_sigmoid, rho, dx};
+const F32Kernels kTable{pool_sum, pool_max, scale, conv_sigmoid, conv_backward, rho, dx};
 
 }  // namespace sam::cpu::SAM_ISA_NS

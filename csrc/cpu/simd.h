@@ -7,7 +7,8 @@
 //   min(k, x) / max(k, x) against a constant k, NaN x passing through
 //   round(v) to the nearest integer; pow2(n) = 2^n for integer n in [-126, 127]
 //   route(v, am, c, r)  v + (am == c ? r : 0), lanewise
-//   add_to_double(d, v) d[0, N) += double(v)
+//   add_to_double(d, v) d[0, N) += double(v); mul_to_double(d, a, b) d[0, N) += double(a) * double(b)
+//                       (the product of two floats is exact in double: no FMA question)
 // Every function is always-inline and carries its ISA's target attribute, so the loops that
 // use them must be compiled for that ISA too (kernels_f32_<isa>.cpp), and none of this code can
 // reach a caller built for a lower ISA. Tails use the same vector operations on partial
@@ -54,6 +55,7 @@ struct VecScalar {
   static SAM_SIMD_INLINE R route(R v, RI am, int32_t c, R r) { return v + (am == c ? r : 0.f); }
   static SAM_SIMD_INLINE void add_to_double(double* d, R v) { d[0] += double(v); }
   static SAM_SIMD_INLINE void add_to_double_k(double* d, R v, int64_t) { d[0] += double(v); }
+  static SAM_SIMD_INLINE void mul_to_double(double* d, R a, R b) { d[0] += double(a) * double(b); }
   static SAM_SIMD_INLINE void sfence() {}
 };
 
@@ -113,6 +115,11 @@ struct VecSse2 {
     _mm_storeu_pd(d, _mm_add_pd(_mm_loadu_pd(d), _mm_cvtps_pd(v)));
     _mm_storeu_pd(d + 2, _mm_add_pd(_mm_loadu_pd(d + 2), _mm_cvtps_pd(_mm_movehl_ps(v, v))));
   }
+  static SAM_SIMD_INLINE void mul_to_double(double* d, R a, R b) {
+    _mm_storeu_pd(d, _mm_add_pd(_mm_loadu_pd(d), _mm_mul_pd(_mm_cvtps_pd(a), _mm_cvtps_pd(b))));
+    const __m128d hi = _mm_mul_pd(_mm_cvtps_pd(_mm_movehl_ps(a, a)), _mm_cvtps_pd(_mm_movehl_ps(b, b)));
+    _mm_storeu_pd(d + 2, _mm_add_pd(_mm_loadu_pd(d + 2), hi));
+  }
   static SAM_SIMD_INLINE void add_to_double_k(double* d, R v, int64_t k) {
     alignas(16) float b[N];
     _mm_store_ps(b, v);
@@ -168,6 +175,12 @@ struct VecAvx2 {
     _mm256_storeu_pd(d, _mm256_add_pd(_mm256_loadu_pd(d), _mm256_cvtps_pd(_mm256_castps256_ps128(v))));
     _mm256_storeu_pd(d + 4, _mm256_add_pd(_mm256_loadu_pd(d + 4), _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1))));
   }
+  static SAM_TARGET_AVX2 SAM_SIMD_INLINE void mul_to_double(double* d, R a, R b) {
+    const __m256d lo = _mm256_mul_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(a)), _mm256_cvtps_pd(_mm256_castps256_ps128(b)));
+    const __m256d hi = _mm256_mul_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(a, 1)), _mm256_cvtps_pd(_mm256_extractf128_ps(b, 1)));
+    _mm256_storeu_pd(d, _mm256_add_pd(_mm256_loadu_pd(d), lo));
+    _mm256_storeu_pd(d + 4, _mm256_add_pd(_mm256_loadu_pd(d + 4), hi));
+  }
   static SAM_TARGET_AVX2 SAM_SIMD_INLINE void add_to_double_k(double* d, R v, int64_t k) {
     alignas(32) float b[N];
     _mm256_store_ps(b, v);
@@ -217,8 +230,16 @@ struct VecAvx512 {
   }
   static SAM_TARGET_AVX512 SAM_SIMD_INLINE void add_to_double(double* d, R v) {
     _mm512_storeu_pd(d, _mm512_add_pd(_mm512_loadu_pd(d), _mm512_cvtps_pd(_mm512_castps512_ps256(v))));
-    const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
-    _mm512_storeu_pd(d + 8, _mm512_add_pd(_mm512_loadu_pd(d + 8), _mm512_cvtps_pd(hi)));
+    _mm512_storeu_pd(d + 8, _mm512_add_pd(_mm512_loadu_pd(d + 8), _mm512_cvtps_pd(high_half(v))));
+  }
+  static SAM_TARGET_AVX512 SAM_SIMD_INLINE __m256 high_half(R v) {
+    return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+  }
+  static SAM_TARGET_AVX512 SAM_SIMD_INLINE void mul_to_double(double* d, R a, R b) {
+    const __m512d lo = _mm512_mul_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(a)), _mm512_cvtps_pd(_mm512_castps512_ps256(b)));
+    const __m512d hi = _mm512_mul_pd(_mm512_cvtps_pd(high_half(a)), _mm512_cvtps_pd(high_half(b)));
+    _mm512_storeu_pd(d, _mm512_add_pd(_mm512_loadu_pd(d), lo));
+    _mm512_storeu_pd(d + 8, _mm512_add_pd(_mm512_loadu_pd(d + 8), hi));
   }
   static SAM_TARGET_AVX512 SAM_SIMD_INLINE void add_to_double_k(double* d, R v, int64_t k) {
     alignas(64) float b[N];

@@ -475,26 +475,33 @@ void backward_item(const Geometry& g, const RowSplit& sp, int64_t item, const sc
       done_to = need;
     }
     // gamma_p = transposed conv of delta with w[p]; weight/bias gradient of this block's rows
-    std::fill(gmean.begin(), gmean.end(), A(0));
-    std::fill(gmax.begin(), gmax.end(), A(0));
-    for (int64_t h = hb; h < he; ++h) {
-      const A* dr = delta.at(0, h);
-      for (int64_t p = 0; p < P; ++p) {
-        A* gr = (p == mean_slot ? gmean.data() : gmax.data()) + (h - hb) * W;
-        for (int64_t i = 0; i < kh; ++i)
-          for (int64_t j = 0; j < kw; ++j) {
-            const A wt = prm.w[(p * kh + i) * kw + j];
-            const A* dsrc = delta.at(0, h - i + rh) + rw - j;  // delta[h-i+rh, w-j+rw]
-            for (int64_t w = 0; w < W; ++w) gr[w] += wt * dsrc[w];
-            const A* qr = q.at(p, h + i - rh) + j - rw;  // q_p[h+i-rh, w+j-rw]
-            double acc = 0;
-            for (int64_t w = 0; w < W; ++w) acc += double(dr[w]) * double(qr[w]);
-            partial[(p * kh + i) * kw + j] += acc;
-          }
+    if constexpr (std::is_same_v<A, float>) {  // the ISA kernels (every dtype but fp64)
+      float* const gamma[2] = {mean_slot == 0 ? gmean.data() : gmax.data(), mean_slot == 1 ? gmean.data() : gmax.data()};
+      const int64_t padded = W + 2 * rw;  // row length of q and delta
+      K->conv_backward(prm.w.data(), P, kh, kw, delta.at(0, hb), padded, q.at(0, hb), q.rows * padded, padded, he - hb,
+                       W, gamma, partial);
+    } else {
+      std::fill(gmean.begin(), gmean.end(), A(0));
+      std::fill(gmax.begin(), gmax.end(), A(0));
+      for (int64_t h = hb; h < he; ++h) {
+        const A* dr = delta.at(0, h);
+        for (int64_t p = 0; p < P; ++p) {
+          A* gr = (p == mean_slot ? gmean.data() : gmax.data()) + (h - hb) * W;
+          for (int64_t i = 0; i < kh; ++i)
+            for (int64_t j = 0; j < kw; ++j) {
+              const A wt = prm.w[(p * kh + i) * kw + j];
+              const A* dsrc = delta.at(0, h - i + rh) + rw - j;  // delta[h-i+rh, w-j+rw]
+              for (int64_t w = 0; w < W; ++w) gr[w] += wt * dsrc[w];
+              const A* qr = q.at(p, h + i - rh) + j - rw;  // q_p[h+i-rh, w+j-rw]
+              double acc = 0;
+              for (int64_t w = 0; w < W; ++w) acc += double(dr[w]) * double(qr[w]);
+              partial[(p * kh + i) * kw + j] += acc;
+            }
+        }
+        double acc = 0;
+        for (int64_t w = 0; w < W; ++w) acc += double(dr[w]);
+        partial[nw] += acc;
       }
-      double acc = 0;
-      for (int64_t w = 0; w < W; ++w) acc += double(dr[w]);
-      partial[nw] += acc;
     }
     if (mean_slot >= 0)
       for (int64_t i = 0; i < n; ++i) gmean[i] /= A(C);
