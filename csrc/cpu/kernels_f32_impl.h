@@ -35,7 +35,7 @@ inline void prefetch_run(const PrefetchRuns& pf, int64_t c) {
 // stores. f computes the same vector operations wherever the row's lines begin.
 template <class F> SAM_SIMD_INLINE void write_row(float* o, int64_t n, bool stream, F&& f) {
   int64_t i = 0;
-  if (stream && n >= 16 * kLineFloats) {  // short rows would be mostly partial lines
+  if (stream && n >= 2 * kLineFloats) {  // at least one whole line wherever the row starts
     const int64_t head = std::min<int64_t>(n, ((64 - (reinterpret_cast<uintptr_t>(o) & 63)) & 63) / sizeof(float));
     for (; i < head; i += N) V::store_k(o + i, f(i, std::min(N, head - i)), std::min(N, head - i));
     i = head;
