@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <memory>
 #include <vector>
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -366,15 +367,16 @@ void forward_item(const Geometry& g, const RowSplit& sp, int64_t item, const sca
   const Layout<CL> L{g.C, H, W};
   const scalar_t* xb = x + b * g.C * H * W;
   PaddedRows<A> q(P, h0 - rh, h1 - h0 + 2 * rh, W, g.kw / 2);  // rows outside the map stay 0
-  std::vector<A> pool_tmp(2 * (sp.block_rows + 2 * rh) * W), s(sp.block_rows * W);
+  // Scratch rows, each written before it is read (no zero fill).
+  std::unique_ptr<A[]> pool_tmp(new A[2 * (sp.block_rows + 2 * rh) * W]), s(new A[sp.block_rows * W]);
 
   int64_t pooled_to = std::max<int64_t>(h0 - rh, 0);
   for (int64_t hb = h0; hb < h1; hb += sp.block_rows) {
     const int64_t he = std::min(hb + sp.block_rows, h1), need = std::min(he + rh, H), n = (he - hb) * W;
     if (need > pooled_to) {  // pool the rows up to rh past this block, then pad them into q
       const int64_t m = (need - pooled_to) * W;
-      A* sum = pool_tmp.data();
-      A* mx = pool_tmp.data() + m;
+      A* sum = pool_tmp.get();
+      A* mx = pool_tmp.get() + m;
       if constexpr (kF32Nchw) {  // the ISA kernels; the mean's division as in pool_pixels
         if (mean_slot >= 0) {
           K->pool_sum(xb + pooled_to * W, g.C, H * W, m, sum);
@@ -391,11 +393,11 @@ void forward_item(const Geometry& g, const RowSplit& sp, int64_t item, const sca
       }
       pooled_to = need;
     }
-    conv_sigmoid_rows(prm, P, g.kh, g.kw, q, hb, he, s.data(), K);
+    conv_sigmoid_rows(prm, P, g.kh, g.kw, q, hb, he, s.get(), K);
     for (int64_t p = 0; p < P; ++p)
       for (int64_t h = hb; h < he; ++h) std::copy(q.at(p, h), q.at(p, h) + W, pooled + ((b * P + p) * H + h) * W);
     if (return_map) {
-      std::transform(s.begin(), s.begin() + n, out + (b * H + hb) * W, [](A v) { return from_acc<scalar_t>(v); });
+      std::transform(s.get(), s.get() + n, out + (b * H + hb) * W, [](A v) { return from_acc<scalar_t>(v); });
       continue;
     }
     scalar_t* ob = out + b * g.C * H * W;
@@ -403,11 +405,11 @@ void forward_item(const Geometry& g, const RowSplit& sp, int64_t item, const sca
     Prefetcher pf = Prefetcher::rows(L, nx.r1 > nx.r0 ? x + nx.b * g.C * H * W : nullptr, nx.r0, nx.r1);
     if constexpr (kF32Nchw) {
       const cpu::PrefetchRuns runs = pf.runs();
-      K->scale(ob + hb * W, xb + hb * W, s.data(), g.C, H * W, n, stream, &runs, 1);
+      K->scale(ob + hb * W, xb + hb * W, s.get(), g.C, H * W, n, stream, &runs, 1);
     } else if constexpr (!CL) {
       for (int64_t c = 0; c < g.C; ++c) {
         pf.advance(c + 1, g.C);
-        write_segment<false, scalar_t, A>(ob + L.at(c, hb * W), xb + L.at(c, hb * W), s.data(), nullptr, nullptr,
+        write_segment<false, scalar_t, A>(ob + L.at(c, hb * W), xb + L.at(c, hb * W), s.get(), nullptr, nullptr,
                                           nullptr, c, n, stream);
       }
     } else {
@@ -451,7 +453,7 @@ void backward_item(const Geometry& g, const RowSplit& sp, int64_t item, const sc
   std::vector<int32_t> amax;
   if (max_slot >= 0) { amax.resize(buf_rows * W); mbuf.resize(buf_rows * W); }
   std::vector<A> gmean(sp.block_rows * W, A(0)), gmax(sp.block_rows * W, A(0));
-  std::vector<double> rho((sp.block_rows + 2 * rh) * W);  // rho of the rows being added
+  std::unique_ptr<double[]> rho(new double[(sp.block_rows + 2 * rh) * W]);  // rho of the rows being added
   auto row = [&](int64_t h) { return (h - base) * W; };
   const int64_t nw = P * kh * kw;
 
@@ -461,12 +463,12 @@ void backward_item(const Geometry& g, const RowSplit& sp, int64_t item, const sc
     if (need > done_to) {  // rho, s, delta (and argmax) of the rows up to rh past this block
       const int64_t r0 = row(done_to), m = (need - done_to) * W;
       if (return_map)
-        std::transform(gb + done_to * W, gb + need * W, rho.data(), [](scalar_t v) { return to_acc<double>(v); });
+        std::transform(gb + done_to * W, gb + need * W, rho.get(), [](scalar_t v) { return to_acc<double>(v); });
       bool rho_done = return_map;  // rho by the ISA kernels where they apply, the argmax by rho_pixels
       if constexpr (kF32Nchw)
-        if (!return_map) K->rho(gb + done_to * W, xb + done_to * W, C, H * W, m, rho.data()), rho_done = true;
+        if (!return_map) K->rho(gb + done_to * W, xb + done_to * W, C, H * W, m, rho.get()), rho_done = true;
       if (!rho_done || max_slot >= 0)
-        rho_pixels(L, gb, xb, done_to * W, m, rho_done ? nullptr : rho.data(),
+        rho_pixels(L, gb, xb, done_to * W, m, rho_done ? nullptr : rho.get(),
                    max_slot >= 0 ? mbuf.data() + r0 : nullptr, max_slot >= 0 ? amax.data() + r0 : nullptr);
       conv_sigmoid_rows(prm, P, kh, kw, q, done_to, need, s.data() + r0, K);
       for (int64_t h = done_to; h < need; ++h)
