@@ -25,9 +25,10 @@ SUPPORTED = [isa for isa in ISAS if _supported(isa)]
 ISA_PARAMS = [pytest.param(isa, marks=() if isa in SUPPORTED else pytest.mark.skip(reason=f"this CPU has no {isa}"))
               for isa in ISAS]
 
-# Pixel counts per block that are not multiples of any vector width (tails), a shape whose
-# output is large enough to be streamed (> 4 MB), and the HAR shape.
-SHAPES = [(2, 64, 64, 9), (1, 8, 37, 5), (2, 19, 13, 7), (2, 64, 120, 90)]
+# Pixel counts per block that are not multiples of any vector width (tails), outputs large
+# enough to be streamed (> 4 MB): blocks of some rows, and blocks of whole samples (the flat,
+# channel-spanning path), and the HAR shape.
+SHAPES = [(2, 64, 64, 9), (1, 8, 37, 5), (2, 19, 13, 7), (2, 64, 120, 90), (64, 128, 16, 9)]
 
 
 @pytest.fixture
@@ -90,15 +91,23 @@ def test_bitwise_deterministic_per_isa(isa, pool, return_map, restore_num_thread
             assert torch.equal(again[key], first[key]), f"{isa}: {key} differs"
 
 
+@pytest.mark.parametrize("pool", POOLS)
+@pytest.mark.parametrize("shape", [(4, 64, 120, 90), (64, 256, 8, 9)])
 @pytest.mark.parametrize("isa", ISA_PARAMS, indirect=True)
-def test_streamed_output_bitwise_equal_to_cached(isa, monkeypatch):
-    # A large output takes non-temporal stores with plain-store heads and tails; the same
-    # elements computed in a small tensor (plain stores only) have the same bits.
-    big = make_input((4, 64, 120, 90), torch.float32)
-    weight = torch.randn(1, 1, 3, 1) * 0.3
-    out_big, _ = torch.ops.sam_fused.spatial_attention_fwd(big, weight, None, "mean", False)
-    out_one, _ = torch.ops.sam_fused.spatial_attention_fwd(big[1:2].clone(), weight, None, "mean", False)
+def test_streamed_results_bitwise_equal_to_cached(isa, shape, pool):
+    # A large output takes non-temporal stores with plain-store heads and tails (per channel
+    # run, or over a whole sample's runs at once); the same elements computed in a small tensor
+    # (plain stores only) have the same bits, forward and backward.
+    big, grad = make_input(shape, torch.float32), make_grad(shape, torch.float32)
+    weight = torch.randn(1, 2 if "+" in pool else 1, 3, 1, generator=torch.Generator().manual_seed(0)) * 0.3
+    fwd, bwd = torch.ops.sam_fused.spatial_attention_fwd, torch.ops.sam_fused.spatial_attention_bwd
+    out_big, pooled_big = fwd(big, weight, None, pool, False)
+    dx_big = bwd(grad, big, weight, None, pooled_big, pool, False)[0]
+    one, grad_one = big[1:2].clone(), grad[1:2].clone()
+    out_one, pooled_one = fwd(one, weight, None, pool, False)
+    dx_one = bwd(grad_one, one, weight, None, pooled_one, pool, False)[0]
     assert torch.equal(out_big[1:2], out_one)
+    assert torch.equal(dx_big[1:2], dx_one)
 
 
 def test_cache_sizes_reported():

@@ -51,6 +51,64 @@ template <class F> SAM_SIMD_INLINE void write_row(float* o, int64_t n, bool stre
   for (; i < n; i += N) V::store_k(o + i, f(i, std::min(N, n - i)), std::min(N, n - i));
 }
 
+// out[c*stride + i] = f(c, c*stride + i, i, k) for every channel c < C and i < n (k lanes
+// from there; in the flat path, lanes past the run's end belong to channel c + 1). Flat (the runs are back to back, stride == n): one streamed region over all C*n,
+// so that lines spanning two channels' runs are streamed too (short runs of small-H maps
+// would otherwise write most lines in two plain halves); i wraps at n, so f must read its
+// per-pixel rows from copies extended by their first N elements (extend_row).
+template <class F>
+SAM_SIMD_INLINE void write_channels(float* out, int64_t C, int64_t stride, int64_t n, bool flat, bool stream,
+                                    const PrefetchRuns* pf, int npf, F&& f) {
+  if (!flat) {
+    for (int64_t c = 0; c < C; ++c) {
+      for (int q = 0; q < npf; ++q) prefetch_run(pf[q], c);
+      write_row(out + c * stride, n, stream,
+                [&](int64_t i, int64_t k) __attribute__((always_inline)) { return f(c, c * stride + i, i, k); });
+    }
+  } else {
+    const int64_t total = C * n;
+    int64_t o = 0, i = 0, c = 0;
+    for (int q = 0; q < npf; ++q) prefetch_run(pf[q], 0);
+    auto advance = [&](int64_t k) __attribute__((always_inline)) {
+      o += k;
+      i += k;
+      if (i >= n) {
+        i -= n;
+        if (++c < C)
+          for (int q = 0; q < npf; ++q) prefetch_run(pf[q], c);
+      }
+    };
+    const int64_t head = std::min<int64_t>(total, ((64 - (reinterpret_cast<uintptr_t>(out) & 63)) & 63) / sizeof(float));
+    while (o < head) {
+      const int64_t k = std::min(N, head - o);
+      V::store_k(out + o, f(c, o, i, k), k);
+      advance(k);
+    }
+    const int64_t lines_end = head + (total - head) / kLineFloats * kLineFloats;
+    while (o < lines_end) {
+      V::stream(out + o, f(c, o, i, N));
+      advance(N);
+    }
+    while (o < total) {
+      const int64_t k = std::min(N, total - o);
+      V::store_k(out + o, f(c, o, i, k), k);
+      advance(k);
+    }
+  }
+  if (stream) V::sfence();  // order the non-temporal stores before the op returns
+}
+
+// Runs that are back to back and streamed take the flat path of write_channels.
+inline bool flat_runs(int64_t stride, int64_t n, bool stream) { return stream && stride == n && n >= N; }
+
+// row[0, n) followed by row[0, N): what write_channels' flat path reads at i in [0, n + N).
+inline std::unique_ptr<float[]> extend_row(const float* row, int64_t n) {
+  std::unique_ptr<float[]> ext(new float[n + N]);
+  std::memcpy(ext.get(), row, n * sizeof(float));
+  std::memcpy(ext.get() + n, row, N * sizeof(float));
+  return ext;
+}
+
 template <bool kMax> SAM_SIMD_INLINE R pool_op(R acc, R v) { return kMax ? V::max_nan(acc, v) : V::add(acc, v); }
 
 template <bool kMax> void pool(const float* x, int64_t C, int64_t stride, int64_t n, float* out) {
@@ -87,13 +145,12 @@ void pool_max(const float* x, int64_t C, int64_t stride, int64_t n, float* out) 
 
 void scale(float* out, const float* x, const float* s, int64_t C, int64_t stride, int64_t n, bool stream,
            const PrefetchRuns* pf, int npf) {
-  for (int64_t c = 0; c < C; ++c) {
-    for (int k = 0; k < npf; ++k) prefetch_run(pf[k], c);
-    const float* xc = x + c * stride;
-    write_row(out + c * stride, n, stream,
-              [&](int64_t i, int64_t k) __attribute__((always_inline)) { return V::mul(V::load_k(xc + i, k), V::load_k(s + i, k)); });
-  }
-  if (stream) V::sfence();  // order the non-temporal stores before the op returns
+  const bool flat = flat_runs(stride, n, stream);
+  const auto s_ext = flat ? extend_row(s, n) : nullptr;
+  const float* sr = flat ? s_ext.get() : s;
+  write_channels(out, C, stride, n, flat, stream, pf, npf, [&](int64_t, int64_t off, int64_t i, int64_t k) __attribute__((always_inline)) {
+    return V::mul(V::load_k(x + off, k), V::load_k(sr + i, k));
+  });
 }
 
 // exp(x) for x in [-87.3, 88.3] (or NaN, which passes through): Cephes' expf, a degree-5
@@ -217,20 +274,21 @@ void rho(const float* g, const float* x, int64_t C, int64_t stride, int64_t n, d
 template <bool kG, bool kAdd, bool kRoute>
 void dx_terms(float* dx, const float* g, const float* s, const float* add, const int32_t* am, const float* route,
               int64_t C, int64_t stride, int64_t n, bool stream, const PrefetchRuns* pf, int npf) {
-  for (int64_t c = 0; c < C; ++c) {
-    for (int k = 0; k < npf; ++k) prefetch_run(pf[k], c);
-    const float* gc = kG ? g + c * stride : nullptr;
-    write_row(dx + c * stride, n, stream, [&](int64_t i, int64_t k) __attribute__((always_inline)) {
-      R v;
-      if constexpr (kG && kAdd) v = V::fmadd(V::load_k(gc + i, k), V::load_k(s + i, k), V::load_k(add + i, k));
-      else if constexpr (kG) v = V::mul(V::load_k(gc + i, k), V::load_k(s + i, k));
-      else if constexpr (kAdd) v = V::load_k(add + i, k);
-      else v = V::zero();
-      if constexpr (kRoute) v = V::route(v, V::loadi_k(am + i, k), int32_t(c), V::load_k(route + i, k));
-      return v;
-    });
-  }
-  if (stream) V::sfence();
+  // The routing compares each lane's channel, which the flat path does not track.
+  const bool flat = !kRoute && flat_runs(stride, n, stream);
+  const auto s_ext = flat && kG ? extend_row(s, n) : nullptr;
+  const auto add_ext = flat && kAdd ? extend_row(add, n) : nullptr;
+  const float* sr = s_ext ? s_ext.get() : s;
+  const float* ar = add_ext ? add_ext.get() : add;
+  write_channels(dx, C, stride, n, flat, stream, pf, npf, [&](int64_t c, int64_t off, int64_t i, int64_t k) __attribute__((always_inline)) {
+    R v;
+    if constexpr (kG && kAdd) v = V::fmadd(V::load_k(g + off, k), V::load_k(sr + i, k), V::load_k(ar + i, k));
+    else if constexpr (kG) v = V::mul(V::load_k(g + off, k), V::load_k(sr + i, k));
+    else if constexpr (kAdd) v = V::load_k(ar + i, k);
+    else v = V::zero();
+    if constexpr (kRoute) v = V::route(v, V::loadi_k(am + i, k), int32_t(c), V::load_k(route + i, k));
+    return v;
+  });
 }
 
 void dx(float* out, const float* g, const float* s, const float* add, const int32_t* am, const float* route,
