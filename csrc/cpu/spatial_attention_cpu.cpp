@@ -5,7 +5,9 @@
 // and scales it, so every row of x is pooled and then scaled while it is still in cache (x is
 // read once from memory, out written once). Items are cut from the shape alone, never from
 // the thread count, and the weight-gradient partials are summed in item order: the results
-// are bitwise the same on any number of threads.
+// are bitwise the same on any number of threads. The fp32 NCHW loops (and the conv of every
+// float-accumulating dtype) run in kernels_f32.h, built per instruction set and chosen per
+// call; fp64, channels_last and the fp16/bf16 element loops keep the portable templates here.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
