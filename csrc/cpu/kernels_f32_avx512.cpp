@@ -17,7 +17,12 @@
 #endif
 #define SAM_ISA_NS isa_avx512
 #define SAM_VEC VecAvx512
+// GCC 12 takes the deliberately undefined vectors inside its own AVX-512 conversion
+// intrinsics (_mm512_cvtps_pd, _mm512_extractf64x4_pd) for uninitialised uses.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include "kernels_f32_impl.h"
+#pragma GCC diagnostic pop
 #if defined(__clang__)
 #pragma clang attribute pop
 #else
