@@ -51,6 +51,7 @@ class Workload:
     shape: tuple[int, int, int, int]
     dtype: torch.dtype
     device: str
+    threads: int | None = None  # torch.set_num_threads while timed; None: the session's count
 
     @property
     def dtype_name(self) -> str:
@@ -62,17 +63,19 @@ class Workload:
 
     @property
     def id(self) -> str:
-        return f"{self.case}-{self.label.replace(' ', '.')}-{self.shape_name}-{self.dtype_name}-{self.device}"
+        threads = f"-t{self.threads}" if self.threads else ""
+        return f"{self.case}-{self.label.replace(' ', '.')}-{self.shape_name}-{self.dtype_name}-{self.device}{threads}"
 
     @property
     def group(self) -> str:
-        return f"{self.case} {self.shape_name} {self.dtype_name} {self.device} ({self.label})"
+        threads = f", {self.threads} thread{'s' if self.threads > 1 else ''}" if self.threads else ""
+        return f"{self.case} {self.shape_name} {self.dtype_name} {self.device} ({self.label}{threads})"
 
     @property
     def compiled_in_quick_mode(self) -> bool:
         if self.device == "cuda":
             return self.label in QUICK_CUDA_COMPILE and self.case != "bwd"
-        return self.shape[0] > 1
+        return self.shape[0] >= 128 and not self.threads  # the batch-128 shapes at the session's threads
 
     @property
     def numel(self) -> int:
@@ -94,12 +97,13 @@ def sann_sam_shapes(batch: int, T: int, M: int) -> list[tuple[int, int, int, int
 
 def har_shapes(quick: bool) -> list[tuple[str, tuple]]:
     """(label, shape) of the HAR workloads: in quick mode the four UCI-HAR blocks at batch 128
-    and block 1 at batch 1; in full mode every dataset's first and last block (all four for
-    UCI-HAR) at batch 128 and 1."""
+    and block 1 at batch 16 (cache-resident: where instructions, not memory, set the time) and
+    1; in full mode every dataset's first and last block (all four for UCI-HAR) at batch 128
+    and 1."""
     if quick:
         T, M = HAR_DATASETS["UCI-HAR"]
         blocks = [(f"UCI-HAR b{k}", s) for k, s in enumerate(sann_sam_shapes(128, T, M), start=1)]
-        return blocks + [("UCI-HAR b1", sann_sam_shapes(1, T, M)[0])]
+        return blocks + [("UCI-HAR b1", sann_sam_shapes(batch, T, M)[0]) for batch in (16, 1)]
     shapes = []
     for batch in (128, 1):
         for name, (T, M) in HAR_DATASETS.items():
@@ -118,10 +122,14 @@ def sweep_shapes() -> list[tuple[str, tuple]]:
 
 def build_workloads(quick: bool) -> list[Workload]:
     if quick:
-        cpu = [Workload(label, "har", case, shape, torch.float32, "cpu")
-               for label, shape in har_shapes(quick=True) for case in ("fwd", "fwdbwd")]
+        # Each shape at the session's thread count, and but batch 1 once more at one thread: a
+        # single core must stream reads and writes alone, the hardest case for a fused kernel.
+        shapes = har_shapes(quick=True)
+        cpu = [Workload(label, "har", case, shape, torch.float32, "cpu", threads)
+               for threads in (None, 1) for label, shape in shapes if not (threads and shape[0] == 1)
+               for case in ("fwd", "fwdbwd")]
         cuda = [Workload(label, "har", case, shape, torch.float32, "cuda")
-                for label, shape in har_shapes(quick=True) if shape[0] > 1 for case in CASES]
+                for label, shape in shapes if shape[0] >= 128 for case in CASES]
         cuda += [Workload("CBAM s1", "cbam", case, CBAM_RESNET50_STAGES[0], torch.float32, "cuda") for case in CASES]
         return cpu + cuda
     workloads = []
@@ -253,10 +261,33 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_kernel_info() -> dict:
+    """The instruction set the fused CPU kernels choose (SAM_FUSED_CPU_ISA may force one) and the
+    cache sizes they plan their blocks with."""
+    try:
+        import sam_fused  # noqa: F401  (registers the ops)
+        l1d, l2, l3 = torch.ops.sam_fused._cpu_cache_sizes()
+        return {"cpu_isa": torch.ops.sam_fused._cpu_isa(), "cache_bytes": {"L1d": l1d, "L2": l2, "L3": l3}}
+    except (ImportError, AttributeError, RuntimeError, ValueError) as err:
+        return {"cpu_isa": f"unknown ({err})", "cache_bytes": {}}
+
+
+def _cpu_header() -> str:
+    info = cpu_kernel_info()
+    caches = ", ".join(f"{k} {v // 1024} KiB" for k, v in info["cache_bytes"].items() if v)
+    return (f"CPU {cpu_model()}: {os.cpu_count()} cores, {caches or 'cache sizes unknown'}; "
+            f"sam_fused CPU ISA {info['cpu_isa']}; torch threads {torch.get_num_threads()}")
+
+
+def pytest_report_header(config):
+    return [f"sam_fused: {_cpu_header()}"]
+
+
 def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info["sam_fused"] = {
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
+        **cpu_kernel_info(),
         "torch_threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "torch": torch.__version__,

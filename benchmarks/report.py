@@ -39,9 +39,10 @@ def rows(data) -> list[dict]:
         info = bench.get("extra_info", {})
         if info.get("case") not in CASE_NAMES or info.get("impl") not in IMPLS:
             continue  # another suite's benchmark in the same run
-        key = (info["case"], tuple(info["shape"]), info["dtype"], info["device"])
+        key = (info["case"], tuple(info["shape"]), info["dtype"], info["device"], info.get("threads"))
         row = table.setdefault(key, dict(
             case=info["case"], shape=tuple(info["shape"]), dtype=info["dtype"], device=info["device"],
+            threads=info.get("threads"),
             label=info.get("label", ""), numel=info["numel"], elem_bytes=info["elem_bytes"],
             floor_bytes=info["floor_bytes"], time={}, compile_s={}, peak_mem={}))
         impl = info["impl"]
@@ -55,7 +56,7 @@ def rows(data) -> list[dict]:
 
 
 def _fill_clone_from_other_cases(table):
-    # The copy bandwidth depends only on (shape, dtype, device): borrow a clone timing from
+    # The copy bandwidth depends only on (shape, dtype, device, threads): borrow a clone timing from
     # another case of the same tensor when this case has none.
     clone_by_tensor = {key[1:]: r["time"]["clone"] for key, r in table.items() if "clone" in r["time"]}
     for key, r in table.items():
@@ -85,17 +86,19 @@ def _derive(r):
 
 
 def summary(all_rows) -> list[str]:
-    """Geometric means over the UCI-HAR batch-128 shapes, per (case, dtype, device)."""
+    """Geometric means over the UCI-HAR batch-128 shapes, per (case, dtype, device, threads)."""
     groups = defaultdict(list)
     for r in all_rows:
         if r["label"].startswith("UCI-HAR") and r["shape"][0] == 128 and r["case"] in ("fwd", "fwdbwd"):
-            groups[(r["case"], r["dtype"], r["device"])].append(r)
+            groups[(r["case"], r["dtype"], r["device"], r.get("threads") or 0)].append(r)
     lines = []
-    for (case, dtype, device), rs in sorted(groups.items(), key=lambda kv: (kv[0][2], kv[0][1], kv[0][0] != "fwd")):
+    for (case, dtype, device, threads), rs in sorted(
+            groups.items(), key=lambda kv: (kv[0][2], kv[0][1], -kv[0][3], kv[0][0] != "fwd")):
         parts = [f"{name} {_fmt_x(_geomean([r[key] for r in rs]))}" for name, key in
                  (("fused/clone", "fused_over_clone"), ("eager/fused", "eager_over_fused"),
                   ("compile/fused", "compile_over_fused"), ("py-autograd/fused", "pyautograd_over_fused"))]
-        lines.append(f"geomean UCI-HAR batch 128 ({len(rs)} shapes), {CASE_NAMES[case]} {dtype} {device}: "
+        where = f"{device}, {threads} thread{'s' if threads != 1 else ''}" if threads else device
+        lines.append(f"geomean UCI-HAR batch 128 ({len(rs)} shapes), {CASE_NAMES[case]} {dtype} {where}: "
                      + ", ".join(parts))
     return lines
 
@@ -125,7 +128,9 @@ def machine_line(data) -> str:
     mi = data.get("machine_info", {})
     ours = mi.get("sam_fused", {})
     cpu = ours.get("cpu_model") or mi.get("cpu", {}).get("brand_raw", "unknown CPU")
-    parts = [f"CPU {cpu} ({ours.get('cpu_count', '?')} cores, torch threads {ours.get('torch_threads', '?')})"]
+    caches = ", ".join(f"{k} {v // 1024} KiB" for k, v in ours.get("cache_bytes", {}).items() if v)
+    parts = [f"CPU {cpu} ({ours.get('cpu_count', '?')} cores{', ' + caches if caches else ''}, "
+             f"sam_fused ISA {ours.get('cpu_isa', '?')}, torch threads {ours.get('torch_threads', '?')})"]
     if ours.get("gpu"):
         parts.append(f"GPU {ours['gpu']} (CUDA {ours.get('cuda')})")
     parts.append(f"torch {ours.get('torch', '?')}")
@@ -135,18 +140,20 @@ def machine_line(data) -> str:
 
 def table(all_rows) -> tuple[list[str], list[list[str]]]:
     impls = [i for i in IMPLS if any(i in r["time"] for r in all_rows)]
-    header = ["case", "from", "shape", "dtype", "dev", *(SHORT.get(i, i) for i in impls),
+    header = ["case", "from", "shape", "dtype", "dev", "thr", *(SHORT.get(i, i) for i in impls),
               "eager/fused", "compile/fused", *(["autotune/fused"] if "compile-max-autotune" in impls else []),
               "fused/clone", "fused GB/s", "% clone BW", "compile s"]
     body = []
     order = {c: i for i, c in enumerate(CASE_NAMES)}
 
     def row_order(r):
-        return r["device"], r["dtype"], order[r["case"]], -r["shape"][0], r["label"], r["shape"]
+        return (r["device"], r["dtype"], order[r["case"]], -(r.get("threads") or 0), -r["shape"][0], r["label"],
+                r["shape"])
 
     for r in sorted(all_rows, key=row_order):
         body.append([
             CASE_NAMES[r["case"]], r["label"], "x".join(map(str, r["shape"])), r["dtype"], r["device"],
+            str(r.get("threads") or "-"),
             *(_fmt_time(r["time"].get(i)) for i in impls),
             _fmt_x(r["eager_over_fused"]), _fmt_x(r["compile_over_fused"]),
             *([_fmt_x(r["autotune_over_fused"])] if "compile-max-autotune" in impls else []),
@@ -172,7 +179,7 @@ def _text_table(header, body) -> str:
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
 
     def line(row):
-        return "  ".join(c.ljust(w) if i < 5 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+        return "  ".join(c.ljust(w) if i < 6 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
 
     return "\n".join([line(header), "  ".join("-" * w for w in widths), *map(line, body)])
 

@@ -135,6 +135,16 @@ def make_call(fn, params, w, x, g, impl):
 
 
 def run(benchmark, w, budget, impl):
+    threads = torch.get_num_threads()
+    if w.threads:
+        torch.set_num_threads(w.threads)
+    try:
+        timed_run(benchmark, w, budget, impl)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def timed_run(benchmark, w, budget, impl):
     benchmark.group = w.group
     x, g = make_inputs(w)
     fn, params = make_impl(impl, w)

@@ -5,13 +5,16 @@
 // and scales it, so every row of x is pooled and then scaled while it is still in cache (x is
 // read once from memory, out written once). Items are cut from the shape alone, never from
 // the thread count, and the weight-gradient partials are summed in item order: the results
-// are bitwise the same on any number of threads.
+// are bitwise the same on any number of threads. The fp32 NCHW loops (and the conv of every
+// float-accumulating dtype) run in kernels_f32.h, built per instruction set and chosen per
+// call; fp64, channels_last and the fp16/bf16 element loops keep the portable templates here.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <limits>
+#include <memory>
 #include <vector>
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -19,16 +22,22 @@
 
 #include "../spatial_attention.h"
 #include "convert.h"
+#include "kernels_f32.h"
 
 namespace sam {
 namespace {
 
 constexpr int64_t kMinItems = 64;            // items wanted for load balance
 constexpr int64_t kMinItemElems = 16384;      // smallest item worth its halo rows
-// Rows of x (and g in the backward) kept in cache between the pass that reads them from memory
-// and the pass that writes the output. Measured on a 512 KB-L2 EPYC: 256 KB beats 128 KB, as
-// smaller blocks cut NCHW channel runs into short, partial-line segments.
-constexpr int64_t kBlockBytes = 256 * 1024;
+// Bytes of x per block: the rows kept in cache between the pass that reads them from memory
+// and the pass that writes the output. A block of x (and of g in the backward), the output
+// rows and the next block being prefetched must share the core's L2 (the size the CPU
+// reports, isa.h): about 3 blocks forward, 5 backward. Clamped below so NCHW channel runs do
+// not become short, partial-line segments.
+int64_t block_bytes(bool backward) {
+  const int64_t l2 = cpu::cache_sizes().l2;
+  return std::clamp<int64_t>(l2 / (backward ? 6 : 4), 64 * 1024, 1024 * 1024);
+}
 constexpr int64_t kParallelElems = 32768;    // elements per task before splitting into threads
 
 constexpr int64_t kStreamBytes = 4 << 20;    // outputs larger than this bypass the cache
@@ -151,7 +160,7 @@ struct RowSplit {
   int64_t items(const Geometry& g) const { return g.B * chunks; }
 };
 
-RowSplit split_rows(const Geometry& g, int64_t elem_bytes) {
+RowSplit split_rows(const Geometry& g, int64_t elem_bytes, bool backward) {
   const int64_t row_elems = g.C * g.W, rh = g.kh / 2;
   int64_t chunks = std::min({ceil_div(kMinItems, g.B), std::max<int64_t>(1, row_elems * g.H / kMinItemElems),
                              std::max<int64_t>(1, g.H / std::max<int64_t>(4, 2 * rh + 1))});
@@ -159,7 +168,7 @@ RowSplit split_rows(const Geometry& g, int64_t elem_bytes) {
   RowSplit s;
   s.chunk_rows = ceil_div(g.H, chunks);
   s.chunks = ceil_div(g.H, s.chunk_rows);
-  const int64_t max_block = std::clamp<int64_t>(kBlockBytes / std::max<int64_t>(1, row_elems * elem_bytes), 1, s.chunk_rows);
+  const int64_t max_block = std::clamp<int64_t>(block_bytes(backward) / std::max<int64_t>(1, row_elems * elem_bytes), 1, s.chunk_rows);
   s.block_rows = ceil_div(s.chunk_rows, ceil_div(s.chunk_rows, max_block));  // equal blocks, no 1-row tail
   return s;
 }
@@ -272,6 +281,8 @@ struct Prefetcher {
     p.nseg = CL ? 1 : L.C;
     return p;
   }
+  // The region as one run per channel (NCHW), for the fp32 kernels of kernels_f32.h.
+  cpu::PrefetchRuns runs() const { return {base, seg_bytes, stride}; }
   // Issue prefetches up to `fraction` (done / total) of the region.
   void advance(int64_t done, int64_t total) {
 #if defined(__SSE2__)
@@ -321,11 +332,15 @@ template <typename A> struct PaddedRows {
 
 // s[(h - ha) * W + w] = sigmoid(bias + sum_{p,i,j} w[p,i,j] q_p[h+i-rh, w+j-rw]) for rows
 // [ha, hb); q holds the rows [ha - rh, hb + rh) (zero outside the map). Same summation order as
-// sam::conv_pixel, vectorised over w.
+// sam::conv_pixel, vectorised over w; in float (every dtype but fp64) by the ISA kernels.
 template <typename A>
 void conv_sigmoid_rows(const Params<A>& prm, int64_t P, int64_t kh, int64_t kw, const PaddedRows<A>& q, int64_t ha,
-                       int64_t hb, A* s) {
+                       int64_t hb, A* s, const cpu::F32Kernels* K) {
   const int64_t W = q.W, rh = kh / 2, rw = kw / 2;
+  if constexpr (std::is_same_v<A, float>) {
+    const int64_t row = W + 2 * q.pad;
+    return K->conv_sigmoid(prm.w.data(), prm.bias, P, kh, kw, q.at(0, ha - rh) - rw, q.rows * row, row, hb - ha, W, s);
+  }
   for (int64_t h = ha; h < hb; ++h) {
     A* sr = s + (h - ha) * W;
     std::fill(sr, sr + W, prm.bias);
@@ -340,27 +355,39 @@ void conv_sigmoid_rows(const Params<A>& prm, int64_t P, int64_t kh, int64_t kw, 
   }
 }
 
+// K: the fp32 NCHW loops of the ISA in use (kernels_f32.h); other dtypes and channels_last
+// take the portable templates above.
 template <typename scalar_t, bool CL>
 void forward_item(const Geometry& g, const RowSplit& sp, int64_t item, const scalar_t* x, scalar_t* out,
                   acc_t<scalar_t>* pooled, const Params<acc_t<scalar_t>>& prm, bool return_map, bool stream,
-                  bool next_item_here) {
+                  bool next_item_here, const cpu::F32Kernels* K) {
   using A = acc_t<scalar_t>;
+  constexpr bool kF32Nchw = std::is_same_v<scalar_t, float> && !CL;
   const int64_t H = g.H, W = g.W, P = g.pool.P, rh = g.kh / 2;
   const int64_t b = item / sp.chunks, h0 = (item % sp.chunks) * sp.chunk_rows, h1 = std::min(h0 + sp.chunk_rows, H);
   const int mean_slot = g.pool.mean_slot(), max_slot = g.pool.max_slot();
   const Layout<CL> L{g.C, H, W};
   const scalar_t* xb = x + b * g.C * H * W;
   PaddedRows<A> q(P, h0 - rh, h1 - h0 + 2 * rh, W, g.kw / 2);  // rows outside the map stay 0
-  std::vector<A> pool_tmp(2 * (sp.block_rows + 2 * rh) * W), s(sp.block_rows * W);
+  // Scratch rows, each written before it is read (no zero fill).
+  std::unique_ptr<A[]> pool_tmp(new A[2 * (sp.block_rows + 2 * rh) * W]), s(new A[sp.block_rows * W]);
 
   int64_t pooled_to = std::max<int64_t>(h0 - rh, 0);
   for (int64_t hb = h0; hb < h1; hb += sp.block_rows) {
     const int64_t he = std::min(hb + sp.block_rows, h1), need = std::min(he + rh, H), n = (he - hb) * W;
     if (need > pooled_to) {  // pool the rows up to rh past this block, then pad them into q
       const int64_t m = (need - pooled_to) * W;
-      A* sum = pool_tmp.data();
-      A* mx = pool_tmp.data() + m;
-      pool_pixels(L, xb, pooled_to * W, m, mean_slot >= 0 ? sum : nullptr, max_slot >= 0 ? mx : nullptr);
+      A* sum = pool_tmp.get();
+      A* mx = pool_tmp.get() + m;
+      if constexpr (kF32Nchw) {  // the ISA kernels; the mean's division as in pool_pixels
+        if (mean_slot >= 0) {
+          K->pool_sum(xb + pooled_to * W, g.C, H * W, m, sum);
+          for (int64_t i = 0; i < m; ++i) sum[i] /= A(g.C);
+        }
+        if (max_slot >= 0) K->pool_max(xb + pooled_to * W, g.C, H * W, m, mx);
+      } else {
+        pool_pixels(L, xb, pooled_to * W, m, mean_slot >= 0 ? sum : nullptr, max_slot >= 0 ? mx : nullptr);
+      }
       for (int64_t h = pooled_to; h < need; ++h) {
         const int64_t off = (h - pooled_to) * W;
         if (mean_slot >= 0) std::copy(sum + off, sum + off + W, q.at(mean_slot, h));
@@ -368,20 +395,23 @@ void forward_item(const Geometry& g, const RowSplit& sp, int64_t item, const sca
       }
       pooled_to = need;
     }
-    conv_sigmoid_rows(prm, P, g.kh, g.kw, q, hb, he, s.data());
+    conv_sigmoid_rows(prm, P, g.kh, g.kw, q, hb, he, s.get(), K);
     for (int64_t p = 0; p < P; ++p)
       for (int64_t h = hb; h < he; ++h) std::copy(q.at(p, h), q.at(p, h) + W, pooled + ((b * P + p) * H + h) * W);
     if (return_map) {
-      std::transform(s.begin(), s.begin() + n, out + (b * H + hb) * W, [](A v) { return from_acc<scalar_t>(v); });
+      std::transform(s.get(), s.get() + n, out + (b * H + hb) * W, [](A v) { return from_acc<scalar_t>(v); });
       continue;
     }
     scalar_t* ob = out + b * g.C * H * W;
     const NextRows nx = next_rows(g, sp, item, he, h1, next_item_here);
     Prefetcher pf = Prefetcher::rows(L, nx.r1 > nx.r0 ? x + nx.b * g.C * H * W : nullptr, nx.r0, nx.r1);
-    if constexpr (!CL) {
+    if constexpr (kF32Nchw) {
+      const cpu::PrefetchRuns runs = pf.runs();
+      K->scale(ob + hb * W, xb + hb * W, s.get(), g.C, H * W, n, stream, &runs, 1);
+    } else if constexpr (!CL) {
       for (int64_t c = 0; c < g.C; ++c) {
         pf.advance(c + 1, g.C);
-        write_segment<false, scalar_t, A>(ob + L.at(c, hb * W), xb + L.at(c, hb * W), s.data(), nullptr, nullptr,
+        write_segment<false, scalar_t, A>(ob + L.at(c, hb * W), xb + L.at(c, hb * W), s.get(), nullptr, nullptr,
                                           nullptr, c, n, stream);
       }
     } else {
@@ -400,8 +430,9 @@ void forward_item(const Geometry& g, const RowSplit& sp, int64_t item, const sca
 template <typename scalar_t, bool CL>
 void backward_item(const Geometry& g, const RowSplit& sp, int64_t item, const scalar_t* gout, const scalar_t* x,
                    const acc_t<scalar_t>* pooled, scalar_t* dx, const Params<acc_t<scalar_t>>& prm, bool return_map,
-                   bool stream, bool next_item_here, double* partial) {
+                   bool stream, bool next_item_here, double* partial, const cpu::F32Kernels* K) {
   using A = acc_t<scalar_t>;
+  constexpr bool kF32Nchw = std::is_same_v<scalar_t, float> && !CL;
   const int64_t C = g.C, H = g.H, W = g.W, P = g.pool.P, kh = g.kh, kw = g.kw, rh = kh / 2, rw = kw / 2;
   const int64_t b = item / sp.chunks, h0 = (item % sp.chunks) * sp.chunk_rows, h1 = std::min(h0 + sp.chunk_rows, H);
   const int64_t base = h0 - rh, buf_rows = h1 - h0 + 2 * rh;
@@ -424,7 +455,7 @@ void backward_item(const Geometry& g, const RowSplit& sp, int64_t item, const sc
   std::vector<int32_t> amax;
   if (max_slot >= 0) { amax.resize(buf_rows * W); mbuf.resize(buf_rows * W); }
   std::vector<A> gmean(sp.block_rows * W, A(0)), gmax(sp.block_rows * W, A(0));
-  std::vector<double> rho((sp.block_rows + 2 * rh) * W);  // rho of the rows being added
+  std::unique_ptr<double[]> rho(new double[(sp.block_rows + 2 * rh) * W]);  // rho of the rows being added
   auto row = [&](int64_t h) { return (h - base) * W; };
   const int64_t nw = P * kh * kw;
 
@@ -434,36 +465,47 @@ void backward_item(const Geometry& g, const RowSplit& sp, int64_t item, const sc
     if (need > done_to) {  // rho, s, delta (and argmax) of the rows up to rh past this block
       const int64_t r0 = row(done_to), m = (need - done_to) * W;
       if (return_map)
-        std::transform(gb + done_to * W, gb + need * W, rho.data(), [](scalar_t v) { return to_acc<double>(v); });
-      rho_pixels(L, gb, xb, done_to * W, m, return_map ? nullptr : rho.data(),
-                 max_slot >= 0 ? mbuf.data() + r0 : nullptr, max_slot >= 0 ? amax.data() + r0 : nullptr);
-      conv_sigmoid_rows(prm, P, kh, kw, q, done_to, need, s.data() + r0);
+        std::transform(gb + done_to * W, gb + need * W, rho.get(), [](scalar_t v) { return to_acc<double>(v); });
+      bool rho_done = return_map;  // rho by the ISA kernels where they apply, the argmax by rho_pixels
+      if constexpr (kF32Nchw)
+        if (!return_map) K->rho(gb + done_to * W, xb + done_to * W, C, H * W, m, rho.get()), rho_done = true;
+      if (!rho_done || max_slot >= 0)
+        rho_pixels(L, gb, xb, done_to * W, m, rho_done ? nullptr : rho.get(),
+                   max_slot >= 0 ? mbuf.data() + r0 : nullptr, max_slot >= 0 ? amax.data() + r0 : nullptr);
+      conv_sigmoid_rows(prm, P, kh, kw, q, done_to, need, s.data() + r0, K);
       for (int64_t h = done_to; h < need; ++h)
         for (int64_t w = 0; w < W; ++w)
           delta.at(0, h)[w] = A(sigmoid_backward(rho[(h - done_to) * W + w], double(s[row(h) + w])));
       done_to = need;
     }
     // gamma_p = transposed conv of delta with w[p]; weight/bias gradient of this block's rows
-    std::fill(gmean.begin(), gmean.end(), A(0));
-    std::fill(gmax.begin(), gmax.end(), A(0));
-    for (int64_t h = hb; h < he; ++h) {
-      const A* dr = delta.at(0, h);
-      for (int64_t p = 0; p < P; ++p) {
-        A* gr = (p == mean_slot ? gmean.data() : gmax.data()) + (h - hb) * W;
-        for (int64_t i = 0; i < kh; ++i)
-          for (int64_t j = 0; j < kw; ++j) {
-            const A wt = prm.w[(p * kh + i) * kw + j];
-            const A* dsrc = delta.at(0, h - i + rh) + rw - j;  // delta[h-i+rh, w-j+rw]
-            for (int64_t w = 0; w < W; ++w) gr[w] += wt * dsrc[w];
-            const A* qr = q.at(p, h + i - rh) + j - rw;  // q_p[h+i-rh, w+j-rw]
-            double acc = 0;
-            for (int64_t w = 0; w < W; ++w) acc += double(dr[w]) * double(qr[w]);
-            partial[(p * kh + i) * kw + j] += acc;
-          }
+    if constexpr (std::is_same_v<A, float>) {  // the ISA kernels (every dtype but fp64)
+      float* const gamma[2] = {mean_slot == 0 ? gmean.data() : gmax.data(), mean_slot == 1 ? gmean.data() : gmax.data()};
+      const int64_t padded = W + 2 * rw;  // row length of q and delta
+      K->conv_backward(prm.w.data(), P, kh, kw, delta.at(0, hb), padded, q.at(0, hb), q.rows * padded, padded, he - hb,
+                       W, gamma, partial);
+    } else {
+      std::fill(gmean.begin(), gmean.end(), A(0));
+      std::fill(gmax.begin(), gmax.end(), A(0));
+      for (int64_t h = hb; h < he; ++h) {
+        const A* dr = delta.at(0, h);
+        for (int64_t p = 0; p < P; ++p) {
+          A* gr = (p == mean_slot ? gmean.data() : gmax.data()) + (h - hb) * W;
+          for (int64_t i = 0; i < kh; ++i)
+            for (int64_t j = 0; j < kw; ++j) {
+              const A wt = prm.w[(p * kh + i) * kw + j];
+              const A* dsrc = delta.at(0, h - i + rh) + rw - j;  // delta[h-i+rh, w-j+rw]
+              for (int64_t w = 0; w < W; ++w) gr[w] += wt * dsrc[w];
+              const A* qr = q.at(p, h + i - rh) + j - rw;  // q_p[h+i-rh, w+j-rw]
+              double acc = 0;
+              for (int64_t w = 0; w < W; ++w) acc += double(dr[w]) * double(qr[w]);
+              partial[(p * kh + i) * kw + j] += acc;
+            }
+        }
+        double acc = 0;
+        for (int64_t w = 0; w < W; ++w) acc += double(dr[w]);
+        partial[nw] += acc;
       }
-      double acc = 0;
-      for (int64_t w = 0; w < W; ++w) acc += double(dr[w]);
-      partial[nw] += acc;
     }
     if (mean_slot >= 0)
       for (int64_t i = 0; i < n; ++i) gmean[i] /= A(C);
@@ -476,7 +518,10 @@ void backward_item(const Geometry& g, const RowSplit& sp, int64_t item, const sc
     const bool reads_x = !return_map || max_slot >= 0;
     Prefetcher pfx = Prefetcher::rows(L, nx.r1 > nx.r0 && reads_x ? x + nx.b * sample : nullptr, nx.r0, nx.r1);
     Prefetcher pfg = Prefetcher::rows(L, nx.r1 > nx.r0 && !return_map ? gout + nx.b * sample : nullptr, nx.r0, nx.r1);
-    if constexpr (!CL) {
+    if constexpr (kF32Nchw) {
+      const cpu::PrefetchRuns runs[2] = {pfx.runs(), pfg.runs()};
+      K->dx(dxb + hb * W, return_map ? nullptr : gb + hb * W, sb, gm, am, gmax.data(), C, H * W, n, stream, runs, 2);
+    } else if constexpr (!CL) {
       for (int64_t c = 0; c < C; ++c) {
         pfx.advance(c + 1, C);
         pfg.advance(c + 1, C);
@@ -517,17 +562,18 @@ std::tuple<at::Tensor, at::Tensor> spatial_attention_fwd_cpu(const at::Tensor& x
   at::Tensor out = return_map ? at::empty({g.B, 1, g.H, g.W}, x.options())
                               : at::empty(x.sizes(), x.options().memory_format(fmt));
   if (pooled.numel() == 0) return {out, pooled};
+  const cpu::F32Kernels* K = &cpu::f32_kernels();  // the ISA is chosen once per call
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "sam_fused_fwd_cpu", [&] {
     using A = acc_t<scalar_t>;
     const auto prm = load_params<scalar_t>(weight, bias);
-    const RowSplit sp = split_rows(g, sizeof(scalar_t));
+    const RowSplit sp = split_rows(g, sizeof(scalar_t), false);
     const bool stream = !return_map && out.nbytes() > kStreamBytes;
     const scalar_t* xp = xc.const_data_ptr<scalar_t>();
     scalar_t* op = out.mutable_data_ptr<scalar_t>();
     A* qp = pooled.mutable_data_ptr<A>();
     for_each_item(g, sp, [&](int64_t it, bool next_here) {
-      if (g.channels_last) forward_item<scalar_t, true>(g, sp, it, xp, op, qp, prm, return_map, stream, next_here);
-      else forward_item<scalar_t, false>(g, sp, it, xp, op, qp, prm, return_map, stream, next_here);
+      if (g.channels_last) forward_item<scalar_t, true>(g, sp, it, xp, op, qp, prm, return_map, stream, next_here, K);
+      else forward_item<scalar_t, false>(g, sp, it, xp, op, qp, prm, return_map, stream, next_here, K);
     });
   });
   return {out, pooled};
@@ -546,10 +592,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> spatial_attention_bwd_cpu(
   const int64_t nw = g.pool.P * g.kh * g.kw;
   std::vector<double> dw(nw + 1, 0.0);
   if (x.numel() > 0) {
+    const cpu::F32Kernels* K = &cpu::f32_kernels();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "sam_fused_bwd_cpu", [&] {
       using A = acc_t<scalar_t>;
       const auto prm = load_params<scalar_t>(weight, bias);
-      const RowSplit sp = split_rows(g, sizeof(scalar_t));
+      const RowSplit sp = split_rows(g, sizeof(scalar_t), true);
       const bool stream = dx.nbytes() > kStreamBytes;
       std::vector<double> partials(sp.items(g) * (nw + 1), 0.0);
       const scalar_t* gp = gc.const_data_ptr<scalar_t>();
@@ -559,8 +606,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> spatial_attention_bwd_cpu(
       for_each_item(g, sp, [&](int64_t it, bool next_here) {
         double* part = partials.data() + it * (nw + 1);
         if (g.channels_last)
-          backward_item<scalar_t, true>(g, sp, it, gp, xp, qp, dxp, prm, return_map, stream, next_here, part);
-        else backward_item<scalar_t, false>(g, sp, it, gp, xp, qp, dxp, prm, return_map, stream, next_here, part);
+          backward_item<scalar_t, true>(g, sp, it, gp, xp, qp, dxp, prm, return_map, stream, next_here, part, K);
+        else backward_item<scalar_t, false>(g, sp, it, gp, xp, qp, dxp, prm, return_map, stream, next_here, part, K);
       });
       for (int64_t it = 0; it < sp.items(g); ++it)  // fixed order: deterministic
         for (int64_t k = 0; k <= nw; ++k) dw[k] += partials[it * (nw + 1) + k];

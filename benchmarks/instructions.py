@@ -1,0 +1,150 @@
+"""Instructions per element of the fused CPU forward and backward, counted by callgrind.
+
+    python benchmarks/instructions.py [--shape 16,64,64,9 ...] [--pool mean] [--kernel 3,1]
+
+Wall time on a shared machine drifts by tens of percent; instruction counts do not. The script
+re-runs itself under ``valgrind --tool=callgrind`` at one thread, counts only inside the C++
+entry functions of the ops (``--toggle-collect``) and ``at::native::clone`` (``x.clone()``, the
+memory-floor baseline), and prints instructions per element of x for each: the mean over
+``--reps`` calls of each op (the first call of a shape differs only by allocator work).
+
+valgrind emulates no AVX-512, and its CPUID hides it, so the kernels choose at most AVX2 under
+it (``SAM_FUSED_CPU_ISA`` still forces a lower one). Needs valgrind (Debian/Ubuntu:
+``apt-get install -y valgrind``; ``--install`` runs that when the script has root).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+# C++ entry functions counted (callgrind matches the demangled name; `*` is a wildcard).
+FUNCTIONS = {
+    "fwd": "sam::spatial_attention_fwd_cpu(*",
+    "bwd": "sam::spatial_attention_bwd_cpu(*",
+    "clone": "at::native::clone(*",
+}
+HAR = dict(pool="mean", kernel=(3, 1), bias=True)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # this checkout's sam_fused, as pytest's pythonpath = "." gives the tests
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    shape = tuple(int(v) for v in text.split(","))
+    if len(shape) != 4 or min(shape) <= 0:
+        raise argparse.ArgumentTypeError(f"--shape must be four positive integers B,C,H,W, got {text!r}")
+    return shape
+
+
+def child(args) -> None:
+    """Runs under callgrind: the counted calls, nothing else of note inside the toggles."""
+    import torch
+    import sam_fused  # noqa: F401  (registers the ops)
+
+    torch.set_num_threads(1)
+    gen = torch.Generator().manual_seed(0)
+    kh, kw = args.kernel
+    P = 2 if "+" in args.pool else 1
+    fwd, bwd = torch.ops.sam_fused.spatial_attention_fwd, torch.ops.sam_fused.spatial_attention_bwd
+    for shape in args.shape:
+        x = torch.randn(shape, generator=gen)
+        if args.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        weight = torch.randn(1, P, kh, kw, generator=gen) * 0.3
+        bias = torch.randn(1, generator=gen)
+        grad = torch.randn(shape, generator=gen)
+        for _ in range(args.reps):
+            x.clone()
+            _, pooled = fwd(x, weight, bias, args.pool, False)
+            bwd(grad, x, weight, bias, pooled, args.pool, False)
+
+
+def inclusive_counts(out_file: str) -> dict[str, int]:
+    """Inclusive instruction count of each counted function, from callgrind_annotate."""
+    text = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100", out_file],
+                          capture_output=True, text=True, check=True).stdout
+    counts = {}
+    for line in text.splitlines():  # "  1,234 (12.3%)  file:function(args) [object]", highest first
+        found = re.match(r"\s*([\d,]+)\s", line)
+        for key, pattern in FUNCTIONS.items():
+            if found and key not in counts and pattern.rstrip("*") in line:
+                counts[key] = int(found[1].replace(",", ""))
+    return counts
+
+
+def ensure_valgrind(install: bool) -> str:
+    path = shutil.which("valgrind")
+    if path:
+        return path
+    if install and hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
+        subprocess.run(["apt-get", "update", "-q"], check=True)
+        subprocess.run(["apt-get", "install", "-y", "-q", "valgrind"], check=True)
+        path = shutil.which("valgrind")
+    if not path:
+        sys.exit("valgrind not found: install it (Debian/Ubuntu: `apt-get install -y valgrind`, "
+                 "or run this script with --install as root)")
+    return path
+
+
+def cpu_isa() -> str:
+    import torch
+    import sam_fused  # noqa: F401
+    op = getattr(torch.ops.sam_fused, "_cpu_isa", None)
+    return op() if op is not None else "n/a"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shape", type=parse_shape, action="append", help="B,C,H,W (repeatable; default 16,64,64,9)")
+    parser.add_argument("--pool", default=HAR["pool"])
+    parser.add_argument("--kernel", type=lambda t: tuple(int(v) for v in t.split(",")), default=HAR["kernel"])
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--reps", type=int, default=3, help="calls of each op counted (the mean is printed)")
+    parser.add_argument("--keep", metavar="DIR", help="keep callgrind.out.<shape> there (for callgrind_annotate)")
+    parser.add_argument("--install", action="store_true", help="apt-get install valgrind when it is missing")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    args.shape = args.shape or [(16, 64, 64, 9)]
+    if args.child:
+        return child(args)
+
+    valgrind = ensure_valgrind(args.install)
+    rows = []
+    for shape in args.shape:
+        with tempfile.TemporaryDirectory() as tmp:
+            out_file = os.path.join(tmp, "callgrind.out")
+            cmd = [valgrind, "--tool=callgrind", "--collect-atstart=no", f"--callgrind-out-file={out_file}"]
+            cmd += [f"--toggle-collect={f}" for f in FUNCTIONS.values()]
+            cmd += [sys.executable, os.path.abspath(__file__), "--child", "--shape", ",".join(map(str, shape)),
+                    "--pool", args.pool, "--kernel", ",".join(map(str, args.kernel)), "--reps", str(args.reps)]
+            cmd += ["--channels-last"] if args.channels_last else []
+            env = dict(os.environ, OMP_NUM_THREADS="1")
+            run = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            if run.returncode != 0:
+                sys.exit(f"valgrind run failed ({run.returncode}):\n{run.stderr[-3000:]}")
+            counts = inclusive_counts(out_file)
+            if args.keep:
+                os.makedirs(args.keep, exist_ok=True)
+                shutil.copy(out_file, os.path.join(args.keep, f"callgrind.out.{'x'.join(map(str, shape))}"))
+        missing = set(FUNCTIONS) - set(counts)
+        if missing:
+            sys.exit(f"callgrind counted no instructions in {sorted(missing)}; is the extension built with symbols?")
+        numel = shape[0] * shape[1] * shape[2] * shape[3]
+        rows.append((shape, {k: v / args.reps / numel for k, v in counts.items()}))
+
+    with_isa = os.environ.get("SAM_FUSED_CPU_ISA")
+    print(f"callgrind, 1 thread, fp32, pool={args.pool}, kernel={args.kernel}, "
+          f"{'channels_last' if args.channels_last else 'contiguous'}, SAM_FUSED_CPU_ISA={with_isa or '(auto)'}, "
+          f"ISA outside valgrind: {cpu_isa()}")
+    print(f"{'shape':>16} | {'clone':>7} | {'fwd':>7} | {'bwd':>7} | {'fwd/clone':>9}   (instructions per element)")
+    for shape, per in rows:
+        print(f"{'x'.join(map(str, shape)):>16} | {per['clone']:7.2f} | {per['fwd']:7.2f} | {per['bwd']:7.2f} | "
+              f"{per['fwd'] / per['clone']:9.2f}")
+
+
+if __name__ == "__main__":
+    main()

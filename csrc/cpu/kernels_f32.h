@@ -1,0 +1,56 @@
+// The fp32 hot loops of the CPU spatial-attention kernels (NCHW), built once per instruction
+// set (kernels_f32_<isa>.cpp from kernels_f32_impl.h) and chosen at run time (isa.h).
+// Every loop covers one block: channels c < C, `stride` elements apart, and pixels i < n of
+// each channel's row run. The other dtypes and layouts keep the portable templates of
+// spatial_attention_cpu.cpp.
+#pragma once
+#include <cstdint>
+
+#include "isa.h"
+
+namespace sam::cpu {
+
+// A region of rows that a later block reads, fetched into L2 one channel's run at a time while
+// the current block is written: run c is [base + c * stride, + run_bytes). base null: none.
+struct PrefetchRuns {
+  const char* base = nullptr;
+  int64_t run_bytes = 0, stride = 0;
+};
+
+struct F32Kernels {
+  // out[i] = sum_c x[c*stride + i] in channel order (pool = sum), or the NaN-propagating max.
+  void (*pool_sum)(const float* x, int64_t C, int64_t stride, int64_t n, float* out);
+  void (*pool_max)(const float* x, int64_t C, int64_t stride, int64_t n, float* out);
+  // out[c*stride + i] = x[c*stride + i] * s[i]; stream: whole 64-byte lines bypass the cache.
+  void (*scale)(float* out, const float* x, const float* s, int64_t C, int64_t stride, int64_t n, bool stream,
+                const PrefetchRuns* pf, int npf);
+  // s[r*W + w] = sigmoid(bias + sum_{p,i,j} w[(p*kh + i)*kw + j] * q[p*plane + (r+i)*row + j + w])
+  // for r < rows, w < W: the conv of the pooled maps (q: padded rows, the first one rh above
+  // output row 0, column 0 at -kw/2) in the order of sam::conv_pixel, then the sigmoid.
+  void (*conv_sigmoid)(const float* w, float bias, int64_t P, int64_t kh, int64_t kw, const float* q, int64_t plane,
+                       int64_t row, int64_t rows, int64_t W, float* s);
+  // The backward of the conv over one block of rows r < rows (W wide):
+  //   gamma[p][r*W + w] = sum_{i,j} w[(p*kh + i)*kw + j] * delta[(r + rh - i)*drow + rw - j + w]
+  //   dw[(p*kh + i)*kw + j] += sum_{r,w} delta[r*drow + w] * q[p*qplane + (r + i - rh)*qrow + j - rw + w]
+  //   dw[P*kh*kw] += sum_{r,w} delta[r*drow + w]  (the bias)
+  // delta and q point at row 0, column 0 of padded buffers; the dw sums are in double.
+  void (*conv_backward)(const float* w, int64_t P, int64_t kh, int64_t kw, const float* delta, int64_t drow,
+                        const float* q, int64_t qplane, int64_t qrow, int64_t rows, int64_t W, float* const* gamma,
+                        double* dw);
+  // rho[i] = sum_c g*x: runs of 16 channels summed in float, the runs' sums in double.
+  void (*rho)(const float* g, const float* x, int64_t C, int64_t stride, int64_t n, double* rho);
+  // dx[c*stride + i] = g*s[i] + add[i] + (am[i] == c ? route[i] : 0); a null g, add or am
+  // drops its term (checked once per call, not per element).
+  void (*dx)(float* dx, const float* g, const float* s, const float* add, const int32_t* am, const float* route,
+             int64_t C, int64_t stride, int64_t n, bool stream, const PrefetchRuns* pf, int npf);
+};
+
+// The table of one ISA; null where this build or platform has none.
+const F32Kernels* f32_kernels_default();
+const F32Kernels* f32_kernels_avx2();
+const F32Kernels* f32_kernels_avx512();
+
+// The table of active_isa().
+const F32Kernels& f32_kernels();
+
+}  // namespace sam::cpu

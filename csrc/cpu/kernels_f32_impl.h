@@ -1,0 +1,308 @@
+// The fp32 hot loops (kernels_f32.h), written once over a vector type of simd.h. Included only
+// by kernels_f32_<isa>.cpp, inside that ISA's target region, with SAM_ISA_NS (the namespace of
+// this copy) and SAM_VEC (its vector type) defined; everything else those files include comes
+// before the region, so no inline function shared with other files is built for this ISA.
+//
+// Each pass has its own loop with only its own terms (no per-element tests), the channel
+// reductions keep their accumulators in registers across all channels of a pixel block, and
+// prefetches are issued once per channel run, outside the element loops.
+
+namespace sam::cpu::SAM_ISA_NS {
+namespace {
+
+using V = SAM_VEC;
+using R = typename V::R;
+constexpr int64_t N = V::N;
+constexpr int64_t kLineFloats = 64 / sizeof(float);
+
+inline void prefetch_run(const PrefetchRuns& pf, int64_t c) {
+  if (!pf.base) return;
+  const char* p = pf.base + c * pf.stride;
+  int64_t off = 0;
+  for (; off + 256 <= pf.run_bytes; off += 256) {
+    __builtin_prefetch(p + off, 0, 2);
+    __builtin_prefetch(p + off + 64, 0, 2);
+    __builtin_prefetch(p + off + 128, 0, 2);
+    __builtin_prefetch(p + off + 192, 0, 2);
+  }
+  for (; off < pf.run_bytes; off += 64) __builtin_prefetch(p + off, 0, 2);
+}
+
+// One output row of n elements: o[i, i+k) = f(i, k) (k = N but at the tail). With `stream`,
+// whole 64-byte lines are stored non-temporally: a large output is written once and not read
+// back here, so its lines need not be fetched first (what lets the fused op match x.clone()'s
+// 2N bytes). The partial lines at the ends, which a neighbouring row also writes, take plain
+// stores. f computes the same vector operations wherever the row's lines begin.
+template <class F> SAM_SIMD_INLINE void write_row(float* o, int64_t n, bool stream, F&& f) {
+  int64_t i = 0;
+  if (stream && n >= 2 * kLineFloats) {  // at least one whole line wherever the row starts
+    const int64_t head = std::min<int64_t>(n, ((64 - (reinterpret_cast<uintptr_t>(o) & 63)) & 63) / sizeof(float));
+    for (; i < head; i += N) V::store_k(o + i, f(i, std::min(N, head - i)), std::min(N, head - i));
+    i = head;
+    const int64_t lines_end = head + (n - head) / kLineFloats * kLineFloats;
+    for (; i < lines_end; i += N) V::stream(o + i, f(i, N));
+  }
+  for (; i + 4 * N <= n; i += 4 * N) {
+    V::store(o + i, f(i, N));
+    V::store(o + i + N, f(i + N, N));
+    V::store(o + i + 2 * N, f(i + 2 * N, N));
+    V::store(o + i + 3 * N, f(i + 3 * N, N));
+  }
+  for (; i < n; i += N) V::store_k(o + i, f(i, std::min(N, n - i)), std::min(N, n - i));
+}
+
+// out[c*stride + i] = f(c, c*stride + i, i, k) for every channel c < C and i < n (k lanes
+// from there; in the flat path, lanes past the run's end belong to channel c + 1). Flat (the runs are back to back, stride == n): one streamed region over all C*n,
+// so that lines spanning two channels' runs are streamed too (short runs of small-H maps
+// would otherwise write most lines in two plain halves); i wraps at n, so f must read its
+// per-pixel rows from copies extended by their first N elements (extend_row).
+template <class F>
+SAM_SIMD_INLINE void write_channels(float* out, int64_t C, int64_t stride, int64_t n, bool flat, bool stream,
+                                    const PrefetchRuns* pf, int npf, F&& f) {
+  if (!flat) {
+    for (int64_t c = 0; c < C; ++c) {
+      for (int q = 0; q < npf; ++q) prefetch_run(pf[q], c);
+      write_row(out + c * stride, n, stream,
+                [&](int64_t i, int64_t k) __attribute__((always_inline)) { return f(c, c * stride + i, i, k); });
+    }
+  } else {
+    const int64_t total = C * n;
+    int64_t o = 0, i = 0, c = 0;
+    for (int q = 0; q < npf; ++q) prefetch_run(pf[q], 0);
+    auto advance = [&](int64_t k) __attribute__((always_inline)) {
+      o += k;
+      i += k;
+      if (i >= n) {
+        i -= n;
+        if (++c < C)
+          for (int q = 0; q < npf; ++q) prefetch_run(pf[q], c);
+      }
+    };
+    const int64_t head = std::min<int64_t>(total, ((64 - (reinterpret_cast<uintptr_t>(out) & 63)) & 63) / sizeof(float));
+    while (o < head) {
+      const int64_t k = std::min(N, head - o);
+      V::store_k(out + o, f(c, o, i, k), k);
+      advance(k);
+    }
+    const int64_t lines_end = head + (total - head) / kLineFloats * kLineFloats;
+    while (o < lines_end) {
+      V::stream(out + o, f(c, o, i, N));
+      advance(N);
+    }
+    while (o < total) {
+      const int64_t k = std::min(N, total - o);
+      V::store_k(out + o, f(c, o, i, k), k);
+      advance(k);
+    }
+  }
+  if (stream) V::sfence();  // order the non-temporal stores before the op returns
+}
+
+// Runs that are back to back and streamed take the flat path of write_channels.
+inline bool flat_runs(int64_t stride, int64_t n, bool stream) { return stream && stride == n && n >= N; }
+
+// row[0, n) followed by row[0, N): what write_channels' flat path reads at i in [0, n + N).
+inline std::unique_ptr<float[]> extend_row(const float* row, int64_t n) {
+  std::unique_ptr<float[]> ext(new float[n + N]);
+  std::memcpy(ext.get(), row, n * sizeof(float));
+  std::memcpy(ext.get() + n, row, N * sizeof(float));
+  return ext;
+}
+
+template <bool kMax> SAM_SIMD_INLINE R pool_op(R acc, R v) { return kMax ? V::max_nan(acc, v) : V::add(acc, v); }
+
+template <bool kMax> void pool(const float* x, int64_t C, int64_t stride, int64_t n, float* out) {
+  const R init = kMax ? V::set1(-std::numeric_limits<float>::infinity()) : V::zero();
+  int64_t i = 0;
+  for (; i + 4 * N <= n; i += 4 * N) {  // 4 vectors of pixels stay in registers over all C
+    R a0 = init, a1 = init, a2 = init, a3 = init;
+    const float* p = x + i;
+    for (int64_t c = 0; c < C; ++c, p += stride) {
+      a0 = pool_op<kMax>(a0, V::load(p));
+      a1 = pool_op<kMax>(a1, V::load(p + N));
+      a2 = pool_op<kMax>(a2, V::load(p + 2 * N));
+      a3 = pool_op<kMax>(a3, V::load(p + 3 * N));
+    }
+    V::store(out + i, a0);
+    V::store(out + i + N, a1);
+    V::store(out + i + 2 * N, a2);
+    V::store(out + i + 3 * N, a3);
+  }
+  for (; i < n; i += N) {
+    const int64_t k = std::min(N, n - i);
+    R a = init;
+    const float* p = x + i;
+    if (k == N)
+      for (int64_t c = 0; c < C; ++c, p += stride) a = pool_op<kMax>(a, V::load(p));
+    else
+      for (int64_t c = 0; c < C; ++c, p += stride) a = pool_op<kMax>(a, V::load_k(p, k));
+    V::store_k(out + i, a, k);
+  }
+}
+
+void pool_sum(const float* x, int64_t C, int64_t stride, int64_t n, float* out) { pool<false>(x, C, stride, n, out); }
+void pool_max(const float* x, int64_t C, int64_t stride, int64_t n, float* out) { pool<true>(x, C, stride, n, out); }
+
+void scale(float* out, const float* x, const float* s, int64_t C, int64_t stride, int64_t n, bool stream,
+           const PrefetchRuns* pf, int npf) {
+  const bool flat = flat_runs(stride, n, stream);
+  const auto s_ext = flat ? extend_row(s, n) : nullptr;
+  const float* sr = flat ? s_ext.get() : s;
+  write_channels(out, C, stride, n, flat, stream, pf, npf, [&](int64_t, int64_t off, int64_t i, int64_t k) __attribute__((always_inline)) {
+    return V::mul(V::load_k(x + off, k), V::load_k(sr + i, k));
+  });
+}
+
+// exp(x) for x in [-87.3, 88.3] (or NaN, which passes through): Cephes' expf, a degree-5
+// polynomial on x - n*ln2 times 2^n; within 2 ulp of the correctly rounded result.
+SAM_SIMD_INLINE R exp_clamped(R x) {
+  const R n = V::round(V::mul(x, V::set1(1.44269504088896341f)));
+  R r = V::fmadd(n, V::set1(-0.693359375f), x);
+  r = V::fmadd(n, V::set1(2.12194440e-4f), r);
+  R p = V::set1(1.9875691500e-4f);
+  p = V::fmadd(p, r, V::set1(1.3981999507e-3f));
+  p = V::fmadd(p, r, V::set1(8.3334519073e-3f));
+  p = V::fmadd(p, r, V::set1(4.1665795894e-2f));
+  p = V::fmadd(p, r, V::set1(1.6666665459e-1f));
+  p = V::fmadd(p, r, V::set1(5.0000001201e-1f));
+  return V::mul(V::add(V::fmadd(p, V::mul(r, r), r), V::set1(1.f)), V::pow2(n));
+}
+
+// 1 / (1 + exp(-a)); -a clamped where exp under- or overflows (the sigmoid is 1 or 0 to
+// float precision there), NaN kept.
+SAM_SIMD_INLINE R sigmoid(R a) {
+  const R x = V::max(V::set1(-87.3f), V::min(V::set1(88.3f), V::sub(V::zero(), a)));
+  return V::div(V::set1(1.f), V::add(V::set1(1.f), exp_clamped(x)));
+}
+
+// s[k] = sigmoid(bias + sum of the taps at q + tap offset + k), k < n.
+SAM_SIMD_INLINE void conv_run(const float* w, float bias, int64_t P, int64_t kh, int64_t kw, const float* q,
+                              int64_t plane, int64_t row, int64_t n, float* s) {
+  for (int64_t k = 0; k < n; k += N) {
+    const int64_t kk = std::min(N, n - k);
+    R acc = V::set1(bias);
+    for (int64_t p = 0; p < P; ++p)
+      for (int64_t i = 0; i < kh; ++i)
+        for (int64_t j = 0; j < kw; ++j)
+          acc = V::fmadd(V::set1(w[(p * kh + i) * kw + j]), V::load_k(q + p * plane + i * row + j + k, kk), acc);
+    V::store_k(s + k, sigmoid(acc), kk);
+  }
+}
+
+void conv_sigmoid(const float* w, float bias, int64_t P, int64_t kh, int64_t kw, const float* q, int64_t plane,
+                  int64_t row, int64_t rows, int64_t W, float* s) {
+  if (row == W) return conv_run(w, bias, P, kh, kw, q, plane, row, rows * W, s);  // unpadded: one run
+  for (int64_t r = 0; r < rows; ++r) conv_run(w, bias, P, kh, kw, q + r * row, plane, row, W, s + r * W);
+}
+
+// conv_backward over one run of n elements (rows*W when no row is padded, else one row):
+// per-lane double partials of each dw sum in acc ([taps + 1][N]), added up by the caller.
+SAM_SIMD_INLINE void conv_backward_run(const float* w, int64_t P, int64_t kh, int64_t kw, const float* delta,
+                                       int64_t drow, const float* q, int64_t qplane, int64_t qrow, int64_t n,
+                                       float* const* gamma, double* acc) {
+  const int64_t rh = kh / 2, rw = kw / 2, taps = P * kh * kw;
+  for (int64_t k = 0; k < n; k += N) {
+    const int64_t kk = std::min(N, n - k);
+    const R d = V::load_k(delta + k, kk);
+    V::mul_to_double(acc + taps * N, d, V::set1(1.f));
+    for (int64_t p = 0; p < P; ++p) {
+      R gacc = V::zero();
+      for (int64_t i = 0; i < kh; ++i)
+        for (int64_t j = 0; j < kw; ++j) {
+          const int64_t t = (p * kh + i) * kw + j;
+          gacc = V::fmadd(V::set1(w[t]), V::load_k(delta + (rh - i) * drow + rw - j + k, kk), gacc);
+          V::mul_to_double(acc + t * N, d, V::load_k(q + p * qplane + (i - rh) * qrow + j - rw + k, kk));
+        }
+      V::store_k(gamma[p] + k, gacc, kk);
+    }
+  }
+}
+
+void conv_backward(const float* w, int64_t P, int64_t kh, int64_t kw, const float* delta, int64_t drow,
+                   const float* q, int64_t qplane, int64_t qrow, int64_t rows, int64_t W, float* const* gamma,
+                   double* dw) {
+  const int64_t taps = P * kh * kw;
+  std::unique_ptr<double[]> acc(new double[(taps + 1) * N]());
+  if (drow == W && qrow == W) {  // unpadded: the block is one run
+    conv_backward_run(w, P, kh, kw, delta, drow, q, qplane, qrow, rows * W, gamma, acc.get());
+  } else {
+    for (int64_t r = 0; r < rows; ++r) {
+      float* const g_row[2] = {gamma[0] + r * W, P > 1 ? gamma[1] + r * W : nullptr};
+      conv_backward_run(w, P, kh, kw, delta + r * drow, drow, q + r * qrow, qplane, qrow, W, g_row, acc.get());
+    }
+  }
+  for (int64_t t = 0; t <= taps; ++t) {  // lanes in a fixed order: deterministic
+    double sum = 0;
+    for (int64_t l = 0; l < N; ++l) sum += acc[t * N + l];
+    dw[t] += sum;
+  }
+}
+
+constexpr int64_t kRhoRun = 16;  // channels summed in float before their sum is added in double
+
+void rho(const float* g, const float* x, int64_t C, int64_t stride, int64_t n, double* rho) {
+  for (int64_t i = 0; i < n; ++i) rho[i] = 0.0;
+  int64_t i = 0;
+  for (; i + 4 * N <= n; i += 4 * N)
+    for (int64_t c0 = 0; c0 < C; c0 += kRhoRun) {
+      R a0 = V::zero(), a1 = V::zero(), a2 = V::zero(), a3 = V::zero();
+      const int64_t c1 = std::min(C, c0 + kRhoRun);
+      const float* gp = g + c0 * stride + i;
+      const float* xp = x + c0 * stride + i;
+      for (int64_t c = c0; c < c1; ++c, gp += stride, xp += stride) {
+        a0 = V::fmadd(V::load(gp), V::load(xp), a0);
+        a1 = V::fmadd(V::load(gp + N), V::load(xp + N), a1);
+        a2 = V::fmadd(V::load(gp + 2 * N), V::load(xp + 2 * N), a2);
+        a3 = V::fmadd(V::load(gp + 3 * N), V::load(xp + 3 * N), a3);
+      }
+      V::add_to_double(rho + i, a0);
+      V::add_to_double(rho + i + N, a1);
+      V::add_to_double(rho + i + 2 * N, a2);
+      V::add_to_double(rho + i + 3 * N, a3);
+    }
+  for (; i < n; i += N) {
+    const int64_t k = std::min(N, n - i);
+    for (int64_t c0 = 0; c0 < C; c0 += kRhoRun) {
+      R a = V::zero();
+      const int64_t c1 = std::min(C, c0 + kRhoRun);
+      for (int64_t c = c0; c < c1; ++c) a = V::fmadd(V::load_k(g + c * stride + i, k), V::load_k(x + c * stride + i, k), a);
+      V::add_to_double_k(rho + i, a, k);
+    }
+  }
+}
+
+template <bool kG, bool kAdd, bool kRoute>
+void dx_terms(float* dx, const float* g, const float* s, const float* add, const int32_t* am, const float* route,
+              int64_t C, int64_t stride, int64_t n, bool stream, const PrefetchRuns* pf, int npf) {
+  // The routing compares each lane's channel, which the flat path does not track.
+  const bool flat = !kRoute && flat_runs(stride, n, stream);
+  const auto s_ext = flat && kG ? extend_row(s, n) : nullptr;
+  const auto add_ext = flat && kAdd ? extend_row(add, n) : nullptr;
+  const float* sr = s_ext ? s_ext.get() : s;
+  const float* ar = add_ext ? add_ext.get() : add;
+  write_channels(dx, C, stride, n, flat, stream, pf, npf, [&](int64_t c, int64_t off, int64_t i, int64_t k) __attribute__((always_inline)) {
+    R v;
+    if constexpr (kG && kAdd) v = V::fmadd(V::load_k(g + off, k), V::load_k(sr + i, k), V::load_k(ar + i, k));
+    else if constexpr (kG) v = V::mul(V::load_k(g + off, k), V::load_k(sr + i, k));
+    else if constexpr (kAdd) v = V::load_k(ar + i, k);
+    else v = V::zero();
+    if constexpr (kRoute) v = V::route(v, V::loadi_k(am + i, k), int32_t(c), V::load_k(route + i, k));
+    return v;
+  });
+}
+
+void dx(float* out, const float* g, const float* s, const float* add, const int32_t* am, const float* route,
+        int64_t C, int64_t stride, int64_t n, bool stream, const PrefetchRuns* pf, int npf) {
+  using Fn = decltype(&dx_terms<true, true, true>);
+  static constexpr Fn kByTerms[8] = {dx_terms<false, false, false>, dx_terms<false, false, true>,
+                                     dx_terms<false, true, false>,  dx_terms<false, true, true>,
+                                     dx_terms<true, false, false>,  dx_terms<true, false, true>,
+                                     dx_terms<true, true, false>,   dx_terms<true, true, true>};
+  kByTerms[(g ? 4 : 0) + (add ? 2 : 0) + (am ? 1 : 0)](out, g, s, add, am, route, C, stride, n, stream, pf, npf);
+}
+
+}  // namespace
+
+const F32Kernels kTable{pool_sum, pool_max, scale, conv_sigmoid, conv_backward, rho, dx};
+
+}  // namespace sam::cpu::SAM_ISA_NS

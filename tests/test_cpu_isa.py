@@ -1,0 +1,115 @@
+"""The CPU kernels' run-time instruction-set choice: every ISA this machine has (forced through
+SAM_FUSED_CPU_ISA, which the op reads at every call) matches the reference and gives the same
+bits on repeated calls and at any thread count; an unusable choice is a clear error."""
+import pytest
+import torch
+
+import sam_fused  # noqa: F401  (registers the ops)
+from helpers import POOLS, check_parity, fused_results, make_grad, make_input, make_pair
+
+ISAS = ("default", "avx2", "avx512")
+
+
+def _supported(isa: str) -> bool:
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SAM_FUSED_CPU_ISA", isa)
+    try:
+        return torch.ops.sam_fused._cpu_isa() == isa
+    except (ValueError, RuntimeError):
+        return False
+    finally:
+        mp.undo()
+
+
+SUPPORTED = [isa for isa in ISAS if _supported(isa)]
+ISA_PARAMS = [pytest.param(isa, marks=() if isa in SUPPORTED else pytest.mark.skip(reason=f"this CPU has no {isa}"))
+              for isa in ISAS]
+
+# Pixel counts per block that are not multiples of any vector width (tails), outputs large
+# enough to be streamed (> 4 MB): blocks of some rows, and blocks of whole samples (the flat,
+# channel-spanning path), and the HAR shape.
+SHAPES = [(2, 64, 64, 9), (1, 8, 37, 5), (2, 19, 13, 7), (2, 64, 120, 90), (64, 128, 16, 9)]
+
+
+@pytest.fixture
+def isa(request, monkeypatch):
+    monkeypatch.setenv("SAM_FUSED_CPU_ISA", request.param)
+    assert torch.ops.sam_fused._cpu_isa() == request.param
+    return request.param
+
+
+def test_default_is_always_available():
+    assert "default" in SUPPORTED
+
+
+def test_automatic_choice_is_the_best_supported(monkeypatch):
+    monkeypatch.delenv("SAM_FUSED_CPU_ISA", raising=False)
+    assert torch.ops.sam_fused._cpu_isa() == SUPPORTED[-1]
+
+
+def test_unknown_isa_is_a_value_error(monkeypatch):
+    monkeypatch.setenv("SAM_FUSED_CPU_ISA", "sse9")
+    x = torch.randn(1, 2, 3, 3)
+    with pytest.raises(ValueError, match="SAM_FUSED_CPU_ISA must be default, avx2 or avx512"):
+        torch.ops.sam_fused.spatial_attention_fwd(x, torch.ones(1, 1, 3, 1), None, "mean", False)
+
+
+@pytest.mark.parametrize("missing", [isa for isa in ISAS if isa not in SUPPORTED] or [None])
+def test_isa_the_cpu_lacks_is_a_value_error(missing, monkeypatch):
+    if missing is None:
+        pytest.skip("this CPU has every ISA the kernels are built for")
+    monkeypatch.setenv("SAM_FUSED_CPU_ISA", missing)
+    with pytest.raises(ValueError, match="does not support it"):
+        torch.ops.sam_fused._cpu_isa()
+
+
+@pytest.mark.parametrize("return_map", [False, True])
+@pytest.mark.parametrize("pool", POOLS)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("isa", ISA_PARAMS, indirect=True)
+def test_parity_per_isa(isa, shape, pool, return_map):
+    check_parity(make_input(shape, torch.float32), pool, (3, 1), True, return_map)
+
+
+def _results(pool, return_map, shape=(4, 64, 32, 9)):
+    x = make_input(shape, torch.float32)
+    _, weight, bias = make_pair(pool, (7, 7), True, return_map, torch.float32)
+    grad_shape = (shape[0], 1, *shape[2:]) if return_map else shape
+    return fused_results(x, weight, bias, pool, return_map, make_grad(grad_shape, torch.float32))
+
+
+@pytest.mark.parametrize("return_map", [False, True])
+@pytest.mark.parametrize("pool", POOLS)
+@pytest.mark.parametrize("isa", ISA_PARAMS, indirect=True)
+def test_bitwise_deterministic_per_isa(isa, pool, return_map, restore_num_threads):
+    torch.set_num_threads(1)
+    first = _results(pool, return_map)
+    torch.set_num_threads(2)
+    for _ in range(2):
+        again = _results(pool, return_map)
+        for key in first:
+            assert torch.equal(again[key], first[key]), f"{isa}: {key} differs"
+
+
+@pytest.mark.parametrize("pool", POOLS)
+@pytest.mark.parametrize("shape", [(4, 64, 120, 90), (64, 256, 8, 9)])
+@pytest.mark.parametrize("isa", ISA_PARAMS, indirect=True)
+def test_streamed_results_bitwise_equal_to_cached(isa, shape, pool):
+    # A large output takes non-temporal stores with plain-store heads and tails (per channel
+    # run, or over a whole sample's runs at once); the same elements computed in a small tensor
+    # (plain stores only) have the same bits, forward and backward.
+    big, grad = make_input(shape, torch.float32), make_grad(shape, torch.float32)
+    weight = torch.randn(1, 2 if "+" in pool else 1, 3, 1, generator=torch.Generator().manual_seed(0)) * 0.3
+    fwd, bwd = torch.ops.sam_fused.spatial_attention_fwd, torch.ops.sam_fused.spatial_attention_bwd
+    out_big, pooled_big = fwd(big, weight, None, pool, False)
+    dx_big = bwd(grad, big, weight, None, pooled_big, pool, False)[0]
+    one, grad_one = big[1:2].clone(), grad[1:2].clone()
+    out_one, pooled_one = fwd(one, weight, None, pool, False)
+    dx_one = bwd(grad_one, one, weight, None, pooled_one, pool, False)[0]
+    assert torch.equal(out_big[1:2], out_one)
+    assert torch.equal(dx_big[1:2], dx_one)
+
+
+def test_cache_sizes_reported():
+    l1d, l2, l3 = torch.ops.sam_fused._cpu_cache_sizes()
+    assert l1d > 0 and l2 > 0 and l3 >= 0
