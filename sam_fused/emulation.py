@@ -8,6 +8,10 @@ import torch
 
 import sam_fused  # noqa: F401  (registers the ops)
 
+if not hasattr(torch.ops.sam_fused, "_emulate_fwd"):
+    raise ImportError("sam_fused.emulation needs the test-only ops, which this build left out: rebuild from the "
+                      "source tree with SAM_FUSED_TEST_OPS=1 (the default of `pip install -e .` and `make build`)")
+
 SLOTS = ("x", "grad_out", "out", "pooled", "weight", "bias", "workspace", "shared")  # shared: bank wavefronts
 FIELDS = ("read", "read_unique", "written", "written_unique", "sectors", "ideal_sectors")
 ONE_PASS, TWO_PASS = 1, 2

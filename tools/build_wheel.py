@@ -98,6 +98,7 @@ def build(torch_version, cuda, arch_list, out, torch_index=None, fetch_toolkit=F
                    SAM_FUSED_LOCAL_VERSION=f"cu{cuda.replace('.', '')}torch{torch_tag}")
     else:
         env.update(SAM_FUSED_BUILD="cpu", SAM_FUSED_LOCAL_VERSION=f"cputorch{torch_tag}")
+    env["SAM_FUSED_TEST_OPS"] = "0"  # the emulation ops are for development, not for users
     os.makedirs(out, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="sam_fused_wheel_") as workdir:
         python = create_venv(os.path.join(workdir, "venv"), torch_version, torch_index, BUILD_DEPS)

@@ -1,4 +1,4 @@
-// Backward block programs (DESIGN.md §2-3). One pass: a block owns rows [h0, h1) of one
+// Backward block programs (docs/design.md §2-3). One pass: a block owns rows [h0, h1) of one
 // sample; it stages its grad_out tile in shared memory, computes rho = sum_c g*x on the tile
 // plus rh halo rows (x read once, halo re-read from global/L2), s and delta from the saved
 // pooled maps, gamma by the transposed conv, the per-block weight/bias gradient partials,

@@ -1,4 +1,4 @@
-// CPU execution context of the block programs (DESIGN.md §8): test-only.
+// CPU execution context of the block programs (docs/design.md §8): test-only.
 //
 // Runs one block at a time; `each_thread(f)` runs f(t) for every thread t in order, so a
 // phase's threads see the same shared memory a GPU block would after the previous barrier

@@ -1,4 +1,4 @@
-// CUDA execution context of the block programs (DESIGN.md §8): maps 1:1 onto threadIdx,
+// CUDA execution context of the block programs (docs/design.md §8): maps 1:1 onto threadIdx,
 // dynamic __shared__ memory, __syncthreads and warp shuffles; vanishes after inlining.
 #pragma once
 #include <cstdint>

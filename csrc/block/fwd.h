@@ -1,4 +1,4 @@
-// Forward block programs (DESIGN.md §3). One pass: a block owns rows [h0, h1) of one sample
+// Forward block programs (docs/design.md §3). One pass: a block owns rows [h0, h1) of one sample
 // across all C; it stages that x tile in shared memory, pools the tile plus rh halo rows
 // (halo rows re-read from global/L2 instead of synchronising with the neighbour block),
 // convolves, applies the sigmoid and writes x * s from the staged tile: x is read from DRAM

@@ -1,4 +1,4 @@
-// Fused CPU kernels of the spatial-attention op (DESIGN.md §2-3).
+// Fused CPU kernels of the spatial-attention op (docs/design.md §2-3).
 //
 // Work item = a range of rows of one sample across all channels. An item streams down its
 // rows in blocks of R rows: it pools rows up to rh ahead of the block, convolves the block

@@ -1,4 +1,4 @@
-// Test-only CPU build of the CUDA block programs (DESIGN.md §8): the same kernel source and
+// Test-only CPU build of the CUDA block programs (docs/design.md §8): the same kernel source and
 // launch plan as csrc/cuda/spatial_attention_cuda.cu, run block by block, phase by phase,
 // thread by thread through CpuCtx, which records every global access.
 //
