@@ -7,19 +7,28 @@ namespace sam {
 
 PoolSpec parse_pool(const std::string& pool) {
   PoolSpec s;
-  if (pool == "mean") { s.P = 1; s.map[0] = kMean; }
-  else if (pool == "max") { s.P = 1; s.map[0] = kMax; }
-  else if (pool == "mean+max") { s.P = 2; s.map[0] = kMean; s.map[1] = kMax; }
-  else if (pool == "max+mean") { s.P = 2; s.map[0] = kMax; s.map[1] = kMean; }
-  else TORCH_CHECK_VALUE(false, "pool must be one of 'mean', 'max', 'mean+max', 'max+mean', got '", pool, "'");
+  if (pool == "mean") {
+    s.P = 1;
+    s.map[0] = kMean;
+  } else if (pool == "max") {
+    s.P = 1;
+    s.map[0] = kMax;
+  } else if (pool == "mean+max") {
+    s.P = 2;
+    s.map[0] = kMean;
+    s.map[1] = kMax;
+  } else if (pool == "max+mean") {
+    s.P = 2;
+    s.map[0] = kMax;
+    s.map[1] = kMean;
+  } else TORCH_CHECK_VALUE(false, "pool must be one of 'mean', 'max', 'mean+max', 'max+mean', got '", pool, "'");
   return s;
 }
 
 static void check_like(const at::Tensor& x, const at::Tensor& t, const char* name) {
-  TORCH_CHECK_VALUE(t.scalar_type() == x.scalar_type(), name, " must have the dtype of x (", x.scalar_type(),
-                    "), got ", t.scalar_type());
-  TORCH_CHECK_VALUE(t.device() == x.device(), name, " must be on the device of x (", x.device(), "), got ",
-                    t.device());
+  TORCH_CHECK_VALUE(t.scalar_type() == x.scalar_type(), name, " must have the dtype of x (", x.scalar_type(), "), got ",
+                    t.scalar_type());
+  TORCH_CHECK_VALUE(t.device() == x.device(), name, " must be on the device of x (", x.device(), "), got ", t.device());
 }
 
 Geometry check_inputs(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
@@ -31,17 +40,22 @@ Geometry check_inputs(const at::Tensor& x, const at::Tensor& weight, const std::
   TORCH_CHECK_VALUE(t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16,
                     "x must be float32, float64, float16 or bfloat16, got ", t);
   TORCH_CHECK_VALUE(x.size(1) >= 1, "x must have at least one channel (C >= 1)");
-  TORCH_CHECK_VALUE(weight.dim() == 4 && weight.size(0) == 1 && weight.size(1) == g.pool.P, "weight must have shape [1, ",
-                    g.pool.P, ", kh, kw] for pool='", pool, "', got ", weight.sizes());
+  TORCH_CHECK_VALUE(weight.dim() == 4 && weight.size(0) == 1 && weight.size(1) == g.pool.P,
+                    "weight must have shape [1, ", g.pool.P, ", kh, kw] for pool='", pool, "', got ", weight.sizes());
   TORCH_CHECK_VALUE(weight.size(2) % 2 == 1 && weight.size(3) % 2 == 1,
                     "weight kernel size must be odd (same padding), got ", weight.size(2), "x", weight.size(3));
   check_like(x, weight, "weight");
   if (bias) {
-    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == 1, "bias must have shape [1] or be None, got ", bias->sizes());
+    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == 1, "bias must have shape [1] or be None, got ",
+                      bias->sizes());
     check_like(x, *bias, "bias");
   }
-  g.B = x.size(0); g.C = x.size(1); g.H = x.size(2); g.W = x.size(3);
-  g.kh = int(weight.size(2)); g.kw = int(weight.size(3));
+  g.B = x.size(0);
+  g.C = x.size(1);
+  g.H = x.size(2);
+  g.W = x.size(3);
+  g.kh = int(weight.size(2));
+  g.kw = int(weight.size(3));
   g.channels_last = compute_format(x) == at::MemoryFormat::ChannelsLast;
   return g;
 }

@@ -24,8 +24,12 @@ struct PoolSpec {
 };
 
 // Accumulation type: fp32 for fp16/bf16/fp32, fp64 for fp64.
-template <typename T> struct AccType { using type = float; };
-template <> struct AccType<double> { using type = double; };
+template <typename T> struct AccType {
+  using type = float;
+};
+template <> struct AccType<double> {
+  using type = double;
+};
 template <typename T> using acc_t = typename AccType<T>::type;
 
 SAM_HD float exp_(float v) { return expf(v); }
@@ -41,7 +45,10 @@ template <typename A> SAM_HD A nan_max(A m, A v) { return (v > m || is_nan(v)) ?
 // Running max with its channel index: the first index wins ties, the first NaN wins over
 // numbers (torch.max(dim) semantics, which route the max-pool gradient).
 template <typename A, typename I> SAM_HD void argmax_update(A v, int64_t c, A& m, I& idx) {
-  if (v > m || (is_nan(v) && !is_nan(m))) { m = v; idx = I(c); }
+  if (v > m || (is_nan(v) && !is_nan(m))) {
+    m = v;
+    idx = I(c);
+  }
 }
 
 // Pre-activation a[h,w] = bias + sum_{p,i,j} w[p,i,j] * q_p[h+i-rh, w+j-rw]; `q(p, hh, ww)`

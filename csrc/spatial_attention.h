@@ -39,8 +39,10 @@ at::ScalarType acc_dtype(at::ScalarType t);
 std::tuple<at::Tensor, at::Tensor> spatial_attention_fwd_cpu(const at::Tensor& x, const at::Tensor& weight,
                                                              const std::optional<at::Tensor>& bias,
                                                              const std::string& pool, bool return_map);
-std::tuple<at::Tensor, at::Tensor, at::Tensor> spatial_attention_bwd_cpu(
-    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-    const at::Tensor& pooled, const std::string& pool, bool return_map);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> spatial_attention_bwd_cpu(const at::Tensor& grad_out,
+                                                                         const at::Tensor& x, const at::Tensor& weight,
+                                                                         const std::optional<at::Tensor>& bias,
+                                                                         const at::Tensor& pooled,
+                                                                         const std::string& pool, bool return_map);
 
 }  // namespace sam

@@ -27,17 +27,17 @@ std::tuple<at::Tensor, at::Tensor> spatial_attention_fwd_autocast(const at::Tens
                                                                   const std::optional<at::Tensor>& bias,
                                                                   const std::string& pool, bool return_map) {
   c10::impl::ExcludeDispatchKeyGuard no_autocast(kAutocastKey);
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("sam_fused::spatial_attention_fwd", "")
-                       .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
-                                                                 const std::optional<at::Tensor>&, const std::string&,
-                                                                 bool)>();
+  static auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("sam_fused::spatial_attention_fwd", "")
+          .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
+                                                    const std::optional<at::Tensor>&, const std::string&, bool)>();
   if (!autocast_eligible(x.scalar_type())) return op.call(x, weight, bias, pool, return_map);
   const auto lowp = at::autocast::get_autocast_dtype(kDevice);
   const auto compute = at::promote_types(x.scalar_type(), lowp);
-  auto [out, pooled] = op.call(cast_to(x, compute), cast_to(weight, compute),
-                               bias ? std::optional<at::Tensor>(cast_to(*bias, compute)) : std::nullopt, pool,
-                               return_map);
+  auto [out, pooled] =
+      op.call(cast_to(x, compute), cast_to(weight, compute),
+              bias ? std::optional<at::Tensor>(cast_to(*bias, compute)) : std::nullopt, pool, return_map);
   return {return_map ? out.to(lowp) : out, pooled};
 }
 

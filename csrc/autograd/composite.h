@@ -10,8 +10,7 @@
 namespace sam {
 
 at::Tensor spatial_attention_composite(const at::Tensor& x, const at::Tensor& weight,
-                                       const std::optional<at::Tensor>& bias, const std::string& pool,
-                                       bool return_map);
+                                       const std::optional<at::Tensor>& bias, const std::string& pool, bool return_map);
 
 // dx = g * s, dy = g * x * s * (1 - s) with s = sigmoid(y), differentiable in g, x and y.
 std::tuple<at::Tensor, at::Tensor> pointwise_attention_bwd_composite(const at::Tensor& grad, const at::Tensor& x,

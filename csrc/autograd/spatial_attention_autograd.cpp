@@ -19,11 +19,11 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 auto fwd_op() {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("sam_fused::spatial_attention_fwd", "")
-                       .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
-                                                                 const std::optional<at::Tensor>&, const std::string&,
-                                                                 bool)>();
+  static auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("sam_fused::spatial_attention_fwd", "")
+          .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
+                                                    const std::optional<at::Tensor>&, const std::string&, bool)>();
   return op;
 }
 

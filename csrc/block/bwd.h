@@ -21,7 +21,8 @@ SAM_BLOCK void rho_visit(Ctx& ctx, const Args<T>& a, const Tile<I>& tl, const T*
   for (I c = c0; c < I(s.C); c += step) {
     const I off = x_offset<CL, I>(s, tl.b, c, h, w);
     const A xv = A(ctx.load(a.x + off));
-    if (want_rho) acc.sum += A(from_tile ? ctx.load(gtile + (CL ? pix * I(s.C) + c : c * L + pix)) : ctx.load(a.g + off)) * xv;
+    if (want_rho)
+      acc.sum += A(from_tile ? ctx.load(gtile + (CL ? pix * I(s.C) + c : c * L + pix)) : ctx.load(a.g + off)) * xv;
     if (want_argmax) argmax_visit(acc, xv, int32_t(c));
   }
 }
@@ -38,7 +39,8 @@ template <typename T, bool CL, typename I> struct BwdRho {
     channel_reduce<CL, A>(
         ctx, s, a.p, int64_t(tl.rows() * W), lead_lanes<T, CL>(s, tl.h0), argmax, part,
         [&](int64_t i, int c0, int step, ChanPartial<A>& acc) {
-          rho_visit<CL>(ctx, a, tl, static_cast<const T*>(nullptr), tl.h0 + I(i) / W, I(i) % W, c0, step, true, argmax, acc);
+          rho_visit<CL>(ctx, a, tl, static_cast<const T*>(nullptr), tl.h0 + I(i) / W, I(i) % W, c0, step, true, argmax,
+                        acc);
         },
         [&](int64_t i, const ChanPartial<A>& acc) {
           const I at = (tl.b * I(s.H) + tl.h0) * W + I(i);
@@ -67,19 +69,23 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
     const I W = I(s.W), H = I(s.H), C = I(s.C), rh = I(s.kh / 2), rw = I(s.kw / 2);
     const I qrows = I(p.rows) + 4 * rh, qbase = tl.h0 - 2 * rh, dbase = tl.h0 - rh;
     const I e0 = tl.h0 - rh > 0 ? tl.h0 - rh : I(0), e1 = tl.h1 + rh < H ? tl.h1 + rh : H;              // delta rows
-    const I f0 = tl.h0 - 2 * rh > 0 ? tl.h0 - 2 * rh : I(0), f1 = tl.h1 + 2 * rh < H ? tl.h1 + 2 * rh : H;  // pooled rows
+    const I f0 = tl.h0 - 2 * rh > 0 ? tl.h0 - 2 * rh : I(0),
+            f1 = tl.h1 + 2 * rh < H ? tl.h1 + 2 * rh : H;  // pooled rows
     const I npix = tl.rows() * W;
     const int nw = int(s.taps());
     const bool has_max = s.max_slot >= 0;
     auto in_map = [&](int64_t h, int64_t w) { return h >= 0 && h < int64_t(H) && w >= 0 && w < int64_t(W); };
-    auto qat = [&](int slot, int64_t h, int64_t w) { return in_map(h, w) ? q[(I(slot) * qrows + I(h) - qbase) * W + I(w)] : A(0); };
+    auto qat = [&](int slot, int64_t h, int64_t w) {
+      return in_map(h, w) ? q[(I(slot) * qrows + I(h) - qbase) * W + I(w)] : A(0);
+    };
     auto dat = [&](int64_t h, int64_t w) { return in_map(h, w) ? d[(I(h) - dbase) * W + I(w)] : A(0); };
 
     load_weights(ctx, a, wts);
-    if (gtile) with_vec<T>(p, [&](auto vt) {
-      constexpr int V = decltype(vt)::value;
-      for_tile_vectors<V, CL>(ctx, s, tl, [&](I k, I off, I, I) { ctx.template copy_vec<V>(a.g + off, gtile + k); });
-    });
+    if (gtile)
+      with_vec<T>(p, [&](auto vt) {
+        constexpr int V = decltype(vt)::value;
+        for_tile_vectors<V, CL>(ctx, s, tl, [&](I k, I off, I, I) { ctx.template copy_vec<V>(a.g + off, gtile + k); });
+      });
     ctx.each_thread([&](int t) {
       for (I i = I(t); i < I(s.P) * (f1 - f0) * W; i += I(ctx.threads())) {
         const I slot = i / ((f1 - f0) * W), r = i % ((f1 - f0) * W), h = f0 + r / W;

@@ -60,17 +60,27 @@ template <typename A> struct alignas(8) ChanPartial {
 // Argmax over channels with torch.max semantics: the first NaN wins, else the largest value,
 // ties to the lowest channel. Associative, so any fixed merge order gives the same answer.
 template <typename A> SAM_BLOCK void argmax_visit(ChanPartial<A>& p, A v, int32_t c) {
-  if (p.idx < 0) { p.max = v; p.idx = c; }
-  else if (v > p.max || (is_nan(v) && !is_nan(p.max))) { p.max = v; p.idx = c; }
+  if (p.idx < 0) {
+    p.max = v;
+    p.idx = c;
+  } else if (v > p.max || (is_nan(v) && !is_nan(p.max))) {
+    p.max = v;
+    p.idx = c;
+  }
 }
 template <typename A> SAM_BLOCK void merge(ChanPartial<A>& a, const ChanPartial<A>& o, bool argmax) {
   a.sum += o.sum;
-  if (!argmax) { a.max = nan_max(a.max, o.max); return; }
+  if (!argmax) {
+    a.max = nan_max(a.max, o.max);
+    return;
+  }
   if (o.idx < 0) return;
   const bool an = is_nan(a.max), on = is_nan(o.max);
-  const bool take = a.idx < 0 || (on && !an) ||
-                    (on == an && (o.max > a.max || (!(o.max < a.max) && o.idx < a.idx)));
-  if (take) { a.max = o.max; a.idx = o.idx; }
+  const bool take = a.idx < 0 || (on && !an) || (on == an && (o.max > a.max || (!(o.max < a.max) && o.idx < a.idx)));
+  if (take) {
+    a.max = o.max;
+    a.idx = o.idx;
+  }
 }
 
 // Reduce over C every pixel of rows [r0, r1) of one sample. Thread t is (channel slot,
@@ -131,8 +141,14 @@ SAM_BLOCK void for_tile_vectors(Ctx& ctx, const Shape& s, const Tile<I>& tl, F&&
 // Pixel/channel of element e of a vector starting at (pix, c): NCHW steps pixels, NHWC
 // channels (wrapping to the next pixel).
 template <bool CL, typename I> SAM_BLOCK void step_elem(const Shape& s, I& pix, I& c) {
-  if (!CL) { ++pix; return; }
-  if (++c == I(s.C)) { c = 0; ++pix; }
+  if (!CL) {
+    ++pix;
+    return;
+  }
+  if (++c == I(s.C)) {
+    c = 0;
+    ++pix;
+  }
 }
 
 // Weights (and bias, last) to shared memory as A.

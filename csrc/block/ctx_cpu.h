@@ -37,7 +37,10 @@ class TrafficRecorder {
   // the data has left L2, so each launch's unique bytes are DRAM bytes).
   void begin_launch() {
     flush_warp();
-    for (auto& r : regions_) { r.read_seen.assign(r.bytes, 0); r.written_seen.assign(r.bytes, 0); }
+    for (auto& r : regions_) {
+      r.read_seen.assign(r.bytes, 0);
+      r.written_seen.assign(r.bytes, 0);
+    }
   }
   // The running launch's shared memory, counted under `slot` (bytes; sectors = wavefronts).
   void set_shared(const void* base, int64_t bytes, int slot) {
@@ -45,11 +48,17 @@ class TrafficRecorder {
     shared_ = {static_cast<const char*>(base), bytes, slot, {}, {}};
   }
   void begin_thread(int t) {
-    if (t / 32 != warp_) { flush_warp(); warp_ = t / 32; }
+    if (t / 32 != warp_) {
+      flush_warp();
+      warp_ = t / 32;
+    }
     lane_ = t % 32;
     seq_ = 0;
   }
-  void end_phase() { flush_warp(); warp_ = -1; }
+  void end_phase() {
+    flush_warp();
+    warp_ = -1;
+  }
 
   void access(const void* p, int bytes, bool write) {
     const char* cp = static_cast<const char*>(p);
@@ -138,7 +147,11 @@ class TrafficRecorder {
       c[kSectors] += std::unique(w.sectors.begin(), w.sectors.end()) - w.sectors.begin();
       c[kIdealSectors] += (w.bytes + kSectorBytes - 1) / kSectorBytes;
     }
-    w.slot = -1; w.bytes = 0; w.shared = false; w.sectors.clear(); w.lanes.clear();  // keeps the capacity
+    w.slot = -1;
+    w.bytes = 0;
+    w.shared = false;
+    w.sectors.clear();
+    w.lanes.clear();  // keeps the capacity
   }
   void flush_warp() {
     for (auto& w : pending_) flush(w);
@@ -168,7 +181,10 @@ struct CpuCtx {
   unsigned char* smem() const { return shared; }
 
   template <class F> void each_thread(F&& f) {
-    for (int t = 0; t < nthreads; ++t) { rec->begin_thread(t); f(t); }
+    for (int t = 0; t < nthreads; ++t) {
+      rec->begin_thread(t);
+      f(t);
+    }
     rec->end_phase();
   }
   void sync() {}
@@ -190,8 +206,14 @@ struct CpuCtx {
     }
   }
 
-  template <class T> T load(const T* p) { rec->access(p, sizeof(T), false); return *p; }
-  template <class T> void store(T* p, T v) { rec->access(p, sizeof(T), true); *p = v; }
+  template <class T> T load(const T* p) {
+    rec->access(p, sizeof(T), false);
+    return *p;
+  }
+  template <class T> void store(T* p, T v) {
+    rec->access(p, sizeof(T), true);
+    *p = v;
+  }
   // One lane's vector access of V elements (128 bits when V * sizeof(T) == 16).
   template <int V, class T> void load_vec(const T* p, T* out) {
     rec->access(p, V * sizeof(T), false);

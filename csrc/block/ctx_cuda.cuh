@@ -29,9 +29,9 @@ template <class V> __device__ __forceinline__ V shfl_xor(V v, int lane_mask) {
 
 // The unsigned word type of a V-element vector of T (16, 8, 4 or 2 bytes).
 template <int V, class T>
-using VecWord = std::conditional_t<V * sizeof(T) == 16, uint4,
-                                   std::conditional_t<V * sizeof(T) == 8, uint2,
-                                                      std::conditional_t<V * sizeof(T) == 4, unsigned, unsigned short>>>;
+using VecWord = std::conditional_t<
+    V * sizeof(T) == 16, uint4,
+    std::conditional_t<V * sizeof(T) == 8, uint2, std::conditional_t<V * sizeof(T) == 4, unsigned, unsigned short>>>;
 
 struct CudaCtx {
   __device__ __forceinline__ int64_t block() const { return blockIdx.x; }

@@ -52,7 +52,8 @@ template <typename T, bool CL, typename I> struct FwdPool {
         },
         [&](int64_t i, const ChanPartial<A>& acc) {
           const I h = tl.h0 + I(i) / W, w = I(i) % W;
-          if (s.mean_slot >= 0) ctx.store(a.pooled + ((tl.b * s.P + s.mean_slot) * I(s.H) + h) * W + w, acc.sum / A(s.C));
+          if (s.mean_slot >= 0)
+            ctx.store(a.pooled + ((tl.b * s.P + s.mean_slot) * I(s.H) + h) * W + w, acc.sum / A(s.C));
           if (s.max_slot >= 0) ctx.store(a.pooled + ((tl.b * s.P + s.max_slot) * I(s.H) + h) * W + w, acc.max);
         });
   }
@@ -77,10 +78,11 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
     const int nw = int(s.taps());
 
     load_weights(ctx, a, wts);
-    if (tile) with_vec<T>(p, [&](auto vt) {
-      constexpr int V = decltype(vt)::value;
-      for_tile_vectors<V, CL>(ctx, s, tl, [&](I k, I off, I, I) { ctx.template copy_vec<V>(a.x + off, tile + k); });
-    });
+    if (tile)
+      with_vec<T>(p, [&](auto vt) {
+        constexpr int V = decltype(vt)::value;
+        for_tile_vectors<V, CL>(ctx, s, tl, [&](I k, I off, I, I) { ctx.template copy_vec<V>(a.x + off, tile + k); });
+      });
     ctx.sync();
 
     auto qslot = [&](int slot, I h, I w) -> A& { return q[(I(slot) * qrows + h - qbase) * W + w]; };
@@ -107,12 +109,15 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
 
     // s = sigmoid(conv(pooled)) on the tile pixels; the one-pass kernel also saves the maps.
     ctx.each_thread([&](int t) {
-      auto qat = [&](int slot, int64_t h, int64_t w) { return (h < 0 || h >= H || w < 0 || w >= W) ? A(0) : qslot(slot, I(h), I(w)); };
+      auto qat = [&](int slot, int64_t h, int64_t w) {
+        return (h < 0 || h >= H || w < 0 || w >= W) ? A(0) : qslot(slot, I(h), I(w));
+      };
       for (I i = I(t); i < tl.rows() * W; i += I(ctx.threads())) {
         const I h = tl.h0 + i / W, w = i % W;
         const A sv = sigmoid(conv_pixel(wts, wts[nw], s.P, s.kh, s.kw, int64_t(h), int64_t(w), qat));
         if (!p.two_pass)
-          for (int slot = 0; slot < s.P; ++slot) ctx.store(a.pooled + ((tl.b * s.P + slot) * H + h) * W + w, qslot(slot, h, w));
+          for (int slot = 0; slot < s.P; ++slot)
+            ctx.store(a.pooled + ((tl.b * s.P + slot) * H + h) * W + w, qslot(slot, h, w));
         if (s.return_map) ctx.store(a.out + (tl.b * H + h) * W + w, T(sv));
         else sig[i] = sv;
       }
@@ -126,7 +131,10 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
         T v[V];
         if (tile) ctx.template load_vec<V>(tile + k, v);
         else ctx.template load_vec<V>(a.x + off, v);
-        for (int e = 0; e < V; ++e) { v[e] = T(A(v[e]) * sig[pix]); step_elem<CL>(s, pix, c); }
+        for (int e = 0; e < V; ++e) {
+          v[e] = T(A(v[e]) * sig[pix]);
+          step_elem<CL>(s, pix, c);
+        }
         ctx.template store_vec<V>(a.out + off, v);
       });
     });

@@ -18,14 +18,25 @@
 namespace sam::block {
 
 // kSlotShared: the block's shared memory (emulation: bank wavefronts of the accesses made through the context)
-enum TensorSlot : int { kSlotX, kSlotGrad, kSlotOut, kSlotPooled, kSlotWeight, kSlotBias, kSlotWorkspace, kSlotShared, kSlots };
+enum TensorSlot : int {
+  kSlotX,
+  kSlotGrad,
+  kSlotOut,
+  kSlotPooled,
+  kSlotWeight,
+  kSlotBias,
+  kSlotWorkspace,
+  kSlotShared,
+  kSlots
+};
 
 inline Shape shape_of(const Geometry& g, bool return_map) {
-  return {g.B, g.C, g.H, g.W, g.kh, g.kw, g.pool.P, g.pool.mean_slot(), g.pool.max_slot(), g.channels_last,
-          return_map};
+  return {g.B, g.C, g.H, g.W, g.kh, g.kw, g.pool.P, g.pool.mean_slot(), g.pool.max_slot(), g.channels_last, return_map};
 }
 
-inline bool aligned16(const at::Tensor& t) { return !t.defined() || reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; }
+inline bool aligned16(const at::Tensor& t) {
+  return !t.defined() || reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0;
+}
 
 // Raises where a launch would exceed the device's limits (only test overrides of the plan
 // can: plan_launch keeps every launch within them).
@@ -55,9 +66,11 @@ void launch_all(Launcher& L, const DeviceLimits& dev, const CallPlan& c, const A
 
 template <typename F> void dispatch_layout_index(bool channels_last, bool index64, F&& f) {
   if (index64) {
-    if (channels_last) f(std::true_type{}, int64_t{}); else f(std::false_type{}, int64_t{});
+    if (channels_last) f(std::true_type{}, int64_t{});
+    else f(std::false_type{}, int64_t{});
   } else {
-    if (channels_last) f(std::true_type{}, int32_t{}); else f(std::false_type{}, int32_t{});
+    if (channels_last) f(std::true_type{}, int32_t{});
+    else f(std::false_type{}, int32_t{});
   }
 }
 
@@ -75,17 +88,21 @@ std::tuple<at::Tensor, at::Tensor> run_forward(Launcher& L, const at::Tensor& x,
   const at::Tensor xc = x.contiguous(fmt), weight = weight_in.contiguous();
   const std::optional<at::Tensor> bias = bias_in ? std::optional<at::Tensor>(bias_in->contiguous()) : std::nullopt;
   at::Tensor pooled = at::empty({g.B, g.pool.P, g.H, g.W}, x.options().dtype(acc_dtype(x.scalar_type())));
-  at::Tensor out = return_map ? at::empty({g.B, 1, g.H, g.W}, x.options()) : at::empty(x.sizes(), x.options().memory_format(fmt));
+  at::Tensor out =
+      return_map ? at::empty({g.B, 1, g.H, g.W}, x.options()) : at::empty(x.sizes(), x.options().memory_format(fmt));
   if (pooled.numel() == 0) return {out, pooled};
-  L.track(kSlotX, xc); L.track(kSlotOut, out); L.track(kSlotPooled, pooled); L.track(kSlotWeight, weight);
+  L.track(kSlotX, xc);
+  L.track(kSlotOut, out);
+  L.track(kSlotPooled, pooled);
+  L.track(kSlotWeight, weight);
   if (bias) L.track(kSlotBias, *bias);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "sam_fused_fwd_block", [&] {
     using A = acc_t<scalar_t>;
     Args<scalar_t> a;
     a.s = shape_of(g, return_map);
     const DeviceLimits dev = L.limits();
-    const CallPlan c = plan_call(a.s, dev, sizeof(scalar_t), sizeof(A), false, aligned16(xc) && aligned16(out), o,
-                                 force_index64);
+    const CallPlan c =
+        plan_call(a.s, dev, sizeof(scalar_t), sizeof(A), false, aligned16(xc) && aligned16(out), o, force_index64);
     a.p = c.p;
     at::Tensor ws = at::empty({c.ws.bytes}, x.options().dtype(at::kByte));
     if (c.ws.bytes) L.track(kSlotWorkspace, ws);
@@ -105,10 +122,12 @@ std::tuple<at::Tensor, at::Tensor> run_forward(Launcher& L, const at::Tensor& x,
 }
 
 template <class Launcher>
-std::tuple<at::Tensor, at::Tensor, at::Tensor> run_backward(Launcher& L, const at::Tensor& grad_out, const at::Tensor& x,
-                                                            const at::Tensor& weight_in, const std::optional<at::Tensor>& bias_in,
-                                                            const at::Tensor& pooled, const std::string& pool, bool return_map,
-                                                            const Overrides& o = {}, bool force_index64 = false) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> run_backward(Launcher& L, const at::Tensor& grad_out,
+                                                            const at::Tensor& x, const at::Tensor& weight_in,
+                                                            const std::optional<at::Tensor>& bias_in,
+                                                            const at::Tensor& pooled, const std::string& pool,
+                                                            bool return_map, const Overrides& o = {},
+                                                            bool force_index64 = false) {
   const Geometry g = check_bwd_inputs(grad_out, x, weight_in, bias_in, pooled, pool, return_map);
   const auto fmt = compute_format(x);
   const at::Tensor xc = x.contiguous(fmt), weight = weight_in.contiguous(), qc = pooled.contiguous();
@@ -118,7 +137,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run_backward(Launcher& L, const a
   const int64_t nw = g.pool.P * g.kh * g.kw;
   at::Tensor dw = at::empty({nw}, weight.options()), dbias = at::empty({1}, weight.options());
   if (x.numel() == 0) return {dx, dw.zero_().reshape(weight.sizes()), dbias.zero_()};
-  L.track(kSlotX, xc); L.track(kSlotGrad, gc); L.track(kSlotOut, dx); L.track(kSlotPooled, qc);
+  L.track(kSlotX, xc);
+  L.track(kSlotGrad, gc);
+  L.track(kSlotOut, dx);
+  L.track(kSlotPooled, qc);
   L.track(kSlotWeight, weight);
   if (bias) L.track(kSlotBias, *bias);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "sam_fused_bwd_block", [&] {
@@ -146,7 +168,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run_backward(Launcher& L, const a
     dispatch_layout_index(g.channels_last, c.index64, [&](auto cl, auto index) {
       constexpr bool CL = decltype(cl)::value;
       using I = decltype(index);
-      if (c.p.spill) launch_all<BwdRho<scalar_t, CL, I>, BwdMain<scalar_t, CL, I, true>, DwReduce<scalar_t>>(L, dev, c, a);
+      if (c.p.spill)
+        launch_all<BwdRho<scalar_t, CL, I>, BwdMain<scalar_t, CL, I, true>, DwReduce<scalar_t>>(L, dev, c, a);
       else launch_all<BwdRho<scalar_t, CL, I>, BwdMain<scalar_t, CL, I, false>, DwReduce<scalar_t>>(L, dev, c, a);
     });
   });

@@ -60,7 +60,11 @@ struct Overrides {
 
 namespace detail {
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-inline int64_t pow2_at_least(int64_t v) { int64_t p = 1; while (p < v) p *= 2; return p; }
+inline int64_t pow2_at_least(int64_t v) {
+  int64_t p = 1;
+  while (p < v) p *= 2;
+  return p;
+}
 inline int64_t align16(int64_t v) { return (v + 15) / 16 * 16; }
 }  // namespace detail
 
@@ -112,12 +116,14 @@ inline void place_buffers(Plan& p, const Shape& s, int64_t R, int64_t elem_bytes
 
 // Most rows (<= H) whose main-kernel shared memory fits `budget` bytes (buffers grow with
 // the rows), 0 when not even one row does.
-inline int64_t rows_within(Plan p, const Shape& s, int64_t elem_bytes, int64_t acc_bytes, bool backward, int64_t budget) {
+inline int64_t rows_within(Plan p, const Shape& s, int64_t elem_bytes, int64_t acc_bytes, bool backward,
+                           int64_t budget) {
   int64_t lo = 0, hi = std::max<int64_t>(1, s.H);
   while (lo < hi) {
     const int64_t mid = lo + (hi - lo + 1) / 2;
     place_buffers(p, s, mid, elem_bytes, acc_bytes, backward);
-    if (p.smem_bytes <= budget) lo = mid; else hi = mid - 1;
+    if (p.smem_bytes <= budget) lo = mid;
+    else hi = mid - 1;
   }
   return lo;
 }
@@ -125,7 +131,8 @@ inline int64_t rows_within(Plan p, const Shape& s, int64_t elem_bytes, int64_t a
 // Rows per tile: enough work per block, enough blocks, and within `fit_rows`; a staged
 // one-pass tile keeps at least the rows its halo needs. Rounded so a tile of NCHW rows is a
 // whole number of vectors where possible.
-inline int64_t choose_rows(const Shape& s, int64_t min_blocks, int64_t elem_bytes, int64_t fit_rows, bool halo_minimum) {
+inline int64_t choose_rows(const Shape& s, int64_t min_blocks, int64_t elem_bytes, int64_t fit_rows,
+                           bool halo_minimum) {
   using namespace detail;
   const int64_t row_elems = std::max<int64_t>(1, s.C * s.W);
   int64_t rows = std::max<int64_t>(1, kTargetBlockElems / row_elems);
@@ -242,7 +249,11 @@ inline CallPlan plan_call(const Shape& s, const DeviceLimits& dev, int64_t elem_
   p = plan_launch(s, dev, elem_bytes, acc_bytes, backward, pointers_aligned, o);
   const int64_t maps = s.B * s.H * s.W, nw = s.taps();
   int64_t at = 0;
-  auto take = [&](int64_t bytes) { const int64_t o2 = at; at += align16(bytes); return o2; };
+  auto take = [&](int64_t bytes) {
+    const int64_t o2 = at;
+    at += align16(bytes);
+    return o2;
+  };
   if (backward) {
     c.ws.partials = take((nw + 1) * p.blocks * acc_bytes);
     c.ws.rho = take(p.two_pass ? maps * acc_bytes : 0);
@@ -250,13 +261,15 @@ inline CallPlan plan_call(const Shape& s, const DeviceLimits& dev, int64_t elem_
   }
   c.ws.scratch = take(p.blocks * p.spill_bytes);
   c.ws.bytes = at;
-  if (p.two_pass) c.launches[c.n_launches++] = {Kernel::kPass1, p.blocks, p.threads, partial_bytes(p.threads, acc_bytes)};
+  if (p.two_pass)
+    c.launches[c.n_launches++] = {Kernel::kPass1, p.blocks, p.threads, partial_bytes(p.threads, acc_bytes)};
   c.launches[c.n_launches++] = {Kernel::kMain, p.blocks, p.threads, p.smem_bytes};
-  if (backward) c.launches[c.n_launches++] = {Kernel::kReduce, ceil_div(nw + 1, kReduceThreads / 32), kReduceThreads, 0};
+  if (backward)
+    c.launches[c.n_launches++] = {Kernel::kReduce, ceil_div(nw + 1, kReduceThreads / 32), kReduceThreads, 0};
   // Largest index any kernel forms: x-shaped tensors, the pooled maps (P > C is possible),
   // the workspace maps, the weight-gradient partials and one block's spilled buffers.
-  const int64_t largest = std::max({s.B * s.C * s.H * s.W, s.B * s.P * s.H * s.W, maps, (nw + 1) * p.blocks,
-                                    p.spill_bytes / 4});
+  const int64_t largest =
+      std::max({s.B * s.C * s.H * s.W, s.B * s.P * s.H * s.W, maps, (nw + 1) * p.blocks, p.spill_bytes / 4});
   c.index64 = force_index64 || needs_index64(largest);
   return c;
 }

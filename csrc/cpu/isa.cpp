@@ -20,9 +20,12 @@ namespace sam::cpu {
 
 const char* isa_name(Isa isa) {
   switch (isa) {
-    case Isa::kAvx2: return "avx2";
-    case Isa::kAvx512: return "avx512";
-    default: return "default";
+    case Isa::kAvx2:
+      return "avx2";
+    case Isa::kAvx512:
+      return "avx512";
+    default:
+      return "default";
   }
 }
 
@@ -59,9 +62,14 @@ Isa active_isa() {
 const F32Kernels& f32_kernels() {
   const F32Kernels* table = nullptr;
   switch (active_isa()) {
-    case Isa::kAvx512: table = f32_kernels_avx512(); break;
-    case Isa::kAvx2: table = f32_kernels_avx2(); break;
-    default: break;
+    case Isa::kAvx512:
+      table = f32_kernels_avx512();
+      break;
+    case Isa::kAvx2:
+      table = f32_kernels_avx2();
+      break;
+    default:
+      break;
   }
   return table ? *table : *f32_kernels_default();
 }
@@ -101,7 +109,10 @@ CacheSizes probe_caches() {
   if (found[3] <= 0) found[3] = sysconf(_SC_LEVEL3_CACHE_SIZE);
 #endif
   if (found[1] > 0) c.l1d = found[1];
-  if (found[2] > 0) { c.l2 = found[2]; c.reported = true; }
+  if (found[2] > 0) {
+    c.l2 = found[2];
+    c.reported = true;
+  }
   if (found[3] > 0) c.l3 = found[3];
   return c;
 }

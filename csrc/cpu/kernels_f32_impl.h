@@ -52,9 +52,9 @@ template <class F> SAM_SIMD_INLINE void write_row(float* o, int64_t n, bool stre
 }
 
 // out[c*stride + i] = f(c, c*stride + i, i, k) for every channel c < C and i < n (k lanes
-// from there; in the flat path, lanes past the run's end belong to channel c + 1). Flat (the runs are back to back, stride == n): one streamed region over all C*n,
-// so that lines spanning two channels' runs are streamed too (short runs of small-H maps
-// would otherwise write most lines in two plain halves); i wraps at n, so f must read its
+// from there; in the flat path, lanes past the run's end belong to channel c + 1). Flat (the runs are back to back,
+// stride == n): one streamed region over all C*n, so that lines spanning two channels' runs are streamed too (short
+// runs of small-H maps would otherwise write most lines in two plain halves); i wraps at n, so f must read its
 // per-pixel rows from copies extended by their first N elements (extend_row).
 template <class F>
 SAM_SIMD_INLINE void write_channels(float* out, int64_t C, int64_t stride, int64_t n, bool flat, bool stream,
@@ -78,7 +78,8 @@ SAM_SIMD_INLINE void write_channels(float* out, int64_t C, int64_t stride, int64
           for (int q = 0; q < npf; ++q) prefetch_run(pf[q], c);
       }
     };
-    const int64_t head = std::min<int64_t>(total, ((64 - (reinterpret_cast<uintptr_t>(out) & 63)) & 63) / sizeof(float));
+    const int64_t head =
+        std::min<int64_t>(total, ((64 - (reinterpret_cast<uintptr_t>(out) & 63)) & 63) / sizeof(float));
     while (o < head) {
       const int64_t k = std::min(N, head - o);
       V::store_k(out + o, f(c, o, i, k), k);
@@ -148,9 +149,9 @@ void scale(float* out, const float* x, const float* s, int64_t C, int64_t stride
   const bool flat = flat_runs(stride, n, stream);
   const auto s_ext = flat ? extend_row(s, n) : nullptr;
   const float* sr = flat ? s_ext.get() : s;
-  write_channels(out, C, stride, n, flat, stream, pf, npf, [&](int64_t, int64_t off, int64_t i, int64_t k) __attribute__((always_inline)) {
-    return V::mul(V::load_k(x + off, k), V::load_k(sr + i, k));
-  });
+  write_channels(out, C, stride, n, flat, stream, pf, npf,
+                 [&](int64_t, int64_t off, int64_t i, int64_t k)
+                     __attribute__((always_inline)) { return V::mul(V::load_k(x + off, k), V::load_k(sr + i, k)); });
 }
 
 // exp(x) for x in [-87.3, 88.3] (or NaN, which passes through): Cephes' expf, a degree-5
@@ -218,9 +219,8 @@ SAM_SIMD_INLINE void conv_backward_run(const float* w, int64_t P, int64_t kh, in
   }
 }
 
-void conv_backward(const float* w, int64_t P, int64_t kh, int64_t kw, const float* delta, int64_t drow,
-                   const float* q, int64_t qplane, int64_t qrow, int64_t rows, int64_t W, float* const* gamma,
-                   double* dw) {
+void conv_backward(const float* w, int64_t P, int64_t kh, int64_t kw, const float* delta, int64_t drow, const float* q,
+                   int64_t qplane, int64_t qrow, int64_t rows, int64_t W, float* const* gamma, double* dw) {
   const int64_t taps = P * kh * kw;
   std::unique_ptr<double[]> acc(new double[(taps + 1) * N]());
   if (drow == W && qrow == W) {  // unpadded: the block is one run
@@ -265,7 +265,8 @@ void rho(const float* g, const float* x, int64_t C, int64_t stride, int64_t n, d
     for (int64_t c0 = 0; c0 < C; c0 += kRhoRun) {
       R a = V::zero();
       const int64_t c1 = std::min(C, c0 + kRhoRun);
-      for (int64_t c = c0; c < c1; ++c) a = V::fmadd(V::load_k(g + c * stride + i, k), V::load_k(x + c * stride + i, k), a);
+      for (int64_t c = c0; c < c1; ++c)
+        a = V::fmadd(V::load_k(g + c * stride + i, k), V::load_k(x + c * stride + i, k), a);
       V::add_to_double_k(rho + i, a, k);
     }
   }
@@ -280,19 +281,21 @@ void dx_terms(float* dx, const float* g, const float* s, const float* add, const
   const auto add_ext = flat && kAdd ? extend_row(add, n) : nullptr;
   const float* sr = s_ext ? s_ext.get() : s;
   const float* ar = add_ext ? add_ext.get() : add;
-  write_channels(dx, C, stride, n, flat, stream, pf, npf, [&](int64_t c, int64_t off, int64_t i, int64_t k) __attribute__((always_inline)) {
-    R v;
-    if constexpr (kG && kAdd) v = V::fmadd(V::load_k(g + off, k), V::load_k(sr + i, k), V::load_k(ar + i, k));
-    else if constexpr (kG) v = V::mul(V::load_k(g + off, k), V::load_k(sr + i, k));
-    else if constexpr (kAdd) v = V::load_k(ar + i, k);
-    else v = V::zero();
-    if constexpr (kRoute) v = V::route(v, V::loadi_k(am + i, k), int32_t(c), V::load_k(route + i, k));
-    return v;
-  });
+  write_channels(dx, C, stride, n, flat, stream, pf, npf,
+                 [&](int64_t c, int64_t off, int64_t i, int64_t k) __attribute__((always_inline)) {
+                   R v;
+                   if constexpr (kG && kAdd)
+                     v = V::fmadd(V::load_k(g + off, k), V::load_k(sr + i, k), V::load_k(ar + i, k));
+                   else if constexpr (kG) v = V::mul(V::load_k(g + off, k), V::load_k(sr + i, k));
+                   else if constexpr (kAdd) v = V::load_k(ar + i, k);
+                   else v = V::zero();
+                   if constexpr (kRoute) v = V::route(v, V::loadi_k(am + i, k), int32_t(c), V::load_k(route + i, k));
+                   return v;
+                 });
 }
 
-void dx(float* out, const float* g, const float* s, const float* add, const int32_t* am, const float* route,
-        int64_t C, int64_t stride, int64_t n, bool stream, const PrefetchRuns* pf, int npf) {
+void dx(float* out, const float* g, const float* s, const float* add, const int32_t* am, const float* route, int64_t C,
+        int64_t stride, int64_t n, bool stream, const PrefetchRuns* pf, int npf) {
   using Fn = decltype(&dx_terms<true, true, true>);
   static constexpr Fn kByTerms[8] = {dx_terms<false, false, false>, dx_terms<false, false, true>,
                                      dx_terms<false, true, false>,  dx_terms<false, true, true>,

@@ -80,8 +80,8 @@ SAM_F16C_TARGET void write_plain_f16c(c10::Half* o, const c10::Half* a, const fl
                         kBcast ? s_b : _mm256_loadu_ps(s + i));
     if constexpr (kAdd) v = _mm256_add_ps(v, kBcast ? add_b : _mm256_loadu_ps(add + i));
     if constexpr (kRoute) {
-      const __m256i hit = _mm256_cmpeq_epi32(
-          kBcast ? idx : _mm256_loadu_si256(reinterpret_cast<const __m256i*>(am + i)), key_b);
+      const __m256i hit =
+          _mm256_cmpeq_epi32(kBcast ? idx : _mm256_loadu_si256(reinterpret_cast<const __m256i*>(am + i)), key_b);
       v = _mm256_add_ps(v, _mm256_and_ps(_mm256_castsi256_ps(hit), kBcast ? route_b : _mm256_loadu_ps(route + i)));
     }
     _mm_storeu_si128(reinterpret_cast<__m128i*>(o + i), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
@@ -109,7 +109,8 @@ inline void write_segment(T* o, const T* a, const A* s, const A* add, const int3
 #if defined(SAM_HAVE_F16C_PATH)
           if constexpr (std::is_same_v<T, c10::Half>)
             if (cpu_has_f16c())
-              return write_plain_f16c<kBcast, kA.value, kAdd.value, kRoute.value>(o, a, s, add, am, route, c, begin, end);
+              return write_plain_f16c<kBcast, kA.value, kAdd.value, kRoute.value>(o, a, s, add, am, route, c, begin,
+                                                                                  end);
 #endif
           write_plain<kBcast, kA.value, kAdd.value, kRoute.value>(o, a, s, add, am, route, c, begin, end);
         });
@@ -136,7 +137,8 @@ inline void write_segment(T* o, const T* a, const A* s, const A* add, const int3
       __m128 v = a ? _mm_mul_ps(_mm_loadu_ps(a + i), kBcast ? s_b : _mm_loadu_ps(s + i)) : _mm_setzero_ps();
       if (add) v = _mm_add_ps(v, kBcast ? add_b : _mm_loadu_ps(add + i));
       if (am) {
-        const __m128i hit = _mm_cmpeq_epi32(kBcast ? idx : _mm_loadu_si128(reinterpret_cast<const __m128i*>(am + i)), key_b);
+        const __m128i hit =
+            _mm_cmpeq_epi32(kBcast ? idx : _mm_loadu_si128(reinterpret_cast<const __m128i*>(am + i)), key_b);
         v = _mm_add_ps(v, _mm_and_ps(_mm_castsi128_ps(hit), kBcast ? route_b : _mm_loadu_ps(route + i)));
       }
       if (i < stream_end) _mm_stream_ps(o + i, v);
@@ -168,7 +170,8 @@ RowSplit split_rows(const Geometry& g, int64_t elem_bytes, bool backward) {
   RowSplit s;
   s.chunk_rows = ceil_div(g.H, chunks);
   s.chunks = ceil_div(g.H, s.chunk_rows);
-  const int64_t max_block = std::clamp<int64_t>(block_bytes(backward) / std::max<int64_t>(1, row_elems * elem_bytes), 1, s.chunk_rows);
+  const int64_t max_block =
+      std::clamp<int64_t>(block_bytes(backward) / std::max<int64_t>(1, row_elems * elem_bytes), 1, s.chunk_rows);
   s.block_rows = ceil_div(s.chunk_rows, ceil_div(s.chunk_rows, max_block));  // equal blocks, no 1-row tail
   return s;
 }
@@ -189,8 +192,10 @@ void pool_pixels(const Layout<CL>& L, const S* x, int64_t p0, int64_t n, A* qsum
     if (qmax) std::fill(qmax, qmax + n, ninf);
     for (int64_t c = 0; c < L.C; ++c) {
       const S* xc = x + L.at(c, p0);
-      if (qsum) for (int64_t i = 0; i < n; ++i) qsum[i] += to_acc<A>(xc[i]);
-      if (qmax) for (int64_t i = 0; i < n; ++i) qmax[i] = nan_max(qmax[i], to_acc<A>(xc[i]));
+      if (qsum)
+        for (int64_t i = 0; i < n; ++i) qsum[i] += to_acc<A>(xc[i]);
+      if (qmax)
+        for (int64_t i = 0; i < n; ++i) qmax[i] = nan_max(qmax[i], to_acc<A>(xc[i]));
     }
   } else {
     constexpr int kLanes = 16;  // independent partials so the reduction over C vectorises
@@ -205,14 +210,22 @@ void pool_pixels(const Layout<CL>& L, const S* x, int64_t p0, int64_t n, A* qsum
           s[l] += v;
           m[l] = nan_max(m[l], v);
         }
-      for (; c < L.C; ++c) { const A v = to_acc<A>(xp[c]); s[0] += v; m[0] = nan_max(m[0], v); }
+      for (; c < L.C; ++c) {
+        const A v = to_acc<A>(xp[c]);
+        s[0] += v;
+        m[0] = nan_max(m[0], v);
+      }
       A st = 0, mt = ninf;
-      for (int l = 0; l < kLanes; ++l) { st += s[l]; mt = nan_max(mt, m[l]); }
+      for (int l = 0; l < kLanes; ++l) {
+        st += s[l];
+        mt = nan_max(mt, m[l]);
+      }
       if (qsum) qsum[i] = st;
       if (qmax) qmax[i] = mt;
     }
   }
-  if (qsum) for (int64_t i = 0; i < n; ++i) qsum[i] /= A(L.C);
+  if (qsum)
+    for (int64_t i = 0; i < n; ++i) qsum[i] /= A(L.C);
 }
 
 // rho = sum_c g*x for pixels [p0, p0+n) (skipped when rho is null), and the first argmax
@@ -227,16 +240,23 @@ void rho_pixels(const Layout<CL>& L, const S* g, const S* x, int64_t p0, int64_t
     constexpr int64_t kRun = 16;
     std::vector<A> run(rho ? n : 0, A(0));
     if (rho) std::fill(rho, rho + n, 0.0);
-    if (amax) { std::fill(mbuf, mbuf + n, ninf); std::fill(amax, amax + n, int32_t(0)); }
+    if (amax) {
+      std::fill(mbuf, mbuf + n, ninf);
+      std::fill(amax, amax + n, int32_t(0));
+    }
     for (int64_t c = 0; c < L.C; ++c) {
       const S* xc = x + L.at(c, p0);
       if (rho) {  // runs of kRun channels in A (vectorises 4 or 8 wide), their sums in double
         const S* gc = g + L.at(c, p0);
         for (int64_t i = 0; i < n; ++i) run[i] += to_acc<A>(gc[i]) * to_acc<A>(xc[i]);
         if ((c + 1) % kRun == 0 || c + 1 == L.C)
-          for (int64_t i = 0; i < n; ++i) { rho[i] += double(run[i]); run[i] = A(0); }
+          for (int64_t i = 0; i < n; ++i) {
+            rho[i] += double(run[i]);
+            run[i] = A(0);
+          }
       }
-      if (amax) for (int64_t i = 0; i < n; ++i) argmax_update(to_acc<A>(xc[i]), c, mbuf[i], amax[i]);
+      if (amax)
+        for (int64_t i = 0; i < n; ++i) argmax_update(to_acc<A>(xc[i]), c, mbuf[i], amax[i]);
     }
   } else {
     constexpr int kLanes = 16;
@@ -254,7 +274,8 @@ void rho_pixels(const Layout<CL>& L, const S* g, const S* x, int64_t p0, int64_t
         rho[i] = st;
       }
       if (amax) {
-        A m = ninf; int32_t idx = 0;
+        A m = ninf;
+        int32_t idx = 0;
         for (int64_t c = 0; c < L.C; ++c) argmax_update(to_acc<A>(xp[c]), c, m, idx);
         amax[i] = idx;
       }
@@ -295,7 +316,9 @@ struct Prefetcher {
 
 // Rows [r0, r1) of the sample that the step after block [hb, he) of this item will read: the
 // next block of this item, or the first block of the next item when this thread runs it too.
-struct NextRows { int64_t b, r0, r1; };
+struct NextRows {
+  int64_t b, r0, r1;
+};
 inline NextRows next_rows(const Geometry& g, const RowSplit& sp, int64_t item, int64_t he, int64_t h1,
                           bool next_item_here) {
   const int64_t rh = g.kh / 2;
@@ -310,7 +333,8 @@ template <typename A> struct Params {
   A bias;
 };
 
-template <typename scalar_t> Params<acc_t<scalar_t>> load_params(const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
+template <typename scalar_t> Params<acc_t<scalar_t>> load_params(const at::Tensor& weight,
+                                                                 const std::optional<at::Tensor>& bias) {
   using A = acc_t<scalar_t>;
   const at::Tensor wc = weight.contiguous();
   const scalar_t* wp = wc.const_data_ptr<scalar_t>();
@@ -453,7 +477,10 @@ void backward_item(const Geometry& g, const RowSplit& sp, int64_t item, const sc
     }
   std::vector<A> s(buf_rows * W, A(0)), mbuf;
   std::vector<int32_t> amax;
-  if (max_slot >= 0) { amax.resize(buf_rows * W); mbuf.resize(buf_rows * W); }
+  if (max_slot >= 0) {
+    amax.resize(buf_rows * W);
+    mbuf.resize(buf_rows * W);
+  }
   std::vector<A> gmean(sp.block_rows * W, A(0)), gmax(sp.block_rows * W, A(0));
   std::unique_ptr<double[]> rho(new double[(sp.block_rows + 2 * rh) * W]);  // rho of the rows being added
   auto row = [&](int64_t h) { return (h - base) * W; };
@@ -480,7 +507,8 @@ void backward_item(const Geometry& g, const RowSplit& sp, int64_t item, const sc
     }
     // gamma_p = transposed conv of delta with w[p]; weight/bias gradient of this block's rows
     if constexpr (std::is_same_v<A, float>) {  // the ISA kernels (every dtype but fp64)
-      float* const gamma[2] = {mean_slot == 0 ? gmean.data() : gmax.data(), mean_slot == 1 ? gmean.data() : gmax.data()};
+      float* const gamma[2] = {mean_slot == 0 ? gmean.data() : gmax.data(),
+                               mean_slot == 1 ? gmean.data() : gmax.data()};
       const int64_t padded = W + 2 * rw;  // row length of q and delta
       K->conv_backward(prm.w.data(), P, kh, kw, delta.at(0, hb), padded, q.at(0, hb), q.rows * padded, padded, he - hb,
                        W, gamma, partial);
@@ -559,8 +587,8 @@ std::tuple<at::Tensor, at::Tensor> spatial_attention_fwd_cpu(const at::Tensor& x
   const auto fmt = compute_format(x);
   const at::Tensor xc = x.contiguous(fmt);
   at::Tensor pooled = at::empty({g.B, g.pool.P, g.H, g.W}, x.options().dtype(acc_dtype(x.scalar_type())));
-  at::Tensor out = return_map ? at::empty({g.B, 1, g.H, g.W}, x.options())
-                              : at::empty(x.sizes(), x.options().memory_format(fmt));
+  at::Tensor out =
+      return_map ? at::empty({g.B, 1, g.H, g.W}, x.options()) : at::empty(x.sizes(), x.options().memory_format(fmt));
   if (pooled.numel() == 0) return {out, pooled};
   const cpu::F32Kernels* K = &cpu::f32_kernels();  // the ISA is chosen once per call
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "sam_fused_fwd_cpu", [&] {
@@ -579,9 +607,11 @@ std::tuple<at::Tensor, at::Tensor> spatial_attention_fwd_cpu(const at::Tensor& x
   return {out, pooled};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> spatial_attention_bwd_cpu(
-    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-    const at::Tensor& pooled, const std::string& pool, bool return_map) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> spatial_attention_bwd_cpu(const at::Tensor& grad_out,
+                                                                         const at::Tensor& x, const at::Tensor& weight,
+                                                                         const std::optional<at::Tensor>& bias,
+                                                                         const at::Tensor& pooled,
+                                                                         const std::string& pool, bool return_map) {
   const Geometry g = check_bwd_inputs(grad_out, x, weight, bias, pooled, pool, return_map);
   TORCH_CHECK_VALUE(g.C <= std::numeric_limits<int32_t>::max(), "x has too many channels (", g.C, ")");
   const auto fmt = compute_format(x);

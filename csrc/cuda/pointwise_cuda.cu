@@ -2,9 +2,9 @@
 //   fwd: out = x * s,  s = sigmoid(y);   bwd: dx = g * s,  dy = g * x * s * (1 - s)
 // Grid-stride elementwise loops over flat storage in the operands' common dense layout, with
 // 16-byte vector loads/stores when every pointer is aligned, math in float (double for fp64).
+#include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/cuda/CUDAContext.h>
-#include <ATen/Dispatch.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
@@ -94,10 +94,8 @@ void launch(const Args<Op, T>& args, int64_t n) {
   const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
   const int blocks = int(std::min<int64_t>(wanted, int64_t(sms) * 32));  // grid-stride beyond that
   const auto stream = at::cuda::getCurrentCUDAStream();
-  if (aligned)
-    elementwise_kernel<Op, T, kVec><<<blocks, kThreads, 0, stream>>>(args, n);
-  else
-    elementwise_kernel<Op, T, 1><<<blocks, kThreads, 0, stream>>>(args, n);
+  if (aligned) elementwise_kernel<Op, T, kVec><<<blocks, kThreads, 0, stream>>>(args, n);
+  else elementwise_kernel<Op, T, 1><<<blocks, kThreads, 0, stream>>>(args, n);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 

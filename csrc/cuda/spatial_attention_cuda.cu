@@ -13,7 +13,8 @@
 namespace sam {
 namespace block {
 
-template <class K, class A> __global__ void __launch_bounds__(kMaxThreads, kBlocksPerSm) block_program_kernel(const A a) {
+template <class K, class A> __global__ void __launch_bounds__(kMaxThreads, kBlocksPerSm)
+    block_program_kernel(const A a) {
   CudaCtx ctx;
   K::run(ctx, a);
 }
@@ -38,9 +39,14 @@ template <class Kernel> int64_t static_smem_bytes(Kernel kernel) {
 inline DeviceLimits device_limits() {
   const cudaDeviceProp* d = at::cuda::getCurrentDeviceProperties();
   const int64_t static_smem = static_smem_bytes(&block_program_kernel<DwReduce<float>, Args<float>>);
-  return {d->name, int64_t(d->sharedMemPerBlockOptin) - static_smem, int64_t(d->sharedMemPerMultiprocessor),
-          int64_t(d->reservedSharedMemPerBlock) + static_smem, int64_t(d->regsPerMultiprocessor),
-          int64_t(d->maxThreadsPerMultiProcessor), int64_t(d->maxThreadsPerBlock), int64_t(d->multiProcessorCount)};
+  return {d->name,
+          int64_t(d->sharedMemPerBlockOptin) - static_smem,
+          int64_t(d->sharedMemPerMultiprocessor),
+          int64_t(d->reservedSharedMemPerBlock) + static_smem,
+          int64_t(d->regsPerMultiprocessor),
+          int64_t(d->maxThreadsPerMultiProcessor),
+          int64_t(d->maxThreadsPerBlock),
+          int64_t(d->multiProcessorCount)};
 }
 
 // Raises a kernel's dynamic shared-memory ceiling to the most the device allows it, once per
@@ -49,7 +55,8 @@ template <class Kernel> void allow_max_dynamic_smem(Kernel kernel) {
   static std::once_flag once[C10_COMPILE_TIME_MAX_GPUS];
   const int device = at::cuda::current_device();
   std::call_once(once[device], [&] {
-    const int64_t most = int64_t(at::cuda::getCurrentDeviceProperties()->sharedMemPerBlockOptin) - static_smem_bytes(kernel);
+    const int64_t most =
+        int64_t(at::cuda::getCurrentDeviceProperties()->sharedMemPerBlockOptin) - static_smem_bytes(kernel);
     C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(most)));
   });
 }
@@ -77,9 +84,11 @@ std::tuple<at::Tensor, at::Tensor> spatial_attention_fwd_cuda(const at::Tensor& 
   return block::run_forward(launcher, x, weight, bias, pool, return_map);
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> spatial_attention_bwd_cuda(
-    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-    const at::Tensor& pooled, const std::string& pool, bool return_map) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> spatial_attention_bwd_cuda(const at::Tensor& grad_out,
+                                                                          const at::Tensor& x, const at::Tensor& weight,
+                                                                          const std::optional<at::Tensor>& bias,
+                                                                          const at::Tensor& pooled,
+                                                                          const std::string& pool, bool return_map) {
   const c10::cuda::CUDAGuard guard(x.device());
   block::CudaLauncher launcher;
   return block::run_backward(launcher, grad_out, x, weight, bias, pooled, pool, return_map);

@@ -18,9 +18,9 @@
 // grad_out, out/grad_x, pooled, weight, bias, workspace, shared memory) with columns
 // TrafficRecorder::Field (bytes read, unique bytes read, bytes written, unique bytes written,
 // 32-byte sectors touched by warp-wide accesses, ideal sectors; for shared memory: bank
-// wavefronts and the ideal, of the staged-tile accesses, no unique bytes) and a 0; then one plan row per launch, in launch order
-// (see plan_rows). Unique bytes restart at each kernel launch. _emulate_plan plans a call of
-// that shape without data and returns only the plan rows, and whether offsets are 64-bit.
+// wavefronts and the ideal, of the staged-tile accesses, no unique bytes) and a 0; then one plan row per launch, in
+// launch order (see plan_rows). Unique bytes restart at each kernel launch. _emulate_plan plans a call of that shape
+// without data and returns only the plan rows, and whether offsets are 64-bit.
 #include <torch/library.h>
 
 #include "../block/ctx_cpu.h"
@@ -29,7 +29,9 @@
 namespace sam::block {
 namespace {
 
-struct alignas(16) uint4_words { uint32_t w[4]; };  // storage unit of the emulated shared memory
+struct alignas(16) uint4_words {
+  uint32_t w[4];
+};  // storage unit of the emulated shared memory
 
 const DeviceLimits& arch_limits(const std::string& arch) {
   const DeviceLimits* l = find_arch_limits(arch.c_str());
@@ -76,7 +78,8 @@ struct CpuLauncher {
     std::vector<int64_t> v;
     const std::vector<int64_t>& counts = rec.counts();
     for (int slot = 0; slot < kSlots; ++slot) {
-      v.insert(v.end(), counts.begin() + slot * TrafficRecorder::kFields, counts.begin() + (slot + 1) * TrafficRecorder::kFields);
+      v.insert(v.end(), counts.begin() + slot * TrafficRecorder::kFields,
+               counts.begin() + (slot + 1) * TrafficRecorder::kFields);
       v.push_back(0);
     }
     const std::vector<int64_t> plan = plan_rows(last_call);
@@ -94,9 +97,10 @@ Overrides overrides(int64_t variant, int64_t rows, int64_t threads) {
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> emulate_fwd(const at::Tensor& x, const at::Tensor& weight,
-                                                           const std::optional<at::Tensor>& bias, const std::string& pool,
-                                                           bool return_map, int64_t variant, int64_t rows, int64_t threads,
-                                                           bool index64, int64_t max_blocks, const std::string& arch) {
+                                                           const std::optional<at::Tensor>& bias,
+                                                           const std::string& pool, bool return_map, int64_t variant,
+                                                           int64_t rows, int64_t threads, bool index64,
+                                                           int64_t max_blocks, const std::string& arch) {
   CpuLauncher L;
   L.dev = arch_limits(arch);
   L.max_blocks = max_blocks;
@@ -111,26 +115,28 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> emulate_bwd(
   CpuLauncher L;
   L.dev = arch_limits(arch);
   L.max_blocks = max_blocks;
-  auto [dx, dw, db] = run_backward(L, grad_out, x, weight, bias, pooled, pool, return_map,
-                                   overrides(variant, rows, threads), index64);
+  auto [dx, dw, db] =
+      run_backward(L, grad_out, x, weight, bias, pooled, pool, return_map, overrides(variant, rows, threads), index64);
   return {dx, dw, db, L.traffic()};
 }
 
 // The plan of a call of this shape, without tensors: what run_forward / run_backward would plan
 // and launch (pointers assumed 16-byte aligned, as fresh allocations are), checked the same way.
-std::tuple<at::Tensor, bool> emulate_plan(at::IntArrayRef shape, at::ScalarType dtype, const std::string& pool, int64_t kh,
-                                          int64_t kw, bool channels_last, bool return_map, bool backward, int64_t variant,
-                                          int64_t rows, int64_t threads, const std::string& arch) {
+std::tuple<at::Tensor, bool> emulate_plan(at::IntArrayRef shape, at::ScalarType dtype, const std::string& pool,
+                                          int64_t kh, int64_t kw, bool channels_last, bool return_map, bool backward,
+                                          int64_t variant, int64_t rows, int64_t threads, const std::string& arch) {
   TORCH_CHECK_VALUE(shape.size() == 4 && std::all_of(shape.begin(), shape.end(), [](int64_t d) { return d >= 0; }),
                     "shape must be 4 non-negative sizes [B, C, H, W], got ", shape);
   TORCH_CHECK_VALUE(shape[1] >= 1, "shape must have at least one channel (C >= 1)");
-  TORCH_CHECK_VALUE(kh >= 1 && kw >= 1 && kh % 2 == 1 && kw % 2 == 1, "kh and kw must be odd and positive, got ", kh, "x", kw);
+  TORCH_CHECK_VALUE(kh >= 1 && kw >= 1 && kh % 2 == 1 && kw % 2 == 1, "kh and kw must be odd and positive, got ", kh,
+                    "x", kw);
   TORCH_CHECK_VALUE(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16,
                     "dtype must be float32, float64, float16 or bfloat16, got ", dtype);
   const DeviceLimits& dev = arch_limits(arch);
   const Geometry g{shape[0], shape[1], shape[2], shape[3], int(kh), int(kw), parse_pool(pool), channels_last};
   const int64_t elem = at::elementSize(dtype), acc = at::elementSize(acc_dtype(dtype));
-  const CallPlan c = plan_call(shape_of(g, return_map), dev, elem, acc, backward, true, overrides(variant, rows, threads), false);
+  const CallPlan c =
+      plan_call(shape_of(g, return_map), dev, elem, acc, backward, true, overrides(variant, rows, threads), false);
   for (int i = 0; i < c.n_launches; ++i) check_launch(dev, c.launches[i]);
   const std::vector<int64_t> v = plan_rows(c);
   return {at::tensor(v, at::kLong).reshape({-1, kPlanColumns}), c.index64};
@@ -143,7 +149,8 @@ TORCH_LIBRARY_FRAGMENT(sam_fused, m) {
   m.def("_emulate_fwd(Tensor x, Tensor weight, Tensor? bias, str pool, bool return_map, int variant=0, int rows=0, "
         "int threads=0, bool index64=False, int max_blocks=0, str arch=\"sm_90\") -> (Tensor, Tensor, Tensor)");
   m.def("_emulate_bwd(Tensor grad_out, Tensor x, Tensor weight, Tensor? bias, Tensor pooled, str pool, "
-        "bool return_map, int variant=0, int rows=0, int threads=0, bool index64=False, int max_blocks=0, str arch=\"sm_90\") -> (Tensor, Tensor, Tensor, Tensor)");
+        "bool return_map, int variant=0, int rows=0, int threads=0, bool index64=False, int max_blocks=0, str "
+        "arch=\"sm_90\") -> (Tensor, Tensor, Tensor, Tensor)");
   m.def("_emulate_plan(int[] shape, ScalarType dtype, str pool, int kh, int kw, bool channels_last, bool return_map, "
         "bool backward, int variant=0, int rows=0, int threads=0, str arch=\"sm_90\") -> (Tensor, bool)",
         &sam::block::emulate_plan);
