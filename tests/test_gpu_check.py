@@ -41,8 +41,9 @@ def test_dry_run_prints_every_step():
 
 
 def test_make_n_shows_the_steps():
-    done = subprocess.run(["make", "-n", "gpu-check", f"PYTHON={sys.executable}", "OUT=elsewhere"], cwd=ROOT,
-                          capture_output=True, text=True)
+    # --no-print-directory: under a parent make (CI's `make test`) make would end with "Leaving directory"
+    command = ["make", "-n", "--no-print-directory", "gpu-check", f"PYTHON={sys.executable}", "OUT=elsewhere"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert all(f"[{name}]" in done.stdout for name in STEP_COMMANDS)
     last = done.stdout.rstrip().splitlines()[-1]  # the command make would run
