@@ -64,7 +64,9 @@ cmake-check:
 	.venv-cmake/bin/python -c "import torch; torch.ops.load_library('build-cmake/libsam_fused.so'); \
 	    x = torch.randn(2, 4, 5, 3); out, q = torch.ops.sam_fused.spatial_attention_fwd(x, torch.ones(1, 1, 3, 1), None, 'mean', False); \
 	    s = torch.sigmoid(torch.nn.functional.conv2d(x.mean(1, keepdim=True), torch.ones(1, 1, 3, 1), padding=(1, 0))); \
-	    torch.testing.assert_close(out, x * s); print('cmake build: libsam_fused.so loads and matches the reference')"
+	    torch.testing.assert_close(out, x * s); \
+	    torch.testing.assert_close(torch.ops.sam_fused.pointwise_attention_fwd(x, x), x * torch.sigmoid(x)); \
+	    print('cmake build: libsam_fused.so loads and matches the reference')"
 
 # Release check (docs/wheels.md): the cu13, cu12 and CPU wheels, each built in a fresh venv and
 # smoke-tested in another. About 26 min on 2 cores (measured); not part of CI.
