@@ -379,17 +379,66 @@ void conv_sigmoid_rows(const Params<A>& prm, int64_t P, int64_t kh, int64_t kw, 
   }
 }
 
-// K: the fp32 NCHW loops of the ISA in use (kernels_f32.h); other dtypes and channels_last
-// take the portable templates above.
+// Mean and/or max over C of rows [ha, hz) of one sample, into those rows of q; tmp: scratch
+// for 2 * (hz - ha) * W values, each written before it is read.
+template <typename scalar_t, bool CL>
+void pool_rows_into(const Geometry& g, const Layout<CL>& L, const scalar_t* xb, int64_t ha, int64_t hz,
+                    PaddedRows<acc_t<scalar_t>>& q, acc_t<scalar_t>* tmp, const cpu::F32Kernels* K) {
+  using A = acc_t<scalar_t>;
+  const int64_t H = g.H, W = g.W, m = (hz - ha) * W;
+  const int mean_slot = g.pool.mean_slot(), max_slot = g.pool.max_slot();
+  A* sum = tmp;
+  A* mx = tmp + m;
+  if constexpr (std::is_same_v<scalar_t, float> && !CL) {  // the ISA kernels; the mean's division as in pool_pixels
+    if (mean_slot >= 0) {
+      K->pool_sum(xb + ha * W, g.C, H * W, m, sum);
+      for (int64_t i = 0; i < m; ++i) sum[i] /= A(g.C);
+    }
+    if (max_slot >= 0) K->pool_max(xb + ha * W, g.C, H * W, m, mx);
+  } else {
+    pool_pixels(L, xb, ha * W, m, mean_slot >= 0 ? sum : nullptr, max_slot >= 0 ? mx : nullptr);
+  }
+  for (int64_t h = ha; h < hz; ++h) {
+    const int64_t off = (h - ha) * W;
+    if (mean_slot >= 0) std::copy(sum + off, sum + off + W, q.at(mean_slot, h));
+    if (max_slot >= 0) std::copy(mx + off, mx + off + W, q.at(max_slot, h));
+  }
+}
+
+// out = x * s on the n pixels of one sample from pixel p0 (s: those pixels), advancing the
+// prefetch pf of the next block's x as it goes.
+template <typename scalar_t, bool CL>
+void scale_pixels(const Geometry& g, const Layout<CL>& L, const scalar_t* xb, scalar_t* ob, const acc_t<scalar_t>* s,
+                  int64_t p0, int64_t n, bool stream, Prefetcher& pf, const cpu::F32Kernels* K) {
+  using A = acc_t<scalar_t>;
+  if constexpr (std::is_same_v<scalar_t, float> && !CL) {
+    const cpu::PrefetchRuns runs = pf.runs();
+    K->scale(ob + p0, xb + p0, s, g.C, g.H * g.W, n, stream, &runs, 1);
+  } else if constexpr (!CL) {
+    for (int64_t c = 0; c < g.C; ++c) {
+      pf.advance(c + 1, g.C);
+      write_segment<false, scalar_t, A>(ob + L.at(c, p0), xb + L.at(c, p0), s, nullptr, nullptr, nullptr, c, n, stream);
+    }
+  } else {
+    for (int64_t i = 0; i < n; ++i) {
+      pf.advance(i + 1, n);
+      write_segment<true, scalar_t, A>(ob + L.at(0, p0 + i), xb + L.at(0, p0 + i), &s[i], nullptr, nullptr, nullptr, 0,
+                                       g.C, stream);
+    }
+  }
+}
+
+// One item of the forward. Per block of rows: pool the rows up to rh past it (each row once),
+// convolve and apply the sigmoid, save the pooled maps, then out = x * s (or s itself with
+// return_map). K: the fp32 NCHW loops of the ISA in use (kernels_f32.h); other dtypes and
+// channels_last take the portable templates above.
 template <typename scalar_t, bool CL>
 void forward_item(const Geometry& g, const RowSplit& sp, int64_t item, const scalar_t* x, scalar_t* out,
                   acc_t<scalar_t>* pooled, const Params<acc_t<scalar_t>>& prm, bool return_map, bool stream,
                   bool next_item_here, const cpu::F32Kernels* K) {
   using A = acc_t<scalar_t>;
-  constexpr bool kF32Nchw = std::is_same_v<scalar_t, float> && !CL;
   const int64_t H = g.H, W = g.W, P = g.pool.P, rh = g.kh / 2;
   const int64_t b = item / sp.chunks, h0 = (item % sp.chunks) * sp.chunk_rows, h1 = std::min(h0 + sp.chunk_rows, H);
-  const int mean_slot = g.pool.mean_slot(), max_slot = g.pool.max_slot();
   const Layout<CL> L{g.C, H, W};
   const scalar_t* xb = x + b * g.C * H * W;
   PaddedRows<A> q(P, h0 - rh, h1 - h0 + 2 * rh, W, g.kw / 2);  // rows outside the map stay 0
@@ -399,24 +448,8 @@ void forward_item(const Geometry& g, const RowSplit& sp, int64_t item, const sca
   int64_t pooled_to = std::max<int64_t>(h0 - rh, 0);
   for (int64_t hb = h0; hb < h1; hb += sp.block_rows) {
     const int64_t he = std::min(hb + sp.block_rows, h1), need = std::min(he + rh, H), n = (he - hb) * W;
-    if (need > pooled_to) {  // pool the rows up to rh past this block, then pad them into q
-      const int64_t m = (need - pooled_to) * W;
-      A* sum = pool_tmp.get();
-      A* mx = pool_tmp.get() + m;
-      if constexpr (kF32Nchw) {  // the ISA kernels; the mean's division as in pool_pixels
-        if (mean_slot >= 0) {
-          K->pool_sum(xb + pooled_to * W, g.C, H * W, m, sum);
-          for (int64_t i = 0; i < m; ++i) sum[i] /= A(g.C);
-        }
-        if (max_slot >= 0) K->pool_max(xb + pooled_to * W, g.C, H * W, m, mx);
-      } else {
-        pool_pixels(L, xb, pooled_to * W, m, mean_slot >= 0 ? sum : nullptr, max_slot >= 0 ? mx : nullptr);
-      }
-      for (int64_t h = pooled_to; h < need; ++h) {
-        const int64_t off = (h - pooled_to) * W;
-        if (mean_slot >= 0) std::copy(sum + off, sum + off + W, q.at(mean_slot, h));
-        if (max_slot >= 0) std::copy(mx + off, mx + off + W, q.at(max_slot, h));
-      }
+    if (need > pooled_to) {
+      pool_rows_into(g, L, xb, pooled_to, need, q, pool_tmp.get(), K);
       pooled_to = need;
     }
     conv_sigmoid_rows(prm, P, g.kh, g.kw, q, hb, he, s.get(), K);
@@ -426,25 +459,9 @@ void forward_item(const Geometry& g, const RowSplit& sp, int64_t item, const sca
       std::transform(s.get(), s.get() + n, out + (b * H + hb) * W, [](A v) { return from_acc<scalar_t>(v); });
       continue;
     }
-    scalar_t* ob = out + b * g.C * H * W;
     const NextRows nx = next_rows(g, sp, item, he, h1, next_item_here);
     Prefetcher pf = Prefetcher::rows(L, nx.r1 > nx.r0 ? x + nx.b * g.C * H * W : nullptr, nx.r0, nx.r1);
-    if constexpr (kF32Nchw) {
-      const cpu::PrefetchRuns runs = pf.runs();
-      K->scale(ob + hb * W, xb + hb * W, s.get(), g.C, H * W, n, stream, &runs, 1);
-    } else if constexpr (!CL) {
-      for (int64_t c = 0; c < g.C; ++c) {
-        pf.advance(c + 1, g.C);
-        write_segment<false, scalar_t, A>(ob + L.at(c, hb * W), xb + L.at(c, hb * W), s.get(), nullptr, nullptr,
-                                          nullptr, c, n, stream);
-      }
-    } else {
-      for (int64_t i = 0; i < n; ++i) {
-        pf.advance(i + 1, n);
-        write_segment<true, scalar_t, A>(ob + L.at(0, hb * W + i), xb + L.at(0, hb * W + i), &s[i], nullptr, nullptr,
-                                         nullptr, 0, g.C, stream);
-      }
-    }
+    scale_pixels(g, L, xb, out + b * g.C * H * W, s.get(), hb * W, n, stream, pf, K);
   }
   if (stream) stream_fence();
 }
