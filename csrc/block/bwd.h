@@ -50,120 +50,190 @@ template <typename T, bool CL, typename I> struct BwdRho {
   }
 };
 
+// One-pass kernel, or pass 2 of the two-pass variant (p.two_pass: rho and the argmax come from
+// the workspace, grad_out is re-read rather than staged). run is the sequence of phases and
+// barriers; each phase is a force-inlined function over the block's View.
 template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
-  template <class Ctx> static SAM_BLOCK void run(Ctx& ctx, const Args<T>& a) {
-    using A = acc_t<T>;
+  using A = acc_t<T>;
+
+  // What the phases of one block share: its tile, row ranges and buffers, computed once.
+  struct View {
+    Tile<I> tl;
+    I W, H, C, rh, rw;
+    I qrows, qbase, dbase;  // pooled map row h is q row h - qbase, delta row h is d row h - dbase
+    I e0, e1;               // delta rows (tile + rh halo, clipped to the map)
+    I f0, f1;               // pooled rows (tile + 2rh halo, clipped to the map)
+    I npix;                 // tile pixels
+    int nw;                 // weight taps; entry nw is the bias
+    bool has_max;
+    A* wts;
+    A* q;      // pooled maps
+    A* d;      // rho then delta
+    A* sig;    // s on the tile pixels
+    A* gmean;  // gamma of the mean map / C, tile pixels
+    A* gmax;   // gamma of the max map, tile pixels
+    int32_t* amax;
+    ChanPartial<A>* part;
+    T* gtile;  // staged grad_out tile, or null
+
+    SAM_BLOCK bool in_map(int64_t h, int64_t w) const { return h >= 0 && h < int64_t(H) && w >= 0 && w < int64_t(W); }
+    SAM_BLOCK A qat(int slot, int64_t h, int64_t w) const {
+      return in_map(h, w) ? q[(I(slot) * qrows + I(h) - qbase) * W + I(w)] : A(0);
+    }
+    SAM_BLOCK A dat(int64_t h, int64_t w) const { return in_map(h, w) ? d[(I(h) - dbase) * W + I(w)] : A(0); }
+  };
+
+  template <class Ctx> static SAM_BLOCK View view_of(Ctx& ctx, const Args<T>& a) {
     const Shape& s = a.s;
     const Plan& p = a.p;
     unsigned char *sm = ctx.smem(), *mp = map_buffers<Spill>(ctx, a);
-    A* wts = reinterpret_cast<A*>(mp + p.off_w);
-    A* q = reinterpret_cast<A*>(mp + p.off_q);       // pooled, map row h at q row h - qbase
-    A* d = reinterpret_cast<A*>(mp + p.off_d);       // rho then delta, map row h at row h - dbase
-    A* sig = reinterpret_cast<A*>(mp + p.off_s);     // s on the tile pixels
-    A* gmean = reinterpret_cast<A*>(mp + p.off_gmean);
-    A* gmax = reinterpret_cast<A*>(mp + p.off_gmax);
-    int32_t* amax = reinterpret_cast<int32_t*>(mp + p.off_amax);
-    auto* part = reinterpret_cast<ChanPartial<A>*>(sm + p.off_part);
-    T* gtile = p.staged ? reinterpret_cast<T*>(sm + p.off_tile) : nullptr;
     const Tile<I> tl = tile_of<I>(s, p, ctx.block());
-    const I W = I(s.W), H = I(s.H), C = I(s.C), rh = I(s.kh / 2), rw = I(s.kw / 2);
-    const I qrows = I(p.rows) + 4 * rh, qbase = tl.h0 - 2 * rh, dbase = tl.h0 - rh;
-    const I e0 = tl.h0 - rh > 0 ? tl.h0 - rh : I(0), e1 = tl.h1 + rh < H ? tl.h1 + rh : H;              // delta rows
-    const I f0 = tl.h0 - 2 * rh > 0 ? tl.h0 - 2 * rh : I(0),
-            f1 = tl.h1 + 2 * rh < H ? tl.h1 + 2 * rh : H;  // pooled rows
-    const I npix = tl.rows() * W;
-    const int nw = int(s.taps());
-    const bool has_max = s.max_slot >= 0;
-    auto in_map = [&](int64_t h, int64_t w) { return h >= 0 && h < int64_t(H) && w >= 0 && w < int64_t(W); };
-    auto qat = [&](int slot, int64_t h, int64_t w) {
-      return in_map(h, w) ? q[(I(slot) * qrows + I(h) - qbase) * W + I(w)] : A(0);
-    };
-    auto dat = [&](int64_t h, int64_t w) { return in_map(h, w) ? d[(I(h) - dbase) * W + I(w)] : A(0); };
+    const I H = I(s.H), rh = I(s.kh / 2);
+    View v;
+    v.tl = tl;
+    v.W = I(s.W), v.H = H, v.C = I(s.C), v.rh = rh, v.rw = I(s.kw / 2);
+    v.qrows = I(p.rows) + 4 * rh, v.qbase = tl.h0 - 2 * rh, v.dbase = tl.h0 - rh;
+    v.e0 = tl.h0 - rh > 0 ? tl.h0 - rh : I(0), v.e1 = tl.h1 + rh < H ? tl.h1 + rh : H;
+    v.f0 = tl.h0 - 2 * rh > 0 ? tl.h0 - 2 * rh : I(0), v.f1 = tl.h1 + 2 * rh < H ? tl.h1 + 2 * rh : H;
+    v.npix = tl.rows() * v.W;
+    v.nw = int(s.taps());
+    v.has_max = s.max_slot >= 0;
+    v.wts = reinterpret_cast<A*>(mp + p.off_w);
+    v.q = reinterpret_cast<A*>(mp + p.off_q);
+    v.d = reinterpret_cast<A*>(mp + p.off_d);
+    v.sig = reinterpret_cast<A*>(mp + p.off_s);
+    v.gmean = reinterpret_cast<A*>(mp + p.off_gmean);
+    v.gmax = reinterpret_cast<A*>(mp + p.off_gmax);
+    v.amax = reinterpret_cast<int32_t*>(mp + p.off_amax);
+    v.part = reinterpret_cast<ChanPartial<A>*>(sm + p.off_part);
+    v.gtile = p.staged ? reinterpret_cast<T*>(sm + p.off_tile) : nullptr;
+    return v;
+  }
 
-    load_weights(ctx, a, wts);
-    if (gtile)
+  template <class Ctx> static SAM_BLOCK void run(Ctx& ctx, const Args<T>& a) {
+    const View v = view_of(ctx, a);
+    stage_inputs(ctx, a, v);
+    ctx.sync();
+    rho_rows_from_x(ctx, a, v);  // one pass only; its channel reduction ends with a barrier
+    sigmoid_delta_rows(ctx, a, v);
+    ctx.sync();
+    gamma_and_weight_grad(ctx, a, v);
+    ctx.sync();
+    write_dx_tile(ctx, a, v);
+  }
+
+  // Weights, the grad_out tile, the pooled rows with their 2rh halo, and what comes from
+  // elsewhere than x: rho of the delta rows (the map's gradient, or pass 1's workspace) and
+  // pass 1's argmax of the tile.
+  template <class Ctx> static SAM_BLOCK void stage_inputs(Ctx& ctx, const Args<T>& a, const View& v) {
+    const Shape& s = a.s;
+    const Plan& p = a.p;
+    const Tile<I>& tl = v.tl;
+    const I W = v.W, H = v.H, e0 = v.e0, e1 = v.e1, f0 = v.f0, f1 = v.f1;
+    load_weights(ctx, a, v.wts);
+    if (v.gtile)
       with_vec<T>(p, [&](auto vt) {
         constexpr int V = decltype(vt)::value;
-        for_tile_vectors<V, CL>(ctx, s, tl, [&](I k, I off, I, I) { ctx.template copy_vec<V>(a.g + off, gtile + k); });
+        for_tile_vectors<V, CL>(ctx, s, tl,
+                                [&](I k, I off, I, I) { ctx.template copy_vec<V>(a.g + off, v.gtile + k); });
       });
     ctx.each_thread([&](int t) {
       for (I i = I(t); i < I(s.P) * (f1 - f0) * W; i += I(ctx.threads())) {
         const I slot = i / ((f1 - f0) * W), r = i % ((f1 - f0) * W), h = f0 + r / W;
-        q[(slot * qrows + h - qbase) * W + r % W] = ctx.load(a.pooled + ((tl.b * s.P + slot) * H + f0) * W + r);
+        v.q[(slot * v.qrows + h - v.qbase) * W + r % W] = ctx.load(a.pooled + ((tl.b * s.P + slot) * H + f0) * W + r);
       }
-      // rho of the delta rows (and argmax of the tile) that come from elsewhere than x
       for (I i = I(t); i < (e1 - e0) * W; i += I(ctx.threads())) {
         const I at = (tl.b * H + e0) * W + i, ti = i - (tl.h0 - e0) * W;
-        if (s.return_map) d[(e0 - dbase) * W + i] = A(ctx.load(a.g + at));
-        else if (p.two_pass) d[(e0 - dbase) * W + i] = ctx.load(a.rho + at);
-        if (p.two_pass && has_max && ti >= 0 && ti < npix) amax[ti] = ctx.load(a.amax + at);
+        if (s.return_map) v.d[(e0 - v.dbase) * W + i] = A(ctx.load(a.g + at));
+        else if (p.two_pass) v.d[(e0 - v.dbase) * W + i] = ctx.load(a.rho + at);
+        if (p.two_pass && v.has_max && ti >= 0 && ti < v.npix) v.amax[ti] = ctx.load(a.amax + at);
       }
     });
-    ctx.sync();
+  }
 
-    if (!p.two_pass && (!s.return_map || has_max)) {
-      // return_map: rho is the map's gradient, only the argmax needs x (tile rows only)
-      const I r0 = s.return_map ? tl.h0 : e0, r1 = s.return_map ? tl.h1 : e1;
-      channel_reduce<CL, A>(
-          ctx, s, p, int64_t((r1 - r0) * W), lead_lanes<T, CL>(s, r0), has_max, part,
-          [&](int64_t i, int c0, int step, ChanPartial<A>& acc) {
-            const I h = r0 + I(i) / W;
-            rho_visit<CL>(ctx, a, tl, static_cast<const T*>(gtile), h, I(i) % W, c0, step, !s.return_map,
-                          has_max && h >= tl.h0 && h < tl.h1, acc);
-          },
-          [&](int64_t i, const ChanPartial<A>& acc) {
-            const I h = r0 + I(i) / W, w = I(i) % W;
-            if (!s.return_map) d[(h - dbase) * W + w] = acc.sum;
-            if (has_max && h >= tl.h0 && h < tl.h1) amax[(h - tl.h0) * W + w] = acc.idx;
-          });
-    }
+  // One pass: rho = sum_c g*x of the delta rows (tile rows from the staged tile) and the argmax
+  // of the tile; with return_map rho is the map's gradient and only the argmax needs x.
+  template <class Ctx> static SAM_BLOCK void rho_rows_from_x(Ctx& ctx, const Args<T>& a, const View& v) {
+    const Shape& s = a.s;
+    if (a.p.two_pass || (s.return_map && !v.has_max)) return;
+    const Tile<I>& tl = v.tl;
+    const I W = v.W, r0 = s.return_map ? tl.h0 : v.e0, r1 = s.return_map ? tl.h1 : v.e1;
+    const bool has_max = v.has_max;
+    channel_reduce<CL, A>(
+        ctx, s, a.p, int64_t((r1 - r0) * W), lead_lanes<T, CL>(s, r0), has_max, v.part,
+        [&](int64_t i, int c0, int step, ChanPartial<A>& acc) {
+          const I h = r0 + I(i) / W;
+          rho_visit<CL>(ctx, a, tl, static_cast<const T*>(v.gtile), h, I(i) % W, c0, step, !s.return_map,
+                        has_max && h >= tl.h0 && h < tl.h1, acc);
+        },
+        [&](int64_t i, const ChanPartial<A>& acc) {
+          const I h = r0 + I(i) / W, w = I(i) % W;
+          if (!s.return_map) v.d[(h - v.dbase) * W + w] = acc.sum;
+          if (has_max && h >= tl.h0 && h < tl.h1) v.amax[(h - tl.h0) * W + w] = acc.idx;
+        });
+  }
 
-    // s and delta = rho * s * (1 - s) on the delta rows
+  // s = sigmoid(conv(pooled)) and delta = rho * s * (1 - s) on the delta rows; s kept for the
+  // tile pixels.
+  template <class Ctx> static SAM_BLOCK void sigmoid_delta_rows(Ctx& ctx, const Args<T>& a, const View& v) {
+    const Shape& s = a.s;
+    const I W = v.W;
+    auto qat = [&](int slot, int64_t h, int64_t w) { return v.qat(slot, h, w); };
     ctx.each_thread([&](int t) {
-      for (I i = I(t); i < (e1 - e0) * W; i += I(ctx.threads())) {
-        const I h = e0 + i / W, w = i % W;
-        const A sv = sigmoid(conv_pixel(wts, wts[nw], s.P, s.kh, s.kw, int64_t(h), int64_t(w), qat));
-        A& dv = d[(h - dbase) * W + w];
+      for (I i = I(t); i < (v.e1 - v.e0) * W; i += I(ctx.threads())) {
+        const I h = v.e0 + i / W, w = i % W;
+        const A sv = sigmoid(conv_pixel(v.wts, v.wts[v.nw], s.P, s.kh, s.kw, int64_t(h), int64_t(w), qat));
+        A& dv = v.d[(h - v.dbase) * W + w];
         dv = sigmoid_backward(dv, sv);
-        if (h >= tl.h0 && h < tl.h1) sig[(h - tl.h0) * W + w] = sv;
+        if (h >= v.tl.h0 && h < v.tl.h1) v.sig[(h - v.tl.h0) * W + w] = sv;
       }
     });
-    ctx.sync();
+  }
 
-    // gamma (transposed conv of delta) on the tile; weight/bias gradient partials of the tile
+  // gamma (transposed conv of delta) on the tile, and the block's weight/bias gradient
+  // partials (one thread per entry) to the workspace for DwReduce.
+  template <class Ctx> static SAM_BLOCK void gamma_and_weight_grad(Ctx& ctx, const Args<T>& a, const View& v) {
+    const Shape& s = a.s;
+    const I W = v.W, npix = v.npix;
+    const int nw = v.nw;
+    auto qat = [&](int slot, int64_t h, int64_t w) { return v.qat(slot, h, w); };
+    auto dat = [&](int64_t h, int64_t w) { return v.dat(h, w); };
     ctx.each_thread([&](int t) {
       for (I i = I(t); i < npix; i += I(ctx.threads())) {
-        const int64_t h = int64_t(tl.h0 + i / W), w = int64_t(i % W);
-        gmean[i] = s.mean_slot >= 0 ? conv_transpose_pixel(wts, s.mean_slot, s.kh, s.kw, h, w, dat) / A(C) : A(0);
-        if (has_max) gmax[i] = conv_transpose_pixel(wts, s.max_slot, s.kh, s.kw, h, w, dat);
+        const int64_t h = int64_t(v.tl.h0 + i / W), w = int64_t(i % W);
+        v.gmean[i] = s.mean_slot >= 0 ? conv_transpose_pixel(v.wts, s.mean_slot, s.kh, s.kw, h, w, dat) / A(v.C) : A(0);
+        if (v.has_max) v.gmax[i] = conv_transpose_pixel(v.wts, s.max_slot, s.kh, s.kw, h, w, dat);
       }
       for (int k = t; k <= nw; k += ctx.threads()) {
-        const int slot = k / (s.kh * s.kw), di = (k / s.kw) % s.kh - int(rh), dj = k % s.kw - int(rw);
+        const int slot = k / (s.kh * s.kw), di = (k / s.kw) % s.kh - int(v.rh), dj = k % s.kw - int(v.rw);
         A acc = 0;
         for (I i = 0; i < npix; ++i) {
-          const int64_t h = int64_t(tl.h0 + i / W), w = int64_t(i % W);
-          const A dv = d[(I(h) - dbase) * W + I(w)];
+          const int64_t h = int64_t(v.tl.h0 + i / W), w = int64_t(i % W);
+          const A dv = v.d[(I(h) - v.dbase) * W + I(w)];
           acc += k == nw ? dv : dv * qat(slot, h + di, w + dj);
         }
-        ctx.store(a.dw_partial + int64_t(k) * p.blocks + ctx.block(), acc);
+        ctx.store(a.dw_partial + int64_t(k) * a.p.blocks + ctx.block(), acc);
       }
     });
-    ctx.sync();
+  }
 
-    // dx = g*s + gamma_mean/C, plus gamma_max on the first argmax channel
-    with_vec<T>(p, [&](auto vt) {
+  // dx = g*s + gamma_mean/C, plus gamma_max on the first argmax channel (g from the staged tile
+  // when there is one; no g*s term with return_map).
+  template <class Ctx> static SAM_BLOCK void write_dx_tile(Ctx& ctx, const Args<T>& a, const View& v) {
+    const Shape& s = a.s;
+    with_vec<T>(a.p, [&](auto vt) {
       constexpr int V = decltype(vt)::value;
-      for_tile_vectors<V, CL>(ctx, s, tl, [&](I k, I off, I pix, I c) {
-        T v[V];
-        if (gtile) ctx.template load_vec<V>(gtile + k, v);
-        else if (!s.return_map) ctx.template load_vec<V>(a.g + off, v);
+      for_tile_vectors<V, CL>(ctx, s, v.tl, [&](I k, I off, I pix, I c) {
+        T vec[V];
+        if (v.gtile) ctx.template load_vec<V>(v.gtile + k, vec);
+        else if (!s.return_map) ctx.template load_vec<V>(a.g + off, vec);
         for (int e = 0; e < V; ++e) {
-          A r = (s.return_map ? A(0) : A(v[e]) * sig[pix]) + gmean[pix];
-          if (has_max && c == I(amax[pix])) r += gmax[pix];
-          v[e] = T(r);
+          A r = (s.return_map ? A(0) : A(vec[e]) * v.sig[pix]) + v.gmean[pix];
+          if (v.has_max && c == I(v.amax[pix])) r += v.gmax[pix];
+          vec[e] = T(r);
           step_elem<CL>(s, pix, c);
         }
-        ctx.template store_vec<V>(a.out + off, v);
+        ctx.template store_vec<V>(a.out + off, vec);
       });
     });
   }

@@ -60,82 +60,129 @@ template <typename T, bool CL, typename I> struct FwdPool {
 };
 
 // One-pass kernel, or pass 2 of the two-pass variant (p.two_pass: pooled maps come from
-// global memory, x is streamed rather than staged).
+// global memory, x is streamed rather than staged). run is the sequence of phases and
+// barriers; each phase is a force-inlined function over the block's View.
 template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
-  template <class Ctx> static SAM_BLOCK void run(Ctx& ctx, const Args<T>& a) {
-    using A = acc_t<T>;
+  using A = acc_t<T>;
+
+  // What the phases of one block share: its tile, row ranges and buffers, computed once.
+  struct View {
+    Tile<I> tl;
+    I W, H, qrows, qbase;  // pooled map row h is q row h - qbase
+    I e0, e1;              // pooled rows (tile + rh halo, clipped to the map)
+    int nw;                // weight taps; entry nw is the bias
+    A* wts;
+    A* q;    // pooled maps
+    A* sig;  // s of the tile pixels
+    ChanPartial<A>* part;
+    T* tile;  // staged x tile, or null
+
+    SAM_BLOCK A& qslot(int slot, I h, I w) const { return q[(I(slot) * qrows + h - qbase) * W + w]; }
+  };
+
+  template <class Ctx> static SAM_BLOCK View view_of(Ctx& ctx, const Args<T>& a) {
     const Shape& s = a.s;
     const Plan& p = a.p;
     unsigned char *sm = ctx.smem(), *mp = map_buffers<Spill>(ctx, a);
-    A* wts = reinterpret_cast<A*>(mp + p.off_w);
-    A* q = reinterpret_cast<A*>(mp + p.off_q);     // map row h at q row h - qbase
-    A* sig = reinterpret_cast<A*>(mp + p.off_s);   // s of the tile pixels
-    auto* part = reinterpret_cast<ChanPartial<A>*>(sm + p.off_part);
-    T* tile = p.staged ? reinterpret_cast<T*>(sm + p.off_tile) : nullptr;
-    const Tile<I> tl = tile_of<I>(s, p, ctx.block());
-    const I W = I(s.W), H = I(s.H), rh = I(s.kh / 2), qrows = I(p.rows) + 2 * rh, qbase = tl.h0 - rh;
-    const I e0 = tl.h0 - rh > 0 ? tl.h0 - rh : I(0), e1 = tl.h1 + rh < H ? tl.h1 + rh : H;
-    const int nw = int(s.taps());
+    View v;
+    v.tl = tile_of<I>(s, p, ctx.block());
+    const I rh = I(s.kh / 2);
+    v.W = I(s.W), v.H = I(s.H), v.qrows = I(p.rows) + 2 * rh, v.qbase = v.tl.h0 - rh;
+    v.e0 = v.tl.h0 - rh > 0 ? v.tl.h0 - rh : I(0), v.e1 = v.tl.h1 + rh < v.H ? v.tl.h1 + rh : v.H;
+    v.nw = int(s.taps());
+    v.wts = reinterpret_cast<A*>(mp + p.off_w);
+    v.q = reinterpret_cast<A*>(mp + p.off_q);
+    v.sig = reinterpret_cast<A*>(mp + p.off_s);
+    v.part = reinterpret_cast<ChanPartial<A>*>(sm + p.off_part);
+    v.tile = p.staged ? reinterpret_cast<T*>(sm + p.off_tile) : nullptr;
+    return v;
+  }
 
-    load_weights(ctx, a, wts);
-    if (tile)
-      with_vec<T>(p, [&](auto vt) {
-        constexpr int V = decltype(vt)::value;
-        for_tile_vectors<V, CL>(ctx, s, tl, [&](I k, I off, I, I) { ctx.template copy_vec<V>(a.x + off, tile + k); });
-      });
+  template <class Ctx> static SAM_BLOCK void run(Ctx& ctx, const Args<T>& a) {
+    const View v = view_of(ctx, a);
+    stage_x_tile(ctx, a, v);
     ctx.sync();
+    pool_rows(ctx, a, v);  // ends with a barrier
+    sigmoid_tile(ctx, a, v);
+    if (a.s.return_map) return;
+    ctx.sync();
+    write_out_tile(ctx, a, v);
+  }
 
-    auto qslot = [&](int slot, I h, I w) -> A& { return q[(I(slot) * qrows + h - qbase) * W + w]; };
-    if (!p.two_pass) {
+  // Weights to shared memory and, one pass, the x tile (read from DRAM once, here).
+  template <class Ctx> static SAM_BLOCK void stage_x_tile(Ctx& ctx, const Args<T>& a, const View& v) {
+    load_weights(ctx, a, v.wts);
+    if (v.tile)
+      with_vec<T>(a.p, [&](auto vt) {
+        constexpr int V = decltype(vt)::value;
+        for_tile_vectors<V, CL>(ctx, a.s, v.tl,
+                                [&](I k, I off, I, I) { ctx.template copy_vec<V>(a.x + off, v.tile + k); });
+      });
+  }
+
+  // The pooled maps of the tile rows and their rh halo: pooled over C here (one pass: tile rows
+  // from the staged tile, halo rows from global/L2) or loaded from pass 1's output.
+  template <class Ctx> static SAM_BLOCK void pool_rows(Ctx& ctx, const Args<T>& a, const View& v) {
+    const Shape& s = a.s;
+    const Tile<I>& tl = v.tl;
+    const I W = v.W, H = v.H, e0 = v.e0, e1 = v.e1;
+    if (!a.p.two_pass) {
       channel_reduce<CL, A>(
-          ctx, s, p, int64_t((e1 - e0) * W), lead_lanes<T, CL>(s, e0), false, part,
+          ctx, s, a.p, int64_t((e1 - e0) * W), lead_lanes<T, CL>(s, e0), false, v.part,
           [&](int64_t i, int c0, int step, ChanPartial<A>& acc) {
-            pool_visit<CL>(ctx, a, tl, static_cast<const T*>(tile), e0 + I(i) / W, I(i) % W, c0, step, acc);
+            pool_visit<CL>(ctx, a, tl, static_cast<const T*>(v.tile), e0 + I(i) / W, I(i) % W, c0, step, acc);
           },
           [&](int64_t i, const ChanPartial<A>& acc) {
             const I h = e0 + I(i) / W, w = I(i) % W;
-            if (s.mean_slot >= 0) qslot(s.mean_slot, h, w) = acc.sum / A(s.C);
-            if (s.max_slot >= 0) qslot(s.max_slot, h, w) = acc.max;
+            if (s.mean_slot >= 0) v.qslot(s.mean_slot, h, w) = acc.sum / A(s.C);
+            if (s.max_slot >= 0) v.qslot(s.max_slot, h, w) = acc.max;
           });
     } else {
       ctx.each_thread([&](int t) {
         for (I i = I(t); i < I(s.P) * (e1 - e0) * W; i += I(ctx.threads())) {
           const I slot = i / ((e1 - e0) * W), r = i % ((e1 - e0) * W), h = e0 + r / W, w = r % W;
-          qslot(int(slot), h, w) = ctx.load(a.pooled + ((tl.b * s.P + slot) * H + h) * W + w);
+          v.qslot(int(slot), h, w) = ctx.load(a.pooled + ((tl.b * s.P + slot) * H + h) * W + w);
         }
       });
       ctx.sync();
     }
+  }
 
-    // s = sigmoid(conv(pooled)) on the tile pixels; the one-pass kernel also saves the maps.
+  // s = sigmoid(conv(pooled)) on the tile pixels: kept for the output, or written as the map
+  // (return_map); the one-pass kernel also saves the pooled maps for the backward.
+  template <class Ctx> static SAM_BLOCK void sigmoid_tile(Ctx& ctx, const Args<T>& a, const View& v) {
+    const Shape& s = a.s;
+    const Tile<I>& tl = v.tl;
+    const I W = v.W, H = v.H;
     ctx.each_thread([&](int t) {
       auto qat = [&](int slot, int64_t h, int64_t w) {
-        return (h < 0 || h >= H || w < 0 || w >= W) ? A(0) : qslot(slot, I(h), I(w));
+        return (h < 0 || h >= H || w < 0 || w >= W) ? A(0) : v.qslot(slot, I(h), I(w));
       };
       for (I i = I(t); i < tl.rows() * W; i += I(ctx.threads())) {
         const I h = tl.h0 + i / W, w = i % W;
-        const A sv = sigmoid(conv_pixel(wts, wts[nw], s.P, s.kh, s.kw, int64_t(h), int64_t(w), qat));
-        if (!p.two_pass)
+        const A sv = sigmoid(conv_pixel(v.wts, v.wts[v.nw], s.P, s.kh, s.kw, int64_t(h), int64_t(w), qat));
+        if (!a.p.two_pass)
           for (int slot = 0; slot < s.P; ++slot)
-            ctx.store(a.pooled + ((tl.b * s.P + slot) * H + h) * W + w, qslot(slot, h, w));
+            ctx.store(a.pooled + ((tl.b * s.P + slot) * H + h) * W + w, v.qslot(slot, h, w));
         if (s.return_map) ctx.store(a.out + (tl.b * H + h) * W + w, T(sv));
-        else sig[i] = sv;
+        else v.sig[i] = sv;
       }
     });
-    if (s.return_map) return;
-    ctx.sync();
+  }
 
-    with_vec<T>(p, [&](auto vt) {
+  // out = x * s, x from the staged tile when there is one.
+  template <class Ctx> static SAM_BLOCK void write_out_tile(Ctx& ctx, const Args<T>& a, const View& v) {
+    with_vec<T>(a.p, [&](auto vt) {
       constexpr int V = decltype(vt)::value;
-      for_tile_vectors<V, CL>(ctx, s, tl, [&](I k, I off, I pix, I c) {
-        T v[V];
-        if (tile) ctx.template load_vec<V>(tile + k, v);
-        else ctx.template load_vec<V>(a.x + off, v);
+      for_tile_vectors<V, CL>(ctx, a.s, v.tl, [&](I k, I off, I pix, I c) {
+        T vec[V];
+        if (v.tile) ctx.template load_vec<V>(v.tile + k, vec);
+        else ctx.template load_vec<V>(a.x + off, vec);
         for (int e = 0; e < V; ++e) {
-          v[e] = T(A(v[e]) * sig[pix]);
-          step_elem<CL>(s, pix, c);
+          vec[e] = T(A(vec[e]) * v.sig[pix]);
+          step_elem<CL>(a.s, pix, c);
         }
-        ctx.template store_vec<V>(a.out + off, v);
+        ctx.template store_vec<V>(a.out + off, vec);
       });
     });
   }

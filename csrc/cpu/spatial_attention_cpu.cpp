@@ -379,17 +379,66 @@ void conv_sigmoid_rows(const Params<A>& prm, int64_t P, int64_t kh, int64_t kw, 
   }
 }
 
-// K: the fp32 NCHW loops of the ISA in use (kernels_f32.h); other dtypes and channels_last
-// take the portable templates above.
+// Mean and/or max over C of rows [ha, hz) of one sample, into those rows of q; tmp: scratch
+// for 2 * (hz - ha) * W values, each written before it is read.
+template <typename scalar_t, bool CL>
+void pool_rows_into(const Geometry& g, const Layout<CL>& L, const scalar_t* xb, int64_t ha, int64_t hz,
+                    PaddedRows<acc_t<scalar_t>>& q, acc_t<scalar_t>* tmp, const cpu::F32Kernels* K) {
+  using A = acc_t<scalar_t>;
+  const int64_t H = g.H, W = g.W, m = (hz - ha) * W;
+  const int mean_slot = g.pool.mean_slot(), max_slot = g.pool.max_slot();
+  A* sum = tmp;
+  A* mx = tmp + m;
+  if constexpr (std::is_same_v<scalar_t, float> && !CL) {  // the ISA kernels; the mean's division as in pool_pixels
+    if (mean_slot >= 0) {
+      K->pool_sum(xb + ha * W, g.C, H * W, m, sum);
+      for (int64_t i = 0; i < m; ++i) sum[i] /= A(g.C);
+    }
+    if (max_slot >= 0) K->pool_max(xb + ha * W, g.C, H * W, m, mx);
+  } else {
+    pool_pixels(L, xb, ha * W, m, mean_slot >= 0 ? sum : nullptr, max_slot >= 0 ? mx : nullptr);
+  }
+  for (int64_t h = ha; h < hz; ++h) {
+    const int64_t off = (h - ha) * W;
+    if (mean_slot >= 0) std::copy(sum + off, sum + off + W, q.at(mean_slot, h));
+    if (max_slot >= 0) std::copy(mx + off, mx + off + W, q.at(max_slot, h));
+  }
+}
+
+// out = x * s on the n pixels of one sample from pixel p0 (s: those pixels), advancing the
+// prefetch pf of the next block's x as it goes.
+template <typename scalar_t, bool CL>
+void scale_pixels(const Geometry& g, const Layout<CL>& L, const scalar_t* xb, scalar_t* ob, const acc_t<scalar_t>* s,
+                  int64_t p0, int64_t n, bool stream, Prefetcher& pf, const cpu::F32Kernels* K) {
+  using A = acc_t<scalar_t>;
+  if constexpr (std::is_same_v<scalar_t, float> && !CL) {
+    const cpu::PrefetchRuns runs = pf.runs();
+    K->scale(ob + p0, xb + p0, s, g.C, g.H * g.W, n, stream, &runs, 1);
+  } else if constexpr (!CL) {
+    for (int64_t c = 0; c < g.C; ++c) {
+      pf.advance(c + 1, g.C);
+      write_segment<false, scalar_t, A>(ob + L.at(c, p0), xb + L.at(c, p0), s, nullptr, nullptr, nullptr, c, n, stream);
+    }
+  } else {
+    for (int64_t i = 0; i < n; ++i) {
+      pf.advance(i + 1, n);
+      write_segment<true, scalar_t, A>(ob + L.at(0, p0 + i), xb + L.at(0, p0 + i), &s[i], nullptr, nullptr, nullptr, 0,
+                                       g.C, stream);
+    }
+  }
+}
+
+// One item of the forward. Per block of rows: pool the rows up to rh past it (each row once),
+// convolve and apply the sigmoid, save the pooled maps, then out = x * s (or s itself with
+// return_map). K: the fp32 NCHW loops of the ISA in use (kernels_f32.h); other dtypes and
+// channels_last take the portable templates above.
 template <typename scalar_t, bool CL>
 void forward_item(const Geometry& g, const RowSplit& sp, int64_t item, const scalar_t* x, scalar_t* out,
                   acc_t<scalar_t>* pooled, const Params<acc_t<scalar_t>>& prm, bool return_map, bool stream,
                   bool next_item_here, const cpu::F32Kernels* K) {
   using A = acc_t<scalar_t>;
-  constexpr bool kF32Nchw = std::is_same_v<scalar_t, float> && !CL;
   const int64_t H = g.H, W = g.W, P = g.pool.P, rh = g.kh / 2;
   const int64_t b = item / sp.chunks, h0 = (item % sp.chunks) * sp.chunk_rows, h1 = std::min(h0 + sp.chunk_rows, H);
-  const int mean_slot = g.pool.mean_slot(), max_slot = g.pool.max_slot();
   const Layout<CL> L{g.C, H, W};
   const scalar_t* xb = x + b * g.C * H * W;
   PaddedRows<A> q(P, h0 - rh, h1 - h0 + 2 * rh, W, g.kw / 2);  // rows outside the map stay 0
@@ -399,24 +448,8 @@ void forward_item(const Geometry& g, const RowSplit& sp, int64_t item, const sca
   int64_t pooled_to = std::max<int64_t>(h0 - rh, 0);
   for (int64_t hb = h0; hb < h1; hb += sp.block_rows) {
     const int64_t he = std::min(hb + sp.block_rows, h1), need = std::min(he + rh, H), n = (he - hb) * W;
-    if (need > pooled_to) {  // pool the rows up to rh past this block, then pad them into q
-      const int64_t m = (need - pooled_to) * W;
-      A* sum = pool_tmp.get();
-      A* mx = pool_tmp.get() + m;
-      if constexpr (kF32Nchw) {  // the ISA kernels; the mean's division as in pool_pixels
-        if (mean_slot >= 0) {
-          K->pool_sum(xb + pooled_to * W, g.C, H * W, m, sum);
-          for (int64_t i = 0; i < m; ++i) sum[i] /= A(g.C);
-        }
-        if (max_slot >= 0) K->pool_max(xb + pooled_to * W, g.C, H * W, m, mx);
-      } else {
-        pool_pixels(L, xb, pooled_to * W, m, mean_slot >= 0 ? sum : nullptr, max_slot >= 0 ? mx : nullptr);
-      }
-      for (int64_t h = pooled_to; h < need; ++h) {
-        const int64_t off = (h - pooled_to) * W;
-        if (mean_slot >= 0) std::copy(sum + off, sum + off + W, q.at(mean_slot, h));
-        if (max_slot >= 0) std::copy(mx + off, mx + off + W, q.at(max_slot, h));
-      }
+    if (need > pooled_to) {
+      pool_rows_into(g, L, xb, pooled_to, need, q, pool_tmp.get(), K);
       pooled_to = need;
     }
     conv_sigmoid_rows(prm, P, g.kh, g.kw, q, hb, he, s.get(), K);
@@ -426,86 +459,98 @@ void forward_item(const Geometry& g, const RowSplit& sp, int64_t item, const sca
       std::transform(s.get(), s.get() + n, out + (b * H + hb) * W, [](A v) { return from_acc<scalar_t>(v); });
       continue;
     }
-    scalar_t* ob = out + b * g.C * H * W;
     const NextRows nx = next_rows(g, sp, item, he, h1, next_item_here);
     Prefetcher pf = Prefetcher::rows(L, nx.r1 > nx.r0 ? x + nx.b * g.C * H * W : nullptr, nx.r0, nx.r1);
-    if constexpr (kF32Nchw) {
-      const cpu::PrefetchRuns runs = pf.runs();
-      K->scale(ob + hb * W, xb + hb * W, s.get(), g.C, H * W, n, stream, &runs, 1);
-    } else if constexpr (!CL) {
-      for (int64_t c = 0; c < g.C; ++c) {
-        pf.advance(c + 1, g.C);
-        write_segment<false, scalar_t, A>(ob + L.at(c, hb * W), xb + L.at(c, hb * W), s.get(), nullptr, nullptr,
-                                          nullptr, c, n, stream);
-      }
-    } else {
-      for (int64_t i = 0; i < n; ++i) {
-        pf.advance(i + 1, n);
-        write_segment<true, scalar_t, A>(ob + L.at(0, hb * W + i), xb + L.at(0, hb * W + i), &s[i], nullptr, nullptr,
-                                         nullptr, 0, g.C, stream);
-      }
-    }
+    scale_pixels(g, L, xb, out + b * g.C * H * W, s.get(), hb * W, n, stream, pf, K);
   }
   if (stream) stream_fence();
 }
 
-// One item of the backward; adds its weight/bias gradient to `partial` ([P*kh*kw + 1], bias
-// last), which belongs to this item alone.
-template <typename scalar_t, bool CL>
-void backward_item(const Geometry& g, const RowSplit& sp, int64_t item, const scalar_t* gout, const scalar_t* x,
-                   const acc_t<scalar_t>* pooled, scalar_t* dx, const Params<acc_t<scalar_t>>& prm, bool return_map,
-                   bool stream, bool next_item_here, double* partial, const cpu::F32Kernels* K) {
+// One item of the backward: rows [h0, h1) of sample b, streamed in blocks of sp.block_rows
+// rows. Holds what outlives one block: the pooled rows it reads, and rho/delta, s and the
+// argmax of its rows plus halo, each computed once (rows [h0-rh, h1+rh), zero outside the map).
+template <typename scalar_t, bool CL> struct BackwardItem {
   using A = acc_t<scalar_t>;
-  constexpr bool kF32Nchw = std::is_same_v<scalar_t, float> && !CL;
-  const int64_t C = g.C, H = g.H, W = g.W, P = g.pool.P, kh = g.kh, kw = g.kw, rh = kh / 2, rw = kw / 2;
-  const int64_t b = item / sp.chunks, h0 = (item % sp.chunks) * sp.chunk_rows, h1 = std::min(h0 + sp.chunk_rows, H);
-  const int64_t base = h0 - rh, buf_rows = h1 - h0 + 2 * rh;
-  const int mean_slot = g.pool.mean_slot(), max_slot = g.pool.max_slot();
-  const Layout<CL> L{C, H, W};
-  const int64_t sample = C * H * W;
-  const scalar_t* xb = x + b * sample;
-  const scalar_t* gb = gout + (return_map ? b * H * W : b * sample);
-  scalar_t* dxb = dx + b * sample;
+  static constexpr bool kF32Nchw = std::is_same_v<scalar_t, float> && !CL;
 
-  // Pooled rows [h0-2rh, h1+2rh) (s is needed on rows [h0-rh, h1+rh)); delta, s and argmax on
-  // rows [h0-rh, h1+rh); all zero outside the map.
-  PaddedRows<A> q(P, h0 - 2 * rh, h1 - h0 + 4 * rh, W, rw), delta(1, base, buf_rows, W, rw);
-  for (int64_t p = 0; p < P; ++p)
-    for (int64_t h = std::max<int64_t>(q.first, 0); h < std::min(q.first + q.rows, H); ++h) {
-      const A* src = pooled + ((b * P + p) * H + h) * W;
-      std::copy(src, src + W, q.at(p, h));
-    }
-  std::vector<A> s(buf_rows * W, A(0)), mbuf;
+  const Params<A>& prm;
+  const cpu::F32Kernels* K;
+  const bool return_map;
+  const int64_t C, H, W, P, kh, kw, rh, rw;
+  const int64_t b, h0, h1, base, buf_rows;  // base: first row of delta, s and amax (h0 - rh)
+  const int mean_slot, max_slot;
+  const Layout<CL> L;
+  const scalar_t* xb;  // this sample of x, grad_out, dx
+  const scalar_t* gb;
+  scalar_t* dxb;
+  PaddedRows<A> q, delta;  // pooled rows [h0-2rh, h1+2rh) (s is needed on rows [h0-rh, h1+rh))
+  std::vector<A> s, mbuf;
   std::vector<int32_t> amax;
-  if (max_slot >= 0) {
-    amax.resize(buf_rows * W);
-    mbuf.resize(buf_rows * W);
-  }
-  std::vector<A> gmean(sp.block_rows * W, A(0)), gmax(sp.block_rows * W, A(0));
-  std::unique_ptr<double[]> rho(new double[(sp.block_rows + 2 * rh) * W]);  // rho of the rows being added
-  auto row = [&](int64_t h) { return (h - base) * W; };
-  const int64_t nw = P * kh * kw;
+  std::vector<A> gmean, gmax;  // gamma of the current block
+  std::unique_ptr<double[]> rho;  // rho of the rows being added
 
-  int64_t done_to = std::max<int64_t>(base, 0);
-  for (int64_t hb = h0; hb < h1; hb += sp.block_rows) {
-    const int64_t he = std::min(hb + sp.block_rows, h1), need = std::min(he + rh, H), n = (he - hb) * W;
-    if (need > done_to) {  // rho, s, delta (and argmax) of the rows up to rh past this block
-      const int64_t r0 = row(done_to), m = (need - done_to) * W;
-      if (return_map)
-        std::transform(gb + done_to * W, gb + need * W, rho.get(), [](scalar_t v) { return to_acc<double>(v); });
-      bool rho_done = return_map;  // rho by the ISA kernels where they apply, the argmax by rho_pixels
-      if constexpr (kF32Nchw)
-        if (!return_map) K->rho(gb + done_to * W, xb + done_to * W, C, H * W, m, rho.get()), rho_done = true;
-      if (!rho_done || max_slot >= 0)
-        rho_pixels(L, gb, xb, done_to * W, m, rho_done ? nullptr : rho.get(),
-                   max_slot >= 0 ? mbuf.data() + r0 : nullptr, max_slot >= 0 ? amax.data() + r0 : nullptr);
-      conv_sigmoid_rows(prm, P, kh, kw, q, done_to, need, s.data() + r0, K);
-      for (int64_t h = done_to; h < need; ++h)
-        for (int64_t w = 0; w < W; ++w)
-          delta.at(0, h)[w] = A(sigmoid_backward(rho[(h - done_to) * W + w], double(s[row(h) + w])));
-      done_to = need;
-    }
-    // gamma_p = transposed conv of delta with w[p]; weight/bias gradient of this block's rows
+  BackwardItem(const Geometry& g, const RowSplit& sp, int64_t item, const scalar_t* gout, const scalar_t* x,
+               const A* pooled, scalar_t* dx, const Params<A>& prm_, bool return_map_, const cpu::F32Kernels* K_)
+      : prm(prm_),
+        K(K_),
+        return_map(return_map_),
+        C(g.C),
+        H(g.H),
+        W(g.W),
+        P(g.pool.P),
+        kh(g.kh),
+        kw(g.kw),
+        rh(kh / 2),
+        rw(kw / 2),
+        b(item / sp.chunks),
+        h0((item % sp.chunks) * sp.chunk_rows),
+        h1(std::min(h0 + sp.chunk_rows, H)),
+        base(h0 - rh),
+        buf_rows(h1 - h0 + 2 * rh),
+        mean_slot(g.pool.mean_slot()),
+        max_slot(g.pool.max_slot()),
+        L{C, H, W},
+        xb(x + b * C * H * W),
+        gb(gout + (return_map ? b * H * W : b * C * H * W)),
+        dxb(dx + b * C * H * W),
+        q(P, h0 - 2 * rh, h1 - h0 + 4 * rh, W, rw),
+        delta(1, base, buf_rows, W, rw),
+        s(buf_rows * W, A(0)),
+        mbuf(max_slot >= 0 ? buf_rows * W : 0),
+        amax(max_slot >= 0 ? buf_rows * W : 0),
+        gmean(sp.block_rows * W, A(0)),
+        gmax(sp.block_rows * W, A(0)),
+        rho(new double[(sp.block_rows + 2 * rh) * W]) {
+    for (int64_t p = 0; p < P; ++p)
+      for (int64_t h = std::max<int64_t>(q.first, 0); h < std::min(q.first + q.rows, H); ++h) {
+        const A* src = pooled + ((b * P + p) * H + h) * W;
+        std::copy(src, src + W, q.at(p, h));
+      }
+  }
+
+  int64_t row(int64_t h) const { return (h - base) * W; }
+
+  // rho, s, delta = rho * s * (1 - s) (and the argmax) of rows [ha, hz): rho by the ISA kernels
+  // where they apply, else (and the argmax always) by rho_pixels; with return_map rho is the
+  // map's gradient.
+  void rho_s_delta_rows(int64_t ha, int64_t hz) {
+    const int64_t r0 = row(ha), m = (hz - ha) * W;
+    if (return_map) std::transform(gb + ha * W, gb + hz * W, rho.get(), [](scalar_t v) { return to_acc<double>(v); });
+    bool rho_done = return_map;
+    if constexpr (kF32Nchw)
+      if (!return_map) K->rho(gb + ha * W, xb + ha * W, C, H * W, m, rho.get()), rho_done = true;
+    if (!rho_done || max_slot >= 0)
+      rho_pixels(L, gb, xb, ha * W, m, rho_done ? nullptr : rho.get(), max_slot >= 0 ? mbuf.data() + r0 : nullptr,
+                 max_slot >= 0 ? amax.data() + r0 : nullptr);
+    conv_sigmoid_rows(prm, P, kh, kw, q, ha, hz, s.data() + r0, K);
+    for (int64_t h = ha; h < hz; ++h)
+      for (int64_t w = 0; w < W; ++w)
+        delta.at(0, h)[w] = A(sigmoid_backward(rho[(h - ha) * W + w], double(s[row(h) + w])));
+  }
+
+  // gamma_p = transposed conv of delta with w[p] on rows [hb, he) (gamma_mean divided by C),
+  // and the weight/bias gradient of those rows added to `partial`.
+  void gamma_and_weight_grad(int64_t hb, int64_t he, double* partial) {
     if constexpr (std::is_same_v<A, float>) {  // the ISA kernels (every dtype but fp64)
       float* const gamma[2] = {mean_slot == 0 ? gmean.data() : gmax.data(),
                                mean_slot == 1 ? gmean.data() : gmax.data()};
@@ -513,6 +558,7 @@ void backward_item(const Geometry& g, const RowSplit& sp, int64_t item, const sc
       K->conv_backward(prm.w.data(), P, kh, kw, delta.at(0, hb), padded, q.at(0, hb), q.rows * padded, padded, he - hb,
                        W, gamma, partial);
     } else {
+      const int64_t nw = P * kh * kw;
       std::fill(gmean.begin(), gmean.end(), A(0));
       std::fill(gmax.begin(), gmax.end(), A(0));
       for (int64_t h = hb; h < he; ++h) {
@@ -536,16 +582,16 @@ void backward_item(const Geometry& g, const RowSplit& sp, int64_t item, const sc
       }
     }
     if (mean_slot >= 0)
-      for (int64_t i = 0; i < n; ++i) gmean[i] /= A(C);
-    // dx = g*s (unless return_map) + gamma_mean/C + gamma_max at the first argmax channel
+      for (int64_t i = 0; i < (he - hb) * W; ++i) gmean[i] /= A(C);
+  }
+
+  // dx = g*s (unless return_map) + gamma_mean/C + gamma_max at the first argmax channel on rows
+  // [hb, he), advancing the prefetch of the next rho step's x and g as it goes.
+  void write_dx_block(int64_t hb, int64_t he, Prefetcher& pfx, Prefetcher& pfg, bool stream) {
+    const int64_t n = (he - hb) * W;
     const A* sb = s.data() + row(hb);
     const int32_t* am = max_slot >= 0 ? amax.data() + row(hb) : nullptr;
     const A* gm = mean_slot >= 0 ? gmean.data() : nullptr;
-    // the next rho step reads x (when it needs rho or argmax) and g (unless return_map)
-    const NextRows nx = next_rows(g, sp, item, he, h1, next_item_here);
-    const bool reads_x = !return_map || max_slot >= 0;
-    Prefetcher pfx = Prefetcher::rows(L, nx.r1 > nx.r0 && reads_x ? x + nx.b * sample : nullptr, nx.r0, nx.r1);
-    Prefetcher pfg = Prefetcher::rows(L, nx.r1 > nx.r0 && !return_map ? gout + nx.b * sample : nullptr, nx.r0, nx.r1);
     if constexpr (kF32Nchw) {
       const cpu::PrefetchRuns runs[2] = {pfx.runs(), pfg.runs()};
       K->dx(dxb + hb * W, return_map ? nullptr : gb + hb * W, sb, gm, am, gmax.data(), C, H * W, n, stream, runs, 2);
@@ -565,6 +611,33 @@ void backward_item(const Geometry& g, const RowSplit& sp, int64_t item, const sc
                                          stream);
       }
     }
+  }
+};
+
+// One item of the backward; adds its weight/bias gradient to `partial` ([P*kh*kw + 1], bias
+// last), which belongs to this item alone. Per block of rows: rho, s and delta of the rows up
+// to rh past it (each row once), then gamma and the weight gradient, then dx.
+template <typename scalar_t, bool CL>
+void backward_item(const Geometry& g, const RowSplit& sp, int64_t item, const scalar_t* gout, const scalar_t* x,
+                   const acc_t<scalar_t>* pooled, scalar_t* dx, const Params<acc_t<scalar_t>>& prm, bool return_map,
+                   bool stream, bool next_item_here, double* partial, const cpu::F32Kernels* K) {
+  BackwardItem<scalar_t, CL> state(g, sp, item, gout, x, pooled, dx, prm, return_map, K);
+  const Layout<CL>& L = state.L;
+  const int64_t sample = g.C * g.H * g.W, rh = state.rh, h1 = state.h1;
+  int64_t done_to = std::max<int64_t>(state.base, 0);
+  for (int64_t hb = state.h0; hb < h1; hb += sp.block_rows) {
+    const int64_t he = std::min(hb + sp.block_rows, h1), need = std::min(he + rh, g.H);
+    if (need > done_to) {
+      state.rho_s_delta_rows(done_to, need);
+      done_to = need;
+    }
+    state.gamma_and_weight_grad(hb, he, partial);
+    // the next rho step reads x (when it needs rho or argmax) and g (unless return_map)
+    const NextRows nx = next_rows(g, sp, item, he, h1, next_item_here);
+    const bool reads_x = !return_map || state.max_slot >= 0;
+    Prefetcher pfx = Prefetcher::rows(L, nx.r1 > nx.r0 && reads_x ? x + nx.b * sample : nullptr, nx.r0, nx.r1);
+    Prefetcher pfg = Prefetcher::rows(L, nx.r1 > nx.r0 && !return_map ? gout + nx.b * sample : nullptr, nx.r0, nx.r1);
+    state.write_dx_block(hb, he, pfx, pfg, stream);
   }
   if (stream) stream_fence();
 }
