@@ -53,13 +53,14 @@ template <typename A, typename I> SAM_HD void argmax_update(A v, int64_t c, A& m
 
 // Pre-activation a[h,w] = bias + sum_{p,i,j} w[p,i,j] * q_p[h+i-rh, w+j-rw]; `q(p, hh, ww)`
 // returns the pooled value, 0 outside the map ("same" zero padding).
-template <typename A, typename QAt>
-SAM_HD A conv_pixel(const A* w, A bias, int P, int kh, int kw, int64_t h, int64_t x, QAt&& q) {
+// `w` is a pointer or a checked view of the CPU context's block buffers.
+template <typename A, typename Wts, typename QAt>
+SAM_HD A conv_pixel(const Wts& w, A bias, int P, int kh, int kw, int64_t h, int64_t x, QAt&& q) {
   const int rh = kh / 2, rw = kw / 2;
   A acc = bias;
   for (int p = 0; p < P; ++p)
     for (int i = 0; i < kh; ++i)
-      for (int j = 0; j < kw; ++j) acc += w[(p * kh + i) * kw + j] * q(p, h + i - rh, x + j - rw);
+      for (int j = 0; j < kw; ++j) acc += A(w[(p * kh + i) * kw + j]) * q(p, h + i - rh, x + j - rw);
   return acc;
 }
 

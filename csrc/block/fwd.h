@@ -67,9 +67,10 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
     const Shape& s = a.s;
     const Plan& p = a.p;
     unsigned char *sm = ctx.smem(), *mp = map_buffers<Spill>(ctx, a);
-    A* wts = reinterpret_cast<A*>(mp + p.off_w);
-    A* q = reinterpret_cast<A*>(mp + p.off_q);     // map row h at q row h - qbase
-    A* sig = reinterpret_cast<A*>(mp + p.off_s);   // s of the tile pixels
+    A* wts_raw = reinterpret_cast<A*>(mp + p.off_w);
+    auto q = ctx.buffer(reinterpret_cast<A*>(mp + p.off_q));    // map row h at q row h - qbase
+    auto sig = ctx.buffer(reinterpret_cast<A*>(mp + p.off_s));  // s of the tile pixels
+    auto wts = ctx.buffer(wts_raw);
     auto* part = reinterpret_cast<ChanPartial<A>*>(sm + p.off_part);
     T* tile = p.staged ? reinterpret_cast<T*>(sm + p.off_tile) : nullptr;
     const Tile<I> tl = tile_of<I>(s, p, ctx.block());
@@ -77,7 +78,7 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
     const I e0 = tl.h0 - rh > 0 ? tl.h0 - rh : I(0), e1 = tl.h1 + rh < H ? tl.h1 + rh : H;
     const int nw = int(s.taps());
 
-    load_weights(ctx, a, wts);
+    load_weights(ctx, a, wts_raw);
     if (tile)
       with_vec<T>(p, [&](auto vt) {
         constexpr int V = decltype(vt)::value;
@@ -85,7 +86,7 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
       });
     ctx.sync();
 
-    auto qslot = [&](int slot, I h, I w) -> A& { return q[(I(slot) * qrows + h - qbase) * W + w]; };
+    auto qslot = [&](int slot, I h, I w) -> decltype(auto) { return q[(I(slot) * qrows + h - qbase) * W + w]; };
     if (!p.two_pass) {
       channel_reduce<CL, A>(
           ctx, s, p, int64_t((e1 - e0) * W), lead_lanes<T, CL>(s, e0), false, part,
@@ -110,14 +111,14 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
     // s = sigmoid(conv(pooled)) on the tile pixels; the one-pass kernel also saves the maps.
     ctx.each_thread([&](int t) {
       auto qat = [&](int slot, int64_t h, int64_t w) {
-        return (h < 0 || h >= H || w < 0 || w >= W) ? A(0) : qslot(slot, I(h), I(w));
+        return (h < 0 || h >= H || w < 0 || w >= W) ? A(0) : A(qslot(slot, I(h), I(w)));
       };
       for (I i = I(t); i < tl.rows() * W; i += I(ctx.threads())) {
         const I h = tl.h0 + i / W, w = i % W;
-        const A sv = sigmoid(conv_pixel(wts, wts[nw], s.P, s.kh, s.kw, int64_t(h), int64_t(w), qat));
+        const A sv = sigmoid(conv_pixel(wts, A(wts[nw]), s.P, s.kh, s.kw, int64_t(h), int64_t(w), qat));
         if (!p.two_pass)
           for (int slot = 0; slot < s.P; ++slot)
-            ctx.store(a.pooled + ((tl.b * s.P + slot) * H + h) * W + w, qslot(slot, h, w));
+            ctx.store(a.pooled + ((tl.b * s.P + slot) * H + h) * W + w, A(qslot(slot, h, w)));
         if (s.return_map) ctx.store(a.out + (tl.b * H + h) * W + w, T(sv));
         else sig[i] = sv;
       }
@@ -132,7 +133,7 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
         if (tile) ctx.template load_vec<V>(tile + k, v);
         else ctx.template load_vec<V>(a.x + off, v);
         for (int e = 0; e < V; ++e) {
-          v[e] = T(A(v[e]) * sig[pix]);
+          v[e] = T(A(v[e]) * A(sig[pix]));
           step_elem<CL>(s, pix, c);
         }
         ctx.template store_vec<V>(a.out + off, v);
