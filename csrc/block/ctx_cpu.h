@@ -186,6 +186,7 @@ template <class T> struct CheckedRef {
 };
 // A block buffer (ctx.buffer(p)): on the GPU the raw pointer, here a view with checked elements.
 template <class T> struct CheckedPtr {
+  using element_type = T;
   T* p;
   BlockSanitizer* san;
   CheckedRef<T> operator[](int64_t i) const { return {p + i, san}; }
