@@ -15,9 +15,11 @@ from test_cuda_emulation import CASES, LAYOUTS, check
 EXPECTED = {
     "missing_barrier": ("race", r"read after write in shared memory .*thread 0, other thread 1, barrier interval 0, "
                                 r"shared offset 4\)"),
-    "shared_write_write": ("race", r"write after write in shared memory .*thread 1, other thread 0, .*shared offset 0\)"),
+    "shared_write_write": ("race", r"write after write in shared memory .*thread 1, other thread 0, "
+                                   r".*shared offset 0\)"),
     "global_blocks": ("race", r"write after write in global memory by block 0 and this block .*block 1, thread 0"),
-    "global_threads": ("race", r"write after write in global memory by two threads .*block 0, thread 1, other thread 0"),
+    "global_threads": ("race", r"write after write in global memory by two threads "
+                               r".*block 0, thread 1, other thread 0"),
     "shared_bounds": ("bounds", r"shared write of 4 bytes past the end of the 256-byte dynamic allocation .*"
                                 r"thread 63, .*shared offset 256\)"),
     "global_bounds": ("bounds", r"global read of 4 bytes outside every tensor .*thread 63"),

@@ -58,11 +58,11 @@ class BlockSanitizer {
   void begin_thread(int t) { thread_ = t; }
   void end_phase() {
     thread_ = -1;
+    if (barrier_hits_ == threads_) fail("barrier", "barrier inside a phase body (per-thread code)", -1, -1, "");
     if (barrier_hits_ > 0)
-      fail("barrier", barrier_hits_ < threads_ ? "barrier inside divergent code: reached by " +
-                                                     std::to_string(barrier_hits_) + " of " +
-                                                     std::to_string(threads_) + " threads"
-                                               : std::string("barrier inside a phase body (per-thread code)"),
+      fail("barrier",
+           "barrier inside divergent code: reached by " + std::to_string(barrier_hits_) + " of " +
+               std::to_string(threads_) + " threads",
            -1, -1, "");
   }
   // ctx.sync(): at block scope a barrier every thread reaches; inside a phase, counted.
@@ -80,8 +80,7 @@ class BlockSanitizer {
     if (cp >= smem_ && cp < smem_ + capacity_) return access_shared(cp - smem_, bytes, write);
     for (auto& r : regions_)
       if (cp >= r.base && cp < r.base + r.bytes) return access_global(r, cp - r.base, bytes, write);
-    fail("bounds", std::string("global ") + (write ? "write" : "read") + " of " + std::to_string(bytes) +
-                       " bytes outside every tensor of the call and the shared memory",
+    fail("bounds", access_what("global", write, bytes) + " outside every tensor of the call and the shared memory",
          thread_, -1, "address " + hex(reinterpret_cast<uintptr_t>(p)));
   }
 
@@ -105,12 +104,13 @@ class BlockSanitizer {
 
   void access_shared(int64_t off, int64_t bytes, bool write) {
     if (off + bytes > smem_bytes_)
-      fail("bounds", std::string("shared ") + (write ? "write" : "read") + " of " + std::to_string(bytes) +
-                         " bytes past the end of the " + std::to_string(smem_bytes_) + "-byte dynamic allocation",
+      fail("bounds",
+           access_what("shared", write, bytes) + " past the end of the " + std::to_string(smem_bytes_) +
+               "-byte dynamic allocation",
            thread_, -1, "shared offset " + std::to_string(off));
     if (thread_ < 0)
-      fail("race", "shared-memory access at block scope (outside each_thread): every thread would make it",
-           thread_, -1, "shared offset " + std::to_string(off));
+      fail("race", "shared-memory access at block scope (outside each_thread): every thread would make it", thread_, -1,
+           "shared offset " + std::to_string(off));
     for (int64_t i = off; i < off + bytes; ++i) {
       SharedByte& b = shared_[i];
       const std::string where = "shared offset " + std::to_string(i);
@@ -134,20 +134,23 @@ class BlockSanitizer {
   }
   void access_global(Region& r, int64_t off, int64_t bytes, bool write) {
     if (off + bytes > r.bytes)
-      fail("bounds", std::string("global ") + (write ? "write" : "read") + " of " + std::to_string(bytes) +
-                         " bytes past the end of a " + std::to_string(r.bytes) + "-byte tensor",
+      fail("bounds",
+           access_what("global", write, bytes) + " past the end of a " + std::to_string(r.bytes) + "-byte tensor",
            thread_, -1, "byte offset " + std::to_string(off));
     if (!write) return;
     for (int64_t i = off; i < off + bytes; ++i) {
       GlobalWrite& w = r.writes[i];
       if (w.launch == launch_ && (w.block != block_ || (w.thread != thread_ && w.interval == interval_)))
         fail("race",
-             "write after write in global memory by " +
-                 (w.block != block_ ? "block " + std::to_string(w.block) + " and this block"
-                                    : std::string("two threads")),
-             thread_, w.block != block_ ? w.thread : w.thread, "byte offset " + std::to_string(i));
+             "write after write in global memory by " + (w.block != block_
+                                                             ? "block " + std::to_string(w.block) + " and this block"
+                                                             : std::string("two threads")),
+             thread_, w.thread, "byte offset " + std::to_string(i));
       w = {launch_, interval_, block_, thread_};
     }
+  }
+  static std::string access_what(const char* space, bool write, int64_t bytes) {
+    return std::string(space) + (write ? " write" : " read") + " of " + std::to_string(bytes) + " bytes";
   }
   static std::string hex(uintptr_t v) {
     std::ostringstream s;

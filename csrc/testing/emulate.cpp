@@ -121,8 +121,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> emulate_fwd(const at::Tensor& x, 
                                                            const std::optional<at::Tensor>& bias,
                                                            const std::string& pool, bool return_map, int64_t variant,
                                                            int64_t rows, int64_t threads, bool index64,
-                                                           int64_t max_blocks, const std::string& arch,
-                                                           bool sanitize) {
+                                                           int64_t max_blocks, const std::string& arch, bool sanitize) {
   CpuLauncher L;
   L.dev = arch_limits(arch);
   L.max_blocks = max_blocks;
@@ -169,8 +168,18 @@ std::tuple<at::Tensor, bool> emulate_plan(at::IntArrayRef shape, at::ScalarType 
 // A tiny block program (2 blocks of 64 threads, 64 floats of shared memory): thread t stages
 // in[t], a barrier, then writes out[block * 64 + t] = buf[t] + buf[(t + 1) % 64]. Each bug
 // breaks it the way a kernel could; the sanitizer must name that kind.
-enum class Bug { kClean, kMissingBarrier, kSharedWriteWrite, kGlobalBlocks, kGlobalThreads, kSharedBounds,
-                 kGlobalBounds, kUninit, kDivergentBarrier, kBarrierInPhase };
+enum class Bug {
+  kClean,
+  kMissingBarrier,
+  kSharedWriteWrite,
+  kGlobalBlocks,
+  kGlobalThreads,
+  kSharedBounds,
+  kGlobalBounds,
+  kUninit,
+  kDivergentBarrier,
+  kBarrierInPhase
+};
 constexpr std::pair<const char*, Bug> kBugs[] = {
     {"clean", Bug::kClean},                         // runs clean
     {"missing_barrier", Bug::kMissingBarrier},      // race: read after write, no barrier between
