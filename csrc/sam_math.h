@@ -3,6 +3,8 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <memory>
+#include <type_traits>
 
 #ifdef __CUDACC__
 #define SAM_HD __host__ __device__ __forceinline__
@@ -53,24 +55,26 @@ template <typename A, typename I> SAM_HD void argmax_update(A v, int64_t c, A& m
 
 // Pre-activation a[h,w] = bias + sum_{p,i,j} w[p,i,j] * q_p[h+i-rh, w+j-rw]; `q(p, hh, ww)`
 // returns the pooled value, 0 outside the map ("same" zero padding).
-template <typename A, typename QAt>
-SAM_HD A conv_pixel(const A* w, A bias, int P, int kh, int kw, int64_t h, int64_t x, QAt&& q) {
+// `w` is a pointer or a checked view of the CPU context's block buffers.
+template <typename A, typename Wts, typename QAt>
+SAM_HD A conv_pixel(const Wts& w, A bias, int P, int kh, int kw, int64_t h, int64_t x, QAt&& q) {
   const int rh = kh / 2, rw = kw / 2;
   A acc = bias;
   for (int p = 0; p < P; ++p)
     for (int i = 0; i < kh; ++i)
-      for (int j = 0; j < kw; ++j) acc += w[(p * kh + i) * kw + j] * q(p, h + i - rh, x + j - rw);
+      for (int j = 0; j < kw; ++j) acc += A(w[(p * kh + i) * kw + j]) * q(p, h + i - rh, x + j - rw);
   return acc;
 }
 
 // dL/dq_p[h,w] = sum_{i,j} w[p,i,j] * delta[h-i+rh, w-j+rw] (transposed conv); `d(hh, ww)`
 // returns delta, 0 outside the map.
-template <typename A, typename DAt>
-SAM_HD A conv_transpose_pixel(const A* w, int p, int kh, int kw, int64_t h, int64_t x, DAt&& d) {
+// `w` as in conv_pixel (a pointer, or a class with an element_type).
+template <typename Wts, typename DAt, typename A = std::remove_cv_t<typename std::pointer_traits<Wts>::element_type>>
+SAM_HD A conv_transpose_pixel(const Wts& w, int p, int kh, int kw, int64_t h, int64_t x, DAt&& d) {
   const int rh = kh / 2, rw = kw / 2;
   A acc = 0;
   for (int i = 0; i < kh; ++i)
-    for (int j = 0; j < kw; ++j) acc += w[(p * kh + i) * kw + j] * d(h - i + rh, x - j + rw);
+    for (int j = 0; j < kw; ++j) acc += A(w[(p * kh + i) * kw + j]) * d(h - i + rh, x - j + rw);
   return acc;
 }
 

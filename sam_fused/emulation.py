@@ -65,23 +65,37 @@ def decode(t: torch.Tensor) -> Traffic:
 
 
 def emulate_fwd(x, weight, bias, pool, return_map, variant=0, rows=0, threads=0, index64=False, max_blocks=0,
-                arch=DEFAULT_ARCH):
+                arch=DEFAULT_ARCH, sanitize=False):
     """(out, pooled, Traffic) of the forward block programs run on the CPU, planned for and held
     to the limits of `arch` (max_blocks > 0: only the first blocks of each launch, for
-    access-pattern reports; outputs are then incomplete)."""
+    access-pattern reports; outputs are then incomplete). sanitize: race, bounds, init and
+    barrier checks of every block (csrc/block/sanitizer_cpu.h); the first violation raises
+    RuntimeError "block sanitizer: <kind>: ..."."""
     out, pooled, t = torch.ops.sam_fused._emulate_fwd(x, weight.detach(), None if bias is None else bias.detach(),
                                                       pool, return_map, variant, rows, threads, index64, max_blocks,
-                                                      arch)
+                                                      arch, sanitize)
     return out, pooled, decode(t)
 
 
 def emulate_bwd(grad_out, x, weight, bias, pooled, pool, return_map, variant=0, rows=0, threads=0, index64=False,
-                max_blocks=0, arch=DEFAULT_ARCH):
-    """(grad_x, grad_weight, grad_bias, Traffic) of the backward block programs run on the CPU."""
+                max_blocks=0, arch=DEFAULT_ARCH, sanitize=False):
+    """(grad_x, grad_weight, grad_bias, Traffic) of the backward block programs run on the CPU
+    (sanitize: as for emulate_fwd)."""
     dx, dw, db, t = torch.ops.sam_fused._emulate_bwd(grad_out, x, weight.detach(),
                                                      None if bias is None else bias.detach(), pooled, pool,
-                                                     return_map, variant, rows, threads, index64, max_blocks, arch)
+                                                     return_map, variant, rows, threads, index64, max_blocks, arch,
+                                                     sanitize)
     return dx, dw, db, decode(t)
+
+
+PLANTED_BUGS = ("missing_barrier", "shared_write_write", "global_blocks", "global_threads", "shared_bounds",
+                "global_bounds", "uninit", "divergent_barrier", "barrier_in_phase")
+
+
+def run_planted_bug(bug):
+    """Output of a tiny block program with one planted bug (PLANTED_BUGS, or "clean") run with
+    the sanitizer on: raises the sanitizer's RuntimeError unless clean."""
+    return torch.ops.sam_fused._emulate_planted_bug(bug)
 
 
 def plan(shape, dtype, pool, kernel, backward, channels_last=False, return_map=False, arch=DEFAULT_ARCH, variant=0,

@@ -92,7 +92,8 @@ template <typename A> SAM_BLOCK void merge(ChanPartial<A>& a, const ChanPartial<
 // 32-byte sector boundary (see lead_lanes); those lanes idle.
 template <bool CL, typename A, class Ctx, class Visit, class Emit>
 SAM_BLOCK void channel_reduce(Ctx& ctx, const Shape& s, const Plan& p, int64_t npix, int64_t lead, bool argmax,
-                              ChanPartial<A>* part, Visit&& visit, Emit&& emit) {
+                              ChanPartial<A>* part_raw, Visit&& visit, Emit&& emit) {
+  auto part = ctx.buffer(part_raw);
   for (int64_t base = -lead; base < npix; base += p.px) {
     ctx.each_thread([&](int t) {
       const int lane = CL ? t / p.cs : t % p.px, slot = CL ? t % p.cs : t / p.px;
@@ -104,7 +105,7 @@ SAM_BLOCK void channel_reduce(Ctx& ctx, const Shape& s, const Plan& p, int64_t n
     ctx.each_thread([&](int t) {
       if (t >= p.px || base + t < 0 || base + t >= npix) return;
       ChanPartial<A> acc = part[t];
-      for (int k = 1; k < p.cs; ++k) merge(acc, part[k * p.px + t], argmax);
+      for (int k = 1; k < p.cs; ++k) merge(acc, ChanPartial<A>(part[k * p.px + t]), argmax);
       emit(base + t, acc);
     });
     ctx.sync();
@@ -152,8 +153,9 @@ template <bool CL, typename I> SAM_BLOCK void step_elem(const Shape& s, I& pix, 
 }
 
 // Weights (and bias, last) to shared memory as A.
-template <typename T, class Ctx> SAM_BLOCK void load_weights(Ctx& ctx, const Args<T>& a, acc_t<T>* w) {
+template <typename T, class Ctx> SAM_BLOCK void load_weights(Ctx& ctx, const Args<T>& a, acc_t<T>* w_raw) {
   using A = acc_t<T>;
+  auto w = ctx.buffer(w_raw);
   const int nw = int(a.s.taps());
   ctx.each_thread([&](int t) {
     for (int k = t; k <= nw; k += ctx.threads())

@@ -8,6 +8,9 @@
 // tensor, and per warp-wide access instruction the 32-byte sectors it touches. Accesses
 // through the context to the block's shared memory (the staged tile) count bank wavefronts
 // instead: the shared-memory passes a warp-wide access needs (bank conflicts add passes).
+// With a BlockSanitizer (sanitizer_cpu.h) every access through the context, including the
+// element accesses of the block's buffers (`buffer`), is also checked; without one (the
+// default) the only cost is a null test.
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -16,6 +19,7 @@
 #include <vector>
 
 #include "../sam_math.h"
+#include "sanitizer_cpu.h"
 
 #define SAM_BLOCK inline
 
@@ -164,6 +168,30 @@ class TrafficRecorder {
   int warp_ = -1, lane_ = 0, seq_ = 0;
 };
 
+// An element of a block buffer seen through the sanitizer: reads and writes are checked, not
+// counted as traffic (the buffers are the block's shared memory, or its scratch region).
+template <class T> struct CheckedRef {
+  T* p;
+  BlockSanitizer* san;
+  operator T() const {
+    if (san) san->access(p, sizeof(T), false);
+    return *p;
+  }
+  CheckedRef& operator=(const T& v) {
+    if (san) san->access(p, sizeof(T), true);
+    *p = v;
+    return *this;
+  }
+  CheckedRef& operator=(const CheckedRef& o) { return *this = T(o); }
+};
+// A block buffer (ctx.buffer(p)): on the GPU the raw pointer, here a view with checked elements.
+template <class T> struct CheckedPtr {
+  using element_type = T;
+  T* p;
+  BlockSanitizer* san;
+  CheckedRef<T> operator[](int64_t i) const { return {p + i, san}; }
+};
+
 // Per-thread state that lives across phases: one element per thread of the block.
 template <class S> struct CpuThreadState {
   std::vector<S> v;
@@ -175,19 +203,26 @@ struct CpuCtx {
   int nthreads;
   unsigned char* shared;
   TrafficRecorder* rec;
+  BlockSanitizer* san = nullptr;  // null: no checks
 
   int64_t block() const { return block_id; }
   int threads() const { return nthreads; }
   unsigned char* smem() const { return shared; }
 
   template <class F> void each_thread(F&& f) {
+    if (san) san->begin_phase();
     for (int t = 0; t < nthreads; ++t) {
       rec->begin_thread(t);
+      if (san) san->begin_thread(t);
       f(t);
     }
     rec->end_phase();
+    if (san) san->end_phase();
   }
-  void sync() {}
+  void sync() {
+    if (san) san->barrier();
+  }
+  template <class T> CheckedPtr<T> buffer(T* p) { return {p, san}; }
 
   template <class S> CpuThreadState<S> thread_state() { return {std::vector<S>(nthreads)}; }
 
@@ -206,25 +241,34 @@ struct CpuCtx {
     }
   }
 
+  void check(const void* p, int64_t bytes, bool write) {
+    if (san) san->access(p, bytes, write);
+  }
   template <class T> T load(const T* p) {
+    check(p, sizeof(T), false);
     rec->access(p, sizeof(T), false);
     return *p;
   }
   template <class T> void store(T* p, T v) {
+    check(p, sizeof(T), true);
     rec->access(p, sizeof(T), true);
     *p = v;
   }
   // One lane's vector access of V elements (128 bits when V * sizeof(T) == 16).
   template <int V, class T> void load_vec(const T* p, T* out) {
+    check(p, V * sizeof(T), false);
     rec->access(p, V * sizeof(T), false);
     std::memcpy(out, p, V * sizeof(T));
   }
   template <int V, class T> void store_vec(T* p, const T* v) {
+    check(p, V * sizeof(T), true);
     rec->access(p, V * sizeof(T), true);
     std::memcpy(p, v, V * sizeof(T));
   }
   // One vector from global memory into the staged tile (a global read, a shared write).
   template <int V, class T> void copy_vec(const T* src, T* dst) {
+    check(src, V * sizeof(T), false);
+    check(dst, V * sizeof(T), true);
     rec->access(src, V * sizeof(T), false);
     rec->access(dst, V * sizeof(T), true);
     std::memcpy(dst, src, V * sizeof(T));

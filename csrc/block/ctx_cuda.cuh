@@ -42,6 +42,8 @@ struct CudaCtx {
   }
   template <class F> __device__ __forceinline__ void each_thread(F&& f) { f(int(threadIdx.x)); }
   __device__ __forceinline__ void sync() { __syncthreads(); }
+  // A block buffer: the raw pointer (the CPU context checks its elements when sanitizing).
+  template <class T> __device__ __forceinline__ T* buffer(T* p) const { return p; }
 
   template <class S> __device__ __forceinline__ CudaThreadState<S> thread_state() { return {}; }
   template <class S, class Get, class Op>

@@ -3,9 +3,10 @@
 // thread by thread through CpuCtx, which records every global access.
 //
 //   sam_fused::_emulate_fwd(x, weight, bias, pool, return_map, variant, rows, threads, index64,
-//                           max_blocks, arch) -> (out, pooled, traffic)
+//                           max_blocks, arch, sanitize) -> (out, pooled, traffic)
 //   sam_fused::_emulate_bwd(grad_out, x, weight, bias, pooled, pool, return_map, variant, rows,
-//                           threads, index64, max_blocks, arch) -> (grad_x, grad_weight, grad_bias, traffic)
+//                           threads, index64, max_blocks, arch, sanitize) -> (grad_x, grad_weight, grad_bias, traffic)
+//   sam_fused::_emulate_planted_bug(bug) -> out
 //   sam_fused::_emulate_plan(shape, dtype, pool, kh, kw, channels_last, return_map, backward, variant,
 //                            rows, threads, arch) -> (plan, index64)
 //
@@ -13,7 +14,11 @@
 // op's choice; index64: force 64-bit offsets; max_blocks > 0 runs only the first max_blocks
 // blocks of each launch (outputs then incomplete: for access-pattern reports on big shapes);
 // arch: the device limits to plan for and enforce (limits.h table: sm_80 ... sm_120; default
-// sm_90, an H100). Launches that exceed them raise as the CUDA launcher would.
+// sm_90, an H100). Launches that exceed them raise as the CUDA launcher would. sanitize: run
+// with a BlockSanitizer (sanitizer_cpu.h: race, bounds, init and barrier checks; the first
+// violation raises RuntimeError "block sanitizer: <kind>: ..."). _emulate_planted_bug runs a
+// tiny block program with one planted bug of each sanitizer kind (see planted_bug), or none
+// ("clean"), with the sanitizer on: the proof that each check fires.
 // traffic: int64 [kSlots + launches, 7]; row k < kSlots is tensor slot k (TensorSlot: x,
 // grad_out, out/grad_x, pooled, weight, bias, workspace, shared memory) with columns
 // TrafficRecorder::Field (bytes read, unique bytes read, bytes written, unique bytes written,
@@ -22,6 +27,9 @@
 // launch order (see plan_rows). Unique bytes restart at each kernel launch. _emulate_plan plans a call of that shape
 // without data and returns only the plan rows, and whether offsets are 64-bit.
 #include <torch/library.h>
+
+#include <algorithm>
+#include <memory>
 
 #include "../block/ctx_cpu.h"
 #include "../block/run.h"
@@ -63,14 +71,27 @@ struct CpuLauncher {
   CallPlan last_call;
   int64_t max_blocks = 0;
   DeviceLimits dev;
+  std::unique_ptr<BlockSanitizer> san;  // null: no checks
   DeviceLimits limits() const { return dev; }
-  void track(int slot, const at::Tensor& t) { rec.add_tensor(slot, t.data_ptr(), t.numel() * t.element_size()); }
-  template <class K, class Args> void launch(const Launch& l, const Args& a) {
+  void track(int slot, const at::Tensor& t) {
+    rec.add_tensor(slot, t.data_ptr(), t.numel() * t.element_size());
+    if (san) san->add_tensor(t.data_ptr(), t.numel() * t.element_size());
+  }
+  // The weight and bias gradients, which the traffic counts leave out, for the sanitizer.
+  template <typename T> void track_param_grads(const Args<T>& a) {
+    if (a.dw) san->add_tensor(a.dw, a.s.taps() * int64_t(sizeof(T)));
+    if (a.dbias) san->add_tensor(a.dbias, int64_t(sizeof(T)));
+  }
+  template <class A> void track_param_grads(const A&) {}
+  template <class K, class A> void launch(const Launch& l, const A& a) {
+    if (san) track_param_grads(a);
     rec.begin_launch();
     std::vector<uint4_words> smem(detail::ceil_div(l.smem_bytes, sizeof(uint4_words)) + 1);  // 16-byte aligned
     rec.set_shared(smem.data(), l.smem_bytes, kSlotShared);
+    if (san) san->begin_launch(smem.data(), l.smem_bytes, smem.size() * sizeof(uint4_words), l.threads);
     for (int64_t blk = 0; blk < (max_blocks > 0 ? std::min(l.grid, max_blocks) : l.grid); ++blk) {
-      CpuCtx ctx{blk, l.threads, reinterpret_cast<unsigned char*>(smem.data()), &rec};
+      if (san) san->begin_block(blk);
+      CpuCtx ctx{blk, l.threads, reinterpret_cast<unsigned char*>(smem.data()), &rec, san.get()};
       K::run(ctx, a);
     }
   }
@@ -100,10 +121,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> emulate_fwd(const at::Tensor& x, 
                                                            const std::optional<at::Tensor>& bias,
                                                            const std::string& pool, bool return_map, int64_t variant,
                                                            int64_t rows, int64_t threads, bool index64,
-                                                           int64_t max_blocks, const std::string& arch) {
+                                                           int64_t max_blocks, const std::string& arch, bool sanitize) {
   CpuLauncher L;
   L.dev = arch_limits(arch);
   L.max_blocks = max_blocks;
+  if (sanitize) L.san = std::make_unique<BlockSanitizer>();
   auto [out, pooled] = run_forward(L, x, weight, bias, pool, return_map, overrides(variant, rows, threads), index64);
   return {out, pooled, L.traffic()};
 }
@@ -111,10 +133,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> emulate_fwd(const at::Tensor& x, 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> emulate_bwd(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
     const at::Tensor& pooled, const std::string& pool, bool return_map, int64_t variant, int64_t rows, int64_t threads,
-    bool index64, int64_t max_blocks, const std::string& arch) {
+    bool index64, int64_t max_blocks, const std::string& arch, bool sanitize) {
   CpuLauncher L;
   L.dev = arch_limits(arch);
   L.max_blocks = max_blocks;
+  if (sanitize) L.san = std::make_unique<BlockSanitizer>();
   auto [dx, dw, db] =
       run_backward(L, grad_out, x, weight, bias, pooled, pool, return_map, overrides(variant, rows, threads), index64);
   return {dx, dw, db, L.traffic()};
@@ -142,15 +165,92 @@ std::tuple<at::Tensor, bool> emulate_plan(at::IntArrayRef shape, at::ScalarType 
   return {at::tensor(v, at::kLong).reshape({-1, kPlanColumns}), c.index64};
 }
 
+// A tiny block program (2 blocks of 64 threads, 64 floats of shared memory): thread t stages
+// in[t], a barrier, then writes out[block * 64 + t] = buf[t] + buf[(t + 1) % 64]. Each bug
+// breaks it the way a kernel could; the sanitizer must name that kind.
+enum class Bug {
+  kClean,
+  kMissingBarrier,
+  kSharedWriteWrite,
+  kGlobalBlocks,
+  kGlobalThreads,
+  kSharedBounds,
+  kGlobalBounds,
+  kUninit,
+  kDivergentBarrier,
+  kBarrierInPhase
+};
+constexpr std::pair<const char*, Bug> kBugs[] = {
+    {"clean", Bug::kClean},                         // runs clean
+    {"missing_barrier", Bug::kMissingBarrier},      // race: read after write, no barrier between
+    {"shared_write_write", Bug::kSharedWriteWrite}, // race: threads 2k and 2k+1 write buf[k]
+    {"global_blocks", Bug::kGlobalBlocks},          // race: both blocks write out[t]
+    {"global_threads", Bug::kGlobalThreads},        // race: threads 2k, 2k+1 write one element
+    {"shared_bounds", Bug::kSharedBounds},          // bounds: thread 63 writes buf[64]
+    {"global_bounds", Bug::kGlobalBounds},          // bounds: thread 63 reads in[64]
+    {"uninit", Bug::kUninit},                       // init: threads >= 32 stage nothing
+    {"divergent_barrier", Bug::kDivergentBarrier},  // barrier: threads < 32 reach a barrier
+    {"barrier_in_phase", Bug::kBarrierInPhase},     // barrier: every thread, inside a phase
+};
+constexpr int kBugThreads = 64;
+
+struct BugArgs {
+  Bug bug;
+  const float* in;
+  float* out;
+};
+struct PlantedBug {
+  template <class Ctx> static void run(Ctx& ctx, const BugArgs& a) {
+    auto buf = ctx.buffer(reinterpret_cast<float*>(ctx.smem()));
+    ctx.each_thread([&](int t) {
+      if (a.bug == Bug::kUninit && t >= 32) return;
+      const float v = ctx.load(a.in + t + (a.bug == Bug::kGlobalBounds && t == kBugThreads - 1 ? 1 : 0));
+      const int at = a.bug == Bug::kSharedWriteWrite ? t / 2 : a.bug == Bug::kSharedBounds ? t + 1 : t;
+      buf[at] = v;
+      if (a.bug == Bug::kDivergentBarrier && t < 32) ctx.sync();
+      if (a.bug == Bug::kBarrierInPhase) ctx.sync();
+    });
+    if (a.bug != Bug::kMissingBarrier) ctx.sync();
+    ctx.each_thread([&](int t) {
+      const int64_t at = a.bug == Bug::kGlobalBlocks    ? t
+                         : a.bug == Bug::kGlobalThreads ? ctx.block() * kBugThreads + t / 2
+                                                        : ctx.block() * kBugThreads + t;
+      ctx.store(a.out + at, float(buf[t]) + float(buf[(t + 1) % kBugThreads]));
+    });
+  }
+};
+
+at::Tensor emulate_planted_bug(const std::string& name) {
+  const auto* it = std::find_if(std::begin(kBugs), std::end(kBugs), [&](const auto& b) { return name == b.first; });
+  if (it == std::end(kBugs)) {
+    std::string names;
+    for (const auto& b : kBugs) names += std::string(names.empty() ? "" : ", ") + b.first;
+    TORCH_CHECK_VALUE(false, "bug must be one of ", names, ", got '", name, "'");
+  }
+  const Launch l{Kernel::kMain, 2, kBugThreads, kBugThreads * int64_t(sizeof(float))};
+  // One float more than the program may read, outside the tracked tensor: the planted global
+  // out-of-bounds read is caught without reading past the allocation.
+  const at::Tensor storage = at::arange(kBugThreads + 1, at::kFloat), in = storage.narrow(0, 0, kBugThreads);
+  at::Tensor out = at::zeros({l.grid * kBugThreads}, at::kFloat);
+  CpuLauncher L;
+  L.san = std::make_unique<BlockSanitizer>();
+  L.track(kSlotX, in);
+  L.track(kSlotOut, out);
+  L.launch<PlantedBug>(l, BugArgs{it->second, in.const_data_ptr<float>(), out.mutable_data_ptr<float>()});
+  return out;
+}
+
 }  // namespace
 }  // namespace sam::block
 
 TORCH_LIBRARY_FRAGMENT(sam_fused, m) {
   m.def("_emulate_fwd(Tensor x, Tensor weight, Tensor? bias, str pool, bool return_map, int variant=0, int rows=0, "
-        "int threads=0, bool index64=False, int max_blocks=0, str arch=\"sm_90\") -> (Tensor, Tensor, Tensor)");
+        "int threads=0, bool index64=False, int max_blocks=0, str arch=\"sm_90\", bool sanitize=False) -> (Tensor, "
+        "Tensor, Tensor)");
   m.def("_emulate_bwd(Tensor grad_out, Tensor x, Tensor weight, Tensor? bias, Tensor pooled, str pool, "
         "bool return_map, int variant=0, int rows=0, int threads=0, bool index64=False, int max_blocks=0, str "
-        "arch=\"sm_90\") -> (Tensor, Tensor, Tensor, Tensor)");
+        "arch=\"sm_90\", bool sanitize=False) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def("_emulate_planted_bug(str bug) -> Tensor", &sam::block::emulate_planted_bug);
   m.def("_emulate_plan(int[] shape, ScalarType dtype, str pool, int kh, int kw, bool channels_last, bool return_map, "
         "bool backward, int variant=0, int rows=0, int threads=0, str arch=\"sm_90\") -> (Tensor, bool)",
         &sam::block::emulate_plan);
