@@ -5,9 +5,10 @@ CPU (and CUDA when available), compares the output and the x / weight / bias gra
 fused op with the reference module run in float64 on the same inputs (the exact answer; for
 float16 / bfloat16 on the inputs rounded to that dtype), prints one line per group and exits
 non-zero when an error exceeds the tolerance (docs/design.md §4: fp32 1e-5 of the output
-scale; fp64 1e-10; float16 / bfloat16, with --dtype, the dtype's machine epsilon). A gradient summed over thousands of pixels carries
-fp32 rounding above 1e-5 in any implementation, so an error also passes when it is no worse
-than twice that of the reference module itself run in the same dtype ("ref err" column).
+scale; fp64 1e-10; float16 / bfloat16, with --dtype, the dtype's machine epsilon). A gradient
+summed over thousands of pixels carries fp32 rounding above 1e-5 in any implementation, so an
+error also passes when it is no worse than twice that of the reference module itself run in the
+same dtype ("ref err" column).
 """
 from __future__ import annotations
 
