@@ -37,6 +37,8 @@ template <typename T> using acc_t = typename AccType<T>::type;
 SAM_HD float exp_(float v) { return expf(v); }
 SAM_HD double exp_(double v) { return exp(v); }
 
+SAM_HD int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
 template <typename A> SAM_HD A sigmoid(A a) { return A(1) / (A(1) + exp_(-a)); }
 
 template <typename A> SAM_HD bool is_nan(A v) { return v != v; }

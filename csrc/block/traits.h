@@ -59,7 +59,7 @@ struct Overrides {
 };
 
 namespace detail {
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+using ::sam::ceil_div;
 inline int64_t pow2_at_least(int64_t v) {
   int64_t p = 1;
   while (p < v) p *= 2;

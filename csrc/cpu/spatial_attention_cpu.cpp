@@ -21,7 +21,7 @@
 #endif
 
 #include "../spatial_attention.h"
-#include "convert.h"
+#include "half_convert.h"
 #include "kernels_f32.h"
 
 namespace sam {
@@ -41,8 +41,6 @@ int64_t block_bytes(bool backward) {
 constexpr int64_t kParallelElems = 32768;    // elements per task before splitting into threads
 
 constexpr int64_t kStreamBytes = 4 << 20;    // outputs larger than this bypass the cache
-
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // f(std::true_type{}) or f(std::false_type{}): a runtime flag made a template argument.
 template <typename F> inline void with_flag(bool on, F&& f) {
