@@ -24,7 +24,6 @@ from . import export
 from ._api import check_tensor, functorch_active
 
 _fwd = torch.ops.sam_fused.pointwise_attention_fwd
-_bwd = torch.ops.sam_fused.pointwise_attention_bwd
 _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
