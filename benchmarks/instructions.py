@@ -24,8 +24,8 @@ import tempfile
 
 # C++ entry functions counted (callgrind matches the demangled name; `*` is a wildcard).
 FUNCTIONS = {
-    "fwd": "sam::spatial_attention_fwd_cpu(*",
-    "bwd": "sam::spatial_attention_bwd_cpu(*",
+    "fwd": "sam_fused::spatial_attention_fwd_cpu(*",
+    "bwd": "sam_fused::spatial_attention_bwd_cpu(*",
     "clone": "at::native::clone(*",
 }
 HAR = dict(pool="mean", kernel=(3, 1), bias=True)

@@ -121,7 +121,7 @@ def demangle(names: list[str]) -> list[str]:
 
 
 def short_name(demangled: str) -> str:
-    """'void sam::block::block_program_kernel<sam::block::FwdMain<c10::Half, true, int>, ...>(...)'
+    """'void sam_fused::block::block_program_kernel<sam_fused::block::FwdMain<c10::Half, true, int>, ...>(...)'
     -> 'FwdMain<half, NHWC, i32>'; point-wise kernels -> 'pointwise Fwd<float, x8>'."""
     types = {"c10::Half": "half", "c10::BFloat16": "bf16", "long": "i64", "int": "i32", "true": "NHWC",
              "false": "NCHW"}

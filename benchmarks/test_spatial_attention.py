@@ -26,7 +26,7 @@ from sam_fused.ops import SpatialAttentionFunction
 
 REFERENCE = {
     "har": reference.SpatialAttentionModule,
-    "cbam": lambda: reference.SpatialGateReference(kernel_size=7, pool="mean+max", bias=False),
+    "cbam": lambda: reference.SpatialGate(kernel_size=7, pool="mean+max", bias=False),
 }
 FUSED = {
     "har": sam_fused.SpatialAttentionModule,

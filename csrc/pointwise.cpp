@@ -4,7 +4,7 @@
 
 #include <torch/library.h>
 
-namespace sam {
+namespace sam_fused {
 
 std::vector<at::Tensor> pointwise_operands(std::vector<at::Tensor> operands, const char* const* names) {
   const at::Tensor& x = operands[0];
@@ -27,7 +27,7 @@ std::vector<at::Tensor> pointwise_operands(std::vector<at::Tensor> operands, con
   return operands;
 }
 
-}  // namespace sam
+}  // namespace sam_fused
 
 TORCH_LIBRARY_FRAGMENT(sam_fused, m) {
   m.def("pointwise_attention_fwd(Tensor x, Tensor y) -> Tensor");

@@ -4,7 +4,7 @@
 #include <ATen/ATen.h>
 #include <vector>
 
-namespace sam {
+namespace sam_fused {
 
 // Checks x and the other same-shaped operands (y, grad) and returns them in one common dense
 // layout: unchanged when all share the strides of a non-overlapping dense tensor (contiguous,
@@ -16,4 +16,4 @@ std::vector<at::Tensor> pointwise_operands(std::vector<at::Tensor> operands, con
 inline const char* const kFwdNames[] = {"x", "y"};
 inline const char* const kBwdNames[] = {"x", "y", "grad"};
 
-}  // namespace sam
+}  // namespace sam_fused

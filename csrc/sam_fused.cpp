@@ -3,7 +3,7 @@
 
 #include "spatial_attention.h"
 
-namespace sam {
+namespace sam_fused {
 
 PoolSpec parse_pool(const std::string& pool) {
   PoolSpec s;
@@ -63,7 +63,8 @@ Geometry check_inputs(const at::Tensor& x, const at::Tensor& weight, const std::
 Geometry check_bwd_inputs(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight,
                           const std::optional<at::Tensor>& bias, const at::Tensor& pooled, const std::string& pool,
                           bool return_map) {
-  const Geometry g = check_inputs(x, weight, bias, pool);
+  Geometry g = check_inputs(x, weight, bias, pool);
+  g.return_map = return_map;
   const std::vector<int64_t> gshape = return_map ? std::vector<int64_t>{g.B, 1, g.H, g.W} : x.sizes().vec();
   TORCH_CHECK_VALUE(grad_out.sizes() == gshape, "grad_out must have shape ", gshape, ", got ", grad_out.sizes());
   TORCH_CHECK_VALUE(grad_out.is_floating_point(), "grad_out must be a floating-point tensor, got ",
@@ -85,7 +86,7 @@ at::MemoryFormat compute_format(const at::Tensor& x) {
 
 at::ScalarType acc_dtype(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
 
-}  // namespace sam
+}  // namespace sam_fused
 
 TORCH_LIBRARY(sam_fused, m) {
   m.def("spatial_attention_fwd(Tensor x, Tensor weight, Tensor? bias, str pool, bool return_map) -> (Tensor, Tensor)");

@@ -7,15 +7,7 @@
 
 #include "sam_math.h"
 
-namespace sam {
-
-// Shape of one call, after the checks.
-struct Geometry {
-  int64_t B, C, H, W;
-  int kh, kw;
-  PoolSpec pool;
-  bool channels_last;  // x is channels_last (else it is, or was copied to, contiguous)
-};
+namespace sam_fused {
 
 PoolSpec parse_pool(const std::string& pool);
 
@@ -45,4 +37,4 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> spatial_attention_bwd_cpu(const a
                                                                          const at::Tensor& pooled,
                                                                          const std::string& pool, bool return_map);
 
-}  // namespace sam
+}  // namespace sam_fused

@@ -19,7 +19,7 @@ import sys
 import torch
 
 from .ops import spatial_attention
-from .reference import POOLS, SpatialGateReference
+from .reference import POOLS, SpatialGate
 
 SHAPES = [(4, 64, 64, 9), (2, 512, 8, 9), (2, 16, 14, 14), (3, 5, 7, 1), (1, 1, 1, 1)]
 KERNELS = [(3, 1), (7, 7), (3, 3)]
@@ -45,7 +45,7 @@ def max_errors(shape, pool, kernel, bias, return_map, dtype, device, channels_la
     """Largest error of fused and of the reference in `dtype` against the float64 reference,
     over out, dx, dweight, dbias, each relative to max(1, max|exact|)."""
     gen = torch.Generator().manual_seed(0)
-    ref = SpatialGateReference(kernel, pool, bias, return_map).to(device)
+    ref = SpatialGate(kernel, pool, bias, return_map).to(device)
     P = ref.weight.shape[1]
     weight = torch.randn((1, P, *ref.kernel_size), generator=gen, dtype=torch.float64).to(device)
     bias_t = torch.randn(1, generator=gen, dtype=torch.float64).to(device) if bias else None

@@ -17,7 +17,7 @@ Both compute what the kernels compute: float16 / bfloat16 inputs are pooled, con
 multiplied in float32 and rounded once at the end.
 
 `script_forward` gives a module a forward that TorchScript can compile when the conv
-parameters sit at attribute paths known only at run time (`sam_fused.FusedSpatialAttention`).
+parameters sit at attribute paths known only at run time (`sam_fused.ConvertedAttention`).
 """
 from __future__ import annotations
 

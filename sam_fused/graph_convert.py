@@ -21,7 +21,7 @@ not swapped, are listed in the report with the reason. Modules are tried bottom-
 spatial gate built from helper modules (a channel-pool module, a conv wrapper) is found at the
 level that holds all of it.
 
-The swapped-in `FusedSpatialAttention` re-registers the original's children, parameters and
+The swapped-in `ConvertedAttention` re-registers the original's children, parameters and
 buffers under the same names, so ``state_dict`` keys stay the same and old checkpoints load
 with ``strict=True``; parameters are shared, not copied, so device, dtype and ``requires_grad``
 are the original's.
@@ -104,7 +104,7 @@ class NoMatch(Exception):
 
 # ---- the fused module --------------------------------------------------------------------------
 
-class FusedSpatialAttention(nn.Module):
+class ConvertedAttention(nn.Module):
     """A converted spatial-attention module: the fused op on the original module's conv
     parameters. Holds the original's children, parameters and buffers under their names (so
     its ``state_dict`` is the original's), though only the conv parameters are used.
@@ -414,7 +414,10 @@ class _Matcher:
 
 # ---- the walk over the model -------------------------------------------------------------------
 
-_FUSED = (FusedSpatialAttention, _modules.SpatialAttentionModule, _modules.SpatialGate)
+# The earlier name of ConvertedAttention, kept so pickles of converted models still load.
+FusedSpatialAttention = ConvertedAttention
+
+_FUSED = (ConvertedAttention, _modules.SpatialAttentionModule, _modules.SpatialGate)
 
 
 def _conv_weights_on_pooled_maps(module: nn.Module, one_output: bool = False) -> bool:
@@ -484,7 +487,7 @@ def _swap(module: nn.Module, path: str, report: ConvertReport) -> tuple[nn.Modul
         report.skipped.append((path, cls, outcome))
         return module, True
     report.swapped.append((path, cls, str(outcome)))
-    return FusedSpatialAttention(module, outcome), True
+    return ConvertedAttention(module, outcome), True
 
 
 def convert(model: nn.Module, *, verbose: bool = False, return_report: bool = False):

@@ -16,7 +16,7 @@ class SpatialAttentionModule(reference.SpatialAttentionModule):
         return spatial_attention(x, conv.weight, conv.bias, "mean")
 
 
-class SpatialGate(reference.SpatialGateReference):
+class SpatialGate(reference.SpatialGate):
     """Fused CBAM-style spatial gate with ``.weight`` ``[1, P, kh, kw]`` and ``.bias``."""
 
     def forward(self, x):
@@ -27,7 +27,7 @@ class SpatialGate(reference.SpatialGateReference):
 # the parameters into a twin built with the same constructor arguments.
 _TWINS = {
     reference.SpatialAttentionModule: lambda m: SpatialAttentionModule(),
-    reference.SpatialGateReference: lambda m: SpatialGate(m.kernel_size, m.pool, m.bias is not None, m.return_map),
+    reference.SpatialGate: lambda m: SpatialGate(m.kernel_size, m.pool, m.bias is not None, m.return_map),
 }
 
 

@@ -1,7 +1,7 @@
 """Reference (eager PyTorch) spatial-attention modules: the ground truth of every parity test.
 
 `SpatialAttentionModule` is the HAR layer exactly as in docs/design.md §1 (same attribute names, so
-the same ``state_dict`` keys). `SpatialGateReference` covers the CBAM family the fused op
+the same ``state_dict`` keys). `SpatialGate` covers the CBAM family the fused op
 supports: pooled maps over C, one odd "same"-padded conv with one output channel, sigmoid,
 then ``x * s`` (or ``s`` itself with ``return_map=True``).
 """
@@ -45,7 +45,7 @@ class SpatialAttentionModule(nn.Module):
         return x * att
 
 
-class SpatialGateReference(nn.Module):
+class SpatialGate(nn.Module):
     """CBAM-style spatial gate: cat of pooled maps -> odd conv (same padding) -> sigmoid -> x*s.
 
     Parameters ``weight`` ``[1, P, kh, kw]`` and ``bias`` ``[1]`` (or None), as the fused
@@ -74,3 +74,7 @@ class SpatialGateReference(nn.Module):
     def extra_repr(self):
         return (f"kernel_size={self.kernel_size}, pool={self.pool!r}, bias={self.bias is not None}, "
                 f"return_map={self.return_map}")
+
+
+# The earlier name of the CBAM reference, kept so code and pickles that use it still load.
+SpatialGateReference = SpatialGate

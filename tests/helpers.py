@@ -47,7 +47,7 @@ def make_pair(pool="mean+max", kernel=(3, 3), bias=True, return_map=False, dtype
     (vanishing gradients) nor linear, so every term of the gradient matters.
     """
     gen = torch.Generator().manual_seed(seed)
-    ref = reference.SpatialGateReference(kernel, pool, bias, return_map)
+    ref = reference.SpatialGate(kernel, pool, bias, return_map)
     with torch.no_grad():
         fan_in = ref.weight[0].numel()
         ref.weight.copy_(torch.randn(ref.weight.shape, generator=gen) * (2.0 / fan_in ** 0.5))

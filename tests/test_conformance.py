@@ -76,7 +76,7 @@ def har():
 
 
 def gate(pool, bias=True, return_map=False, kernel=(3, 3)):
-    return lambda: _twin(_randomize(reference.SpatialGateReference(kernel, pool, bias, return_map)),
+    return lambda: _twin(_randomize(reference.SpatialGate(kernel, pool, bias, return_map)),
                          sam_fused.SpatialGate(kernel, pool, bias, return_map))
 
 
@@ -302,7 +302,7 @@ def test_double_backward_through_fused_backward_op_is_not_zero():
     w = (torch.randn(1, 1, 3, 1, dtype=torch.float64, generator=gen) * 0.5).requires_grad_()
     gx, = torch.autograd.grad(sam_fused.spatial_attention(x, w).pow(2).sum(), x, create_graph=True)
     fused = torch.autograd.grad(gx.sum(), [x, w])
-    ref = reference.SpatialGateReference((3, 1), "mean", bias=False).double()
+    ref = reference.SpatialGate((3, 1), "mean", bias=False).double()
     with torch.no_grad():
         ref.weight.copy_(w)
     x2 = x.detach().requires_grad_()

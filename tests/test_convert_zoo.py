@@ -266,7 +266,7 @@ def test_zoo_module_is_swapped_with_parity(name):
     factory, variant = ZOO[name]
     original = _randomized(factory()).double()
     converted, report = sam_fused.convert(copy.deepcopy(original), return_report=True)
-    assert isinstance(converted, sam_fused.FusedSpatialAttention), report
+    assert isinstance(converted, sam_fused.ConvertedAttention), report
     assert report.swapped == [("", type(original).__qualname__, variant)] and report.skipped == []
     assert converted.state_dict().keys() == original.state_dict().keys()
     x = make_input((2, 5, 9, 7), torch.float64)
@@ -289,7 +289,7 @@ def test_zoo_gradient_on_channel_ties_is_the_original(name):
     factory, _ = ZOO[name]
     original = _randomized(factory()).double()
     converted = sam_fused.convert(copy.deepcopy(original))
-    assert isinstance(converted, sam_fused.FusedSpatialAttention)
+    assert isinstance(converted, sam_fused.ConvertedAttention)
     x = _input_with_channel_ties()
     actual, expected = module_results(converted, x), module_results(original, x)
     for key in expected:
@@ -511,8 +511,8 @@ def test_resnet_with_a_gate_in_every_block():
     assert [p for p, _, _ in report.swapped] == [f"layers.{i}.sa" for i in range(3)]
     assert [p for p, _, _ in report.skipped] == ["near_miss"]
     for i in range(3):
-        assert isinstance(model.layers[i].sa, sam_fused.FusedSpatialAttention)
-    assert [m.training for m in converted.modules() if not isinstance(m, sam_fused.FusedSpatialAttention)] == \
+        assert isinstance(model.layers[i].sa, sam_fused.ConvertedAttention)
+    assert [m.training for m in converted.modules() if not isinstance(m, sam_fused.ConvertedAttention)] == \
         [m.training for m in original.modules() if not isinstance(m, CbamSpatialGate)]
     assert converted.layers[1].sa.training is False
     x = make_input((2, 3, 10, 9), torch.float64)

@@ -26,7 +26,7 @@ from sam_fused.models import SANN
 from test_convert_zoo import ZOO, _randomized
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FUSED_MODULES = (sam_fused.SpatialAttentionModule, sam_fused.SpatialGate, sam_fused.FusedSpatialAttention,
+FUSED_MODULES = (sam_fused.SpatialAttentionModule, sam_fused.SpatialGate, sam_fused.ConvertedAttention,
                  sam_fused.PointwiseSpatialAttention)
 
 
@@ -71,7 +71,7 @@ class PoolVariants(nn.Module):
 
 class ZooNet(nn.Module):
     """Every spatial attention of the convert tests' zoo, each swapped for a
-    FusedSpatialAttention, all on the input and summed (the maps as x * map)."""
+    ConvertedAttention, all on the input and summed (the maps as x * map)."""
 
     def __init__(self):
         super().__init__()
@@ -355,7 +355,7 @@ def test_converted_modules_alike_but_for_the_conv_script_apart():
 
     eager = nn.Sequential(_randomized(TwoConvs(False)), _randomized(TwoConvs(True), seed=1)).eval()
     deployed = sam_fused.convert(copy.deepcopy(eager))
-    assert all(isinstance(m, sam_fused.FusedSpatialAttention) for m in deployed)
+    assert all(isinstance(m, sam_fused.ConvertedAttention) for m in deployed)
     x = make_input((2, 4, 6, 5), torch.float32)
     assert_close_scaled(deployed_output(torch.jit.script(deployed), x), expected_output(eager, x),
                         TOLERANCE[torch.float32], "scripted")
@@ -391,7 +391,7 @@ def test_script_and_trace_load_in_a_fresh_process(tmp_path):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_aoti_package_of_a_converted_model_runs(device, tmp_path):
-    """A converted CBAM gate (FusedSpatialAttention) and a gate twin, exported with dynamic
+    """A converted CBAM gate (ConvertedAttention) and a gate twin, exported with dynamic
     batch, compiled by AOTInductor into a package, loaded and run at two batch sizes."""
     eager = nn.Sequential(_randomized(ZOO["cbam"][0]()), make_pair("mean", (3, 1), True, dtype=torch.float32)[0])
     eager = eager.eval().to(device)

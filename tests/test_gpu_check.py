@@ -86,7 +86,7 @@ def test_sanitizer_logs_are_judged(tmp_path):
     assert judged(tmp_path, "memcheck", crashed, rc=1).status == gpu_check.FAIL
 
 
-KERNEL = "void sam::block::block_program_kernel<sam::block::{}, sam::block::Args<float>>(T2)"
+KERNEL = "void sam_fused::block::block_program_kernel<sam_fused::block::{}, sam_fused::block::Args<float>>(T2)"
 NCU_ROWS = [  # kernel, grid, block, then ncu_report.METRICS in order: time (ns), DRAM read, write (bytes), DRAM %,
     # achieved and theoretical occupancy %, registers, dynamic smem
     ("FwdMain<float, false, int>", "(264, 1, 1)", "(256, 1, 1)", "10,000", "18,874,368", "18,874,368", "85.5", "24.0",

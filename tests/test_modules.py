@@ -52,13 +52,13 @@ def test_har_state_dict_round_trip_both_directions():
 
 @pytest.mark.parametrize("pool,kernel,bias,return_map", GATE_CONFIGS)
 def test_gate_state_dict_round_trip_both_directions(pool, kernel, bias, return_map):
-    ref = _randomized(reference.SpatialGateReference(kernel, pool, bias, return_map), 1)
+    ref = _randomized(reference.SpatialGate(kernel, pool, bias, return_map), 1)
     fused = sam_fused.SpatialGate(kernel, pool, bias, return_map)
     assert set(fused.state_dict()) == ({"weight", "bias"} if bias else {"weight"})
     fused.load_state_dict(ref.state_dict(), strict=True)
     _assert_same_state(fused, ref)
     fused = _randomized(fused, 2)
-    back = reference.SpatialGateReference(kernel, pool, bias, return_map)
+    back = reference.SpatialGate(kernel, pool, bias, return_map)
     back.load_state_dict(fused.state_dict(), strict=True)
     _assert_same_state(back, fused)
 
@@ -117,11 +117,11 @@ class NestedNet(nn.Module):
         self.sam = reference.SpatialAttentionModule()                                    # depth 1
         self.blocks = nn.Sequential(Block(8, 16), Block(16, 16))                         # depth 3
         self.gates = nn.ModuleList([
-            reference.SpatialGateReference(7, "mean+max"),                               # depth 2
-            nn.Sequential(nn.Identity(), reference.SpatialGateReference((5, 3), "max+mean", bias=True)),
+            reference.SpatialGate(7, "mean+max"),                               # depth 2
+            nn.Sequential(nn.Identity(), reference.SpatialGate((5, 3), "max+mean", bias=True)),
         ])
         self.heads = nn.ModuleDict({"deep": nn.Sequential(nn.Sequential(
-            reference.SpatialGateReference(3, "max", bias=True, return_map=True)))})    # depth 4
+            reference.SpatialGate(3, "max", bias=True, return_map=True)))})    # depth 4
         self.gates[0].eval()
         self.blocks[1].att.eval()
 
@@ -134,7 +134,7 @@ class NestedNet(nn.Module):
 
 def _attention_modules(model):
     """{qualified name: module} of every reference or fused attention module."""
-    kinds = (reference.SpatialAttentionModule, reference.SpatialGateReference)  # fused twins subclass these
+    kinds = (reference.SpatialAttentionModule, reference.SpatialGate)  # fused twins subclass these
     return {name: m for name, m in model.named_modules() if isinstance(m, kinds)}
 
 
@@ -148,7 +148,7 @@ def test_convert_swaps_every_reference_module_keeping_state(dtype, device):
     before, after = _attention_modules(original), _attention_modules(converted)
     assert before.keys() == after.keys() and len(before) == 6
     twins = {reference.SpatialAttentionModule: sam_fused.SpatialAttentionModule,
-             reference.SpatialGateReference: sam_fused.SpatialGate}
+             reference.SpatialGate: sam_fused.SpatialGate}
     for name, old in before.items():
         new = after[name]
         assert type(new) is twins[type(old)], name
@@ -171,7 +171,7 @@ def test_converted_model_matches_reference_model(device):
 
 
 @pytest.mark.parametrize("module", [reference.SpatialAttentionModule(),
-                                    reference.SpatialGateReference((5, 3), "max+mean", True, True).eval()])
+                                    reference.SpatialGate((5, 3), "max+mean", True, True).eval()])
 def test_convert_of_a_reference_module_returns_its_twin(module):
     module = _randomized(module).double()
     twin = sam_fused.convert(module)

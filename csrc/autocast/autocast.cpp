@@ -13,7 +13,7 @@
 
 #include <optional>
 
-namespace sam {
+namespace sam_fused {
 namespace {
 
 bool autocast_eligible(at::ScalarType t) { return t == at::kFloat || t == at::kHalf || t == at::kBFloat16; }
@@ -53,16 +53,16 @@ at::Tensor pointwise_attention_fwd_autocast(const at::Tensor& x, const at::Tenso
 }
 
 }  // namespace
-}  // namespace sam
+}  // namespace sam_fused
 
 TORCH_LIBRARY_IMPL(sam_fused, AutocastCPU, m) {
   m.impl("spatial_attention_fwd",
-         &sam::spatial_attention_fwd_autocast<c10::DispatchKey::AutocastCPU, c10::DeviceType::CPU>);
-  m.impl("pointwise_attention_fwd", &sam::pointwise_attention_fwd_autocast<c10::DispatchKey::AutocastCPU>);
+         &sam_fused::spatial_attention_fwd_autocast<c10::DispatchKey::AutocastCPU, c10::DeviceType::CPU>);
+  m.impl("pointwise_attention_fwd", &sam_fused::pointwise_attention_fwd_autocast<c10::DispatchKey::AutocastCPU>);
 }
 
 TORCH_LIBRARY_IMPL(sam_fused, AutocastCUDA, m) {
   m.impl("spatial_attention_fwd",
-         &sam::spatial_attention_fwd_autocast<c10::DispatchKey::AutocastCUDA, c10::DeviceType::CUDA>);
-  m.impl("pointwise_attention_fwd", &sam::pointwise_attention_fwd_autocast<c10::DispatchKey::AutocastCUDA>);
+         &sam_fused::spatial_attention_fwd_autocast<c10::DispatchKey::AutocastCUDA, c10::DeviceType::CUDA>);
+  m.impl("pointwise_attention_fwd", &sam_fused::pointwise_attention_fwd_autocast<c10::DispatchKey::AutocastCUDA>);
 }

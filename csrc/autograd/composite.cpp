@@ -8,7 +8,7 @@
 #include "../pointwise.h"
 #include "../spatial_attention.h"
 
-namespace sam {
+namespace sam_fused {
 
 at::Tensor spatial_attention_composite(const at::Tensor& x, const at::Tensor& weight,
                                        const std::optional<at::Tensor>& bias, const std::string& pool,
@@ -40,8 +40,8 @@ bool needs_differentiable_backward(std::initializer_list<const at::Tensor*> oper
   return false;
 }
 
-}  // namespace sam
+}  // namespace sam_fused
 
 TORCH_LIBRARY_IMPL(sam_fused, CompositeImplicitAutograd, m) {
-  m.impl("spatial_attention_composite", &sam::spatial_attention_composite);
+  m.impl("spatial_attention_composite", &sam_fused::spatial_attention_composite);
 }

@@ -7,7 +7,7 @@
 #include <optional>
 #include <string>
 
-namespace sam {
+namespace sam_fused {
 
 at::Tensor spatial_attention_composite(const at::Tensor& x, const at::Tensor& weight,
                                        const std::optional<at::Tensor>& bias, const std::string& pool, bool return_map);
@@ -19,4 +19,4 @@ std::tuple<at::Tensor, at::Tensor> pointwise_attention_bwd_composite(const at::T
 // Whether a backward op must build a graph: create_graph is on and an operand requires grad.
 bool needs_differentiable_backward(std::initializer_list<const at::Tensor*> operands);
 
-}  // namespace sam
+}  // namespace sam_fused

@@ -7,7 +7,7 @@
 
 #include "composite.h"
 
-namespace sam {
+namespace sam_fused {
 namespace {
 
 using torch::autograd::AutogradContext;
@@ -56,9 +56,9 @@ std::tuple<at::Tensor, at::Tensor> pointwise_attention_bwd_autograd(const at::Te
 }
 
 }  // namespace
-}  // namespace sam
+}  // namespace sam_fused
 
 TORCH_LIBRARY_IMPL(sam_fused, Autograd, m) {
-  m.impl("pointwise_attention_fwd", &sam::pointwise_attention_fwd_autograd);
-  m.impl("pointwise_attention_bwd", &sam::pointwise_attention_bwd_autograd);
+  m.impl("pointwise_attention_fwd", &sam_fused::pointwise_attention_fwd_autograd);
+  m.impl("pointwise_attention_bwd", &sam_fused::pointwise_attention_bwd_autograd);
 }

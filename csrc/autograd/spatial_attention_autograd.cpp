@@ -12,7 +12,7 @@
 #include "../spatial_attention.h"
 #include "composite.h"
 
-namespace sam {
+namespace sam_fused {
 namespace {
 
 using torch::autograd::AutogradContext;
@@ -94,9 +94,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> spatial_attention_bwd_autograd(
 }
 
 }  // namespace
-}  // namespace sam
+}  // namespace sam_fused
 
 TORCH_LIBRARY_IMPL(sam_fused, Autograd, m) {
-  m.impl("spatial_attention_fwd", &sam::spatial_attention_fwd_autograd);
-  m.impl("spatial_attention_bwd", &sam::spatial_attention_bwd_autograd);
+  m.impl("spatial_attention_fwd", &sam_fused::spatial_attention_fwd_autograd);
+  m.impl("spatial_attention_bwd", &sam_fused::spatial_attention_bwd_autograd);
 }

@@ -8,14 +8,14 @@
 #pragma once
 #include "fwd.h"
 
-namespace sam::block {
+namespace sam_fused::block {
 
 // rho (g*x over channels c0, c0 + step, ...) and/or argmax over x of one pixel.
 template <bool CL, typename T, typename I, class Ctx>
-SAM_BLOCK void rho_visit(Ctx& ctx, const Args<T>& a, const Tile<I>& tl, const T* gtile, I h, I w, int c0, int step,
-                         bool want_rho, bool want_argmax, ChanPartial<acc_t<T>>& acc) {
+SAM_FUSED_BLOCK void rho_visit(Ctx& ctx, const Args<T>& a, const Tile<I>& tl, const T* gtile, I h, I w, int c0,
+                               int step, bool want_rho, bool want_argmax, ChanPartial<acc_t<T>>& acc) {
   using A = acc_t<T>;
-  const Shape& s = a.s;
+  const Geometry& s = a.s;
   const bool from_tile = gtile && h >= tl.h0 && h < tl.h1;
   const I pix = (h - tl.h0) * I(s.W) + w, L = tl.rows() * I(s.W);
   for (I c = c0; c < I(s.C); c += step) {
@@ -29,13 +29,13 @@ SAM_BLOCK void rho_visit(Ctx& ctx, const Args<T>& a, const Tile<I>& tl, const T*
 
 // Two-pass, pass 1: rho and (max pooling) the argmax of the tile pixels to the workspace.
 template <typename T, bool CL, typename I> struct BwdRho {
-  template <class Ctx> static SAM_BLOCK void run(Ctx& ctx, const Args<T>& a) {
+  template <class Ctx> static SAM_FUSED_BLOCK void run(Ctx& ctx, const Args<T>& a) {
     using A = acc_t<T>;
-    const Shape& s = a.s;
+    const Geometry& s = a.s;
     const Tile<I> tl = tile_of<I>(s, a.p, ctx.block());
     auto* part = reinterpret_cast<ChanPartial<A>*>(ctx.smem());
     const I W = I(s.W);
-    const bool argmax = s.max_slot >= 0;
+    const bool argmax = s.pool.max_slot() >= 0;
     channel_reduce<CL, A>(
         ctx, s, a.p, int64_t(tl.rows() * W), lead_lanes<T, CL>(s, tl.h0), argmax, part,
         [&](int64_t i, int c0, int step, ChanPartial<A>& acc) {
@@ -76,15 +76,17 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
     ChanPartial<A>* part;
     T* gtile;  // staged grad_out tile, or null
 
-    SAM_BLOCK bool in_map(int64_t h, int64_t w) const { return h >= 0 && h < int64_t(H) && w >= 0 && w < int64_t(W); }
-    SAM_BLOCK A qat(int slot, int64_t h, int64_t w) const {
+    SAM_FUSED_BLOCK bool in_map(int64_t h, int64_t w) const {
+      return h >= 0 && h < int64_t(H) && w >= 0 && w < int64_t(W);
+    }
+    SAM_FUSED_BLOCK A qat(int slot, int64_t h, int64_t w) const {
       return in_map(h, w) ? q[(I(slot) * qrows + I(h) - qbase) * W + I(w)] : A(0);
     }
-    SAM_BLOCK A dat(int64_t h, int64_t w) const { return in_map(h, w) ? d[(I(h) - dbase) * W + I(w)] : A(0); }
+    SAM_FUSED_BLOCK A dat(int64_t h, int64_t w) const { return in_map(h, w) ? d[(I(h) - dbase) * W + I(w)] : A(0); }
   };
 
-  template <class Ctx> static SAM_BLOCK View view_of(Ctx& ctx, const Args<T>& a) {
-    const Shape& s = a.s;
+  template <class Ctx> static SAM_FUSED_BLOCK View view_of(Ctx& ctx, const Args<T>& a) {
+    const Geometry& s = a.s;
     const Plan& p = a.p;
     unsigned char *sm = ctx.smem(), *mp = map_buffers<Spill>(ctx, a);
     const Tile<I> tl = tile_of<I>(s, p, ctx.block());
@@ -97,7 +99,7 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
     v.f0 = tl.h0 - 2 * rh > 0 ? tl.h0 - 2 * rh : I(0), v.f1 = tl.h1 + 2 * rh < H ? tl.h1 + 2 * rh : H;
     v.npix = tl.rows() * v.W;
     v.nw = int(s.taps());
-    v.has_max = s.max_slot >= 0;
+    v.has_max = s.pool.max_slot() >= 0;
     v.wts = reinterpret_cast<A*>(mp + p.off_w);
     v.q = reinterpret_cast<A*>(mp + p.off_q);
     v.d = reinterpret_cast<A*>(mp + p.off_d);
@@ -110,7 +112,7 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
     return v;
   }
 
-  template <class Ctx> static SAM_BLOCK void run(Ctx& ctx, const Args<T>& a) {
+  template <class Ctx> static SAM_FUSED_BLOCK void run(Ctx& ctx, const Args<T>& a) {
     const View v = view_of(ctx, a);
     stage_inputs(ctx, a, v);
     ctx.sync();
@@ -125,8 +127,8 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
   // Weights, the grad_out tile, the pooled rows with their 2rh halo, and what comes from
   // elsewhere than x: rho of the delta rows (the map's gradient, or pass 1's workspace) and
   // pass 1's argmax of the tile.
-  template <class Ctx> static SAM_BLOCK void stage_inputs(Ctx& ctx, const Args<T>& a, const View& v) {
-    const Shape& s = a.s;
+  template <class Ctx> static SAM_FUSED_BLOCK void stage_inputs(Ctx& ctx, const Args<T>& a, const View& v) {
+    const Geometry& s = a.s;
     const Plan& p = a.p;
     const Tile<I>& tl = v.tl;
     const I W = v.W, H = v.H, e0 = v.e0, e1 = v.e1, f0 = v.f0, f1 = v.f1;
@@ -138,9 +140,10 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
                                 [&](I k, I off, I, I) { ctx.template copy_vec<V>(a.g + off, v.gtile + k); });
       });
     ctx.each_thread([&](int t) {
-      for (I i = I(t); i < I(s.P) * (f1 - f0) * W; i += I(ctx.threads())) {
+      for (I i = I(t); i < I(s.pool.P) * (f1 - f0) * W; i += I(ctx.threads())) {
         const I slot = i / ((f1 - f0) * W), r = i % ((f1 - f0) * W), h = f0 + r / W;
-        v.q[(slot * v.qrows + h - v.qbase) * W + r % W] = ctx.load(a.pooled + ((tl.b * s.P + slot) * H + f0) * W + r);
+        v.q[(slot * v.qrows + h - v.qbase) * W + r % W] =
+            ctx.load(a.pooled + ((tl.b * s.pool.P + slot) * H + f0) * W + r);
       }
       for (I i = I(t); i < (e1 - e0) * W; i += I(ctx.threads())) {
         const I at = (tl.b * H + e0) * W + i, ti = i - (tl.h0 - e0) * W;
@@ -153,8 +156,8 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
 
   // One pass: rho = sum_c g*x of the delta rows (tile rows from the staged tile) and the argmax
   // of the tile; with return_map rho is the map's gradient and only the argmax needs x.
-  template <class Ctx> static SAM_BLOCK void rho_rows_from_x(Ctx& ctx, const Args<T>& a, const View& v) {
-    const Shape& s = a.s;
+  template <class Ctx> static SAM_FUSED_BLOCK void rho_rows_from_x(Ctx& ctx, const Args<T>& a, const View& v) {
+    const Geometry& s = a.s;
     if (a.p.two_pass || (s.return_map && !v.has_max)) return;
     const Tile<I>& tl = v.tl;
     const I W = v.W, r0 = s.return_map ? tl.h0 : v.e0, r1 = s.return_map ? tl.h1 : v.e1;
@@ -175,14 +178,14 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
 
   // s = sigmoid(conv(pooled)) and delta = rho * s * (1 - s) on the delta rows; s kept for the
   // tile pixels.
-  template <class Ctx> static SAM_BLOCK void sigmoid_delta_rows(Ctx& ctx, const Args<T>& a, const View& v) {
-    const Shape& s = a.s;
+  template <class Ctx> static SAM_FUSED_BLOCK void sigmoid_delta_rows(Ctx& ctx, const Args<T>& a, const View& v) {
+    const Geometry& s = a.s;
     const I W = v.W;
     auto qat = [&](int slot, int64_t h, int64_t w) { return v.qat(slot, h, w); };
     ctx.each_thread([&](int t) {
       for (I i = I(t); i < (v.e1 - v.e0) * W; i += I(ctx.threads())) {
         const I h = v.e0 + i / W, w = i % W;
-        const A sv = sigmoid(conv_pixel(v.wts, v.wts[v.nw], s.P, s.kh, s.kw, int64_t(h), int64_t(w), qat));
+        const A sv = sigmoid(conv_pixel(v.wts, v.wts[v.nw], s.pool.P, s.kh, s.kw, int64_t(h), int64_t(w), qat));
         A& dv = v.d[(h - v.dbase) * W + w];
         dv = sigmoid_backward(dv, sv);
         if (h >= v.tl.h0 && h < v.tl.h1) v.sig[(h - v.tl.h0) * W + w] = sv;
@@ -192,8 +195,8 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
 
   // gamma (transposed conv of delta) on the tile, and the block's weight/bias gradient
   // partials (one thread per entry) to the workspace for DwReduce.
-  template <class Ctx> static SAM_BLOCK void gamma_and_weight_grad(Ctx& ctx, const Args<T>& a, const View& v) {
-    const Shape& s = a.s;
+  template <class Ctx> static SAM_FUSED_BLOCK void gamma_and_weight_grad(Ctx& ctx, const Args<T>& a, const View& v) {
+    const Geometry& s = a.s;
     const I W = v.W, npix = v.npix;
     const int nw = v.nw;
     auto qat = [&](int slot, int64_t h, int64_t w) { return v.qat(slot, h, w); };
@@ -201,8 +204,10 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
     ctx.each_thread([&](int t) {
       for (I i = I(t); i < npix; i += I(ctx.threads())) {
         const int64_t h = int64_t(v.tl.h0 + i / W), w = int64_t(i % W);
-        v.gmean[i] = s.mean_slot >= 0 ? conv_transpose_pixel(v.wts, s.mean_slot, s.kh, s.kw, h, w, dat) / A(v.C) : A(0);
-        if (v.has_max) v.gmax[i] = conv_transpose_pixel(v.wts, s.max_slot, s.kh, s.kw, h, w, dat);
+        v.gmean[i] = s.pool.mean_slot() >= 0
+                         ? conv_transpose_pixel(v.wts, s.pool.mean_slot(), s.kh, s.kw, h, w, dat) / A(v.C)
+                         : A(0);
+        if (v.has_max) v.gmax[i] = conv_transpose_pixel(v.wts, s.pool.max_slot(), s.kh, s.kw, h, w, dat);
       }
       for (int k = t; k <= nw; k += ctx.threads()) {
         const int slot = k / (s.kh * s.kw), di = (k / s.kw) % s.kh - int(v.rh), dj = k % s.kw - int(v.rw);
@@ -219,8 +224,8 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
 
   // dx = g*s + gamma_mean/C, plus gamma_max on the first argmax channel (g from the staged tile
   // when there is one; no g*s term with return_map).
-  template <class Ctx> static SAM_BLOCK void write_dx_tile(Ctx& ctx, const Args<T>& a, const View& v) {
-    const Shape& s = a.s;
+  template <class Ctx> static SAM_FUSED_BLOCK void write_dx_tile(Ctx& ctx, const Args<T>& a, const View& v) {
+    const Geometry& s = a.s;
     with_vec<T>(a.p, [&](auto vt) {
       constexpr int V = decltype(vt)::value;
       for_tile_vectors<V, CL>(ctx, s, v.tl, [&](I k, I off, I pix, I c) {
@@ -242,7 +247,7 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
 // Weight and bias gradient: warp k sums the partials of all blocks for entry k (lanes stride
 // the blocks, then a shuffle butterfly), in double, in an order fixed by the launch shape.
 template <typename T> struct DwReduce {
-  template <class Ctx> static SAM_BLOCK void run(Ctx& ctx, const Args<T>& a) {
+  template <class Ctx> static SAM_FUSED_BLOCK void run(Ctx& ctx, const Args<T>& a) {
     const int64_t nw = a.s.taps(), warps = ctx.threads() / 32;
     auto st = ctx.template thread_state<double>();
     ctx.each_thread([&](int t) {
@@ -260,4 +265,4 @@ template <typename T> struct DwReduce {
   }
 };
 
-}  // namespace sam::block
+}  // namespace sam_fused::block

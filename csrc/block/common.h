@@ -1,6 +1,6 @@
 // Pieces every block program shares: kernel arguments, the tile a block owns, the per-pixel
 // reduction over channels and the vectorised walk over a tile of an x-shaped tensor.
-// Include a context header (ctx_cuda.cuh or ctx_cpu.h) first: it defines SAM_BLOCK.
+// Include a context header (ctx_cuda.cuh or ctx_cpu.h) first: it defines SAM_FUSED_BLOCK.
 #pragma once
 #include <cstdint>
 #include <limits>
@@ -8,7 +8,7 @@
 #include "../sam_math.h"
 #include "traits.h"
 
-namespace sam::block {
+namespace sam_fused::block {
 
 // Kernel arguments (trivially copyable). T: element type of x; A: accumulation type.
 template <typename T> struct Args {
@@ -25,16 +25,16 @@ template <typename T> struct Args {
   T* dw = nullptr;                 // [taps] weight gradient
   T* dbias = nullptr;              // [1] bias gradient
   unsigned char* scratch = nullptr;  // [blocks, p.spill_bytes] map buffers when p.spill
-  Shape s;
+  Geometry s;
   Plan p;
 };
 
 // The tile of block `blk`: rows [h0, h1) of sample b.
 template <typename I> struct Tile {
   I b, h0, h1;
-  SAM_BLOCK I rows() const { return h1 - h0; }
+  SAM_FUSED_BLOCK I rows() const { return h1 - h0; }
 };
-template <typename I> SAM_BLOCK Tile<I> tile_of(const Shape& s, const Plan& p, int64_t blk) {
+template <typename I> SAM_FUSED_BLOCK Tile<I> tile_of(const Geometry& s, const Plan& p, int64_t blk) {
   const I b = I(blk / p.tiles), h0 = I(blk % p.tiles) * I(p.rows);
   return {b, h0, h0 + I(p.rows) < I(s.H) ? h0 + I(p.rows) : I(s.H)};
 }
@@ -42,13 +42,13 @@ template <typename I> SAM_BLOCK Tile<I> tile_of(const Shape& s, const Plan& p, i
 // Where a block's map buffers live (Plan::spill): shared memory or its scratch region. A
 // template flag, so that the shared-memory kernels address them as shared (LDS/STS), not
 // through generic loads.
-template <bool Spill, typename T, class Ctx> SAM_BLOCK unsigned char* map_buffers(Ctx& ctx, const Args<T>& a) {
+template <bool Spill, typename T, class Ctx> SAM_FUSED_BLOCK unsigned char* map_buffers(Ctx& ctx, const Args<T>& a) {
   if constexpr (Spill) return a.scratch + ctx.block() * a.p.spill_bytes;
   else return ctx.smem();
 }
 
 // Offset of element (b, c, h, w) of an x-shaped tensor.
-template <bool CL, typename I> SAM_BLOCK I x_offset(const Shape& s, I b, I c, I h, I w) {
+template <bool CL, typename I> SAM_FUSED_BLOCK I x_offset(const Geometry& s, I b, I c, I h, I w) {
   return CL ? ((b * I(s.H) + h) * I(s.W) + w) * I(s.C) + c : ((b * I(s.C) + c) * I(s.H) + h) * I(s.W) + w;
 }
 
@@ -59,7 +59,7 @@ template <typename A> struct alignas(8) ChanPartial {
 
 // Argmax over channels with torch.max semantics: the first NaN wins, else the largest value,
 // ties to the lowest channel. Associative, so any fixed merge order gives the same answer.
-template <typename A> SAM_BLOCK void argmax_visit(ChanPartial<A>& p, A v, int32_t c) {
+template <typename A> SAM_FUSED_BLOCK void argmax_visit(ChanPartial<A>& p, A v, int32_t c) {
   if (p.idx < 0) {
     p.max = v;
     p.idx = c;
@@ -68,7 +68,7 @@ template <typename A> SAM_BLOCK void argmax_visit(ChanPartial<A>& p, A v, int32_
     p.idx = c;
   }
 }
-template <typename A> SAM_BLOCK void merge(ChanPartial<A>& a, const ChanPartial<A>& o, bool argmax) {
+template <typename A> SAM_FUSED_BLOCK void merge(ChanPartial<A>& a, const ChanPartial<A>& o, bool argmax) {
   a.sum += o.sum;
   if (!argmax) {
     a.max = nan_max(a.max, o.max);
@@ -91,8 +91,8 @@ template <typename A> SAM_BLOCK void merge(ChanPartial<A>& a, const ChanPartial<
 // NCHW: the first round starts `lead` lanes early so that lane 0 of every warp reads from a
 // 32-byte sector boundary (see lead_lanes); those lanes idle.
 template <bool CL, typename A, class Ctx, class Visit, class Emit>
-SAM_BLOCK void channel_reduce(Ctx& ctx, const Shape& s, const Plan& p, int64_t npix, int64_t lead, bool argmax,
-                              ChanPartial<A>* part_raw, Visit&& visit, Emit&& emit) {
+SAM_FUSED_BLOCK void channel_reduce(Ctx& ctx, const Geometry& s, const Plan& p, int64_t npix, int64_t lead, bool argmax,
+                                    ChanPartial<A>* part_raw, Visit&& visit, Emit&& emit) {
   auto part = ctx.buffer(part_raw);
   for (int64_t base = -lead; base < npix; base += p.px) {
     ctx.each_thread([&](int t) {
@@ -114,7 +114,7 @@ SAM_BLOCK void channel_reduce(Ctx& ctx, const Shape& s, const Plan& p, int64_t n
 
 // Idle lanes before the first pixel (row r0, column 0) of a channel reduction: in NCHW a
 // warp's lanes read consecutive pixels of one channel, which then start on a 32-byte sector.
-template <typename T, bool CL> SAM_BLOCK int64_t lead_lanes(const Shape& s, int64_t r0) {
+template <typename T, bool CL> SAM_FUSED_BLOCK int64_t lead_lanes(const Geometry& s, int64_t r0) {
   return CL ? 0 : (r0 * s.W) % (32 / int64_t(sizeof(T)));
 }
 
@@ -124,7 +124,7 @@ template <typename T, bool CL> SAM_BLOCK int64_t lead_lanes(const Shape& s, int6
 // f(k, off, pix, c): k = index in tile order (the staged tile's layout), off = global offset
 // of the first element, (pix, c) = tile pixel and channel of the first element.
 template <int V, bool CL, typename I, class Ctx, class F>
-SAM_BLOCK void for_tile_vectors(Ctx& ctx, const Shape& s, const Tile<I>& tl, F&& f) {
+SAM_FUSED_BLOCK void for_tile_vectors(Ctx& ctx, const Geometry& s, const Tile<I>& tl, F&& f) {
   const I L = tl.rows() * I(s.W), C = I(s.C), nvec = L * C / I(V), seg_vecs = L / I(V);
   const I start = CL ? x_offset<true, I>(s, tl.b, 0, tl.h0, 0) : 0;
   ctx.each_thread([&](int t) {
@@ -141,7 +141,7 @@ SAM_BLOCK void for_tile_vectors(Ctx& ctx, const Shape& s, const Tile<I>& tl, F&&
 
 // Pixel/channel of element e of a vector starting at (pix, c): NCHW steps pixels, NHWC
 // channels (wrapping to the next pixel).
-template <bool CL, typename I> SAM_BLOCK void step_elem(const Shape& s, I& pix, I& c) {
+template <bool CL, typename I> SAM_FUSED_BLOCK void step_elem(const Geometry& s, I& pix, I& c) {
   if (!CL) {
     ++pix;
     return;
@@ -153,7 +153,7 @@ template <bool CL, typename I> SAM_BLOCK void step_elem(const Shape& s, I& pix, 
 }
 
 // Weights (and bias, last) to shared memory as A.
-template <typename T, class Ctx> SAM_BLOCK void load_weights(Ctx& ctx, const Args<T>& a, acc_t<T>* w_raw) {
+template <typename T, class Ctx> SAM_FUSED_BLOCK void load_weights(Ctx& ctx, const Args<T>& a, acc_t<T>* w_raw) {
   using A = acc_t<T>;
   auto w = ctx.buffer(w_raw);
   const int nw = int(a.s.taps());
@@ -163,4 +163,4 @@ template <typename T, class Ctx> SAM_BLOCK void load_weights(Ctx& ctx, const Arg
   });
 }
 
-}  // namespace sam::block
+}  // namespace sam_fused::block

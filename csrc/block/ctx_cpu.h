@@ -21,9 +21,9 @@
 #include "../sam_math.h"
 #include "sanitizer_cpu.h"
 
-#define SAM_BLOCK inline
+#define SAM_FUSED_BLOCK inline
 
-namespace sam::block {
+namespace sam_fused::block {
 
 // Counters per registered tensor ("slot"); see TrafficRecorder::kFields.
 class TrafficRecorder {
@@ -275,4 +275,4 @@ struct CpuCtx {
   }
 };
 
-}  // namespace sam::block
+}  // namespace sam_fused::block

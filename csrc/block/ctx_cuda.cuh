@@ -7,9 +7,9 @@
 
 #include "../sam_math.h"
 
-#define SAM_BLOCK __device__ __forceinline__
+#define SAM_FUSED_BLOCK __device__ __forceinline__
 
-namespace sam::block {
+namespace sam_fused::block {
 
 // Per-thread state: on the GPU each thread holds its own element (registers).
 template <class S> struct CudaThreadState {
@@ -73,4 +73,4 @@ struct CudaCtx {
   }
 };
 
-}  // namespace sam::block
+}  // namespace sam_fused::block

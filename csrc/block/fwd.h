@@ -9,12 +9,12 @@
 
 #include "common.h"
 
-namespace sam::block {
+namespace sam_fused::block {
 
 template <int V> using VecTag = std::integral_constant<int, V>;
 
 // Runs f(VecTag<V>) with the plan's vector width.
-template <typename T, class F> SAM_BLOCK void with_vec(const Plan& p, F&& f) {
+template <typename T, class F> SAM_FUSED_BLOCK void with_vec(const Plan& p, F&& f) {
   if (p.vec > 1) f(VecTag<16 / int(sizeof(T))>{});
   else f(VecTag<1>{});
 }
@@ -22,11 +22,11 @@ template <typename T, class F> SAM_BLOCK void with_vec(const Plan& p, F&& f) {
 // Pool the x elements of one pixel over channels c0, c0 + step, ...; `tile` holds rows
 // [tl.h0, tl.h1) when non-null.
 template <bool CL, typename T, typename I, class Ctx>
-SAM_BLOCK void pool_visit(Ctx& ctx, const Args<T>& a, const Tile<I>& tl, const T* tile, I h, I w, int c0, int step,
-                          ChanPartial<acc_t<T>>& acc) {
+SAM_FUSED_BLOCK void pool_visit(Ctx& ctx, const Args<T>& a, const Tile<I>& tl, const T* tile, I h, I w, int c0,
+                                int step, ChanPartial<acc_t<T>>& acc) {
   using A = acc_t<T>;
-  const Shape& s = a.s;
-  const bool want_sum = s.mean_slot >= 0, want_max = s.max_slot >= 0;
+  const Geometry& s = a.s;
+  const bool want_sum = s.pool.mean_slot() >= 0, want_max = s.pool.max_slot() >= 0;
   const bool from_tile = tile && h >= tl.h0 && h < tl.h1;
   const I pix = (h - tl.h0) * I(s.W) + w, L = tl.rows() * I(s.W);
   for (I c = c0; c < I(s.C); c += step) {
@@ -39,9 +39,9 @@ SAM_BLOCK void pool_visit(Ctx& ctx, const Args<T>& a, const Tile<I>& tl, const T
 
 // Two-pass, pass 1: pooled maps of the block's tile rows, straight to `pooled`.
 template <typename T, bool CL, typename I> struct FwdPool {
-  template <class Ctx> static SAM_BLOCK void run(Ctx& ctx, const Args<T>& a) {
+  template <class Ctx> static SAM_FUSED_BLOCK void run(Ctx& ctx, const Args<T>& a) {
     using A = acc_t<T>;
-    const Shape& s = a.s;
+    const Geometry& s = a.s;
     const Tile<I> tl = tile_of<I>(s, a.p, ctx.block());
     auto* part = reinterpret_cast<ChanPartial<A>*>(ctx.smem());
     const I W = I(s.W);
@@ -52,9 +52,10 @@ template <typename T, bool CL, typename I> struct FwdPool {
         },
         [&](int64_t i, const ChanPartial<A>& acc) {
           const I h = tl.h0 + I(i) / W, w = I(i) % W;
-          if (s.mean_slot >= 0)
-            ctx.store(a.pooled + ((tl.b * s.P + s.mean_slot) * I(s.H) + h) * W + w, acc.sum / A(s.C));
-          if (s.max_slot >= 0) ctx.store(a.pooled + ((tl.b * s.P + s.max_slot) * I(s.H) + h) * W + w, acc.max);
+          if (s.pool.mean_slot() >= 0)
+            ctx.store(a.pooled + ((tl.b * s.pool.P + s.pool.mean_slot()) * I(s.H) + h) * W + w, acc.sum / A(s.C));
+          if (s.pool.max_slot() >= 0)
+            ctx.store(a.pooled + ((tl.b * s.pool.P + s.pool.max_slot()) * I(s.H) + h) * W + w, acc.max);
         });
   }
 };
@@ -77,11 +78,11 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
     ChanPartial<A>* part;
     T* tile;  // staged x tile, or null
 
-    SAM_BLOCK A& qslot(int slot, I h, I w) const { return q[(I(slot) * qrows + h - qbase) * W + w]; }
+    SAM_FUSED_BLOCK A& qslot(int slot, I h, I w) const { return q[(I(slot) * qrows + h - qbase) * W + w]; }
   };
 
-  template <class Ctx> static SAM_BLOCK View view_of(Ctx& ctx, const Args<T>& a) {
-    const Shape& s = a.s;
+  template <class Ctx> static SAM_FUSED_BLOCK View view_of(Ctx& ctx, const Args<T>& a) {
+    const Geometry& s = a.s;
     const Plan& p = a.p;
     unsigned char *sm = ctx.smem(), *mp = map_buffers<Spill>(ctx, a);
     View v;
@@ -98,7 +99,7 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
     return v;
   }
 
-  template <class Ctx> static SAM_BLOCK void run(Ctx& ctx, const Args<T>& a) {
+  template <class Ctx> static SAM_FUSED_BLOCK void run(Ctx& ctx, const Args<T>& a) {
     const View v = view_of(ctx, a);
     stage_x_tile(ctx, a, v);
     ctx.sync();
@@ -110,7 +111,7 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
   }
 
   // Weights to shared memory and, one pass, the x tile (read from DRAM once, here).
-  template <class Ctx> static SAM_BLOCK void stage_x_tile(Ctx& ctx, const Args<T>& a, const View& v) {
+  template <class Ctx> static SAM_FUSED_BLOCK void stage_x_tile(Ctx& ctx, const Args<T>& a, const View& v) {
     load_weights(ctx, a, v.wts);
     if (v.tile)
       with_vec<T>(a.p, [&](auto vt) {
@@ -122,8 +123,8 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
 
   // The pooled maps of the tile rows and their rh halo: pooled over C here (one pass: tile rows
   // from the staged tile, halo rows from global/L2) or loaded from pass 1's output.
-  template <class Ctx> static SAM_BLOCK void pool_rows(Ctx& ctx, const Args<T>& a, const View& v) {
-    const Shape& s = a.s;
+  template <class Ctx> static SAM_FUSED_BLOCK void pool_rows(Ctx& ctx, const Args<T>& a, const View& v) {
+    const Geometry& s = a.s;
     const Tile<I>& tl = v.tl;
     const I W = v.W, H = v.H, e0 = v.e0, e1 = v.e1;
     if (!a.p.two_pass) {
@@ -134,14 +135,14 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
           },
           [&](int64_t i, const ChanPartial<A>& acc) {
             const I h = e0 + I(i) / W, w = I(i) % W;
-            if (s.mean_slot >= 0) v.qslot(s.mean_slot, h, w) = acc.sum / A(s.C);
-            if (s.max_slot >= 0) v.qslot(s.max_slot, h, w) = acc.max;
+            if (s.pool.mean_slot() >= 0) v.qslot(s.pool.mean_slot(), h, w) = acc.sum / A(s.C);
+            if (s.pool.max_slot() >= 0) v.qslot(s.pool.max_slot(), h, w) = acc.max;
           });
     } else {
       ctx.each_thread([&](int t) {
-        for (I i = I(t); i < I(s.P) * (e1 - e0) * W; i += I(ctx.threads())) {
+        for (I i = I(t); i < I(s.pool.P) * (e1 - e0) * W; i += I(ctx.threads())) {
           const I slot = i / ((e1 - e0) * W), r = i % ((e1 - e0) * W), h = e0 + r / W, w = r % W;
-          v.qslot(int(slot), h, w) = ctx.load(a.pooled + ((tl.b * s.P + slot) * H + h) * W + w);
+          v.qslot(int(slot), h, w) = ctx.load(a.pooled + ((tl.b * s.pool.P + slot) * H + h) * W + w);
         }
       });
       ctx.sync();
@@ -150,8 +151,8 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
 
   // s = sigmoid(conv(pooled)) on the tile pixels: kept for the output, or written as the map
   // (return_map); the one-pass kernel also saves the pooled maps for the backward.
-  template <class Ctx> static SAM_BLOCK void sigmoid_tile(Ctx& ctx, const Args<T>& a, const View& v) {
-    const Shape& s = a.s;
+  template <class Ctx> static SAM_FUSED_BLOCK void sigmoid_tile(Ctx& ctx, const Args<T>& a, const View& v) {
+    const Geometry& s = a.s;
     const Tile<I>& tl = v.tl;
     const I W = v.W, H = v.H;
     ctx.each_thread([&](int t) {
@@ -160,10 +161,10 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
       };
       for (I i = I(t); i < tl.rows() * W; i += I(ctx.threads())) {
         const I h = tl.h0 + i / W, w = i % W;
-        const A sv = sigmoid(conv_pixel(v.wts, v.wts[v.nw], s.P, s.kh, s.kw, int64_t(h), int64_t(w), qat));
+        const A sv = sigmoid(conv_pixel(v.wts, v.wts[v.nw], s.pool.P, s.kh, s.kw, int64_t(h), int64_t(w), qat));
         if (!a.p.two_pass)
-          for (int slot = 0; slot < s.P; ++slot)
-            ctx.store(a.pooled + ((tl.b * s.P + slot) * H + h) * W + w, v.qslot(slot, h, w));
+          for (int slot = 0; slot < s.pool.P; ++slot)
+            ctx.store(a.pooled + ((tl.b * s.pool.P + slot) * H + h) * W + w, v.qslot(slot, h, w));
         if (s.return_map) ctx.store(a.out + (tl.b * H + h) * W + w, T(sv));
         else v.sig[i] = sv;
       }
@@ -171,7 +172,7 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
   }
 
   // out = x * s, x from the staged tile when there is one.
-  template <class Ctx> static SAM_BLOCK void write_out_tile(Ctx& ctx, const Args<T>& a, const View& v) {
+  template <class Ctx> static SAM_FUSED_BLOCK void write_out_tile(Ctx& ctx, const Args<T>& a, const View& v) {
     with_vec<T>(a.p, [&](auto vt) {
       constexpr int V = decltype(vt)::value;
       for_tile_vectors<V, CL>(ctx, a.s, v.tl, [&](I k, I off, I pix, I c) {
@@ -188,4 +189,4 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
   }
 };
 
-}  // namespace sam::block
+}  // namespace sam_fused::block

@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <cstring>
 
-namespace sam::block {
+namespace sam_fused::block {
 
 struct DeviceLimits {
   const char* name;                  // "sm_90" (the emulation's key) or cudaDeviceProp::name
@@ -37,4 +37,4 @@ inline const DeviceLimits* find_arch_limits(const char* name) {
   return nullptr;
 }
 
-}  // namespace sam::block
+}  // namespace sam_fused::block

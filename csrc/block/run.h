@@ -15,7 +15,7 @@
 #include "../spatial_attention.h"
 #include "bwd.h"
 
-namespace sam::block {
+namespace sam_fused::block {
 
 // kSlotShared: the block's shared memory (emulation: bank wavefronts of the accesses made through the context)
 enum TensorSlot : int {
@@ -29,10 +29,6 @@ enum TensorSlot : int {
   kSlotShared,
   kSlots
 };
-
-inline Shape shape_of(const Geometry& g, bool return_map) {
-  return {g.B, g.C, g.H, g.W, g.kh, g.kw, g.pool.P, g.pool.mean_slot(), g.pool.max_slot(), g.channels_last, return_map};
-}
 
 inline bool aligned16(const at::Tensor& t) {
   return !t.defined() || reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0;
@@ -83,7 +79,8 @@ template <class Launcher>
 std::tuple<at::Tensor, at::Tensor> run_forward(Launcher& L, const at::Tensor& x, const at::Tensor& weight_in,
                                                const std::optional<at::Tensor>& bias_in, const std::string& pool,
                                                bool return_map, const Overrides& o = {}, bool force_index64 = false) {
-  const Geometry g = check_inputs(x, weight_in, bias_in, pool);
+  Geometry g = check_inputs(x, weight_in, bias_in, pool);
+  g.return_map = return_map;
   const auto fmt = compute_format(x);
   const at::Tensor xc = x.contiguous(fmt), weight = weight_in.contiguous();
   const std::optional<at::Tensor> bias = bias_in ? std::optional<at::Tensor>(bias_in->contiguous()) : std::nullopt;
@@ -99,7 +96,7 @@ std::tuple<at::Tensor, at::Tensor> run_forward(Launcher& L, const at::Tensor& x,
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "sam_fused_fwd_block", [&] {
     using A = acc_t<scalar_t>;
     Args<scalar_t> a;
-    a.s = shape_of(g, return_map);
+    a.s = g;
     const DeviceLimits dev = L.limits();
     const CallPlan c =
         plan_call(a.s, dev, sizeof(scalar_t), sizeof(A), false, aligned16(xc) && aligned16(out), o, force_index64);
@@ -146,7 +143,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run_backward(Launcher& L, const a
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "sam_fused_bwd_block", [&] {
     using A = acc_t<scalar_t>;
     Args<scalar_t> a;
-    a.s = shape_of(g, return_map);
+    a.s = g;
     const DeviceLimits dev = L.limits();
     const CallPlan c = plan_call(a.s, dev, sizeof(scalar_t), sizeof(A), true,
                                  aligned16(xc) && aligned16(gc) && aligned16(dx), o, force_index64);
@@ -176,4 +173,4 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run_backward(Launcher& L, const a
   return {dx, dw.reshape(weight.sizes()), dbias};
 }
 
-}  // namespace sam::block
+}  // namespace sam_fused::block

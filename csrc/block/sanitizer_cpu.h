@@ -23,7 +23,7 @@
 #include <string>
 #include <vector>
 
-namespace sam::block {
+namespace sam_fused::block {
 
 class BlockSanitizer {
  public:
@@ -177,4 +177,4 @@ class BlockSanitizer {
   int interval_in_block_ = 0, threads_ = 0, thread_ = -1, barrier_hits_ = 0;
 };
 
-}  // namespace sam::block
+}  // namespace sam_fused::block

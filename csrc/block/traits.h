@@ -9,7 +9,7 @@
 #include "../sam_math.h"
 #include "limits.h"
 
-namespace sam::block {
+namespace sam_fused::block {
 
 // Tunables of the plan. Occupancy: kBlocksPerSm resident blocks (one block's loads overlap
 // another's compute), fewer where threads or registers do not allow it. The kernels are
@@ -21,14 +21,6 @@ constexpr int64_t kTargetBlockElems = 16384;  // elements of x per block worth o
 constexpr int64_t kBlocksPerSm = 2;
 constexpr int64_t kRegsPerThread = 128;
 constexpr int kReduceThreads = 128;           // DwReduce: one warp per weight-gradient entry
-
-// Shape of one call as the kernels see it.
-struct Shape {
-  int64_t B, C, H, W;
-  int kh, kw, P, mean_slot, max_slot;
-  bool channels_last, return_map;
-  SAM_HD int64_t taps() const { return int64_t(P) * kh * kw; }  // weight gradient entries (bias is one more)
-};
 
 // How a call is cut into blocks and how a block's buffers are laid out (byte offsets). The
 // map buffers (weights, pooled rows q, s, rho/delta d, gamma maps, argmax) live in shared
@@ -59,7 +51,7 @@ struct Overrides {
 };
 
 namespace detail {
-using ::sam::ceil_div;
+using ::sam_fused::ceil_div;
 inline int64_t pow2_at_least(int64_t v) {
   int64_t p = 1;
   while (p < v) p *= 2;
@@ -70,7 +62,7 @@ inline int64_t align16(int64_t v) { return (v + 15) / 16 * 16; }
 
 // Pixels per round and channel slots of the channel reduction: NCHW puts consecutive pixels
 // on consecutive lanes (a channel's row is contiguous), NHWC puts consecutive channels there.
-inline void plan_reduction(Plan& p, const Shape& s, int64_t max_pixels) {
+inline void plan_reduction(Plan& p, const Geometry& s, int64_t max_pixels) {
   using namespace detail;
   if (s.channels_last) {
     p.cs = int(std::min<int64_t>(32, pow2_at_least(s.C)));
@@ -86,7 +78,7 @@ inline int64_t partial_bytes(int threads, int64_t acc_bytes) { return detail::al
 
 // Lays out the buffers of a main-kernel block of R rows (16-byte aligned pieces); sets the
 // offsets, smem_bytes and spill_bytes.
-inline void place_buffers(Plan& p, const Shape& s, int64_t R, int64_t elem_bytes, int64_t acc_bytes, bool backward) {
+inline void place_buffers(Plan& p, const Geometry& s, int64_t R, int64_t elem_bytes, int64_t acc_bytes, bool backward) {
   using namespace detail;
   const int64_t W = s.W, rh = s.kh / 2, nw = s.taps() + 1;
   int64_t smem = 0, scratch = 0;
@@ -98,10 +90,10 @@ inline void place_buffers(Plan& p, const Shape& s, int64_t R, int64_t elem_bytes
   };
   p.off_w = take(nw * acc_bytes, true);
   if (!backward) {
-    p.off_q = take(s.P * (R + 2 * rh) * W * acc_bytes, true);  // pooled rows incl. halo
+    p.off_q = take(s.pool.P * (R + 2 * rh) * W * acc_bytes, true);  // pooled rows incl. halo
     p.off_s = take(R * W * acc_bytes, true);
   } else {
-    p.off_q = take(s.P * (R + 4 * rh) * W * acc_bytes, true);  // pooled rows feeding s on the delta rows
+    p.off_q = take(s.pool.P * (R + 4 * rh) * W * acc_bytes, true);  // pooled rows feeding s on the delta rows
     p.off_d = take((R + 2 * rh) * W * acc_bytes, true);        // rho, then delta, on tile + halo rows
     p.off_s = take(R * W * acc_bytes, true);
     p.off_gmean = take(R * W * acc_bytes, true);
@@ -116,7 +108,7 @@ inline void place_buffers(Plan& p, const Shape& s, int64_t R, int64_t elem_bytes
 
 // Most rows (<= H) whose main-kernel shared memory fits `budget` bytes (buffers grow with
 // the rows), 0 when not even one row does.
-inline int64_t rows_within(Plan p, const Shape& s, int64_t elem_bytes, int64_t acc_bytes, bool backward,
+inline int64_t rows_within(Plan p, const Geometry& s, int64_t elem_bytes, int64_t acc_bytes, bool backward,
                            int64_t budget) {
   int64_t lo = 0, hi = std::max<int64_t>(1, s.H);
   while (lo < hi) {
@@ -131,7 +123,7 @@ inline int64_t rows_within(Plan p, const Shape& s, int64_t elem_bytes, int64_t a
 // Rows per tile: enough work per block, enough blocks, and within `fit_rows`; a staged
 // one-pass tile keeps at least the rows its halo needs. Rounded so a tile of NCHW rows is a
 // whole number of vectors where possible.
-inline int64_t choose_rows(const Shape& s, int64_t min_blocks, int64_t elem_bytes, int64_t fit_rows,
+inline int64_t choose_rows(const Geometry& s, int64_t min_blocks, int64_t elem_bytes, int64_t fit_rows,
                            bool halo_minimum) {
   using namespace detail;
   const int64_t row_elems = std::max<int64_t>(1, s.C * s.W);
@@ -156,7 +148,7 @@ inline int64_t choose_rows(const Shape& s, int64_t min_blocks, int64_t elem_byte
 // The vector width for x-shaped tensors: 128-bit when every segment a block touches starts and
 // ends on a 16-byte boundary (pointers are checked by the caller), else scalar. The staged
 // tile then holds whole 16-byte vectors at 16-byte aligned offsets (off_tile is aligned).
-inline int choose_vec(const Shape& s, int64_t rows, int64_t elem_bytes, bool pointers_aligned) {
+inline int choose_vec(const Geometry& s, int64_t rows, int64_t elem_bytes, bool pointers_aligned) {
   const int64_t v = 16 / elem_bytes;
   const bool ok = s.channels_last ? (s.W * s.C) % v == 0 : (s.H * s.W) % v == 0 && (rows * s.W) % v == 0;
   return pointers_aligned && ok ? int(v) : 1;
@@ -175,8 +167,8 @@ inline int64_t resident_blocks(const DeviceLimits& dev, int threads) {
 // with as many rows as fit (no halo minimum), else as many as fit the opt-in maximum, else
 // the map buffers in global scratch. return_map never stages anything (the forward does not
 // re-read x; the backward reads no grad_out tile).
-inline Plan plan_launch(const Shape& s, const DeviceLimits& dev, int64_t elem_bytes, int64_t acc_bytes, bool backward,
-                        bool pointers_aligned, const Overrides& o) {
+inline Plan plan_launch(const Geometry& s, const DeviceLimits& dev, int64_t elem_bytes, int64_t acc_bytes,
+                        bool backward, bool pointers_aligned, const Overrides& o) {
   using namespace detail;
   Plan p;
   p.threads = o.threads ? o.threads : kThreads;
@@ -241,8 +233,8 @@ struct CallPlan {
 inline bool needs_index64(int64_t largest_elems) { return largest_elems >= (int64_t(1) << 31) - (int64_t(1) << 20); }
 
 // Everything the host decides for one call, for the CUDA launcher and the emulation alike.
-inline CallPlan plan_call(const Shape& s, const DeviceLimits& dev, int64_t elem_bytes, int64_t acc_bytes, bool backward,
-                          bool pointers_aligned, const Overrides& o, bool force_index64) {
+inline CallPlan plan_call(const Geometry& s, const DeviceLimits& dev, int64_t elem_bytes, int64_t acc_bytes,
+                          bool backward, bool pointers_aligned, const Overrides& o, bool force_index64) {
   using namespace detail;
   CallPlan c;
   Plan& p = c.p;
@@ -269,9 +261,9 @@ inline CallPlan plan_call(const Shape& s, const DeviceLimits& dev, int64_t elem_
   // Largest index any kernel forms: x-shaped tensors, the pooled maps (P > C is possible),
   // the workspace maps, the weight-gradient partials and one block's spilled buffers.
   const int64_t largest =
-      std::max({s.B * s.C * s.H * s.W, s.B * s.P * s.H * s.W, maps, (nw + 1) * p.blocks, p.spill_bytes / 4});
+      std::max({s.B * s.C * s.H * s.W, s.B * s.pool.P * s.H * s.W, maps, (nw + 1) * p.blocks, p.spill_bytes / 4});
   c.index64 = force_index64 || needs_index64(largest);
   return c;
 }
 
-}  // namespace sam::block
+}  // namespace sam_fused::block

@@ -15,7 +15,7 @@
 #include <string_view>
 #include <type_traits>
 
-namespace sam {
+namespace sam_fused {
 
 inline float bits_to_float(uint32_t u) {
   float f;
@@ -58,7 +58,7 @@ template <typename S, typename A> [[gnu::always_inline]] inline S from_acc(A v) 
   else return S(v);
 }
 
-}  // namespace sam
+}  // namespace sam_fused
 
 // x86-64 with F16C (every x86 CPU since 2012-13): the fp16 loops with hardware conversions
 // (write_plain_f16c in spatial_attention_cpu.cpp, internal linkage, so no AVX2 copy of a shared
@@ -70,7 +70,7 @@ template <typename S, typename A> [[gnu::always_inline]] inline S from_acc(A v) 
 #define SAM_HAVE_F16C_PATH 1
 #include <immintrin.h>
 #define SAM_F16C_TARGET __attribute__((target("avx2,f16c")))
-namespace sam {
+namespace sam_fused {
 // SAM_FUSED_NO_F16C=1 forces the portable loops (tests compare the two paths).
 inline bool cpu_has_f16c() {
   static const bool has = [] {
@@ -79,5 +79,5 @@ inline bool cpu_has_f16c() {
   }();
   return has;
 }
-}  // namespace sam
+}  // namespace sam_fused
 #endif

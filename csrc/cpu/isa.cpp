@@ -16,7 +16,7 @@
 #include "kernels_f32.h"
 #include "simd.h"
 
-namespace sam::cpu {
+namespace sam_fused::cpu {
 
 const char* isa_name(Isa isa) {
   switch (isa) {
@@ -124,12 +124,12 @@ const CacheSizes& cache_sizes() {
   return sizes;
 }
 
-}  // namespace sam::cpu
+}  // namespace sam_fused::cpu
 
 TORCH_LIBRARY_FRAGMENT(sam_fused, m) {
-  m.def("_cpu_isa() -> str", [] { return std::string(sam::cpu::isa_name(sam::cpu::active_isa())); });
+  m.def("_cpu_isa() -> str", [] { return std::string(sam_fused::cpu::isa_name(sam_fused::cpu::active_isa())); });
   m.def("_cpu_cache_sizes() -> int[]", [] {
-    const auto& c = sam::cpu::cache_sizes();
+    const auto& c = sam_fused::cpu::cache_sizes();
     return std::vector<int64_t>{c.l1d, c.l2, c.l3};
   });
 }

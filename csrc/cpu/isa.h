@@ -1,11 +1,11 @@
 // Run-time choice of the instruction set of the CPU hot loops, as ATen chooses its own: the
 // best the CPU supports, or the one SAM_FUSED_CPU_ISA=default|avx2|avx512 names (an error
 // if the CPU lacks it). The variable is read at every call, so tests can switch it.
-// Also the cache sizes the CPU reports, from which the kernels size their blocks.
+// Also the cache sizes the CPU reports, from which the kernels size their bands.
 #pragma once
 #include <cstdint>
 
-namespace sam::cpu {
+namespace sam_fused::cpu {
 
 enum class Isa : int { kDefault = 0, kAvx2 = 1, kAvx512 = 2 };
 
@@ -19,4 +19,4 @@ struct CacheSizes {
 };
 const CacheSizes& cache_sizes();
 
-}  // namespace sam::cpu
+}  // namespace sam_fused::cpu

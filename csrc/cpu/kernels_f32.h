@@ -1,6 +1,6 @@
 // The fp32 hot loops of the CPU spatial-attention kernels (NCHW), built once per instruction
 // set (kernels_f32_<isa>.cpp from kernels_f32_impl.h) and chosen at run time (isa.h).
-// Every loop covers one block: channels c < C, `stride` elements apart, and pixels i < n of
+// Every loop covers one band: channels c < C, `stride` elements apart, and pixels i < n of
 // each channel's row run. The other dtypes and layouts keep the portable templates of
 // spatial_attention_cpu.cpp.
 #pragma once
@@ -8,10 +8,10 @@
 
 #include "isa.h"
 
-namespace sam::cpu {
+namespace sam_fused::cpu {
 
-// A region of rows that a later block reads, fetched into L2 one channel's run at a time while
-// the current block is written: run c is [base + c * stride, + run_bytes). base null: none.
+// A region of rows that a later band reads, fetched into L2 one channel's run at a time while
+// the current band is written: run c is [base + c * stride, + run_bytes). base null: none.
 struct PrefetchRuns {
   const char* base = nullptr;
   int64_t run_bytes = 0, stride = 0;
@@ -26,10 +26,10 @@ struct F32Kernels {
                 const PrefetchRuns* pf, int npf);
   // s[r*W + w] = sigmoid(bias + sum_{p,i,j} w[(p*kh + i)*kw + j] * q[p*plane + (r+i)*row + j + w])
   // for r < rows, w < W: the conv of the pooled maps (q: padded rows, the first one rh above
-  // output row 0, column 0 at -kw/2) in the order of sam::conv_pixel, then the sigmoid.
+  // output row 0, column 0 at -kw/2) in the order of sam_fused::conv_pixel, then the sigmoid.
   void (*conv_sigmoid)(const float* w, float bias, int64_t P, int64_t kh, int64_t kw, const float* q, int64_t plane,
                        int64_t row, int64_t rows, int64_t W, float* s);
-  // The backward of the conv over one block of rows r < rows (W wide):
+  // The backward of the conv over one band of rows r < rows (W wide):
   //   gamma[p][r*W + w] = sum_{i,j} w[(p*kh + i)*kw + j] * delta[(r + rh - i)*drow + rw - j + w]
   //   dw[(p*kh + i)*kw + j] += sum_{r,w} delta[r*drow + w] * q[p*qplane + (r + i - rh)*qrow + j - rw + w]
   //   dw[P*kh*kw] += sum_{r,w} delta[r*drow + w]  (the bias)
@@ -53,4 +53,4 @@ const F32Kernels* f32_kernels_avx512();
 // The table of active_isa().
 const F32Kernels& f32_kernels();
 
-}  // namespace sam::cpu
+}  // namespace sam_fused::cpu

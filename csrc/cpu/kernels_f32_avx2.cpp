@@ -15,8 +15,8 @@
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
 #endif
-#define SAM_ISA_NS isa_avx2
-#define SAM_VEC VecAvx2
+#define SAM_FUSED_ISA_NS isa_avx2
+#define SAM_FUSED_VEC VecAvx2
 #include "kernels_f32_impl.h"
 #if defined(__clang__)
 #pragma clang attribute pop
@@ -24,11 +24,11 @@
 #pragma GCC pop_options
 #endif
 
-namespace sam::cpu {
+namespace sam_fused::cpu {
 const F32Kernels* f32_kernels_avx2() { return &isa_avx2::kTable; }
-}  // namespace sam::cpu
+}  // namespace sam_fused::cpu
 #else
-namespace sam::cpu {
+namespace sam_fused::cpu {
 const F32Kernels* f32_kernels_avx2() { return nullptr; }
-}  // namespace sam::cpu
+}  // namespace sam_fused::cpu
 #endif

@@ -16,8 +16,8 @@
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")
 #endif
-#define SAM_ISA_NS isa_avx512
-#define SAM_VEC VecAvx512
+#define SAM_FUSED_ISA_NS isa_avx512
+#define SAM_FUSED_VEC VecAvx512
 // GCC 12 takes the deliberately undefined vectors inside its own AVX-512 conversion
 // intrinsics (_mm512_cvtps_pd, _mm512_extractf64x4_pd) for uninitialised uses.
 #pragma GCC diagnostic push
@@ -30,11 +30,11 @@
 #pragma GCC pop_options
 #endif
 
-namespace sam::cpu {
+namespace sam_fused::cpu {
 const F32Kernels* f32_kernels_avx512() { return &isa_avx512::kTable; }
-}  // namespace sam::cpu
+}  // namespace sam_fused::cpu
 #else
-namespace sam::cpu {
+namespace sam_fused::cpu {
 const F32Kernels* f32_kernels_avx512() { return nullptr; }
-}  // namespace sam::cpu
+}  // namespace sam_fused::cpu
 #endif

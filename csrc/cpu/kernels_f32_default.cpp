@@ -8,14 +8,14 @@
 #include "kernels_f32.h"
 #include "simd.h"
 
-#define SAM_ISA_NS isa_default
+#define SAM_FUSED_ISA_NS isa_default
 #if defined(SAM_X86_DISPATCH)
-#define SAM_VEC VecSse2
+#define SAM_FUSED_VEC VecSse2
 #else
-#define SAM_VEC VecScalar
+#define SAM_FUSED_VEC VecScalar
 #endif
 #include "kernels_f32_impl.h"
 
-namespace sam::cpu {
+namespace sam_fused::cpu {
 const F32Kernels* f32_kernels_default() { return &isa_default::kTable; }
-}  // namespace sam::cpu
+}  // namespace sam_fused::cpu

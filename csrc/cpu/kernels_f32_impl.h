@@ -1,16 +1,16 @@
 // The fp32 hot loops (kernels_f32.h), written once over a vector type of simd.h. Included only
-// by kernels_f32_<isa>.cpp, inside that ISA's target region, with SAM_ISA_NS (the namespace of
-// this copy) and SAM_VEC (its vector type) defined; everything else those files include comes
+// by kernels_f32_<isa>.cpp, inside that ISA's target region, with SAM_FUSED_ISA_NS (the namespace of
+// this copy) and SAM_FUSED_VEC (its vector type) defined; everything else those files include comes
 // before the region, so no inline function shared with other files is built for this ISA.
 //
 // Each pass has its own loop with only its own terms (no per-element tests), the channel
-// reductions keep their accumulators in registers across all channels of a pixel block, and
+// reductions keep their accumulators in registers across all channels of a group of pixels, and
 // prefetches are issued once per channel run, outside the element loops.
 
-namespace sam::cpu::SAM_ISA_NS {
+namespace sam_fused::cpu::SAM_FUSED_ISA_NS {
 namespace {
 
-using V = SAM_VEC;
+using V = SAM_FUSED_VEC;
 using R = typename V::R;
 constexpr int64_t N = V::N;
 constexpr int64_t kLineFloats = 64 / sizeof(float);
@@ -33,7 +33,7 @@ inline void prefetch_run(const PrefetchRuns& pf, int64_t c) {
 // back here, so its lines need not be fetched first (what lets the fused op match x.clone()'s
 // 2N bytes). The partial lines at the ends, which a neighbouring row also writes, take plain
 // stores. f computes the same vector operations wherever the row's lines begin.
-template <class F> SAM_SIMD_INLINE void write_row(float* o, int64_t n, bool stream, F&& f) {
+template <class F> SAM_FUSED_SIMD_INLINE void write_row(float* o, int64_t n, bool stream, F&& f) {
   int64_t i = 0;
   if (stream && n >= 2 * kLineFloats) {  // at least one whole line wherever the row starts
     const int64_t head = std::min<int64_t>(n, ((64 - (reinterpret_cast<uintptr_t>(o) & 63)) & 63) / sizeof(float));
@@ -57,8 +57,8 @@ template <class F> SAM_SIMD_INLINE void write_row(float* o, int64_t n, bool stre
 // runs of small-H maps would otherwise write most lines in two plain halves); i wraps at n, so f must read its
 // per-pixel rows from copies extended by their first N elements (extend_row).
 template <class F>
-SAM_SIMD_INLINE void write_channels(float* out, int64_t C, int64_t stride, int64_t n, bool flat, bool stream,
-                                    const PrefetchRuns* pf, int npf, F&& f) {
+SAM_FUSED_SIMD_INLINE void write_channels(float* out, int64_t C, int64_t stride, int64_t n, bool flat, bool stream,
+                                          const PrefetchRuns* pf, int npf, F&& f) {
   if (!flat) {
     for (int64_t c = 0; c < C; ++c) {
       for (int q = 0; q < npf; ++q) prefetch_run(pf[q], c);
@@ -110,7 +110,7 @@ inline std::unique_ptr<float[]> extend_row(const float* row, int64_t n) {
   return ext;
 }
 
-template <bool kMax> SAM_SIMD_INLINE R pool_op(R acc, R v) { return kMax ? V::max_nan(acc, v) : V::add(acc, v); }
+template <bool kMax> SAM_FUSED_SIMD_INLINE R pool_op(R acc, R v) { return kMax ? V::max_nan(acc, v) : V::add(acc, v); }
 
 template <bool kMax> void pool(const float* x, int64_t C, int64_t stride, int64_t n, float* out) {
   const R init = kMax ? V::set1(-std::numeric_limits<float>::infinity()) : V::zero();
@@ -156,7 +156,7 @@ void scale(float* out, const float* x, const float* s, int64_t C, int64_t stride
 
 // exp(x) for x in [-87.3, 88.3] (or NaN, which passes through): Cephes' expf, a degree-5
 // polynomial on x - n*ln2 times 2^n; within 2 ulp of the correctly rounded result.
-SAM_SIMD_INLINE R exp_clamped(R x) {
+SAM_FUSED_SIMD_INLINE R exp_clamped(R x) {
   const R n = V::round(V::mul(x, V::set1(1.44269504088896341f)));
   R r = V::fmadd(n, V::set1(-0.693359375f), x);
   r = V::fmadd(n, V::set1(2.12194440e-4f), r);
@@ -171,14 +171,14 @@ SAM_SIMD_INLINE R exp_clamped(R x) {
 
 // 1 / (1 + exp(-a)); -a clamped where exp under- or overflows (the sigmoid is 1 or 0 to
 // float precision there), NaN kept.
-SAM_SIMD_INLINE R sigmoid(R a) {
+SAM_FUSED_SIMD_INLINE R sigmoid(R a) {
   const R x = V::max(V::set1(-87.3f), V::min(V::set1(88.3f), V::sub(V::zero(), a)));
   return V::div(V::set1(1.f), V::add(V::set1(1.f), exp_clamped(x)));
 }
 
 // s[k] = sigmoid(bias + sum of the taps at q + tap offset + k), k < n.
-SAM_SIMD_INLINE void conv_run(const float* w, float bias, int64_t P, int64_t kh, int64_t kw, const float* q,
-                              int64_t plane, int64_t row, int64_t n, float* s) {
+SAM_FUSED_SIMD_INLINE void conv_run(const float* w, float bias, int64_t P, int64_t kh, int64_t kw, const float* q,
+                                    int64_t plane, int64_t row, int64_t n, float* s) {
   for (int64_t k = 0; k < n; k += N) {
     const int64_t kk = std::min(N, n - k);
     R acc = V::set1(bias);
@@ -198,9 +198,9 @@ void conv_sigmoid(const float* w, float bias, int64_t P, int64_t kh, int64_t kw,
 
 // conv_backward over one run of n elements (rows*W when no row is padded, else one row):
 // per-lane double partials of each dw sum in acc ([taps + 1][N]), added up by the caller.
-SAM_SIMD_INLINE void conv_backward_run(const float* w, int64_t P, int64_t kh, int64_t kw, const float* delta,
-                                       int64_t drow, const float* q, int64_t qplane, int64_t qrow, int64_t n,
-                                       float* const* gamma, double* acc) {
+SAM_FUSED_SIMD_INLINE void conv_backward_run(const float* w, int64_t P, int64_t kh, int64_t kw, const float* delta,
+                                             int64_t drow, const float* q, int64_t qplane, int64_t qrow, int64_t n,
+                                             float* const* gamma, double* acc) {
   const int64_t rh = kh / 2, rw = kw / 2, taps = P * kh * kw;
   for (int64_t k = 0; k < n; k += N) {
     const int64_t kk = std::min(N, n - k);
@@ -223,7 +223,7 @@ void conv_backward(const float* w, int64_t P, int64_t kh, int64_t kw, const floa
                    int64_t qplane, int64_t qrow, int64_t rows, int64_t W, float* const* gamma, double* dw) {
   const int64_t taps = P * kh * kw;
   std::unique_ptr<double[]> acc(new double[(taps + 1) * N]());
-  if (drow == W && qrow == W) {  // unpadded: the block is one run
+  if (drow == W && qrow == W) {  // unpadded: the band is one run
     conv_backward_run(w, P, kh, kw, delta, drow, q, qplane, qrow, rows * W, gamma, acc.get());
   } else {
     for (int64_t r = 0; r < rows; ++r) {
@@ -308,4 +308,4 @@ void dx(float* out, const float* g, const float* s, const float* add, const int3
 
 const F32Kernels kTable{pool_sum, pool_max, scale, conv_sigmoid, conv_backward, rho, dx};
 
-}  // namespace sam::cpu::SAM_ISA_NS
+}  // namespace sam_fused::cpu::SAM_FUSED_ISA_NS

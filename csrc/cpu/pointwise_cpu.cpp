@@ -15,14 +15,14 @@
 #include "../pointwise.h"
 #include "../sam_math.h"
 
-namespace sam {
+namespace sam_fused {
 
 namespace {
 
 constexpr int64_t kGrain = 32768;  // elements per task before splitting into threads
 constexpr int64_t kChunk = 256;    // fp16/bf16 elements staged through float buffers at a time
 
-using ::sam::sigmoid;  // the scalar one (sam_math.h), beside the vector one below
+using ::sam_fused::sigmoid;  // the scalar one (sam_math.h), beside the vector one below
 
 template <typename A>
 inline at::vec::Vectorized<A> sigmoid(const at::vec::Vectorized<A>& y) {
@@ -115,9 +115,9 @@ std::tuple<at::Tensor, at::Tensor> pointwise_attention_bwd_cpu(const at::Tensor&
   return {dx, dy};
 }
 
-}  // namespace sam
+}  // namespace sam_fused
 
 TORCH_LIBRARY_IMPL(sam_fused, CPU, m) {
-  m.impl("pointwise_attention_fwd", &sam::pointwise_attention_fwd_cpu);
-  m.impl("pointwise_attention_bwd", &sam::pointwise_attention_bwd_cpu);
+  m.impl("pointwise_attention_fwd", &sam_fused::pointwise_attention_fwd_cpu);
+  m.impl("pointwise_attention_bwd", &sam_fused::pointwise_attention_bwd_cpu);
 }

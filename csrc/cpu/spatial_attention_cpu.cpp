@@ -1,7 +1,7 @@
 // Fused CPU kernels of the spatial-attention op (docs/design.md §2-3).
 //
 // Work item = a range of rows of one sample across all channels. An item streams down its
-// rows in blocks of R rows: it pools rows up to rh ahead of the block, convolves the block
+// rows in bands of R rows: it pools rows up to rh ahead of the band, convolves the band
 // and scales it, so every row of x is pooled and then scaled while it is still in cache (x is
 // read once from memory, out written once). Items are cut from the shape alone, never from
 // the thread count, and the weight-gradient partials are summed in item order: the results
@@ -24,17 +24,17 @@
 #include "half_convert.h"
 #include "kernels_f32.h"
 
-namespace sam {
+namespace sam_fused {
 namespace {
 
 constexpr int64_t kMinItems = 64;            // items wanted for load balance
 constexpr int64_t kMinItemElems = 16384;      // smallest item worth its halo rows
-// Bytes of x per block: the rows kept in cache between the pass that reads them from memory
-// and the pass that writes the output. A block of x (and of g in the backward), the output
-// rows and the next block being prefetched must share the core's L2 (the size the CPU
-// reports, isa.h): about 3 blocks forward, 5 backward. Clamped below so NCHW channel runs do
+// Bytes of x per band: the rows kept in cache between the pass that reads them from memory
+// and the pass that writes the output. A band of x (and of g in the backward), the output
+// rows and the next band being prefetched must share the core's L2 (the size the CPU
+// reports, isa.h): about 3 bands forward, 5 backward. Clamped below so NCHW channel runs do
 // not become short, partial-line segments.
-int64_t block_bytes(bool backward) {
+int64_t band_bytes(bool backward) {
   const int64_t l2 = cpu::cache_sizes().l2;
   return std::clamp<int64_t>(l2 / (backward ? 6 : 4), 64 * 1024, 1024 * 1024);
 }
@@ -156,7 +156,7 @@ inline void stream_fence() {
 struct RowSplit {
   int64_t chunks;      // row chunks per sample
   int64_t chunk_rows;  // rows per chunk (the last may be shorter)
-  int64_t block_rows;  // rows per streaming block inside a chunk
+  int64_t band_rows;  // rows per streaming band inside a chunk
   int64_t items(const Geometry& g) const { return g.B * chunks; }
 };
 
@@ -168,9 +168,9 @@ RowSplit split_rows(const Geometry& g, int64_t elem_bytes, bool backward) {
   RowSplit s;
   s.chunk_rows = ceil_div(g.H, chunks);
   s.chunks = ceil_div(g.H, s.chunk_rows);
-  const int64_t max_block =
-      std::clamp<int64_t>(block_bytes(backward) / std::max<int64_t>(1, row_elems * elem_bytes), 1, s.chunk_rows);
-  s.block_rows = ceil_div(s.chunk_rows, ceil_div(s.chunk_rows, max_block));  // equal blocks, no 1-row tail
+  const int64_t max_band =
+      std::clamp<int64_t>(band_bytes(backward) / std::max<int64_t>(1, row_elems * elem_bytes), 1, s.chunk_rows);
+  s.band_rows = ceil_div(s.chunk_rows, ceil_div(s.chunk_rows, max_band));  // equal bands, no 1-row tail
   return s;
 }
 
@@ -282,9 +282,9 @@ void rho_pixels(const Layout<CL>& L, const S* g, const S* x, int64_t p0, int64_t
 }
 
 // The rows of x (and g) that the next streaming step of this thread will read, prefetched into
-// L2 a little at a time while the current block is written. One core cannot keep DRAM reads
+// L2 a little at a time while the current band is written. One core cannot keep DRAM reads
 // and writes in flight together on its own (measured here: pooling x alone takes as long as
-// x.clone()), so without this the read pass and the write pass of each block would add up.
+// x.clone()), so without this the read pass and the write pass of each band would add up.
 struct Prefetcher {
   const char* base = nullptr;  // the region: nseg segments of seg_bytes, stride apart
   int64_t seg_bytes = 0, stride = 0, nseg = 0, issued = 0;
@@ -312,18 +312,18 @@ struct Prefetcher {
   }
 };
 
-// Rows [r0, r1) of the sample that the step after block [hb, he) of this item will read: the
-// next block of this item, or the first block of the next item when this thread runs it too.
+// Rows [r0, r1) of the sample that the step after band [hb, he) of this item will read: the
+// next band of this item, or the first band of the next item when this thread runs it too.
 struct NextRows {
   int64_t b, r0, r1;
 };
 inline NextRows next_rows(const Geometry& g, const RowSplit& sp, int64_t item, int64_t he, int64_t h1,
                           bool next_item_here) {
   const int64_t rh = g.kh / 2;
-  if (he < h1) return {item / sp.chunks, std::min(he + rh, g.H), std::min(he + sp.block_rows + rh, g.H)};
+  if (he < h1) return {item / sp.chunks, std::min(he + rh, g.H), std::min(he + sp.band_rows + rh, g.H)};
   if (!next_item_here) return {0, 0, 0};
   const int64_t n = item + 1, h0 = (n % sp.chunks) * sp.chunk_rows;
-  return {n / sp.chunks, std::max<int64_t>(h0 - rh, 0), std::min(h0 + sp.block_rows + rh, g.H)};
+  return {n / sp.chunks, std::max<int64_t>(h0 - rh, 0), std::min(h0 + sp.band_rows + rh, g.H)};
 }
 
 template <typename A> struct Params {
@@ -354,7 +354,7 @@ template <typename A> struct PaddedRows {
 
 // s[(h - ha) * W + w] = sigmoid(bias + sum_{p,i,j} w[p,i,j] q_p[h+i-rh, w+j-rw]) for rows
 // [ha, hb); q holds the rows [ha - rh, hb + rh) (zero outside the map). Same summation order as
-// sam::conv_pixel, vectorised over w; in float (every dtype but fp64) by the ISA kernels.
+// sam_fused::conv_pixel, vectorised over w; in float (every dtype but fp64) by the ISA kernels.
 template <typename A>
 void conv_sigmoid_rows(const Params<A>& prm, int64_t P, int64_t kh, int64_t kw, const PaddedRows<A>& q, int64_t ha,
                        int64_t hb, A* s, const cpu::F32Kernels* K) {
@@ -404,7 +404,7 @@ void pool_rows_into(const Geometry& g, const Layout<CL>& L, const scalar_t* xb, 
 }
 
 // out = x * s on the n pixels of one sample from pixel p0 (s: those pixels), advancing the
-// prefetch pf of the next block's x as it goes.
+// prefetch pf of the next band's x as it goes.
 template <typename scalar_t, bool CL>
 void scale_pixels(const Geometry& g, const Layout<CL>& L, const scalar_t* xb, scalar_t* ob, const acc_t<scalar_t>* s,
                   int64_t p0, int64_t n, bool stream, Prefetcher& pf, const cpu::F32Kernels* K) {
@@ -426,7 +426,7 @@ void scale_pixels(const Geometry& g, const Layout<CL>& L, const scalar_t* xb, sc
   }
 }
 
-// One item of the forward. Per block of rows: pool the rows up to rh past it (each row once),
+// One item of the forward. Per band of rows: pool the rows up to rh past it (each row once),
 // convolve and apply the sigmoid, save the pooled maps, then out = x * s (or s itself with
 // return_map). K: the fp32 NCHW loops of the ISA in use (kernels_f32.h); other dtypes and
 // channels_last take the portable templates above.
@@ -441,11 +441,11 @@ void forward_item(const Geometry& g, const RowSplit& sp, int64_t item, const sca
   const scalar_t* xb = x + b * g.C * H * W;
   PaddedRows<A> q(P, h0 - rh, h1 - h0 + 2 * rh, W, g.kw / 2);  // rows outside the map stay 0
   // Scratch rows, each written before it is read (no zero fill).
-  std::unique_ptr<A[]> pool_tmp(new A[2 * (sp.block_rows + 2 * rh) * W]), s(new A[sp.block_rows * W]);
+  std::unique_ptr<A[]> pool_tmp(new A[2 * (sp.band_rows + 2 * rh) * W]), s(new A[sp.band_rows * W]);
 
   int64_t pooled_to = std::max<int64_t>(h0 - rh, 0);
-  for (int64_t hb = h0; hb < h1; hb += sp.block_rows) {
-    const int64_t he = std::min(hb + sp.block_rows, h1), need = std::min(he + rh, H), n = (he - hb) * W;
+  for (int64_t hb = h0; hb < h1; hb += sp.band_rows) {
+    const int64_t he = std::min(hb + sp.band_rows, h1), need = std::min(he + rh, H), n = (he - hb) * W;
     if (need > pooled_to) {
       pool_rows_into(g, L, xb, pooled_to, need, q, pool_tmp.get(), K);
       pooled_to = need;
@@ -464,8 +464,8 @@ void forward_item(const Geometry& g, const RowSplit& sp, int64_t item, const sca
   if (stream) stream_fence();
 }
 
-// One item of the backward: rows [h0, h1) of sample b, streamed in blocks of sp.block_rows
-// rows. Holds what outlives one block: the pooled rows it reads, and rho/delta, s and the
+// One item of the backward: rows [h0, h1) of sample b, streamed in bands of sp.band_rows
+// rows. Holds what outlives one band: the pooled rows it reads, and rho/delta, s and the
 // argmax of its rows plus halo, each computed once (rows [h0-rh, h1+rh), zero outside the map).
 template <typename scalar_t, bool CL> struct BackwardItem {
   using A = acc_t<scalar_t>;
@@ -484,7 +484,7 @@ template <typename scalar_t, bool CL> struct BackwardItem {
   PaddedRows<A> q, delta;  // pooled rows [h0-2rh, h1+2rh) (s is needed on rows [h0-rh, h1+rh))
   std::vector<A> s, mbuf;
   std::vector<int32_t> amax;
-  std::vector<A> gmean, gmax;  // gamma of the current block
+  std::vector<A> gmean, gmax;  // gamma of the current band
   std::unique_ptr<double[]> rho;  // rho of the rows being added
 
   BackwardItem(const Geometry& g, const RowSplit& sp, int64_t item, const scalar_t* gout, const scalar_t* x,
@@ -516,9 +516,9 @@ template <typename scalar_t, bool CL> struct BackwardItem {
         s(buf_rows * W, A(0)),
         mbuf(max_slot >= 0 ? buf_rows * W : 0),
         amax(max_slot >= 0 ? buf_rows * W : 0),
-        gmean(sp.block_rows * W, A(0)),
-        gmax(sp.block_rows * W, A(0)),
-        rho(new double[(sp.block_rows + 2 * rh) * W]) {
+        gmean(sp.band_rows * W, A(0)),
+        gmax(sp.band_rows * W, A(0)),
+        rho(new double[(sp.band_rows + 2 * rh) * W]) {
     for (int64_t p = 0; p < P; ++p)
       for (int64_t h = std::max<int64_t>(q.first, 0); h < std::min(q.first + q.rows, H); ++h) {
         const A* src = pooled + ((b * P + p) * H + h) * W;
@@ -585,7 +585,7 @@ template <typename scalar_t, bool CL> struct BackwardItem {
 
   // dx = g*s (unless return_map) + gamma_mean/C + gamma_max at the first argmax channel on rows
   // [hb, he), advancing the prefetch of the next rho step's x and g as it goes.
-  void write_dx_block(int64_t hb, int64_t he, Prefetcher& pfx, Prefetcher& pfg, bool stream) {
+  void write_dx_band(int64_t hb, int64_t he, Prefetcher& pfx, Prefetcher& pfg, bool stream) {
     const int64_t n = (he - hb) * W;
     const A* sb = s.data() + row(hb);
     const int32_t* am = max_slot >= 0 ? amax.data() + row(hb) : nullptr;
@@ -613,7 +613,7 @@ template <typename scalar_t, bool CL> struct BackwardItem {
 };
 
 // One item of the backward; adds its weight/bias gradient to `partial` ([P*kh*kw + 1], bias
-// last), which belongs to this item alone. Per block of rows: rho, s and delta of the rows up
+// last), which belongs to this item alone. Per band of rows: rho, s and delta of the rows up
 // to rh past it (each row once), then gamma and the weight gradient, then dx.
 template <typename scalar_t, bool CL>
 void backward_item(const Geometry& g, const RowSplit& sp, int64_t item, const scalar_t* gout, const scalar_t* x,
@@ -623,8 +623,8 @@ void backward_item(const Geometry& g, const RowSplit& sp, int64_t item, const sc
   const Layout<CL>& L = state.L;
   const int64_t sample = g.C * g.H * g.W, rh = state.rh, h1 = state.h1;
   int64_t done_to = std::max<int64_t>(state.base, 0);
-  for (int64_t hb = state.h0; hb < h1; hb += sp.block_rows) {
-    const int64_t he = std::min(hb + sp.block_rows, h1), need = std::min(he + rh, g.H);
+  for (int64_t hb = state.h0; hb < h1; hb += sp.band_rows) {
+    const int64_t he = std::min(hb + sp.band_rows, h1), need = std::min(he + rh, g.H);
     if (need > done_to) {
       state.rho_s_delta_rows(done_to, need);
       done_to = need;
@@ -635,7 +635,7 @@ void backward_item(const Geometry& g, const RowSplit& sp, int64_t item, const sc
     const bool reads_x = !return_map || state.max_slot >= 0;
     Prefetcher pfx = Prefetcher::rows(L, nx.r1 > nx.r0 && reads_x ? x + nx.b * sample : nullptr, nx.r0, nx.r1);
     Prefetcher pfg = Prefetcher::rows(L, nx.r1 > nx.r0 && !return_map ? gout + nx.b * sample : nullptr, nx.r0, nx.r1);
-    state.write_dx_block(hb, he, pfx, pfg, stream);
+    state.write_dx_band(hb, he, pfx, pfg, stream);
   }
   if (stream) stream_fence();
 }
@@ -721,9 +721,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> spatial_attention_bwd_cpu(const a
   return {dx, gw, gbias};
 }
 
-}  // namespace sam
+}  // namespace sam_fused
 
 TORCH_LIBRARY_IMPL(sam_fused, CPU, m) {
-  m.impl("spatial_attention_fwd", &sam::spatial_attention_fwd_cpu);
-  m.impl("spatial_attention_bwd", &sam::spatial_attention_bwd_cpu);
+  m.impl("spatial_attention_fwd", &sam_fused::spatial_attention_fwd_cpu);
+  m.impl("spatial_attention_bwd", &sam_fused::spatial_attention_bwd_cpu);
 }

@@ -13,7 +13,7 @@
 #include "../pointwise.h"
 #include "../sam_math.h"
 
-namespace sam {
+namespace sam_fused {
 namespace {
 
 constexpr int kThreads = 256;
@@ -128,9 +128,9 @@ std::tuple<at::Tensor, at::Tensor> pointwise_attention_bwd_cuda(const at::Tensor
   return {dx, dy};
 }
 
-}  // namespace sam
+}  // namespace sam_fused
 
 TORCH_LIBRARY_IMPL(sam_fused, CUDA, m) {
-  m.impl("pointwise_attention_fwd", &sam::pointwise_attention_fwd_cuda);
-  m.impl("pointwise_attention_bwd", &sam::pointwise_attention_bwd_cuda);
+  m.impl("pointwise_attention_fwd", &sam_fused::pointwise_attention_fwd_cuda);
+  m.impl("pointwise_attention_bwd", &sam_fused::pointwise_attention_bwd_cuda);
 }

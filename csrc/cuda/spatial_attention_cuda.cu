@@ -10,7 +10,7 @@
 #include "../block/ctx_cuda.cuh"
 #include "../block/run.h"
 
-namespace sam {
+namespace sam_fused {
 namespace block {
 
 template <class K, class A> __global__ void __launch_bounds__(kMaxThreads, kBlocksPerSm)
@@ -94,9 +94,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> spatial_attention_bwd_cuda(const 
   return block::run_backward(launcher, grad_out, x, weight, bias, pooled, pool, return_map);
 }
 
-}  // namespace sam
+}  // namespace sam_fused
 
 TORCH_LIBRARY_IMPL(sam_fused, CUDA, m) {
-  m.impl("spatial_attention_fwd", &sam::spatial_attention_fwd_cuda);
-  m.impl("spatial_attention_bwd", &sam::spatial_attention_bwd_cuda);
+  m.impl("spatial_attention_fwd", &sam_fused::spatial_attention_fwd_cuda);
+  m.impl("spatial_attention_bwd", &sam_fused::spatial_attention_bwd_cuda);
 }

@@ -34,7 +34,7 @@
 #include "../block/ctx_cpu.h"
 #include "../block/run.h"
 
-namespace sam::block {
+namespace sam_fused::block {
 namespace {
 
 struct alignas(16) uint4_words {
@@ -156,10 +156,10 @@ std::tuple<at::Tensor, bool> emulate_plan(at::IntArrayRef shape, at::ScalarType 
   TORCH_CHECK_VALUE(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16,
                     "dtype must be float32, float64, float16 or bfloat16, got ", dtype);
   const DeviceLimits& dev = arch_limits(arch);
-  const Geometry g{shape[0], shape[1], shape[2], shape[3], int(kh), int(kw), parse_pool(pool), channels_last};
+  const Geometry g{shape[0], shape[1],         shape[2],      shape[3],  int(kh),
+                   int(kw),  parse_pool(pool), channels_last, return_map};
   const int64_t elem = at::elementSize(dtype), acc = at::elementSize(acc_dtype(dtype));
-  const CallPlan c =
-      plan_call(shape_of(g, return_map), dev, elem, acc, backward, true, overrides(variant, rows, threads), false);
+  const CallPlan c = plan_call(g, dev, elem, acc, backward, true, overrides(variant, rows, threads), false);
   for (int i = 0; i < c.n_launches; ++i) check_launch(dev, c.launches[i]);
   const std::vector<int64_t> v = plan_rows(c);
   return {at::tensor(v, at::kLong).reshape({-1, kPlanColumns}), c.index64};
@@ -241,7 +241,7 @@ at::Tensor emulate_planted_bug(const std::string& name) {
 }
 
 }  // namespace
-}  // namespace sam::block
+}  // namespace sam_fused::block
 
 TORCH_LIBRARY_FRAGMENT(sam_fused, m) {
   m.def("_emulate_fwd(Tensor x, Tensor weight, Tensor? bias, str pool, bool return_map, int variant=0, int rows=0, "
@@ -250,10 +250,10 @@ TORCH_LIBRARY_FRAGMENT(sam_fused, m) {
   m.def("_emulate_bwd(Tensor grad_out, Tensor x, Tensor weight, Tensor? bias, Tensor pooled, str pool, "
         "bool return_map, int variant=0, int rows=0, int threads=0, bool index64=False, int max_blocks=0, str "
         "arch=\"sm_90\", bool sanitize=False) -> (Tensor, Tensor, Tensor, Tensor)");
-  m.def("_emulate_planted_bug(str bug) -> Tensor", &sam::block::emulate_planted_bug);
+  m.def("_emulate_planted_bug(str bug) -> Tensor", &sam_fused::block::emulate_planted_bug);
   m.def("_emulate_plan(int[] shape, ScalarType dtype, str pool, int kh, int kw, bool channels_last, bool return_map, "
         "bool backward, int variant=0, int rows=0, int threads=0, str arch=\"sm_90\") -> (Tensor, bool)",
-        &sam::block::emulate_plan);
-  m.impl("_emulate_fwd", c10::DispatchKey::CPU, &sam::block::emulate_fwd);
-  m.impl("_emulate_bwd", c10::DispatchKey::CPU, &sam::block::emulate_bwd);
+        &sam_fused::block::emulate_plan);
+  m.impl("_emulate_fwd", c10::DispatchKey::CPU, &sam_fused::block::emulate_fwd);
+  m.impl("_emulate_bwd", c10::DispatchKey::CPU, &sam_fused::block::emulate_bwd);
 }
