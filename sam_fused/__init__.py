@@ -9,7 +9,8 @@ from .ops import SpatialAttentionFunction, spatial_attention
 from .modules import SpatialAttentionModule, SpatialGate
 from .pointwise import PointwiseSpatialAttention, pointwise_attention
 from . import reference
-from .graph_convert import ConvertReport, ConvertedAttention, FusedSpatialAttention, convert
+from .graph_convert import ConvertReport, ConvertedAttention, convert
+from .graph_convert import FusedSpatialAttention as FusedSpatialAttention  # earlier name, for old pickles
 
 __version__ = "0.1.0"
 __all__ = ["spatial_attention", "SpatialAttentionFunction", "SpatialAttentionModule", "SpatialGate",
