@@ -89,7 +89,7 @@ def emulate_bwd(grad_out, x, weight, bias, pooled, pool, return_map, variant=0, 
 
 
 PLANTED_BUGS = ("missing_barrier", "shared_write_write", "global_blocks", "global_threads", "shared_bounds",
-                "global_bounds", "uninit", "divergent_barrier", "barrier_in_phase")
+                "global_bounds", "uninit", "divergent_barrier", "barrier_in_phase", "copy_not_waited")
 
 
 def run_planted_bug(bug):

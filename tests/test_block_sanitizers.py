@@ -27,6 +27,7 @@ EXPECTED = {
                        r"shared offset 128\)"),
     "divergent_barrier": ("barrier", r"barrier inside divergent code: reached by 32 of 64 threads"),
     "barrier_in_phase": ("barrier", r"barrier inside a phase body"),
+    "copy_not_waited": ("barrier", r"barrier with asynchronous copies not waited for .*block 0, barrier interval 0"),
 }
 
 

@@ -85,6 +85,8 @@ class TrafficRecorder {
     for (uintptr_t s = a / kSectorBytes; s <= (a + bytes - 1) / kSectorBytes; ++s) w.sectors.push_back(s);
   }
 
+  void skip_access() { ++seq_; }
+
   const std::vector<int64_t>& counts() const { return counts_; }
 
  private:
@@ -220,7 +222,7 @@ struct CpuCtx {
     if (san) san->end_phase();
   }
   void sync() {
-    if (san) san->barrier();
+    if (san) san->barrier(copies_in_flight);
   }
   template <class T> CheckedPtr<T> buffer(T* p) { return {p, san}; }
 
@@ -265,14 +267,23 @@ struct CpuCtx {
     rec->access(p, V * sizeof(T), true);
     std::memcpy(p, v, V * sizeof(T));
   }
-  // One vector from global memory into the staged tile (a global read, a shared write).
+  // One vector from global memory into the staged tile (a global read, a shared write). On
+  // the GPU the copy is asynchronous: the tile is readable only after copy_wait() and a
+  // barrier, so a barrier with copies not waited for is reported (synccheck).
   template <int V, class T> void copy_vec(const T* src, T* dst) {
     check(src, V * sizeof(T), false);
     check(dst, V * sizeof(T), true);
     rec->access(src, V * sizeof(T), false);
     rec->access(dst, V * sizeof(T), true);
     std::memcpy(dst, src, V * sizeof(T));
+    copies_in_flight = true;
   }
+  void copy_wait() { copies_in_flight = false; }
+  // A lane predicated off in an unrolled loop: its access slot passes, so the next access of
+  // every lane of the warp is still the same warp-wide instruction.
+  void skip_access() { rec->skip_access(); }
+
+  bool copies_in_flight = false;
 };
 
 }  // namespace sam_fused::block

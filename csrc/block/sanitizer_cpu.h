@@ -66,11 +66,15 @@ class BlockSanitizer {
            -1, -1, "");
   }
   // ctx.sync(): at block scope a barrier every thread reaches; inside a phase, counted.
-  void barrier() {
+  // `copies_in_flight`: asynchronous global->shared copies were issued and not waited for, so
+  // the barrier does not publish their data (ctx.copy_wait() missing before it).
+  void barrier(bool copies_in_flight = false) {
     if (thread_ >= 0) {
       ++barrier_hits_;
       return;
     }
+    if (copies_in_flight)
+      fail("barrier", "barrier with asynchronous copies not waited for (copy_wait missing before it)", -1, -1, "");
     ++interval_;
     ++interval_in_block_;
   }
