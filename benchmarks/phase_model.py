@@ -1,0 +1,649 @@
+"""Phase-level time model of the CUDA block programs (docs/design.md §3, "Predicting the time").
+
+time_model.py gives the floor (DRAM bytes / copy bandwidth). This model predicts how far above
+the floor the kernels land, from what the code does, without a GPU:
+
+- the launches of a call come from the planner itself (`sam_fused::_emulate_plan`): grid,
+  threads and dynamic shared memory of each kernel, for the card's architecture;
+- resident blocks per SM follow from threads, shared memory and registers (registers from the
+  built library's `cuobjdump -res-usage`, else the launch bound of 128), and waves from those;
+- each block is a sequence of barrier-separated phases (csrc/block/fwd.h, bwd.h, common.h), each
+  made of loops ("streams" of items per thread). A loop's time on its busiest thread is
+      ceil(items / loads in flight) * latency of the level it reads  +  items * instructions * CPI / clock
+  and a phase also cannot beat its DRAM bytes / copy bandwidth or the SM's issue rate. That is
+  Little's law: bytes / (in-flight bytes per SM * SMs / latency) with in-flight bytes = resident
+  blocks * threads * loads in flight * bytes per load;
+- phases add up within a block. Blocks of one wave run in lock step (all in the same phase: a
+  latency-bound phase idles DRAM); with >= 2 resident blocks per SM and more than one wave, blocks
+  drift out of phase and their phases overlap: the launch then takes the largest of total bytes /
+  bandwidth, total issue time, and (blocks per SM / resident) * one block's latency path.
+
+The loads in flight and instructions per item of every loop live in ONE table, LOOPS, read off the
+sm_90 SASS of the built library; edit it when a loop changes. `python benchmarks/phase_model.py`
+prints the predictions (also `predicted_report.py --model`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import math
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+import time_model  # noqa: E402
+
+
+# ----------------------------------------------------------------------------- the code: ONE table
+
+@dataclass(frozen=True)
+class Loop:
+    """A loop of a block program. flight: independent global (or shared) loads a thread keeps in
+    flight, counted in items; instr: SASS instructions per item. Each is (fp32 / fp64, 16-bit)
+    since nvcc unrolls the 16-bit loops differently."""
+    flight: tuple[int, int]
+    instr: tuple[float, float]
+    where: str  # file:function of the loop in csrc/block
+    why: str    # one line: what the SASS shows
+
+
+# Key: (kernel, "phase" or "phase.loop"). Items: "vector" = one V-element access of an x-shaped
+# tensor, "channel" = one channel element of a pixel, "element" = one map element, "tap" = one
+# conv tap of one pixel, "pixel" = one pixel, "partial" = one partial merged or summed.
+# SASS addresses are those of the sm_90 code (float, NCHW, int32) of the build the table was read from.
+LOOPS = {
+    ("FwdMain", "stage_x_tile.weights"): Loop((1, 1), (18, 20), "common.h:load_weights",
+                                              "one weight per thread, its LDG then STS: one round trip"),
+    ("FwdMain", "stage_x_tile"): Loop((4, 4), (26, 26), "common.h:for_tile_vectors (copy_vec)",
+                                      "vector: nvcc unrolls the copy by 4, 4 LDG.E.128 then 4 STS.128 (0x1980)"),
+    ("FwdMain", "pool_rows"): Loop((4, 1), (19, 21), "fwd.h:pool_visit via common.h:channel_reduce",
+                                   "channel: fp32 unrolled 4 (4 predicated LDG/LDS, 0x4540); bf16 not unrolled (0x3e30)"),
+    ("FwdMain", "pool_rows.merge"): Loop((1, 1), (6, 6), "common.h:channel_reduce (merge)",
+                                         "partial: one thread per pixel, 16 LDS.64+FADD per 100 instructions (0x4c00)"),
+    ("FwdMain", "pool_rows_two_pass"): Loop((4, 4), (52, 52), "fwd.h:pool_rows (two-pass branch)",
+                                            "element: 4 LDG.E per unrolled iteration, two integer divisions each (0x28f0)"),
+    ("FwdMain", "sigmoid_tile"): Loop((1, 1), (17, 17), "fwd.h:sigmoid_tile (conv_pixel)",
+                                      "tap: bounds checks, LDS, FFMA; 7 taps per 122 instructions (0x6270)"),
+    ("FwdMain", "write_out_tile"): Loop((1, 1), (44, 66), "fwd.h:write_out_tile",
+                                        "vector: not unrolled, LDS.128 (or LDG.E.128 two pass) then STG.E.128 (0x8da0)"),
+    ("FwdPool", "pool_visit"): Loop((4, 1), (9, 14), "fwd.h:FwdPool via common.h:channel_reduce",
+                                    "channel: fp32 unrolled 4 (4 LDG.E, 0x0ed0); bf16 one LDG.E.U16 per iteration (0x0a00)"),
+    ("FwdPool", "pool_visit.merge"): Loop((1, 1), (6, 6), "common.h:channel_reduce (merge)",
+                                          "partial: as FwdMain's merge (0x1370)"),
+    ("BwdMain", "stage_inputs.weights"): Loop((1, 1), (18, 20), "common.h:load_weights",
+                                              "one weight per thread, its LDG then STS: one round trip"),
+    ("BwdMain", "stage_inputs"): Loop((4, 4), (26, 26), "common.h:for_tile_vectors (copy_vec)",
+                                      "vector: grad_out copy unrolled 4, 4 LDG.E.128 then 4 STS.128 (0x19d0)"),
+    ("BwdMain", "stage_inputs.pooled"): Loop((4, 4), (52, 52), "bwd.h:stage_inputs (pooled rows)",
+                                             "element: 4 LDG.E per unrolled iteration, integer divisions (0x2960)"),
+    ("BwdMain", "stage_inputs.delta_rows"): Loop((4, 1), (24, 29), "bwd.h:stage_inputs (rho, argmax rows)",
+                                                 "element: fp32 unrolled 4 (0x3c00); bf16 not unrolled (0x37e0)"),
+    ("BwdMain", "rho_rows_from_x"): Loop((1, 1), (40, 44), "bwd.h:rho_visit via common.h:channel_reduce",
+                                         "channel: unrolled 4 but each FFMA waits for its x (and g) before the next "
+                                         "LDG: the runtime from_tile branch sits between (0x4c80)"),
+    ("BwdMain", "rho_rows_from_x.merge"): Loop((1, 1), (31, 31), "common.h:channel_reduce (merge, argmax)",
+                                               "partial: 124 instructions per 4 merges with argmax (0x6160)"),
+    ("BwdMain", "sigmoid_delta_rows"): Loop((1, 1), (17, 17), "bwd.h:sigmoid_delta_rows (conv_pixel)",
+                                            "tap: 7 taps per 119 instructions (0x77d0)"),
+    ("BwdMain", "gamma"): Loop((1, 1), (17, 17), "bwd.h:gamma_and_weight_grad (conv_transpose_pixel)",
+                               "tap: 7 taps per 121 instructions (0x87c0)"),
+    ("BwdMain", "weight_grad"): Loop((1, 1), (46, 46), "bwd.h:gamma_and_weight_grad (partials loop)",
+                                     "pixel: taps+1 threads each loop over every tile pixel, 182 instructions per "
+                                     "4 pixels incl. an integer division (0xa030)"),
+    ("BwdMain", "write_dx_tile"): Loop((1, 1), (83, 135), "bwd.h:write_dx_tile",
+                                       "vector: not unrolled, LDS.128 (or LDG.E.128 two pass), STG.E.128 (0xcd10)"),
+    ("BwdRho", "rho_visit"): Loop((16, 1), (8, 31), "bwd.h:BwdRho via common.h:channel_reduce",
+                                  "channel: fp32 unrolled 16, 32 LDG.E before the first FFMA (0x18a0); bf16 one "
+                                  "channel (x and g) per iteration (0x0930)"),
+    ("BwdRho", "rho_visit.merge"): Loop((1, 1), (26, 26), "common.h:channel_reduce (merge, argmax)",
+                                        "partial: LDS.128 partials, 102 instructions per 4 merges (0x2d40)"),
+    ("DwReduce", "sum_partials"): Loop((16, 16), (3.5, 3.5), "bwd.h:DwReduce",
+                                       "partial: lanes stride the blocks, unrolled 16 (16 LDG.E, 0x0730)"),
+}
+
+# The loops each kernel runs, in order: every one must have a LOOPS entry (tests check both ways).
+KERNEL_LOOPS = {
+    "FwdMain": ("stage_x_tile.weights", "stage_x_tile", "pool_rows", "pool_rows.merge", "pool_rows_two_pass",
+                "sigmoid_tile", "write_out_tile"),
+    "FwdPool": ("pool_visit", "pool_visit.merge"),
+    "BwdMain": ("stage_inputs.weights", "stage_inputs", "stage_inputs.pooled", "stage_inputs.delta_rows",
+                "rho_rows_from_x", "rho_rows_from_x.merge", "sigmoid_delta_rows", "gamma", "weight_grad",
+                "write_dx_tile"),
+    "BwdRho": ("rho_visit", "rho_visit.merge"),
+    "DwReduce": ("sum_partials",),
+}
+KERNELS = tuple(KERNEL_LOOPS)
+
+
+# ----------------------------------------------------------------------------- the card
+
+@dataclass(frozen=True)
+class Card(time_model.Card):
+    """time_model.Card plus what the phase model needs. Latencies, clock and CPI are typical
+    published / microbenchmark figures, assumed, not measured here."""
+    arch: str = "sm_90"              # the planner's limits (csrc/block/limits.h)
+    sms: int = 132
+    dram_latency: float = 0.7e-6     # s, a load that misses L2, under load
+    l2_latency: float = 0.25e-6      # s, an L2 hit (halo rows, weights)
+    smem_latency: float = 30 / 1.75e9
+    clock_hz: float = 1.75e9         # sustained SM clock
+    cpi: float = 2.0                 # cycles per instruction of one warp in a dependent loop
+    issue_width: int = 4             # warp instructions an SM issues per cycle (4 schedulers)
+
+
+CARDS = {
+    "H100": Card("H100 SXM (assumed 3.0 TB/s copy)", 3.0e12),
+    "H200": Card("H200 (assumed 4.0 TB/s copy)", 4.0e12),
+    "A100": Card("A100 80GB SXM (assumed 1.75 TB/s copy)", 1.75e12, arch="sm_80", sms=108, dram_latency=0.6e-6,
+                 l2_latency=0.2e-6, smem_latency=30 / 1.41e9, clock_hz=1.41e9),
+}
+
+
+def card_named(name: str, copy_bandwidth: float | None = None) -> Card:
+    """The card whose key appears in `name` (a device name such as "NVIDIA H100 80GB HBM3"), H100
+    when none does; a measured copy bandwidth replaces the assumed one."""
+    key = next((k for k in CARDS if k.lower() in name.lower()), "H100")
+    card = CARDS[key]
+    if copy_bandwidth:
+        card = dataclasses.replace(card, name=f"{name} (measured {copy_bandwidth / 1e12:.2f} TB/s copy)",
+                                   copy_bandwidth=copy_bandwidth)
+    return card
+
+
+def arch_limits(arch: str) -> dict:
+    """The kArchLimits row of csrc/block/limits.h for `arch`."""
+    with open(os.path.join(ROOT, "csrc", "block", "limits.h")) as f:
+        text = f.read()
+    fields = ("optin", "smem_per_sm", "reserved", "regs_per_sm", "threads_per_sm", "threads_per_block", "sms")
+    for name, values in re.findall(r'\{"(sm_\d+)",([^}]*)\}', text):
+        if name == arch:
+            return dict(zip(fields, (math.prod(int(v) for v in x.split("*")) for x in values.split(","))))
+    raise ValueError(f"arch {arch!r} is not in csrc/block/limits.h")
+
+
+MAX_BLOCKS_PER_SM = 32   # every arch of limits.h
+LAUNCH_BOUND_REGS = 128  # __launch_bounds__(256, 2): what a kernel may use when nothing else is known
+
+
+def resident_blocks(arch: str, threads: int, smem: int, registers: int = LAUNCH_BOUND_REGS) -> int:
+    """Blocks of one kernel resident on an SM: threads, registers (allocated per warp in units of
+    256) and shared memory (plus the runtime's reserve per block)."""
+    lim = arch_limits(arch)
+    warps = math.ceil(threads / 32)
+    by_regs = lim["regs_per_sm"] // (warps * math.ceil(registers * 32 / 256) * 256)
+    by_smem = lim["smem_per_sm"] // (smem + lim["reserved"])
+    return max(1, min(MAX_BLOCKS_PER_SM, lim["threads_per_sm"] // threads, by_regs, by_smem))
+
+
+def built_registers(arch: str = "sm_90", binary: str | None = None) -> dict:
+    """{kernel short name ("BwdMain<bf16,NCHW,i32>"): registers} from `cuobjdump -res-usage` of the
+    built library; empty without cuobjdump or device code for `arch`."""
+    import sass_report
+
+    tool, binary = sass_report.find_cuobjdump(), binary or sass_report.default_binary()
+    if not tool or not binary:
+        return {}
+    done = subprocess.run([tool, "-res-usage", "-arch", arch, binary], capture_output=True, text=True)
+    regs, name = {}, None
+    for line in done.stdout.splitlines():
+        if m := re.search(r"Function (\S+):", line):
+            name = sass_report.kernel_name(m[1])
+        elif (m := re.search(r"REG:(\d+)", line)) and name:
+            regs[name] = int(m[1])
+            name = None
+    return regs
+
+
+# ----------------------------------------------------------------------------- phases of a block
+
+@dataclass
+class Stream:
+    """One loop as its busiest thread runs it."""
+    loop: str      # LOOPS key part ("stage_x_tile", "pool_rows.merge", ...)
+    threads: int   # threads of the block in the loop
+    items: float   # items of the busiest thread
+    level: str     # what it waits on: "dram", "l2", "smem" or "alu"
+
+
+@dataclass
+class Phase:
+    """Barrier-separated work of one block: segments run in turn, each `repeat` times, and in a
+    segment the streams run side by side (different threads)."""
+    name: str
+    dram_read: float = 0.0   # bytes of one block
+    dram_write: float = 0.0
+    l2_read: float = 0.0
+    segments: list = field(default_factory=list)  # [(repeat, [Stream])]
+
+
+@dataclass(frozen=True)
+class Call:
+    """What the phases depend on: shape, layer and the plan of one kernel launch."""
+    shape: tuple
+    elem: int        # bytes of an element of x
+    pool: str
+    kernel: tuple    # (kh, kw)
+    rows: int
+    two_pass: bool
+    vec: int
+    threads: int
+
+    @property
+    def acc(self) -> int:
+        return time_model.acc_bytes(self.elem)
+
+    @property
+    def P(self) -> int:
+        return len(self.pool.split("+"))
+
+    @property
+    def has_max(self) -> bool:
+        return "max" in self.pool
+
+    @property
+    def taps(self) -> int:
+        return self.P * self.kernel[0] * self.kernel[1]
+
+    @property
+    def tiles(self) -> int:
+        return math.ceil(self.shape[2] / self.rows)
+
+    def reduction(self, max_pixels: int) -> tuple[int, int]:
+        """(pixels per round, channel slots) of channel_reduce in NCHW (traits.h plan_reduction)."""
+        px = min(self.threads, max(32, 1 << max(0, math.ceil(math.log2(max(1, max_pixels))))))
+        return px, self.threads // px
+
+
+def _reduce_segments(c: Call, loop: str, npix: int, halo_top: int, halo_bottom: int, main_level: str,
+                     halo_loop_level: str = "l2") -> list:
+    """channel_reduce over npix pixels whose first halo_top and last halo_bottom pixels are halo
+    (read from L2): rounds of px pixels, cs channel slots; a round with halo waits for its
+    slowest thread. Then the merge by one thread per pixel, every round."""
+    px, cs = c.reduction(npix)
+    rounds = math.ceil(npix / px)
+    per_thread = math.ceil(c.shape[1] / cs)
+    main = Stream(loop, c.threads, per_thread, main_level)
+    halo_rounds = min(rounds, math.ceil(halo_top / px) + math.ceil(halo_bottom / px))
+    halo = Stream(loop, min(px, halo_top + halo_bottom) * cs, per_thread, halo_loop_level)
+    merge = Stream(f"{loop}.merge", px, cs, "alu")
+    visit = [(halo_rounds, [main, halo]), (rounds - halo_rounds, [main])] if halo_top + halo_bottom else \
+        [(rounds, [main])]
+    return visit + [(rounds, [merge])]
+
+
+def _tile(c: Call, j: int) -> tuple[int, int]:
+    H = c.shape[2]
+    return j * c.rows, min(H, (j + 1) * c.rows)
+
+
+def _halo(c: Call, h0: int, h1: int, r: int) -> tuple[int, int]:
+    """Rows above and below [h0, h1) within r rows, clipped to the map."""
+    return h0 - max(0, h0 - r), min(c.shape[2], h1 + r) - h1
+
+
+def fwd_main_phases(c: Call, j: int) -> list[Phase]:
+    _, C, _, W = c.shape
+    e, a, T, V = c.elem, c.acc, c.threads, c.vec
+    h0, h1 = _tile(c, j)
+    R, rh = h1 - h0, c.kernel[0] // 2
+    top, bottom = _halo(c, h0, h1, rh)
+    npix, tile_bytes = R * W, R * W * C * e
+    weights = Stream("stage_x_tile.weights", T, math.ceil((c.taps + 1) / T), "l2")
+    if not c.two_pass:
+        stage = Phase("stage_x_tile", dram_read=tile_bytes, segments=[
+            (1, [weights]), (1, [Stream("stage_x_tile", T, math.ceil(R * W * C / V / T), "dram")])])
+        pool = Phase("pool_rows", l2_read=(top + bottom) * W * C * e,
+                     segments=_reduce_segments(c, "pool_rows", (R + top + bottom) * W, top * W, bottom * W, "smem"))
+        maps_written = c.P * npix * a
+        write = Phase("write_out_tile", dram_write=tile_bytes,
+                      segments=[(1, [Stream("write_out_tile", T, math.ceil(R * W * C / V / T), "smem")])])
+    else:
+        stage = Phase("stage_x_tile", segments=[(1, [weights])])
+        pool = Phase("pool_rows_two_pass", dram_read=c.P * npix * a, l2_read=c.P * (top + bottom) * W * a,
+                     segments=[(1, [Stream("pool_rows_two_pass", T, math.ceil(c.P * (R + top + bottom) * W / T),
+                                           "dram")])])
+        maps_written = 0
+        write = Phase("write_out_tile", dram_read=tile_bytes, dram_write=tile_bytes,
+                      segments=[(1, [Stream("write_out_tile", T, math.ceil(R * W * C / V / T), "dram")])])
+    sig = Phase("sigmoid_tile", dram_write=maps_written,
+                segments=[(1, [Stream("sigmoid_tile", T, math.ceil(npix / T) * c.taps, "alu")])])
+    return [stage, pool, sig, write]
+
+
+def fwd_pool_phases(c: Call, j: int) -> list[Phase]:
+    _, C, _, W = c.shape
+    h0, h1 = _tile(c, j)
+    npix = (h1 - h0) * W
+    return [Phase("pool_visit", dram_read=npix * C * c.elem, dram_write=c.P * npix * c.acc,
+                  segments=_reduce_segments(c, "pool_visit", npix, 0, 0, "dram"))]
+
+
+def bwd_main_phases(c: Call, j: int) -> list[Phase]:
+    _, C, _, W = c.shape
+    e, a, T, V = c.elem, c.acc, c.threads, c.vec
+    h0, h1 = _tile(c, j)
+    R, rh = h1 - h0, c.kernel[0] // 2
+    top, bottom = _halo(c, h0, h1, rh)        # delta rows
+    ftop, fbottom = _halo(c, h0, h1, 2 * rh)  # pooled rows
+    npix, tile_bytes = R * W, R * W * C * e
+    weights = Stream("stage_inputs.weights", T, math.ceil((c.taps + 1) / T), "l2")
+    pooled = Stream("stage_inputs.pooled", T, math.ceil(c.P * (R + ftop + fbottom) * W / T), "dram")
+    stage = Phase("stage_inputs", dram_read=c.P * npix * a, l2_read=c.P * (ftop + fbottom) * W * a)
+    phases = [stage]
+    if not c.two_pass:
+        stage.dram_read += tile_bytes
+        stage.segments = [(1, [weights]), (1, [Stream("stage_inputs", T, math.ceil(R * W * C / V / T), "dram")]),
+                          (1, [pooled])]
+        phases.append(Phase("rho_rows_from_x", dram_read=tile_bytes, l2_read=2 * (top + bottom) * W * C * e,
+                            segments=_reduce_segments(c, "rho_rows_from_x", (R + top + bottom) * W, top * W,
+                                                      bottom * W, "dram")))
+        write = Phase("write_dx_tile", dram_write=tile_bytes,
+                      segments=[(1, [Stream("write_dx_tile", T, math.ceil(R * W * C / V / T), "smem")])])
+    else:
+        amax = 4 if c.has_max else 0
+        stage.dram_read += npix * (a + amax)
+        stage.l2_read += (top + bottom) * W * a
+        stage.segments = [(1, [weights]), (1, [pooled]),
+                          (1, [Stream("stage_inputs.delta_rows", T, math.ceil((R + top + bottom) * W / T), "dram")])]
+        write = Phase("write_dx_tile", dram_read=tile_bytes, dram_write=tile_bytes,
+                      segments=[(1, [Stream("write_dx_tile", T, math.ceil(R * W * C / V / T), "dram")])])
+    kk = c.kernel[0] * c.kernel[1]
+    phases += [
+        Phase("sigmoid_delta_rows",
+              segments=[(1, [Stream("sigmoid_delta_rows", T, math.ceil((R + top + bottom) * W / T) * c.taps, "alu")])]),
+        Phase("gamma_and_weight_grad", dram_write=(c.taps + 1) * a, segments=[
+            (1, [Stream("gamma", T, math.ceil(npix / T) * kk * c.P, "alu")]),
+            (math.ceil((c.taps + 1) / T), [Stream("weight_grad", min(T, c.taps + 1), npix, "alu")])]),
+        write,
+    ]
+    return phases
+
+
+def bwd_rho_phases(c: Call, j: int) -> list[Phase]:
+    _, C, _, W = c.shape
+    h0, h1 = _tile(c, j)
+    npix = (h1 - h0) * W
+    return [Phase("rho_visit", dram_read=2 * npix * C * c.elem, dram_write=npix * (c.acc + (4 if c.has_max else 0)),
+                  segments=_reduce_segments(c, "rho_visit", npix, 0, 0, "dram"))]
+
+
+def dw_reduce_phases(c: Call, j: int, blocks: int, threads: int) -> list[Phase]:
+    """Block j sums entries 4j .. 4j+3 (a warp each) over the main kernel's `blocks` partials."""
+    warps = threads // 32
+    entries = min(warps, c.taps + 1 - j * warps)
+    return [Phase("sum_partials", dram_read=entries * blocks * c.acc, dram_write=entries * c.elem,
+                  segments=[(1, [Stream("sum_partials", entries * 32, math.ceil(blocks / 32), "dram")])])]
+
+
+# ----------------------------------------------------------------------------- timing
+
+def _loop(kernel: str, loop: str, elem: int) -> tuple[int, float]:
+    entry = LOOPS[(kernel, loop)]
+    i = 1 if elem == 2 else 0
+    return entry.flight[i], entry.instr[i]
+
+
+def stream_seconds(kernel: str, s: Stream, elem: int, card: Card) -> float:
+    """The busiest thread's time in one loop: round trips plus its instructions."""
+    flight, instr = _loop(kernel, s.loop, elem)
+    latency = {"dram": card.dram_latency, "l2": card.l2_latency, "smem": card.smem_latency, "alu": 0.0}[s.level]
+    return math.ceil(s.items / flight) * latency + s.items * instr * card.cpi / card.clock_hz
+
+
+def phase_path(kernel: str, p: Phase, elem: int, card: Card) -> float:
+    """One block's latency path through a phase (its segments in turn; side-by-side streams wait
+    for the slowest)."""
+    return sum(rep * max(stream_seconds(kernel, s, elem, card) for s in streams) for rep, streams in p.segments)
+
+
+def phase_warp_instructions(kernel: str, p: Phase, elem: int) -> float:
+    return sum(rep * math.ceil(s.threads / 32) * s.items * _loop(kernel, s.loop, elem)[1]
+               for rep, streams in p.segments for s in streams)
+
+
+@dataclass
+class PhaseTime:
+    name: str
+    seconds: float
+    bound: str  # "bandwidth", "latency" or "issue"
+
+
+@dataclass
+class LaunchTime:
+    kernel: str
+    grid: int
+    threads: int
+    smem: int
+    registers: int
+    resident: int
+    waves: float
+    overlapped: bool
+    seconds: float
+    dram_bytes: float
+    phases: list  # [PhaseTime], lock-step view (seconds summed over the waves)
+    bound: str    # what limits the launch
+
+    @property
+    def limiting(self) -> PhaseTime:
+        return max(self.phases, key=lambda p: p.seconds)
+
+
+def time_launch(kernel: str, blocks_of: list, grid: int, threads: int, smem: int, elem: int, card: Card,
+                registers: int = LAUNCH_BOUND_REGS) -> LaunchTime:
+    """Time of one launch. blocks_of: [(count, [Phase])], the distinct blocks and how many of each."""
+    R = resident_blocks(card.arch, threads, smem, registers)
+    S = card.sms
+    slots = R * S
+    waves = grid / slots
+    total_bytes = sum(n * sum(p.dram_read + p.dram_write for p in ph) for n, ph in blocks_of)
+    # the slowest block sets each wave's pace
+    slow = max((ph for _, ph in blocks_of), key=lambda ph: sum(phase_path(kernel, p, elem, card) for p in ph))
+    names = [p.name for p in slow]
+    per_sm_blocks = math.ceil(grid / S)
+    mean_bytes = {nm: sum(n * p.dram_read + n * p.dram_write for n, ph in blocks_of for p in ph if p.name == nm) / grid
+                  for nm in names}
+    mean_instr = {nm: sum(n * phase_warp_instructions(kernel, p, elem) for n, ph in blocks_of for p in ph
+                          if p.name == nm) / grid for nm in names}
+    # lock step: every wave runs phase by phase, each phase as slow as its worst limit
+    phases = []
+    full, last = divmod(grid, slots)
+    wave_sizes = [slots] * full + ([last] if last else [])
+    for p in slow:
+        path = phase_path(kernel, p, elem, card)
+        t_total, bounds = 0.0, {}
+        for n in wave_sizes:
+            per_sm = min(R, math.ceil(n / S))
+            options = {"bandwidth": n * mean_bytes[p.name] / card.copy_bandwidth, "latency": path,
+                       "issue": per_sm * mean_instr[p.name] / (card.issue_width * card.clock_hz)}
+            bound = max(options, key=options.get)
+            t_total += options[bound]
+            bounds[bound] = bounds.get(bound, 0) + options[bound]
+        phases.append(PhaseTime(p.name, t_total, max(bounds, key=bounds.get)))
+    lock_step = sum(p.seconds for p in phases)
+    overlapped = R >= 2 and grid > slots
+    if overlapped:
+        options = {"bandwidth": total_bytes / card.copy_bandwidth,
+                   "latency": math.ceil(per_sm_blocks / R) * sum(phase_path(kernel, p, elem, card) for p in slow),
+                   "issue": per_sm_blocks * sum(mean_instr.values()) / (card.issue_width * card.clock_hz)}
+        bound = max(options, key=options.get)
+        seconds = min(lock_step, options[bound])
+    else:
+        seconds, bound = lock_step, None
+    if bound is None or bound == "latency":
+        lim = max(phases, key=lambda p: p.seconds)
+        bound = f"{lim.name} ({lim.bound})"
+    else:
+        bound = f"all phases ({bound}, overlapped)"
+    return LaunchTime(kernel, grid, threads, smem, registers, R, waves, overlapped, seconds, total_bytes, phases,
+                      bound)
+
+
+# ----------------------------------------------------------------------------- a call
+
+LAYERS = {"har": ("mean", (3, 1)), "cbam": ("mean+max", (7, 7))}  # benchmarks/conftest.py Workload.layer
+KERNEL_OF = {(False, 0): "FwdPool", (False, 1): "FwdMain", (True, 0): "BwdRho", (True, 1): "BwdMain",
+             (True, 2): "DwReduce"}
+
+
+def plan_call(shape, dtype, pool: str, kernel: tuple, backward: bool, arch: str):
+    """The launches of one call as the CUDA op plans them (sam_fused.emulation.plan)."""
+    from sam_fused import emulation
+
+    t, _ = emulation.plan(shape, dtype, pool, kernel, backward, arch=arch)
+    return t
+
+
+def launches_of_call(shape, dtype, pool: str, kernel: tuple, backward: bool, card: Card,
+                     registers: dict | None = None) -> list[LaunchTime]:
+    t = plan_call(shape, dtype, pool, kernel, backward, card.arch)
+    elem = dtype.itemsize
+    c = Call(tuple(shape), elem, pool, tuple(kernel), t.rows, t.two_pass, t.vec, t.threads)
+    B = shape[0]
+    kinds = ([0] if t.two_pass else []) + [1] + ([2] if backward else [])
+    short = {4: "f32", 2: {"torch.bfloat16": "bf16"}.get(str(dtype), "f16"), 8: "f64"}[elem]
+    out = []
+    for kind, launch in zip(kinds, t.launches):
+        name = KERNEL_OF[(backward, kind)]
+        if name == "DwReduce":
+            blocks_of = [(1, dw_reduce_phases(c, j, t.blocks, launch.threads)) for j in range(launch.grid)]
+            reg_key = f"DwReduce<{short}>"
+        else:
+            build = {"FwdMain": fwd_main_phases, "FwdPool": fwd_pool_phases, "BwdMain": bwd_main_phases,
+                     "BwdRho": bwd_rho_phases}[name]
+            blocks_of = [(B, build(c, j)) for j in range(c.tiles)]
+            reg_key = f"{name}<{short},NCHW,i32>"
+        regs = (registers or {}).get(reg_key, LAUNCH_BOUND_REGS)
+        out.append(time_launch(name, blocks_of, launch.grid, launch.threads, launch.smem, elem, card, regs))
+    return out
+
+
+@dataclass
+class Prediction:
+    label: str
+    case: str
+    shape: tuple
+    dtype: str
+    plan: str
+    launches: list  # [LaunchTime]
+    device_seconds: float
+    seconds: float           # device + launch overheads
+    floor_fraction: float    # floor bytes / copy bandwidth / device seconds
+    compile_seconds: float
+    limiting: str
+
+
+# torch.compile: Triton kernels at ~85% of copy bandwidth on ~3N e forward (a reduction kernel and
+# a point-wise one) and ~5N e backward (reductions over C, then the point-wise gradient): an
+# assumption (docs/design.md §3), not a measurement.
+COMPILE_EFFICIENCY = 0.85
+COMPILE_BYTES = {"fwd": 3, "bwd": 5, "fwdbwd": 8}      # x N e
+COMPILE_LAUNCHES = {"fwd": 2, "bwd": 3, "fwdbwd": 5}
+FLOOR = {"fwd": 2, "bwd": 3, "fwdbwd": 5}
+
+
+def compile_seconds(case: str, numel: int, elem: int, card: Card) -> float:
+    return (COMPILE_BYTES[case] * numel * elem / (COMPILE_EFFICIENCY * card.copy_bandwidth)
+            + COMPILE_LAUNCHES[case] * card.launch_overhead)
+
+
+def predict(label: str, layer: str, case: str, shape, dtype, card: Card, registers: dict | None = None) -> Prediction:
+    pool, kernel = LAYERS[layer]
+    launches = []
+    plans = []
+    for backward in {"fwd": (False,), "bwd": (True,), "fwdbwd": (False, True)}[case]:
+        ls = launches_of_call(shape, dtype, pool, kernel, backward, card, registers)
+        plans.append(("2-pass" if len(ls) - backward > 1 else "1-pass"))
+        launches += ls
+    device = sum(lt.seconds for lt in launches)
+    numel, elem = math.prod(shape), dtype.itemsize
+    floor = FLOOR[case] * numel * elem / card.copy_bandwidth
+    main = max(launches, key=lambda lt: lt.seconds)
+    return Prediction(label, case, tuple(shape), str(dtype).removeprefix("torch."), "+".join(plans), launches, device,
+                      device + len(launches) * card.launch_overhead, floor / device,
+                      compile_seconds(case, numel, elem, card), f"{main.kernel}: {main.bound}")
+
+
+# ----------------------------------------------------------------------------- cases and report
+
+def _bench_conftest():
+    spec = importlib.util.spec_from_file_location("sam_fused_bench_conftest", os.path.join(HERE, "conftest.py"))
+    module = sys.modules.setdefault(spec.name, importlib.util.module_from_spec(spec))
+    spec.loader.exec_module(module)
+    return module
+
+
+HEADLINE = [("CBAM 64ch", "cbam", (32, 64, 56, 56))]  # the CBAM gate at 64 channels of the performance review
+
+
+def benchmark_cases(full: bool = False) -> list[tuple]:
+    """(label, layer, case, shape, dtype) of the CUDA benchmarks: quick mode's workloads (fwd and
+    bwd) in float32 and bfloat16 plus the 64-channel CBAM shape; full: every CUDA workload of
+    the full matrix."""
+    import torch
+
+    conf = _bench_conftest()
+    if full:
+        return [(w.label, w.layer, w.case, w.shape, w.dtype) for w in conf.build_workloads(quick=False)
+                if w.device == "cuda"]
+    shapes = []
+    for w in conf.build_workloads(quick=True):
+        if w.device == "cuda" and (w.label, w.layer, w.shape) not in shapes:
+            shapes.append((w.label, w.layer, w.shape))
+    shapes += HEADLINE
+    return [(label, layer, case, shape, dtype) for label, layer, shape in shapes
+            for dtype in (torch.float32, torch.bfloat16) for case in ("fwd", "bwd")]
+
+
+HEADER = ("| case | workload | shape | dtype | plan | launches (grid x resident/SM, waves) | predicted µs |"
+          " % copy BW on floor | limiting phase | compile µs | fused vs compile |")
+
+
+def render_row(p: Prediction) -> str:
+    launches = ", ".join(f"{lt.kernel} {lt.grid}x{lt.resident} {lt.waves:.2f}{'*' if lt.overlapped else ''}"
+                         for lt in p.launches)
+    ratio = p.compile_seconds / p.seconds
+    verdict = f"{ratio:.2f}x {'faster' if ratio > 1 else 'slower'}"
+    return (f"| {p.case} | {p.label} | {'x'.join(map(str, p.shape))} | {p.dtype} | {p.plan} | {launches} |"
+            f" {p.seconds * 1e6:.1f} | {100 * p.floor_fraction:.0f}% | {p.limiting} | {p.compile_seconds * 1e6:.1f} |"
+            f" {verdict} |")
+
+
+def render(predictions: list, card: Card, registers: dict) -> str:
+    lines = [f"Card: {card.name}, {card.sms} SMs ({card.arch} limits), DRAM latency {card.dram_latency * 1e6:.2f} µs, "
+             f"L2 {card.l2_latency * 1e6:.2f} µs, {card.clock_hz / 1e9:.2f} GHz, CPI {card.cpi:g}, "
+             f"{card.launch_overhead * 1e6:.0f} µs per launch; registers: "
+             + ("cuobjdump of the built library" if registers else f"launch bound ({LAUNCH_BOUND_REGS})") + ".",
+             "predicted = device time + launches x overhead; % copy BW = 2N (fwd) / 3N (bwd) e bytes / copy bandwidth"
+             " / device time; * = blocks overlap (>= 2 resident, > 1 wave); compile = Triton at "
+             f"{COMPILE_EFFICIENCY:.0%} of copy bandwidth on 3N / 5N e bytes (assumed).", "", HEADER,
+             "|---|---|---|---|---|---|---:|---:|---|---:|---|"]
+    return "\n".join(lines + [render_row(p) for p in predictions])
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--card", default="H100", choices=sorted(CARDS))
+    parser.add_argument("--bandwidth", type=float, help="copy bandwidth in TB/s (replaces the card's)")
+    parser.add_argument("--full", action="store_true", help="every CUDA workload of the full benchmark matrix")
+    parser.add_argument("--launch-bound", action="store_true", help="ignore the built library's registers")
+    args = parser.parse_args(argv)
+    card = CARDS[args.card]
+    if args.bandwidth:
+        card = dataclasses.replace(card, name=f"{card.name.split(' (')[0]} (given {args.bandwidth:.2f} TB/s copy)",
+                                   copy_bandwidth=args.bandwidth * 1e12)
+    registers = {} if args.launch_bound else built_registers(card.arch)
+    preds = [predict(label, layer, case, shape, dtype, card, registers)
+             for label, layer, case, shape, dtype in benchmark_cases(args.full)]
+    print(render(preds, card, registers))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
