@@ -144,13 +144,13 @@ CARDS = {
 }
 
 
-def card_named(name: str, copy_bandwidth: float | None = None) -> Card:
+def card_named(name: str, copy_bandwidth: float | None = None, how: str = "measured") -> Card:
     """The card whose key appears in `name` (a device name such as "NVIDIA H100 80GB HBM3"), H100
-    when none does; a measured copy bandwidth replaces the assumed one."""
+    when none does; a measured (or given) copy bandwidth replaces the assumed one."""
     key = next((k for k in CARDS if k.lower() in name.lower()), "H100")
     card = CARDS[key]
     if copy_bandwidth:
-        card = dataclasses.replace(card, name=f"{name} (measured {copy_bandwidth / 1e12:.2f} TB/s copy)",
+        card = dataclasses.replace(card, name=f"{name.split(' (')[0]} ({how} {copy_bandwidth / 1e12:.2f} TB/s copy)",
                                    copy_bandwidth=copy_bandwidth)
     return card
 
@@ -625,6 +625,12 @@ def render(predictions: list, card: Card, registers: dict) -> str:
     return "\n".join(lines + [render_row(p) for p in predictions])
 
 
+def table(card: Card, full: bool = False, registers: dict | None = None) -> str:
+    """The predictions of every benchmark case, rendered (registers None: from the built library)."""
+    registers = built_registers(card.arch) if registers is None else registers
+    return render([predict(*case, card, registers) for case in benchmark_cases(full)], card, registers)
+
+
 def main(argv=None) -> int:
     import argparse
 
@@ -634,14 +640,8 @@ def main(argv=None) -> int:
     parser.add_argument("--full", action="store_true", help="every CUDA workload of the full benchmark matrix")
     parser.add_argument("--launch-bound", action="store_true", help="ignore the built library's registers")
     args = parser.parse_args(argv)
-    card = CARDS[args.card]
-    if args.bandwidth:
-        card = dataclasses.replace(card, name=f"{card.name.split(' (')[0]} (given {args.bandwidth:.2f} TB/s copy)",
-                                   copy_bandwidth=args.bandwidth * 1e12)
-    registers = {} if args.launch_bound else built_registers(card.arch)
-    preds = [predict(label, layer, case, shape, dtype, card, registers)
-             for label, layer, case, shape, dtype in benchmark_cases(args.full)]
-    print(render(preds, card, registers))
+    card = card_named(args.card, args.bandwidth and args.bandwidth * 1e12, "given")
+    print(table(card, args.full, {} if args.launch_bound else None))
     return 0
 
 
