@@ -643,10 +643,30 @@ def render(predictions: list, card: Card, registers: dict) -> str:
     return "\n".join(lines + [render_row(p) for p in predictions])
 
 
-def table(card: Card, full: bool = False, registers: dict | None = None) -> str:
+def render_detail(p: Prediction) -> str:
+    """Every launch of a prediction with its phases (lock-step seconds and what bounds each)."""
+    lines = [f"{p.case} {p.label} {'x'.join(map(str, p.shape))} {p.dtype}:"]
+    for lt in p.launches:
+        lines.append(f"  {lt.kernel}: grid {lt.grid}, {lt.threads} threads, {lt.smem} B smem, {lt.registers} regs, "
+                     f"{lt.resident}/SM, {lt.waves:.2f} waves{' overlapped' if lt.overlapped else ''}: "
+                     f"{lt.seconds * 1e6:.1f} µs, {lt.dram_bytes / 1e6:.2f} MB")
+        lines += [f"    {ph.name:<24}{ph.seconds * 1e6:>8.1f} µs  {ph.bound}" for ph in lt.phases]
+    return "\n".join(lines)
+
+
+def table(card: Card, full: bool = False, registers: dict | None = None, detail: bool = False) -> str:
     """The predictions of every benchmark case, rendered (registers None: from the built library)."""
     registers = built_registers(card.arch) if registers is None else registers
-    return render([predict(*case, card, registers) for case in benchmark_cases(full)], card, registers)
+    preds = [predict(*case, card, registers) for case in benchmark_cases(full)]
+    text = render(preds, card, registers)
+    if detail:
+        text += "\n\nPhases (lock step, summed over the waves):\n" + "\n".join(render_detail(p) for p in preds)
+    return text
+
+
+def at_least_in_flight(n: int) -> dict:
+    """LOOPS with every memory loop keeping at least n loads in flight (a what-if for rewrites)."""
+    return {k: dataclasses.replace(v, flight=(max(n, v.flight[0]), max(n, v.flight[1]))) for k, v in LOOPS.items()}
 
 
 def main(argv=None) -> int:
@@ -657,9 +677,20 @@ def main(argv=None) -> int:
     parser.add_argument("--bandwidth", type=float, help="copy bandwidth in TB/s (replaces the card's)")
     parser.add_argument("--full", action="store_true", help="every CUDA workload of the full benchmark matrix")
     parser.add_argument("--launch-bound", action="store_true", help="ignore the built library's registers")
+    parser.add_argument("--detail", action="store_true", help="also every launch's phases")
+    parser.add_argument("--flight", type=int, metavar="N",
+                        help="what if every loop kept at least N loads in flight (LOOPS is not changed on disk)")
     args = parser.parse_args(argv)
     card = card_named(args.card, args.bandwidth and args.bandwidth * 1e12, "given")
-    print(table(card, args.full, {} if args.launch_bound else None))
+    global LOOPS
+    saved = LOOPS
+    if args.flight:
+        LOOPS = at_least_in_flight(args.flight)
+        print(f"What if: every loop keeps at least {args.flight} loads in flight.")
+    try:
+        print(table(card, args.full, {} if args.launch_bound else None, args.detail))
+    finally:
+        LOOPS = saved
     return 0
 
 
