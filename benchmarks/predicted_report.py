@@ -15,6 +15,7 @@ phase beside each measured fused time; without a JSON it prints the model's tabl
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -33,12 +34,17 @@ LAYERS = {"har": ("mean", (3, 1)), "cbam": ("mean+max", (7, 7))}  # conftest.Wor
 def card_for(bandwidth_tbs: float | None) -> phase_model.Card:
     """The GPU's card (its copy bandwidth measured) when there is one, else the H100's; a given
     bandwidth replaces either."""
-    name = torch.cuda.get_device_name() if torch.cuda.is_available() else "H100"
-    if bandwidth_tbs:
-        return phase_model.card_named(name, bandwidth_tbs * 1e12, "given")
-    if torch.cuda.is_available():
-        return phase_model.card_named(name, time_model.measure_copy_bandwidth())
-    return phase_model.card_named(name)
+    if not torch.cuda.is_available():
+        return phase_model.card_named("H100", bandwidth_tbs and bandwidth_tbs * 1e12, "given")
+    name = torch.cuda.get_device_name()
+    card = (phase_model.card_named(name, bandwidth_tbs * 1e12, "given") if bandwidth_tbs else
+            phase_model.card_named(name, time_model.measure_copy_bandwidth()))
+    props, arch = torch.cuda.get_device_properties(0), "sm_{}{}".format(*torch.cuda.get_device_capability())
+    try:  # this GPU's SMs and, when limits.h knows it, its architecture's limits
+        phase_model.arch_limits(arch)
+    except ValueError:
+        arch = card.arch
+    return dataclasses.replace(card, arch=arch, sms=props.multi_processor_count)
 
 
 def rows(data: dict, card: time_model.Card, model: dict | None = None) -> list[str]:
