@@ -228,6 +228,12 @@ class Stream:
     level: str     # what it waits on: "dram", "l2", "smem" or "alu"
 
 
+def strided(loop: str, total: int, threads: int, level: str, per_item: int = 1) -> Stream:
+    """A loop whose threads stride over `total` items (i = t, t + threads, ...), each worth
+    `per_item` table items (conv taps per pixel)."""
+    return Stream(loop, min(threads, total), math.ceil(total / threads) * per_item, level)
+
+
 @dataclass
 class Phase:
     """Barrier-separated work of one block: segments run in turn, each `repeat` times, and in a
@@ -311,25 +317,24 @@ def fwd_main_phases(c: Call, j: int) -> list[Phase]:
     R, rh = h1 - h0, c.kernel[0] // 2
     top, bottom = _halo(c, h0, h1, rh)
     npix, tile_bytes = R * W, R * W * C * e
-    weights = Stream("stage_x_tile.weights", T, math.ceil((c.taps + 1) / T), "l2")
+    weights = strided("stage_x_tile.weights", c.taps + 1, T, "l2")
     if not c.two_pass:
         stage = Phase("stage_x_tile", dram_read=tile_bytes, segments=[
-            (1, [weights]), (1, [Stream("stage_x_tile", T, math.ceil(R * W * C / V / T), "dram")])])
+            (1, [weights]), (1, [strided("stage_x_tile", R * W * C // V, T, "dram")])])
         pool = Phase("pool_rows", l2_read=(top + bottom) * W * C * e,
                      segments=_reduce_segments(c, "pool_rows", (R + top + bottom) * W, top * W, bottom * W, "smem"))
         maps_written = c.P * npix * a
         write = Phase("write_out_tile", dram_write=tile_bytes,
-                      segments=[(1, [Stream("write_out_tile", T, math.ceil(R * W * C / V / T), "smem")])])
+                      segments=[(1, [strided("write_out_tile", R * W * C // V, T, "smem")])])
     else:
         stage = Phase("stage_x_tile", segments=[(1, [weights])])
         pool = Phase("pool_rows_two_pass", dram_read=c.P * npix * a, l2_read=c.P * (top + bottom) * W * a,
-                     segments=[(1, [Stream("pool_rows_two_pass", T, math.ceil(c.P * (R + top + bottom) * W / T),
-                                           "dram")])])
+                     segments=[(1, [strided("pool_rows_two_pass", c.P * (R + top + bottom) * W, T, "dram")])])
         maps_written = 0
         write = Phase("write_out_tile", dram_read=tile_bytes, dram_write=tile_bytes,
-                      segments=[(1, [Stream("write_out_tile", T, math.ceil(R * W * C / V / T), "dram")])])
+                      segments=[(1, [strided("write_out_tile", R * W * C // V, T, "dram")])])
     sig = Phase("sigmoid_tile", dram_write=maps_written,
-                segments=[(1, [Stream("sigmoid_tile", T, math.ceil(npix / T) * c.taps, "alu")])])
+                segments=[(1, [strided("sigmoid_tile", npix, T, "alu", c.taps)])])
     return [stage, pool, sig, write]
 
 
@@ -349,33 +354,32 @@ def bwd_main_phases(c: Call, j: int) -> list[Phase]:
     top, bottom = _halo(c, h0, h1, rh)        # delta rows
     ftop, fbottom = _halo(c, h0, h1, 2 * rh)  # pooled rows
     npix, tile_bytes = R * W, R * W * C * e
-    weights = Stream("stage_inputs.weights", T, math.ceil((c.taps + 1) / T), "l2")
-    pooled = Stream("stage_inputs.pooled", T, math.ceil(c.P * (R + ftop + fbottom) * W / T), "dram")
+    weights = strided("stage_inputs.weights", c.taps + 1, T, "l2")
+    pooled = strided("stage_inputs.pooled", c.P * (R + ftop + fbottom) * W, T, "dram")
     stage = Phase("stage_inputs", dram_read=c.P * npix * a, l2_read=c.P * (ftop + fbottom) * W * a)
     phases = [stage]
     if not c.two_pass:
         stage.dram_read += tile_bytes
-        stage.segments = [(1, [weights]), (1, [Stream("stage_inputs", T, math.ceil(R * W * C / V / T), "dram")]),
+        stage.segments = [(1, [weights]), (1, [strided("stage_inputs", R * W * C // V, T, "dram")]),
                           (1, [pooled])]
         phases.append(Phase("rho_rows_from_x", dram_read=tile_bytes, l2_read=2 * (top + bottom) * W * C * e,
                             segments=_reduce_segments(c, "rho_rows_from_x", (R + top + bottom) * W, top * W,
                                                       bottom * W, "dram")))
         write = Phase("write_dx_tile", dram_write=tile_bytes,
-                      segments=[(1, [Stream("write_dx_tile", T, math.ceil(R * W * C / V / T), "smem")])])
+                      segments=[(1, [strided("write_dx_tile", R * W * C // V, T, "smem")])])
     else:
         amax = 4 if c.has_max else 0
         stage.dram_read += npix * (a + amax)
         stage.l2_read += (top + bottom) * W * a
         stage.segments = [(1, [weights]), (1, [pooled]),
-                          (1, [Stream("stage_inputs.delta_rows", T, math.ceil((R + top + bottom) * W / T), "dram")])]
+                          (1, [strided("stage_inputs.delta_rows", (R + top + bottom) * W, T, "dram")])]
         write = Phase("write_dx_tile", dram_read=tile_bytes, dram_write=tile_bytes,
-                      segments=[(1, [Stream("write_dx_tile", T, math.ceil(R * W * C / V / T), "dram")])])
-    kk = c.kernel[0] * c.kernel[1]
+                      segments=[(1, [strided("write_dx_tile", R * W * C // V, T, "dram")])])
     phases += [
         Phase("sigmoid_delta_rows",
-              segments=[(1, [Stream("sigmoid_delta_rows", T, math.ceil((R + top + bottom) * W / T) * c.taps, "alu")])]),
+              segments=[(1, [strided("sigmoid_delta_rows", (R + top + bottom) * W, T, "alu", c.taps)])]),
         Phase("gamma_and_weight_grad", dram_write=(c.taps + 1) * a, segments=[
-            (1, [Stream("gamma", T, math.ceil(npix / T) * kk * c.P, "alu")]),
+            (1, [strided("gamma", npix, T, "alu", c.taps)]),
             (math.ceil((c.taps + 1) / T), [Stream("weight_grad", min(T, c.taps + 1), npix, "alu")])]),
         write,
     ]
