@@ -18,14 +18,14 @@ the floor the kernels land, from what the code does, without a GPU:
   drift out of phase and their phases overlap: the launch then takes the largest of total bytes /
   bandwidth, total issue time, and (blocks per SM / resident) * one block's latency path.
 
-The loads in flight and instructions per item of every loop live in ONE table, LOOPS, read off the
-sm_90 SASS of the built library; edit it when a loop changes. `python benchmarks/phase_model.py`
-prints the predictions (also `predicted_report.py --model`).
+The loads in flight and instructions per item of every loop live in ONE table, LOOPS in
+benchmarks/phase_loops.py, read off the sm_90 SASS of the built library; edit it when a loop
+changes. `python benchmarks/model_report.py` prints the predictions (also `predicted_report.py
+--model`).
 """
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import math
 import os
 import re
@@ -37,105 +37,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import time_model  # noqa: E402
-
-
-# ----------------------------------------------------------------------------- the code: ONE table
-
-@dataclass(frozen=True)
-class Loop:
-    """A loop of a block program. flight: independent global (or shared) loads a thread keeps in
-    flight, counted in items; instr: SASS instructions per item. Each is (fp32 / fp64, 16-bit)
-    since nvcc unrolls the 16-bit loops differently."""
-    flight: tuple[int, int]
-    instr: tuple[float, float]
-    where: str  # file:function of the loop in csrc/block
-    why: str    # one line: what the SASS shows
-
-
-# Key: (kernel, "phase" or "phase.loop"). Items: "vector" = one V-element access of an x-shaped
-# tensor, "channel" = one channel element of a pixel, "element" = one map element, "tap" = one
-# conv tap of one pixel, "pixel" = one pixel, "partial" = one partial merged or summed.
-# SASS addresses are those of the sm_90 code (float, NCHW, int32) of the build the table was read from.
-LOOPS = {
-    # (kernel, loop): Loop(flight (fp32, 16-bit), instructions per item (fp32, 16-bit), where, why)
-    ("FwdMain", "stage_x_tile.weights"): Loop(
-        (1, 1), (18, 20), "common.h:load_weights", "one weight per thread, its LDG then STS: one round trip"),
-    ("FwdMain", "stage_x_tile"): Loop(
-        (4, 4), (26, 26), "common.h:for_tile_vectors (copy_vec)",
-        "vector: nvcc unrolls the copy by 4, 4 LDG.E.128 then 4 STS.128 (0x1980)"),
-    ("FwdMain", "pool_rows"): Loop(
-        (4, 1), (19, 21), "fwd.h:pool_visit (in channel_reduce)",
-        "channel: fp32 unrolled 4, 4 predicated LDG/LDS (0x4540); bf16 not unrolled (0x3e30)"),
-    ("FwdMain", "pool_rows.merge"): Loop(
-        (1, 1), (6, 6), "common.h:channel_reduce (merge)",
-        "partial: one thread per pixel, 16 LDS.64 + FADD per 100 instructions (0x4c00)"),
-    ("FwdMain", "pool_rows_two_pass"): Loop(
-        (4, 4), (52, 52), "fwd.h:pool_rows (two-pass branch)",
-        "element: 4 LDG.E per unrolled iteration, two integer divisions each (0x28f0)"),
-    ("FwdMain", "sigmoid_tile"): Loop(
-        (1, 1), (17, 17), "fwd.h:sigmoid_tile (conv_pixel)",
-        "tap: bounds checks, LDS, FFMA; 7 taps per 122 instructions (0x6270)"),
-    ("FwdMain", "write_out_tile"): Loop(
-        (1, 1), (44, 66), "fwd.h:write_out_tile",
-        "vector: not unrolled, LDS.128 (two pass: LDG.E.128) then STG.E.128 (0x8da0)"),
-    ("FwdPool", "pool_visit"): Loop(
-        (4, 1), (9, 14), "fwd.h:FwdPool (pool_visit in channel_reduce)",
-        "channel: fp32 unrolled 4, 4 LDG.E (0x0ed0); bf16 one LDG.E.U16 per iteration (0x0a00)"),
-    ("FwdPool", "pool_visit.merge"): Loop(
-        (1, 1), (6, 6), "common.h:channel_reduce (merge)", "partial: as FwdMain's merge (0x1370)"),
-    ("BwdMain", "stage_inputs.weights"): Loop(
-        (1, 1), (18, 20), "common.h:load_weights", "one weight per thread, its LDG then STS: one round trip"),
-    ("BwdMain", "stage_inputs"): Loop(
-        (4, 4), (26, 26), "common.h:for_tile_vectors (copy_vec)",
-        "vector: grad_out copy unrolled 4, 4 LDG.E.128 then 4 STS.128 (0x19d0)"),
-    ("BwdMain", "stage_inputs.pooled"): Loop(
-        (4, 4), (52, 52), "bwd.h:stage_inputs (pooled rows)",
-        "element: 4 LDG.E per unrolled iteration, integer divisions (0x2960)"),
-    ("BwdMain", "stage_inputs.delta_rows"): Loop(
-        (4, 1), (24, 29), "bwd.h:stage_inputs (rho, argmax rows)",
-        "element: fp32 unrolled 4 (0x3c00); bf16 not unrolled (0x37e0)"),
-    ("BwdMain", "rho_rows_from_x"): Loop(
-        (1, 1), (40, 44), "bwd.h:rho_visit (in channel_reduce)",
-        "channel: unrolled 4, but each FFMA waits for its x (and g) before the next LDG: the runtime "
-        "from_tile branch sits between (0x4c80)"),
-    ("BwdMain", "rho_rows_from_x.merge"): Loop(
-        (1, 1), (31, 31), "common.h:channel_reduce (merge, argmax)",
-        "partial: 124 instructions per 4 merges with argmax (0x6160)"),
-    ("BwdMain", "sigmoid_delta_rows"): Loop(
-        (1, 1), (17, 17), "bwd.h:sigmoid_delta_rows (conv_pixel)", "tap: 7 taps per 119 instructions (0x77d0)"),
-    ("BwdMain", "gamma"): Loop(
-        (1, 1), (17, 17), "bwd.h:gamma_and_weight_grad (conv_transpose_pixel)",
-        "tap: 7 taps per 121 instructions (0x87c0)"),
-    ("BwdMain", "weight_grad"): Loop(
-        (1, 1), (46, 46), "bwd.h:gamma_and_weight_grad (partials loop)",
-        "pixel: taps+1 threads each loop over every tile pixel, 182 instructions per 4 pixels incl. an "
-        "integer division (0xa030)"),
-    ("BwdMain", "write_dx_tile"): Loop(
-        (1, 1), (83, 135), "bwd.h:write_dx_tile",
-        "vector: not unrolled, LDS.128 (two pass: LDG.E.128) then STG.E.128 (0xcd10)"),
-    ("BwdRho", "rho_visit"): Loop(
-        (16, 1), (8, 31), "bwd.h:BwdRho (rho_visit in channel_reduce)",
-        "channel: fp32 unrolled 16, 32 LDG.E before the first FFMA (0x18a0); bf16 one channel (x and g) "
-        "per iteration (0x0930)"),
-    ("BwdRho", "rho_visit.merge"): Loop(
-        (1, 1), (26, 26), "common.h:channel_reduce (merge, argmax)",
-        "partial: LDS.128 partials, 102 instructions per 4 merges (0x2d40)"),
-    ("DwReduce", "sum_partials"): Loop(
-        (16, 16), (3.5, 3.5), "bwd.h:DwReduce", "partial: lanes stride the blocks, unrolled 16 (16 LDG.E, 0x0730)"),
-}
-
-# The loops each kernel runs, in order: every one must have a LOOPS entry (tests check both ways).
-KERNEL_LOOPS = {
-    "FwdMain": ("stage_x_tile.weights", "stage_x_tile", "pool_rows", "pool_rows.merge", "pool_rows_two_pass",
-                "sigmoid_tile", "write_out_tile"),
-    "FwdPool": ("pool_visit", "pool_visit.merge"),
-    "BwdMain": ("stage_inputs.weights", "stage_inputs", "stage_inputs.pooled", "stage_inputs.delta_rows",
-                "rho_rows_from_x", "rho_rows_from_x.merge", "sigmoid_delta_rows", "gamma", "weight_grad",
-                "write_dx_tile"),
-    "BwdRho": ("rho_visit", "rho_visit.merge"),
-    "DwReduce": ("sum_partials",),
-}
-KERNELS = tuple(KERNEL_LOOPS)
+from phase_loops import KERNEL_LOOPS, LOOPS, Loop  # noqa: E402,F401  (LOOPS: read as phase_model.LOOPS)
 
 
 # ----------------------------------------------------------------------------- the card
@@ -590,113 +492,6 @@ def predict(label: str, layer: str, case: str, shape, dtype, card: Card, registe
                       compile_seconds(case, numel, elem, card), f"{main.kernel}: {main.bound}")
 
 
-# ----------------------------------------------------------------------------- cases and report
-
-def _bench_conftest():
-    spec = importlib.util.spec_from_file_location("sam_fused_bench_conftest", os.path.join(HERE, "conftest.py"))
-    module = sys.modules.setdefault(spec.name, importlib.util.module_from_spec(spec))
-    spec.loader.exec_module(module)
-    return module
-
-
-HEADLINE = [("CBAM 64ch", "cbam", (32, 64, 56, 56))]  # the CBAM gate at 64 channels of the performance review
-
-
-def benchmark_cases(full: bool = False) -> list[tuple]:
-    """(label, layer, case, shape, dtype) of the CUDA benchmarks: quick mode's workloads (fwd and
-    bwd) in float32 and bfloat16 plus the 64-channel CBAM shape; full: every CUDA workload of
-    the full matrix."""
-    import torch
-
-    conf = _bench_conftest()
-    if full:
-        return [(w.label, w.layer, w.case, w.shape, w.dtype) for w in conf.build_workloads(quick=False)
-                if w.device == "cuda"]
-    shapes = []
-    for w in conf.build_workloads(quick=True):
-        if w.device == "cuda" and (w.label, w.layer, w.shape) not in shapes:
-            shapes.append((w.label, w.layer, w.shape))
-    shapes += HEADLINE
-    return [(label, layer, case, shape, dtype) for label, layer, shape in shapes
-            for dtype in (torch.float32, torch.bfloat16) for case in ("fwd", "bwd")]
-
-
-HEADER = ("| case | workload | shape | dtype | plan | launches (grid x resident/SM, waves) | predicted µs |"
-          " % copy BW on floor | limiting phase | compile µs | fused vs compile |")
-
-
-def render_row(p: Prediction) -> str:
-    launches = ", ".join(f"{lt.kernel} {lt.grid}x{lt.resident} {lt.waves:.2f}{'*' if lt.overlapped else ''}"
-                         for lt in p.launches)
-    ratio = p.compile_seconds / p.seconds
-    verdict = f"{ratio:.2f}x {'faster' if ratio > 1 else 'slower'}"
-    return (f"| {p.case} | {p.label} | {'x'.join(map(str, p.shape))} | {p.dtype} | {p.plan} | {launches} |"
-            f" {p.seconds * 1e6:.1f} | {100 * p.floor_fraction:.0f}% | {p.limiting} | {p.compile_seconds * 1e6:.1f} |"
-            f" {verdict} |")
-
-
-def render(predictions: list, card: Card, registers: dict) -> str:
-    lines = [f"Card: {card.name}, {card.sms} SMs ({card.arch} limits), DRAM latency {card.dram_latency * 1e6:.2f} µs, "
-             f"L2 {card.l2_latency * 1e6:.2f} µs, {card.clock_hz / 1e9:.2f} GHz, CPI {card.cpi:g}, "
-             f"{card.launch_overhead * 1e6:.0f} µs per launch; registers: "
-             + ("cuobjdump of the built library" if registers else f"launch bound ({LAUNCH_BOUND_REGS})") + ".",
-             "predicted = device time + launches x overhead; % copy BW = 2N (fwd) / 3N (bwd) e bytes / copy bandwidth"
-             " / device time; * = blocks overlap (>= 2 resident, > 1 wave); compile = Triton at "
-             f"{COMPILE_EFFICIENCY:.0%} of copy bandwidth on 3N / 5N e bytes (assumed).", "", HEADER,
-             "|---|---|---|---|---|---|---:|---:|---|---:|---|"]
-    return "\n".join(lines + [render_row(p) for p in predictions])
-
-
-def render_detail(p: Prediction) -> str:
-    """Every launch of a prediction with its phases (lock-step seconds and what bounds each)."""
-    lines = [f"{p.case} {p.label} {'x'.join(map(str, p.shape))} {p.dtype}:"]
-    for lt in p.launches:
-        lines.append(f"  {lt.kernel}: grid {lt.grid}, {lt.threads} threads, {lt.smem} B smem, {lt.registers} regs, "
-                     f"{lt.resident}/SM, {lt.waves:.2f} waves{' overlapped' if lt.overlapped else ''}: "
-                     f"{lt.seconds * 1e6:.1f} µs, {lt.dram_bytes / 1e6:.2f} MB")
-        lines += [f"    {ph.name:<24}{ph.seconds * 1e6:>8.1f} µs  {ph.bound}" for ph in lt.phases]
-    return "\n".join(lines)
-
-
-def table(card: Card, full: bool = False, registers: dict | None = None, detail: bool = False) -> str:
-    """The predictions of every benchmark case, rendered (registers None: from the built library)."""
-    registers = built_registers(card.arch) if registers is None else registers
-    preds = [predict(*case, card, registers) for case in benchmark_cases(full)]
-    text = render(preds, card, registers)
-    if detail:
-        text += "\n\nPhases (lock step, summed over the waves):\n" + "\n".join(render_detail(p) for p in preds)
-    return text
-
-
 def at_least_in_flight(n: int) -> dict:
     """LOOPS with every memory loop keeping at least n loads in flight (a what-if for rewrites)."""
     return {k: dataclasses.replace(v, flight=(max(n, v.flight[0]), max(n, v.flight[1]))) for k, v in LOOPS.items()}
-
-
-def main(argv=None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--card", default="H100", choices=sorted(CARDS))
-    parser.add_argument("--bandwidth", type=float, help="copy bandwidth in TB/s (replaces the card's)")
-    parser.add_argument("--full", action="store_true", help="every CUDA workload of the full benchmark matrix")
-    parser.add_argument("--launch-bound", action="store_true", help="ignore the built library's registers")
-    parser.add_argument("--detail", action="store_true", help="also every launch's phases")
-    parser.add_argument("--flight", type=int, metavar="N",
-                        help="what if every loop kept at least N loads in flight (LOOPS is not changed on disk)")
-    args = parser.parse_args(argv)
-    card = card_named(args.card, args.bandwidth and args.bandwidth * 1e12, "given")
-    global LOOPS
-    saved = LOOPS
-    if args.flight:
-        LOOPS = at_least_in_flight(args.flight)
-        print(f"What if: every loop keeps at least {args.flight} loads in flight.")
-    try:
-        print(table(card, args.full, {} if args.launch_bound else None, args.detail))
-    finally:
-        LOOPS = saved
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

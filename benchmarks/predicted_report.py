@@ -25,6 +25,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))  # this tree's sam_fused
+import model_report  # noqa: E402
 import phase_model  # noqa: E402
 import time_model  # noqa: E402
 
@@ -95,7 +96,7 @@ def main(argv=None) -> int:
     card = card_for(args.bandwidth)
     registers = phase_model.built_registers(card.arch) if args.model else None
     if not args.json:
-        print(phase_model.table(card, args.full, registers))
+        print(model_report.table(card, args.full, registers))
         return 0
     with open(args.json) as f:
         data = json.load(f)

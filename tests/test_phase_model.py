@@ -16,6 +16,7 @@ from helpers import make_grad, make_input, make_pair
 
 BENCH = Path(__file__).parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
+import model_report  # noqa: E402
 import phase_model as pm  # noqa: E402
 import time_model  # noqa: E402
 
@@ -181,13 +182,13 @@ def test_cards_and_compile_assumption():
 def test_reports_run(capsys):
     import predicted_report
 
-    assert pm.main(["--launch-bound"]) == 0
+    assert model_report.main(["--launch-bound"]) == 0
     text = capsys.readouterr().out
-    cases = pm.benchmark_cases()
+    cases = model_report.benchmark_cases()
     assert text.count("\n| fwd |") + text.count("\n| bwd |") == len(cases)
     assert "| fwd | CBAM 64ch | 32x64x56x56 | bfloat16 |" in text
     loops = pm.LOOPS
-    assert pm.main(["--launch-bound", "--flight", "8", "--detail"]) == 0
+    assert model_report.main(["--launch-bound", "--flight", "8", "--detail"]) == 0
     text = capsys.readouterr().out
     assert pm.LOOPS is loops and "at least 8 loads in flight" in text and "rho_rows_from_x" in text
     assert pm.at_least_in_flight(8)[("BwdMain", "rho_rows_from_x")].flight == (8, 8)
