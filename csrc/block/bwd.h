@@ -136,6 +136,8 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
   template <class Ctx> static SAM_FUSED_BLOCK void run(Ctx& ctx, const Args<T>& a) {
     const auto v = view_of(ctx, a);
     stage_inputs(ctx, a, v);
+    rho_halo_rows(ctx, a, v);  // while the grad_out tile lands; ends with a barrier when it runs
+    ctx.copy_wait();
     ctx.sync();
     rho_rows_from_x(ctx, a, v);  // one pass only; its channel reduction ends with a barrier
     sigmoid_delta_rows(ctx, a, v);
@@ -160,7 +162,6 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
         for_tile_vectors<V, CL>(ctx, s, tl,
                                 [&](I k, I off, I, I) { ctx.template copy_vec<V>(a.g + off, v.gtile + k); });
       });
-    ctx.copy_wait();
     ctx.each_thread([&](int t) {
       for (I i = I(t); i < I(s.pool.P) * (f1 - f0) * W; i += I(ctx.threads())) {
         const I slot = i / ((f1 - f0) * W), r = i % ((f1 - f0) * W), h = f0 + r / W;
@@ -176,26 +177,43 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
     });
   }
 
-  // One pass: rho = sum_c g*x of the delta rows (tile rows from the staged tile) and the argmax
-  // of the tile; with return_map rho is the map's gradient and only the argmax needs x.
+  // rho = sum_c g*x (unless return_map) of the pixels of `rows` into d, and the argmax of
+  // those on the tile rows (with max pooling); g from the staged tile on the tile rows.
+  template <class Ctx>
+  static SAM_FUSED_BLOCK void rho_row_set(Ctx& ctx, const Args<T>& a, const View<Ctx>& v, const RowSet<I>& rows,
+                                          const T* gtile) {
+    const Geometry& s = a.s;
+    const Tile<I>& tl = v.tl;
+    const I W = v.W;
+    const bool has_max = v.has_max;
+    channel_reduce<CL, A>(
+        ctx, s, a.p, int64_t(rows.npix()), lead_lanes<T, CL>(s, rows.r0), has_max, v.part,
+        [&](int64_t i, int c0, int step, ChanPartial<A>& acc) {
+          const I h = rows.row(I(i));
+          rho_visit<CL>(ctx, a, tl, gtile, h, I(i) % W, c0, step, !s.return_map, has_max && h >= tl.h0 && h < tl.h1,
+                        acc);
+        },
+        [&](int64_t i, const ChanPartial<A>& acc) {
+          const I h = rows.row(I(i)), w = I(i) % W;
+          if (!s.return_map) v.d[(h - v.dbase) * W + w] = acc.sum;
+          if (has_max && h >= tl.h0 && h < tl.h1) v.amax[(h - tl.h0) * W + w] = acc.idx;
+        });
+  }
+
+  // One pass with a staged grad_out tile: rho of the rh halo rows above and below it, x and g
+  // from global/L2. They do not need the tile, so their round trips overlap its copies.
+  template <class Ctx> static SAM_FUSED_BLOCK void rho_halo_rows(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
+    if (v.gtile) rho_row_set(ctx, a, v, RowSet<I>{v.e0, v.e1, v.tl.h0, v.tl.h1, v.W}, static_cast<const T*>(nullptr));
+  }
+
+  // One pass: rho of the tile rows (g from the staged tile; the halo is done) and the argmax of
+  // the tile; with return_map rho is the map's gradient and only the argmax needs x.
   template <class Ctx> static SAM_FUSED_BLOCK void rho_rows_from_x(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
     const Geometry& s = a.s;
     if (a.p.two_pass || (s.return_map && !v.has_max)) return;
     const Tile<I>& tl = v.tl;
-    const I W = v.W, r0 = s.return_map ? tl.h0 : v.e0, r1 = s.return_map ? tl.h1 : v.e1;
-    const bool has_max = v.has_max;
-    channel_reduce<CL, A>(
-        ctx, s, a.p, int64_t((r1 - r0) * W), lead_lanes<T, CL>(s, r0), has_max, v.part,
-        [&](int64_t i, int c0, int step, ChanPartial<A>& acc) {
-          const I h = r0 + I(i) / W;
-          rho_visit<CL>(ctx, a, tl, static_cast<const T*>(v.gtile), h, I(i) % W, c0, step, !s.return_map,
-                        has_max && h >= tl.h0 && h < tl.h1, acc);
-        },
-        [&](int64_t i, const ChanPartial<A>& acc) {
-          const I h = r0 + I(i) / W, w = I(i) % W;
-          if (!s.return_map) v.d[(h - v.dbase) * W + w] = acc.sum;
-          if (has_max && h >= tl.h0 && h < tl.h1) v.amax[(h - tl.h0) * W + w] = acc.idx;
-        });
+    // one pass without return_map always stages (Plan::staged); return_map needs no halo
+    rho_row_set(ctx, a, v, RowSet<I>{tl.h0, tl.h1, tl.h0, tl.h0, v.W}, static_cast<const T*>(v.gtile));
   }
 
   // s = sigmoid(conv(pooled)) and delta = rho * s * (1 - s) on the delta rows; s kept for the

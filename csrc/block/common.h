@@ -117,6 +117,17 @@ SAM_FUSED_BLOCK void channel_reduce(Ctx& ctx, const Geometry& s, const Plan& p, 
   }
 }
 
+// The pixels of rows [r0, r1) except rows [skip0, skip1), numbered row by row: a channel
+// reduction over a tile's halo rows alone (skip = the tile) or over plain rows (skip empty).
+template <typename I> struct RowSet {
+  I r0, r1, skip0, skip1, W;
+  SAM_FUSED_BLOCK I npix() const { return (r1 - r0 - (skip1 - skip0)) * W; }
+  SAM_FUSED_BLOCK I row(I i) const {
+    const I h = r0 + i / W;
+    return h >= skip0 ? h + (skip1 - skip0) : h;
+  }
+};
+
 // Idle lanes before the first pixel (row r0, column 0) of a channel reduction: in NCHW a
 // warp's lanes read consecutive pixels of one channel, which then start on a 32-byte sector.
 template <typename T, bool CL> SAM_FUSED_BLOCK int64_t lead_lanes(const Geometry& s, int64_t r0) {

@@ -222,7 +222,7 @@ struct CpuCtx {
     if (san) san->end_phase();
   }
   void sync() {
-    if (san) san->barrier(copies_in_flight);
+    if (san) san->barrier();
   }
   template <class T> CheckedPtr<T> buffer(T* p) { return {p, san}; }
 
@@ -268,22 +268,21 @@ struct CpuCtx {
     std::memcpy(p, v, V * sizeof(T));
   }
   // One vector from global memory into the staged tile (a global read, a shared write). On
-  // the GPU the copy is asynchronous: the tile is readable only after copy_wait() and a
-  // barrier, so a barrier with copies not waited for is reported (synccheck).
+  // the GPU the copy is asynchronous: its bytes may be read only after copy_wait() (and, by
+  // other threads, a barrier); the sanitizer reports an earlier read.
   template <int V, class T> void copy_vec(const T* src, T* dst) {
     check(src, V * sizeof(T), false);
-    check(dst, V * sizeof(T), true);
+    if (san) san->async_copy(dst, V * sizeof(T));
     rec->access(src, V * sizeof(T), false);
     rec->access(dst, V * sizeof(T), true);
     std::memcpy(dst, src, V * sizeof(T));
-    copies_in_flight = true;
   }
-  void copy_wait() { copies_in_flight = false; }
+  void copy_wait() {
+    if (san) san->async_wait();
+  }
   // A lane predicated off in an unrolled loop: its access slot passes, so the next access of
   // every lane of the warp is still the same warp-wide instruction.
   void skip_access() { rec->skip_access(); }
-
-  bool copies_in_flight = false;
 };
 
 }  // namespace sam_fused::block

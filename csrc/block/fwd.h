@@ -106,6 +106,8 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
   template <class Ctx> static SAM_FUSED_BLOCK void run(Ctx& ctx, const Args<T>& a) {
     const auto v = view_of(ctx, a);
     stage_x_tile(ctx, a, v);
+    pool_halo_rows(ctx, a, v);  // while the tile lands; ends with a barrier when it runs
+    ctx.copy_wait();
     ctx.sync();
     pool_rows(ctx, a, v);  // ends with a barrier
     sigmoid_tile(ctx, a, v);
@@ -114,7 +116,8 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
     write_out_tile(ctx, a, v);
   }
 
-  // Weights to shared memory and, one pass, the x tile (read from DRAM once, here).
+  // Weights to shared memory and, one pass, the x tile (read from DRAM once, here) by
+  // asynchronous copies: they land while pool_halo_rows runs.
   template <class Ctx> static SAM_FUSED_BLOCK void stage_x_tile(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
     load_weights(ctx, a, v.wts);
     if (v.tile)
@@ -123,26 +126,42 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
         for_tile_vectors<V, CL>(ctx, a.s, v.tl,
                                 [&](I k, I off, I, I) { ctx.template copy_vec<V>(a.x + off, v.tile + k); });
       });
-    ctx.copy_wait();
   }
 
-  // The pooled maps of the tile rows and their rh halo: pooled over C here (one pass: tile rows
-  // from the staged tile, halo rows from global/L2) or loaded from pass 1's output.
+  // Channel reduction of the pixels of `rows` into the pooled maps; x from `tile` on the tile
+  // rows when non-null, else from global memory.
+  template <class Ctx>
+  static SAM_FUSED_BLOCK void pool_row_set(Ctx& ctx, const Args<T>& a, const View<Ctx>& v, const RowSet<I>& rows,
+                                           const T* tile) {
+    const Geometry& s = a.s;
+    const I W = v.W;
+    channel_reduce<CL, A>(
+        ctx, s, a.p, int64_t(rows.npix()), lead_lanes<T, CL>(s, rows.r0), false, v.part,
+        [&](int64_t i, int c0, int step, ChanPartial<A>& acc) {
+          pool_visit<CL>(ctx, a, v.tl, tile, rows.row(I(i)), I(i) % W, c0, step, acc);
+        },
+        [&](int64_t i, const ChanPartial<A>& acc) {
+          const I h = rows.row(I(i)), w = I(i) % W;
+          if (s.pool.mean_slot() >= 0) v.qslot(s.pool.mean_slot(), h, w) = acc.sum / A(s.C);
+          if (s.pool.max_slot() >= 0) v.qslot(s.pool.max_slot(), h, w) = acc.max;
+        });
+  }
+
+  // One pass with a staged tile: the rh halo rows above and below it, from global/L2. They do
+  // not need the tile, so their round trips overlap its copies instead of following them.
+  template <class Ctx> static SAM_FUSED_BLOCK void pool_halo_rows(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
+    if (v.tile) pool_row_set(ctx, a, v, RowSet<I>{v.e0, v.e1, v.tl.h0, v.tl.h1, v.W}, static_cast<const T*>(nullptr));
+  }
+
+  // The pooled maps the sigmoid needs: one pass, the tile rows from the staged tile (the halo
+  // is done) or, unstaged, all rows from global memory; two pass, loaded from pass 1's output.
   template <class Ctx> static SAM_FUSED_BLOCK void pool_rows(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
     const Geometry& s = a.s;
     const Tile<I>& tl = v.tl;
     const I W = v.W, H = v.H, e0 = v.e0, e1 = v.e1;
     if (!a.p.two_pass) {
-      channel_reduce<CL, A>(
-          ctx, s, a.p, int64_t((e1 - e0) * W), lead_lanes<T, CL>(s, e0), false, v.part,
-          [&](int64_t i, int c0, int step, ChanPartial<A>& acc) {
-            pool_visit<CL>(ctx, a, tl, static_cast<const T*>(v.tile), e0 + I(i) / W, I(i) % W, c0, step, acc);
-          },
-          [&](int64_t i, const ChanPartial<A>& acc) {
-            const I h = e0 + I(i) / W, w = I(i) % W;
-            if (s.pool.mean_slot() >= 0) v.qslot(s.pool.mean_slot(), h, w) = acc.sum / A(s.C);
-            if (s.pool.max_slot() >= 0) v.qslot(s.pool.max_slot(), h, w) = acc.max;
-          });
+      if (v.tile) pool_row_set(ctx, a, v, RowSet<I>{tl.h0, tl.h1, tl.h0, tl.h0, W}, static_cast<const T*>(v.tile));
+      else pool_row_set(ctx, a, v, RowSet<I>{e0, e1, e0, e0, W}, static_cast<const T*>(nullptr));
     } else {
       ctx.each_thread([&](int t) {
         for (I i = I(t); i < I(s.pool.P) * (e1 - e0) * W; i += I(ctx.threads())) {

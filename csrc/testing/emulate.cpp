@@ -192,7 +192,7 @@ constexpr std::pair<const char*, Bug> kBugs[] = {
     {"uninit", Bug::kUninit},                       // init: threads >= 32 stage nothing
     {"divergent_barrier", Bug::kDivergentBarrier},  // barrier: threads < 32 reach a barrier
     {"barrier_in_phase", Bug::kBarrierInPhase},     // barrier: every thread, inside a phase
-    {"copy_not_waited", Bug::kCopyNotWaited},       // barrier: async staging, no copy_wait
+    {"copy_not_waited", Bug::kCopyNotWaited},       // race: async staging read, no copy_wait
 };
 constexpr int kBugThreads = 64;
 
