@@ -234,7 +234,7 @@ def fwd_main_phases(c: Call, j: int) -> list[Phase]:
                      segments=[(1, [strided("pool_rows_two_pass", c.P * (R + top + bottom) * W, T, "dram")])])
         maps_written = 0
         write = Phase("write_out_tile", dram_read=tile_bytes, dram_write=tile_bytes,
-                      segments=[(1, [strided("write_out_tile", R * W * C // V, T, "dram")])])
+                      segments=[(1, [strided("write_out_tile.global", R * W * C // V, T, "dram")])])
     sig = Phase("sigmoid_tile", dram_write=maps_written,
                 segments=[(1, [strided("sigmoid_tile", npix, T, "alu", c.taps)])])
     return [stage, pool, sig, write]
@@ -276,16 +276,25 @@ def bwd_main_phases(c: Call, j: int) -> list[Phase]:
         stage.segments = [(1, [weights]), (1, [pooled]),
                           (1, [strided("stage_inputs.delta_rows", (R + top + bottom) * W, T, "dram")])]
         write = Phase("write_dx_tile", dram_read=tile_bytes, dram_write=tile_bytes,
-                      segments=[(1, [strided("write_dx_tile", R * W * C // V, T, "dram")])])
+                      segments=[(1, [strided("write_dx_tile.global", R * W * C // V, T, "dram")])])
     phases += [
         Phase("sigmoid_delta_rows",
               segments=[(1, [strided("sigmoid_delta_rows", (R + top + bottom) * W, T, "alu", c.taps)])]),
-        Phase("gamma_and_weight_grad", dram_write=(c.taps + 1) * a, segments=[
-            (1, [strided("gamma", npix, T, "alu", c.taps)]),
-            (math.ceil((c.taps + 1) / T), [Stream("weight_grad", min(T, c.taps + 1), npix, "alu")])]),
+        Phase("gamma_and_weight_grad", dram_write=(c.taps + 1) * a,
+              segments=[(1, [strided("gamma", npix, T, "alu", c.taps)])] + _weight_grad_segments(c, npix)),
         write,
     ]
     return phases
+
+
+def _weight_grad_segments(c: Call, npix: int) -> list:
+    """bwd.h weight_grad_partials: rounds of one entry per warp (the last round may have fewer),
+    each lane over every 32nd tile pixel, then every warp's 5-step shuffle butterfly."""
+    warps = c.threads // 32
+    full, last = divmod(c.taps + 1, warps)
+    stripes = [(n, [Stream("weight_grad_partials", 32 * w, math.ceil(npix / 32), "smem")])
+               for n, w in ((full, warps), (1 if last else 0, last)) if n]
+    return stripes + [(full + bool(last), [Stream("weight_grad_partials.tree", c.threads, 5, "smem")])]
 
 
 def bwd_rho_phases(c: Call, j: int) -> list[Phase]:

@@ -201,3 +201,31 @@ def test_reports_run(capsys):
     model = pm.predict("CBAM s1", "cbam", "bwd", (32, 256, 56, 56), torch.float32, H100, {})
     assert fused.split("|")[-3].strip() == f"{model.seconds * 1e6:.1f}" and clone.endswith(" - | - |")
     assert math.isfinite(model.seconds)
+
+
+@pytest.mark.parametrize("layer,shape,dtype", CASES)
+def test_weight_grad_partials_give_every_entry_one_warp_over_pixel_stripes(layer, shape, dtype):
+    # bwd.h weight_grad_partials: warp j takes entries j, j + warps, ...; its lanes stride the
+    # tile pixels; every warp then runs the 5-step butterfly once per round of entries
+    pool, kernel = pm.LAYERS[layer]
+    t = pm.plan_call(shape, dtype, pool, kernel, True, H100.arch)
+    c = pm.Call(shape, dtype.itemsize, pool, kernel, t.rows, t.two_pass, t.vec, t.threads)
+    entries, warps = c.taps + 1, t.threads // 32
+    for j in range(c.tiles):
+        h0, h1 = j * t.rows, min(shape[2], (j + 1) * t.rows)
+        phase = next(p for p in pm.bwd_main_phases(c, j) if p.name == "gamma_and_weight_grad")
+        stripes = [(rep, s) for rep, ss in phase.segments for s in ss if s.loop == "weight_grad_partials"]
+        trees = [(rep, s) for rep, ss in phase.segments for s in ss if s.loop == "weight_grad_partials.tree"]
+        assert sum(rep * s.threads // 32 for rep, s in stripes) == entries
+        assert all(s.items == -(-(h1 - h0) * shape[3] // 32) and s.threads <= t.threads for _, s in stripes)
+        assert [(rep, s.threads, s.items) for rep, s in trees] == [(-(-entries // warps), t.threads, 5)]
+
+
+def test_asynchronous_tile_copies_wait_one_round_trip():
+    # cp.async (LDGSTS): a thread's copies are all in flight, however many it has
+    for key in (("FwdMain", "stage_x_tile"), ("BwdMain", "stage_inputs")):
+        for items in (1, 14, 64):
+            s = pm.Stream(key[1], 256, items, "dram")
+            instr = pm.LOOPS[key].instr[0]
+            assert pm.stream_seconds(key[0], s, 4, H100) == pytest.approx(
+                H100.dram_latency + items * instr * H100.cpi / H100.clock_hz)
