@@ -26,8 +26,7 @@ SAM_FUSED_BLOCK void rho_visit(Ctx& ctx, const Args<T>& a, const Tile<I>& tl, co
     if (want_rho) acc.sum += v.g * v.x;
     if (want_argmax) argmax_visit(acc, v.x, int32_t(c));
   };
-  // Two loads per channel: half as many channels ahead for the same loads in flight.
-  constexpr int U = kChannelUnroll / 2 > 1 ? kChannelUnroll / 2 : 1;
+  constexpr int U = kChannelUnroll;  // channels ahead: up to 2U loads in flight (x and g)
   if (gtile && h >= tl.h0 && h < tl.h1)
     for_channels<U>(
         I(c0), I(step), I(s.C),
@@ -100,10 +99,13 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
     SAM_FUSED_BLOCK bool in_map(int64_t h, int64_t w) const {
       return h >= 0 && h < int64_t(H) && w >= 0 && w < int64_t(W);
     }
-    SAM_FUSED_BLOCK A qat(int slot, int64_t h, int64_t w) const {
-      return in_map(h, w) ? A(q[(I(slot) * qrows + I(h) - qbase) * W + I(w)]) : A(0);
+    // Pooled map / delta at (h, w): unchecked (inside the map), or 0 outside it.
+    SAM_FUSED_BLOCK A qin(int slot, int64_t h, int64_t w) const {
+      return A(q[(I(slot) * qrows + I(h) - qbase) * W + I(w)]);
     }
-    SAM_FUSED_BLOCK A dat(int64_t h, int64_t w) const { return in_map(h, w) ? A(d[(I(h) - dbase) * W + I(w)]) : A(0); }
+    SAM_FUSED_BLOCK A din(int64_t h, int64_t w) const { return A(d[(I(h) - dbase) * W + I(w)]); }
+    SAM_FUSED_BLOCK A qat(int slot, int64_t h, int64_t w) const { return in_map(h, w) ? qin(slot, h, w) : A(0); }
+    SAM_FUSED_BLOCK A dat(int64_t h, int64_t w) const { return in_map(h, w) ? din(h, w) : A(0); }
   };
 
   template <class Ctx> static SAM_FUSED_BLOCK View<Ctx> view_of(Ctx& ctx, const Args<T>& a) {
@@ -221,11 +223,14 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
   template <class Ctx> static SAM_FUSED_BLOCK void sigmoid_delta_rows(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
     const Geometry& s = a.s;
     const I W = v.W;
+    auto qin = [&](int slot, int64_t h, int64_t w) { return v.qin(slot, h, w); };
     auto qat = [&](int slot, int64_t h, int64_t w) { return v.qat(slot, h, w); };
     ctx.each_thread([&](int t) {
       for (I i = I(t); i < (v.e1 - v.e0) * W; i += I(ctx.threads())) {
         const I h = v.e0 + i / W, w = i % W;
-        const A sv = sigmoid(conv_pixel(v.wts, A(v.wts[v.nw]), s.pool.P, s.kh, s.kw, int64_t(h), int64_t(w), qat));
+        const A bias = A(v.wts[v.nw]);
+        const A sv = sigmoid(window_inside(s, h, w) ? conv_pixel(v.wts, bias, s.pool.P, s.kh, s.kw, h, w, qin)
+                                                    : conv_pixel(v.wts, bias, s.pool.P, s.kh, s.kw, h, w, qat));
         auto&& dv = v.d[(h - v.dbase) * W + w];
         dv = sigmoid_backward(A(dv), sv);
         if (h >= v.tl.h0 && h < v.tl.h1) v.sig[(h - v.tl.h0) * W + w] = sv;
@@ -239,14 +244,18 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
                                                                          const View<Ctx>& v) {
     const Geometry& s = a.s;
     const I W = v.W, npix = v.npix;
+    auto din = [&](int64_t h, int64_t w) { return v.din(h, w); };
     auto dat = [&](int64_t h, int64_t w) { return v.dat(h, w); };
     ctx.each_thread([&](int t) {
       for (I i = I(t); i < npix; i += I(ctx.threads())) {
         const int64_t h = int64_t(v.tl.h0 + i / W), w = int64_t(i % W);
-        v.gmean[i] = s.pool.mean_slot() >= 0
-                         ? conv_transpose_pixel(v.wts, s.pool.mean_slot(), s.kh, s.kw, h, w, dat) / A(v.C)
-                         : A(0);
-        if (v.has_max) v.gmax[i] = conv_transpose_pixel(v.wts, s.pool.max_slot(), s.kh, s.kw, h, w, dat);
+        const bool inside = window_inside(s, h, w);
+        auto gamma = [&](int slot) {
+          return inside ? conv_transpose_pixel(v.wts, slot, s.kh, s.kw, h, w, din)
+                        : conv_transpose_pixel(v.wts, slot, s.kh, s.kw, h, w, dat);
+        };
+        v.gmean[i] = s.pool.mean_slot() >= 0 ? gamma(s.pool.mean_slot()) / A(v.C) : A(0);
+        if (v.has_max) v.gmax[i] = gamma(s.pool.max_slot());
       }
     });
     weight_grad_partials(ctx, a, v);
@@ -255,24 +264,32 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
   // Entry k of the block's weight gradient sums delta * (pooled map shifted by tap k) over the
   // tile pixels; the last entry (the bias) sums delta. Warp j takes entries j, j + warps, ...;
   // its lanes stride the pixels, then a shuffle butterfly adds the lanes: every thread works,
-  // and the order is fixed by the launch shape (bitwise deterministic).
+  // and the order is fixed by the launch shape (bitwise deterministic). A lane walks its pixels
+  // without divisions: tile pixel i is delta entry rh*W + i and pooled entry (2rh)*W + i of
+  // its slot, shifted by the tap; only the column needs tracking, for the map's border.
   template <class Ctx> static SAM_FUSED_BLOCK void weight_grad_partials(Ctx& ctx, const Args<T>& a,
                                                                         const View<Ctx>& v) {
     const Geometry& s = a.s;
-    const I W = v.W, npix = v.npix;
+    const I W = v.W, H = v.H, npix = v.npix;
     const int nw = v.nw, warps = ctx.threads() / 32;
+    const I lane_step_rows = I(32) / W, lane_step_cols = I(32) % W;
     auto st = ctx.template thread_state<A>();
     for (int k0 = 0; k0 <= nw; k0 += warps) {
       ctx.each_thread([&](int t) {
-        const int k = k0 + t / 32;
+        const int k = k0 + t / 32, lane = t % 32;
         A acc = 0;
-        if (k <= nw) {
+        if (k < nw) {
           const int slot = k / (s.kh * s.kw), di = (k / s.kw) % s.kh - int(v.rh), dj = k % s.kw - int(v.rw);
-          for (I i = I(t % 32); i < npix; i += 32) {
-            const int64_t h = int64_t(v.tl.h0 + i / W), w = int64_t(i % W);
-            const A dv = v.d[(I(h) - v.dbase) * W + I(w)];
-            acc += k == nw ? dv : dv * v.qat(slot, h + di, w + dj);
+          const I qoff = (I(slot) * v.qrows + v.tl.h0 - v.qbase + I(di)) * W + I(dj), doff = v.rh * W;
+          I h = v.tl.h0 + I(lane) / W, w = I(lane) % W;
+          for (I i = I(lane); i < npix; i += 32) {
+            const bool inside = h + I(di) >= 0 && h + I(di) < H && w + I(dj) >= 0 && w + I(dj) < W;
+            acc += A(v.d[doff + i]) * (inside ? A(v.q[qoff + i]) : A(0));
+            h += lane_step_rows, w += lane_step_cols;
+            if (w >= W) w -= W, ++h;
           }
+        } else if (k == nw) {
+          for (I i = I(lane); i < npix; i += 32) acc += A(v.d[v.rh * W + i]);
         }
         st[t] = acc;
       });

@@ -128,6 +128,12 @@ template <typename I> struct RowSet {
   }
 };
 
+// Whether the kh x kw window at (h, w) lies inside the H x W map: then the conv of that pixel
+// needs no bounds check per tap (most pixels; the checked accessor serves the border).
+SAM_FUSED_BLOCK bool window_inside(const Geometry& s, int64_t h, int64_t w) {
+  return h >= s.kh / 2 && h + s.kh / 2 < s.H && w >= s.kw / 2 && w + s.kw / 2 < s.W;
+}
+
 // Idle lanes before the first pixel (row r0, column 0) of a channel reduction: in NCHW a
 // warp's lanes read consecutive pixels of one channel, which then start on a 32-byte sector.
 template <typename T, bool CL> SAM_FUSED_BLOCK int64_t lead_lanes(const Geometry& s, int64_t r0) {

@@ -180,12 +180,15 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
     const Tile<I>& tl = v.tl;
     const I W = v.W, H = v.H;
     ctx.each_thread([&](int t) {
+      auto qin = [&](int slot, int64_t h, int64_t w) { return A(v.qslot(slot, I(h), I(w))); };
       auto qat = [&](int slot, int64_t h, int64_t w) {
-        return (h < 0 || h >= H || w < 0 || w >= W) ? A(0) : A(v.qslot(slot, I(h), I(w)));
+        return (h < 0 || h >= H || w < 0 || w >= W) ? A(0) : qin(slot, h, w);
       };
       for (I i = I(t); i < tl.rows() * W; i += I(ctx.threads())) {
         const I h = tl.h0 + i / W, w = i % W;
-        const A sv = sigmoid(conv_pixel(v.wts, A(v.wts[v.nw]), s.pool.P, s.kh, s.kw, int64_t(h), int64_t(w), qat));
+        const A bias = A(v.wts[v.nw]);
+        const A sv = sigmoid(window_inside(s, h, w) ? conv_pixel(v.wts, bias, s.pool.P, s.kh, s.kw, h, w, qin)
+                                                    : conv_pixel(v.wts, bias, s.pool.P, s.kh, s.kw, h, w, qat));
         if (!a.p.two_pass)
           for (int slot = 0; slot < s.pool.P; ++slot)
             ctx.store(a.pooled + ((tl.b * s.pool.P + slot) * H + h) * W + w, A(v.qslot(slot, h, w)));
