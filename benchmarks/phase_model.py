@@ -128,6 +128,8 @@ class Stream:
     threads: int   # threads of the block in the loop
     items: float   # items of the busiest thread
     level: str     # what it waits on: "dram", "l2", "smem" or "alu"
+    rows: float = 0.0    # conv loops: kernel rows (slot, kernel row) of its pixels, each LOOPS row instructions
+    pixels: float = 0.0  # conv loops: pixels, each LOOPS pixel instructions (index, window test, sigmoid, stores)
 
 
 def strided(loop: str, total: int, threads: int, level: str, per_item: int = 1) -> Stream:
@@ -145,6 +147,10 @@ class Phase:
     dram_write: float = 0.0
     l2_read: float = 0.0
     segments: list = field(default_factory=list)  # [(repeat, [Stream])]
+    # Work the same threads do after issuing the asynchronous copies of the LAST segment and
+    # before waiting for them (copy_wait): that segment takes the larger of its copies' round
+    # trip and its issue plus this work.
+    overlap: list = field(default_factory=list)   # [(repeat, [Stream])]
 
 
 @dataclass(frozen=True)
@@ -185,21 +191,37 @@ class Call:
         return px, self.threads // px
 
 
-def _reduce_segments(c: Call, loop: str, npix: int, halo_top: int, halo_bottom: int, main_level: str,
-                     halo_loop_level: str = "l2") -> list:
-    """channel_reduce over npix pixels whose first halo_top and last halo_bottom pixels are halo
-    (read from L2): rounds of px pixels, cs channel slots; a round with halo waits for its
-    slowest thread. Then the merge by one thread per pixel, every round."""
-    px, cs = c.reduction(npix)
+def _reduce_segments(c: Call, loop: str, npix: int, level: str, px_cs: tuple[int, int] | None = None) -> list:
+    """channel_reduce over npix pixels: rounds of px pixels, cs channel slots (the plan's, fixed
+    for the launch: px_cs, else planned for npix), each thread over its slot's channels, then the
+    merge by one thread per pixel, every round."""
+    px, cs = px_cs or c.reduction(npix)
     rounds = math.ceil(npix / px)
     per_thread = math.ceil(c.shape[1] / cs)
-    main = Stream(loop, c.threads, per_thread, main_level)
-    halo_rounds = min(rounds, math.ceil(halo_top / px) + math.ceil(halo_bottom / px))
-    halo = Stream(loop, min(px, halo_top + halo_bottom) * cs, per_thread, halo_loop_level)
-    merge = Stream(f"{loop}.merge", px, cs, "alu")
-    visit = [(halo_rounds, [main, halo]), (rounds - halo_rounds, [main])] if halo_top + halo_bottom else \
-        [(rounds, [main])]
-    return visit + [(rounds, [merge])]
+    return [(rounds, [Stream(loop, c.threads, per_thread, level)]), (rounds, [Stream(f"{loop}.merge", px, cs, "alu")])]
+
+
+def _main_reduction(c: Call) -> tuple[int, int]:
+    """px, cs of a main-kernel block: planned for its tile rows plus the rh halo rows (traits.h)."""
+    return c.reduction((c.rows + 2 * (c.kernel[0] // 2)) * c.shape[3])
+
+
+def _conv_segments(c: Call, loop: str, h0: int, h1: int, slots: int) -> list:
+    """A conv loop over the pixels of rows [h0, h1) (threads striding them): pixels whose window
+    lies inside the map take the unchecked path (LOOPS[loop]), the border ones the checked path
+    (LOOPS[loop + ".border"]); the busiest thread gets the average mix. slots x kh kernel rows
+    of kw taps per pixel."""
+    H, W = c.shape[2], c.shape[3]
+    kh, kw = c.kernel
+    rh, rw = kh // 2, kw // 2
+    npix = (h1 - h0) * W
+    inside = max(0, min(h1, H - rh) - max(h0, rh)) * max(0, W - 2 * rw)
+    per = math.ceil(npix / c.threads)
+    threads = min(c.threads, npix)
+    mid, edge = per * inside / npix, per * (npix - inside) / npix
+    rows, taps = slots * kh, slots * kh * kw
+    return [(1, [Stream(loop, threads, mid * taps, "alu", rows=mid * rows, pixels=per)]),
+            (1, [Stream(f"{loop}.border", threads, edge * taps, "alu", rows=edge * rows)])]
 
 
 def _tile(c: Call, j: int) -> tuple[int, int]:
@@ -221,10 +243,14 @@ def fwd_main_phases(c: Call, j: int) -> list[Phase]:
     npix, tile_bytes = R * W, R * W * C * e
     weights = strided("stage_x_tile.weights", c.taps + 1, T, "l2")
     if not c.two_pass:
-        stage = Phase("stage_x_tile", dram_read=tile_bytes, segments=[
-            (1, [weights]), (1, [strided("stage_x_tile", R * W * C // V, T, "dram")])])
-        pool = Phase("pool_rows", l2_read=(top + bottom) * W * C * e,
-                     segments=_reduce_segments(c, "pool_rows", (R + top + bottom) * W, top * W, bottom * W, "smem"))
+        # fwd.h FwdMain::run: the tile's asynchronous copies, then pool_halo_rows (halo rows from
+        # L2) while they land, then copy_wait; pool_rows reduces the staged tile rows alone
+        px_cs = _main_reduction(c)
+        halo = (top + bottom) * W
+        stage = Phase("stage_x_tile", dram_read=tile_bytes, l2_read=halo * C * e, segments=[
+            (1, [weights]), (1, [strided("stage_x_tile", R * W * C // V, T, "dram")])],
+            overlap=_reduce_segments(c, "pool_halo_rows", halo, "l2", px_cs) if halo else [])
+        pool = Phase("pool_rows", segments=_reduce_segments(c, "pool_rows", npix, "smem", px_cs))
         maps_written = c.P * npix * a
         write = Phase("write_out_tile", dram_write=tile_bytes,
                       segments=[(1, [strided("write_out_tile", R * W * C // V, T, "smem")])])
@@ -235,8 +261,7 @@ def fwd_main_phases(c: Call, j: int) -> list[Phase]:
         maps_written = 0
         write = Phase("write_out_tile", dram_read=tile_bytes, dram_write=tile_bytes,
                       segments=[(1, [strided("write_out_tile.global", R * W * C // V, T, "dram")])])
-    sig = Phase("sigmoid_tile", dram_write=maps_written,
-                segments=[(1, [strided("sigmoid_tile", npix, T, "alu", c.taps)])])
+    sig = Phase("sigmoid_tile", dram_write=maps_written, segments=_conv_segments(c, "sigmoid_tile", h0, h1, c.P))
     return [stage, pool, sig, write]
 
 
@@ -245,7 +270,7 @@ def fwd_pool_phases(c: Call, j: int) -> list[Phase]:
     h0, h1 = _tile(c, j)
     npix = (h1 - h0) * W
     return [Phase("pool_visit", dram_read=npix * C * c.elem, dram_write=c.P * npix * c.acc,
-                  segments=_reduce_segments(c, "pool_visit", npix, 0, 0, "dram"))]
+                  segments=_reduce_segments(c, "pool_visit", npix, "dram"))]
 
 
 def bwd_main_phases(c: Call, j: int) -> list[Phase]:
@@ -261,12 +286,17 @@ def bwd_main_phases(c: Call, j: int) -> list[Phase]:
     stage = Phase("stage_inputs", dram_read=c.P * npix * a, l2_read=c.P * (ftop + fbottom) * W * a)
     phases = [stage]
     if not c.two_pass:
+        # bwd.h BwdMain::run: the grad_out tile's asynchronous copies, then the pooled rows and
+        # rho_halo_rows (x and g of the halo rows from L2) while they land, then copy_wait;
+        # rho_rows_from_x reduces the tile rows alone (g staged, x from DRAM)
+        px_cs = _main_reduction(c)
+        halo = (top + bottom) * W
         stage.dram_read += tile_bytes
-        stage.segments = [(1, [weights]), (1, [strided("stage_inputs", R * W * C // V, T, "dram")]),
-                          (1, [pooled])]
-        phases.append(Phase("rho_rows_from_x", dram_read=tile_bytes, l2_read=2 * (top + bottom) * W * C * e,
-                            segments=_reduce_segments(c, "rho_rows_from_x", (R + top + bottom) * W, top * W,
-                                                      bottom * W, "dram")))
+        stage.l2_read += 2 * halo * C * e
+        stage.segments = [(1, [weights]), (1, [strided("stage_inputs", R * W * C // V, T, "dram")])]
+        stage.overlap = [(1, [pooled])] + (_reduce_segments(c, "rho_halo_rows", halo, "l2", px_cs) if halo else [])
+        phases.append(Phase("rho_rows_from_x", dram_read=tile_bytes,
+                            segments=_reduce_segments(c, "rho_rows_from_x", npix, "dram", px_cs)))
         write = Phase("write_dx_tile", dram_write=tile_bytes,
                       segments=[(1, [strided("write_dx_tile", R * W * C // V, T, "smem")])])
     else:
@@ -278,10 +308,9 @@ def bwd_main_phases(c: Call, j: int) -> list[Phase]:
         write = Phase("write_dx_tile", dram_read=tile_bytes, dram_write=tile_bytes,
                       segments=[(1, [strided("write_dx_tile.global", R * W * C // V, T, "dram")])])
     phases += [
-        Phase("sigmoid_delta_rows",
-              segments=[(1, [strided("sigmoid_delta_rows", (R + top + bottom) * W, T, "alu", c.taps)])]),
+        Phase("sigmoid_delta_rows", segments=_conv_segments(c, "sigmoid_delta_rows", h0 - top, h1 + bottom, c.P)),
         Phase("gamma_and_weight_grad", dram_write=(c.taps + 1) * a,
-              segments=[(1, [strided("gamma", npix, T, "alu", c.taps)])] + _weight_grad_segments(c, npix)),
+              segments=_conv_segments(c, "gamma", h0, h1, c.P) + _weight_grad_segments(c, npix)),
         write,
     ]
     return phases
@@ -302,7 +331,7 @@ def bwd_rho_phases(c: Call, j: int) -> list[Phase]:
     h0, h1 = _tile(c, j)
     npix = (h1 - h0) * W
     return [Phase("rho_visit", dram_read=2 * npix * C * c.elem, dram_write=npix * (c.acc + (4 if c.has_max else 0)),
-                  segments=_reduce_segments(c, "rho_visit", npix, 0, 0, "dram"))]
+                  segments=_reduce_segments(c, "rho_visit", npix, "dram"))]
 
 
 def dw_reduce_phases(c: Call, j: int, blocks: int, threads: int) -> list[Phase]:
@@ -321,22 +350,40 @@ def _loop(kernel: str, loop: str, elem: int) -> tuple[int, float]:
     return entry.flight[i], entry.instr[i]
 
 
+def stream_instructions(kernel: str, s: Stream, elem: int) -> float:
+    """Instructions of the busiest thread in one loop (items, plus the kernel rows and pixels of a
+    conv loop)."""
+    entry, i = LOOPS[(kernel, s.loop)], 1 if elem == 2 else 0
+    return s.items * entry.instr[i] + s.rows * entry.row[i] + s.pixels * entry.pixel[i]
+
+
 def stream_seconds(kernel: str, s: Stream, elem: int, card: Card) -> float:
     """The busiest thread's time in one loop: round trips plus its instructions."""
-    flight, instr = _loop(kernel, s.loop, elem)
+    flight, _ = _loop(kernel, s.loop, elem)
     latency = {"dram": card.dram_latency, "l2": card.l2_latency, "smem": card.smem_latency, "alu": 0.0}[s.level]
-    return math.ceil(s.items / flight) * latency + s.items * instr * card.cpi / card.clock_hz
+    return math.ceil(s.items / flight) * latency + stream_instructions(kernel, s, elem) * card.cpi / card.clock_hz
+
+
+def _segments_path(kernel: str, segments: list, elem: int, card: Card) -> float:
+    return sum(rep * max(stream_seconds(kernel, s, elem, card) for s in streams) for rep, streams in segments)
 
 
 def phase_path(kernel: str, p: Phase, elem: int, card: Card) -> float:
     """One block's latency path through a phase (its segments in turn; side-by-side streams wait
-    for the slowest)."""
-    return sum(rep * max(stream_seconds(kernel, s, elem, card) for s in streams) for rep, streams in p.segments)
+    for the slowest). With overlap work, the last segment (asynchronous copies) takes the larger
+    of its round trip and its issue time plus the overlap work's path."""
+    if not p.overlap:
+        return _segments_path(kernel, p.segments, elem, card)
+    *head, (rep, copies) = p.segments
+    issue = rep * max(stream_instructions(kernel, s, elem) for s in copies) * card.cpi / card.clock_hz
+    landed = max(_segments_path(kernel, [(rep, copies)], elem, card),
+                 issue + _segments_path(kernel, p.overlap, elem, card))
+    return _segments_path(kernel, head, elem, card) + landed
 
 
 def phase_warp_instructions(kernel: str, p: Phase, elem: int) -> float:
-    return sum(rep * math.ceil(s.threads / 32) * s.items * _loop(kernel, s.loop, elem)[1]
-               for rep, streams in p.segments for s in streams)
+    return sum(rep * math.ceil(s.threads / 32) * stream_instructions(kernel, s, elem)
+               for rep, streams in p.segments + p.overlap for s in streams)
 
 
 @dataclass

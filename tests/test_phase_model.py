@@ -36,7 +36,7 @@ def streams_of(layer, shape, dtype, backward):
         ([pm.bwd_rho_phases] if t.two_pass else []) + [pm.bwd_main_phases]
     kernels = (["FwdPool", "FwdMain"] if not backward else ["BwdRho", "BwdMain"])[-len(builds):]
     out = {(k, s.loop) for k, b in zip(kernels, builds) for j in range(c.tiles) for p in b(c, j)
-           for _, streams in p.segments for s in streams}
+           for _, streams in p.segments + p.overlap for s in streams}
     if backward:
         out |= {("DwReduce", s.loop) for p in pm.dw_reduce_phases(c, 0, t.blocks, 128) for _, ss in p.segments
                 for s in ss}
@@ -229,3 +229,31 @@ def test_asynchronous_tile_copies_wait_one_round_trip():
             instr = pm.LOOPS[key].instr[0]
             assert pm.stream_seconds(key[0], s, 4, H100) == pytest.approx(
                 H100.dram_latency + items * instr * H100.cpi / H100.clock_hz)
+
+
+@pytest.mark.parametrize("backward", [False, True], ids=["fwd", "bwd"])
+def test_halo_reduction_overlaps_the_tile_copies(backward):
+    # fwd.h / bwd.h run: the halo rows are reduced (from L2) between the tile's asynchronous
+    # copies and copy_wait; the tile-row reduction that follows has no halo rounds
+    layer, shape, dtype = CASES[0]
+    pool, kernel = pm.LAYERS[layer]
+    t = pm.plan_call(shape, dtype, pool, kernel, backward, H100.arch)
+    assert not t.two_pass
+    c = pm.Call(shape, dtype.itemsize, pool, kernel, t.rows, t.two_pass, t.vec, t.threads)
+    kname, halo_loop, rows_loop = ("BwdMain", "rho_halo_rows", "rho_rows_from_x") if backward else \
+        ("FwdMain", "pool_halo_rows", "pool_rows")
+    phases = (pm.bwd_main_phases if backward else pm.fwd_main_phases)(c, 1)  # an inner tile: halo both sides
+    stage, rows = phases[0], next(p for p in phases if p.name == rows_loop)
+    px, cs = c.reduction((t.rows + 2 * (kernel[0] // 2)) * shape[3])
+    halo_rounds = [rep for rep, ss in stage.overlap for s in ss if s.loop == halo_loop]
+    assert halo_rounds == [-(-2 * (kernel[0] // 2) * shape[3] // px)]
+    assert [rep for rep, ss in rows.segments for s in ss if s.loop == rows_loop] == [-(-t.rows * shape[3] // px)]
+    # the phase takes the larger of the copies' round trip and their issue plus the halo work
+    *head, (rep, copies) = stage.segments
+    without = dataclasses.replace(stage, overlap=[])
+    issue = max(pm.stream_instructions(kname, s, 4) for s in copies) * H100.cpi / H100.clock_hz
+    want = pm.phase_path(kname, dataclasses.replace(stage, segments=head, overlap=[]), 4, H100) + max(
+        pm.phase_path(kname, dataclasses.replace(stage, segments=[(rep, copies)], overlap=[]), 4, H100),
+        issue + pm._segments_path(kname, stage.overlap, 4, H100))
+    assert pm.phase_path(kname, stage, 4, H100) == pytest.approx(want)
+    assert pm.phase_path(kname, stage, 4, H100) >= pm.phase_path(kname, without, 4, H100)
