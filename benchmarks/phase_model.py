@@ -164,6 +164,7 @@ class Call:
     two_pass: bool
     vec: int
     threads: int
+    px: int = 0      # pixels per channel-reduction round, from the plan (0: derive it)
 
     @property
     def acc(self) -> int:
@@ -186,8 +187,9 @@ class Call:
         return math.ceil(self.shape[2] / self.rows)
 
     def reduction(self, max_pixels: int) -> tuple[int, int]:
-        """(pixels per round, channel slots) of channel_reduce in NCHW (traits.h plan_reduction)."""
-        px = min(self.threads, max(32, 1 << max(0, math.ceil(math.log2(max(1, max_pixels))))))
+        """(pixels per round, channel slots) of channel_reduce in NCHW: the plan's (traits.h
+        plan_reduction), else the smallest power of two >= max_pixels in [32, threads]."""
+        px = self.px or min(self.threads, max(32, 1 << max(0, math.ceil(math.log2(max(1, max_pixels))))))
         return px, self.threads // px
 
 
@@ -482,7 +484,7 @@ def launches_of_call(shape, dtype, pool: str, kernel: tuple, backward: bool, car
                      registers: dict | None = None) -> list[LaunchTime]:
     t = plan_call(shape, dtype, pool, kernel, backward, card.arch)
     elem = dtype.itemsize
-    c = Call(tuple(shape), elem, pool, tuple(kernel), t.rows, t.two_pass, t.vec, t.threads)
+    c = Call(tuple(shape), elem, pool, tuple(kernel), t.rows, t.two_pass, t.vec, t.threads, t.px)
     B = shape[0]
     kinds = ([0] if t.two_pass else []) + [1] + ([2] if backward else [])
     short = {4: "f32", 2: {"torch.bfloat16": "bf16"}.get(str(dtype), "f16"), 8: "f64"}[elem]

@@ -37,6 +37,7 @@ class Traffic:
     threads: int
     spill: bool = False   # map buffers in global scratch, not shared memory
     launches: list = None  # [Launch] in launch order
+    px: int = 0           # pixels per channel-reduction round (channel slots = threads / px)
 
     def __getitem__(self, slot):
         return self.counts[slot]
@@ -50,12 +51,13 @@ class Traffic:
 
 def decode_plan(rows: list, counts: dict | None = None) -> Traffic:
     """Traffic (counts may be empty) from the plan rows: one per launch, (rows per tile, tiles
-    per sample, grid, flags: 1 two pass | 2 spilled maps, vector width, threads, smem bytes);
+    per sample, grid, flags: 1 two pass | 2 spilled maps, vector width, threads, smem bytes,
+    pixels per channel-reduction round);
     the plan fields are those of the first launch (the main kernel's, or pass 1's: the same).
     An empty input launches nothing: no rows."""
-    r, tiles, blocks, flags, vec, threads, _ = rows[0] if rows else (0, 0, 0, 0, 1, 0, 0)
-    launches = [Launch(grid, th, smem) for _, _, grid, _, _, th, smem in rows]
-    return Traffic(counts or {}, r, tiles, blocks, bool(flags & 1), vec, threads, bool(flags & 2), launches)
+    r, tiles, blocks, flags, vec, threads, _, px = rows[0] if rows else (0, 0, 0, 0, 1, 0, 0, 0)
+    launches = [Launch(grid, th, smem) for _, _, grid, _, _, th, smem, _ in rows]
+    return Traffic(counts or {}, r, tiles, blocks, bool(flags & 1), vec, threads, bool(flags & 2), launches, px)
 
 
 def decode(t: torch.Tensor) -> Traffic:

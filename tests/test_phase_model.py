@@ -31,7 +31,7 @@ CASES = [("har", (128, 64, 64, 9), torch.float32), ("har", (128, 64, 64, 9), tor
 def streams_of(layer, shape, dtype, backward):
     pool, kernel = pm.LAYERS[layer]
     t = pm.plan_call(shape, dtype, pool, kernel, backward, H100.arch)
-    c = pm.Call(shape, dtype.itemsize, pool, kernel, t.rows, t.two_pass, t.vec, t.threads)
+    c = pm.Call(shape, dtype.itemsize, pool, kernel, t.rows, t.two_pass, t.vec, t.threads, t.px)
     builds = ([pm.fwd_pool_phases] if t.two_pass else []) + [pm.fwd_main_phases] if not backward else \
         ([pm.bwd_rho_phases] if t.two_pass else []) + [pm.bwd_main_phases]
     kernels = (["FwdPool", "FwdMain"] if not backward else ["BwdRho", "BwdMain"])[-len(builds):]
@@ -209,7 +209,7 @@ def test_weight_grad_partials_give_every_entry_one_warp_over_pixel_stripes(layer
     # tile pixels; every warp then runs the 5-step butterfly once per round of entries
     pool, kernel = pm.LAYERS[layer]
     t = pm.plan_call(shape, dtype, pool, kernel, True, H100.arch)
-    c = pm.Call(shape, dtype.itemsize, pool, kernel, t.rows, t.two_pass, t.vec, t.threads)
+    c = pm.Call(shape, dtype.itemsize, pool, kernel, t.rows, t.two_pass, t.vec, t.threads, t.px)
     entries, warps = c.taps + 1, t.threads // 32
     for j in range(c.tiles):
         h0, h1 = j * t.rows, min(shape[2], (j + 1) * t.rows)
@@ -239,7 +239,7 @@ def test_halo_reduction_overlaps_the_tile_copies(backward):
     pool, kernel = pm.LAYERS[layer]
     t = pm.plan_call(shape, dtype, pool, kernel, backward, H100.arch)
     assert not t.two_pass
-    c = pm.Call(shape, dtype.itemsize, pool, kernel, t.rows, t.two_pass, t.vec, t.threads)
+    c = pm.Call(shape, dtype.itemsize, pool, kernel, t.rows, t.two_pass, t.vec, t.threads, t.px)
     kname, halo_loop, rows_loop = ("BwdMain", "rho_halo_rows", "rho_rows_from_x") if backward else \
         ("FwdMain", "pool_halo_rows", "pool_rows")
     phases = (pm.bwd_main_phases if backward else pm.fwd_main_phases)(c, 1)  # an inner tile: halo both sides

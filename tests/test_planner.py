@@ -158,3 +158,28 @@ def test_spilled_maps_match_the_reference(pool, layout):
 def test_auto_plans_of_each_arch_match_the_reference(arch):
     check_parity((2, 40, 9, 16), "mean+max", (3, 3), arch=arch)
     check_parity((2, 5, 7, 24), "max", (5, 3), "channels_last", torch.float32, arch=arch)
+
+
+def _reduction_trips(t, shape, kernel, px):
+    """Dependent round trips of one block's channel reductions with px pixels per round
+    (docs/design.md §3): per round ceil(C / (channel slots * 8 channels ahead)); the one-pass
+    kernels reduce the tile rows and, apart, the halo rows."""
+    C, W = shape[1], shape[3]
+    trips = -(-C // ((t.threads // px) * 8))
+    tile, halo = t.rows * W, (0 if t.two_pass else 2 * (kernel[0] // 2) * W)
+    return (-(-tile // px) + (-(-halo // px) if halo else 0)) * trips
+
+
+@pytest.mark.parametrize("shape,kernel,pool", SHAPES + [
+    ((128, 256, 16, 9), (3, 1), "mean"), ((128, 512, 8, 9), (3, 1), "mean"), ((32, 256, 56, 56), (7, 7), "mean+max")])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("backward", [False, True], ids=["fwd", "bwd"])
+def test_reduction_split_has_the_fewest_round_trips(shape, kernel, pool, dtype, backward):
+    # NCHW: the planner's pixels per round leave no power-of-two split with fewer dependent
+    # round trips per thread, and a tie keeps the most pixels per round
+    t, _ = plan(shape, dtype, pool, kernel, backward)
+    assert 32 <= t.px <= t.threads and t.threads % t.px == 0
+    splits = [t.threads >> k for k in range(8) if t.threads >> k >= 32]
+    best = min(_reduction_trips(t, shape, kernel, px) for px in splits)
+    assert _reduction_trips(t, shape, kernel, t.px) == best
+    assert t.px == max(px for px in splits if _reduction_trips(t, shape, kernel, px) == best)

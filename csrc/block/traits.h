@@ -67,15 +67,26 @@ inline int64_t align16(int64_t v) { return (v + 15) / 16 * 16; }
 
 // Pixels per round and channel slots of the channel reduction: NCHW puts consecutive pixels
 // on consecutive lanes (a channel's row is contiguous), NHWC puts consecutive channels there.
-inline void plan_reduction(Plan& p, const Geometry& s, int64_t max_pixels) {
+// NCHW: px pixels per round, cs = threads / px channel slots. Each thread's channels cost
+// ceil(C / (cs * kChannelUnroll)) dependent round trips per round, so the split with the fewest
+// round trips over the block's reductions wins: the tile rows, then (halo_apart: the halo is
+// reduced on its own, while the tile lands) the halo rows. On a tie, the most pixels per round
+// (fewer merges and barriers).
+inline void plan_reduction(Plan& p, const Geometry& s, int64_t tile_pixels, int64_t halo_pixels, bool halo_apart) {
   using namespace detail;
   if (s.channels_last) {
     p.cs = int(std::min<int64_t>(32, pow2_at_least(s.C)));
     p.px = p.threads / p.cs;
-  } else {
-    p.px = int(std::min<int64_t>(p.threads, std::max<int64_t>(32, pow2_at_least(max_pixels))));
-    p.cs = p.threads / p.px;
+    return;
   }
+  int64_t best = -1;
+  for (int px = p.threads; px >= 32; px /= 2) {
+    const int64_t trips = ceil_div(s.C, int64_t(p.threads / px) * kChannelUnroll);
+    const int64_t rounds = halo_apart ? ceil_div(tile_pixels, int64_t(px)) + ceil_div(halo_pixels, int64_t(px))
+                                      : ceil_div(tile_pixels + halo_pixels, int64_t(px));
+    if (best < 0 || rounds * trips < best) best = rounds * trips, p.px = px;
+  }
+  p.cs = p.threads / p.px;
 }
 
 // Bytes of one block's channel-reduction partials (ChanPartial<A>: sum, max, index).
@@ -199,9 +210,10 @@ inline Plan plan_launch(const Geometry& s, const DeviceLimits& dev, int64_t elem
   p.tiles = ceil_div(std::max<int64_t>(1, s.H), p.rows);
   p.blocks = s.B * p.tiles;
   p.vec = choose_vec(s, p.rows, elem_bytes, pointers_aligned);
-  // Rows whose channel reduction a main-kernel block computes (tile + halo).
-  const int64_t halo = s.return_map && backward ? 0 : s.kh / 2;
-  plan_reduction(p, s, (p.rows + 2 * halo) * s.W);
+  // The channel reductions of a block: its tile rows and, in the one-pass kernels, the halo
+  // rows (none for the backward with return_map; the two-pass kernels reduce the tile in pass 1).
+  const int64_t halo = p.two_pass || (s.return_map && backward) ? 0 : s.kh / 2;
+  plan_reduction(p, s, p.rows * s.W, 2 * halo * s.W, p.staged);
   place_buffers(p, s, p.rows, elem_bytes, acc_bytes, backward);
   if (p.smem_bytes > optin) {
     p.spill = true;

@@ -51,17 +51,18 @@ const DeviceLimits& arch_limits(const std::string& arch) {
   return *l;
 }
 
-constexpr int kPlanColumns = 7;
+constexpr int kPlanColumns = 8;
 
 // One row per launch: rows per tile, tiles per sample, grid, flags (1: two pass, 2: map
-// buffers in global scratch), vector width, threads per block, dynamic shared-memory bytes.
+// buffers in global scratch), vector width, threads per block, dynamic shared-memory bytes,
+// pixels per channel-reduction round.
 std::vector<int64_t> plan_rows(const CallPlan& c) {
   std::vector<int64_t> v;
   const Plan& p = c.p;
   for (int i = 0; i < c.n_launches; ++i) {
     const Launch& l = c.launches[i];
     v.insert(v.end(), {p.rows, p.tiles, l.grid, int64_t(p.two_pass) | int64_t(p.spill) << 1, int64_t(p.vec),
-                       int64_t(l.threads), l.smem_bytes});
+                       int64_t(l.threads), l.smem_bytes, int64_t(p.px)});
   }
   return v;
 }
@@ -101,7 +102,7 @@ struct CpuLauncher {
     for (int slot = 0; slot < kSlots; ++slot) {
       v.insert(v.end(), counts.begin() + slot * TrafficRecorder::kFields,
                counts.begin() + (slot + 1) * TrafficRecorder::kFields);
-      v.push_back(0);
+      v.insert(v.end(), kPlanColumns - TrafficRecorder::kFields, 0);  // pad the row to the plan rows' width
     }
     const std::vector<int64_t> plan = plan_rows(last_call);
     v.insert(v.end(), plan.begin(), plan.end());
