@@ -129,7 +129,7 @@ def short_name(demangled: str) -> str:
         params = [p.strip() for p in m[2].split(",")]
         spill = len(params) == 4 and params.pop() == "true"  # the map buffers live in global scratch
         return f"{m[1]}<{', '.join(types.get(p, p) for p in params)}{', spill' if spill else ''}>"
-    if m := re.search(r"elementwise_kernel<[^<>]*::(Fwd|Bwd), ([^,<>]+), (\d+)>", demangled):
+    if m := re.search(r"Pointwise<[^<>]*::Pointwise(Fwd|Bwd), ([^,<>]+), (\d+)>", demangled):
         return f"pointwise {m[1]}<{types.get(m[2].strip(), m[2].strip())}, x{m[3]}>"
     return demangled[:70]
 
@@ -138,7 +138,8 @@ def short_name(demangled: str) -> str:
 
 def plan_threads() -> dict:
     """Threads per block the launchers use: traits.h kThreads (every arch), traits.h's
-    DwReduce and the point-wise kernels; parsed from the sources (None where not found)."""
+    DwReduce and the point-wise kernels (pointwise.h PointwisePlan: kThreads); parsed from the
+    sources (None where not found)."""
     def read(path):
         with open(os.path.join(ROOT, path)) as f:
             return f.read()
@@ -154,9 +155,11 @@ def plan_threads() -> dict:
             budget = int(smem_sm_kb) * 1024 // int(per_sm[1]) - int(reserved)
             rules.append(("==", major, threads[1], str(budget)))
     reduce = re.search(r"kReduceThreads\s*=\s*(\d+)", traits)
-    pointwise = re.search(r"kThreads\s*=\s*(\d+)", read("csrc/cuda/pointwise_cuda.cu"))
+    pointwise = re.search(r"int threads = (\w+);", read("csrc/block/pointwise.h"))  # PointwisePlan::threads
+    pw = pointwise[1] if pointwise else ""
+    pw = threads[1] if pw == "kThreads" and threads else pw
     return {"arch_rules": rules, "DwReduce": int(reduce[1]) if reduce else None,
-            "pointwise": int(pointwise[1]) if pointwise else None}
+            "pointwise": int(pw) if pw.isdigit() else None}
 
 
 def arch_choice(rules, major: int) -> tuple[int, int] | None:
