@@ -8,7 +8,8 @@ spill stores/loads, static shared memory, threads per block (the launch plan's: 
 and the launchers), theoretical occupancy from registers, threads and static smem (and, for the
 main kernels, with a full staged tile of dynamic smem as the plan budgets it), and the bytes in
 flight per SM if every resident thread has one 16-byte load outstanding, against what Little's
-law needs to keep HBM busy (copy bandwidth x latency / SMs). Dynamic smem below the tile budget
+law needs to keep HBM busy (copy bandwidth x latency / SMs); the point-wise kernels issue all
+their loads (unroll x operands) before computing. Dynamic smem below the tile budget
 depends on the shape; `make gpu-check` measures achieved occupancy with ncu.
 """
 from __future__ import annotations
@@ -204,10 +205,30 @@ def collect(archs: list[int], jobs: int) -> list[Kernel]:
     return kernels
 
 
+POINTWISE_OPERANDS = {"Fwd": 2, "Bwd": 3}  # csrc/block/pointwise.h: inputs of PointwiseFwd / PointwiseBwd
+ELEM_BYTES = {"double": 8, "float": 4, "half": 2, "bf16": 2}
+
+
+def pointwise_unroll() -> int:
+    """kPointwiseUnroll of csrc/block/pointwise.h: vectors per thread and operand loaded back to back."""
+    with open(os.path.join(ROOT, "csrc", "block", "pointwise.h")) as f:
+        m = re.search(r"kPointwiseUnroll\s*=\s*(\d+)", f.read())
+    return int(m[1]) if m else 1
+
+
+def load_bytes_in_flight(k: Kernel) -> int:
+    """Bytes one thread has in flight: one 16-byte load, or for the point-wise programs all the
+    loads they issue before computing (unroll x operands x vector)."""
+    m = re.match(r"pointwise (Fwd|Bwd)<(\w+), x(\d+)>", k.name)
+    if not m:
+        return VECTOR_BYTES
+    return pointwise_unroll() * POINTWISE_OPERANDS[m[1]] * ELEM_BYTES.get(m[2], 4) * int(m[3])
+
+
 def occupancy_columns(k: Kernel, dynamic_smem: int, need: float, width: int) -> str:
-    """Occupancy, bytes in flight per SM (one 16-byte load per resident thread), and that / need."""
+    """Occupancy, bytes in flight per SM (load_bytes_in_flight per resident thread), and that / need."""
     occ, resident = occupancy(k, dynamic_smem)
-    in_flight = resident * VECTOR_BYTES
+    in_flight = resident * load_bytes_in_flight(k)
     return f"{occ:>{width}.0%}{in_flight / 1024:>8.1f}KB{in_flight / need:>7.2f}"
 
 

@@ -55,7 +55,7 @@ PointwisePlan run_pointwise(Launcher& L, const at::Tensor (&in)[kIn], const int 
 // out = x * sigmoid(y), and what was planned.
 template <class Launcher>
 std::tuple<at::Tensor, PointwisePlan> run_pointwise_forward(Launcher& L, const at::Tensor& x_in,
-                                                           const at::Tensor& y_in) {
+                                                            const at::Tensor& y_in) {
   const auto ops = pointwise_operands({x_in, y_in}, kFwdNames);
   at::Tensor out = at::empty_like(ops[0]);
   const PointwisePlan p = run_pointwise<PointwiseFwd>(L, {ops[0], ops[1]}, {kPwX, kPwY}, {out}, {kPwOut});
@@ -65,12 +65,13 @@ std::tuple<at::Tensor, PointwisePlan> run_pointwise_forward(Launcher& L, const a
 // (grad_x, grad_y) of out = x * sigmoid(y) for grad = dL/dout, and what was planned.
 template <class Launcher>
 std::tuple<at::Tensor, at::Tensor, PointwisePlan> run_pointwise_backward(Launcher& L, const at::Tensor& grad_in,
-                                                                        const at::Tensor& x_in,
-                                                                        const at::Tensor& y_in) {
+                                                                         const at::Tensor& x_in,
+                                                                         const at::Tensor& y_in) {
   const auto ops = pointwise_operands({x_in, y_in, grad_in}, kBwdNames);
   const at::Tensor &x = ops[0], &y = ops[1], &g = ops[2];
   at::Tensor dx = at::empty_like(x), dy = at::empty_like(x);
-  const PointwisePlan p = run_pointwise<PointwiseBwd>(L, {g, x, y}, {kPwGrad, kPwX, kPwY}, {dx, dy}, {kPwOut, kPwGradY});
+  const PointwisePlan p =
+      run_pointwise<PointwiseBwd>(L, {g, x, y}, {kPwGrad, kPwX, kPwY}, {dx, dy}, {kPwOut, kPwGradY});
   return {dx, dy, p};
 }
 
