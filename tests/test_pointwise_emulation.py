@@ -9,30 +9,10 @@ import pytest
 import torch
 
 from sam_fused.emulation import emulate_pointwise_bwd, emulate_pointwise_fwd
-from helpers import DTYPES, REF_DTYPE, TOLERANCE, assert_close_scaled, make_grad
-from test_pointwise import _pair
+from helpers import DTYPES, TOLERANCE, assert_close_scaled, make_grad
+from test_pointwise import ODD_SIZES, eager_results, operands
 
 THREADS, UNROLL = 256, 4  # csrc/block/traits.h kThreads, pointwise.h kPointwiseUnroll
-# numel 1, 7 (less than one vector), 17, 945 (a tail after the vectors in every dtype), 4104
-# (one fp32 block and a partial one), 12288 (whole fp16 blocks, a partial fp64 one)
-SHAPES = [(1,), (7,), (17,), (3, 5, 7, 9), (2, 4, 57, 9), (2, 64, 12, 8)]
-
-
-def misaligned(t):
-    """t's values in storage that starts one element past a 16-byte boundary: not vectorisable."""
-    return torch.empty(t.numel() + 1, dtype=t.dtype)[1:].view(t.shape).copy_(t)
-
-
-def inputs(shape, dtype, layout):
-    """x, y (test_pointwise._pair's layouts, or "misaligned") and grad; grad shares the layout of
-    x where both x and y have one."""
-    x, y = _pair(shape, dtype, "contiguous" if layout == "misaligned" else layout)
-    g = make_grad(shape, dtype)
-    if layout == "misaligned":
-        x, y, g = (misaligned(t) for t in (x, y, g))
-    elif layout in ("channels_last", "permuted"):
-        g = torch.empty_strided(shape, x.stride(), dtype=dtype).copy_(g)
-    return x, y, g
 
 
 def emulate(x, y, g, **kw):
@@ -41,17 +21,9 @@ def emulate(x, y, g, **kw):
     return {"out": out, "x": dx, "y": dy}, tf, tb
 
 
-def expected(x, y, g):
-    ref = REF_DTYPE[x.dtype]
-    xr, yr = (t.to(ref).requires_grad_() for t in (x, y))
-    out = xr * torch.sigmoid(yr)
-    dx, dy = torch.autograd.grad(out, [xr, yr], g.to(ref))
-    return {"out": out.detach(), "x": dx, "y": dy}
-
-
 def check(x, y, g, **kw):
     actual, tf, tb = emulate(x, y, g, **kw)
-    want = expected(x, y, g)
+    want = eager_results(x, y, g)
     what = f"{tuple(x.shape)} {x.dtype} strides={x.stride()} {kw}"
     for key in want:
         assert actual[key].dtype == x.dtype, what
@@ -65,9 +37,9 @@ def vector_width(x, aligned=True):
 
 @pytest.mark.parametrize("layout", ["contiguous", "misaligned"])
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("shape", ODD_SIZES)
 def test_matches_eager(shape, dtype, layout):
-    x, y, g = inputs(shape, dtype, layout)
+    x, y, g = operands(shape, dtype, layout)
     _, tf, tb = check(x, y, g)
     vec = vector_width(x, layout != "misaligned")
     per_block = THREADS * vec * UNROLL
@@ -79,7 +51,7 @@ def test_matches_eager(shape, dtype, layout):
 @pytest.mark.parametrize("layout", ["channels_last", "permuted", "mixed", "sliced"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_layouts(dtype, layout):
-    x, y, g = inputs((2, 24, 5, 7), dtype, layout)
+    x, y, g = operands((2, 24, 5, 7), dtype, layout)
     actual, tf, _ = check(x, y, g)
     if layout in ("channels_last", "permuted"):  # a shared dense layout: kept, no copies
         assert actual["out"].stride() == actual["x"].stride() == actual["y"].stride() == x.stride()
@@ -116,7 +88,7 @@ def test_traffic_at_the_floor(shape, dtype):
     """x, y (and grad) read once, out (grad_x, grad_y) written once: 3N e forward, 5N e backward,
     nothing requested twice; every warp-wide access touches only the sectors its bytes need
     (945 elements end with a partial block, partial warps and a scalar tail)."""
-    x, y, g = inputs(shape, dtype, "contiguous")
+    x, y, g = operands(shape, dtype, "contiguous")
     _, tf, tb = emulate(x, y, g)
     nbytes = x.numel() * x.element_size()
     read_once = {"read": nbytes, "read_unique": nbytes, "written": 0, "written_unique": 0}
@@ -133,7 +105,7 @@ def test_traffic_at_the_floor(shape, dtype):
 def test_misaligned_storage_costs_at_most_one_sector_per_access(dtype):
     """Scalar accesses from storage one element off a sector boundary: each warp-wide access of
     32 * e bytes touches at most one sector more than it needs; bytes are still the floor."""
-    x, y, g = inputs((2, 64, 12, 8), dtype, "misaligned")
+    x, y, g = operands((2, 64, 12, 8), dtype, "misaligned")
     _, tf, _ = emulate(x, y, g)
     nbytes = x.numel() * x.element_size()
     accesses = x.numel() // 32
@@ -149,7 +121,7 @@ def test_sanitizers_run_clean(dtype, layout):
     """Race, bounds, init and barrier checks over whole and partial blocks, the scalar tail and
     the scalar (misaligned) program; the sanitizer changes neither results nor counts."""
     for shape in ((3, 5, 7, 9), (2, 4, 57, 9)):
-        x, y, g = inputs(shape, dtype, layout)
+        x, y, g = operands(shape, dtype, layout)
         plain, tf, tb = emulate(x, y, g)
         checked, tf_s, tb_s = check(x, y, g, sanitize=True)
         assert all(torch.equal(plain[k], checked[k]) for k in plain)
@@ -157,7 +129,7 @@ def test_sanitizers_run_clean(dtype, layout):
 
 
 def test_max_blocks_runs_only_the_first_blocks():
-    x, y, g = inputs((2, 64, 12, 8), torch.float32, "contiguous")
+    x, y, g = operands((2, 64, 12, 8), torch.float32, "contiguous")
     per_block = THREADS * 4 * UNROLL
     _, tf = emulate_pointwise_fwd(x, y, max_blocks=1)
     assert tf.blocks == 3 and tf["x"]["read"] == per_block * 4 and tf["out"]["written"] == per_block * 4
