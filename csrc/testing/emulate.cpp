@@ -76,7 +76,7 @@ struct CpuLauncher {
   TrafficRecorder rec{kSlots};
   CallPlan last_call;
   int64_t max_blocks = 0;
-  DeviceLimits dev;
+  DeviceLimits dev{};  // the point-wise ops plan without device limits
   std::unique_ptr<BlockSanitizer> san;  // null: no checks
   DeviceLimits limits() const { return dev; }
   void track(int slot, const at::Tensor& t) {
@@ -116,6 +116,14 @@ struct CpuLauncher {
   at::Tensor traffic() const { return traffic(kSlots, plan_rows(last_call)); }
 };
 
+// A launcher that runs the first max_blocks blocks of each launch (0: all), with a sanitizer or not.
+CpuLauncher cpu_launcher(int64_t max_blocks, bool sanitize) {
+  CpuLauncher L;
+  L.max_blocks = max_blocks;
+  if (sanitize) L.san = std::make_unique<BlockSanitizer>();
+  return L;
+}
+
 Overrides overrides(int64_t variant, int64_t rows, int64_t threads) {
   TORCH_CHECK_VALUE(variant >= 0 && variant <= 2, "variant must be 0 (auto), 1 (one pass) or 2 (two pass)");
   TORCH_CHECK_VALUE(threads == 0 || (threads >= 64 && threads <= 1024 && (threads & (threads - 1)) == 0),
@@ -129,10 +137,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> emulate_fwd(const at::Tensor& x, 
                                                            const std::string& pool, bool return_map, int64_t variant,
                                                            int64_t rows, int64_t threads, bool index64,
                                                            int64_t max_blocks, const std::string& arch, bool sanitize) {
-  CpuLauncher L;
+  CpuLauncher L = cpu_launcher(max_blocks, sanitize);
   L.dev = arch_limits(arch);
-  L.max_blocks = max_blocks;
-  if (sanitize) L.san = std::make_unique<BlockSanitizer>();
   auto [out, pooled] = run_forward(L, x, weight, bias, pool, return_map, overrides(variant, rows, threads), index64);
   return {out, pooled, L.traffic()};
 }
@@ -141,10 +147,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> emulate_bwd(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
     const at::Tensor& pooled, const std::string& pool, bool return_map, int64_t variant, int64_t rows, int64_t threads,
     bool index64, int64_t max_blocks, const std::string& arch, bool sanitize) {
-  CpuLauncher L;
+  CpuLauncher L = cpu_launcher(max_blocks, sanitize);
   L.dev = arch_limits(arch);
-  L.max_blocks = max_blocks;
-  if (sanitize) L.san = std::make_unique<BlockSanitizer>();
   auto [dx, dw, db] =
       run_backward(L, grad_out, x, weight, bias, pooled, pool, return_map, overrides(variant, rows, threads), index64);
   return {dx, dw, db, L.traffic()};
@@ -179,16 +183,9 @@ std::vector<int64_t> pointwise_plan_row(const PointwisePlan& p) {
   return {p.block_elems, 1, p.grid, 0, int64_t(p.vec), int64_t(p.threads), 0};
 }
 
-CpuLauncher pointwise_launcher(int64_t max_blocks, bool sanitize) {
-  CpuLauncher L;
-  L.max_blocks = max_blocks;
-  if (sanitize) L.san = std::make_unique<BlockSanitizer>();
-  return L;
-}
-
 std::tuple<at::Tensor, at::Tensor> emulate_pointwise_fwd(const at::Tensor& x, const at::Tensor& y, int64_t max_blocks,
                                                          bool sanitize) {
-  CpuLauncher L = pointwise_launcher(max_blocks, sanitize);
+  CpuLauncher L = cpu_launcher(max_blocks, sanitize);
   auto [out, plan] = run_pointwise_forward(L, x, y);
   return {out, L.traffic(kPwSlots, pointwise_plan_row(plan))};
 }
@@ -196,7 +193,7 @@ std::tuple<at::Tensor, at::Tensor> emulate_pointwise_fwd(const at::Tensor& x, co
 std::tuple<at::Tensor, at::Tensor, at::Tensor> emulate_pointwise_bwd(const at::Tensor& grad, const at::Tensor& x,
                                                                      const at::Tensor& y, int64_t max_blocks,
                                                                      bool sanitize) {
-  CpuLauncher L = pointwise_launcher(max_blocks, sanitize);
+  CpuLauncher L = cpu_launcher(max_blocks, sanitize);
   auto [dx, dy, plan] = run_pointwise_backward(L, grad, x, y);
   return {dx, dy, L.traffic(kPwSlots, pointwise_plan_row(plan))};
 }
