@@ -2,7 +2,8 @@
 
 Counts, per kernel (block_program_kernel<...> instantiation) and per architecture in the
 binary, the byte-wide shared accesses (STS.U8 / LDS.U8: what a memcpy into a T* of unknown
-alignment compiles to) and the 128-bit shared and global accesses. Needs `cuobjdump` (the
+alignment compiles to) and the 128-bit shared, global and asynchronous global-to-shared
+(LDGSTS, cp.async) accesses. Needs `cuobjdump` (the
 nvidia-cuda-cuobjdump wheel, or a CUDA toolkit) and a CUDA build of sam_fused._C (or any
 cubin / shared library given with --binary).
 
@@ -29,6 +30,8 @@ CLASSES = {
     "STG.128": r"STG\.E\.(?:EF\.|LTC\d+B\.)*128\b",
     "LD.128": r"\bLD\.E\.(?:\w+\.)*128\b",    # generic-space 128-bit loads
     "ST.128": r"\bST\.E\.(?:\w+\.)*128\b",
+    # asynchronous global -> shared copies (cp.async, sm_80+): the staged tile's 16-byte path
+    "LDGSTS.128": r"\bLDGSTS\.E\.(?:\w+\.)*128\b",
 }
 SPATIAL_KERNELS = ("FwdMain", "FwdPool", "BwdMain", "BwdRho")
 BYTE_WIDE_SHARED = ("STS.U8", "LDS.U8")

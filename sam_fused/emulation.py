@@ -106,7 +106,7 @@ def emulate_pointwise_bwd(grad, x, y, max_blocks=0, sanitize=False):
 
 
 PLANTED_BUGS = ("missing_barrier", "shared_write_write", "global_blocks", "global_threads", "shared_bounds",
-                "global_bounds", "uninit", "divergent_barrier", "barrier_in_phase")
+                "global_bounds", "uninit", "divergent_barrier", "barrier_in_phase", "copy_not_waited")
 
 
 def run_planted_bug(bug):

@@ -27,6 +27,9 @@ EXPECTED = {
                        r"shared offset 128\)"),
     "divergent_barrier": ("barrier", r"barrier inside divergent code: reached by 32 of 64 threads"),
     "barrier_in_phase": ("barrier", r"barrier inside a phase body"),
+    "copy_not_waited": ("race", r"shared-memory read of a byte an asynchronous copy may still be writing "
+                                r"\(copy_wait missing\) .*block 0, thread 0, other thread 0, barrier interval 1, "
+                                r"shared offset 0\)"),
 }
 
 

@@ -33,7 +33,8 @@ def test_no_byte_wide_shared_accesses(counts):
 
 
 def test_staged_tile_uses_128_bit_shared_accesses(counts):
-    # the main kernels stage their tile with 16-byte stores and read it back with 16-byte loads
+    # the main kernels stage their tile with 16-byte asynchronous copies (cp.async: global to
+    # shared without registers, sm_80+) and read it back with 16-byte loads
     for (arch, kernel), c in counts.items():
         if kernel.startswith(("FwdMain", "BwdMain")):
-            assert c["STS.128"] > 0 and c["LDS.128"] > 0, (arch, kernel, dict(c))
+            assert c["LDGSTS.128"] > 0 and c["LDS.128"] > 0, (arch, kernel, dict(c))

@@ -11,7 +11,8 @@ OUT/summary.json: the same for programs):
              compute-sanitizer over tools/gpu_sanitize_driver.py (every kernel variant)
   ncu        Nsight Compute on the main kernels at the UCI-HAR and CBAM shapes
   bench      pytest benchmarks/ --quick -k cuda (table + JSON)
-  predicted  measured benchmark times beside the time model's (benchmarks/time_model.py)
+  predicted  measured benchmark times beside the time model's floor (benchmarks/time_model.py)
+             and the phase model's prediction (benchmarks/phase_model.py)
 Uses the interpreter that runs it (no venv, no network). A tool missing or not working on this
 machine is "not available" and does not fail the run. Exit status: 0 all steps passed or not
 available, 1 a step failed, 2 no CUDA GPU (after the build).
@@ -125,7 +126,7 @@ def plan_steps(py: str, out: Path, jobs: int, arch: str, have_gpu: bool, budget:
                                 "no:cacheprovider", "--continue-on-collection-errors", "--benchmark-json",
                                 str(out / "bench.json")])], 300,
              modules=("pytest", "pytest_benchmark"), leave=45),
-        Step("predicted", [Command([py, "benchmarks/predicted_report.py", str(out / "bench.json")],
+        Step("predicted", [Command([py, "benchmarks/predicted_report.py", "--model", str(out / "bench.json")],
                                    stdout=out / "predicted.md")], 90),
     ]
     for i, step in enumerate(steps, start=1):
@@ -284,7 +285,7 @@ def write_summary(out: Path, steps: list[Step], env_info: dict, verdict: str) ->
     lines += [f"| {s.name} | {s.status} | {s.seconds:.0f} s | {s.detail.replace('|', '/')} | {s.log.name} |"
               for s in steps]
     for title, name in (("Nsight Compute (float32; DRAM bytes against the 2N / 3N e floor)", "ncu.md"),
-                        ("Measured beside predicted (benchmarks/time_model.py)", "predicted.md")):
+                        ("Measured beside predicted (benchmarks/time_model.py, phase_model.py)", "predicted.md")):
         if (out / name).exists() and (out / name).stat().st_size:
             lines += ["", f"## {title}", "", (out / name).read_text()]
     failed = [s for s in steps if s.status in (FAIL, TIMEOUT)]

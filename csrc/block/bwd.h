@@ -10,21 +10,40 @@
 
 namespace sam_fused::block {
 
+// x (and g) of one channel of one pixel, loaded together ahead of their use.
+template <typename A> struct XgPair {
+  A x, g;
+};
+
 // rho (g*x over channels c0, c0 + step, ...) and/or argmax over x of one pixel.
 template <bool CL, typename T, typename I, class Ctx>
 SAM_FUSED_BLOCK void rho_visit(Ctx& ctx, const Args<T>& a, const Tile<I>& tl, const T* gtile, I h, I w, int c0,
                                int step, bool want_rho, bool want_argmax, ChanPartial<acc_t<T>>& acc) {
   using A = acc_t<T>;
   const Geometry& s = a.s;
-  const bool from_tile = gtile && h >= tl.h0 && h < tl.h1;
   const I pix = (h - tl.h0) * I(s.W) + w, L = tl.rows() * I(s.W);
-  for (I c = c0; c < I(s.C); c += step) {
-    const I off = x_offset<CL, I>(s, tl.b, c, h, w);
-    const A xv = A(ctx.load(a.x + off));
-    if (want_rho)
-      acc.sum += A(from_tile ? ctx.load(gtile + (CL ? pix * I(s.C) + c : c * L + pix)) : ctx.load(a.g + off)) * xv;
-    if (want_argmax) argmax_visit(acc, xv, int32_t(c));
-  }
+  auto use = [&](I c, XgPair<A> v) {
+    if (want_rho) acc.sum += v.g * v.x;
+    if (want_argmax) argmax_visit(acc, v.x, int32_t(c));
+  };
+  constexpr int U = kChannelUnroll;  // channels ahead: up to 2U loads in flight (x and g)
+  if (gtile && h >= tl.h0 && h < tl.h1)
+    for_channels<U>(
+        I(c0), I(step), I(s.C),
+        [&](I c) {
+          const A xv = A(ctx.load(a.x + x_offset<CL, I>(s, tl.b, c, h, w)));
+          return XgPair<A>{xv, want_rho ? A(ctx.load(gtile + (CL ? pix * I(s.C) + c : c * L + pix))) : A(0)};
+        },
+        use);
+  else
+    for_channels<U>(
+        I(c0), I(step), I(s.C),
+        [&](I c) {
+          const I off = x_offset<CL, I>(s, tl.b, c, h, w);
+          const A xv = A(ctx.load(a.x + off));
+          return XgPair<A>{xv, want_rho ? A(ctx.load(a.g + off)) : A(0)};
+        },
+        use);
 }
 
 // Two-pass, pass 1: rho and (max pooling) the argmax of the tile pixels to the workspace.
@@ -57,7 +76,8 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
   using A = acc_t<T>;
 
   // What the phases of one block share: its tile, row ranges and buffers, computed once.
-  struct View {
+  template <class Ctx> struct View {
+    using Buf = BlockBuffer<Ctx, A>;
     Tile<I> tl;
     I W, H, C, rh, rw;
     I qrows, qbase, dbase;  // pooled map row h is q row h - qbase, delta row h is d row h - dbase
@@ -66,32 +86,35 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
     I npix;                 // tile pixels
     int nw;                 // weight taps; entry nw is the bias
     bool has_max;
-    A* wts;
-    A* q;      // pooled maps
-    A* d;      // rho then delta
-    A* sig;    // s on the tile pixels
-    A* gmean;  // gamma of the mean map / C, tile pixels
-    A* gmax;   // gamma of the max map, tile pixels
-    int32_t* amax;
+    Buf wts;
+    Buf q;      // pooled maps
+    Buf d;      // rho then delta
+    Buf sig;    // s on the tile pixels
+    Buf gmean;  // gamma of the mean map / C, tile pixels
+    Buf gmax;   // gamma of the max map, tile pixels
+    BlockBuffer<Ctx, int32_t> amax;
     ChanPartial<A>* part;
     T* gtile;  // staged grad_out tile, or null
 
     SAM_FUSED_BLOCK bool in_map(int64_t h, int64_t w) const {
       return h >= 0 && h < int64_t(H) && w >= 0 && w < int64_t(W);
     }
-    SAM_FUSED_BLOCK A qat(int slot, int64_t h, int64_t w) const {
-      return in_map(h, w) ? q[(I(slot) * qrows + I(h) - qbase) * W + I(w)] : A(0);
+    // Pooled map / delta at (h, w): unchecked (inside the map), or 0 outside it.
+    SAM_FUSED_BLOCK A qin(int slot, int64_t h, int64_t w) const {
+      return A(q[(I(slot) * qrows + I(h) - qbase) * W + I(w)]);
     }
-    SAM_FUSED_BLOCK A dat(int64_t h, int64_t w) const { return in_map(h, w) ? d[(I(h) - dbase) * W + I(w)] : A(0); }
+    SAM_FUSED_BLOCK A din(int64_t h, int64_t w) const { return A(d[(I(h) - dbase) * W + I(w)]); }
+    SAM_FUSED_BLOCK A qat(int slot, int64_t h, int64_t w) const { return in_map(h, w) ? qin(slot, h, w) : A(0); }
+    SAM_FUSED_BLOCK A dat(int64_t h, int64_t w) const { return in_map(h, w) ? din(h, w) : A(0); }
   };
 
-  template <class Ctx> static SAM_FUSED_BLOCK View view_of(Ctx& ctx, const Args<T>& a) {
+  template <class Ctx> static SAM_FUSED_BLOCK View<Ctx> view_of(Ctx& ctx, const Args<T>& a) {
     const Geometry& s = a.s;
     const Plan& p = a.p;
     unsigned char *sm = ctx.smem(), *mp = map_buffers<Spill>(ctx, a);
     const Tile<I> tl = tile_of<I>(s, p, ctx.block());
     const I H = I(s.H), rh = I(s.kh / 2);
-    View v;
+    View<Ctx> v;
     v.tl = tl;
     v.W = I(s.W), v.H = H, v.C = I(s.C), v.rh = rh, v.rw = I(s.kw / 2);
     v.qrows = I(p.rows) + 4 * rh, v.qbase = tl.h0 - 2 * rh, v.dbase = tl.h0 - rh;
@@ -100,21 +123,23 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
     v.npix = tl.rows() * v.W;
     v.nw = int(s.taps());
     v.has_max = s.pool.max_slot() >= 0;
-    v.wts = reinterpret_cast<A*>(mp + p.off_w);
-    v.q = reinterpret_cast<A*>(mp + p.off_q);
-    v.d = reinterpret_cast<A*>(mp + p.off_d);
-    v.sig = reinterpret_cast<A*>(mp + p.off_s);
-    v.gmean = reinterpret_cast<A*>(mp + p.off_gmean);
-    v.gmax = reinterpret_cast<A*>(mp + p.off_gmax);
-    v.amax = reinterpret_cast<int32_t*>(mp + p.off_amax);
+    v.wts = ctx.buffer(reinterpret_cast<A*>(mp + p.off_w));
+    v.q = ctx.buffer(reinterpret_cast<A*>(mp + p.off_q));
+    v.d = ctx.buffer(reinterpret_cast<A*>(mp + p.off_d));
+    v.sig = ctx.buffer(reinterpret_cast<A*>(mp + p.off_s));
+    v.gmean = ctx.buffer(reinterpret_cast<A*>(mp + p.off_gmean));
+    v.gmax = ctx.buffer(reinterpret_cast<A*>(mp + p.off_gmax));
+    v.amax = ctx.buffer(reinterpret_cast<int32_t*>(mp + p.off_amax));
     v.part = reinterpret_cast<ChanPartial<A>*>(sm + p.off_part);
     v.gtile = p.staged ? reinterpret_cast<T*>(sm + p.off_tile) : nullptr;
     return v;
   }
 
   template <class Ctx> static SAM_FUSED_BLOCK void run(Ctx& ctx, const Args<T>& a) {
-    const View v = view_of(ctx, a);
+    const auto v = view_of(ctx, a);
     stage_inputs(ctx, a, v);
+    rho_halo_rows(ctx, a, v);  // while the grad_out tile lands; ends with a barrier when it runs
+    ctx.copy_wait();
     ctx.sync();
     rho_rows_from_x(ctx, a, v);  // one pass only; its channel reduction ends with a barrier
     sigmoid_delta_rows(ctx, a, v);
@@ -127,7 +152,7 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
   // Weights, the grad_out tile, the pooled rows with their 2rh halo, and what comes from
   // elsewhere than x: rho of the delta rows (the map's gradient, or pass 1's workspace) and
   // pass 1's argmax of the tile.
-  template <class Ctx> static SAM_FUSED_BLOCK void stage_inputs(Ctx& ctx, const Args<T>& a, const View& v) {
+  template <class Ctx> static SAM_FUSED_BLOCK void stage_inputs(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
     const Geometry& s = a.s;
     const Plan& p = a.p;
     const Tile<I>& tl = v.tl;
@@ -154,92 +179,151 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
     });
   }
 
-  // One pass: rho = sum_c g*x of the delta rows (tile rows from the staged tile) and the argmax
-  // of the tile; with return_map rho is the map's gradient and only the argmax needs x.
-  template <class Ctx> static SAM_FUSED_BLOCK void rho_rows_from_x(Ctx& ctx, const Args<T>& a, const View& v) {
+  // rho = sum_c g*x (unless return_map) of the pixels of `rows` into d, and the argmax of
+  // those on the tile rows (with max pooling); g from the staged tile on the tile rows.
+  template <class Ctx>
+  static SAM_FUSED_BLOCK void rho_row_set(Ctx& ctx, const Args<T>& a, const View<Ctx>& v, const RowSet<I>& rows,
+                                          const T* gtile) {
     const Geometry& s = a.s;
-    if (a.p.two_pass || (s.return_map && !v.has_max)) return;
     const Tile<I>& tl = v.tl;
-    const I W = v.W, r0 = s.return_map ? tl.h0 : v.e0, r1 = s.return_map ? tl.h1 : v.e1;
+    const I W = v.W;
     const bool has_max = v.has_max;
     channel_reduce<CL, A>(
-        ctx, s, a.p, int64_t((r1 - r0) * W), lead_lanes<T, CL>(s, r0), has_max, v.part,
+        ctx, s, a.p, int64_t(rows.npix()), lead_lanes<T, CL>(s, rows.r0), has_max, v.part,
         [&](int64_t i, int c0, int step, ChanPartial<A>& acc) {
-          const I h = r0 + I(i) / W;
-          rho_visit<CL>(ctx, a, tl, static_cast<const T*>(v.gtile), h, I(i) % W, c0, step, !s.return_map,
-                        has_max && h >= tl.h0 && h < tl.h1, acc);
+          const I h = rows.row(I(i));
+          rho_visit<CL>(ctx, a, tl, gtile, h, I(i) % W, c0, step, !s.return_map, has_max && h >= tl.h0 && h < tl.h1,
+                        acc);
         },
         [&](int64_t i, const ChanPartial<A>& acc) {
-          const I h = r0 + I(i) / W, w = I(i) % W;
+          const I h = rows.row(I(i)), w = I(i) % W;
           if (!s.return_map) v.d[(h - v.dbase) * W + w] = acc.sum;
           if (has_max && h >= tl.h0 && h < tl.h1) v.amax[(h - tl.h0) * W + w] = acc.idx;
         });
   }
 
+  // One pass with a staged grad_out tile: rho of the rh halo rows above and below it, x and g
+  // from global/L2. They do not need the tile, so their round trips overlap its copies.
+  template <class Ctx> static SAM_FUSED_BLOCK void rho_halo_rows(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
+    if (v.gtile) rho_row_set(ctx, a, v, RowSet<I>{v.e0, v.e1, v.tl.h0, v.tl.h1, v.W}, static_cast<const T*>(nullptr));
+  }
+
+  // One pass: rho of the tile rows (g from the staged tile; the halo is done) and the argmax of
+  // the tile; with return_map rho is the map's gradient and only the argmax needs x.
+  template <class Ctx> static SAM_FUSED_BLOCK void rho_rows_from_x(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
+    const Geometry& s = a.s;
+    if (a.p.two_pass || (s.return_map && !v.has_max)) return;
+    const Tile<I>& tl = v.tl;
+    // one pass without return_map always stages (Plan::staged); return_map needs no halo
+    rho_row_set(ctx, a, v, RowSet<I>{tl.h0, tl.h1, tl.h0, tl.h0, v.W}, static_cast<const T*>(v.gtile));
+  }
+
   // s = sigmoid(conv(pooled)) and delta = rho * s * (1 - s) on the delta rows; s kept for the
   // tile pixels.
-  template <class Ctx> static SAM_FUSED_BLOCK void sigmoid_delta_rows(Ctx& ctx, const Args<T>& a, const View& v) {
+  template <class Ctx> static SAM_FUSED_BLOCK void sigmoid_delta_rows(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
     const Geometry& s = a.s;
     const I W = v.W;
+    auto qin = [&](int slot, int64_t h, int64_t w) { return v.qin(slot, h, w); };
     auto qat = [&](int slot, int64_t h, int64_t w) { return v.qat(slot, h, w); };
     ctx.each_thread([&](int t) {
       for (I i = I(t); i < (v.e1 - v.e0) * W; i += I(ctx.threads())) {
         const I h = v.e0 + i / W, w = i % W;
-        const A sv = sigmoid(conv_pixel(v.wts, v.wts[v.nw], s.pool.P, s.kh, s.kw, int64_t(h), int64_t(w), qat));
-        A& dv = v.d[(h - v.dbase) * W + w];
-        dv = sigmoid_backward(dv, sv);
+        const A bias = A(v.wts[v.nw]);
+        const A sv = sigmoid(window_inside(s, h, w) ? conv_pixel(v.wts, bias, s.pool.P, s.kh, s.kw, h, w, qin)
+                                                    : conv_pixel(v.wts, bias, s.pool.P, s.kh, s.kw, h, w, qat));
+        auto&& dv = v.d[(h - v.dbase) * W + w];
+        dv = sigmoid_backward(A(dv), sv);
         if (h >= v.tl.h0 && h < v.tl.h1) v.sig[(h - v.tl.h0) * W + w] = sv;
       }
     });
   }
 
   // gamma (transposed conv of delta) on the tile, and the block's weight/bias gradient
-  // partials (one thread per entry) to the workspace for DwReduce.
-  template <class Ctx> static SAM_FUSED_BLOCK void gamma_and_weight_grad(Ctx& ctx, const Args<T>& a, const View& v) {
+  // partials to the workspace for DwReduce.
+  template <class Ctx> static SAM_FUSED_BLOCK void gamma_and_weight_grad(Ctx& ctx, const Args<T>& a,
+                                                                         const View<Ctx>& v) {
     const Geometry& s = a.s;
     const I W = v.W, npix = v.npix;
-    const int nw = v.nw;
-    auto qat = [&](int slot, int64_t h, int64_t w) { return v.qat(slot, h, w); };
+    auto din = [&](int64_t h, int64_t w) { return v.din(h, w); };
     auto dat = [&](int64_t h, int64_t w) { return v.dat(h, w); };
     ctx.each_thread([&](int t) {
       for (I i = I(t); i < npix; i += I(ctx.threads())) {
         const int64_t h = int64_t(v.tl.h0 + i / W), w = int64_t(i % W);
-        v.gmean[i] = s.pool.mean_slot() >= 0
-                         ? conv_transpose_pixel(v.wts, s.pool.mean_slot(), s.kh, s.kw, h, w, dat) / A(v.C)
-                         : A(0);
-        if (v.has_max) v.gmax[i] = conv_transpose_pixel(v.wts, s.pool.max_slot(), s.kh, s.kw, h, w, dat);
-      }
-      for (int k = t; k <= nw; k += ctx.threads()) {
-        const int slot = k / (s.kh * s.kw), di = (k / s.kw) % s.kh - int(v.rh), dj = k % s.kw - int(v.rw);
-        A acc = 0;
-        for (I i = 0; i < npix; ++i) {
-          const int64_t h = int64_t(v.tl.h0 + i / W), w = int64_t(i % W);
-          const A dv = v.d[(I(h) - v.dbase) * W + I(w)];
-          acc += k == nw ? dv : dv * qat(slot, h + di, w + dj);
-        }
-        ctx.store(a.dw_partial + int64_t(k) * a.p.blocks + ctx.block(), acc);
+        const bool inside = window_inside(s, h, w);
+        auto gamma = [&](int slot) {
+          return inside ? conv_transpose_pixel(v.wts, slot, s.kh, s.kw, h, w, din)
+                        : conv_transpose_pixel(v.wts, slot, s.kh, s.kw, h, w, dat);
+        };
+        v.gmean[i] = s.pool.mean_slot() >= 0 ? gamma(s.pool.mean_slot()) / A(v.C) : A(0);
+        if (v.has_max) v.gmax[i] = gamma(s.pool.max_slot());
       }
     });
+    weight_grad_partials(ctx, a, v);
+  }
+
+  // Entry k of the block's weight gradient sums delta * (pooled map shifted by tap k) over the
+  // tile pixels; the last entry (the bias) sums delta. Warp j takes entries j, j + warps, ...;
+  // its lanes stride the pixels, then a shuffle butterfly adds the lanes: every thread works,
+  // and the order is fixed by the launch shape (bitwise deterministic). A lane walks its pixels
+  // without divisions: tile pixel i is delta entry rh*W + i and pooled entry (2rh)*W + i of
+  // its slot, shifted by the tap; only the column needs tracking, for the map's border.
+  template <class Ctx> static SAM_FUSED_BLOCK void weight_grad_partials(Ctx& ctx, const Args<T>& a,
+                                                                        const View<Ctx>& v) {
+    const Geometry& s = a.s;
+    const I W = v.W, H = v.H, npix = v.npix;
+    const int nw = v.nw, warps = ctx.threads() / 32;
+    const I lane_step_rows = I(32) / W, lane_step_cols = I(32) % W;
+    auto st = ctx.template thread_state<A>();
+    for (int k0 = 0; k0 <= nw; k0 += warps) {
+      ctx.each_thread([&](int t) {
+        const int k = k0 + t / 32, lane = t % 32;
+        A acc = 0;
+        if (k < nw) {
+          const int slot = k / (s.kh * s.kw), di = (k / s.kw) % s.kh - int(v.rh), dj = k % s.kw - int(v.rw);
+          const I qoff = (I(slot) * v.qrows + v.tl.h0 - v.qbase + I(di)) * W + I(dj), doff = v.rh * W;
+          I h = v.tl.h0 + I(lane) / W, w = I(lane) % W;
+          for (I i = I(lane); i < npix; i += 32) {
+            const bool inside = h + I(di) >= 0 && h + I(di) < H && w + I(dj) >= 0 && w + I(dj) < W;
+            acc += A(v.d[doff + i]) * (inside ? A(v.q[qoff + i]) : A(0));
+            h += lane_step_rows, w += lane_step_cols;
+            if (w >= W) w -= W, ++h;
+          }
+        } else if (k == nw) {
+          for (I i = I(lane); i < npix; i += 32) acc += A(v.d[v.rh * W + i]);
+        }
+        st[t] = acc;
+      });
+      ctx.warp_reduce(st, [](A& x) -> A& { return x; }, [](A x, A y) { return x + y; });
+      ctx.each_thread([&](int t) {
+        const int k = k0 + t / 32;
+        if (t % 32 == 0 && k <= nw) ctx.store(a.dw_partial + int64_t(k) * a.p.blocks + ctx.block(), st[t]);
+      });
+    }
   }
 
   // dx = g*s + gamma_mean/C, plus gamma_max on the first argmax channel (g from the staged tile
   // when there is one; no g*s term with return_map).
-  template <class Ctx> static SAM_FUSED_BLOCK void write_dx_tile(Ctx& ctx, const Args<T>& a, const View& v) {
+  template <class Ctx> static SAM_FUSED_BLOCK void write_dx_tile(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
     const Geometry& s = a.s;
     with_vec<T>(a.p, [&](auto vt) {
       constexpr int V = decltype(vt)::value;
-      for_tile_vectors<V, CL>(ctx, s, v.tl, [&](I k, I off, I pix, I c) {
-        T vec[V];
-        if (v.gtile) ctx.template load_vec<V>(v.gtile + k, vec);
-        else if (!s.return_map) ctx.template load_vec<V>(a.g + off, vec);
-        for (int e = 0; e < V; ++e) {
-          A r = (s.return_map ? A(0) : A(vec[e]) * v.sig[pix]) + v.gmean[pix];
-          if (v.has_max && c == I(v.amax[pix])) r += v.gmax[pix];
-          vec[e] = T(r);
-          step_elem<CL>(s, pix, c);
-        }
-        ctx.template store_vec<V>(a.out + off, vec);
-      });
+      stream_tile_vectors<V, kStreamUnroll, CL, T>(
+          ctx, s, v.tl,
+          [&](const TileVector<I>& at, T* vec) {
+            if (v.gtile) ctx.template load_vec<V>(v.gtile + at.k, vec);
+            else if (!s.return_map) ctx.template load_vec<V>(a.g + at.off, vec);
+            else ctx.skip_access();  // nothing to load: keep one access per load
+          },
+          [&](const TileVector<I>& at, T* vec) {
+            I pix = at.pix, c = at.c;
+            for (int e = 0; e < V; ++e) {
+              A r = (s.return_map ? A(0) : A(vec[e]) * A(v.sig[pix])) + A(v.gmean[pix]);
+              if (v.has_max && c == I(int32_t(v.amax[pix]))) r += A(v.gmax[pix]);
+              vec[e] = T(r);
+              step_elem<CL>(s, pix, c);
+            }
+            ctx.template store_vec<V>(a.out + at.off, vec);
+          });
     });
   }
 };

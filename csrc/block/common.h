@@ -4,11 +4,16 @@
 #pragma once
 #include <cstdint>
 #include <limits>
+#include <utility>
 
 #include "../sam_math.h"
 #include "traits.h"
 
 namespace sam_fused::block {
+
+// A block buffer of E as the context hands it out (ctx.buffer): a raw pointer on the GPU, a
+// checked view in the CPU context.
+template <class Ctx, typename E> using BlockBuffer = decltype(std::declval<Ctx&>().buffer(static_cast<E*>(nullptr)));
 
 // Kernel arguments (trivially copyable). T: element type of x; A: accumulation type.
 template <typename T> struct Args {
@@ -112,31 +117,99 @@ SAM_FUSED_BLOCK void channel_reduce(Ctx& ctx, const Geometry& s, const Plan& p, 
   }
 }
 
+// The pixels of rows [r0, r1) except rows [skip0, skip1), numbered row by row: a channel
+// reduction over a tile's halo rows alone (skip = the tile) or over plain rows (skip empty).
+template <typename I> struct RowSet {
+  I r0, r1, skip0, skip1, W;
+  SAM_FUSED_BLOCK I npix() const { return (r1 - r0 - (skip1 - skip0)) * W; }
+  SAM_FUSED_BLOCK I row(I i) const {
+    const I h = r0 + i / W;
+    return h >= skip0 ? h + (skip1 - skip0) : h;
+  }
+};
+
+// Whether the kh x kw window at (h, w) lies inside the H x W map: then the conv of that pixel
+// needs no bounds check per tap (most pixels; the checked accessor serves the border).
+SAM_FUSED_BLOCK bool window_inside(const Geometry& s, int64_t h, int64_t w) {
+  return h >= s.kh / 2 && h + s.kh / 2 < s.H && w >= s.kw / 2 && w + s.kw / 2 < s.W;
+}
+
 // Idle lanes before the first pixel (row r0, column 0) of a channel reduction: in NCHW a
 // warp's lanes read consecutive pixels of one channel, which then start on a 32-byte sector.
 template <typename T, bool CL> SAM_FUSED_BLOCK int64_t lead_lanes(const Geometry& s, int64_t r0) {
   return CL ? 0 : (r0 * s.W) % (32 / int64_t(sizeof(T)));
 }
 
+// Where vector v of a tile of an x-shaped tensor lies: k = index in tile order (the staged
+// tile's layout), off = global offset of its first element, (pix, c) = tile pixel and channel
+// of its first element. Elements are in memory order: NCHW = channel segments of rows*W
+// pixels, NHWC = one run of pixels x C.
+template <typename I> struct TileVector {
+  I k, off, pix, c;
+};
+template <int V, bool CL, typename I>
+SAM_FUSED_BLOCK TileVector<I> tile_vector(const Geometry& s, const Tile<I>& tl, I L, I v) {
+  const I k = v * I(V);
+  if (CL) return {k, x_offset<true, I>(s, tl.b, 0, tl.h0, 0) + k, k / I(s.C), k % I(s.C)};
+  const I c = k / L, pix = k - c * L;
+  return {k, x_offset<false, I>(s, tl.b, c, tl.h0, I(0)) + pix, pix, c};
+}
+
 // Visit every element of the tile rows [h0, h1) of an x-shaped tensor, V elements at a time,
-// threads striding over vectors (consecutive lanes, consecutive addresses). Elements are in
-// memory order: NCHW = channel segments of rows*W pixels, NHWC = one run of pixels x C.
-// f(k, off, pix, c): k = index in tile order (the staged tile's layout), off = global offset
-// of the first element, (pix, c) = tile pixel and channel of the first element.
+// threads striding over vectors (consecutive lanes, consecutive addresses): f(k, off, pix, c)
+// as in TileVector.
 template <int V, bool CL, typename I, class Ctx, class F>
 SAM_FUSED_BLOCK void for_tile_vectors(Ctx& ctx, const Geometry& s, const Tile<I>& tl, F&& f) {
-  const I L = tl.rows() * I(s.W), C = I(s.C), nvec = L * C / I(V), seg_vecs = L / I(V);
-  const I start = CL ? x_offset<true, I>(s, tl.b, 0, tl.h0, 0) : 0;
+  const I L = tl.rows() * I(s.W), nvec = L * I(s.C) / I(V);
   ctx.each_thread([&](int t) {
     for (I v = I(t); v < nvec; v += I(ctx.threads())) {
-      const I k = v * I(V);
-      if (CL) f(k, start + k, k / C, k % C);
-      else {
-        const I c = v / seg_vecs, pix = k - c * L;
-        f(k, x_offset<false, I>(s, tl.b, c, tl.h0, I(0)) + pix, pix, c);
+      const TileVector<I> at = tile_vector<V, CL>(s, tl, L, v);
+      f(at.k, at.off, at.pix, at.c);
+    }
+  });
+}
+
+// The same walk, unrolled for memory-level parallelism: each thread first loads U vectors
+// (load(at, vec): one access each), then finishes them in order (finish(at, vec): one access
+// each), so U loads are in flight per thread instead of one per round trip. Lanes past the
+// end are predicated off (skip_access keeps the CPU context's instruction count aligned).
+template <int V, int U, bool CL, typename T, typename I, class Ctx, class Load, class Finish>
+SAM_FUSED_BLOCK void stream_tile_vectors(Ctx& ctx, const Geometry& s, const Tile<I>& tl, Load&& load, Finish&& finish) {
+  const I L = tl.rows() * I(s.W), nvec = L * I(s.C) / I(V);
+  ctx.each_thread([&](int t) {
+    const I stride = I(ctx.threads());
+    for (I v0 = I(t); v0 < nvec; v0 += I(U) * stride) {
+      T vec[U][V];
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const I v = v0 + I(u) * stride;
+        if (v < nvec) load(tile_vector<V, CL>(s, tl, L, v), vec[u]);
+        else ctx.skip_access();
+      }
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const I v = v0 + I(u) * stride;
+        if (v < nvec) finish(tile_vector<V, CL>(s, tl, L, v), vec[u]);
+        else ctx.skip_access();
       }
     }
   });
+}
+
+// Visit channels c0, c0 + step, ... < C of one pixel: the loads of U channels are issued
+// before the first is used (U loads in flight per thread), then used in channel order, so
+// the result is bit for bit the one-channel-at-a-time loop's.
+template <int U, typename I, class Load, class Use>
+SAM_FUSED_BLOCK void for_channels(I c0, I step, I C, Load&& load, Use&& use) {
+  I c = c0;
+  for (; c + I(U - 1) * step < C; c += I(U) * step) {
+    decltype(load(c)) v[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) v[u] = load(c + I(u) * step);
+#pragma unroll
+    for (int u = 0; u < U; ++u) use(c + I(u) * step, v[u]);
+  }
+  for (; c < C; c += step) use(c, load(c));
 }
 
 // Pixel/channel of element e of a vector starting at (pix, c): NCHW steps pixels, NHWC
@@ -152,10 +225,10 @@ template <bool CL, typename I> SAM_FUSED_BLOCK void step_elem(const Geometry& s,
   }
 }
 
-// Weights (and bias, last) to shared memory as A.
-template <typename T, class Ctx> SAM_FUSED_BLOCK void load_weights(Ctx& ctx, const Args<T>& a, acc_t<T>* w_raw) {
+// Weights (and bias, last) to the block buffer w (ctx.buffer of the weights' place) as A.
+template <typename T, class Ctx, class Buf> SAM_FUSED_BLOCK void load_weights(Ctx& ctx, const Args<T>& a,
+                                                                              const Buf& w) {
   using A = acc_t<T>;
-  auto w = ctx.buffer(w_raw);
   const int nw = int(a.s.taps());
   ctx.each_thread([&](int t) {
     for (int k = t; k <= nw; k += ctx.threads())

@@ -85,6 +85,8 @@ class TrafficRecorder {
     for (uintptr_t s = a / kSectorBytes; s <= (a + bytes - 1) / kSectorBytes; ++s) w.sectors.push_back(s);
   }
 
+  void skip_access() { ++seq_; }
+
   const std::vector<int64_t>& counts() const { return counts_; }
 
  private:
@@ -265,14 +267,22 @@ struct CpuCtx {
     rec->access(p, V * sizeof(T), true);
     std::memcpy(p, v, V * sizeof(T));
   }
-  // One vector from global memory into the staged tile (a global read, a shared write).
+  // One vector from global memory into the staged tile (a global read, a shared write). On
+  // the GPU the copy is asynchronous: its bytes may be read only after copy_wait() (and, by
+  // other threads, a barrier); the sanitizer reports an earlier read.
   template <int V, class T> void copy_vec(const T* src, T* dst) {
     check(src, V * sizeof(T), false);
-    check(dst, V * sizeof(T), true);
+    if (san) san->async_copy(dst, V * sizeof(T));
     rec->access(src, V * sizeof(T), false);
     rec->access(dst, V * sizeof(T), true);
     std::memcpy(dst, src, V * sizeof(T));
   }
+  void copy_wait() {
+    if (san) san->async_wait();
+  }
+  // A lane predicated off in an unrolled loop: its access slot passes, so the next access of
+  // every lane of the warp is still the same warp-wide instruction.
+  void skip_access() { rec->skip_access(); }
 };
 
 }  // namespace sam_fused::block

@@ -68,11 +68,32 @@ struct CudaCtx {
     memcpy(&w, v, sizeof(w));
     *reinterpret_cast<VecWord<V, T>*>(p) = w;
   }
-  // One vector from global memory straight into the staged tile: one load, one store, each
-  // V * sizeof(T) bytes wide (both addresses aligned to that, see choose_vec).
+  // One vector from global memory straight into the staged tile (both addresses aligned to
+  // V * sizeof(T), see choose_vec). On sm_80+ an asynchronous copy (cp.async, LDGSTS): it
+  // bypasses registers, so a thread has all of its tile vectors in flight at once instead of
+  // one load per round trip; copy_wait() then waits for the thread's copies (before the
+  // barrier that publishes the tile).
   template <int V, class T> __device__ __forceinline__ void copy_vec(const T* src, T* dst) {
+    constexpr int kBytes = int(sizeof(VecWord<V, T>));
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    if constexpr (kBytes == 16 || kBytes == 8 || kBytes == 4) {
+      const unsigned to = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+      if constexpr (kBytes == 16)  // .cg: L2 only, the tile is read once from global
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(to), "l"(src) : "memory");
+      else asm volatile("cp.async.ca.shared.global [%0], [%1], %2;\n" ::"r"(to), "l"(src), "n"(kBytes) : "memory");
+      return;
+    }
+#endif
     *reinterpret_cast<VecWord<V, T>*>(dst) = *reinterpret_cast<const VecWord<V, T>*>(src);
   }
+  __device__ __forceinline__ void copy_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_all;\n" ::: "memory");
+#endif
+  }
+  // A lane that an unrolled loop predicates off (nothing to do on the GPU; the CPU context
+  // keeps its access count aligned with the other lanes').
+  __device__ __forceinline__ void skip_access() {}
 };
 
 // Block program K over its arguments: every block runs K::run with this block's context. The

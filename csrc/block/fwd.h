@@ -27,14 +27,17 @@ SAM_FUSED_BLOCK void pool_visit(Ctx& ctx, const Args<T>& a, const Tile<I>& tl, c
   using A = acc_t<T>;
   const Geometry& s = a.s;
   const bool want_sum = s.pool.mean_slot() >= 0, want_max = s.pool.max_slot() >= 0;
-  const bool from_tile = tile && h >= tl.h0 && h < tl.h1;
   const I pix = (h - tl.h0) * I(s.W) + w, L = tl.rows() * I(s.W);
-  for (I c = c0; c < I(s.C); c += step) {
-    const A v = from_tile ? A(ctx.load(tile + (CL ? pix * I(s.C) + c : c * L + pix)))
-                          : A(ctx.load(a.x + x_offset<CL, I>(s, tl.b, c, h, w)));
+  auto use = [&](I, A v) {
     if (want_sum) acc.sum += v;
     if (want_max) acc.max = nan_max(acc.max, v);
-  }
+  };
+  if (tile && h >= tl.h0 && h < tl.h1)
+    for_channels<kChannelUnroll>(
+        I(c0), I(step), I(s.C), [&](I c) { return A(ctx.load(tile + (CL ? pix * I(s.C) + c : c * L + pix))); }, use);
+  else
+    for_channels<kChannelUnroll>(
+        I(c0), I(step), I(s.C), [&](I c) { return A(ctx.load(a.x + x_offset<CL, I>(s, tl.b, c, h, w))); }, use);
 }
 
 // Two-pass, pass 1: pooled maps of the block's tile rows, straight to `pooled`.
@@ -67,41 +70,44 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
   using A = acc_t<T>;
 
   // What the phases of one block share: its tile, row ranges and buffers, computed once.
-  struct View {
+  template <class Ctx> struct View {
+    using Buf = BlockBuffer<Ctx, A>;
     Tile<I> tl;
     I W, H, qrows, qbase;  // pooled map row h is q row h - qbase
     I e0, e1;              // pooled rows (tile + rh halo, clipped to the map)
     int nw;                // weight taps; entry nw is the bias
-    A* wts;
-    A* q;    // pooled maps
-    A* sig;  // s of the tile pixels
+    Buf wts;
+    Buf q;    // pooled maps
+    Buf sig;  // s of the tile pixels
     ChanPartial<A>* part;
     T* tile;  // staged x tile, or null
 
-    SAM_FUSED_BLOCK A& qslot(int slot, I h, I w) const { return q[(I(slot) * qrows + h - qbase) * W + w]; }
+    SAM_FUSED_BLOCK decltype(auto) qslot(int slot, I h, I w) const { return q[(I(slot) * qrows + h - qbase) * W + w]; }
   };
 
-  template <class Ctx> static SAM_FUSED_BLOCK View view_of(Ctx& ctx, const Args<T>& a) {
+  template <class Ctx> static SAM_FUSED_BLOCK View<Ctx> view_of(Ctx& ctx, const Args<T>& a) {
     const Geometry& s = a.s;
     const Plan& p = a.p;
     unsigned char *sm = ctx.smem(), *mp = map_buffers<Spill>(ctx, a);
-    View v;
+    View<Ctx> v;
     v.tl = tile_of<I>(s, p, ctx.block());
     const I rh = I(s.kh / 2);
     v.W = I(s.W), v.H = I(s.H), v.qrows = I(p.rows) + 2 * rh, v.qbase = v.tl.h0 - rh;
     v.e0 = v.tl.h0 - rh > 0 ? v.tl.h0 - rh : I(0), v.e1 = v.tl.h1 + rh < v.H ? v.tl.h1 + rh : v.H;
     v.nw = int(s.taps());
-    v.wts = reinterpret_cast<A*>(mp + p.off_w);
-    v.q = reinterpret_cast<A*>(mp + p.off_q);
-    v.sig = reinterpret_cast<A*>(mp + p.off_s);
+    v.wts = ctx.buffer(reinterpret_cast<A*>(mp + p.off_w));
+    v.q = ctx.buffer(reinterpret_cast<A*>(mp + p.off_q));
+    v.sig = ctx.buffer(reinterpret_cast<A*>(mp + p.off_s));
     v.part = reinterpret_cast<ChanPartial<A>*>(sm + p.off_part);
     v.tile = p.staged ? reinterpret_cast<T*>(sm + p.off_tile) : nullptr;
     return v;
   }
 
   template <class Ctx> static SAM_FUSED_BLOCK void run(Ctx& ctx, const Args<T>& a) {
-    const View v = view_of(ctx, a);
+    const auto v = view_of(ctx, a);
     stage_x_tile(ctx, a, v);
+    pool_halo_rows(ctx, a, v);  // while the tile lands; ends with a barrier when it runs
+    ctx.copy_wait();
     ctx.sync();
     pool_rows(ctx, a, v);  // ends with a barrier
     sigmoid_tile(ctx, a, v);
@@ -110,8 +116,9 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
     write_out_tile(ctx, a, v);
   }
 
-  // Weights to shared memory and, one pass, the x tile (read from DRAM once, here).
-  template <class Ctx> static SAM_FUSED_BLOCK void stage_x_tile(Ctx& ctx, const Args<T>& a, const View& v) {
+  // Weights to shared memory and, one pass, the x tile (read from DRAM once, here) by
+  // asynchronous copies: they land while pool_halo_rows runs.
+  template <class Ctx> static SAM_FUSED_BLOCK void stage_x_tile(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
     load_weights(ctx, a, v.wts);
     if (v.tile)
       with_vec<T>(a.p, [&](auto vt) {
@@ -121,23 +128,40 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
       });
   }
 
-  // The pooled maps of the tile rows and their rh halo: pooled over C here (one pass: tile rows
-  // from the staged tile, halo rows from global/L2) or loaded from pass 1's output.
-  template <class Ctx> static SAM_FUSED_BLOCK void pool_rows(Ctx& ctx, const Args<T>& a, const View& v) {
+  // Channel reduction of the pixels of `rows` into the pooled maps; x from `tile` on the tile
+  // rows when non-null, else from global memory.
+  template <class Ctx>
+  static SAM_FUSED_BLOCK void pool_row_set(Ctx& ctx, const Args<T>& a, const View<Ctx>& v, const RowSet<I>& rows,
+                                           const T* tile) {
+    const Geometry& s = a.s;
+    const I W = v.W;
+    channel_reduce<CL, A>(
+        ctx, s, a.p, int64_t(rows.npix()), lead_lanes<T, CL>(s, rows.r0), false, v.part,
+        [&](int64_t i, int c0, int step, ChanPartial<A>& acc) {
+          pool_visit<CL>(ctx, a, v.tl, tile, rows.row(I(i)), I(i) % W, c0, step, acc);
+        },
+        [&](int64_t i, const ChanPartial<A>& acc) {
+          const I h = rows.row(I(i)), w = I(i) % W;
+          if (s.pool.mean_slot() >= 0) v.qslot(s.pool.mean_slot(), h, w) = acc.sum / A(s.C);
+          if (s.pool.max_slot() >= 0) v.qslot(s.pool.max_slot(), h, w) = acc.max;
+        });
+  }
+
+  // One pass with a staged tile: the rh halo rows above and below it, from global/L2. They do
+  // not need the tile, so their round trips overlap its copies instead of following them.
+  template <class Ctx> static SAM_FUSED_BLOCK void pool_halo_rows(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
+    if (v.tile) pool_row_set(ctx, a, v, RowSet<I>{v.e0, v.e1, v.tl.h0, v.tl.h1, v.W}, static_cast<const T*>(nullptr));
+  }
+
+  // The pooled maps the sigmoid needs: one pass, the tile rows from the staged tile (the halo
+  // is done) or, unstaged, all rows from global memory; two pass, loaded from pass 1's output.
+  template <class Ctx> static SAM_FUSED_BLOCK void pool_rows(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
     const Geometry& s = a.s;
     const Tile<I>& tl = v.tl;
     const I W = v.W, H = v.H, e0 = v.e0, e1 = v.e1;
     if (!a.p.two_pass) {
-      channel_reduce<CL, A>(
-          ctx, s, a.p, int64_t((e1 - e0) * W), lead_lanes<T, CL>(s, e0), false, v.part,
-          [&](int64_t i, int c0, int step, ChanPartial<A>& acc) {
-            pool_visit<CL>(ctx, a, tl, static_cast<const T*>(v.tile), e0 + I(i) / W, I(i) % W, c0, step, acc);
-          },
-          [&](int64_t i, const ChanPartial<A>& acc) {
-            const I h = e0 + I(i) / W, w = I(i) % W;
-            if (s.pool.mean_slot() >= 0) v.qslot(s.pool.mean_slot(), h, w) = acc.sum / A(s.C);
-            if (s.pool.max_slot() >= 0) v.qslot(s.pool.max_slot(), h, w) = acc.max;
-          });
+      if (v.tile) pool_row_set(ctx, a, v, RowSet<I>{tl.h0, tl.h1, tl.h0, tl.h0, W}, static_cast<const T*>(v.tile));
+      else pool_row_set(ctx, a, v, RowSet<I>{e0, e1, e0, e0, W}, static_cast<const T*>(nullptr));
     } else {
       ctx.each_thread([&](int t) {
         for (I i = I(t); i < I(s.pool.P) * (e1 - e0) * W; i += I(ctx.threads())) {
@@ -151,20 +175,23 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
 
   // s = sigmoid(conv(pooled)) on the tile pixels: kept for the output, or written as the map
   // (return_map); the one-pass kernel also saves the pooled maps for the backward.
-  template <class Ctx> static SAM_FUSED_BLOCK void sigmoid_tile(Ctx& ctx, const Args<T>& a, const View& v) {
+  template <class Ctx> static SAM_FUSED_BLOCK void sigmoid_tile(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
     const Geometry& s = a.s;
     const Tile<I>& tl = v.tl;
     const I W = v.W, H = v.H;
     ctx.each_thread([&](int t) {
+      auto qin = [&](int slot, int64_t h, int64_t w) { return A(v.qslot(slot, I(h), I(w))); };
       auto qat = [&](int slot, int64_t h, int64_t w) {
-        return (h < 0 || h >= H || w < 0 || w >= W) ? A(0) : v.qslot(slot, I(h), I(w));
+        return (h < 0 || h >= H || w < 0 || w >= W) ? A(0) : qin(slot, h, w);
       };
       for (I i = I(t); i < tl.rows() * W; i += I(ctx.threads())) {
         const I h = tl.h0 + i / W, w = i % W;
-        const A sv = sigmoid(conv_pixel(v.wts, v.wts[v.nw], s.pool.P, s.kh, s.kw, int64_t(h), int64_t(w), qat));
+        const A bias = A(v.wts[v.nw]);
+        const A sv = sigmoid(window_inside(s, h, w) ? conv_pixel(v.wts, bias, s.pool.P, s.kh, s.kw, h, w, qin)
+                                                    : conv_pixel(v.wts, bias, s.pool.P, s.kh, s.kw, h, w, qat));
         if (!a.p.two_pass)
           for (int slot = 0; slot < s.pool.P; ++slot)
-            ctx.store(a.pooled + ((tl.b * s.pool.P + slot) * H + h) * W + w, v.qslot(slot, h, w));
+            ctx.store(a.pooled + ((tl.b * s.pool.P + slot) * H + h) * W + w, A(v.qslot(slot, h, w)));
         if (s.return_map) ctx.store(a.out + (tl.b * H + h) * W + w, T(sv));
         else v.sig[i] = sv;
       }
@@ -172,19 +199,23 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
   }
 
   // out = x * s, x from the staged tile when there is one.
-  template <class Ctx> static SAM_FUSED_BLOCK void write_out_tile(Ctx& ctx, const Args<T>& a, const View& v) {
+  template <class Ctx> static SAM_FUSED_BLOCK void write_out_tile(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
     with_vec<T>(a.p, [&](auto vt) {
       constexpr int V = decltype(vt)::value;
-      for_tile_vectors<V, CL>(ctx, a.s, v.tl, [&](I k, I off, I pix, I c) {
-        T vec[V];
-        if (v.tile) ctx.template load_vec<V>(v.tile + k, vec);
-        else ctx.template load_vec<V>(a.x + off, vec);
-        for (int e = 0; e < V; ++e) {
-          vec[e] = T(A(vec[e]) * v.sig[pix]);
-          step_elem<CL>(a.s, pix, c);
-        }
-        ctx.template store_vec<V>(a.out + off, vec);
-      });
+      stream_tile_vectors<V, kStreamUnroll, CL, T>(
+          ctx, a.s, v.tl,
+          [&](const TileVector<I>& at, T* vec) {
+            if (v.tile) ctx.template load_vec<V>(v.tile + at.k, vec);
+            else ctx.template load_vec<V>(a.x + at.off, vec);
+          },
+          [&](const TileVector<I>& at, T* vec) {
+            I pix = at.pix, c = at.c;
+            for (int e = 0; e < V; ++e) {
+              vec[e] = T(A(vec[e]) * A(v.sig[pix]));
+              step_elem<CL>(a.s, pix, c);
+            }
+            ctx.template store_vec<V>(a.out + at.off, vec);
+          });
     });
   }
 };

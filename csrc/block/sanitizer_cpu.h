@@ -8,6 +8,8 @@
 //   bounds:  a shared-memory access outside the launch's dynamic allocation, a global access
 //            outside every tensor of the call (memcheck);
 //   init:    a shared-memory read of a byte no thread of the block wrote earlier (initcheck);
+//            a shared-memory read of bytes an asynchronous copy (ctx.copy_vec) may still be
+//            writing, i.e. before the block's ctx.copy_wait();
 //   barrier: a barrier inside a phase body, i.e. in per-thread code, reached by some or all of
 //            the threads (synccheck: a divergent barrier; the CPU context cannot split a phase,
 //            so even a uniform one is an error here).
@@ -21,6 +23,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace sam_fused::block {
@@ -53,6 +56,7 @@ class BlockSanitizer {
     ++interval_;
     interval_in_block_ = 0;
     thread_ = -1;
+    async_.clear();
   }
   void begin_phase() { barrier_hits_ = 0; }
   void begin_thread(int t) { thread_ = t; }
@@ -75,6 +79,25 @@ class BlockSanitizer {
     ++interval_in_block_;
   }
 
+  // An asynchronous global->shared copy (cp.async) by the current thread: a write whose bytes
+  // land at an unknown time before the block's next copy_wait; reading them earlier is a race.
+  void async_copy(const void* dst, int64_t bytes) {
+    access(dst, bytes, true);
+    const int64_t off = static_cast<const char*>(dst) - smem_;
+    for (int64_t i = off; i < off + bytes; ++i) shared_[i].async_pending = true;
+    async_.push_back({off, bytes});
+  }
+  // ctx.copy_wait() at block scope: every thread's copies have landed, as if written now (so
+  // other threads still need a barrier before reading them).
+  void async_wait() {
+    for (const auto& [off, bytes] : async_)
+      for (int64_t i = off; i < off + bytes; ++i) {
+        shared_[i].async_pending = false;
+        shared_[i].w_interval = interval_;
+      }
+    async_.clear();
+  }
+
   void access(const void* p, int64_t bytes, bool write) {
     const char* cp = static_cast<const char*>(p);
     if (cp >= smem_ && cp < smem_ + capacity_) return access_shared(cp - smem_, bytes, write);
@@ -90,6 +113,7 @@ class BlockSanitizer {
     uint64_t written_block = 0;  // block serial of the last write (initialised in that block)
     uint64_t w_interval = 0, r_interval = 0;
     int writer = -1, reader = -1;
+    bool async_pending = false;  // written by an asynchronous copy not yet waited for
   };
   struct GlobalWrite {
     uint64_t launch = 0, interval = 0;
@@ -124,6 +148,9 @@ class BlockSanitizer {
         b.writer = thread_;
         b.written_block = block_serial_;
       } else {
+        if (b.async_pending)
+          fail("race", "shared-memory read of a byte an asynchronous copy may still be writing (copy_wait missing)",
+               thread_, b.writer, where);
         if (b.written_block != block_serial_)
           fail("init", "shared-memory read of a byte no thread of the block wrote", thread_, -1, where);
         if (b.r_interval != interval_) b.reader = thread_;
@@ -171,6 +198,7 @@ class BlockSanitizer {
 
   std::vector<Region> regions_;
   std::vector<SharedByte> shared_;
+  std::vector<std::pair<int64_t, int64_t>> async_;  // (offset, bytes) of copies not yet waited for
   const char* smem_ = nullptr;
   int64_t smem_bytes_ = 0, capacity_ = 0, block_ = -1;
   uint64_t launch_ = 0, block_serial_ = 0, interval_ = 0;

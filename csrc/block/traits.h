@@ -21,6 +21,11 @@ constexpr int64_t kTargetBlockElems = 16384;  // elements of x per block worth o
 constexpr int64_t kBlocksPerSm = 2;
 constexpr int64_t kRegsPerThread = 128;
 constexpr int kReduceThreads = 128;           // DwReduce: one warp per weight-gradient entry
+// Memory-level parallelism (docs/design.md §3): a thread must keep several loads in flight to
+// cover DRAM latency. The channel reductions load this many channels before using the first,
+// the streaming write phases this many vectors before writing the first.
+constexpr int kChannelUnroll = 8;
+constexpr int kStreamUnroll = 4;
 
 // How a call is cut into blocks and how a block's buffers are laid out (byte offsets). The
 // map buffers (weights, pooled rows q, s, rho/delta d, gamma maps, argmax) live in shared

@@ -211,7 +211,8 @@ enum class Bug {
   kGlobalBounds,
   kUninit,
   kDivergentBarrier,
-  kBarrierInPhase
+  kBarrierInPhase,
+  kCopyNotWaited
 };
 constexpr std::pair<const char*, Bug> kBugs[] = {
     {"clean", Bug::kClean},                         // runs clean
@@ -224,6 +225,7 @@ constexpr std::pair<const char*, Bug> kBugs[] = {
     {"uninit", Bug::kUninit},                       // init: threads >= 32 stage nothing
     {"divergent_barrier", Bug::kDivergentBarrier},  // barrier: threads < 32 reach a barrier
     {"barrier_in_phase", Bug::kBarrierInPhase},     // barrier: every thread, inside a phase
+    {"copy_not_waited", Bug::kCopyNotWaited},       // race: async staging read, no copy_wait
 };
 constexpr int kBugThreads = 64;
 
@@ -237,6 +239,8 @@ struct PlantedBug {
     auto buf = ctx.buffer(reinterpret_cast<float*>(ctx.smem()));
     ctx.each_thread([&](int t) {
       if (a.bug == Bug::kUninit && t >= 32) return;
+      if (a.bug == Bug::kCopyNotWaited)
+        return ctx.template copy_vec<1>(a.in + t, reinterpret_cast<float*>(ctx.smem()) + t);
       const float v = ctx.load(a.in + t + (a.bug == Bug::kGlobalBounds && t == kBugThreads - 1 ? 1 : 0));
       const int at = a.bug == Bug::kSharedWriteWrite ? t / 2 : a.bug == Bug::kSharedBounds ? t + 1 : t;
       buf[at] = v;

@@ -1,0 +1,178 @@
+"""The loops of the CUDA block programs as the time model sees them (benchmarks/phase_model.py,
+docs/design.md §3): for every loop, the loads a thread keeps in flight and the instructions per
+item, read off the sm_90 SASS of the built library. Edit an entry when its loop changes (more
+unrolling, cp.async, a new phase); tests/test_phase_model.py fails when a phase of FwdMain::run or
+BwdMain::run has no entry.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Loop:
+    """A loop of a block program. flight: independent global (or shared) loads a thread keeps in
+    flight, counted in items; instr: SASS instructions per item. Each is (fp32 / fp64, 16-bit)
+    since nvcc unrolls the 16-bit loops differently. Conv loops (item = tap) also cost `row`
+    instructions per kernel row (slot, kernel row: the kw loop's setup and unroll remainder) and
+    `pixel` per pixel (its index, window test, sigmoid, stores)."""
+    flight: tuple[int, int]
+    instr: tuple[float, float]
+    where: str  # file:function of the loop in csrc/block
+    why: str    # one line: what the SASS shows
+    row: tuple[float, float] = (0.0, 0.0)
+    pixel: tuple[float, float] = (0.0, 0.0)
+
+
+# Key: (kernel, "phase" or "phase.loop"). Items: "vector" = one V-element access of an x-shaped
+# tensor, "channel" = one channel element of a pixel, "element" = one map element, "tap" = one
+# conv tap of one pixel, "pixel" = one pixel, "partial" = one partial merged or summed, "step" =
+# one shuffle step of a warp's butterfly.
+# SASS addresses are those of the sm_90 code (NCHW, int32; "f32" float, "bf16" bfloat16) of the
+# build the table was read from (halo rows reduced while the tile's copies land, conv taps
+# unchecked inside the map, weight-gradient partials without divisions, rho kChannelUnroll
+# channels ahead). Where a loop has paths with different instruction counts, instr is the path
+# the benchmark plans take (said in why). Conv loops: ".border" is the checked path of the
+# pixels whose window crosses the map's edge; row is read for kw = 7 (CBAM; kw = 1, UCI-HAR,
+# costs 8-11 fewer per row).
+ALL = 1 << 16  # flight of a loop that has every load of the thread in flight at once (cp.async)
+
+_CONV_IN = "tap: window inside the map, unchecked LDS + LDS + FFMA; kw loop unrolled 16 / 8 / 4 (4.1 / 5 per tap), " \
+    "a kw = 7 row 65 instructions with its setup and 3-tap remainder, kw = 1 27"
+_CONV_BORDER = "tap, window crossing the border: 64-bit bounds tests per tap, 48 per 4 taps, a kw = 7 row 125"
+
+LOOPS = {
+    # (kernel, loop): Loop(flight (fp32, 16-bit), instructions per item (fp32, 16-bit), where, why)
+    ("FwdMain", "stage_x_tile.weights"): Loop(
+        (1, 1), (18, 20), "common.h:load_weights",
+        "one weight per thread, its LDG then STS: one round trip (f32 0x0460, bf16 0x0430)"),
+    ("FwdMain", "stage_x_tile"): Loop(
+        (ALL, ALL), (31, 33), "common.h:for_tile_vectors (copy_vec)",
+        "vector: one LDGSTS.E.BYPASS.128 per iteration, nothing waits on it until run's copy_wait: all of a "
+        "thread's copies in flight; 31 / 33 instructions incl. the k / L division (f32 0x07e0, bf16 0x1550)"),
+    ("FwdMain", "pool_halo_rows"): Loop(
+        (8, 8), (8.25, 9.25), "fwd.h:pool_visit (for_channels, pool_halo_rows)",
+        "channel: halo rows from global/L2 while the tile's copies land, 8 LDG.E before the first use, 66 / 74 "
+        "per 8 (f32 0x1480, bf16 0x1e80)"),
+    ("FwdMain", "pool_halo_rows.merge"): Loop(
+        (1, 1), (6, 6), "common.h:channel_reduce (merge)",
+        "partial: one thread per pixel, 16 LDS.64 + FADD per 100 instructions (f32 0x1d00, bf16 0x2780)"),
+    ("FwdMain", "pool_rows"): Loop(
+        (8, 8), (8, 9), "fwd.h:pool_visit (for_channels)",
+        "channel: tile rows only, kChannelUnroll = 8 LDS from the staged tile before the first use, 63 / 71 "
+        "per 8 (f32 0x5450, bf16 0x5f70; unstaged rows from global 66 / 74, 0x75c0, 0x8150)"),
+    ("FwdMain", "pool_rows.merge"): Loop(
+        (1, 1), (6, 6), "common.h:channel_reduce (merge)",
+        "partial: 100 instructions per 16 merges (f32 0x5be0, bf16 0x6790)"),
+    ("FwdMain", "pool_rows_two_pass"): Loop(
+        (4, 4), (52, 52), "fwd.h:pool_rows (two-pass branch)",
+        "element: 4 LDG.E per unrolled iteration, two integer divisions each (f32 0x3900, bf16 0x4390)"),
+    ("FwdMain", "sigmoid_tile"): Loop(
+        (1, 1), (5, 5), "fwd.h:sigmoid_tile (conv_pixel, qin)",
+        _CONV_IN + "; pixel: i / W, window_inside, sigmoid, P pooled STG, s STS (f32 0x9720 / 0x9d90, bf16 "
+        "0xa320 / 0xa990)", row=(30, 30), pixel=(180, 180)),
+    ("FwdMain", "sigmoid_tile.border"): Loop(
+        (1, 1), (12, 12), "fwd.h:sigmoid_tile (conv_pixel, qat)",
+        _CONV_BORDER + " (f32 0xa3a0, bf16 0xafc0)", row=(41, 41)),
+    ("FwdMain", "write_out_tile"): Loop(
+        (4, 4), (59, 80), "fwd.h:write_out_tile (stream_tile_vectors)",
+        "vector, staged tile: kStreamUnroll = 4 LDS.128 then 4 x (sig LDS, FMUL, STG.E.128); the loop holds both "
+        "paths, 365 / 453 per 4, the staged one skips each vector's 32 global-address instructions "
+        "(f32 0xd6c0, bf16 0xdfc0)"),
+    ("FwdMain", "write_out_tile.global"): Loop(
+        (4, 4), (90, 113), "fwd.h:write_out_tile (stream_tile_vectors)",
+        "vector, two pass: 4 LDG.E.128 (a k / L division each) then 4 STG.E.128; 361 / 452 per 4 "
+        "(f32 0xd6c0, bf16 0xdfc0)"),
+    ("FwdPool", "pool_visit"): Loop(
+        (8, 8), (8.25, 9.25), "fwd.h:pool_visit (for_channels, in FwdPool)",
+        "channel: 8 LDG.E before the first use, 66 / 74 instructions per 8 (f32 0x09c0, bf16 0x0930)"),
+    ("FwdPool", "pool_visit.merge"): Loop(
+        (1, 1), (6, 6), "common.h:channel_reduce (merge)",
+        "partial: as FwdMain's merge (f32 0x11c0, bf16 0x1190)"),
+    ("BwdMain", "stage_inputs.weights"): Loop(
+        (1, 1), (18, 20), "common.h:load_weights",
+        "one weight per thread, its LDG then STS: one round trip (f32 0x0580, bf16 0x0580)"),
+    ("BwdMain", "stage_inputs"): Loop(
+        (ALL, ALL), (30, 30), "common.h:for_tile_vectors (copy_vec)",
+        "vector: grad_out tile by LDGSTS.E.BYPASS.128, all of a thread's copies in flight until run's "
+        "copy_wait (f32 0x08e0, bf16 0x1590)"),
+    ("BwdMain", "stage_inputs.pooled"): Loop(
+        (4, 4), (52, 52), "bwd.h:stage_inputs (pooled rows)",
+        "element: 4 LDG.E per unrolled iteration, integer divisions; one pass, while the tile's copies land "
+        "(f32 0x16e0, bf16 0x2020)"),
+    ("BwdMain", "stage_inputs.delta_rows"): Loop(
+        (4, 1), (24, 29), "bwd.h:stage_inputs (rho, argmax rows)",
+        "element: f32 unrolled 4, 94 instructions per 4 (0x2970); bf16 not unrolled (0x2e50)"),
+    ("BwdMain", "rho_halo_rows"): Loop(
+        (8, 8), (17, 19), "bwd.h:rho_visit (for_channels, rho_halo_rows)",
+        "channel: halo rows, x and g by LDG.E from L2 while the tile's copies land, U = 8 channels (16 loads) "
+        "before the first FFMA; 239 / 256 per 8 with the argmax branches, which halo rows skip (about 6 per "
+        "channel instead of 19) (f32 0x36b0, bf16 0x37a0)"),
+    ("BwdMain", "rho_halo_rows.merge"): Loop(
+        (1, 1), (31, 31), "common.h:channel_reduce (merge, argmax)",
+        "partial: 124 instructions per 4 merges with argmax (f32 0x4af0, bf16 0x4cd0)"),
+    ("BwdMain", "rho_rows_from_x"): Loop(
+        (8, 8), (14, 16), "bwd.h:rho_visit (for_channels)",
+        "channel: tile rows only, U = 8 channels (x by LDG.E, g by LDS from the staged tile: 16 loads) before "
+        "the first FFMA; 60 load instructions then 6 per channel without argmax (HAR), 19 with: 216 / 231 "
+        "per 8 (f32 0x7820, bf16 0x7b10)"),
+    ("BwdMain", "rho_rows_from_x.merge"): Loop(
+        (1, 1), (31, 31), "common.h:channel_reduce (merge, argmax)",
+        "partial: 124 instructions per 4 merges with argmax (f32 0x8990, bf16 0x8d90)"),
+    ("BwdMain", "sigmoid_delta_rows"): Loop(
+        (1, 1), (5, 5), "bwd.h:sigmoid_delta_rows (conv_pixel, qin)",
+        _CONV_IN + "; pixel: i / W, window_inside, sigmoid, delta, s STS (f32 0xa1e0 / 0xa850, bf16 0xa5e0 / "
+        "0xac50)", row=(30, 30), pixel=(125, 125)),
+    ("BwdMain", "sigmoid_delta_rows.border"): Loop(
+        (1, 1), (12, 12), "bwd.h:sigmoid_delta_rows (conv_pixel, qat)",
+        _CONV_BORDER + " (f32 0xade0, bf16 0xb1b0)", row=(41, 41)),
+    ("BwdMain", "gamma"): Loop(
+        (1, 1), (5, 5), "bwd.h:gamma_and_weight_grad (conv_transpose_pixel, din)",
+        _CONV_IN + " (71 per 16 here); pixel: i / W, window_inside, both slots' setup, 2 STS (f32 0xbf80 / "
+        "0xc670, bf16 0xc2c0 / 0xc9b0)", row=(30, 30), pixel=(113, 113)),
+    ("BwdMain", "gamma.border"): Loop(
+        (1, 1), (12, 12), "bwd.h:gamma_and_weight_grad (conv_transpose_pixel, dat)",
+        _CONV_BORDER + " (f32 0xcad0, bf16 0xce10)", row=(41, 41)),
+    ("BwdMain", "weight_grad_partials"): Loop(
+        (4, 4), (20, 20), "bwd.h:weight_grad_partials",
+        "pixel: a warp per entry, lanes stride the tile pixels without divisions (delta rh*W + i, pooled qoff "
+        "+ i, column tracked); unrolled 4 with the 8 LDS ahead of the FFMA chain: 4 pixels per round trip, 80 "
+        "instructions per 4 (f32 0xfd90, bf16 0x10090; the bias entry 37 per 16, 0xed00)"),
+    ("BwdMain", "weight_grad_partials.tree"): Loop(
+        (1, 1), (25, 25), "bwd.h:weight_grad_partials (warp_reduce)",
+        "step: 5 dependent SHFL.BFLY + FADD, lane 0's STG; with the round's entry -> tap setup about 125 "
+        "instructions per round of entries (f32 0xea90, bf16 0xed90)"),
+    ("BwdMain", "write_dx_tile"): Loop(
+        (4, 4), (113, 112), "bwd.h:write_dx_tile (stream_tile_vectors)",
+        "vector, staged grad_out: 4 LDS.128 (or LDG.E.128) then 4 x (s, gamma LDS, FMUL, FADD, STG.E.128); "
+        "the loop holds both paths, the staged one skips the global addressing (f32 0x12260, bf16 0x123a0)"),
+    ("BwdMain", "write_dx_tile.global"): Loop(
+        (4, 4), (128, 180), "bwd.h:write_dx_tile (stream_tile_vectors)",
+        "vector, two pass: 4 LDG.E.128 then 4 finishes with the max map's argmax test (CBAM); 513 / 722 "
+        "per 4 (f32 0x12260, bf16 0x123a0)"),
+    ("BwdRho", "rho_visit"): Loop(
+        (8, 8), (25, 27), "bwd.h:rho_visit (for_channels, in BwdRho)",
+        "channel: U = 8 channels, 16 LDG.E (x and g) before the first FFMA; 199 / 215 per 8 with argmax "
+        "(CBAM) (f32 0x0990, bf16 0x0990)"),
+    ("BwdRho", "rho_visit.merge"): Loop(
+        (1, 1), (30, 30), "common.h:channel_reduce (merge, argmax)",
+        "partial: LDS.128 partials, 120 instructions per 4 merges (f32 0x1a70, bf16 0x1b90)"),
+    ("DwReduce", "sum_partials"): Loop(
+        (16, 16), (3.5, 3.5), "bwd.h:DwReduce",
+        "partial: lanes stride the blocks, unrolled 16 (16 LDG.E, 55 instructions, 0x0730)"),
+}
+
+# The loops each kernel runs, in order: every one must have a LOOPS entry (tests check both ways).
+KERNEL_LOOPS = {
+    "FwdMain": ("stage_x_tile.weights", "stage_x_tile", "pool_halo_rows", "pool_halo_rows.merge", "pool_rows",
+                "pool_rows.merge", "pool_rows_two_pass", "sigmoid_tile", "sigmoid_tile.border", "write_out_tile",
+                "write_out_tile.global"),
+    "FwdPool": ("pool_visit", "pool_visit.merge"),
+    "BwdMain": ("stage_inputs.weights", "stage_inputs", "stage_inputs.pooled", "stage_inputs.delta_rows",
+                "rho_halo_rows", "rho_halo_rows.merge", "rho_rows_from_x", "rho_rows_from_x.merge",
+                "sigmoid_delta_rows", "sigmoid_delta_rows.border", "gamma", "gamma.border", "weight_grad_partials",
+                "weight_grad_partials.tree", "write_dx_tile", "write_dx_tile.global"),
+    "BwdRho": ("rho_visit", "rho_visit.merge"),
+    "DwReduce": ("sum_partials",),
+}
+KERNELS = tuple(KERNEL_LOOPS)

@@ -1,0 +1,553 @@
+"""Phase-level time model of the CUDA block programs (docs/design.md §3, "Predicting the time").
+
+time_model.py gives the floor (DRAM bytes / copy bandwidth). This model predicts how far above
+the floor the kernels land, from what the code does, without a GPU:
+
+- the launches of a call come from the planner itself (`sam_fused::_emulate_plan`): grid,
+  threads and dynamic shared memory of each kernel, for the card's architecture;
+- resident blocks per SM follow from threads, shared memory and registers (registers from the
+  built library's `cuobjdump -res-usage`, else the launch bound of 128), and waves from those;
+- each block is a sequence of barrier-separated phases (csrc/block/fwd.h, bwd.h, common.h), each
+  made of loops ("streams" of items per thread). A loop's time on its busiest thread is
+      ceil(items / loads in flight) * latency of the level it reads  +  items * instructions * CPI / clock
+  and a phase also cannot beat its DRAM bytes / copy bandwidth or the SM's issue rate. That is
+  Little's law: bytes / (in-flight bytes per SM * SMs / latency) with in-flight bytes = resident
+  blocks * threads * loads in flight * bytes per load;
+- phases add up within a block. Blocks of one wave run in lock step (all in the same phase: a
+  latency-bound phase idles DRAM); with >= 2 resident blocks per SM and more than one wave, blocks
+  drift out of phase and their phases overlap: the launch then takes the largest of total bytes /
+  bandwidth, total issue time, and (blocks per SM / resident) * one block's latency path.
+
+The loads in flight and instructions per item of every loop live in ONE table, LOOPS in
+benchmarks/phase_loops.py, read off the sm_90 SASS of the built library; edit it when a loop
+changes. `python benchmarks/model_report.py` prints the predictions (also `predicted_report.py
+--model`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+import time_model  # noqa: E402
+from phase_loops import KERNEL_LOOPS, LOOPS, Loop  # noqa: E402,F401  (LOOPS: read as phase_model.LOOPS)
+
+
+# ----------------------------------------------------------------------------- the card
+
+@dataclass(frozen=True)
+class Card(time_model.Card):
+    """time_model.Card plus what the phase model needs. Latencies, clock and CPI are typical
+    published / microbenchmark figures, assumed, not measured here."""
+    arch: str = "sm_90"              # the planner's limits (csrc/block/limits.h)
+    sms: int = 132
+    dram_latency: float = 0.7e-6     # s, a load that misses L2, under load
+    l2_latency: float = 0.25e-6      # s, an L2 hit (halo rows, weights)
+    smem_latency: float = 30 / 1.75e9
+    clock_hz: float = 1.75e9         # sustained SM clock
+    cpi: float = 2.0                 # cycles per instruction of one warp in a dependent loop
+    issue_width: int = 4             # warp instructions an SM issues per cycle (4 schedulers)
+
+
+CARDS = {
+    "H100": Card("H100 SXM (assumed 3.0 TB/s copy)", 3.0e12),
+    "H200": Card("H200 (assumed 4.0 TB/s copy)", 4.0e12),
+    "A100": Card("A100 80GB SXM (assumed 1.75 TB/s copy)", 1.75e12, arch="sm_80", sms=108, dram_latency=0.6e-6,
+                 l2_latency=0.2e-6, smem_latency=30 / 1.41e9, clock_hz=1.41e9),
+}
+
+
+def card_named(name: str, copy_bandwidth: float | None = None, how: str = "measured") -> Card:
+    """The card whose key appears in `name` (a device name such as "NVIDIA H100 80GB HBM3"), H100
+    when none does; a measured (or given) copy bandwidth replaces the assumed one."""
+    key = next((k for k in CARDS if k.lower() in name.lower()), "H100")
+    card = CARDS[key]
+    if copy_bandwidth:
+        card = dataclasses.replace(card, name=f"{name.split(' (')[0]} ({how} {copy_bandwidth / 1e12:.2f} TB/s copy)",
+                                   copy_bandwidth=copy_bandwidth)
+    return card
+
+
+def arch_limits(arch: str) -> dict:
+    """The kArchLimits row of csrc/block/limits.h for `arch`."""
+    with open(os.path.join(ROOT, "csrc", "block", "limits.h")) as f:
+        text = f.read()
+    fields = ("optin", "smem_per_sm", "reserved", "regs_per_sm", "threads_per_sm", "threads_per_block", "sms")
+    for name, values in re.findall(r'\{"(sm_\d+)",([^}]*)\}', text):
+        if name == arch:
+            return dict(zip(fields, (math.prod(int(v) for v in x.split("*")) for x in values.split(","))))
+    raise ValueError(f"arch {arch!r} is not in csrc/block/limits.h")
+
+
+MAX_BLOCKS_PER_SM = 32   # every arch of limits.h
+LAUNCH_BOUND_REGS = 128  # __launch_bounds__(256, 2): what a kernel may use when nothing else is known
+
+
+def resident_blocks(arch: str, threads: int, smem: int, registers: int = LAUNCH_BOUND_REGS) -> int:
+    """Blocks of one kernel resident on an SM: threads, registers (allocated per warp in units of
+    256) and shared memory (plus the runtime's reserve per block)."""
+    lim = arch_limits(arch)
+    warps = math.ceil(threads / 32)
+    by_regs = lim["regs_per_sm"] // (warps * math.ceil(registers * 32 / 256) * 256)
+    by_smem = lim["smem_per_sm"] // (smem + lim["reserved"])
+    return max(1, min(MAX_BLOCKS_PER_SM, lim["threads_per_sm"] // threads, by_regs, by_smem))
+
+
+def built_registers(arch: str = "sm_90", binary: str | None = None) -> dict:
+    """{kernel short name ("BwdMain<bf16,NCHW,i32>"): registers} from `cuobjdump -res-usage` of the
+    built library; empty without cuobjdump or device code for `arch`."""
+    import sass_report
+
+    tool, binary = sass_report.find_cuobjdump(), binary or sass_report.default_binary()
+    if not tool or not binary:
+        return {}
+    done = subprocess.run([tool, "-res-usage", "-arch", arch, binary], capture_output=True, text=True)
+    regs, name = {}, None
+    for line in done.stdout.splitlines():
+        if m := re.search(r"Function (\S+):", line):
+            name = sass_report.kernel_name(m[1])
+        elif (m := re.search(r"REG:(\d+)", line)) and name:
+            regs[name] = int(m[1])
+            name = None
+    return regs
+
+
+# ----------------------------------------------------------------------------- phases of a block
+
+@dataclass
+class Stream:
+    """One loop as its busiest thread runs it."""
+    loop: str      # LOOPS key part ("stage_x_tile", "pool_rows.merge", ...)
+    threads: int   # threads of the block in the loop
+    items: float   # items of the busiest thread
+    level: str     # what it waits on: "dram", "l2", "smem" or "alu"
+    rows: float = 0.0    # conv loops: kernel rows (slot, kernel row) of its pixels, each LOOPS row instructions
+    pixels: float = 0.0  # conv loops: pixels, each LOOPS pixel instructions (index, window test, sigmoid, stores)
+
+
+def strided(loop: str, total: int, threads: int, level: str, per_item: int = 1) -> Stream:
+    """A loop whose threads stride over `total` items (i = t, t + threads, ...), each worth
+    `per_item` table items (conv taps per pixel)."""
+    return Stream(loop, min(threads, total), math.ceil(total / threads) * per_item, level)
+
+
+@dataclass
+class Phase:
+    """Barrier-separated work of one block: segments run in turn, each `repeat` times, and in a
+    segment the streams run side by side (different threads)."""
+    name: str
+    dram_read: float = 0.0   # bytes of one block
+    dram_write: float = 0.0
+    l2_read: float = 0.0
+    segments: list = field(default_factory=list)  # [(repeat, [Stream])]
+    # Work the same threads do after issuing the asynchronous copies of the LAST segment and
+    # before waiting for them (copy_wait): that segment takes the larger of its copies' round
+    # trip and its issue plus this work.
+    overlap: list = field(default_factory=list)   # [(repeat, [Stream])]
+
+
+@dataclass(frozen=True)
+class Call:
+    """What the phases depend on: shape, layer and the plan of one kernel launch."""
+    shape: tuple
+    elem: int        # bytes of an element of x
+    pool: str
+    kernel: tuple    # (kh, kw)
+    rows: int
+    two_pass: bool
+    vec: int
+    threads: int
+
+    @property
+    def acc(self) -> int:
+        return time_model.acc_bytes(self.elem)
+
+    @property
+    def P(self) -> int:
+        return len(self.pool.split("+"))
+
+    @property
+    def has_max(self) -> bool:
+        return "max" in self.pool
+
+    @property
+    def taps(self) -> int:
+        return self.P * self.kernel[0] * self.kernel[1]
+
+    @property
+    def tiles(self) -> int:
+        return math.ceil(self.shape[2] / self.rows)
+
+    def reduction(self, max_pixels: int) -> tuple[int, int]:
+        """(pixels per round, channel slots) of channel_reduce in NCHW (traits.h plan_reduction)."""
+        px = min(self.threads, max(32, 1 << max(0, math.ceil(math.log2(max(1, max_pixels))))))
+        return px, self.threads // px
+
+
+def _reduce_segments(c: Call, loop: str, npix: int, level: str, px_cs: tuple[int, int] | None = None) -> list:
+    """channel_reduce over npix pixels: rounds of px pixels, cs channel slots (the plan's, fixed
+    for the launch: px_cs, else planned for npix), each thread over its slot's channels, then the
+    merge by one thread per pixel, every round."""
+    px, cs = px_cs or c.reduction(npix)
+    rounds = math.ceil(npix / px)
+    per_thread = math.ceil(c.shape[1] / cs)
+    return [(rounds, [Stream(loop, c.threads, per_thread, level)]), (rounds, [Stream(f"{loop}.merge", px, cs, "alu")])]
+
+
+def _main_reduction(c: Call) -> tuple[int, int]:
+    """px, cs of a main-kernel block: planned for its tile rows plus the rh halo rows (traits.h)."""
+    return c.reduction((c.rows + 2 * (c.kernel[0] // 2)) * c.shape[3])
+
+
+def _conv_segments(c: Call, loop: str, h0: int, h1: int, slots: int) -> list:
+    """A conv loop over the pixels of rows [h0, h1) (threads striding them): pixels whose window
+    lies inside the map take the unchecked path (LOOPS[loop]), the border ones the checked path
+    (LOOPS[loop + ".border"]); the busiest thread gets the average mix. slots x kh kernel rows
+    of kw taps per pixel."""
+    H, W = c.shape[2], c.shape[3]
+    kh, kw = c.kernel
+    rh, rw = kh // 2, kw // 2
+    npix = (h1 - h0) * W
+    inside = max(0, min(h1, H - rh) - max(h0, rh)) * max(0, W - 2 * rw)
+    per = math.ceil(npix / c.threads)
+    threads = min(c.threads, npix)
+    mid, edge = per * inside / npix, per * (npix - inside) / npix
+    rows, taps = slots * kh, slots * kh * kw
+    return [(1, [Stream(loop, threads, mid * taps, "alu", rows=mid * rows, pixels=per)]),
+            (1, [Stream(f"{loop}.border", threads, edge * taps, "alu", rows=edge * rows)])]
+
+
+def _tile(c: Call, j: int) -> tuple[int, int]:
+    H = c.shape[2]
+    return j * c.rows, min(H, (j + 1) * c.rows)
+
+
+def _halo(c: Call, h0: int, h1: int, r: int) -> tuple[int, int]:
+    """Rows above and below [h0, h1) within r rows, clipped to the map."""
+    return h0 - max(0, h0 - r), min(c.shape[2], h1 + r) - h1
+
+
+def fwd_main_phases(c: Call, j: int) -> list[Phase]:
+    _, C, _, W = c.shape
+    e, a, T, V = c.elem, c.acc, c.threads, c.vec
+    h0, h1 = _tile(c, j)
+    R, rh = h1 - h0, c.kernel[0] // 2
+    top, bottom = _halo(c, h0, h1, rh)
+    npix, tile_bytes = R * W, R * W * C * e
+    weights = strided("stage_x_tile.weights", c.taps + 1, T, "l2")
+    if not c.two_pass:
+        # fwd.h FwdMain::run: the tile's asynchronous copies, then pool_halo_rows (halo rows from
+        # L2) while they land, then copy_wait; pool_rows reduces the staged tile rows alone
+        px_cs = _main_reduction(c)
+        halo = (top + bottom) * W
+        stage = Phase("stage_x_tile", dram_read=tile_bytes, l2_read=halo * C * e, segments=[
+            (1, [weights]), (1, [strided("stage_x_tile", R * W * C // V, T, "dram")])],
+            overlap=_reduce_segments(c, "pool_halo_rows", halo, "l2", px_cs) if halo else [])
+        pool = Phase("pool_rows", segments=_reduce_segments(c, "pool_rows", npix, "smem", px_cs))
+        maps_written = c.P * npix * a
+        write = Phase("write_out_tile", dram_write=tile_bytes,
+                      segments=[(1, [strided("write_out_tile", R * W * C // V, T, "smem")])])
+    else:
+        stage = Phase("stage_x_tile", segments=[(1, [weights])])
+        pool = Phase("pool_rows_two_pass", dram_read=c.P * npix * a, l2_read=c.P * (top + bottom) * W * a,
+                     segments=[(1, [strided("pool_rows_two_pass", c.P * (R + top + bottom) * W, T, "dram")])])
+        maps_written = 0
+        write = Phase("write_out_tile", dram_read=tile_bytes, dram_write=tile_bytes,
+                      segments=[(1, [strided("write_out_tile.global", R * W * C // V, T, "dram")])])
+    sig = Phase("sigmoid_tile", dram_write=maps_written, segments=_conv_segments(c, "sigmoid_tile", h0, h1, c.P))
+    return [stage, pool, sig, write]
+
+
+def fwd_pool_phases(c: Call, j: int) -> list[Phase]:
+    _, C, _, W = c.shape
+    h0, h1 = _tile(c, j)
+    npix = (h1 - h0) * W
+    return [Phase("pool_visit", dram_read=npix * C * c.elem, dram_write=c.P * npix * c.acc,
+                  segments=_reduce_segments(c, "pool_visit", npix, "dram"))]
+
+
+def bwd_main_phases(c: Call, j: int) -> list[Phase]:
+    _, C, _, W = c.shape
+    e, a, T, V = c.elem, c.acc, c.threads, c.vec
+    h0, h1 = _tile(c, j)
+    R, rh = h1 - h0, c.kernel[0] // 2
+    top, bottom = _halo(c, h0, h1, rh)        # delta rows
+    ftop, fbottom = _halo(c, h0, h1, 2 * rh)  # pooled rows
+    npix, tile_bytes = R * W, R * W * C * e
+    weights = strided("stage_inputs.weights", c.taps + 1, T, "l2")
+    pooled = strided("stage_inputs.pooled", c.P * (R + ftop + fbottom) * W, T, "dram")
+    stage = Phase("stage_inputs", dram_read=c.P * npix * a, l2_read=c.P * (ftop + fbottom) * W * a)
+    phases = [stage]
+    if not c.two_pass:
+        # bwd.h BwdMain::run: the grad_out tile's asynchronous copies, then the pooled rows and
+        # rho_halo_rows (x and g of the halo rows from L2) while they land, then copy_wait;
+        # rho_rows_from_x reduces the tile rows alone (g staged, x from DRAM)
+        px_cs = _main_reduction(c)
+        halo = (top + bottom) * W
+        stage.dram_read += tile_bytes
+        stage.l2_read += 2 * halo * C * e
+        stage.segments = [(1, [weights]), (1, [strided("stage_inputs", R * W * C // V, T, "dram")])]
+        stage.overlap = [(1, [pooled])] + (_reduce_segments(c, "rho_halo_rows", halo, "l2", px_cs) if halo else [])
+        phases.append(Phase("rho_rows_from_x", dram_read=tile_bytes,
+                            segments=_reduce_segments(c, "rho_rows_from_x", npix, "dram", px_cs)))
+        write = Phase("write_dx_tile", dram_write=tile_bytes,
+                      segments=[(1, [strided("write_dx_tile", R * W * C // V, T, "smem")])])
+    else:
+        amax = 4 if c.has_max else 0
+        stage.dram_read += npix * (a + amax)
+        stage.l2_read += (top + bottom) * W * a
+        stage.segments = [(1, [weights]), (1, [pooled]),
+                          (1, [strided("stage_inputs.delta_rows", (R + top + bottom) * W, T, "dram")])]
+        write = Phase("write_dx_tile", dram_read=tile_bytes, dram_write=tile_bytes,
+                      segments=[(1, [strided("write_dx_tile.global", R * W * C // V, T, "dram")])])
+    phases += [
+        Phase("sigmoid_delta_rows", segments=_conv_segments(c, "sigmoid_delta_rows", h0 - top, h1 + bottom, c.P)),
+        Phase("gamma_and_weight_grad", dram_write=(c.taps + 1) * a,
+              segments=_conv_segments(c, "gamma", h0, h1, c.P) + _weight_grad_segments(c, npix)),
+        write,
+    ]
+    return phases
+
+
+def _weight_grad_segments(c: Call, npix: int) -> list:
+    """bwd.h weight_grad_partials: rounds of one entry per warp (the last round may have fewer),
+    each lane over every 32nd tile pixel, then every warp's 5-step shuffle butterfly."""
+    warps = c.threads // 32
+    full, last = divmod(c.taps + 1, warps)
+    stripes = [(n, [Stream("weight_grad_partials", 32 * w, math.ceil(npix / 32), "smem")])
+               for n, w in ((full, warps), (1 if last else 0, last)) if n]
+    return stripes + [(full + bool(last), [Stream("weight_grad_partials.tree", c.threads, 5, "smem")])]
+
+
+def bwd_rho_phases(c: Call, j: int) -> list[Phase]:
+    _, C, _, W = c.shape
+    h0, h1 = _tile(c, j)
+    npix = (h1 - h0) * W
+    return [Phase("rho_visit", dram_read=2 * npix * C * c.elem, dram_write=npix * (c.acc + (4 if c.has_max else 0)),
+                  segments=_reduce_segments(c, "rho_visit", npix, "dram"))]
+
+
+def dw_reduce_phases(c: Call, j: int, blocks: int, threads: int) -> list[Phase]:
+    """Block j sums entries 4j .. 4j+3 (a warp each) over the main kernel's `blocks` partials."""
+    warps = threads // 32
+    entries = min(warps, c.taps + 1 - j * warps)
+    return [Phase("sum_partials", dram_read=entries * blocks * c.acc, dram_write=entries * c.elem,
+                  segments=[(1, [Stream("sum_partials", entries * 32, math.ceil(blocks / 32), "dram")])])]
+
+
+# ----------------------------------------------------------------------------- timing
+
+def _loop(kernel: str, loop: str, elem: int) -> tuple[int, float]:
+    entry = LOOPS[(kernel, loop)]
+    i = 1 if elem == 2 else 0
+    return entry.flight[i], entry.instr[i]
+
+
+def stream_instructions(kernel: str, s: Stream, elem: int) -> float:
+    """Instructions of the busiest thread in one loop (items, plus the kernel rows and pixels of a
+    conv loop)."""
+    entry, i = LOOPS[(kernel, s.loop)], 1 if elem == 2 else 0
+    return s.items * entry.instr[i] + s.rows * entry.row[i] + s.pixels * entry.pixel[i]
+
+
+def stream_seconds(kernel: str, s: Stream, elem: int, card: Card) -> float:
+    """The busiest thread's time in one loop: round trips plus its instructions."""
+    flight, _ = _loop(kernel, s.loop, elem)
+    latency = {"dram": card.dram_latency, "l2": card.l2_latency, "smem": card.smem_latency, "alu": 0.0}[s.level]
+    return math.ceil(s.items / flight) * latency + stream_instructions(kernel, s, elem) * card.cpi / card.clock_hz
+
+
+def _segments_path(kernel: str, segments: list, elem: int, card: Card) -> float:
+    return sum(rep * max(stream_seconds(kernel, s, elem, card) for s in streams) for rep, streams in segments)
+
+
+def phase_path(kernel: str, p: Phase, elem: int, card: Card) -> float:
+    """One block's latency path through a phase (its segments in turn; side-by-side streams wait
+    for the slowest). With overlap work, the last segment (asynchronous copies) takes the larger
+    of its round trip and its issue time plus the overlap work's path."""
+    if not p.overlap:
+        return _segments_path(kernel, p.segments, elem, card)
+    *head, (rep, copies) = p.segments
+    issue = rep * max(stream_instructions(kernel, s, elem) for s in copies) * card.cpi / card.clock_hz
+    landed = max(_segments_path(kernel, [(rep, copies)], elem, card),
+                 issue + _segments_path(kernel, p.overlap, elem, card))
+    return _segments_path(kernel, head, elem, card) + landed
+
+
+def phase_warp_instructions(kernel: str, p: Phase, elem: int) -> float:
+    return sum(rep * math.ceil(s.threads / 32) * stream_instructions(kernel, s, elem)
+               for rep, streams in p.segments + p.overlap for s in streams)
+
+
+@dataclass
+class PhaseTime:
+    name: str
+    seconds: float
+    bound: str  # "bandwidth", "latency" or "issue"
+
+
+@dataclass
+class LaunchTime:
+    kernel: str
+    grid: int
+    threads: int
+    smem: int
+    registers: int
+    resident: int
+    waves: float
+    overlapped: bool
+    seconds: float
+    dram_bytes: float
+    phases: list  # [PhaseTime], lock-step view (seconds summed over the waves)
+    bound: str    # what limits the launch
+
+    @property
+    def limiting(self) -> PhaseTime:
+        return max(self.phases, key=lambda p: p.seconds)
+
+
+def time_launch(kernel: str, blocks_of: list, grid: int, threads: int, smem: int, elem: int, card: Card,
+                registers: int = LAUNCH_BOUND_REGS) -> LaunchTime:
+    """Time of one launch. blocks_of: [(count, [Phase])], the distinct blocks and how many of each."""
+    R = resident_blocks(card.arch, threads, smem, registers)
+    S = card.sms
+    slots = R * S
+    waves = grid / slots
+    total_bytes = sum(n * sum(p.dram_read + p.dram_write for p in ph) for n, ph in blocks_of)
+    # the slowest block sets each wave's pace
+    slow = max((ph for _, ph in blocks_of), key=lambda ph: sum(phase_path(kernel, p, elem, card) for p in ph))
+    names = [p.name for p in slow]
+    per_sm_blocks = math.ceil(grid / S)
+    mean_bytes = {nm: sum(n * p.dram_read + n * p.dram_write for n, ph in blocks_of for p in ph if p.name == nm) / grid
+                  for nm in names}
+    mean_instr = {nm: sum(n * phase_warp_instructions(kernel, p, elem) for n, ph in blocks_of for p in ph
+                          if p.name == nm) / grid for nm in names}
+    # lock step: every wave runs phase by phase, each phase as slow as its worst limit
+    phases = []
+    full, last = divmod(grid, slots)
+    wave_sizes = [slots] * full + ([last] if last else [])
+    for p in slow:
+        path = phase_path(kernel, p, elem, card)
+        t_total, bounds = 0.0, {}
+        for n in wave_sizes:
+            per_sm = min(R, math.ceil(n / S))
+            options = {"bandwidth": n * mean_bytes[p.name] / card.copy_bandwidth, "latency": path,
+                       "issue": per_sm * mean_instr[p.name] / (card.issue_width * card.clock_hz)}
+            bound = max(options, key=options.get)
+            t_total += options[bound]
+            bounds[bound] = bounds.get(bound, 0) + options[bound]
+        phases.append(PhaseTime(p.name, t_total, max(bounds, key=bounds.get)))
+    lock_step = sum(p.seconds for p in phases)
+    overlapped = R >= 2 and grid > slots
+    if overlapped:
+        options = {"bandwidth": total_bytes / card.copy_bandwidth,
+                   "latency": math.ceil(per_sm_blocks / R) * sum(phase_path(kernel, p, elem, card) for p in slow),
+                   "issue": per_sm_blocks * sum(mean_instr.values()) / (card.issue_width * card.clock_hz)}
+        bound = max(options, key=options.get)
+        seconds = min(lock_step, options[bound])
+    else:
+        seconds, bound = lock_step, None
+    if bound is None or bound == "latency":
+        lim = max(phases, key=lambda p: p.seconds)
+        bound = f"{lim.name} ({lim.bound})"
+    else:
+        bound = f"all phases ({bound}, overlapped)"
+    return LaunchTime(kernel, grid, threads, smem, registers, R, waves, overlapped, seconds, total_bytes, phases,
+                      bound)
+
+
+# ----------------------------------------------------------------------------- a call
+
+LAYERS = {"har": ("mean", (3, 1)), "cbam": ("mean+max", (7, 7))}  # benchmarks/conftest.py Workload.layer
+KERNEL_OF = {(False, 0): "FwdPool", (False, 1): "FwdMain", (True, 0): "BwdRho", (True, 1): "BwdMain",
+             (True, 2): "DwReduce"}
+
+
+def plan_call(shape, dtype, pool: str, kernel: tuple, backward: bool, arch: str):
+    """The launches of one call as the CUDA op plans them (sam_fused.emulation.plan)."""
+    from sam_fused import emulation
+
+    t, _ = emulation.plan(shape, dtype, pool, kernel, backward, arch=arch)
+    return t
+
+
+def launches_of_call(shape, dtype, pool: str, kernel: tuple, backward: bool, card: Card,
+                     registers: dict | None = None) -> list[LaunchTime]:
+    t = plan_call(shape, dtype, pool, kernel, backward, card.arch)
+    elem = dtype.itemsize
+    c = Call(tuple(shape), elem, pool, tuple(kernel), t.rows, t.two_pass, t.vec, t.threads)
+    B = shape[0]
+    kinds = ([0] if t.two_pass else []) + [1] + ([2] if backward else [])
+    short = {4: "f32", 2: {"torch.bfloat16": "bf16"}.get(str(dtype), "f16"), 8: "f64"}[elem]
+    out = []
+    for kind, launch in zip(kinds, t.launches):
+        name = KERNEL_OF[(backward, kind)]
+        if name == "DwReduce":
+            blocks_of = [(1, dw_reduce_phases(c, j, t.blocks, launch.threads)) for j in range(launch.grid)]
+            reg_key = f"DwReduce<{short}>"
+        else:
+            build = {"FwdMain": fwd_main_phases, "FwdPool": fwd_pool_phases, "BwdMain": bwd_main_phases,
+                     "BwdRho": bwd_rho_phases}[name]
+            blocks_of = [(B, build(c, j)) for j in range(c.tiles)]
+            reg_key = f"{name}<{short},NCHW,i32>"
+        regs = (registers or {}).get(reg_key, LAUNCH_BOUND_REGS)
+        out.append(time_launch(name, blocks_of, launch.grid, launch.threads, launch.smem, elem, card, regs))
+    return out
+
+
+@dataclass
+class Prediction:
+    label: str
+    case: str
+    shape: tuple
+    dtype: str
+    plan: str
+    launches: list  # [LaunchTime]
+    device_seconds: float
+    seconds: float           # device + launch overheads
+    floor_fraction: float    # floor bytes / copy bandwidth / device seconds
+    compile_seconds: float
+    limiting: str
+
+
+# torch.compile: Triton kernels at ~85% of copy bandwidth on ~3N e forward (a reduction kernel and
+# a point-wise one) and ~5N e backward (reductions over C, then the point-wise gradient): an
+# assumption (docs/design.md §3), not a measurement.
+COMPILE_EFFICIENCY = 0.85
+COMPILE_BYTES = {"fwd": 3, "bwd": 5, "fwdbwd": 8}      # x N e
+COMPILE_LAUNCHES = {"fwd": 2, "bwd": 3, "fwdbwd": 5}
+FLOOR = {"fwd": 2, "bwd": 3, "fwdbwd": 5}
+
+
+def compile_seconds(case: str, numel: int, elem: int, card: Card) -> float:
+    return (COMPILE_BYTES[case] * numel * elem / (COMPILE_EFFICIENCY * card.copy_bandwidth)
+            + COMPILE_LAUNCHES[case] * card.launch_overhead)
+
+
+def predict(label: str, layer: str, case: str, shape, dtype, card: Card, registers: dict | None = None) -> Prediction:
+    pool, kernel = LAYERS[layer]
+    launches = []
+    plans = []
+    for backward in {"fwd": (False,), "bwd": (True,), "fwdbwd": (False, True)}[case]:
+        ls = launches_of_call(shape, dtype, pool, kernel, backward, card, registers)
+        plans.append("2-pass" if len(ls) - backward > 1 else "1-pass")
+        launches += ls
+    device = sum(lt.seconds for lt in launches)
+    numel, elem = math.prod(shape), dtype.itemsize
+    floor = FLOOR[case] * numel * elem / card.copy_bandwidth
+    main = max(launches, key=lambda lt: lt.seconds)
+    return Prediction(label, case, tuple(shape), str(dtype).removeprefix("torch."), "+".join(plans), launches, device,
+                      device + len(launches) * card.launch_overhead, floor / device,
+                      compile_seconds(case, numel, elem, card), f"{main.kernel}: {main.bound}")
+
+
+def at_least_in_flight(n: int) -> dict:
+    """LOOPS with every memory loop keeping at least n loads in flight (a what-if for rewrites)."""
+    return {k: dataclasses.replace(v, flight=(max(n, v.flight[0]), max(n, v.flight[1]))) for k, v in LOOPS.items()}
