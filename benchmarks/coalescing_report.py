@@ -8,7 +8,8 @@ written (floor: 2 forward, 3 backward). The plan (rows per tile) depends on the 
 HAR shapes use their training batch (128) but emulate only the first MAX_BLOCKS blocks of each
 launch (the access pattern of a block does not depend on which block it is, except the last
 tile of a sample); CBAM shapes pick the same plan at batch 2 as at 32. Target: >= 90% on x,
-grad_out and out.
+grad_out and out. Then the point-wise op (csrc/block/pointwise.h) on the same shapes: every
+operand and result (floor: 3N forward, 5N backward).
 
     PYTHONPATH=. python benchmarks/coalescing_report.py [--dtype float32|bfloat16|...]
 """
@@ -16,7 +17,7 @@ import argparse
 
 import torch
 
-from sam_fused.emulation import emulate_bwd, emulate_fwd
+from sam_fused.emulation import POINTWISE_SLOTS, emulate_bwd, emulate_fwd, emulate_pointwise_bwd, emulate_pointwise_fwd
 
 SHAPES = {  # name: (shape, pool, kernel)
     "UCI-HAR 1": ((128, 64, 64, 9), "mean", (3, 1)),
@@ -59,7 +60,29 @@ def main():
                 worst = min(worst, total)
                 print(f"{name + ' ' + str(shape):<30}{layout:<15}{label:<5}{plan:<22}{''.join(cols)}{total:8.1f}%"
                       f"{dram:>7.2f}N / {floor}N")
-    print(f"worst coalescing over x/grad_out/out: {worst:.1f}% (target >= 90%)")
+    worst = min(worst, pointwise_table(dtype, gen))
+    print(f"worst coalescing over x/grad_out/out and the point-wise operands: {worst:.1f}% (target >= 90%)")
+
+
+def pointwise_table(dtype, gen):
+    """Coalescing of every point-wise operand and result, and DRAM bytes over the floor; the worst %."""
+    print(f"\npoint-wise attention (x, y, grad -> out, grad_y; first {MAX_BLOCKS} blocks)")
+    print(f"{'shape':<30}{'pass':<5}{'plan':<22}" + "".join(f"{s:>8}" for s in POINTWISE_SLOTS) + f"{'all':>9}"
+          f"{'DRAM/floor':>13}")
+    worst = 100.0
+    for name, (shape, *_) in SHAPES.items():
+        x, y, g = (torch.randn(shape, generator=gen).to(dtype) for _ in range(3))
+        _, tf = emulate_pointwise_fwd(x, y, max_blocks=MAX_BLOCKS)
+        *_, tb = emulate_pointwise_bwd(g, x, y, max_blocks=MAX_BLOCKS)
+        for label, t, floor in (("fwd", tf, 3), ("bwd", tb, 5)):
+            used = [s for s in POINTWISE_SLOTS if t[s]["sectors"]]
+            cols = [f"{pct(t, [s]):7.1f}%" if s in used else f"{'-':>8}" for s in POINTWISE_SLOTS]
+            dram = sum(t[s]["read_unique"] + t[s]["written_unique"] for s in used) / t["out"]["written_unique"]
+            total = pct(t, used)
+            worst = min(worst, total)
+            print(f"{name + ' ' + str(shape):<30}{label:<5}{f'vec={t.vec} elems/block={t.rows}':<22}{''.join(cols)}"
+                  f"{total:8.1f}%{dram:>7.2f}N / {floor}N")
+    return worst
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ spill stores/loads, static shared memory, threads per block (the launch plan's: 
 and the launchers), theoretical occupancy from registers, threads and static smem (and, for the
 main kernels, with a full staged tile of dynamic smem as the plan budgets it), and the bytes in
 flight per SM if every resident thread has one 16-byte load outstanding, against what Little's
-law needs to keep HBM busy (copy bandwidth x latency / SMs). Dynamic smem below the tile budget
+law needs to keep HBM busy (copy bandwidth x latency / SMs); the point-wise kernels issue all
+their loads (unroll x operands) before computing. Dynamic smem below the tile budget
 depends on the shape; `make gpu-check` measures achieved occupancy with ncu.
 """
 from __future__ import annotations
@@ -129,7 +130,7 @@ def short_name(demangled: str) -> str:
         params = [p.strip() for p in m[2].split(",")]
         spill = len(params) == 4 and params.pop() == "true"  # the map buffers live in global scratch
         return f"{m[1]}<{', '.join(types.get(p, p) for p in params)}{', spill' if spill else ''}>"
-    if m := re.search(r"elementwise_kernel<[^<>]*::(Fwd|Bwd), ([^,<>]+), (\d+)>", demangled):
+    if m := re.search(r"Pointwise<[^<>]*::Pointwise(Fwd|Bwd), ([^,<>]+), (\d+)>", demangled):
         return f"pointwise {m[1]}<{types.get(m[2].strip(), m[2].strip())}, x{m[3]}>"
     return demangled[:70]
 
@@ -138,7 +139,8 @@ def short_name(demangled: str) -> str:
 
 def plan_threads() -> dict:
     """Threads per block the launchers use: traits.h kThreads (every arch), traits.h's
-    DwReduce and the point-wise kernels; parsed from the sources (None where not found)."""
+    DwReduce and the point-wise kernels (pointwise.h PointwisePlan: kThreads); parsed from the
+    sources (None where not found)."""
     def read(path):
         with open(os.path.join(ROOT, path)) as f:
             return f.read()
@@ -154,9 +156,11 @@ def plan_threads() -> dict:
             budget = int(smem_sm_kb) * 1024 // int(per_sm[1]) - int(reserved)
             rules.append(("==", major, threads[1], str(budget)))
     reduce = re.search(r"kReduceThreads\s*=\s*(\d+)", traits)
-    pointwise = re.search(r"kThreads\s*=\s*(\d+)", read("csrc/cuda/pointwise_cuda.cu"))
+    pointwise = re.search(r"int threads = (\w+);", read("csrc/block/pointwise.h"))  # PointwisePlan::threads
+    pw = pointwise[1] if pointwise else ""
+    pw = threads[1] if pw == "kThreads" and threads else pw
     return {"arch_rules": rules, "DwReduce": int(reduce[1]) if reduce else None,
-            "pointwise": int(pointwise[1]) if pointwise else None}
+            "pointwise": int(pw) if pw.isdigit() else None}
 
 
 def arch_choice(rules, major: int) -> tuple[int, int] | None:
@@ -201,10 +205,30 @@ def collect(archs: list[int], jobs: int) -> list[Kernel]:
     return kernels
 
 
+POINTWISE_OPERANDS = {"Fwd": 2, "Bwd": 3}  # csrc/block/pointwise.h: inputs of PointwiseFwd / PointwiseBwd
+ELEM_BYTES = {"double": 8, "float": 4, "half": 2, "bf16": 2}
+
+
+def pointwise_unroll() -> int:
+    """kPointwiseUnroll of csrc/block/pointwise.h: vectors per thread and operand loaded back to back."""
+    with open(os.path.join(ROOT, "csrc", "block", "pointwise.h")) as f:
+        m = re.search(r"kPointwiseUnroll\s*=\s*(\d+)", f.read())
+    return int(m[1]) if m else 1
+
+
+def load_bytes_in_flight(k: Kernel) -> int:
+    """Bytes one thread has in flight: one 16-byte load, or for the point-wise programs all the
+    loads they issue before computing (unroll x operands x vector)."""
+    m = re.match(r"pointwise (Fwd|Bwd)<(\w+), x(\d+)>", k.name)
+    if not m:
+        return VECTOR_BYTES
+    return pointwise_unroll() * POINTWISE_OPERANDS[m[1]] * ELEM_BYTES.get(m[2], 4) * int(m[3])
+
+
 def occupancy_columns(k: Kernel, dynamic_smem: int, need: float, width: int) -> str:
-    """Occupancy, bytes in flight per SM (one 16-byte load per resident thread), and that / need."""
+    """Occupancy, bytes in flight per SM (load_bytes_in_flight per resident thread), and that / need."""
     occ, resident = occupancy(k, dynamic_smem)
-    in_flight = resident * VECTOR_BYTES
+    in_flight = resident * load_bytes_in_flight(k)
     return f"{occ:>{width}.0%}{in_flight / 1024:>8.1f}KB{in_flight / need:>7.2f}"
 
 

@@ -70,12 +70,16 @@ def sass(binary: str, cuobjdump: str, arch: str | None = None) -> str:
 
 
 def kernel_name(mangled: str) -> str:
-    """'BwdMain<bf16,NCHW,i32>'-style short name of a block_program_kernel instantiation."""
+    """'BwdMain<bf16,NCHW,i32>'-style short name of a block_program_kernel instantiation
+    ('Pointwise<Bwd,bf16,x8>' for the point-wise programs)."""
+    dtypes = (("N3c108BFloat16", "bf16"), ("N3c104Half", "f16"), ("f", "f32"), ("d", "f64"))
+    if pw := re.search(r"Pointwise(Fwd|Bwd)E(N3c108BFloat16E|N3c104HalfE|f|d)Li(\d+)E", mangled):
+        dtype = next(short for code, short in dtypes if pw[2].startswith(code))
+        return f"Pointwise<{pw[1]},{dtype},x{pw[3]}>"
     prog = re.search(r"(FwdMain|FwdPool|BwdMain|BwdRho|DwReduce)I(.*)", mangled)
     if not prog:
         return mangled
     name, rest = prog.groups()
-    dtypes = (("N3c108BFloat16", "bf16"), ("N3c104Half", "f16"), ("f", "f32"), ("d", "f64"))
     dtype = next((short for code, short in dtypes if rest.startswith(code)), "?")
     layout = re.search(r"Lb([01])E([il])", rest)
     if not layout:

@@ -1,5 +1,6 @@
 """Runs the CUDA block programs through the CPU execution context (docs/design.md §8) via the
-test-only ops ``sam_fused::_emulate_fwd`` / ``_emulate_bwd`` and decodes their traffic counters."""
+test-only ops ``sam_fused::_emulate_fwd`` / ``_emulate_bwd`` (spatial attention) and
+``_emulate_pointwise_fwd`` / ``_bwd`` (point-wise attention) and decodes their traffic counters."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ if not hasattr(torch.ops.sam_fused, "_emulate_fwd"):
                       "source tree with SAM_FUSED_TEST_OPS=1 (the default of `pip install -e .` and `make build`)")
 
 SLOTS = ("x", "grad_out", "out", "pooled", "weight", "bias", "workspace", "shared")  # shared: bank wavefronts
+POINTWISE_SLOTS = ("x", "y", "grad", "out", "grad_y")  # out: out (forward) or grad_x (backward)
 FIELDS = ("read", "read_unique", "written", "written_unique", "sectors", "ideal_sectors")
 ONE_PASS, TWO_PASS = 1, 2
 ARCHS = ("sm_80", "sm_86", "sm_89", "sm_90", "sm_100", "sm_120")
@@ -60,10 +62,10 @@ def decode_plan(rows: list, counts: dict | None = None) -> Traffic:
     return Traffic(counts or {}, r, tiles, blocks, bool(flags & 1), vec, threads, bool(flags & 2), launches, px)
 
 
-def decode(t: torch.Tensor) -> Traffic:
+def decode(t: torch.Tensor, slots=SLOTS) -> Traffic:
     rows = t.tolist()
-    counts = {slot: dict(zip(FIELDS, row[:len(FIELDS)])) for slot, row in zip(SLOTS, rows)}
-    return decode_plan(rows[len(SLOTS):], counts)
+    counts = {slot: dict(zip(FIELDS, row[:len(FIELDS)])) for slot, row in zip(slots, rows)}
+    return decode_plan(rows[len(slots):], counts)
 
 
 def emulate_fwd(x, weight, bias, pool, return_map, variant=0, rows=0, threads=0, index64=False, max_blocks=0,
@@ -88,6 +90,21 @@ def emulate_bwd(grad_out, x, weight, bias, pooled, pool, return_map, variant=0, 
                                                      return_map, variant, rows, threads, index64, max_blocks, arch,
                                                      sanitize)
     return dx, dw, db, decode(t)
+
+
+def emulate_pointwise_fwd(x, y, max_blocks=0, sanitize=False):
+    """(out, Traffic) of the point-wise forward block program (csrc/block/pointwise.h) run on
+    the CPU: out = x * sigmoid(y). Traffic slots are POINTWISE_SLOTS; its plan fields: rows =
+    elements per block, blocks = grid, vec, threads. max_blocks, sanitize: as for emulate_fwd."""
+    out, t = torch.ops.sam_fused._emulate_pointwise_fwd(x, y, max_blocks, sanitize)
+    return out, decode(t, POINTWISE_SLOTS)
+
+
+def emulate_pointwise_bwd(grad, x, y, max_blocks=0, sanitize=False):
+    """(grad_x, grad_y, Traffic) of the point-wise backward block program run on the CPU (as
+    emulate_pointwise_fwd)."""
+    dx, dy, t = torch.ops.sam_fused._emulate_pointwise_bwd(grad, x, y, max_blocks, sanitize)
+    return dx, dy, decode(t, POINTWISE_SLOTS)
 
 
 PLANTED_BUGS = ("missing_barrier", "shared_write_write", "global_blocks", "global_threads", "shared_bounds",

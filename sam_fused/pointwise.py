@@ -6,7 +6,8 @@ channels: every element gets its own gate. The fused op does the sigmoid and the
 one pass and its backward ``dx = g*s``, ``dy = g*x*s*(1-s)`` in another, instead of eager's
 separate sigmoid, multiply and their backward kernels.
 
-Kernels (``csrc/cpu/pointwise_cpu.cpp``, ``csrc/cuda/pointwise_cuda.cu``):
+Kernels (``csrc/cpu/pointwise_cpu.cpp``; CUDA: the block programs of ``csrc/block/pointwise.h``,
+launched by ``csrc/cuda/pointwise_cuda.cu`` and emulated on the CPU by ``sam_fused.emulation``):
 
 * ``sam_fused::pointwise_attention_fwd(x, y) -> out``
 * ``sam_fused::pointwise_attention_bwd(grad, x, y) -> (grad_x, grad_y)``

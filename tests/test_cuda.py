@@ -1,12 +1,13 @@
 """The CUDA kernels on a GPU (skipped without one): parity with the reference modules over the
 HAR and CBAM shapes in every dtype, fp64 gradcheck, opcheck, torch.compile, bitwise
-determinism, CPU-vs-CUDA agreement and a > 2^31-element input (slow)."""
+determinism, CPU-vs-CUDA agreement, the point-wise op and a > 2^31-element input (slow)."""
 import pytest
 import torch
 
 import sam_fused
 from helpers import (POOLS, REF_DTYPE, TOLERANCE, assert_close_scaled, assert_results_close, fused_results, make_grad,
                      make_pair, module_results)
+from test_pointwise import ODD_SIZES, eager_results, misaligned, operands
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -114,6 +115,23 @@ def test_current_stream_and_device():
     stream.synchronize()
     expected, _ = torch.ops.sam_fused.spatial_attention_fwd(x, weight, b, "mean", False)
     assert torch.equal(out, expected)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "misaligned", "channels_last"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_pointwise_parity(dtype, layout):
+    """The point-wise block programs (csrc/block/pointwise.h) against eager: 128-bit and scalar
+    (misaligned storage) programs, tails, partial blocks and a UCI-HAR-sized input."""
+    for shape in [*ODD_SIZES, HAR[-1]]:
+        if layout == "channels_last" and len(shape) != 4:
+            continue
+        x, y, g = operands(shape, dtype, layout)
+        xd, yd, gd = (misaligned(t, "cuda") if layout == "misaligned" else t.to("cuda") for t in (x, y, g))
+        ops = torch.ops.sam_fused
+        results = (ops.pointwise_attention_fwd(xd, yd), *ops.pointwise_attention_bwd(gd, xd, yd))
+        actual = dict(zip(("out", "x", "y"), results))
+        for key, want in eager_results(x, y, g).items():
+            assert_close_scaled(actual[key], want, TOLERANCE[dtype], f"{shape} {dtype} {layout} {key}")
 
 
 @pytest.mark.slow

@@ -31,6 +31,37 @@ def _pair(shape, dtype, layout, device="cpu", seed=0):
     return x.to(device=device, dtype=dtype), y.to(device=device, dtype=dtype)
 
 
+# numel 1, 7 (less than one vector), 17, 945 (a tail after the vectors in every dtype), 4104
+# (one fp32 block of the CUDA programs and a partial one), 12288 (whole fp16 blocks, a partial fp64 one)
+ODD_SIZES = [(1,), (7,), (17,), (3, 5, 7, 9), (2, 4, 57, 9), (2, 64, 12, 8)]
+
+
+def misaligned(t, device="cpu"):
+    """t's values on `device` in storage that starts one element past a 16-byte boundary."""
+    return torch.empty(t.numel() + 1, dtype=t.dtype, device=device)[1:].view(t.shape).copy_(t)
+
+
+def operands(shape, dtype, layout):
+    """x, y (_pair's layouts, or "misaligned") and grad on the CPU; grad shares the layout of x
+    where both x and y have one."""
+    x, y = _pair(shape, dtype, "contiguous" if layout == "misaligned" else layout)
+    g = make_grad(shape, dtype)
+    if layout == "misaligned":
+        x, y, g = (misaligned(t) for t in (x, y, g))
+    elif layout in ("channels_last", "permuted"):
+        g = torch.empty_strided(shape, x.stride(), dtype=dtype).copy_(g)
+    return x, y, g
+
+
+def eager_results(x, y, g):
+    """out, grad_x, grad_y of eager x * sigmoid(y) in REF_DTYPE[x.dtype] on the same values."""
+    ref = REF_DTYPE[x.dtype]
+    xr, yr = (t.to(ref).requires_grad_() for t in (x, y))
+    out = xr * torch.sigmoid(yr)
+    dx, dy = torch.autograd.grad(out, [xr, yr], g.to(ref))
+    return {"out": out.detach(), "x": dx, "y": dy}
+
+
 def _results(fn, x, y, grad):
     return forward_backward(lambda xx, p: fn(xx, p["y"]), x, {"y": y}, grad)
 

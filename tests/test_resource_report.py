@@ -46,3 +46,15 @@ ptxas info    : Used 64 registers, used 1 barriers, 1024 bytes smem, 400 bytes c
     assert resource_report.occupancy(k) == (0.5, 1024)
     # a 96 KB dynamic tile leaves room for 2 blocks in 228 KB
     assert resource_report.occupancy(k, 96 * 1024) == (0.25, 512)
+
+
+def test_pointwise_kernels_count_all_their_loads_in_flight():
+    # unroll x 3 operands x 16 bytes; scalar: x 2-byte elements; the spatial kernels: one 16-byte load
+    unroll = resource_report.pointwise_unroll()
+    assert unroll >= 1
+    kernel = resource_report.Kernel("k", 90, name="pointwise Bwd<bf16, x8>")
+    assert resource_report.load_bytes_in_flight(kernel) == unroll * 3 * 16
+    kernel.name = "pointwise Fwd<half, x1>"
+    assert resource_report.load_bytes_in_flight(kernel) == unroll * 2 * 2
+    kernel.name = "FwdMain<float, NCHW, i32>"
+    assert resource_report.load_bytes_in_flight(kernel) == resource_report.VECTOR_BYTES

@@ -5,7 +5,8 @@
 Spatial attention, forward and backward: one- and two-pass plans, contiguous and channels_last,
 every pool, bias on/off, return_map on/off, partial last tiles, 128-bit and scalar accesses,
 float64/float32/float16/bfloat16. Point-wise attention, forward and backward: vector and scalar
-paths (aligned and misaligned storage, a tail after the last vector), same dtypes.
+programs (aligned and misaligned storage, a tail after the last vector, one and several blocks),
+same dtypes.
 
 The plan of each call (one/two pass, rows per tile, vector width) is read from the CPU emulation
 of the block programs, which plans as for an H100; the driver fails if a plan feature is not
@@ -23,7 +24,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this tree's sam_fused
 import sam_fused  # noqa: E402,F401  (registers the ops)
-from sam_fused.emulation import emulate_bwd, emulate_fwd  # noqa: E402
+from sam_fused.emulation import emulate_bwd, emulate_fwd, emulate_pointwise_fwd  # noqa: E402
 
 DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 POOLS = ("mean", "max", "mean+max", "max+mean")
@@ -35,11 +36,13 @@ CASES = (
     ((1, 3, 1, 1), (3, 3), (False, True)),     # H = W = 1
     ((0, 4, 5, 3), (3, 1), (False,)),          # empty batch: no launch
 )
-POINTWISE_SHAPES = ((3, 5, 7, 9), (2, 16, 8, 8))  # 945 elements (a tail after the vectors), 2048
+# 945 elements (a tail after the vectors), 2048 (one block), 4896 (several blocks, the last partial)
+POINTWISE_SHAPES = ((3, 5, 7, 9), (2, 16, 8, 8), (2, 16, 17, 9))
 POINTWISE_LAYOUTS = ("contiguous", "channels_last", "misaligned")
 TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}
 REQUIRED = {"fwd one pass", "fwd two pass", "bwd one pass", "bwd two pass", "partial tile", "vec", "scalar",
-            "channels_last", "contiguous"}
+            "channels_last", "contiguous", "pointwise vec", "pointwise scalar", "pointwise tail",
+            "pointwise several blocks"}
 
 
 def plan_features(x, weight, bias, pool, return_map, channels_last):
@@ -94,18 +97,34 @@ def run_spatial(device, tolerance_failures, features):
                 tolerance_failures.append(f"spatial {what}: {name} differs from the CPU op by {worst_error(a, e):.2e}")
 
 
-def run_pointwise(device, tolerance_failures):
+def misaligned(t, device):
+    """t's values one element into fresh storage on `device`: not 16-byte aligned (scalar accesses)."""
+    return torch.empty(t.numel() + 1, dtype=t.dtype, device=device)[1:].view(t.shape).copy_(t)
+
+
+def pointwise_features(x, y):
+    """Plan features of a point-wise call, as the CPU emulation plans it."""
+    _, t = emulate_pointwise_fwd(x, y, max_blocks=1)
+    features = {"pointwise vec" if t.vec > 1 else "pointwise scalar"}
+    if x.numel() % t.vec:
+        features.add("pointwise tail")
+    if t.blocks > 1:
+        features.add("pointwise several blocks")
+    return features
+
+
+def run_pointwise(device, tolerance_failures, features):
     gen = torch.Generator().manual_seed(2)
     for dtype, shape, layout in itertools.product(DTYPES, POINTWISE_SHAPES, POINTWISE_LAYOUTS):
         x, y, g = (torch.randn(shape, generator=gen).to(dtype) for _ in range(3))
         if layout == "channels_last":
             x, y, g = (t.contiguous(memory_format=torch.channels_last) for t in (x, y, g))
         ref = [torch.ops.sam_fused.pointwise_attention_fwd(x, y), *torch.ops.sam_fused.pointwise_attention_bwd(g, x, y)]
+        features |= pointwise_features(*((misaligned(t, "cpu") for t in (x, y)) if layout == "misaligned" else (x, y)))
         if device is None:
             continue
         if layout == "misaligned":  # one element into its storage: not 16-byte aligned, the scalar path
-            xd, yd, gd = (torch.empty(t.numel() + 1, dtype=dtype, device=device)[1:].view(shape).copy_(t)
-                          for t in (x, y, g))
+            xd, yd, gd = (misaligned(t, device) for t in (x, y, g))
         else:
             xd, yd, gd = (t.to(device) for t in (x, y, g))
         ops = torch.ops.sam_fused
@@ -128,7 +147,7 @@ def main(argv=None) -> int:
     print("driver: start", flush=True)
     failures, features = [], set()
     run_spatial(device, failures, features)
-    run_pointwise(device, failures)
+    run_pointwise(device, failures, features)
     if device == "cuda":
         torch.cuda.synchronize()
     missing = REQUIRED - features

@@ -1,11 +1,13 @@
 // CUDA execution context of the block programs (docs/design.md §8): maps 1:1 onto threadIdx,
-// dynamic __shared__ memory, __syncthreads and warp shuffles; vanishes after inlining.
+// dynamic __shared__ memory, __syncthreads and warp shuffles; vanishes after inlining. Also the
+// one kernel that runs a block program K with it (every CUDA launcher launches that).
 #pragma once
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
 
 #include "../sam_math.h"
+#include "traits.h"
 
 #define SAM_FUSED_BLOCK __device__ __forceinline__
 
@@ -93,5 +95,14 @@ struct CudaCtx {
   // keeps its access count aligned with the other lanes').
   __device__ __forceinline__ void skip_access() {}
 };
+
+// Block program K over its arguments: every block runs K::run with this block's context. The
+// launch bounds are those the plans assume (traits.h: at most kMaxThreads threads, kBlocksPerSm
+// resident blocks, hence at most kRegsPerThread registers).
+template <class K, class A> __global__ void __launch_bounds__(kMaxThreads, kBlocksPerSm)
+    block_program_kernel(const A a) {
+  CudaCtx ctx;
+  K::run(ctx, a);
+}
 
 }  // namespace sam_fused::block

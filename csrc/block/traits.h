@@ -150,7 +150,8 @@ inline int64_t choose_rows(const Geometry& s, int64_t min_blocks, int64_t elem_b
   rows = std::min({rows, fit_rows, s.H});
   // NCHW: a tile is one run of rows*W elements per channel. Runs of whole 32-byte sectors
   // (else whole 16-byte vectors) keep warp accesses coalesced: round up if that fits (up to the
-  // whole sample: all its channels then form one run), else down.
+  // whole sample: all its channels then form one run), else down. A whole sample that only
+  // fits the opt-in maximum (one block per SM) is not taken: docs/design.md §8, UCI-HAR block 4.
   if (!s.channels_last && rows < s.H)
     for (const int64_t unit : {32 / elem_bytes, 16 / elem_bytes}) {
       const int64_t step = unit / std::gcd<int64_t>(unit, std::max<int64_t>(1, s.W));

@@ -13,12 +13,6 @@
 namespace sam_fused {
 namespace block {
 
-template <class K, class A> __global__ void __launch_bounds__(kMaxThreads, kBlocksPerSm)
-    block_program_kernel(const A a) {
-  CudaCtx ctx;
-  K::run(ctx, a);
-}
-
 // Static shared memory of a kernel as the runtime counts it against the opt-in maximum (the
 // block programs declare none; where a toolchain reports some, e.g. a reserved slice, the
 // dynamic budget shrinks by it). Queried once per kernel and device.

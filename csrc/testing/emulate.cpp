@@ -6,6 +6,8 @@
 //                           max_blocks, arch, sanitize) -> (out, pooled, traffic)
 //   sam_fused::_emulate_bwd(grad_out, x, weight, bias, pooled, pool, return_map, variant, rows,
 //                           threads, index64, max_blocks, arch, sanitize) -> (grad_x, grad_weight, grad_bias, traffic)
+//   sam_fused::_emulate_pointwise_fwd(x, y, max_blocks, sanitize) -> (out, traffic)
+//   sam_fused::_emulate_pointwise_bwd(grad, x, y, max_blocks, sanitize) -> (grad_x, grad_y, traffic)
 //   sam_fused::_emulate_planted_bug(bug) -> out
 //   sam_fused::_emulate_plan(shape, dtype, pool, kh, kw, channels_last, return_map, backward, variant,
 //                            rows, threads, arch) -> (plan, index64)
@@ -25,7 +27,10 @@
 // 32-byte sectors touched by warp-wide accesses, ideal sectors; for shared memory: bank
 // wavefronts and the ideal, of the staged-tile accesses, no unique bytes) and a 0; then one plan row per launch, in
 // launch order (see plan_rows). Unique bytes restart at each kernel launch. _emulate_plan plans a call of that shape
-// without data and returns only the plan rows, and whether offsets are 64-bit.
+// without data and returns only the plan rows, and whether offsets are 64-bit. The point-wise
+// ops (csrc/block/pointwise.h, run_pointwise.h) run the point-wise block programs the same way
+// (max_blocks, sanitize as above); their traffic has kPwSlots rows (PointwiseSlot: x, y, grad,
+// out/grad_x, grad_y), then one plan row (pointwise_plan_row), none for an empty input.
 #include <torch/library.h>
 
 #include <algorithm>
@@ -33,6 +38,7 @@
 
 #include "../block/ctx_cpu.h"
 #include "../block/run.h"
+#include "../block/run_pointwise.h"
 
 namespace sam_fused::block {
 namespace {
@@ -71,7 +77,7 @@ struct CpuLauncher {
   TrafficRecorder rec{kSlots};
   CallPlan last_call;
   int64_t max_blocks = 0;
-  DeviceLimits dev;
+  DeviceLimits dev{};  // the point-wise ops plan without device limits
   std::unique_ptr<BlockSanitizer> san;  // null: no checks
   DeviceLimits limits() const { return dev; }
   void track(int slot, const at::Tensor& t) {
@@ -96,19 +102,28 @@ struct CpuLauncher {
       K::run(ctx, a);
     }
   }
-  at::Tensor traffic() const {
+  // The counts of tensor slots [0, slots), then the plan rows.
+  at::Tensor traffic(int slots, const std::vector<int64_t>& plan) const {
     std::vector<int64_t> v;
     const std::vector<int64_t>& counts = rec.counts();
-    for (int slot = 0; slot < kSlots; ++slot) {
+    for (int slot = 0; slot < slots; ++slot) {
       v.insert(v.end(), counts.begin() + slot * TrafficRecorder::kFields,
                counts.begin() + (slot + 1) * TrafficRecorder::kFields);
       v.insert(v.end(), kPlanColumns - TrafficRecorder::kFields, 0);  // pad the row to the plan rows' width
     }
-    const std::vector<int64_t> plan = plan_rows(last_call);
     v.insert(v.end(), plan.begin(), plan.end());
     return at::tensor(v, at::kLong).reshape({-1, kPlanColumns});
   }
+  at::Tensor traffic() const { return traffic(kSlots, plan_rows(last_call)); }
 };
+
+// A launcher that runs the first max_blocks blocks of each launch (0: all), with a sanitizer or not.
+CpuLauncher cpu_launcher(int64_t max_blocks, bool sanitize) {
+  CpuLauncher L;
+  L.max_blocks = max_blocks;
+  if (sanitize) L.san = std::make_unique<BlockSanitizer>();
+  return L;
+}
 
 Overrides overrides(int64_t variant, int64_t rows, int64_t threads) {
   TORCH_CHECK_VALUE(variant >= 0 && variant <= 2, "variant must be 0 (auto), 1 (one pass) or 2 (two pass)");
@@ -123,10 +138,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> emulate_fwd(const at::Tensor& x, 
                                                            const std::string& pool, bool return_map, int64_t variant,
                                                            int64_t rows, int64_t threads, bool index64,
                                                            int64_t max_blocks, const std::string& arch, bool sanitize) {
-  CpuLauncher L;
+  CpuLauncher L = cpu_launcher(max_blocks, sanitize);
   L.dev = arch_limits(arch);
-  L.max_blocks = max_blocks;
-  if (sanitize) L.san = std::make_unique<BlockSanitizer>();
   auto [out, pooled] = run_forward(L, x, weight, bias, pool, return_map, overrides(variant, rows, threads), index64);
   return {out, pooled, L.traffic()};
 }
@@ -135,10 +148,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> emulate_bwd(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
     const at::Tensor& pooled, const std::string& pool, bool return_map, int64_t variant, int64_t rows, int64_t threads,
     bool index64, int64_t max_blocks, const std::string& arch, bool sanitize) {
-  CpuLauncher L;
+  CpuLauncher L = cpu_launcher(max_blocks, sanitize);
   L.dev = arch_limits(arch);
-  L.max_blocks = max_blocks;
-  if (sanitize) L.san = std::make_unique<BlockSanitizer>();
   auto [dx, dw, db] =
       run_backward(L, grad_out, x, weight, bias, pooled, pool, return_map, overrides(variant, rows, threads), index64);
   return {dx, dw, db, L.traffic()};
@@ -164,6 +175,28 @@ std::tuple<at::Tensor, bool> emulate_plan(at::IntArrayRef shape, at::ScalarType 
   for (int i = 0; i < c.n_launches; ++i) check_launch(dev, c.launches[i]);
   const std::vector<int64_t> v = plan_rows(c);
   return {at::tensor(v, at::kLong).reshape({-1, kPlanColumns}), c.index64};
+}
+
+// The point-wise op's plan as one row in plan_rows' columns: elements per block, 1, grid, 0,
+// vector width, threads, 0 (no shared memory); none when nothing was launched.
+std::vector<int64_t> pointwise_plan_row(const PointwisePlan& p) {
+  if (p.grid == 0) return {};
+  return {p.block_elems, 1, p.grid, 0, int64_t(p.vec), int64_t(p.threads), 0};
+}
+
+std::tuple<at::Tensor, at::Tensor> emulate_pointwise_fwd(const at::Tensor& x, const at::Tensor& y, int64_t max_blocks,
+                                                         bool sanitize) {
+  CpuLauncher L = cpu_launcher(max_blocks, sanitize);
+  auto [out, plan] = run_pointwise_forward(L, x, y);
+  return {out, L.traffic(kPwSlots, pointwise_plan_row(plan))};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> emulate_pointwise_bwd(const at::Tensor& grad, const at::Tensor& x,
+                                                                     const at::Tensor& y, int64_t max_blocks,
+                                                                     bool sanitize) {
+  CpuLauncher L = cpu_launcher(max_blocks, sanitize);
+  auto [dx, dy, plan] = run_pointwise_backward(L, grad, x, y);
+  return {dx, dy, L.traffic(kPwSlots, pointwise_plan_row(plan))};
 }
 
 // A tiny block program (2 blocks of 64 threads, 64 floats of shared memory): thread t stages
@@ -259,6 +292,11 @@ TORCH_LIBRARY_FRAGMENT(sam_fused, m) {
   m.def("_emulate_plan(int[] shape, ScalarType dtype, str pool, int kh, int kw, bool channels_last, bool return_map, "
         "bool backward, int variant=0, int rows=0, int threads=0, str arch=\"sm_90\") -> (Tensor, bool)",
         &sam_fused::block::emulate_plan);
+  m.def("_emulate_pointwise_fwd(Tensor x, Tensor y, int max_blocks=0, bool sanitize=False) -> (Tensor, Tensor)");
+  m.def("_emulate_pointwise_bwd(Tensor grad, Tensor x, Tensor y, int max_blocks=0, bool sanitize=False) -> (Tensor, "
+        "Tensor, Tensor)");
   m.impl("_emulate_fwd", c10::DispatchKey::CPU, &sam_fused::block::emulate_fwd);
   m.impl("_emulate_bwd", c10::DispatchKey::CPU, &sam_fused::block::emulate_bwd);
+  m.impl("_emulate_pointwise_fwd", c10::DispatchKey::CPU, &sam_fused::block::emulate_pointwise_fwd);
+  m.impl("_emulate_pointwise_bwd", c10::DispatchKey::CPU, &sam_fused::block::emulate_pointwise_bwd);
 }
