@@ -21,12 +21,12 @@
 // violation raises RuntimeError "block sanitizer: <kind>: ..."). _emulate_planted_bug runs a
 // tiny block program with one planted bug of each sanitizer kind (see planted_bug), or none
 // ("clean"), with the sanitizer on: the proof that each check fires.
-// traffic: int64 [kSlots + launches, 7]; row k < kSlots is tensor slot k (TensorSlot: x,
+// traffic: int64 [kSlots + launches, kPlanColumns]; row k < kSlots is tensor slot k (TensorSlot: x,
 // grad_out, out/grad_x, pooled, weight, bias, workspace, shared memory) with columns
 // TrafficRecorder::Field (bytes read, unique bytes read, bytes written, unique bytes written,
 // 32-byte sectors touched by warp-wide accesses, ideal sectors; for shared memory: bank
-// wavefronts and the ideal, of the staged-tile accesses, no unique bytes) and a 0; then one plan row per launch, in
-// launch order (see plan_rows). Unique bytes restart at each kernel launch. _emulate_plan plans a call of that shape
+// wavefronts and the ideal, of the staged-tile accesses, no unique bytes) padded with 0s; then one plan row per launch,
+// in launch order (see plan_rows). Unique bytes restart at each kernel launch. _emulate_plan plans a call of that shape
 // without data and returns only the plan rows, and whether offsets are 64-bit. The point-wise
 // ops (csrc/block/pointwise.h, run_pointwise.h) run the point-wise block programs the same way
 // (max_blocks, sanitize as above); their traffic has kPwSlots rows (PointwiseSlot: x, y, grad,
@@ -178,10 +178,11 @@ std::tuple<at::Tensor, bool> emulate_plan(at::IntArrayRef shape, at::ScalarType 
 }
 
 // The point-wise op's plan as one row in plan_rows' columns: elements per block, 1, grid, 0,
-// vector width, threads, 0 (no shared memory); none when nothing was launched.
+// vector width, threads, 0 (no shared memory), 0 (no channel reduction); none when nothing
+// was launched.
 std::vector<int64_t> pointwise_plan_row(const PointwisePlan& p) {
   if (p.grid == 0) return {};
-  return {p.block_elems, 1, p.grid, 0, int64_t(p.vec), int64_t(p.threads), 0};
+  return {p.block_elems, 1, p.grid, 0, int64_t(p.vec), int64_t(p.threads), 0, 0};
 }
 
 std::tuple<at::Tensor, at::Tensor> emulate_pointwise_fwd(const at::Tensor& x, const at::Tensor& y, int64_t max_blocks,
@@ -216,17 +217,17 @@ enum class Bug {
   kCopyNotWaited
 };
 constexpr std::pair<const char*, Bug> kBugs[] = {
-    {"clean", Bug::kClean},                         // runs clean
-    {"missing_barrier", Bug::kMissingBarrier},      // race: read after write, no barrier between
-    {"shared_write_write", Bug::kSharedWriteWrite}, // race: threads 2k and 2k+1 write buf[k]
-    {"global_blocks", Bug::kGlobalBlocks},          // race: both blocks write out[t]
-    {"global_threads", Bug::kGlobalThreads},        // race: threads 2k, 2k+1 write one element
-    {"shared_bounds", Bug::kSharedBounds},          // bounds: thread 63 writes buf[64]
-    {"global_bounds", Bug::kGlobalBounds},          // bounds: thread 63 reads in[64]
-    {"uninit", Bug::kUninit},                       // init: threads >= 32 stage nothing
+    {"clean", Bug::kClean},  // runs clean
+    {"missing_barrier", Bug::kMissingBarrier},  // race: read after write, no barrier between
+    {"shared_write_write", Bug::kSharedWriteWrite},  // race: threads 2k and 2k+1 write buf[k]
+    {"global_blocks", Bug::kGlobalBlocks},  // race: both blocks write out[t]
+    {"global_threads", Bug::kGlobalThreads},  // race: threads 2k, 2k+1 write one element
+    {"shared_bounds", Bug::kSharedBounds},  // bounds: thread 63 writes buf[64]
+    {"global_bounds", Bug::kGlobalBounds},  // bounds: thread 63 reads in[64]
+    {"uninit", Bug::kUninit},  // init: threads >= 32 stage nothing
     {"divergent_barrier", Bug::kDivergentBarrier},  // barrier: threads < 32 reach a barrier
-    {"barrier_in_phase", Bug::kBarrierInPhase},     // barrier: every thread, inside a phase
-    {"copy_not_waited", Bug::kCopyNotWaited},       // race: async staging read, no copy_wait
+    {"barrier_in_phase", Bug::kBarrierInPhase},  // barrier: every thread, inside a phase
+    {"copy_not_waited", Bug::kCopyNotWaited},  // race: async staging read, no copy_wait
 };
 constexpr int kBugThreads = 64;
 
