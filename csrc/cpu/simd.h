@@ -9,6 +9,8 @@
 //   route(v, am, c, r)  v + (am == c ? r : 0), lanewise
 //   add_to_double(d, v) d[0, N) += double(v); mul_to_double(d, a, b) d[0, N) += double(a) * double(b)
 //                       (the product of two floats is exact in double: no FMA question)
+//   reduce_add(v), reduce_max_nan(v)  the lanes' sum / NaN-propagating max, halves first (a
+//                       fixed tree: the same bits on every call)
 // Every function is always-inline and carries its ISA's target attribute, so the loops that
 // use them must be compiled for that ISA too (kernels_f32_<isa>.cpp), and none of this code can
 // reach a caller built for a lower ISA. Tails use the same vector operations on partial
@@ -56,6 +58,8 @@ struct VecScalar {
   static SAM_FUSED_SIMD_INLINE void add_to_double(double* d, R v) { d[0] += double(v); }
   static SAM_FUSED_SIMD_INLINE void add_to_double_k(double* d, R v, int64_t) { d[0] += double(v); }
   static SAM_FUSED_SIMD_INLINE void mul_to_double(double* d, R a, R b) { d[0] += double(a) * double(b); }
+  static SAM_FUSED_SIMD_INLINE float reduce_add(R v) { return v; }
+  static SAM_FUSED_SIMD_INLINE float reduce_max_nan(R v) { return v; }
   static SAM_FUSED_SIMD_INLINE void sfence() {}
 };
 
@@ -127,6 +131,14 @@ struct VecSse2 {
     _mm_store_ps(b, v);
     for (int64_t l = 0; l < k; ++l) d[l] += double(b[l]);
   }
+  static SAM_FUSED_SIMD_INLINE float reduce_add(R v) {
+    v = _mm_add_ps(v, _mm_movehl_ps(v, v));
+    return _mm_cvtss_f32(_mm_add_ss(v, _mm_shuffle_ps(v, v, 1)));
+  }
+  static SAM_FUSED_SIMD_INLINE float reduce_max_nan(R v) {
+    v = max_nan(v, _mm_movehl_ps(v, v));
+    return _mm_cvtss_f32(max_nan(v, _mm_shuffle_ps(v, v, 1)));
+  }
   static SAM_FUSED_SIMD_INLINE void sfence() { _mm_sfence(); }
 };
 
@@ -190,6 +202,12 @@ struct VecAvx2 {
     _mm256_store_ps(b, v);
     for (int64_t l = 0; l < k; ++l) d[l] += double(b[l]);
   }
+  static SAM_TARGET_AVX2 SAM_FUSED_SIMD_INLINE float reduce_add(R v) {
+    return VecSse2::reduce_add(_mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1)));
+  }
+  static SAM_TARGET_AVX2 SAM_FUSED_SIMD_INLINE float reduce_max_nan(R v) {
+    return VecSse2::reduce_max_nan(VecSse2::max_nan(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1)));
+  }
   static SAM_TARGET_AVX2 SAM_FUSED_SIMD_INLINE void sfence() { _mm_sfence(); }
 };
 
@@ -250,6 +268,12 @@ struct VecAvx512 {
     alignas(64) float b[N];
     _mm512_store_ps(b, v);
     for (int64_t l = 0; l < k; ++l) d[l] += double(b[l]);
+  }
+  static SAM_TARGET_AVX512 SAM_FUSED_SIMD_INLINE float reduce_add(R v) {
+    return VecAvx2::reduce_add(_mm256_add_ps(_mm512_castps512_ps256(v), high_half(v)));
+  }
+  static SAM_TARGET_AVX512 SAM_FUSED_SIMD_INLINE float reduce_max_nan(R v) {
+    return VecAvx2::reduce_max_nan(VecAvx2::max_nan(_mm512_castps512_ps256(v), high_half(v)));
   }
   static SAM_TARGET_AVX512 SAM_FUSED_SIMD_INLINE void sfence() { _mm_sfence(); }
 };

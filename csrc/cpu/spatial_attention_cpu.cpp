@@ -5,9 +5,9 @@
 // and scales it, so every row of x is pooled and then scaled while it is still in cache (x is
 // read once from memory, out written once). Items are cut from the shape alone, never from
 // the thread count, and the weight-gradient partials are summed in item order: the results
-// are bitwise the same on any number of threads. The fp32 NCHW loops (and the conv of every
-// float-accumulating dtype) run in kernels_f32.h, built per instruction set and chosen per
-// call; fp64, channels_last and the fp16/bf16 element loops keep the portable templates here.
+// are bitwise the same on any number of threads. The fp32 loops of both layouts (and the conv of
+// every float-accumulating dtype) run in kernels_f32.h, built per instruction set and chosen per
+// call; fp64 and the fp16/bf16 element loops keep the portable templates here.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -387,12 +387,17 @@ void pool_rows_into(const Geometry& g, const Layout<CL>& L, const scalar_t* xb, 
   const int mean_slot = g.pool.mean_slot(), max_slot = g.pool.max_slot();
   A* sum = tmp;
   A* mx = tmp + m;
-  if constexpr (std::is_same_v<scalar_t, float> && !CL) {  // the ISA kernels; the mean's division as in pool_pixels
+  if constexpr (std::is_same_v<scalar_t, float>) {  // the ISA kernels; the mean's division as in pool_pixels
+    const float* xr = xb + L.at(0, ha * W);
     if (mean_slot >= 0) {
-      K->pool_sum(xb + ha * W, g.C, H * W, m, sum);
+      if (CL) K->pool_sum_nhwc(xr, g.C, m, sum);
+      else K->pool_sum(xr, g.C, H * W, m, sum);
       for (int64_t i = 0; i < m; ++i) sum[i] /= A(g.C);
     }
-    if (max_slot >= 0) K->pool_max(xb + ha * W, g.C, H * W, m, mx);
+    if (max_slot >= 0) {
+      if (CL) K->pool_max_nhwc(xr, g.C, m, mx);
+      else K->pool_max(xr, g.C, H * W, m, mx);
+    }
   } else {
     pool_pixels(L, xb, ha * W, m, mean_slot >= 0 ? sum : nullptr, max_slot >= 0 ? mx : nullptr);
   }
@@ -409,9 +414,10 @@ template <typename scalar_t, bool CL>
 void scale_pixels(const Geometry& g, const Layout<CL>& L, const scalar_t* xb, scalar_t* ob, const acc_t<scalar_t>* s,
                   int64_t p0, int64_t n, bool stream, Prefetcher& pf, const cpu::F32Kernels* K) {
   using A = acc_t<scalar_t>;
-  if constexpr (std::is_same_v<scalar_t, float> && !CL) {
+  if constexpr (std::is_same_v<scalar_t, float>) {
     const cpu::PrefetchRuns runs = pf.runs();
-    K->scale(ob + p0, xb + p0, s, g.C, g.H * g.W, n, stream, &runs, 1);
+    if (CL) K->scale_nhwc(ob + L.at(0, p0), xb + L.at(0, p0), s, g.C, n, stream, &runs, 1);
+    else K->scale(ob + p0, xb + p0, s, g.C, g.H * g.W, n, stream, &runs, 1);
   } else if constexpr (!CL) {
     for (int64_t c = 0; c < g.C; ++c) {
       pf.advance(c + 1, g.C);
@@ -428,8 +434,8 @@ void scale_pixels(const Geometry& g, const Layout<CL>& L, const scalar_t* xb, sc
 
 // One item of the forward. Per band of rows: pool the rows up to rh past it (each row once),
 // convolve and apply the sigmoid, save the pooled maps, then out = x * s (or s itself with
-// return_map). K: the fp32 NCHW loops of the ISA in use (kernels_f32.h); other dtypes and
-// channels_last take the portable templates above.
+// return_map). K: the fp32 loops of the ISA in use (kernels_f32.h); other dtypes take the
+// portable templates above.
 template <typename scalar_t, bool CL>
 void forward_item(const Geometry& g, const RowSplit& sp, int64_t item, const scalar_t* x, scalar_t* out,
                   acc_t<scalar_t>* pooled, const Params<acc_t<scalar_t>>& prm, bool return_map, bool stream,
@@ -469,7 +475,7 @@ void forward_item(const Geometry& g, const RowSplit& sp, int64_t item, const sca
 // argmax of its rows plus halo, each computed once (rows [h0-rh, h1+rh), zero outside the map).
 template <typename scalar_t, bool CL> struct BackwardItem {
   using A = acc_t<scalar_t>;
-  static constexpr bool kF32Nchw = std::is_same_v<scalar_t, float> && !CL;
+  static constexpr bool kF32 = std::is_same_v<scalar_t, float>;
 
   const Params<A>& prm;
   const cpu::F32Kernels* K;
@@ -535,8 +541,13 @@ template <typename scalar_t, bool CL> struct BackwardItem {
     const int64_t r0 = row(ha), m = (hz - ha) * W;
     if (return_map) std::transform(gb + ha * W, gb + hz * W, rho.get(), [](scalar_t v) { return to_acc<double>(v); });
     bool rho_done = return_map;
-    if constexpr (kF32Nchw)
-      if (!return_map) K->rho(gb + ha * W, xb + ha * W, C, H * W, m, rho.get()), rho_done = true;
+    if constexpr (kF32)
+      if (!return_map) {
+        const int64_t at = L.at(0, ha * W);
+        if (CL) K->rho_nhwc(gb + at, xb + at, C, m, rho.get());
+        else K->rho(gb + at, xb + at, C, H * W, m, rho.get());
+        rho_done = true;
+      }
     if (!rho_done || max_slot >= 0)
       rho_pixels(L, gb, xb, ha * W, m, rho_done ? nullptr : rho.get(), max_slot >= 0 ? mbuf.data() + r0 : nullptr,
                  max_slot >= 0 ? amax.data() + r0 : nullptr);
@@ -590,9 +601,12 @@ template <typename scalar_t, bool CL> struct BackwardItem {
     const A* sb = s.data() + row(hb);
     const int32_t* am = max_slot >= 0 ? amax.data() + row(hb) : nullptr;
     const A* gm = mean_slot >= 0 ? gmean.data() : nullptr;
-    if constexpr (kF32Nchw) {
+    if constexpr (kF32) {
       const cpu::PrefetchRuns runs[2] = {pfx.runs(), pfg.runs()};
-      K->dx(dxb + hb * W, return_map ? nullptr : gb + hb * W, sb, gm, am, gmax.data(), C, H * W, n, stream, runs, 2);
+      const int64_t at = L.at(0, hb * W);
+      const float* g_band = return_map ? nullptr : gb + at;
+      if (CL) K->dx_nhwc(dxb + at, g_band, sb, gm, am, gmax.data(), C, n, stream, runs, 2);
+      else K->dx(dxb + at, g_band, sb, gm, am, gmax.data(), C, H * W, n, stream, runs, 2);
     } else if constexpr (!CL) {
       for (int64_t c = 0; c < C; ++c) {
         pfx.advance(c + 1, C);
