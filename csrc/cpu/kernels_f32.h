@@ -26,7 +26,8 @@ struct F32Kernels {
                 const PrefetchRuns* pf, int npf);
   // s[r*W + w] = sigmoid(bias + sum_{p,i,j} w[(p*kh + i)*kw + j] * q[p*plane + (r+i)*row + j + w])
   // for r < rows, w < W: the conv of the pooled maps (q: padded rows, the first one rh above
-  // output row 0, column 0 at -kw/2) in the order of sam_fused::conv_pixel, then the sigmoid.
+  // output row 0, column 0 at -kw/2) in the order of sam_fused::conv_pixel, alternate taps in two
+  // chains, then the sigmoid.
   void (*conv_sigmoid)(const float* w, float bias, int64_t P, int64_t kh, int64_t kw, const float* q, int64_t plane,
                        int64_t row, int64_t rows, int64_t W, float* s);
   // The backward of the conv over one band of rows r < rows (W wide):

@@ -192,24 +192,34 @@ SAM_FUSED_SIMD_INLINE R sigmoid(R a) {
   return V::div(V::set1(1.f), V::add(V::set1(1.f), exp_clamped(x)));
 }
 
-// s[k] = sigmoid(bias + sum of the taps at q + tap offset + k), k < n.
-SAM_FUSED_SIMD_INLINE void conv_run(const float* w, float bias, int64_t P, int64_t kh, int64_t kw, const float* q,
-                                    int64_t plane, int64_t row, int64_t n, float* s) {
+// s[k] = sigmoid(bias + sum of the taps at q + off[t] + k), k < n. The taps, in the order of
+// sam_fused::conv_pixel, alternate between two chains (even taps after the bias, odd taps),
+// added before the sigmoid: half the rounding of one chain over P*kh*kw taps, and two
+// independent dependency chains.
+SAM_FUSED_SIMD_INLINE void conv_run(const float* w, float bias, int64_t taps, const int64_t* off, const float* q,
+                                    int64_t n, float* s) {
   for (int64_t k = 0; k < n; k += N) {
     const int64_t kk = std::min(N, n - k);
-    R acc = V::set1(bias);
-    for (int64_t p = 0; p < P; ++p)
-      for (int64_t i = 0; i < kh; ++i)
-        for (int64_t j = 0; j < kw; ++j)
-          acc = V::fmadd(V::set1(w[(p * kh + i) * kw + j]), V::load_k(q + p * plane + i * row + j + k, kk), acc);
-    V::store_k(s + k, sigmoid(acc), kk);
+    R even = V::set1(bias), odd = V::zero();
+    int64_t t = 0;
+    for (; t + 2 <= taps; t += 2) {
+      even = V::fmadd(V::set1(w[t]), V::load_k(q + off[t] + k, kk), even);
+      odd = V::fmadd(V::set1(w[t + 1]), V::load_k(q + off[t + 1] + k, kk), odd);
+    }
+    if (t < taps) even = V::fmadd(V::set1(w[t]), V::load_k(q + off[t] + k, kk), even);
+    V::store_k(s + k, sigmoid(V::add(even, odd)), kk);
   }
 }
 
 void conv_sigmoid(const float* w, float bias, int64_t P, int64_t kh, int64_t kw, const float* q, int64_t plane,
                   int64_t row, int64_t rows, int64_t W, float* s) {
-  if (row == W) return conv_run(w, bias, P, kh, kw, q, plane, row, rows * W, s);  // unpadded: one run
-  for (int64_t r = 0; r < rows; ++r) conv_run(w, bias, P, kh, kw, q + r * row, plane, row, W, s + r * W);
+  const int64_t taps = P * kh * kw;
+  std::unique_ptr<int64_t[]> off(new int64_t[taps]);  // tap t's offset in q
+  for (int64_t p = 0; p < P; ++p)
+    for (int64_t i = 0; i < kh; ++i)
+      for (int64_t j = 0; j < kw; ++j) off[(p * kh + i) * kw + j] = p * plane + i * row + j;
+  if (row == W) return conv_run(w, bias, taps, off.get(), q, rows * W, s);  // unpadded: one run
+  for (int64_t r = 0; r < rows; ++r) conv_run(w, bias, taps, off.get(), q + r * row, W, s + r * W);
 }
 
 // conv_backward over one run of n elements (rows*W when no row is padded, else one row):

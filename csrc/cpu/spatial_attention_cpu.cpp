@@ -353,8 +353,9 @@ template <typename A> struct PaddedRows {
 };
 
 // s[(h - ha) * W + w] = sigmoid(bias + sum_{p,i,j} w[p,i,j] q_p[h+i-rh, w+j-rw]) for rows
-// [ha, hb); q holds the rows [ha - rh, hb + rh) (zero outside the map). Same summation order as
-// sam_fused::conv_pixel, vectorised over w; in float (every dtype but fp64) by the ISA kernels.
+// [ha, hb); q holds the rows [ha - rh, hb + rh) (zero outside the map). In float (every dtype
+// but fp64) by the ISA kernels (the taps in two chains); in fp64 below, vectorised over w, in
+// the summation order of sam_fused::conv_pixel.
 template <typename A>
 void conv_sigmoid_rows(const Params<A>& prm, int64_t P, int64_t kh, int64_t kw, const PaddedRows<A>& q, int64_t ha,
                        int64_t hb, A* s, const cpu::F32Kernels* K) {
