@@ -26,10 +26,11 @@ struct F32Kernels {
                 const PrefetchRuns* pf, int npf);
   // s[r*W + w] = sigmoid(bias + sum_{p,i,j} w[(p*kh + i)*kw + j] * q[p*plane + (r+i)*row + j + w])
   // for r < rows, w < W: the conv of the pooled maps (q: padded rows, the first one rh above
-  // output row 0, column 0 at -kw/2) in the order of sam_fused::conv_pixel, alternate taps in two
-  // chains, then the sigmoid.
+  // output row 0, column 0 at -kw/2) in the order of sam_fused::conv_pixel, summed in
+  // double and rounded to float once, then the sigmoid; e (unless null) gets exp(-a) of the
+  // same pixels (the backward's s(1-s) = e / (1 + e)^2, precise where s is near 0 or 1).
   void (*conv_sigmoid)(const float* w, float bias, int64_t P, int64_t kh, int64_t kw, const float* q, int64_t plane,
-                       int64_t row, int64_t rows, int64_t W, float* s);
+                       int64_t row, int64_t rows, int64_t W, float* s, float* e);
   // The backward of the conv over one band of rows r < rows (W wide):
   //   gamma[p][r*W + w] = sum_{i,j} w[(p*kh + i)*kw + j] * delta[(r + rh - i)*drow + rw - j + w]
   //   dw[(p*kh + i)*kw + j] += sum_{r,w} delta[r*drow + w] * q[p*qplane + (r + i - rh)*qrow + j - rw + w]

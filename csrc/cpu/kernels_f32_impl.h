@@ -185,41 +185,39 @@ SAM_FUSED_SIMD_INLINE R exp_clamped(R x) {
   return V::mul(V::add(V::fmadd(p, V::mul(r, r), r), V::set1(1.f)), V::pow2(n));
 }
 
-// 1 / (1 + exp(-a)); -a clamped where exp under- or overflows (the sigmoid is 1 or 0 to
-// float precision there), NaN kept.
-SAM_FUSED_SIMD_INLINE R sigmoid(R a) {
-  const R x = V::max(V::set1(-87.3f), V::min(V::set1(88.3f), V::sub(V::zero(), a)));
-  return V::div(V::set1(1.f), V::add(V::set1(1.f), exp_clamped(x)));
+// exp(-a), -a clamped where exp under- or overflows (the sigmoid 1 / (1 + exp(-a)) is 1 or 0
+// to float precision there), NaN kept.
+SAM_FUSED_SIMD_INLINE R exp_minus(R a) {
+  return exp_clamped(V::max(V::set1(-87.3f), V::min(V::set1(88.3f), V::sub(V::zero(), a))));
 }
 
-// s[k] = sigmoid(bias + sum of the taps at q + off[t] + k), k < n. The taps, in the order of
-// sam_fused::conv_pixel, alternate between two chains (even taps after the bias, odd taps),
-// added before the sigmoid: half the rounding of one chain over P*kh*kw taps, and two
-// independent dependency chains.
+// s[k] = sigmoid(bias + sum of the taps at q + off[t] + k), k < n, the taps in the order of
+// sam_fused::conv_pixel, summed in double and rounded to float once before the sigmoid. The
+// taps of a conv over the pooled maps cancel heavily (a 7x7 conv of two maps: 98 terms whose
+// magnitudes add up to many times the result's), so a float sum carried errors of several ulp
+// of s, which the bias gradient (a sum of s(1-s) over every pixel) added up; the conv is a
+// small part of the work.
 SAM_FUSED_SIMD_INLINE void conv_run(const float* w, float bias, int64_t taps, const int64_t* off, const float* q,
-                                    int64_t n, float* s) {
+                                    int64_t n, float* s, float* e) {
   for (int64_t k = 0; k < n; k += N) {
     const int64_t kk = std::min(N, n - k);
-    R even = V::set1(bias), odd = V::zero();
-    int64_t t = 0;
-    for (; t + 2 <= taps; t += 2) {
-      even = V::fmadd(V::set1(w[t]), V::load_k(q + off[t] + k, kk), even);
-      odd = V::fmadd(V::set1(w[t + 1]), V::load_k(q + off[t + 1] + k, kk), odd);
-    }
-    if (t < taps) even = V::fmadd(V::set1(w[t]), V::load_k(q + off[t] + k, kk), even);
-    V::store_k(s + k, sigmoid(V::add(even, odd)), kk);
+    typename V::Wide acc = V::wide_set1(bias);
+    for (int64_t t = 0; t < taps; ++t) acc = V::wide_fmadd(w[t], V::load_k(q + off[t] + k, kk), acc);
+    const R ek = exp_minus(V::narrow(acc));
+    V::store_k(s + k, V::div(V::set1(1.f), V::add(V::set1(1.f), ek)), kk);
+    if (e) V::store_k(e + k, ek, kk);
   }
 }
 
 void conv_sigmoid(const float* w, float bias, int64_t P, int64_t kh, int64_t kw, const float* q, int64_t plane,
-                  int64_t row, int64_t rows, int64_t W, float* s) {
+                  int64_t row, int64_t rows, int64_t W, float* s, float* e) {
   const int64_t taps = P * kh * kw;
   std::unique_ptr<int64_t[]> off(new int64_t[taps]);  // tap t's offset in q
   for (int64_t p = 0; p < P; ++p)
     for (int64_t i = 0; i < kh; ++i)
       for (int64_t j = 0; j < kw; ++j) off[(p * kh + i) * kw + j] = p * plane + i * row + j;
-  if (row == W) return conv_run(w, bias, taps, off.get(), q, rows * W, s);  // unpadded: one run
-  for (int64_t r = 0; r < rows; ++r) conv_run(w, bias, taps, off.get(), q + r * row, W, s + r * W);
+  if (row == W) return conv_run(w, bias, taps, off.get(), q, rows * W, s, e);  // unpadded: one run
+  for (int64_t r = 0; r < rows; ++r) conv_run(w, bias, taps, off.get(), q + r * row, W, s + r * W, e ? e + r * W : e);
 }
 
 // conv_backward over one run of n elements (rows*W when no row is padded, else one row):

@@ -354,15 +354,15 @@ template <typename A> struct PaddedRows {
 
 // s[(h - ha) * W + w] = sigmoid(bias + sum_{p,i,j} w[p,i,j] q_p[h+i-rh, w+j-rw]) for rows
 // [ha, hb); q holds the rows [ha - rh, hb + rh) (zero outside the map). In float (every dtype
-// but fp64) by the ISA kernels (the taps in two chains); in fp64 below, vectorised over w, in
+// but fp64) by the ISA kernels (the taps summed in double); in fp64 below, vectorised over w, in
 // the summation order of sam_fused::conv_pixel.
 template <typename A>
 void conv_sigmoid_rows(const Params<A>& prm, int64_t P, int64_t kh, int64_t kw, const PaddedRows<A>& q, int64_t ha,
-                       int64_t hb, A* s, const cpu::F32Kernels* K) {
+                       int64_t hb, A* s, const cpu::F32Kernels* K, A* e = nullptr) {
   const int64_t W = q.W, rh = kh / 2, rw = kw / 2;
   if constexpr (std::is_same_v<A, float>) {
     const int64_t row = W + 2 * q.pad;
-    return K->conv_sigmoid(prm.w.data(), prm.bias, P, kh, kw, q.at(0, ha - rh) - rw, q.rows * row, row, hb - ha, W, s);
+    return K->conv_sigmoid(prm.w.data(), prm.bias, P, kh, kw, q.at(0, ha - rh) - rw, q.rows * row, row, hb - ha, W, s, e);
   }
   for (int64_t h = ha; h < hb; ++h) {
     A* sr = s + (h - ha) * W;
@@ -493,6 +493,7 @@ template <typename scalar_t, bool CL> struct BackwardItem {
   std::vector<int32_t> amax;
   std::vector<A> gmean, gmax;  // gamma of the current band
   std::unique_ptr<double[]> rho;  // rho of the rows being added
+  std::vector<float> e;           // exp(-a) of those rows (float accumulation only)
 
   BackwardItem(const Geometry& g, const RowSplit& sp, int64_t item, const scalar_t* gout, const scalar_t* x,
                const A* pooled, scalar_t* dx, const Params<A>& prm_, bool return_map_, const cpu::F32Kernels* K_)
@@ -525,7 +526,8 @@ template <typename scalar_t, bool CL> struct BackwardItem {
         amax(max_slot >= 0 ? buf_rows * W : 0),
         gmean(sp.band_rows * W, A(0)),
         gmax(sp.band_rows * W, A(0)),
-        rho(new double[(sp.band_rows + 2 * rh) * W]) {
+        rho(new double[(sp.band_rows + 2 * rh) * W]),
+        e(std::is_same_v<A, float> ? (sp.band_rows + 2 * rh) * W : 0) {
     for (int64_t p = 0; p < P; ++p)
       for (int64_t h = std::max<int64_t>(q.first, 0); h < std::min(q.first + q.rows, H); ++h) {
         const A* src = pooled + ((b * P + p) * H + h) * W;
@@ -552,10 +554,22 @@ template <typename scalar_t, bool CL> struct BackwardItem {
     if (!rho_done || max_slot >= 0)
       rho_pixels(L, gb, xb, ha * W, m, rho_done ? nullptr : rho.get(), max_slot >= 0 ? mbuf.data() + r0 : nullptr,
                  max_slot >= 0 ? amax.data() + r0 : nullptr);
-    conv_sigmoid_rows(prm, P, kh, kw, q, ha, hz, s.data() + r0, K);
-    for (int64_t h = ha; h < hz; ++h)
-      for (int64_t w = 0; w < W; ++w)
-        delta.at(0, h)[w] = A(sigmoid_backward(rho[(h - ha) * W + w], double(s[row(h) + w])));
+    if constexpr (std::is_same_v<A, float>) {
+      // s(1 - s) = e / (1 + e)^2 from e = exp(-a): the float s near 1 has an absolute rounding
+      // error (eps/2) that 1 - s would keep, which summed over the pixels showed in the bias
+      // gradient; e carries only a relative one.
+      conv_sigmoid_rows(prm, P, kh, kw, q, ha, hz, s.data() + r0, K, e.data());
+      for (int64_t h = ha; h < hz; ++h)
+        for (int64_t w = 0; w < W; ++w) {
+          const double ew = e[(h - ha) * W + w];
+          delta.at(0, h)[w] = A(rho[(h - ha) * W + w] * (ew / ((1.0 + ew) * (1.0 + ew))));
+        }
+    } else {
+      conv_sigmoid_rows(prm, P, kh, kw, q, ha, hz, s.data() + r0, K);
+      for (int64_t h = ha; h < hz; ++h)
+        for (int64_t w = 0; w < W; ++w)
+          delta.at(0, h)[w] = A(sigmoid_backward(rho[(h - ha) * W + w], double(s[row(h) + w])));
+    }
   }
 
   // gamma_p = transposed conv of delta with w[p] on rows [hb, he) (gamma_mean divided by C),
