@@ -39,18 +39,24 @@ template <bool kMax> void pool_nhwc(const float* x, int64_t C, int64_t n, float*
 void pool_sum_nhwc(const float* x, int64_t C, int64_t n, float* out) { pool_nhwc<false>(x, C, n, out); }
 void pool_max_nhwc(const float* x, int64_t C, int64_t n, float* out) { pool_nhwc<true>(x, C, n, out); }
 
-// Prefetches of the regions in pf[0, npf) (one run each in NHWC) spread over the n pixels of
-// a band: before pixel i, the lines that begin in the fraction [i, i + 1) / n of each region.
+// Prefetches of the regions in pf[0, npf) (one run each in NHWC; at most two) spread over the
+// n pixels of a band: due(i) says whether pixel i starts a group of about 1 KB of the band,
+// before which issue() fetches each region's lines up to the group's end (in proportion).
 struct NhwcPrefetch {
-  const PrefetchRuns* pf;
-  int npf;
-  int64_t n;
-  SAM_FUSED_SIMD_INLINE void before(int64_t i) const {
-    for (int q = 0; q < npf; ++q) {
-      if (!pf[q].base) continue;
-      const int64_t bytes = pf[q].run_bytes;
-      for (int64_t line = (bytes * i / n + 63) / 64, end = (bytes * (i + 1) / n + 63) / 64; line < end; ++line)
-        __builtin_prefetch(pf[q].base + line * 64, 0, 2);
+  const char* base[2] = {nullptr, nullptr};
+  int64_t bytes[2] = {0, 0}, issued[2] = {0, 0};
+  int64_t n = 0, group = 1, next = 0;  // pixels per group; first pixel of the next group
+  NhwcPrefetch(const PrefetchRuns* pf, int npf, int64_t n_, int64_t C) : n(n_), group(std::max<int64_t>(1, 256 / C)) {
+    for (int q = 0; q < std::min(npf, 2); ++q)
+      if (pf[q].base) base[q] = pf[q].base, bytes[q] = pf[q].run_bytes;
+    if (!base[0] && !base[1]) next = n;  // nothing to fetch
+  }
+  SAM_FUSED_SIMD_INLINE bool due(int64_t i) const { return i == next; }
+  void issue() {
+    next = std::min(n, next + group);
+    for (int q = 0; q < 2; ++q) {
+      const int64_t goal = bytes[q] * next / n;
+      for (; issued[q] < goal; issued[q] += 64) __builtin_prefetch(base[q] + issued[q], 0, 2);
     }
   }
 };
@@ -59,9 +65,9 @@ struct NhwcPrefetch {
 // when asked, as in the NCHW loops).
 void scale_nhwc(float* out, const float* x, const float* s, int64_t C, int64_t n, bool stream, const PrefetchRuns* pf,
                 int npf) {
-  NhwcPrefetch ahead{pf, npf, n};
+  NhwcPrefetch ahead(pf, npf, n, C);
   for (int64_t i = 0; i < n; ++i) {
-    ahead.before(i);
+    if (ahead.due(i)) ahead.issue();
     const R si = V::set1(s[i]);
     const float* xi = x + i * C;
     write_row(out + i * C, C, stream,
@@ -104,9 +110,9 @@ void dx_nhwc_terms(float* dx, const float* g, const float* s, const float* add, 
   std::unique_ptr<int32_t[]> channel(kRoute ? new int32_t[C + N] : nullptr);  // channel[c] = c
   if constexpr (kRoute)
     for (int64_t c = 0; c < C + N; ++c) channel[c] = int32_t(c);
-  NhwcPrefetch ahead{pf, npf, n};
+  NhwcPrefetch ahead(pf, npf, n, C);
   for (int64_t i = 0; i < n; ++i) {
-    ahead.before(i);
+    if (ahead.due(i)) ahead.issue();
     const R si = V::set1(kG ? s[i] : 0.f), ai = V::set1(kAdd ? add[i] : 0.f), ri = V::set1(kRoute ? route[i] : 0.f);
     const int32_t target = kRoute ? am[i] : 0;
     const float* gi = g ? g + i * C : nullptr;
