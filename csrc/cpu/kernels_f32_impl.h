@@ -349,7 +349,7 @@ void dx(float* out, const float* g, const float* s, const float* add, const int3
 
 }  // namespace
 
-const F32Kernels kTable{pool_sum,      pool_max,      scale,    conv_sigmoid, conv_backward, rho, dx,
-                        pool_sum_nhwc, pool_max_nhwc, scale_nhwc, rho_nhwc,     dx_nhwc};
+const F32Kernels kTable{pool_sum, pool_max,      scale,         conv_sigmoid, conv_backward, rho,
+                        dx,       pool_sum_nhwc, pool_max_nhwc, scale_nhwc,   rho_nhwc,      dx_nhwc};
 
 }  // namespace sam_fused::cpu::SAM_FUSED_ISA_NS

@@ -362,7 +362,8 @@ void conv_sigmoid_rows(const Params<A>& prm, int64_t P, int64_t kh, int64_t kw, 
   const int64_t W = q.W, rh = kh / 2, rw = kw / 2;
   if constexpr (std::is_same_v<A, float>) {
     const int64_t row = W + 2 * q.pad;
-    return K->conv_sigmoid(prm.w.data(), prm.bias, P, kh, kw, q.at(0, ha - rh) - rw, q.rows * row, row, hb - ha, W, s, e);
+    return K->conv_sigmoid(prm.w.data(), prm.bias, P, kh, kw, q.at(0, ha - rh) - rw, q.rows * row, row, hb - ha, W, s,
+                           e);
   }
   for (int64_t h = ha; h < hb; ++h) {
     A* sr = s + (h - ha) * W;
