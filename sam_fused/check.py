@@ -73,6 +73,17 @@ def max_errors(shape, pool, kernel, bias, return_map, dtype, device, channels_la
     return err_fused, err_ref
 
 
+def group_errors(pool, dtype, device, grid):
+    """(worst fused error, worst reference error, cases, ok) over the grid's cases of one pool;
+    ok: every case within the tolerance or no worse than twice the reference's own error."""
+    worst, worst_ref, cases, ok = 0.0, 0.0, 0, True
+    for shape, kernel, bias, return_map, cl in itertools.product(*grid.values()):
+        err, err_ref = max_errors(shape, pool, kernel, bias, return_map, dtype, device, cl)
+        ok &= err <= max(TOLERANCE[dtype], 2 * err_ref)
+        worst, worst_ref, cases = max(worst, err), max(worst_ref, err_ref), cases + 1
+    return worst, worst_ref, cases, ok
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", action="append", help="cpu and/or cuda (default: cpu, plus cuda if available)")
@@ -88,12 +99,7 @@ def main(argv=None) -> int:
     print(f"{'device':6} {'dtype':8} {'pool':9} {'cases':>5}  {'fused err':>9}  {'ref err':>9}  {'ratio':>5}  "
           "tolerance  result")
     for device, dtype, pool in itertools.product(devices, dtypes, POOLS):
-        worst, worst_ref, cases, ok = 0.0, 0.0, 0, True
-        for shape, kernel, bias, return_map, cl in itertools.product(*grid.values()):
-            err, err_ref = max_errors(shape, pool, kernel, bias, return_map, dtype, device, cl)
-            # within the tolerance, or no worse than twice PyTorch's own rounding in this dtype
-            ok &= err <= max(TOLERANCE[dtype], 2 * err_ref)
-            worst, worst_ref, cases = max(worst, err), max(worst_ref, err_ref), cases + 1
+        worst, worst_ref, cases, ok = group_errors(pool, dtype, device, grid)
         failures += not ok
         ratio = f"{worst / worst_ref:5.2f}" if worst_ref > 0 else "    -"
         print(f"{device:6} {str(dtype)[6:]:8} {pool:9} {cases:5}  {worst:9.2e}  {worst_ref:9.2e}  {ratio}  "
