@@ -51,12 +51,13 @@ def child(args) -> None:
     P = 2 if "+" in args.pool else 1
     fwd, bwd = torch.ops.sam_fused.spatial_attention_fwd, torch.ops.sam_fused.spatial_attention_bwd
     for shape in args.shape:
-        x = torch.randn(shape, generator=gen)
-        if args.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        # channels_last: x and grad (the layout autograd hands back for a channels_last output)
+        # filled by copy_, since .contiguous(memory_format) would run the counted clone
+        fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+        x = torch.empty(shape, memory_format=fmt).copy_(torch.randn(shape, generator=gen))
         weight = torch.randn(1, P, kh, kw, generator=gen) * 0.3
         bias = torch.randn(1, generator=gen)
-        grad = torch.randn(shape, generator=gen)
+        grad = torch.empty(shape, memory_format=fmt).copy_(torch.randn(shape, generator=gen))
         for _ in range(args.reps):
             x.clone()
             _, pooled = fwd(x, weight, bias, args.pool, False)

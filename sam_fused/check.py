@@ -2,13 +2,14 @@
 
 For every pool variant, a few kernels, bias on/off, return_map on/off and both layouts, on
 CPU (and CUDA when available), compares the output and the x / weight / bias gradients of the
-fused op with the reference module run in float64 on the same inputs (the exact answer; for
-float16 / bfloat16 on the inputs rounded to that dtype), prints one line per group and exits
-non-zero when an error exceeds the tolerance (docs/design.md §4: fp32 1e-5 of the output
-scale; fp64 1e-10; float16 / bfloat16, with --dtype, the dtype's machine epsilon). A gradient
-summed over thousands of pixels carries fp32 rounding above 1e-5 in any implementation, so an
-error also passes when it is no worse than twice that of the reference module itself run in the
-same dtype ("ref err" column).
+fused op with the reference module run in float64 on the same inputs rounded to the checked
+dtype (the exact answer for what the op is given, so the errors are the op's own rounding,
+not that of its inputs), prints one line per group and exits non-zero when an error exceeds the
+tolerance (docs/design.md §4: fp32 1e-5 of the output scale; fp64 1e-10; float16 / bfloat16,
+with --dtype, the dtype's machine epsilon). A gradient summed over thousands of pixels carries
+fp32 rounding above 1e-5 in any implementation, so an error also passes when it is no worse
+than twice that of the reference module itself run in the same dtype ("ref err" column; the
+"ratio" column is fused err / ref err, below 1 where the fused op is the more precise).
 """
 from __future__ import annotations
 
@@ -54,16 +55,13 @@ def max_errors(shape, pool, kernel, bias, return_map, dtype, device, channels_la
     if channels_last:
         x = x.to(memory_format=torch.channels_last)
 
-    # fp16/bf16: every run sees the inputs rounded to `dtype` (the exact one then holds them in
-    # float64), else input rounding (eps/2) would swamp the error; fp32/fp64: the exact answer
-    # is that of the float64 inputs, as this check has always measured it.
-    rounded = dtype in (torch.float16, torch.bfloat16)
-
+    # Every run sees the inputs rounded to `dtype` (the exact one then holds them in float64):
+    # otherwise the input rounding (eps/2 of each value) would be counted as the op's error, in
+    # fp32 as much as in fp16/bf16, and would hide how precisely the op computes.
     def args(t):
-        return [None if v is None else (v.to(dtype) if rounded else v).to(t).requires_grad_(v is not x)
-                for v in (x, weight, bias_t)]
+        return [None if v is None else v.to(dtype).to(t).requires_grad_(v is not x) for v in (x, weight, bias_t)]
 
-    exact = _run(ref, *args(torch.float64), pool, return_map, g.to(dtype).double() if rounded else g)
+    exact = _run(ref, *args(torch.float64), pool, return_map, g.to(dtype).double())
     fused = _run(None, *args(dtype), pool, return_map, g.to(dtype))
     plain = _run(ref, *args(dtype), pool, return_map, g.to(dtype))
     err_fused, err_ref = 0.0, 0.0
@@ -73,6 +71,17 @@ def max_errors(shape, pool, kernel, bias, return_map, dtype, device, channels_la
             err_fused = max(err_fused, (f.double() - e).abs().max().item() / scale)
             err_ref = max(err_ref, (r.double() - e).abs().max().item() / scale)
     return err_fused, err_ref
+
+
+def group_errors(pool, dtype, device, grid):
+    """(worst fused error, worst reference error, cases, ok) over the grid's cases of one pool;
+    ok: every case within the tolerance or no worse than twice the reference's own error."""
+    worst, worst_ref, cases, ok = 0.0, 0.0, 0, True
+    for shape, kernel, bias, return_map, cl in itertools.product(*grid.values()):
+        err, err_ref = max_errors(shape, pool, kernel, bias, return_map, dtype, device, cl)
+        ok &= err <= max(TOLERANCE[dtype], 2 * err_ref)
+        worst, worst_ref, cases = max(worst, err), max(worst_ref, err_ref), cases + 1
+    return worst, worst_ref, cases, ok
 
 
 def main(argv=None) -> int:
@@ -87,16 +96,13 @@ def main(argv=None) -> int:
                                          layouts=(False, True))
     devices = args.device or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     failures = 0
-    print(f"{'device':6} {'dtype':8} {'pool':9} {'cases':>5}  {'fused err':>9}  {'ref err':>9}  tolerance  result")
+    print(f"{'device':6} {'dtype':8} {'pool':9} {'cases':>5}  {'fused err':>9}  {'ref err':>9}  {'ratio':>5}  "
+          "tolerance  result")
     for device, dtype, pool in itertools.product(devices, dtypes, POOLS):
-        worst, worst_ref, cases, ok = 0.0, 0.0, 0, True
-        for shape, kernel, bias, return_map, cl in itertools.product(*grid.values()):
-            err, err_ref = max_errors(shape, pool, kernel, bias, return_map, dtype, device, cl)
-            # within the tolerance, or no worse than twice PyTorch's own rounding in this dtype
-            ok &= err <= max(TOLERANCE[dtype], 2 * err_ref)
-            worst, worst_ref, cases = max(worst, err), max(worst_ref, err_ref), cases + 1
+        worst, worst_ref, cases, ok = group_errors(pool, dtype, device, grid)
         failures += not ok
-        print(f"{device:6} {str(dtype)[6:]:8} {pool:9} {cases:5}  {worst:9.2e}  {worst_ref:9.2e}  "
+        ratio = f"{worst / worst_ref:5.2f}" if worst_ref > 0 else "    -"
+        print(f"{device:6} {str(dtype)[6:]:8} {pool:9} {cases:5}  {worst:9.2e}  {worst_ref:9.2e}  {ratio}  "
               f"{TOLERANCE[dtype]:9.0e}  {'ok' if ok else 'FAIL'}")
     print("parity: all variants match the reference" if not failures else f"parity: {failures} group(s) FAILED")
     return 1 if failures else 0

@@ -71,22 +71,54 @@ def test_parity_per_isa(isa, shape, pool, return_map):
     check_parity(make_input(shape, torch.float32), pool, (3, 1), True, return_map)
 
 
-def _results(pool, return_map, shape=(4, 64, 32, 9)):
-    x = make_input(shape, torch.float32)
+# channels_last: channel counts that fill whole vectors of every ISA (64), leave a masked tail
+# (19, 37), or fit in less than one vector (3); outputs > 4 MB stream whole lines, with C = 64 one
+# pixel per 4 lines, with C = 40 (160 bytes) pixels that begin and end inside lines.
+SHAPES_NHWC = [(2, 64, 64, 9), (1, 37, 11, 5), (2, 19, 13, 7), (2, 3, 20, 20), (2, 64, 120, 90), (1, 40, 160, 170)]
+
+
+@pytest.mark.parametrize("return_map", [False, True])
+@pytest.mark.parametrize("pool", POOLS)
+@pytest.mark.parametrize("shape", SHAPES_NHWC)
+@pytest.mark.parametrize("isa", ISA_PARAMS, indirect=True)
+def test_channels_last_parity_per_isa(isa, shape, pool, return_map):
+    actual, _ = check_parity(make_input(shape, torch.float32, "channels_last"), pool, (3, 1), True, return_map)
+    if not return_map:
+        assert actual["out"].is_contiguous(memory_format=torch.channels_last)
+        assert actual["x"].is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("isa", ISA_PARAMS, indirect=True)
+def test_channels_last_nan_propagates(isa):
+    # A NaN in any channel of a pixel (a vector lane or the scalar tail of the max) makes the
+    # pooled value NaN for both pools, as in the reference.
+    x = torch.randn(1, 19, 4, 4).contiguous(memory_format=torch.channels_last)
+    x[0, 17, 1, 2] = float("nan")
+    x[0, 3, 2, 1] = float("nan")
+    for pool in ("mean", "max"):
+        _, pooled = torch.ops.sam_fused.spatial_attention_fwd(x, torch.ones(1, 1, 1, 1), None, pool, False)
+        expected = torch.zeros(1, 1, 4, 4, dtype=torch.bool)
+        expected[0, 0, 1, 2] = expected[0, 0, 2, 1] = True
+        assert torch.equal(torch.isnan(pooled), expected), pool
+
+
+def _results(pool, return_map, shape=(4, 64, 32, 9), layout="contiguous"):
+    x = make_input(shape, torch.float32, layout)
     _, weight, bias = make_pair(pool, (7, 7), True, return_map, torch.float32)
     grad_shape = (shape[0], 1, *shape[2:]) if return_map else shape
     return fused_results(x, weight, bias, pool, return_map, make_grad(grad_shape, torch.float32))
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("return_map", [False, True])
 @pytest.mark.parametrize("pool", POOLS)
 @pytest.mark.parametrize("isa", ISA_PARAMS, indirect=True)
-def test_bitwise_deterministic_per_isa(isa, pool, return_map, restore_num_threads):
+def test_bitwise_deterministic_per_isa(isa, pool, return_map, layout, restore_num_threads):
     torch.set_num_threads(1)
-    first = _results(pool, return_map)
+    first = _results(pool, return_map, layout=layout)
     torch.set_num_threads(2)
     for _ in range(2):
-        again = _results(pool, return_map)
+        again = _results(pool, return_map, layout=layout)
         for key in first:
             assert torch.equal(again[key], first[key]), f"{isa}: {key} differs"
 

@@ -1,8 +1,8 @@
 // The fp32 hot loops of the CPU spatial-attention kernels (NCHW), built once per instruction
 // set (kernels_f32_<isa>.cpp from kernels_f32_impl.h) and chosen at run time (isa.h).
-// Every loop covers one band: channels c < C, `stride` elements apart, and pixels i < n of
-// each channel's row run. The other dtypes and layouts keep the portable templates of
-// spatial_attention_cpu.cpp.
+// Every NCHW loop covers one band: channels c < C, `stride` elements apart, and pixels i < n
+// of each channel's row run; the _nhwc loops cover a channels_last band of n pixels. The other
+// dtypes keep the portable templates of spatial_attention_cpu.cpp.
 #pragma once
 #include <cstdint>
 
@@ -26,9 +26,11 @@ struct F32Kernels {
                 const PrefetchRuns* pf, int npf);
   // s[r*W + w] = sigmoid(bias + sum_{p,i,j} w[(p*kh + i)*kw + j] * q[p*plane + (r+i)*row + j + w])
   // for r < rows, w < W: the conv of the pooled maps (q: padded rows, the first one rh above
-  // output row 0, column 0 at -kw/2) in the order of sam_fused::conv_pixel, then the sigmoid.
+  // output row 0, column 0 at -kw/2) in the order of sam_fused::conv_pixel, summed in
+  // double and rounded to float once, then the sigmoid; e (unless null) gets exp(-a) of the
+  // same pixels (the backward's s(1-s) = e / (1 + e)^2, precise where s is near 0 or 1).
   void (*conv_sigmoid)(const float* w, float bias, int64_t P, int64_t kh, int64_t kw, const float* q, int64_t plane,
-                       int64_t row, int64_t rows, int64_t W, float* s);
+                       int64_t row, int64_t rows, int64_t W, float* s, float* e);
   // The backward of the conv over one band of rows r < rows (W wide):
   //   gamma[p][r*W + w] = sum_{i,j} w[(p*kh + i)*kw + j] * delta[(r + rh - i)*drow + rw - j + w]
   //   dw[(p*kh + i)*kw + j] += sum_{r,w} delta[r*drow + w] * q[p*qplane + (r + i - rh)*qrow + j - rw + w]
@@ -37,12 +39,23 @@ struct F32Kernels {
   void (*conv_backward)(const float* w, int64_t P, int64_t kh, int64_t kw, const float* delta, int64_t drow,
                         const float* q, int64_t qplane, int64_t qrow, int64_t rows, int64_t W, float* const* gamma,
                         double* dw);
-  // rho[i] = sum_c g*x: runs of 16 channels summed in float, the runs' sums in double.
+  // rho[i] = sum_c g*x: runs of 16 channels summed in float (even and odd channels in two
+  // chains), the runs' sums in double.
   void (*rho)(const float* g, const float* x, int64_t C, int64_t stride, int64_t n, double* rho);
   // dx[c*stride + i] = g*s[i] + add[i] + (am[i] == c ? route[i] : 0); a null g, add or am
   // drops its term (checked once per call, not per element).
   void (*dx)(float* dx, const float* g, const float* s, const float* add, const int32_t* am, const float* route,
              int64_t C, int64_t stride, int64_t n, bool stream, const PrefetchRuns* pf, int npf);
+
+  // The same passes over a channels_last band of n pixels, pixel i's channels at [i*C, i*C + C)
+  // (kernels_f32_nhwc_impl.h); a prefetch region is one run of run_bytes.
+  void (*pool_sum_nhwc)(const float* x, int64_t C, int64_t n, float* out);
+  void (*pool_max_nhwc)(const float* x, int64_t C, int64_t n, float* out);
+  void (*scale_nhwc)(float* out, const float* x, const float* s, int64_t C, int64_t n, bool stream,
+                     const PrefetchRuns* pf, int npf);
+  void (*rho_nhwc)(const float* g, const float* x, int64_t C, int64_t n, double* rho);
+  void (*dx_nhwc)(float* dx, const float* g, const float* s, const float* add, const int32_t* am, const float* route,
+                  int64_t C, int64_t n, bool stream, const PrefetchRuns* pf, int npf);
 };
 
 // The table of one ISA; null where this build or platform has none.

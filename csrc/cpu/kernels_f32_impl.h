@@ -112,32 +112,48 @@ inline std::unique_ptr<float[]> extend_row(const float* row, int64_t n) {
 
 template <bool kMax> SAM_FUSED_SIMD_INLINE R pool_op(R acc, R v) { return kMax ? V::max_nan(acc, v) : V::add(acc, v); }
 
+// Each pixel's sum runs in two chains, even and odd channels, added at the end: half the
+// rounding of one chain over C (and two independent dependency chains). The max is exact in
+// any order; it keeps the same loop.
 template <bool kMax> void pool(const float* x, int64_t C, int64_t stride, int64_t n, float* out) {
   const R init = kMax ? V::set1(-std::numeric_limits<float>::infinity()) : V::zero();
+  const int64_t C2 = C & ~int64_t(1);  // channels [0, C2) in pairs, then the odd one out
   int64_t i = 0;
-  for (; i + 4 * N <= n; i += 4 * N) {  // 4 vectors of pixels stay in registers over all C
-    R a0 = init, a1 = init, a2 = init, a3 = init;
+  for (; i + 4 * N <= n; i += 4 * N) {  // 4 vectors of pixels x 2 chains stay in registers over all C
+    R a0 = init, a1 = init, a2 = init, a3 = init, b0 = init, b1 = init, b2 = init, b3 = init;
     const float* p = x + i;
-    for (int64_t c = 0; c < C; ++c, p += stride) {
+    for (int64_t c = 0; c < C2; c += 2, p += 2 * stride) {
+      a0 = pool_op<kMax>(a0, V::load(p));
+      a1 = pool_op<kMax>(a1, V::load(p + N));
+      a2 = pool_op<kMax>(a2, V::load(p + 2 * N));
+      a3 = pool_op<kMax>(a3, V::load(p + 3 * N));
+      b0 = pool_op<kMax>(b0, V::load(p + stride));
+      b1 = pool_op<kMax>(b1, V::load(p + stride + N));
+      b2 = pool_op<kMax>(b2, V::load(p + stride + 2 * N));
+      b3 = pool_op<kMax>(b3, V::load(p + stride + 3 * N));
+    }
+    if (C2 < C) {
       a0 = pool_op<kMax>(a0, V::load(p));
       a1 = pool_op<kMax>(a1, V::load(p + N));
       a2 = pool_op<kMax>(a2, V::load(p + 2 * N));
       a3 = pool_op<kMax>(a3, V::load(p + 3 * N));
     }
-    V::store(out + i, a0);
-    V::store(out + i + N, a1);
-    V::store(out + i + 2 * N, a2);
-    V::store(out + i + 3 * N, a3);
+    V::store(out + i, pool_op<kMax>(a0, b0));
+    V::store(out + i + N, pool_op<kMax>(a1, b1));
+    V::store(out + i + 2 * N, pool_op<kMax>(a2, b2));
+    V::store(out + i + 3 * N, pool_op<kMax>(a3, b3));
   }
   for (; i < n; i += N) {
     const int64_t k = std::min(N, n - i);
-    R a = init;
+    R a = init, b = init;
     const float* p = x + i;
-    if (k == N)
-      for (int64_t c = 0; c < C; ++c, p += stride) a = pool_op<kMax>(a, V::load(p));
-    else
-      for (int64_t c = 0; c < C; ++c, p += stride) a = pool_op<kMax>(a, V::load_k(p, k));
-    V::store_k(out + i, a, k);
+    int64_t c = 0;
+    for (; c < C2; c += 2, p += 2 * stride) {
+      a = pool_op<kMax>(a, V::load_k(p, k));
+      b = pool_op<kMax>(b, V::load_k(p + stride, k));
+    }
+    if (C2 < C) a = pool_op<kMax>(a, V::load_k(p, k));
+    V::store_k(out + i, pool_op<kMax>(a, b), k);
   }
 }
 
@@ -169,31 +185,39 @@ SAM_FUSED_SIMD_INLINE R exp_clamped(R x) {
   return V::mul(V::add(V::fmadd(p, V::mul(r, r), r), V::set1(1.f)), V::pow2(n));
 }
 
-// 1 / (1 + exp(-a)); -a clamped where exp under- or overflows (the sigmoid is 1 or 0 to
-// float precision there), NaN kept.
-SAM_FUSED_SIMD_INLINE R sigmoid(R a) {
-  const R x = V::max(V::set1(-87.3f), V::min(V::set1(88.3f), V::sub(V::zero(), a)));
-  return V::div(V::set1(1.f), V::add(V::set1(1.f), exp_clamped(x)));
+// exp(-a), -a clamped where exp under- or overflows (the sigmoid 1 / (1 + exp(-a)) is 1 or 0
+// to float precision there), NaN kept.
+SAM_FUSED_SIMD_INLINE R exp_minus(R a) {
+  return exp_clamped(V::max(V::set1(-87.3f), V::min(V::set1(88.3f), V::sub(V::zero(), a))));
 }
 
-// s[k] = sigmoid(bias + sum of the taps at q + tap offset + k), k < n.
-SAM_FUSED_SIMD_INLINE void conv_run(const float* w, float bias, int64_t P, int64_t kh, int64_t kw, const float* q,
-                                    int64_t plane, int64_t row, int64_t n, float* s) {
+// s[k] = sigmoid(bias + sum of the taps at q + off[t] + k), k < n, the taps in the order of
+// sam_fused::conv_pixel, summed in double and rounded to float once before the sigmoid. The
+// taps of a conv over the pooled maps cancel heavily (a 7x7 conv of two maps: 98 terms whose
+// magnitudes add up to many times the result's), so a float sum carried errors of several ulp
+// of s, which the bias gradient (a sum of s(1-s) over every pixel) added up; the conv is a
+// small part of the work.
+SAM_FUSED_SIMD_INLINE void conv_run(const float* w, float bias, int64_t taps, const int64_t* off, const float* q,
+                                    int64_t n, float* s, float* e) {
   for (int64_t k = 0; k < n; k += N) {
     const int64_t kk = std::min(N, n - k);
-    R acc = V::set1(bias);
-    for (int64_t p = 0; p < P; ++p)
-      for (int64_t i = 0; i < kh; ++i)
-        for (int64_t j = 0; j < kw; ++j)
-          acc = V::fmadd(V::set1(w[(p * kh + i) * kw + j]), V::load_k(q + p * plane + i * row + j + k, kk), acc);
-    V::store_k(s + k, sigmoid(acc), kk);
+    typename V::Wide acc = V::wide_set1(bias);
+    for (int64_t t = 0; t < taps; ++t) acc = V::wide_fmadd(w[t], V::load_k(q + off[t] + k, kk), acc);
+    const R ek = exp_minus(V::narrow(acc));
+    V::store_k(s + k, V::div(V::set1(1.f), V::add(V::set1(1.f), ek)), kk);
+    if (e) V::store_k(e + k, ek, kk);
   }
 }
 
 void conv_sigmoid(const float* w, float bias, int64_t P, int64_t kh, int64_t kw, const float* q, int64_t plane,
-                  int64_t row, int64_t rows, int64_t W, float* s) {
-  if (row == W) return conv_run(w, bias, P, kh, kw, q, plane, row, rows * W, s);  // unpadded: one run
-  for (int64_t r = 0; r < rows; ++r) conv_run(w, bias, P, kh, kw, q + r * row, plane, row, W, s + r * W);
+                  int64_t row, int64_t rows, int64_t W, float* s, float* e) {
+  const int64_t taps = P * kh * kw;
+  std::unique_ptr<int64_t[]> off(new int64_t[taps]);  // tap t's offset in q
+  for (int64_t p = 0; p < P; ++p)
+    for (int64_t i = 0; i < kh; ++i)
+      for (int64_t j = 0; j < kw; ++j) off[(p * kh + i) * kw + j] = p * plane + i * row + j;
+  if (row == W) return conv_run(w, bias, taps, off.get(), q, rows * W, s, e);  // unpadded: one run
+  for (int64_t r = 0; r < rows; ++r) conv_run(w, bias, taps, off.get(), q + r * row, W, s + r * W, e ? e + r * W : e);
 }
 
 // conv_backward over one run of n elements (rows*W when no row is padded, else one row):
@@ -240,34 +264,51 @@ void conv_backward(const float* w, int64_t P, int64_t kh, int64_t kw, const floa
 
 constexpr int64_t kRhoRun = 16;  // channels summed in float before their sum is added in double
 
+// Within a run, even and odd channels take two chains (added before the run goes to double):
+// half the rounding of one chain, and two independent dependency chains.
 void rho(const float* g, const float* x, int64_t C, int64_t stride, int64_t n, double* rho) {
   for (int64_t i = 0; i < n; ++i) rho[i] = 0.0;
   int64_t i = 0;
   for (; i + 4 * N <= n; i += 4 * N)
     for (int64_t c0 = 0; c0 < C; c0 += kRhoRun) {
       R a0 = V::zero(), a1 = V::zero(), a2 = V::zero(), a3 = V::zero();
-      const int64_t c1 = std::min(C, c0 + kRhoRun);
+      R b0 = V::zero(), b1 = V::zero(), b2 = V::zero(), b3 = V::zero();
+      const int64_t c1 = std::min(C, c0 + kRhoRun), c2 = c0 + ((c1 - c0) & ~int64_t(1));
       const float* gp = g + c0 * stride + i;
       const float* xp = x + c0 * stride + i;
-      for (int64_t c = c0; c < c1; ++c, gp += stride, xp += stride) {
+      for (int64_t c = c0; c < c2; c += 2, gp += 2 * stride, xp += 2 * stride) {
+        a0 = V::fmadd(V::load(gp), V::load(xp), a0);
+        a1 = V::fmadd(V::load(gp + N), V::load(xp + N), a1);
+        a2 = V::fmadd(V::load(gp + 2 * N), V::load(xp + 2 * N), a2);
+        a3 = V::fmadd(V::load(gp + 3 * N), V::load(xp + 3 * N), a3);
+        b0 = V::fmadd(V::load(gp + stride), V::load(xp + stride), b0);
+        b1 = V::fmadd(V::load(gp + stride + N), V::load(xp + stride + N), b1);
+        b2 = V::fmadd(V::load(gp + stride + 2 * N), V::load(xp + stride + 2 * N), b2);
+        b3 = V::fmadd(V::load(gp + stride + 3 * N), V::load(xp + stride + 3 * N), b3);
+      }
+      if (c2 < c1) {
         a0 = V::fmadd(V::load(gp), V::load(xp), a0);
         a1 = V::fmadd(V::load(gp + N), V::load(xp + N), a1);
         a2 = V::fmadd(V::load(gp + 2 * N), V::load(xp + 2 * N), a2);
         a3 = V::fmadd(V::load(gp + 3 * N), V::load(xp + 3 * N), a3);
       }
-      V::add_to_double(rho + i, a0);
-      V::add_to_double(rho + i + N, a1);
-      V::add_to_double(rho + i + 2 * N, a2);
-      V::add_to_double(rho + i + 3 * N, a3);
+      V::add_to_double(rho + i, V::add(a0, b0));
+      V::add_to_double(rho + i + N, V::add(a1, b1));
+      V::add_to_double(rho + i + 2 * N, V::add(a2, b2));
+      V::add_to_double(rho + i + 3 * N, V::add(a3, b3));
     }
   for (; i < n; i += N) {
     const int64_t k = std::min(N, n - i);
     for (int64_t c0 = 0; c0 < C; c0 += kRhoRun) {
-      R a = V::zero();
-      const int64_t c1 = std::min(C, c0 + kRhoRun);
-      for (int64_t c = c0; c < c1; ++c)
+      R a = V::zero(), b = V::zero();
+      const int64_t c1 = std::min(C, c0 + kRhoRun), c2 = c0 + ((c1 - c0) & ~int64_t(1));
+      int64_t c = c0;
+      for (; c < c2; c += 2) {
         a = V::fmadd(V::load_k(g + c * stride + i, k), V::load_k(x + c * stride + i, k), a);
-      V::add_to_double_k(rho + i, a, k);
+        b = V::fmadd(V::load_k(g + (c + 1) * stride + i, k), V::load_k(x + (c + 1) * stride + i, k), b);
+      }
+      if (c2 < c1) a = V::fmadd(V::load_k(g + c * stride + i, k), V::load_k(x + c * stride + i, k), a);
+      V::add_to_double_k(rho + i, V::add(a, b), k);
     }
   }
 }
@@ -304,8 +345,11 @@ void dx(float* out, const float* g, const float* s, const float* add, const int3
   kByTerms[(g ? 4 : 0) + (add ? 2 : 0) + (am ? 1 : 0)](out, g, s, add, am, route, C, stride, n, stream, pf, npf);
 }
 
+#include "kernels_f32_nhwc_impl.h"
+
 }  // namespace
 
-const F32Kernels kTable{pool_sum, pool_max, scale, conv_sigmoid, conv_backward, rho, dx};
+const F32Kernels kTable{pool_sum, pool_max,      scale,         conv_sigmoid, conv_backward, rho,
+                        dx,       pool_sum_nhwc, pool_max_nhwc, scale_nhwc,   rho_nhwc,      dx_nhwc};
 
 }  // namespace sam_fused::cpu::SAM_FUSED_ISA_NS

@@ -9,6 +9,11 @@
 //   route(v, am, c, r)  v + (am == c ? r : 0), lanewise
 //   add_to_double(d, v) d[0, N) += double(v); mul_to_double(d, a, b) d[0, N) += double(a) * double(b)
 //                       (the product of two floats is exact in double: no FMA question)
+//   Wide                N lanes in double (two halves); wide_set1(d), wide_fmadd(w, v, a) = a + w*v
+//                       (v's lanes widened; w*v is exact in double, so one rounding on every ISA),
+//                       narrow(a) to float
+//   reduce_add(v), reduce_max_nan(v)  the lanes' sum / NaN-propagating max, halves first (a
+//                       fixed tree: the same bits on every call)
 // Every function is always-inline and carries its ISA's target attribute, so the loops that
 // use them must be compiled for that ISA too (kernels_f32_<isa>.cpp), and none of this code can
 // reach a caller built for a lower ISA. Tails use the same vector operations on partial
@@ -56,6 +61,14 @@ struct VecScalar {
   static SAM_FUSED_SIMD_INLINE void add_to_double(double* d, R v) { d[0] += double(v); }
   static SAM_FUSED_SIMD_INLINE void add_to_double_k(double* d, R v, int64_t) { d[0] += double(v); }
   static SAM_FUSED_SIMD_INLINE void mul_to_double(double* d, R a, R b) { d[0] += double(a) * double(b); }
+  struct Wide {
+    double lo, hi;
+  };
+  static SAM_FUSED_SIMD_INLINE Wide wide_set1(double d) { return {d, 0.0}; }
+  static SAM_FUSED_SIMD_INLINE Wide wide_fmadd(double w, R v, Wide a) { return {a.lo + w * double(v), 0.0}; }
+  static SAM_FUSED_SIMD_INLINE R narrow(Wide a) { return float(a.lo); }
+  static SAM_FUSED_SIMD_INLINE float reduce_add(R v) { return v; }
+  static SAM_FUSED_SIMD_INLINE float reduce_max_nan(R v) { return v; }
   static SAM_FUSED_SIMD_INLINE void sfence() {}
 };
 
@@ -127,6 +140,24 @@ struct VecSse2 {
     _mm_store_ps(b, v);
     for (int64_t l = 0; l < k; ++l) d[l] += double(b[l]);
   }
+  struct Wide {
+    __m128d lo, hi;
+  };
+  static SAM_FUSED_SIMD_INLINE Wide wide_set1(double d) { return {_mm_set1_pd(d), _mm_set1_pd(d)}; }
+  static SAM_FUSED_SIMD_INLINE Wide wide_fmadd(double w, R v, Wide a) {
+    const __m128d wd = _mm_set1_pd(w);
+    return {_mm_add_pd(_mm_mul_pd(wd, _mm_cvtps_pd(v)), a.lo),
+            _mm_add_pd(_mm_mul_pd(wd, _mm_cvtps_pd(_mm_movehl_ps(v, v))), a.hi)};
+  }
+  static SAM_FUSED_SIMD_INLINE R narrow(Wide a) { return _mm_movelh_ps(_mm_cvtpd_ps(a.lo), _mm_cvtpd_ps(a.hi)); }
+  static SAM_FUSED_SIMD_INLINE float reduce_add(R v) {
+    v = _mm_add_ps(v, _mm_movehl_ps(v, v));
+    return _mm_cvtss_f32(_mm_add_ss(v, _mm_shuffle_ps(v, v, 1)));
+  }
+  static SAM_FUSED_SIMD_INLINE float reduce_max_nan(R v) {
+    v = max_nan(v, _mm_movehl_ps(v, v));
+    return _mm_cvtss_f32(max_nan(v, _mm_shuffle_ps(v, v, 1)));
+  }
   static SAM_FUSED_SIMD_INLINE void sfence() { _mm_sfence(); }
 };
 
@@ -190,6 +221,26 @@ struct VecAvx2 {
     _mm256_store_ps(b, v);
     for (int64_t l = 0; l < k; ++l) d[l] += double(b[l]);
   }
+  struct Wide {
+    __m256d lo, hi;
+  };
+  static SAM_TARGET_AVX2 SAM_FUSED_SIMD_INLINE Wide wide_set1(double d) {
+    return {_mm256_set1_pd(d), _mm256_set1_pd(d)};
+  }
+  static SAM_TARGET_AVX2 SAM_FUSED_SIMD_INLINE Wide wide_fmadd(double w, R v, Wide a) {
+    const __m256d wd = _mm256_set1_pd(w);
+    return {_mm256_fmadd_pd(wd, _mm256_cvtps_pd(_mm256_castps256_ps128(v)), a.lo),
+            _mm256_fmadd_pd(wd, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)), a.hi)};
+  }
+  static SAM_TARGET_AVX2 SAM_FUSED_SIMD_INLINE R narrow(Wide a) {
+    return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm256_cvtpd_ps(a.lo)), _mm256_cvtpd_ps(a.hi), 1);
+  }
+  static SAM_TARGET_AVX2 SAM_FUSED_SIMD_INLINE float reduce_add(R v) {
+    return VecSse2::reduce_add(_mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1)));
+  }
+  static SAM_TARGET_AVX2 SAM_FUSED_SIMD_INLINE float reduce_max_nan(R v) {
+    return VecSse2::reduce_max_nan(VecSse2::max_nan(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1)));
+  }
   static SAM_TARGET_AVX2 SAM_FUSED_SIMD_INLINE void sfence() { _mm_sfence(); }
 };
 
@@ -250,6 +301,26 @@ struct VecAvx512 {
     alignas(64) float b[N];
     _mm512_store_ps(b, v);
     for (int64_t l = 0; l < k; ++l) d[l] += double(b[l]);
+  }
+  struct Wide {
+    __m512d lo, hi;
+  };
+  static SAM_TARGET_AVX512 SAM_FUSED_SIMD_INLINE Wide wide_set1(double d) {
+    return {_mm512_set1_pd(d), _mm512_set1_pd(d)};
+  }
+  static SAM_TARGET_AVX512 SAM_FUSED_SIMD_INLINE Wide wide_fmadd(double w, R v, Wide a) {
+    const __m512d wd = _mm512_set1_pd(w);
+    return {_mm512_fmadd_pd(wd, _mm512_cvtps_pd(_mm512_castps512_ps256(v)), a.lo),
+            _mm512_fmadd_pd(wd, _mm512_cvtps_pd(high_half(v)), a.hi)};
+  }
+  static SAM_TARGET_AVX512 SAM_FUSED_SIMD_INLINE R narrow(Wide a) {
+    return _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(a.lo)), _mm512_cvtpd_ps(a.hi), 1);
+  }
+  static SAM_TARGET_AVX512 SAM_FUSED_SIMD_INLINE float reduce_add(R v) {
+    return VecAvx2::reduce_add(_mm256_add_ps(_mm512_castps512_ps256(v), high_half(v)));
+  }
+  static SAM_TARGET_AVX512 SAM_FUSED_SIMD_INLINE float reduce_max_nan(R v) {
+    return VecAvx2::reduce_max_nan(VecAvx2::max_nan(_mm512_castps512_ps256(v), high_half(v)));
   }
   static SAM_TARGET_AVX512 SAM_FUSED_SIMD_INLINE void sfence() { _mm_sfence(); }
 };

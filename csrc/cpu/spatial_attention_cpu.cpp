@@ -5,9 +5,9 @@
 // and scales it, so every row of x is pooled and then scaled while it is still in cache (x is
 // read once from memory, out written once). Items are cut from the shape alone, never from
 // the thread count, and the weight-gradient partials are summed in item order: the results
-// are bitwise the same on any number of threads. The fp32 NCHW loops (and the conv of every
-// float-accumulating dtype) run in kernels_f32.h, built per instruction set and chosen per
-// call; fp64, channels_last and the fp16/bf16 element loops keep the portable templates here.
+// are bitwise the same on any number of threads. The fp32 loops of both layouts (and the conv of
+// every float-accumulating dtype) run in kernels_f32.h, built per instruction set and chosen per
+// call; fp64 and the fp16/bf16 element loops keep the portable templates here.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -353,15 +353,17 @@ template <typename A> struct PaddedRows {
 };
 
 // s[(h - ha) * W + w] = sigmoid(bias + sum_{p,i,j} w[p,i,j] q_p[h+i-rh, w+j-rw]) for rows
-// [ha, hb); q holds the rows [ha - rh, hb + rh) (zero outside the map). Same summation order as
-// sam_fused::conv_pixel, vectorised over w; in float (every dtype but fp64) by the ISA kernels.
+// [ha, hb); q holds the rows [ha - rh, hb + rh) (zero outside the map). In float (every dtype
+// but fp64) by the ISA kernels (the taps summed in double); in fp64 below, vectorised over w, in
+// the summation order of sam_fused::conv_pixel.
 template <typename A>
 void conv_sigmoid_rows(const Params<A>& prm, int64_t P, int64_t kh, int64_t kw, const PaddedRows<A>& q, int64_t ha,
-                       int64_t hb, A* s, const cpu::F32Kernels* K) {
+                       int64_t hb, A* s, const cpu::F32Kernels* K, A* e = nullptr) {
   const int64_t W = q.W, rh = kh / 2, rw = kw / 2;
   if constexpr (std::is_same_v<A, float>) {
     const int64_t row = W + 2 * q.pad;
-    return K->conv_sigmoid(prm.w.data(), prm.bias, P, kh, kw, q.at(0, ha - rh) - rw, q.rows * row, row, hb - ha, W, s);
+    return K->conv_sigmoid(prm.w.data(), prm.bias, P, kh, kw, q.at(0, ha - rh) - rw, q.rows * row, row, hb - ha, W, s,
+                           e);
   }
   for (int64_t h = ha; h < hb; ++h) {
     A* sr = s + (h - ha) * W;
@@ -387,12 +389,17 @@ void pool_rows_into(const Geometry& g, const Layout<CL>& L, const scalar_t* xb, 
   const int mean_slot = g.pool.mean_slot(), max_slot = g.pool.max_slot();
   A* sum = tmp;
   A* mx = tmp + m;
-  if constexpr (std::is_same_v<scalar_t, float> && !CL) {  // the ISA kernels; the mean's division as in pool_pixels
+  if constexpr (std::is_same_v<scalar_t, float>) {  // the ISA kernels; the mean's division as in pool_pixels
+    const float* xr = xb + L.at(0, ha * W);
     if (mean_slot >= 0) {
-      K->pool_sum(xb + ha * W, g.C, H * W, m, sum);
+      if (CL) K->pool_sum_nhwc(xr, g.C, m, sum);
+      else K->pool_sum(xr, g.C, H * W, m, sum);
       for (int64_t i = 0; i < m; ++i) sum[i] /= A(g.C);
     }
-    if (max_slot >= 0) K->pool_max(xb + ha * W, g.C, H * W, m, mx);
+    if (max_slot >= 0) {
+      if (CL) K->pool_max_nhwc(xr, g.C, m, mx);
+      else K->pool_max(xr, g.C, H * W, m, mx);
+    }
   } else {
     pool_pixels(L, xb, ha * W, m, mean_slot >= 0 ? sum : nullptr, max_slot >= 0 ? mx : nullptr);
   }
@@ -409,9 +416,10 @@ template <typename scalar_t, bool CL>
 void scale_pixels(const Geometry& g, const Layout<CL>& L, const scalar_t* xb, scalar_t* ob, const acc_t<scalar_t>* s,
                   int64_t p0, int64_t n, bool stream, Prefetcher& pf, const cpu::F32Kernels* K) {
   using A = acc_t<scalar_t>;
-  if constexpr (std::is_same_v<scalar_t, float> && !CL) {
+  if constexpr (std::is_same_v<scalar_t, float>) {
     const cpu::PrefetchRuns runs = pf.runs();
-    K->scale(ob + p0, xb + p0, s, g.C, g.H * g.W, n, stream, &runs, 1);
+    if (CL) K->scale_nhwc(ob + L.at(0, p0), xb + L.at(0, p0), s, g.C, n, stream, &runs, 1);
+    else K->scale(ob + p0, xb + p0, s, g.C, g.H * g.W, n, stream, &runs, 1);
   } else if constexpr (!CL) {
     for (int64_t c = 0; c < g.C; ++c) {
       pf.advance(c + 1, g.C);
@@ -428,8 +436,8 @@ void scale_pixels(const Geometry& g, const Layout<CL>& L, const scalar_t* xb, sc
 
 // One item of the forward. Per band of rows: pool the rows up to rh past it (each row once),
 // convolve and apply the sigmoid, save the pooled maps, then out = x * s (or s itself with
-// return_map). K: the fp32 NCHW loops of the ISA in use (kernels_f32.h); other dtypes and
-// channels_last take the portable templates above.
+// return_map). K: the fp32 loops of the ISA in use (kernels_f32.h); other dtypes take the
+// portable templates above.
 template <typename scalar_t, bool CL>
 void forward_item(const Geometry& g, const RowSplit& sp, int64_t item, const scalar_t* x, scalar_t* out,
                   acc_t<scalar_t>* pooled, const Params<acc_t<scalar_t>>& prm, bool return_map, bool stream,
@@ -469,7 +477,7 @@ void forward_item(const Geometry& g, const RowSplit& sp, int64_t item, const sca
 // argmax of its rows plus halo, each computed once (rows [h0-rh, h1+rh), zero outside the map).
 template <typename scalar_t, bool CL> struct BackwardItem {
   using A = acc_t<scalar_t>;
-  static constexpr bool kF32Nchw = std::is_same_v<scalar_t, float> && !CL;
+  static constexpr bool kF32 = std::is_same_v<scalar_t, float>;
 
   const Params<A>& prm;
   const cpu::F32Kernels* K;
@@ -486,6 +494,7 @@ template <typename scalar_t, bool CL> struct BackwardItem {
   std::vector<int32_t> amax;
   std::vector<A> gmean, gmax;  // gamma of the current band
   std::unique_ptr<double[]> rho;  // rho of the rows being added
+  std::vector<float> e;           // exp(-a) of those rows (float accumulation only)
 
   BackwardItem(const Geometry& g, const RowSplit& sp, int64_t item, const scalar_t* gout, const scalar_t* x,
                const A* pooled, scalar_t* dx, const Params<A>& prm_, bool return_map_, const cpu::F32Kernels* K_)
@@ -518,7 +527,8 @@ template <typename scalar_t, bool CL> struct BackwardItem {
         amax(max_slot >= 0 ? buf_rows * W : 0),
         gmean(sp.band_rows * W, A(0)),
         gmax(sp.band_rows * W, A(0)),
-        rho(new double[(sp.band_rows + 2 * rh) * W]) {
+        rho(new double[(sp.band_rows + 2 * rh) * W]),
+        e(std::is_same_v<A, float> ? (sp.band_rows + 2 * rh) * W : 0) {
     for (int64_t p = 0; p < P; ++p)
       for (int64_t h = std::max<int64_t>(q.first, 0); h < std::min(q.first + q.rows, H); ++h) {
         const A* src = pooled + ((b * P + p) * H + h) * W;
@@ -535,15 +545,32 @@ template <typename scalar_t, bool CL> struct BackwardItem {
     const int64_t r0 = row(ha), m = (hz - ha) * W;
     if (return_map) std::transform(gb + ha * W, gb + hz * W, rho.get(), [](scalar_t v) { return to_acc<double>(v); });
     bool rho_done = return_map;
-    if constexpr (kF32Nchw)
-      if (!return_map) K->rho(gb + ha * W, xb + ha * W, C, H * W, m, rho.get()), rho_done = true;
+    if constexpr (kF32)
+      if (!return_map) {
+        const int64_t at = L.at(0, ha * W);
+        if (CL) K->rho_nhwc(gb + at, xb + at, C, m, rho.get());
+        else K->rho(gb + at, xb + at, C, H * W, m, rho.get());
+        rho_done = true;
+      }
     if (!rho_done || max_slot >= 0)
       rho_pixels(L, gb, xb, ha * W, m, rho_done ? nullptr : rho.get(), max_slot >= 0 ? mbuf.data() + r0 : nullptr,
                  max_slot >= 0 ? amax.data() + r0 : nullptr);
-    conv_sigmoid_rows(prm, P, kh, kw, q, ha, hz, s.data() + r0, K);
-    for (int64_t h = ha; h < hz; ++h)
-      for (int64_t w = 0; w < W; ++w)
-        delta.at(0, h)[w] = A(sigmoid_backward(rho[(h - ha) * W + w], double(s[row(h) + w])));
+    if constexpr (std::is_same_v<A, float>) {
+      // s(1 - s) = e / (1 + e)^2 from e = exp(-a): the float s near 1 has an absolute rounding
+      // error (eps/2) that 1 - s would keep, which summed over the pixels showed in the bias
+      // gradient; e carries only a relative one.
+      conv_sigmoid_rows(prm, P, kh, kw, q, ha, hz, s.data() + r0, K, e.data());
+      for (int64_t h = ha; h < hz; ++h)
+        for (int64_t w = 0; w < W; ++w) {
+          const double ew = e[(h - ha) * W + w];
+          delta.at(0, h)[w] = A(rho[(h - ha) * W + w] * (ew / ((1.0 + ew) * (1.0 + ew))));
+        }
+    } else {
+      conv_sigmoid_rows(prm, P, kh, kw, q, ha, hz, s.data() + r0, K);
+      for (int64_t h = ha; h < hz; ++h)
+        for (int64_t w = 0; w < W; ++w)
+          delta.at(0, h)[w] = A(sigmoid_backward(rho[(h - ha) * W + w], double(s[row(h) + w])));
+    }
   }
 
   // gamma_p = transposed conv of delta with w[p] on rows [hb, he) (gamma_mean divided by C),
@@ -590,9 +617,12 @@ template <typename scalar_t, bool CL> struct BackwardItem {
     const A* sb = s.data() + row(hb);
     const int32_t* am = max_slot >= 0 ? amax.data() + row(hb) : nullptr;
     const A* gm = mean_slot >= 0 ? gmean.data() : nullptr;
-    if constexpr (kF32Nchw) {
+    if constexpr (kF32) {
       const cpu::PrefetchRuns runs[2] = {pfx.runs(), pfg.runs()};
-      K->dx(dxb + hb * W, return_map ? nullptr : gb + hb * W, sb, gm, am, gmax.data(), C, H * W, n, stream, runs, 2);
+      const int64_t at = L.at(0, hb * W);
+      const float* g_band = return_map ? nullptr : gb + at;
+      if (CL) K->dx_nhwc(dxb + at, g_band, sb, gm, am, gmax.data(), C, n, stream, runs, 2);
+      else K->dx(dxb + at, g_band, sb, gm, am, gmax.data(), C, H * W, n, stream, runs, 2);
     } else if constexpr (!CL) {
       for (int64_t c = 0; c < C; ++c) {
         pfx.advance(c + 1, C);
