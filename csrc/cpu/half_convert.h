@@ -67,9 +67,9 @@ template <typename S, typename A> [[gnu::always_inline]] inline S from_acc(A v) 
 // exact / round to nearest even alike, and "fma" stays out of the target so no multiply-add is
 // contracted.
 #if defined(__x86_64__) && defined(__GNUC__)
-#define SAM_HAVE_F16C_PATH 1
+#define SAM_FUSED_HAVE_F16C_PATH 1
 #include <immintrin.h>
-#define SAM_F16C_TARGET __attribute__((target("avx2,f16c")))
+#define SAM_FUSED_F16C_TARGET __attribute__((target("avx2,f16c")))
 namespace sam_fused {
 // SAM_FUSED_NO_F16C=1 forces the portable loops (tests compare the two paths).
 inline bool cpu_has_f16c() {

@@ -8,7 +8,7 @@
 #include "kernels_f32.h"
 #include "simd.h"
 
-#if defined(SAM_X86_DISPATCH)
+#if defined(SAM_FUSED_X86_DISPATCH)
 #if defined(__clang__)
 #pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
 #else

@@ -9,7 +9,7 @@
 #include "simd.h"
 
 #define SAM_FUSED_ISA_NS isa_default
-#if defined(SAM_X86_DISPATCH)
+#if defined(SAM_FUSED_X86_DISPATCH)
 #define SAM_FUSED_VEC VecSse2
 #else
 #define SAM_FUSED_VEC VecScalar

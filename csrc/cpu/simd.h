@@ -25,7 +25,7 @@
 #include <limits>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define SAM_X86_DISPATCH 1
+#define SAM_FUSED_X86_DISPATCH 1
 #include <immintrin.h>
 #endif
 
@@ -72,10 +72,10 @@ struct VecScalar {
   static SAM_FUSED_SIMD_INLINE void sfence() {}
 };
 
-#if defined(SAM_X86_DISPATCH)
+#if defined(SAM_FUSED_X86_DISPATCH)
 
-#define SAM_TARGET_AVX2 __attribute__((target("avx2,fma")))
-#define SAM_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")))
+#define SAM_FUSED_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#define SAM_FUSED_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")))
 
 // Baseline x86-64 (SSE2): no FMA, so fmadd is a multiply then an add.
 struct VecSse2 {
@@ -165,50 +165,50 @@ struct VecAvx2 {
   using R = __m256;
   using RI = __m256i;
   static constexpr int64_t N = 8;
-  static SAM_TARGET_AVX2 SAM_FUSED_SIMD_INLINE RI mask(int64_t k) {
+  static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE RI mask(int64_t k) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(int32_t(k)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
   }
-  static SAM_TARGET_AVX2 SAM_FUSED_SIMD_INLINE R load(const float* p) { return _mm256_loadu_ps(p); }
-  static SAM_TARGET_AVX2 SAM_FUSED_SIMD_INLINE RI loadi(const int32_t* p) {
+  static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE R load(const float* p) { return _mm256_loadu_ps(p); }
+  static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE RI loadi(const int32_t* p) {
     return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
   }
-  static SAM_TARGET_AVX2 SAM_FUSED_SIMD_INLINE R load_k(const float* p, int64_t k) {
+  static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE R load_k(const float* p, int64_t k) {
     return k == N ? load(p) : _mm256_maskload_ps(p, mask(k));
   }
-  static SAM_TARGET_AVX2 SAM_FUSED_SIMD_INLINE RI loadi_k(const int32_t* p, int64_t k) {
+  static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE RI loadi_k(const int32_t* p, int64_t k) {
     return k == N ? loadi(p) : _mm256_maskload_epi32(reinterpret_cast<const int*>(p), mask(k));
   }
-  static SAM_TARGET_AVX2 SAM_FUSED_SIMD_INLINE void store(float* p, R v) { _mm256_storeu_ps(p, v); }
-  static SAM_TARGET_AVX2 SAM_FUSED_SIMD_INLINE void store_k(float* p, R v, int64_t k) {
+  static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE void store(float* p, R v) { _mm256_storeu_ps(p, v); }
+  static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE void store_k(float* p, R v, int64_t k) {
     if (k == N) store(p, v);
     else _mm256_maskstore_ps(p, mask(k), v);
   }
-  static SAM_TARGET_AVX2 SAM_FUSED_SIMD_INLINE void stream(float* p, R v) { _mm256_stream_ps(p, v); }
-  static SAM_TARGET_AVX2 SAM_FUSED_SIMD_INLINE R set1(float v) { return _mm256_set1_ps(v); }
-  static SAM_TARGET_AVX2 SAM_FUSED_SIMD_INLINE R zero() { return _mm256_setzero_ps(); }
-  static SAM_TARGET_AVX2 SAM_FUSED_SIMD_INLINE R add(R a, R b) { return _mm256_add_ps(a, b); }
-  static SAM_TARGET_AVX2 SAM_FUSED_SIMD_INLINE R sub(R a, R b) { return _mm256_sub_ps(a, b); }
-  static SAM_TARGET_AVX2 SAM_FUSED_SIMD_INLINE R mul(R a, R b) { return _mm256_mul_ps(a, b); }
-  static SAM_TARGET_AVX2 SAM_FUSED_SIMD_INLINE R div(R a, R b) { return _mm256_div_ps(a, b); }
-  static SAM_TARGET_AVX2 SAM_FUSED_SIMD_INLINE R fmadd(R a, R b, R c) { return _mm256_fmadd_ps(a, b, c); }
-  static SAM_TARGET_AVX2 SAM_FUSED_SIMD_INLINE R min(R k, R x) { return _mm256_min_ps(k, x); }
-  static SAM_TARGET_AVX2 SAM_FUSED_SIMD_INLINE R max(R k, R x) { return _mm256_max_ps(k, x); }
-  static SAM_TARGET_AVX2 SAM_FUSED_SIMD_INLINE R round(R v) { return _mm256_cvtepi32_ps(_mm256_cvtps_epi32(v)); }
-  static SAM_TARGET_AVX2 SAM_FUSED_SIMD_INLINE R pow2(R n) {
+  static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE void stream(float* p, R v) { _mm256_stream_ps(p, v); }
+  static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE R set1(float v) { return _mm256_set1_ps(v); }
+  static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE R zero() { return _mm256_setzero_ps(); }
+  static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE R add(R a, R b) { return _mm256_add_ps(a, b); }
+  static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE R sub(R a, R b) { return _mm256_sub_ps(a, b); }
+  static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE R mul(R a, R b) { return _mm256_mul_ps(a, b); }
+  static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE R div(R a, R b) { return _mm256_div_ps(a, b); }
+  static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE R fmadd(R a, R b, R c) { return _mm256_fmadd_ps(a, b, c); }
+  static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE R min(R k, R x) { return _mm256_min_ps(k, x); }
+  static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE R max(R k, R x) { return _mm256_max_ps(k, x); }
+  static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE R round(R v) { return _mm256_cvtepi32_ps(_mm256_cvtps_epi32(v)); }
+  static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE R pow2(R n) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23));
   }
-  static SAM_TARGET_AVX2 SAM_FUSED_SIMD_INLINE R max_nan(R m, R v) {
+  static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE R max_nan(R m, R v) {
     const R take = _mm256_or_ps(_mm256_cmp_ps(v, m, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
     return _mm256_blendv_ps(m, v, take);
   }
-  static SAM_TARGET_AVX2 SAM_FUSED_SIMD_INLINE R route(R v, RI am, int32_t c, R r) {
+  static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE R route(R v, RI am, int32_t c, R r) {
     return _mm256_add_ps(v, _mm256_and_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(am, _mm256_set1_epi32(c))), r));
   }
-  static SAM_TARGET_AVX2 SAM_FUSED_SIMD_INLINE void add_to_double(double* d, R v) {
+  static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE void add_to_double(double* d, R v) {
     _mm256_storeu_pd(d, _mm256_add_pd(_mm256_loadu_pd(d), _mm256_cvtps_pd(_mm256_castps256_ps128(v))));
     _mm256_storeu_pd(d + 4, _mm256_add_pd(_mm256_loadu_pd(d + 4), _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1))));
   }
-  static SAM_TARGET_AVX2 SAM_FUSED_SIMD_INLINE void mul_to_double(double* d, R a, R b) {
+  static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE void mul_to_double(double* d, R a, R b) {
     const __m256d lo =
         _mm256_mul_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(a)), _mm256_cvtps_pd(_mm256_castps256_ps128(b)));
     const __m256d hi =
@@ -216,7 +216,7 @@ struct VecAvx2 {
     _mm256_storeu_pd(d, _mm256_add_pd(_mm256_loadu_pd(d), lo));
     _mm256_storeu_pd(d + 4, _mm256_add_pd(_mm256_loadu_pd(d + 4), hi));
   }
-  static SAM_TARGET_AVX2 SAM_FUSED_SIMD_INLINE void add_to_double_k(double* d, R v, int64_t k) {
+  static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE void add_to_double_k(double* d, R v, int64_t k) {
     alignas(32) float b[N];
     _mm256_store_ps(b, v);
     for (int64_t l = 0; l < k; ++l) d[l] += double(b[l]);
@@ -224,80 +224,82 @@ struct VecAvx2 {
   struct Wide {
     __m256d lo, hi;
   };
-  static SAM_TARGET_AVX2 SAM_FUSED_SIMD_INLINE Wide wide_set1(double d) {
+  static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE Wide wide_set1(double d) {
     return {_mm256_set1_pd(d), _mm256_set1_pd(d)};
   }
-  static SAM_TARGET_AVX2 SAM_FUSED_SIMD_INLINE Wide wide_fmadd(double w, R v, Wide a) {
+  static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE Wide wide_fmadd(double w, R v, Wide a) {
     const __m256d wd = _mm256_set1_pd(w);
     return {_mm256_fmadd_pd(wd, _mm256_cvtps_pd(_mm256_castps256_ps128(v)), a.lo),
             _mm256_fmadd_pd(wd, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)), a.hi)};
   }
-  static SAM_TARGET_AVX2 SAM_FUSED_SIMD_INLINE R narrow(Wide a) {
+  static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE R narrow(Wide a) {
     return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm256_cvtpd_ps(a.lo)), _mm256_cvtpd_ps(a.hi), 1);
   }
-  static SAM_TARGET_AVX2 SAM_FUSED_SIMD_INLINE float reduce_add(R v) {
+  static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE float reduce_add(R v) {
     return VecSse2::reduce_add(_mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1)));
   }
-  static SAM_TARGET_AVX2 SAM_FUSED_SIMD_INLINE float reduce_max_nan(R v) {
+  static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE float reduce_max_nan(R v) {
     return VecSse2::reduce_max_nan(VecSse2::max_nan(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1)));
   }
-  static SAM_TARGET_AVX2 SAM_FUSED_SIMD_INLINE void sfence() { _mm_sfence(); }
+  static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE void sfence() { _mm_sfence(); }
 };
 
 struct VecAvx512 {
   using R = __m512;
   using RI = __m512i;
   static constexpr int64_t N = 16;
-  static SAM_TARGET_AVX512 SAM_FUSED_SIMD_INLINE __mmask16 mask(int64_t k) { return __mmask16((1u << k) - 1u); }
-  static SAM_TARGET_AVX512 SAM_FUSED_SIMD_INLINE R load(const float* p) { return _mm512_loadu_ps(p); }
-  static SAM_TARGET_AVX512 SAM_FUSED_SIMD_INLINE RI loadi(const int32_t* p) { return _mm512_loadu_si512(p); }
-  static SAM_TARGET_AVX512 SAM_FUSED_SIMD_INLINE R load_k(const float* p, int64_t k) {
+  static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE __mmask16 mask(int64_t k) { return __mmask16((1u << k) - 1u); }
+  static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE R load(const float* p) { return _mm512_loadu_ps(p); }
+  static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE RI loadi(const int32_t* p) { return _mm512_loadu_si512(p); }
+  static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE R load_k(const float* p, int64_t k) {
     return k == N ? load(p) : _mm512_maskz_loadu_ps(mask(k), p);
   }
-  static SAM_TARGET_AVX512 SAM_FUSED_SIMD_INLINE RI loadi_k(const int32_t* p, int64_t k) {
+  static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE RI loadi_k(const int32_t* p, int64_t k) {
     return k == N ? loadi(p) : _mm512_maskz_loadu_epi32(mask(k), p);
   }
-  static SAM_TARGET_AVX512 SAM_FUSED_SIMD_INLINE void store(float* p, R v) { _mm512_storeu_ps(p, v); }
-  static SAM_TARGET_AVX512 SAM_FUSED_SIMD_INLINE void store_k(float* p, R v, int64_t k) {
+  static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE void store(float* p, R v) { _mm512_storeu_ps(p, v); }
+  static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE void store_k(float* p, R v, int64_t k) {
     if (k == N) store(p, v);
     else _mm512_mask_storeu_ps(p, mask(k), v);
   }
-  static SAM_TARGET_AVX512 SAM_FUSED_SIMD_INLINE void stream(float* p, R v) { _mm512_stream_ps(p, v); }
-  static SAM_TARGET_AVX512 SAM_FUSED_SIMD_INLINE R set1(float v) { return _mm512_set1_ps(v); }
-  static SAM_TARGET_AVX512 SAM_FUSED_SIMD_INLINE R zero() { return _mm512_setzero_ps(); }
-  static SAM_TARGET_AVX512 SAM_FUSED_SIMD_INLINE R add(R a, R b) { return _mm512_add_ps(a, b); }
-  static SAM_TARGET_AVX512 SAM_FUSED_SIMD_INLINE R sub(R a, R b) { return _mm512_sub_ps(a, b); }
-  static SAM_TARGET_AVX512 SAM_FUSED_SIMD_INLINE R mul(R a, R b) { return _mm512_mul_ps(a, b); }
-  static SAM_TARGET_AVX512 SAM_FUSED_SIMD_INLINE R div(R a, R b) { return _mm512_div_ps(a, b); }
-  static SAM_TARGET_AVX512 SAM_FUSED_SIMD_INLINE R fmadd(R a, R b, R c) { return _mm512_fmadd_ps(a, b, c); }
-  static SAM_TARGET_AVX512 SAM_FUSED_SIMD_INLINE R min(R k, R x) { return _mm512_min_ps(k, x); }
-  static SAM_TARGET_AVX512 SAM_FUSED_SIMD_INLINE R max(R k, R x) { return _mm512_max_ps(k, x); }
-  static SAM_TARGET_AVX512 SAM_FUSED_SIMD_INLINE R round(R v) { return _mm512_cvtepi32_ps(_mm512_cvtps_epi32(v)); }
-  static SAM_TARGET_AVX512 SAM_FUSED_SIMD_INLINE R pow2(R n) {
+  static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE void stream(float* p, R v) { _mm512_stream_ps(p, v); }
+  static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE R set1(float v) { return _mm512_set1_ps(v); }
+  static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE R zero() { return _mm512_setzero_ps(); }
+  static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE R add(R a, R b) { return _mm512_add_ps(a, b); }
+  static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE R sub(R a, R b) { return _mm512_sub_ps(a, b); }
+  static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE R mul(R a, R b) { return _mm512_mul_ps(a, b); }
+  static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE R div(R a, R b) { return _mm512_div_ps(a, b); }
+  static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE R fmadd(R a, R b, R c) { return _mm512_fmadd_ps(a, b, c); }
+  static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE R min(R k, R x) { return _mm512_min_ps(k, x); }
+  static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE R max(R k, R x) { return _mm512_max_ps(k, x); }
+  static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE R round(R v) {
+    return _mm512_cvtepi32_ps(_mm512_cvtps_epi32(v));
+  }
+  static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE R pow2(R n) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23));
   }
-  static SAM_TARGET_AVX512 SAM_FUSED_SIMD_INLINE R max_nan(R m, R v) {
+  static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE R max_nan(R m, R v) {
     const __mmask16 take = _mm512_cmp_ps_mask(v, m, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
     return _mm512_mask_blend_ps(take, m, v);
   }
-  static SAM_TARGET_AVX512 SAM_FUSED_SIMD_INLINE R route(R v, RI am, int32_t c, R r) {
+  static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE R route(R v, RI am, int32_t c, R r) {
     return _mm512_mask_add_ps(v, _mm512_cmpeq_epi32_mask(am, _mm512_set1_epi32(c)), v, r);
   }
-  static SAM_TARGET_AVX512 SAM_FUSED_SIMD_INLINE void add_to_double(double* d, R v) {
+  static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE void add_to_double(double* d, R v) {
     _mm512_storeu_pd(d, _mm512_add_pd(_mm512_loadu_pd(d), _mm512_cvtps_pd(_mm512_castps512_ps256(v))));
     _mm512_storeu_pd(d + 8, _mm512_add_pd(_mm512_loadu_pd(d + 8), _mm512_cvtps_pd(high_half(v))));
   }
-  static SAM_TARGET_AVX512 SAM_FUSED_SIMD_INLINE __m256 high_half(R v) {
+  static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE __m256 high_half(R v) {
     return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
   }
-  static SAM_TARGET_AVX512 SAM_FUSED_SIMD_INLINE void mul_to_double(double* d, R a, R b) {
+  static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE void mul_to_double(double* d, R a, R b) {
     const __m512d lo =
         _mm512_mul_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(a)), _mm512_cvtps_pd(_mm512_castps512_ps256(b)));
     const __m512d hi = _mm512_mul_pd(_mm512_cvtps_pd(high_half(a)), _mm512_cvtps_pd(high_half(b)));
     _mm512_storeu_pd(d, _mm512_add_pd(_mm512_loadu_pd(d), lo));
     _mm512_storeu_pd(d + 8, _mm512_add_pd(_mm512_loadu_pd(d + 8), hi));
   }
-  static SAM_TARGET_AVX512 SAM_FUSED_SIMD_INLINE void add_to_double_k(double* d, R v, int64_t k) {
+  static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE void add_to_double_k(double* d, R v, int64_t k) {
     alignas(64) float b[N];
     _mm512_store_ps(b, v);
     for (int64_t l = 0; l < k; ++l) d[l] += double(b[l]);
@@ -305,26 +307,26 @@ struct VecAvx512 {
   struct Wide {
     __m512d lo, hi;
   };
-  static SAM_TARGET_AVX512 SAM_FUSED_SIMD_INLINE Wide wide_set1(double d) {
+  static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE Wide wide_set1(double d) {
     return {_mm512_set1_pd(d), _mm512_set1_pd(d)};
   }
-  static SAM_TARGET_AVX512 SAM_FUSED_SIMD_INLINE Wide wide_fmadd(double w, R v, Wide a) {
+  static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE Wide wide_fmadd(double w, R v, Wide a) {
     const __m512d wd = _mm512_set1_pd(w);
     return {_mm512_fmadd_pd(wd, _mm512_cvtps_pd(_mm512_castps512_ps256(v)), a.lo),
             _mm512_fmadd_pd(wd, _mm512_cvtps_pd(high_half(v)), a.hi)};
   }
-  static SAM_TARGET_AVX512 SAM_FUSED_SIMD_INLINE R narrow(Wide a) {
+  static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE R narrow(Wide a) {
     return _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(a.lo)), _mm512_cvtpd_ps(a.hi), 1);
   }
-  static SAM_TARGET_AVX512 SAM_FUSED_SIMD_INLINE float reduce_add(R v) {
+  static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE float reduce_add(R v) {
     return VecAvx2::reduce_add(_mm256_add_ps(_mm512_castps512_ps256(v), high_half(v)));
   }
-  static SAM_TARGET_AVX512 SAM_FUSED_SIMD_INLINE float reduce_max_nan(R v) {
+  static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE float reduce_max_nan(R v) {
     return VecAvx2::reduce_max_nan(VecAvx2::max_nan(_mm512_castps512_ps256(v), high_half(v)));
   }
-  static SAM_TARGET_AVX512 SAM_FUSED_SIMD_INLINE void sfence() { _mm_sfence(); }
+  static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE void sfence() { _mm_sfence(); }
 };
 
-#endif  // SAM_X86_DISPATCH
+#endif  // SAM_FUSED_X86_DISPATCH
 
 }  // namespace sam_fused::cpu

@@ -62,11 +62,11 @@ inline void write_plain(T* o, const T* a, const A* s, const A* add, const int32_
   }
 }
 
-#if defined(SAM_HAVE_F16C_PATH)
+#if defined(SAM_FUSED_HAVE_F16C_PATH)
 // write_plain for fp16, 8 elements at a time with F16C; the same operations in the same order.
 template <bool kBcast, bool kA, bool kAdd, bool kRoute>
-SAM_F16C_TARGET void write_plain_f16c(c10::Half* o, const c10::Half* a, const float* s, const float* add,
-                                      const int32_t* am, const float* route, int64_t c, int64_t i, int64_t n) {
+SAM_FUSED_F16C_TARGET void write_plain_f16c(c10::Half* o, const c10::Half* a, const float* s, const float* add,
+                                            const int32_t* am, const float* route, int64_t c, int64_t i, int64_t n) {
   const __m256 s_b = _mm256_set1_ps(kBcast && kA ? s[0] : 0.f), add_b = _mm256_set1_ps(kBcast && kAdd ? add[0] : 0.f);
   const __m256 route_b = _mm256_set1_ps(kBcast && kRoute ? route[0] : 0.f);
   const __m256i key_b = _mm256_set1_epi32(kBcast ? (kRoute ? am[0] : 0) : int32_t(c));
@@ -104,7 +104,7 @@ inline void write_segment(T* o, const T* a, const A* s, const A* add, const int3
     with_flag(a != nullptr, [&](auto kA) {
       with_flag(add != nullptr, [&](auto kAdd) {
         with_flag(am != nullptr, [&](auto kRoute) {
-#if defined(SAM_HAVE_F16C_PATH)
+#if defined(SAM_FUSED_HAVE_F16C_PATH)
           if constexpr (std::is_same_v<T, c10::Half>)
             if (cpu_has_f16c())
               return write_plain_f16c<kBcast, kA.value, kAdd.value, kRoute.value>(o, a, s, add, am, route, c, begin,
