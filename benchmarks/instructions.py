@@ -1,6 +1,6 @@
 """Instructions per element of the fused CPU forward and backward, counted by callgrind.
 
-    python benchmarks/instructions.py [--shape 16,64,64,9 ...] [--pool mean] [--kernel 3,1]
+    python benchmarks/instructions.py [--shape 16,64,64,9 ...] [--pool mean] [--kernel 3,1] [--dtype bfloat16]
 
 Wall time on a shared machine drifts by tens of percent; instruction counts do not. The script
 re-runs itself under ``valgrind --tool=callgrind`` at one thread, counts only inside the C++
@@ -29,6 +29,7 @@ FUNCTIONS = {
     "clone": "at::native::clone(*",
 }
 HAR = dict(pool="mean", kernel=(3, 1), bias=True)
+DTYPES = ("float32", "float16", "bfloat16")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # this checkout's sam_fused, as pytest's pythonpath = "." gives the tests
 
@@ -46,6 +47,7 @@ def child(args) -> None:
     import sam_fused  # noqa: F401  (registers the ops)
 
     torch.set_num_threads(1)
+    dtype = getattr(torch, args.dtype)
     gen = torch.Generator().manual_seed(0)
     kh, kw = args.kernel
     P = 2 if "+" in args.pool else 1
@@ -54,10 +56,10 @@ def child(args) -> None:
         # channels_last: x and grad (the layout autograd hands back for a channels_last output)
         # filled by copy_, since .contiguous(memory_format) would run the counted clone
         fmt = torch.channels_last if args.channels_last else torch.contiguous_format
-        x = torch.empty(shape, memory_format=fmt).copy_(torch.randn(shape, generator=gen))
-        weight = torch.randn(1, P, kh, kw, generator=gen) * 0.3
-        bias = torch.randn(1, generator=gen)
-        grad = torch.empty(shape, memory_format=fmt).copy_(torch.randn(shape, generator=gen))
+        x = torch.empty(shape, dtype=dtype, memory_format=fmt).copy_(torch.randn(shape, generator=gen))
+        weight = (torch.randn(1, P, kh, kw, generator=gen) * 0.3).to(dtype)
+        bias = torch.randn(1, generator=gen).to(dtype)
+        grad = torch.empty(shape, dtype=dtype, memory_format=fmt).copy_(torch.randn(shape, generator=gen))
         for _ in range(args.reps):
             x.clone()
             _, pooled = fwd(x, weight, bias, args.pool, False)
@@ -104,6 +106,7 @@ def main() -> None:
     parser.add_argument("--pool", default=HAR["pool"])
     parser.add_argument("--kernel", type=lambda t: tuple(int(v) for v in t.split(",")), default=HAR["kernel"])
     parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--dtype", choices=DTYPES, default="float32", help="dtype of x, weight and grad")
     parser.add_argument("--reps", type=int, default=3, help="calls of each op counted (the mean is printed)")
     parser.add_argument("--keep", metavar="DIR", help="keep callgrind.out.<shape> there (for callgrind_annotate)")
     parser.add_argument("--install", action="store_true", help="apt-get install valgrind when it is missing")
@@ -121,7 +124,8 @@ def main() -> None:
             cmd = [valgrind, "--tool=callgrind", "--collect-atstart=no", f"--callgrind-out-file={out_file}"]
             cmd += [f"--toggle-collect={f}" for f in FUNCTIONS.values()]
             cmd += [sys.executable, os.path.abspath(__file__), "--child", "--shape", ",".join(map(str, shape)),
-                    "--pool", args.pool, "--kernel", ",".join(map(str, args.kernel)), "--reps", str(args.reps)]
+                    "--pool", args.pool, "--kernel", ",".join(map(str, args.kernel)), "--reps", str(args.reps),
+                    "--dtype", args.dtype]
             cmd += ["--channels-last"] if args.channels_last else []
             env = dict(os.environ, OMP_NUM_THREADS="1")
             run = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -138,7 +142,7 @@ def main() -> None:
         rows.append((shape, {k: v / args.reps / numel for k, v in counts.items()}))
 
     with_isa = os.environ.get("SAM_FUSED_CPU_ISA")
-    print(f"callgrind, 1 thread, fp32, pool={args.pool}, kernel={args.kernel}, "
+    print(f"callgrind, 1 thread, {args.dtype}, pool={args.pool}, kernel={args.kernel}, "
           f"{'channels_last' if args.channels_last else 'contiguous'}, SAM_FUSED_CPU_ISA={with_isa or '(auto)'}, "
           f"ISA outside valgrind: {cpu_isa()}")
     print(f"{'shape':>16} | {'clone':>7} | {'fwd':>7} | {'bwd':>7} | {'fwd/clone':>9}   (instructions per element)")

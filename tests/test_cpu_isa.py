@@ -1,6 +1,8 @@
 """The CPU kernels' run-time instruction-set choice: every ISA this machine has (forced through
 SAM_FUSED_CPU_ISA, which the op reads at every call) matches the reference and gives the same
-bits on repeated calls and at any thread count; an unusable choice is a clear error."""
+bits on repeated calls and at any thread count; an unusable choice is a clear error. fp16 and
+bf16 (NCHW) take the same loops with conversions at load and store: those are checked against
+torch's conversions over every 16-bit value."""
 import pytest
 import torch
 
@@ -77,6 +79,67 @@ def test_parity_per_isa(isa, shape, pool, return_map):
 SHAPES_NHWC = [(2, 64, 64, 9), (1, 37, 11, 5), (2, 19, 13, 7), (2, 3, 20, 20), (2, 64, 120, 90), (1, 40, 160, 170)]
 
 
+# 16-bit NCHW: vector tails (odd sizes), whole samples per block, and a streamed output (> 4 MB).
+SHAPES_16 = [(2, 64, 64, 9), (1, 8, 37, 5), (2, 19, 13, 7), (3, 5, 3, 3), (4, 64, 120, 90)]
+DTYPES_16 = [torch.float16, torch.bfloat16]
+
+
+@pytest.mark.parametrize("return_map", [False, True])
+@pytest.mark.parametrize("pool", POOLS)
+@pytest.mark.parametrize("shape", SHAPES_16)
+@pytest.mark.parametrize("dtype", DTYPES_16)
+@pytest.mark.parametrize("isa", ISA_PARAMS, indirect=True)
+def test_16bit_parity_per_isa(isa, dtype, shape, pool, return_map):
+    check_parity(make_input(shape, dtype), pool, (3, 1), True, return_map)
+
+
+def every_16bit_value(dtype):
+    """All 65536 bit patterns of a 16-bit dtype as a [1, 1, 256, 256] tensor."""
+    bits = torch.arange(-(2 ** 15), 2 ** 15, dtype=torch.int32).to(torch.int16)
+    return bits.view(dtype).reshape(1, 1, 256, 256)
+
+
+@pytest.mark.parametrize("dtype", DTYPES_16)
+@pytest.mark.parametrize("isa", ISA_PARAMS, indirect=True)
+def test_16bit_conversions_match_torch(isa, dtype):
+    # C = 1 and a 1x1 conv of weight 0: the pooled map is float(x) exactly (as a value), and every finite pixel
+    # gets the same s = sigmoid(bias), which the fp32 op of this ISA gives as a float. So out is
+    # float(x) * s rounded once: torch's rounding (to nearest even) of that product, on every
+    # value, subnormals included. Non-finite x makes s NaN (0 * inf); a NaN output in bf16 has
+    # c10::BFloat16's bits 0x7FC0.
+    x = every_16bit_value(dtype)
+    bias = torch.tensor([0.7], dtype=dtype)
+    fwd = torch.ops.sam_fused.spatial_attention_fwd
+    out, pooled = fwd(x, torch.zeros(1, 1, 1, 1, dtype=dtype), bias, "mean", False)
+    s = fwd(torch.zeros(1, 1, 1, 1), torch.zeros(1, 1, 1, 1), bias.float(), "mean", True)[0].item()
+    assert torch.equal(torch.isnan(pooled), torch.isnan(x))
+    ok = ~torch.isnan(x)
+    assert torch.equal(pooled[ok], x.float()[ok])  # the sum from +0 makes -0 a +0
+    finite = torch.isfinite(x)
+    expected = (x.float() * s).to(dtype)
+    assert torch.equal(out[finite].view(torch.int16), expected[finite].view(torch.int16))
+    assert torch.isnan(out[~finite]).all()
+    if dtype == torch.bfloat16:
+        assert (out[~finite].view(torch.int16) == 0x7FC0).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES_16)
+@pytest.mark.parametrize("isa", ISA_PARAMS, indirect=True)
+def test_16bit_nan_and_inf_propagate(isa, dtype):
+    # A NaN in any channel of a pixel (vector lanes and the tail) makes both pools NaN there; an
+    # inf makes the max inf and the mean inf, as in the reference.
+    x = torch.randn(2, 19, 5, 7).to(dtype)
+    x[0, 17, 1, 2] = x[1, 3, 4, 6] = float("nan")
+    x[0, 5, 3, 3] = float("inf")
+    for pool in ("mean", "max"):
+        _, pooled = torch.ops.sam_fused.spatial_attention_fwd(x, torch.ones(1, 1, 1, 1, dtype=dtype), None, pool,
+                                                              False)
+        expected_nan = torch.zeros(2, 1, 5, 7, dtype=torch.bool)
+        expected_nan[0, 0, 1, 2] = expected_nan[1, 0, 4, 6] = True
+        assert torch.equal(torch.isnan(pooled), expected_nan), pool
+        assert pooled[0, 0, 3, 3] == float("inf"), pool
+
+
 @pytest.mark.parametrize("return_map", [False, True])
 @pytest.mark.parametrize("pool", POOLS)
 @pytest.mark.parametrize("shape", SHAPES_NHWC)
@@ -102,36 +165,43 @@ def test_channels_last_nan_propagates(isa):
         assert torch.equal(torch.isnan(pooled), expected), pool
 
 
-def _results(pool, return_map, shape=(4, 64, 32, 9), layout="contiguous"):
-    x = make_input(shape, torch.float32, layout)
-    _, weight, bias = make_pair(pool, (7, 7), True, return_map, torch.float32)
+def _results(pool, return_map, shape=(4, 64, 32, 9), layout="contiguous", dtype=torch.float32):
+    x = make_input(shape, dtype, layout)
+    _, weight, bias = make_pair(pool, (7, 7), True, return_map, dtype)
     grad_shape = (shape[0], 1, *shape[2:]) if return_map else shape
-    return fused_results(x, weight, bias, pool, return_map, make_grad(grad_shape, torch.float32))
+    return fused_results(x, weight, bias, pool, return_map, make_grad(grad_shape, dtype))
 
 
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize(("layout", "dtype"), [("contiguous", torch.float32), ("channels_last", torch.float32),
+                                               ("contiguous", torch.float16), ("contiguous", torch.bfloat16)])
 @pytest.mark.parametrize("return_map", [False, True])
 @pytest.mark.parametrize("pool", POOLS)
 @pytest.mark.parametrize("isa", ISA_PARAMS, indirect=True)
-def test_bitwise_deterministic_per_isa(isa, pool, return_map, layout, restore_num_threads):
+def test_bitwise_deterministic_per_isa(isa, pool, return_map, layout, dtype, restore_num_threads):
     torch.set_num_threads(1)
-    first = _results(pool, return_map, layout=layout)
+    first = _results(pool, return_map, layout=layout, dtype=dtype)
     torch.set_num_threads(2)
     for _ in range(2):
-        again = _results(pool, return_map, layout=layout)
+        again = _results(pool, return_map, layout=layout, dtype=dtype)
         for key in first:
             assert torch.equal(again[key], first[key]), f"{isa}: {key} differs"
 
 
+# Outputs > 4 MB: blocks of rows (per channel run) and of whole samples (the flat path); 16-bit
+# elements need twice the count.
+STREAMED = [(shape, dtype) for dtype in (torch.float32, *DTYPES_16)
+            for shape in ((4, 64, 120, 90), (64 if dtype == torch.float32 else 128, 256, 8, 9))]
+
+
+@pytest.mark.parametrize(("shape", "dtype"), STREAMED)
 @pytest.mark.parametrize("pool", POOLS)
-@pytest.mark.parametrize("shape", [(4, 64, 120, 90), (64, 256, 8, 9)])
 @pytest.mark.parametrize("isa", ISA_PARAMS, indirect=True)
-def test_streamed_results_bitwise_equal_to_cached(isa, shape, pool):
+def test_streamed_results_bitwise_equal_to_cached(isa, shape, pool, dtype):
     # A large output takes non-temporal stores with plain-store heads and tails (per channel
     # run, or over a whole sample's runs at once); the same elements computed in a small tensor
     # (plain stores only) have the same bits, forward and backward.
-    big, grad = make_input(shape, torch.float32), make_grad(shape, torch.float32)
-    weight = torch.randn(1, 2 if "+" in pool else 1, 3, 1, generator=torch.Generator().manual_seed(0)) * 0.3
+    big, grad = make_input(shape, dtype), make_grad(shape, dtype)
+    weight = (torch.randn(1, 2 if "+" in pool else 1, 3, 1, generator=torch.Generator().manual_seed(0)) * 0.3).to(dtype)
     fwd, bwd = torch.ops.sam_fused.spatial_attention_fwd, torch.ops.sam_fused.spatial_attention_bwd
     out_big, pooled_big = fwd(big, weight, None, pool, False)
     dx_big = bwd(grad, big, weight, None, pooled_big, pool, False)[0]

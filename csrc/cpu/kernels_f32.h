@@ -1,10 +1,16 @@
 // The fp32 hot loops of the CPU spatial-attention kernels (NCHW), built once per instruction
 // set (kernels_f32_<isa>.cpp from kernels_f32_impl.h) and chosen at run time (isa.h).
 // Every NCHW loop covers one band: channels c < C, `stride` elements apart, and pixels i < n
-// of each channel's row run; the _nhwc loops cover a channels_last band of n pixels. The other
-// dtypes keep the portable templates of spatial_attention_cpu.cpp.
+// of each channel's row run; the _nhwc loops cover a channels_last band of n pixels. fp16 and
+// bf16 NCHW take the same loops over their storage (NchwKernels: converted at load and store,
+// fp32 arithmetic); fp64 and 16-bit channels_last keep the portable templates of
+// spatial_attention_cpu.cpp.
 #pragma once
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
 #include <cstdint>
+#include <type_traits>
 
 #include "isa.h"
 
@@ -15,6 +21,18 @@ namespace sam_fused::cpu {
 struct PrefetchRuns {
   const char* base = nullptr;
   int64_t run_bytes = 0, stride = 0;
+};
+
+// The NCHW element loops of F32Kernels (pool_sum ... dx, same contracts) over storage S: each
+// element converted to float where it is loaded and rounded once where it is stored.
+template <typename S> struct NchwKernels {
+  void (*pool_sum)(const S* x, int64_t C, int64_t stride, int64_t n, float* out);
+  void (*pool_max)(const S* x, int64_t C, int64_t stride, int64_t n, float* out);
+  void (*scale)(S* out, const S* x, const float* s, int64_t C, int64_t stride, int64_t n, bool stream,
+                const PrefetchRuns* pf, int npf);
+  void (*rho)(const S* g, const S* x, int64_t C, int64_t stride, int64_t n, double* rho);
+  void (*dx)(S* dx, const S* g, const float* s, const float* add, const int32_t* am, const float* route, int64_t C,
+             int64_t stride, int64_t n, bool stream, const PrefetchRuns* pf, int npf);
 };
 
 struct F32Kernels {
@@ -56,7 +74,17 @@ struct F32Kernels {
   void (*rho_nhwc)(const float* g, const float* x, int64_t C, int64_t n, double* rho);
   void (*dx_nhwc)(float* dx, const float* g, const float* s, const float* add, const int32_t* am, const float* route,
                   int64_t C, int64_t n, bool stream, const PrefetchRuns* pf, int npf);
+
+  NchwKernels<c10::Half> f16;
+  NchwKernels<c10::BFloat16> bf16;
 };
+
+// The NCHW loops of K over storage S: float, c10::Half or c10::BFloat16.
+template <typename S> NchwKernels<S> nchw_kernels(const F32Kernels& K) {
+  if constexpr (std::is_same_v<S, c10::Half>) return K.f16;
+  else if constexpr (std::is_same_v<S, c10::BFloat16>) return K.bf16;
+  else return {K.pool_sum, K.pool_max, K.scale, K.rho, K.dx};
+}
 
 // The table of one ISA; null where this build or platform has none.
 const F32Kernels* f32_kernels_default();

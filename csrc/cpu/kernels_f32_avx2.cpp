@@ -1,4 +1,4 @@
-// The fp32 hot loops built for AVX2 + FMA, by a target pragma around kernels_f32_impl.h (no
+// The fp32-arithmetic hot loops built for AVX2 + FMA (+ F16C, fp16's conversions), by a target pragma around kernels_f32_impl.h (no
 // per-file compiler flags, so setup.py and CMakeLists.txt build this file like any other).
 #include <algorithm>
 #include <cstdint>
@@ -10,10 +10,10 @@
 
 #if defined(SAM_FUSED_X86_DISPATCH)
 #if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
 #else
 #pragma GCC push_options
-#pragma GCC target("avx2,fma")
+#pragma GCC target("avx2,fma,f16c")
 #endif
 #define SAM_FUSED_ISA_NS isa_avx2
 #define SAM_FUSED_VEC VecAvx2

@@ -13,7 +13,7 @@ namespace {
 using V = SAM_FUSED_VEC;
 using R = typename V::R;
 constexpr int64_t N = V::N;
-constexpr int64_t kLineFloats = 64 / sizeof(float);
+template <class S> constexpr int64_t kLineElems = 64 / sizeof(S);  // elements of storage S per cache line
 
 inline void prefetch_run(const PrefetchRuns& pf, int64_t c) {
   if (!pf.base) return;
@@ -33,13 +33,14 @@ inline void prefetch_run(const PrefetchRuns& pf, int64_t c) {
 // back here, so its lines need not be fetched first (what lets the fused op match x.clone()'s
 // 2N bytes). The partial lines at the ends, which a neighbouring row also writes, take plain
 // stores. f computes the same vector operations wherever the row's lines begin.
-template <class F> SAM_FUSED_SIMD_INLINE void write_row(float* o, int64_t n, bool stream, F&& f) {
+template <class S, class F> SAM_FUSED_SIMD_INLINE void write_row(S* o, int64_t n, bool stream, F&& f) {
+  constexpr int64_t kLine = kLineElems<S>;
   int64_t i = 0;
-  if (stream && n >= 2 * kLineFloats) {  // at least one whole line wherever the row starts
-    const int64_t head = std::min<int64_t>(n, ((64 - (reinterpret_cast<uintptr_t>(o) & 63)) & 63) / sizeof(float));
+  if (stream && n >= 2 * kLine) {  // at least one whole line wherever the row starts
+    const int64_t head = std::min<int64_t>(n, ((64 - (reinterpret_cast<uintptr_t>(o) & 63)) & 63) / sizeof(S));
     for (; i < head; i += N) V::store_k(o + i, f(i, std::min(N, head - i)), std::min(N, head - i));
     i = head;
-    const int64_t lines_end = head + (n - head) / kLineFloats * kLineFloats;
+    const int64_t lines_end = head + (n - head) / kLine * kLine;
     for (; i < lines_end; i += N) V::stream(o + i, f(i, N));
   }
   for (; i + 4 * N <= n; i += 4 * N) {
@@ -56,8 +57,8 @@ template <class F> SAM_FUSED_SIMD_INLINE void write_row(float* o, int64_t n, boo
 // stride == n): one streamed region over all C*n, so that lines spanning two channels' runs are streamed too (short
 // runs of small-H maps would otherwise write most lines in two plain halves); i wraps at n, so f must read its
 // per-pixel rows from copies extended by their first N elements (extend_row).
-template <class F>
-SAM_FUSED_SIMD_INLINE void write_channels(float* out, int64_t C, int64_t stride, int64_t n, bool flat, bool stream,
+template <class S, class F>
+SAM_FUSED_SIMD_INLINE void write_channels(S* out, int64_t C, int64_t stride, int64_t n, bool flat, bool stream,
                                           const PrefetchRuns* pf, int npf, F&& f) {
   if (!flat) {
     for (int64_t c = 0; c < C; ++c) {
@@ -79,13 +80,13 @@ SAM_FUSED_SIMD_INLINE void write_channels(float* out, int64_t C, int64_t stride,
       }
     };
     const int64_t head =
-        std::min<int64_t>(total, ((64 - (reinterpret_cast<uintptr_t>(out) & 63)) & 63) / sizeof(float));
+        std::min<int64_t>(total, ((64 - (reinterpret_cast<uintptr_t>(out) & 63)) & 63) / sizeof(S));
     while (o < head) {
       const int64_t k = std::min(N, head - o);
       V::store_k(out + o, f(c, o, i, k), k);
       advance(k);
     }
-    const int64_t lines_end = head + (total - head) / kLineFloats * kLineFloats;
+    const int64_t lines_end = head + (total - head) / kLineElems<S> * kLineElems<S>;
     while (o < lines_end) {
       V::stream(out + o, f(c, o, i, N));
       advance(N);
@@ -115,13 +116,13 @@ template <bool kMax> SAM_FUSED_SIMD_INLINE R pool_op(R acc, R v) { return kMax ?
 // Each pixel's sum runs in two chains, even and odd channels, added at the end: half the
 // rounding of one chain over C (and two independent dependency chains). The max is exact in
 // any order; it keeps the same loop.
-template <bool kMax> void pool(const float* x, int64_t C, int64_t stride, int64_t n, float* out) {
+template <bool kMax, class S> void pool(const S* x, int64_t C, int64_t stride, int64_t n, float* out) {
   const R init = kMax ? V::set1(-std::numeric_limits<float>::infinity()) : V::zero();
   const int64_t C2 = C & ~int64_t(1);  // channels [0, C2) in pairs, then the odd one out
   int64_t i = 0;
   for (; i + 4 * N <= n; i += 4 * N) {  // 4 vectors of pixels x 2 chains stay in registers over all C
     R a0 = init, a1 = init, a2 = init, a3 = init, b0 = init, b1 = init, b2 = init, b3 = init;
-    const float* p = x + i;
+    const S* p = x + i;
     for (int64_t c = 0; c < C2; c += 2, p += 2 * stride) {
       a0 = pool_op<kMax>(a0, V::load(p));
       a1 = pool_op<kMax>(a1, V::load(p + N));
@@ -146,7 +147,7 @@ template <bool kMax> void pool(const float* x, int64_t C, int64_t stride, int64_
   for (; i < n; i += N) {
     const int64_t k = std::min(N, n - i);
     R a = init, b = init;
-    const float* p = x + i;
+    const S* p = x + i;
     int64_t c = 0;
     for (; c < C2; c += 2, p += 2 * stride) {
       a = pool_op<kMax>(a, V::load_k(p, k));
@@ -157,10 +158,15 @@ template <bool kMax> void pool(const float* x, int64_t C, int64_t stride, int64_
   }
 }
 
-void pool_sum(const float* x, int64_t C, int64_t stride, int64_t n, float* out) { pool<false>(x, C, stride, n, out); }
-void pool_max(const float* x, int64_t C, int64_t stride, int64_t n, float* out) { pool<true>(x, C, stride, n, out); }
+template <class S> void pool_sum(const S* x, int64_t C, int64_t stride, int64_t n, float* out) {
+  pool<false>(x, C, stride, n, out);
+}
+template <class S> void pool_max(const S* x, int64_t C, int64_t stride, int64_t n, float* out) {
+  pool<true>(x, C, stride, n, out);
+}
 
-void scale(float* out, const float* x, const float* s, int64_t C, int64_t stride, int64_t n, bool stream,
+template <class S>
+void scale(S* out, const S* x, const float* s, int64_t C, int64_t stride, int64_t n, bool stream,
            const PrefetchRuns* pf, int npf) {
   const bool flat = flat_runs(stride, n, stream);
   const auto s_ext = flat ? extend_row(s, n) : nullptr;
@@ -266,7 +272,7 @@ constexpr int64_t kRhoRun = 16;  // channels summed in float before their sum is
 
 // Within a run, even and odd channels take two chains (added before the run goes to double):
 // half the rounding of one chain, and two independent dependency chains.
-void rho(const float* g, const float* x, int64_t C, int64_t stride, int64_t n, double* rho) {
+template <class S> void rho(const S* g, const S* x, int64_t C, int64_t stride, int64_t n, double* rho) {
   for (int64_t i = 0; i < n; ++i) rho[i] = 0.0;
   int64_t i = 0;
   for (; i + 4 * N <= n; i += 4 * N)
@@ -274,8 +280,8 @@ void rho(const float* g, const float* x, int64_t C, int64_t stride, int64_t n, d
       R a0 = V::zero(), a1 = V::zero(), a2 = V::zero(), a3 = V::zero();
       R b0 = V::zero(), b1 = V::zero(), b2 = V::zero(), b3 = V::zero();
       const int64_t c1 = std::min(C, c0 + kRhoRun), c2 = c0 + ((c1 - c0) & ~int64_t(1));
-      const float* gp = g + c0 * stride + i;
-      const float* xp = x + c0 * stride + i;
+      const S* gp = g + c0 * stride + i;
+      const S* xp = x + c0 * stride + i;
       for (int64_t c = c0; c < c2; c += 2, gp += 2 * stride, xp += 2 * stride) {
         a0 = V::fmadd(V::load(gp), V::load(xp), a0);
         a1 = V::fmadd(V::load(gp + N), V::load(xp + N), a1);
@@ -313,8 +319,8 @@ void rho(const float* g, const float* x, int64_t C, int64_t stride, int64_t n, d
   }
 }
 
-template <bool kG, bool kAdd, bool kRoute>
-void dx_terms(float* dx, const float* g, const float* s, const float* add, const int32_t* am, const float* route,
+template <bool kG, bool kAdd, bool kRoute, class S>
+void dx_terms(S* dx, const S* g, const float* s, const float* add, const int32_t* am, const float* route,
               int64_t C, int64_t stride, int64_t n, bool stream, const PrefetchRuns* pf, int npf) {
   // The routing compares each lane's channel, which the flat path does not track.
   const bool flat = !kRoute && flat_runs(stride, n, stream);
@@ -335,13 +341,14 @@ void dx_terms(float* dx, const float* g, const float* s, const float* add, const
                  });
 }
 
-void dx(float* out, const float* g, const float* s, const float* add, const int32_t* am, const float* route, int64_t C,
+template <class S>
+void dx(S* out, const S* g, const float* s, const float* add, const int32_t* am, const float* route, int64_t C,
         int64_t stride, int64_t n, bool stream, const PrefetchRuns* pf, int npf) {
-  using Fn = decltype(&dx_terms<true, true, true>);
-  static constexpr Fn kByTerms[8] = {dx_terms<false, false, false>, dx_terms<false, false, true>,
-                                     dx_terms<false, true, false>,  dx_terms<false, true, true>,
-                                     dx_terms<true, false, false>,  dx_terms<true, false, true>,
-                                     dx_terms<true, true, false>,   dx_terms<true, true, true>};
+  using Fn = decltype(&dx_terms<true, true, true, S>);
+  static constexpr Fn kByTerms[8] = {dx_terms<false, false, false, S>, dx_terms<false, false, true, S>,
+                                     dx_terms<false, true, false, S>,  dx_terms<false, true, true, S>,
+                                     dx_terms<true, false, false, S>,  dx_terms<true, false, true, S>,
+                                     dx_terms<true, true, false, S>,   dx_terms<true, true, true, S>};
   kByTerms[(g ? 4 : 0) + (add ? 2 : 0) + (am ? 1 : 0)](out, g, s, add, am, route, C, stride, n, stream, pf, npf);
 }
 
@@ -349,7 +356,10 @@ void dx(float* out, const float* g, const float* s, const float* add, const int3
 
 }  // namespace
 
-const F32Kernels kTable{pool_sum, pool_max,      scale,         conv_sigmoid, conv_backward, rho,
-                        dx,       pool_sum_nhwc, pool_max_nhwc, scale_nhwc,   rho_nhwc,      dx_nhwc};
+template <class S> constexpr NchwKernels<S> kNchw{pool_sum<S>, pool_max<S>, scale<S>, rho<S>, dx<S>};
+
+const F32Kernels kTable{pool_sum<float>, pool_max<float>, scale<float>,  conv_sigmoid,  conv_backward,
+                        rho<float>,      dx<float>,       pool_sum_nhwc, pool_max_nhwc, scale_nhwc,
+                        rho_nhwc,        dx_nhwc,         kNchw<c10::Half>, kNchw<c10::BFloat16>};
 
 }  // namespace sam_fused::cpu::SAM_FUSED_ISA_NS

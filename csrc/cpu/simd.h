@@ -14,6 +14,11 @@
 //                       narrow(a) to float
 //   reduce_add(v), reduce_max_nan(v)  the lanes' sum / NaN-propagating max, halves first (a
 //                       fixed tree: the same bits on every call)
+//   load/load_k/store/store_k/stream also take c10::Half and c10::BFloat16 storage (Storage16),
+//                       converted to and from float lanes: bf16 widened by a 16-bit shift and
+//                       narrowed as c10::BFloat16 rounds (nearest even, every NaN 0x7FC0); fp16
+//                       by F16C (nearest even) on AVX2/AVX-512, else by half_convert.h's
+//                       bit-exact versions of c10's conversions.
 // Every function is always-inline and carries its ISA's target attribute, so the loops that
 // use them must be compiled for that ISA too (kernels_f32_<isa>.cpp), and none of this code can
 // reach a caller built for a lower ISA. Tails use the same vector operations on partial
@@ -23,6 +28,10 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
+
+#include "half_convert.h"
+#include <c10/util/BFloat16.h>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define SAM_FUSED_X86_DISPATCH 1
@@ -32,6 +41,19 @@
 #define SAM_FUSED_SIMD_INLINE inline __attribute__((always_inline))
 
 namespace sam_fused::cpu {
+
+template <class S>
+concept Storage16 = std::is_same_v<S, c10::Half> || std::is_same_v<S, c10::BFloat16>;
+
+// One value of 16-bit storage to float and back, as the portable loops convert it.
+template <Storage16 S> SAM_FUSED_SIMD_INLINE float widen1(S v) {
+  if constexpr (std::is_same_v<S, c10::Half>) return half_to_float(v);
+  else return float(v);
+}
+template <Storage16 S> SAM_FUSED_SIMD_INLINE S narrow1(float v) {
+  if constexpr (std::is_same_v<S, c10::Half>) return float_to_half(v);
+  else return S(v);
+}
 
 // Portable fallback: one lane (GCC/clang vectorise nothing here, but every platform builds it).
 struct VecScalar {
@@ -70,12 +92,17 @@ struct VecScalar {
   static SAM_FUSED_SIMD_INLINE float reduce_add(R v) { return v; }
   static SAM_FUSED_SIMD_INLINE float reduce_max_nan(R v) { return v; }
   static SAM_FUSED_SIMD_INLINE void sfence() {}
+  template <Storage16 S> static SAM_FUSED_SIMD_INLINE R load(const S* p) { return widen1(*p); }
+  template <Storage16 S> static SAM_FUSED_SIMD_INLINE R load_k(const S* p, int64_t) { return widen1(*p); }
+  template <Storage16 S> static SAM_FUSED_SIMD_INLINE void store(S* p, R v) { *p = narrow1<S>(v); }
+  template <Storage16 S> static SAM_FUSED_SIMD_INLINE void store_k(S* p, R v, int64_t) { *p = narrow1<S>(v); }
+  template <Storage16 S> static SAM_FUSED_SIMD_INLINE void stream(S* p, R v) { *p = narrow1<S>(v); }
 };
 
 #if defined(SAM_FUSED_X86_DISPATCH)
 
-#define SAM_FUSED_TARGET_AVX2 __attribute__((target("avx2,fma")))
-#define SAM_FUSED_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")))
+#define SAM_FUSED_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define SAM_FUSED_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")))
 
 // Baseline x86-64 (SSE2): no FMA, so fmadd is a multiply then an add.
 struct VecSse2 {
@@ -159,6 +186,59 @@ struct VecSse2 {
     return _mm_cvtss_f32(max_nan(v, _mm_shuffle_ps(v, v, 1)));
   }
   static SAM_FUSED_SIMD_INLINE void sfence() { _mm_sfence(); }
+  // 16-bit storage: bf16 by shifts; fp16 lane by lane (baseline x86-64 has no F16C).
+  static SAM_FUSED_SIMD_INLINE R bf16_widen(__m128i h) {
+    return _mm_castsi128_ps(_mm_unpacklo_epi16(_mm_setzero_si128(), h));
+  }
+  // The rounded bf16 of each lane in the low 4 halves (c10::BFloat16's round_to_nearest_even).
+  static SAM_FUSED_SIMD_INLINE __m128i bf16_narrow(R v) {
+    const __m128i u = _mm_castps_si128(v);
+    const __m128i bias = _mm_add_epi32(_mm_and_si128(_mm_srli_epi32(u, 16), _mm_set1_epi32(1)), _mm_set1_epi32(0x7FFF));
+    // arithmetic shift: each lane a signed 16-bit value, which the saturating pack keeps exactly
+    // (u + bias does not wrap: only NaNs lie above -inf's bits, and those are replaced)
+    const __m128i r = _mm_srai_epi32(_mm_add_epi32(u, bias), 16);
+    const __m128i nan = _mm_castps_si128(_mm_cmpunord_ps(v, v));
+    return _mm_packs_epi32(_mm_or_si128(_mm_and_si128(nan, _mm_set1_epi32(0x7FC0)), _mm_andnot_si128(nan, r)),
+                           _mm_setzero_si128());
+  }
+  template <Storage16 S> static SAM_FUSED_SIMD_INLINE R load(const S* p) {
+    if constexpr (std::is_same_v<S, c10::BFloat16>) {
+      return bf16_widen(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+    } else {
+      alignas(16) float b[N];
+      for (int64_t l = 0; l < N; ++l) b[l] = widen1(p[l]);
+      return _mm_load_ps(b);
+    }
+  }
+  template <Storage16 S> static SAM_FUSED_SIMD_INLINE __m128i narrow(R v) {
+    if constexpr (std::is_same_v<S, c10::BFloat16>) {
+      return bf16_narrow(v);
+    } else {
+      alignas(16) float b[N];
+      _mm_store_ps(b, v);
+      alignas(16) S h[2 * N] = {};
+      for (int64_t l = 0; l < N; ++l) h[l] = narrow1<S>(b[l]);
+      return _mm_load_si128(reinterpret_cast<const __m128i*>(h));
+    }
+  }
+  template <Storage16 S> static SAM_FUSED_SIMD_INLINE R load_k(const S* p, int64_t k) {
+    if (k == N) return load(p);
+    S b[N] = {};
+    std::memcpy(b, p, k * sizeof(S));
+    return load(b);
+  }
+  template <Storage16 S> static SAM_FUSED_SIMD_INLINE void store(S* p, R v) {
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(p), narrow<S>(v));
+  }
+  template <Storage16 S> static SAM_FUSED_SIMD_INLINE void store_k(S* p, R v, int64_t k) {
+    if (k == N) return store(p, v);
+    S b[N];
+    store(b, v);
+    std::memcpy(p, b, k * sizeof(S));
+  }
+  template <Storage16 S> static SAM_FUSED_SIMD_INLINE void stream(S* p, R v) {
+    _mm_stream_si64(reinterpret_cast<long long*>(p), _mm_cvtsi128_si64(narrow<S>(v)));
+  }
 };
 
 struct VecAvx2 {
@@ -242,6 +322,44 @@ struct VecAvx2 {
     return VecSse2::reduce_max_nan(VecSse2::max_nan(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1)));
   }
   static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE void sfence() { _mm_sfence(); }
+  // 16-bit storage: fp16 by F16C, bf16 by shifts; N halves are one 128-bit vector.
+  template <Storage16 S> static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE R widen(__m128i h) {
+    if constexpr (std::is_same_v<S, c10::Half>) return _mm256_cvtph_ps(h);
+    else return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  }
+  template <Storage16 S> static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE __m128i narrow(R v) {
+    if constexpr (std::is_same_v<S, c10::Half>) {
+      return _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT);
+    } else {  // c10::BFloat16's round_to_nearest_even
+      const __m256i u = _mm256_castps_si256(v);
+      const __m256i bias =
+          _mm256_add_epi32(_mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1)), _mm256_set1_epi32(0x7FFF));
+      const __m256i r = _mm256_blendv_epi8(_mm256_srli_epi32(_mm256_add_epi32(u, bias), 16), _mm256_set1_epi32(0x7FC0),
+                                           _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
+      return _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));  // lanes <= 0xFFFF: exact
+    }
+  }
+  template <Storage16 S> static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE R load(const S* p) {
+    return widen<S>(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  }
+  template <Storage16 S> static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE R load_k(const S* p, int64_t k) {
+    if (k == N) return load(p);
+    alignas(16) S b[N] = {};
+    std::memcpy(b, p, k * sizeof(S));
+    return load(b);
+  }
+  template <Storage16 S> static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE void store(S* p, R v) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), narrow<S>(v));
+  }
+  template <Storage16 S> static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE void store_k(S* p, R v, int64_t k) {
+    if (k == N) return store(p, v);
+    alignas(16) S b[N];
+    store(b, v);
+    std::memcpy(p, b, k * sizeof(S));
+  }
+  template <Storage16 S> static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE void stream(S* p, R v) {
+    _mm_stream_si128(reinterpret_cast<__m128i*>(p), narrow<S>(v));
+  }
 };
 
 struct VecAvx512 {
@@ -325,6 +443,39 @@ struct VecAvx512 {
     return VecAvx2::reduce_max_nan(VecAvx2::max_nan(_mm512_castps512_ps256(v), high_half(v)));
   }
   static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE void sfence() { _mm_sfence(); }
+  // 16-bit storage: fp16 by the AVX-512F conversions, bf16 by shifts; N halves are 256 bits.
+  template <Storage16 S> static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE R widen(__m256i h) {
+    if constexpr (std::is_same_v<S, c10::Half>) return _mm512_cvtph_ps(h);
+    else return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  }
+  template <Storage16 S> static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE __m256i narrow(R v) {
+    if constexpr (std::is_same_v<S, c10::Half>) {
+      return _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT);
+    } else {  // c10::BFloat16's round_to_nearest_even
+      const __m512i u = _mm512_castps_si512(v);
+      const __m512i bias =
+          _mm512_add_epi32(_mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1)), _mm512_set1_epi32(0x7FFF));
+      const __m512i r = _mm512_mask_mov_epi32(_mm512_srli_epi32(_mm512_add_epi32(u, bias), 16),
+                                              _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), _mm512_set1_epi32(0x7FC0));
+      return _mm512_cvtepi32_epi16(r);
+    }
+  }
+  template <Storage16 S> static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE R load(const S* p) {
+    return widen<S>(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  }
+  template <Storage16 S> static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE R load_k(const S* p, int64_t k) {
+    return k == N ? load(p) : widen<S>(_mm256_maskz_loadu_epi16(mask(k), p));
+  }
+  template <Storage16 S> static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE void store(S* p, R v) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), narrow<S>(v));
+  }
+  template <Storage16 S> static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE void store_k(S* p, R v, int64_t k) {
+    if (k == N) store(p, v);
+    else _mm256_mask_storeu_epi16(p, mask(k), narrow<S>(v));
+  }
+  template <Storage16 S> static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE void stream(S* p, R v) {
+    _mm256_stream_si256(reinterpret_cast<__m256i*>(p), narrow<S>(v));
+  }
 };
 
 #endif  // SAM_FUSED_X86_DISPATCH

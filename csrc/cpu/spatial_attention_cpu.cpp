@@ -5,9 +5,10 @@
 // and scales it, so every row of x is pooled and then scaled while it is still in cache (x is
 // read once from memory, out written once). Items are cut from the shape alone, never from
 // the thread count, and the weight-gradient partials are summed in item order: the results
-// are bitwise the same on any number of threads. The fp32 loops of both layouts (and the conv of
-// every float-accumulating dtype) run in kernels_f32.h, built per instruction set and chosen per
-// call; fp64 and the fp16/bf16 element loops keep the portable templates here.
+// are bitwise the same on any number of threads. The element loops of fp32 (both layouts) and of
+// fp16/bf16 in NCHW (and the conv of every float-accumulating dtype) run in kernels_f32.h, built
+// per instruction set and chosen per call; fp64 and 16-bit channels_last keep the portable
+// templates here.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -41,6 +42,12 @@ int64_t band_bytes(bool backward) {
 constexpr int64_t kParallelElems = 32768;    // elements per task before splitting into threads
 
 constexpr int64_t kStreamBytes = 4 << 20;    // outputs larger than this bypass the cache
+
+// Whether the element loops of kernels_f32.h cover storage S in layout CL (channels_last):
+// fp32 in both layouts, fp16 and bf16 in NCHW.
+template <typename S, bool CL>
+constexpr bool kIsaLoops =
+    std::is_same_v<S, float> || (!CL && (std::is_same_v<S, c10::Half> || std::is_same_v<S, c10::BFloat16>));
 
 // f(std::true_type{}) or f(std::false_type{}): a runtime flag made a template argument.
 template <typename F> inline void with_flag(bool on, F&& f) {
@@ -389,16 +396,16 @@ void pool_rows_into(const Geometry& g, const Layout<CL>& L, const scalar_t* xb, 
   const int mean_slot = g.pool.mean_slot(), max_slot = g.pool.max_slot();
   A* sum = tmp;
   A* mx = tmp + m;
-  if constexpr (std::is_same_v<scalar_t, float>) {  // the ISA kernels; the mean's division as in pool_pixels
-    const float* xr = xb + L.at(0, ha * W);
+  if constexpr (kIsaLoops<scalar_t, CL>) {  // the ISA kernels; the mean's division as in pool_pixels
+    const scalar_t* xr = xb + L.at(0, ha * W);
     if (mean_slot >= 0) {
-      if (CL) K->pool_sum_nhwc(xr, g.C, m, sum);
-      else K->pool_sum(xr, g.C, H * W, m, sum);
+      if constexpr (CL) K->pool_sum_nhwc(xr, g.C, m, sum);
+      else cpu::nchw_kernels<scalar_t>(*K).pool_sum(xr, g.C, H * W, m, sum);
       for (int64_t i = 0; i < m; ++i) sum[i] /= A(g.C);
     }
     if (max_slot >= 0) {
-      if (CL) K->pool_max_nhwc(xr, g.C, m, mx);
-      else K->pool_max(xr, g.C, H * W, m, mx);
+      if constexpr (CL) K->pool_max_nhwc(xr, g.C, m, mx);
+      else cpu::nchw_kernels<scalar_t>(*K).pool_max(xr, g.C, H * W, m, mx);
     }
   } else {
     pool_pixels(L, xb, ha * W, m, mean_slot >= 0 ? sum : nullptr, max_slot >= 0 ? mx : nullptr);
@@ -416,10 +423,10 @@ template <typename scalar_t, bool CL>
 void scale_pixels(const Geometry& g, const Layout<CL>& L, const scalar_t* xb, scalar_t* ob, const acc_t<scalar_t>* s,
                   int64_t p0, int64_t n, bool stream, Prefetcher& pf, const cpu::F32Kernels* K) {
   using A = acc_t<scalar_t>;
-  if constexpr (std::is_same_v<scalar_t, float>) {
+  if constexpr (kIsaLoops<scalar_t, CL>) {
     const cpu::PrefetchRuns runs = pf.runs();
-    if (CL) K->scale_nhwc(ob + L.at(0, p0), xb + L.at(0, p0), s, g.C, n, stream, &runs, 1);
-    else K->scale(ob + p0, xb + p0, s, g.C, g.H * g.W, n, stream, &runs, 1);
+    if constexpr (CL) K->scale_nhwc(ob + L.at(0, p0), xb + L.at(0, p0), s, g.C, n, stream, &runs, 1);
+    else cpu::nchw_kernels<scalar_t>(*K).scale(ob + p0, xb + p0, s, g.C, g.H * g.W, n, stream, &runs, 1);
   } else if constexpr (!CL) {
     for (int64_t c = 0; c < g.C; ++c) {
       pf.advance(c + 1, g.C);
@@ -477,7 +484,7 @@ void forward_item(const Geometry& g, const RowSplit& sp, int64_t item, const sca
 // argmax of its rows plus halo, each computed once (rows [h0-rh, h1+rh), zero outside the map).
 template <typename scalar_t, bool CL> struct BackwardItem {
   using A = acc_t<scalar_t>;
-  static constexpr bool kF32 = std::is_same_v<scalar_t, float>;
+  static constexpr bool kIsa = kIsaLoops<scalar_t, CL>;
 
   const Params<A>& prm;
   const cpu::F32Kernels* K;
@@ -545,11 +552,11 @@ template <typename scalar_t, bool CL> struct BackwardItem {
     const int64_t r0 = row(ha), m = (hz - ha) * W;
     if (return_map) std::transform(gb + ha * W, gb + hz * W, rho.get(), [](scalar_t v) { return to_acc<double>(v); });
     bool rho_done = return_map;
-    if constexpr (kF32)
+    if constexpr (kIsa)
       if (!return_map) {
         const int64_t at = L.at(0, ha * W);
-        if (CL) K->rho_nhwc(gb + at, xb + at, C, m, rho.get());
-        else K->rho(gb + at, xb + at, C, H * W, m, rho.get());
+        if constexpr (CL) K->rho_nhwc(gb + at, xb + at, C, m, rho.get());
+        else cpu::nchw_kernels<scalar_t>(*K).rho(gb + at, xb + at, C, H * W, m, rho.get());
         rho_done = true;
       }
     if (!rho_done || max_slot >= 0)
@@ -617,12 +624,12 @@ template <typename scalar_t, bool CL> struct BackwardItem {
     const A* sb = s.data() + row(hb);
     const int32_t* am = max_slot >= 0 ? amax.data() + row(hb) : nullptr;
     const A* gm = mean_slot >= 0 ? gmean.data() : nullptr;
-    if constexpr (kF32) {
+    if constexpr (kIsa) {
       const cpu::PrefetchRuns runs[2] = {pfx.runs(), pfg.runs()};
       const int64_t at = L.at(0, hb * W);
-      const float* g_band = return_map ? nullptr : gb + at;
-      if (CL) K->dx_nhwc(dxb + at, g_band, sb, gm, am, gmax.data(), C, n, stream, runs, 2);
-      else K->dx(dxb + at, g_band, sb, gm, am, gmax.data(), C, H * W, n, stream, runs, 2);
+      const scalar_t* g_band = return_map ? nullptr : gb + at;
+      if constexpr (CL) K->dx_nhwc(dxb + at, g_band, sb, gm, am, gmax.data(), C, n, stream, runs, 2);
+      else cpu::nchw_kernels<scalar_t>(*K).dx(dxb + at, g_band, sb, gm, am, gmax.data(), C, H * W, n, stream, runs, 2);
     } else if constexpr (!CL) {
       for (int64_t c = 0; c < C; ++c) {
         pfx.advance(c + 1, C);
