@@ -1,5 +1,5 @@
-// The fp32-arithmetic hot loops built for AVX2 + FMA (+ F16C, fp16's conversions), by a target pragma around kernels_f32_impl.h (no
-// per-file compiler flags, so setup.py and CMakeLists.txt build this file like any other).
+// The fp32-arithmetic hot loops built for AVX2 + FMA (+ F16C, fp16's conversions), by a target pragma around
+// kernels_f32_impl.h (no per-file compiler flags, so setup.py and CMakeLists.txt build this file like any other).
 #include <algorithm>
 #include <cstdint>
 #include <limits>

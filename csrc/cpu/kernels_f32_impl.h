@@ -79,8 +79,7 @@ SAM_FUSED_SIMD_INLINE void write_channels(S* out, int64_t C, int64_t stride, int
           for (int q = 0; q < npf; ++q) prefetch_run(pf[q], c);
       }
     };
-    const int64_t head =
-        std::min<int64_t>(total, ((64 - (reinterpret_cast<uintptr_t>(out) & 63)) & 63) / sizeof(S));
+    const int64_t head = std::min<int64_t>(total, ((64 - (reinterpret_cast<uintptr_t>(out) & 63)) & 63) / sizeof(S));
     while (o < head) {
       const int64_t k = std::min(N, head - o);
       V::store_k(out + o, f(c, o, i, k), k);
@@ -320,8 +319,8 @@ template <class S> void rho(const S* g, const S* x, int64_t C, int64_t stride, i
 }
 
 template <bool kG, bool kAdd, bool kRoute, class S>
-void dx_terms(S* dx, const S* g, const float* s, const float* add, const int32_t* am, const float* route,
-              int64_t C, int64_t stride, int64_t n, bool stream, const PrefetchRuns* pf, int npf) {
+void dx_terms(S* dx, const S* g, const float* s, const float* add, const int32_t* am, const float* route, int64_t C,
+              int64_t stride, int64_t n, bool stream, const PrefetchRuns* pf, int npf) {
   // The routing compares each lane's channel, which the flat path does not track.
   const bool flat = !kRoute && flat_runs(stride, n, stream);
   const auto s_ext = flat && kG ? extend_row(s, n) : nullptr;
@@ -358,8 +357,8 @@ void dx(S* out, const S* g, const float* s, const float* add, const int32_t* am,
 
 template <class S> constexpr NchwKernels<S> kNchw{pool_sum<S>, pool_max<S>, scale<S>, rho<S>, dx<S>};
 
-const F32Kernels kTable{pool_sum<float>, pool_max<float>, scale<float>,  conv_sigmoid,  conv_backward,
-                        rho<float>,      dx<float>,       pool_sum_nhwc, pool_max_nhwc, scale_nhwc,
+const F32Kernels kTable{pool_sum<float>, pool_max<float>, scale<float>,     conv_sigmoid,        conv_backward,
+                        rho<float>,      dx<float>,       pool_sum_nhwc,    pool_max_nhwc,       scale_nhwc,
                         rho_nhwc,        dx_nhwc,         kNchw<c10::Half>, kNchw<c10::BFloat16>};
 
 }  // namespace sam_fused::cpu::SAM_FUSED_ISA_NS

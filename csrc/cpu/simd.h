@@ -30,8 +30,8 @@
 #include <limits>
 #include <type_traits>
 
-#include "half_convert.h"
 #include <c10/util/BFloat16.h>
+#include "half_convert.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define SAM_FUSED_X86_DISPATCH 1
