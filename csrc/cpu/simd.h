@@ -186,40 +186,57 @@ struct VecSse2 {
     return _mm_cvtss_f32(max_nan(v, _mm_shuffle_ps(v, v, 1)));
   }
   static SAM_FUSED_SIMD_INLINE void sfence() { _mm_sfence(); }
-  // 16-bit storage: bf16 by shifts; fp16 lane by lane (baseline x86-64 has no F16C).
-  static SAM_FUSED_SIMD_INLINE R bf16_widen(__m128i h) {
-    return _mm_castsi128_ps(_mm_unpacklo_epi16(_mm_setzero_si128(), h));
+  // 16-bit storage: bf16 by shifts; fp16 (baseline x86-64 has no F16C) by half_convert.h's
+  // branch-free versions of c10's conversions, the same steps on 4 lanes (bit-exact). Unsigned
+  // compares are signed ones on operands with the top bit flipped.
+  static SAM_FUSED_SIMD_INLINE __m128i i32(uint32_t v) { return _mm_set1_epi32(int32_t(v)); }
+  static SAM_FUSED_SIMD_INLINE __m128i select(__m128i m, __m128i a, __m128i b) {
+    return _mm_or_si128(_mm_and_si128(m, a), _mm_andnot_si128(m, b));
+  }
+  // 32-bit lanes holding 16-bit values (zero-extended) into the low 4 halves, exactly.
+  static SAM_FUSED_SIMD_INLINE __m128i pack16(__m128i r) {
+    return _mm_packs_epi32(_mm_srai_epi32(_mm_slli_epi32(r, 16), 16), _mm_setzero_si128());
+  }
+  static SAM_FUSED_SIMD_INLINE R half_widen(__m128i h) {
+    const __m128i w = _mm_unpacklo_epi16(_mm_setzero_si128(), h), two_w = _mm_add_epi32(w, w);
+    const __m128 normal = _mm_mul_ps(_mm_castsi128_ps(_mm_add_epi32(_mm_srli_epi32(two_w, 4), i32(0xE0u << 23))),
+                                     _mm_castsi128_ps(i32(15u << 23)));
+    const __m128 denormal =
+        _mm_sub_ps(_mm_castsi128_ps(_mm_or_si128(_mm_srli_epi32(two_w, 17), i32(126u << 23))), _mm_set1_ps(0.5f));
+    const __m128i is_denormal = _mm_cmpeq_epi32(_mm_srli_epi32(two_w, 27), _mm_setzero_si128());
+    return _mm_castsi128_ps(_mm_or_si128(_mm_and_si128(w, i32(0x80000000u)),
+                                         select(is_denormal, _mm_castps_si128(denormal), _mm_castps_si128(normal))));
+  }
+  static SAM_FUSED_SIMD_INLINE __m128i half_narrow(R f) {
+    const __m128i w = _mm_castps_si128(f), shl1_w = _mm_add_epi32(w, w), flip = i32(0x80000000u);
+    const R abs = _mm_and_ps(f, _mm_castsi128_ps(i32(0x7FFFFFFFu)));
+    R base = _mm_mul_ps(_mm_mul_ps(abs, _mm_castsi128_ps(i32(239u << 23))), _mm_castsi128_ps(i32(17u << 23)));
+    const __m128i e = _mm_and_si128(shl1_w, i32(0xFF000000u)), lo = i32(0x71000000u);
+    const __m128i bias = select(_mm_cmplt_epi32(_mm_xor_si128(e, flip), _mm_xor_si128(lo, flip)), lo, e);
+    base = _mm_add_ps(_mm_castsi128_ps(_mm_add_epi32(_mm_srli_epi32(bias, 1), i32(0x07800000u))), base);
+    const __m128i bits = _mm_castps_si128(base);
+    const __m128i nonsign =
+        _mm_add_epi32(_mm_and_si128(_mm_srli_epi32(bits, 13), i32(0x7C00u)), _mm_and_si128(bits, i32(0x0FFFu)));
+    const __m128i is_nan = _mm_cmpgt_epi32(_mm_xor_si128(shl1_w, flip), i32(0xFF000000u ^ 0x80000000u));
+    return pack16(_mm_or_si128(_mm_srli_epi32(_mm_and_si128(w, flip), 16), select(is_nan, i32(0x7E00u), nonsign)));
   }
   // The rounded bf16 of each lane in the low 4 halves (c10::BFloat16's round_to_nearest_even).
   static SAM_FUSED_SIMD_INLINE __m128i bf16_narrow(R v) {
     const __m128i u = _mm_castps_si128(v);
-    const __m128i bias = _mm_add_epi32(_mm_and_si128(_mm_srli_epi32(u, 16), _mm_set1_epi32(1)), _mm_set1_epi32(0x7FFF));
+    const __m128i bias = _mm_add_epi32(_mm_and_si128(_mm_srli_epi32(u, 16), i32(1)), i32(0x7FFF));
     // arithmetic shift: each lane a signed 16-bit value, which the saturating pack keeps exactly
     // (u + bias does not wrap: only NaNs lie above -inf's bits, and those are replaced)
     const __m128i r = _mm_srai_epi32(_mm_add_epi32(u, bias), 16);
-    const __m128i nan = _mm_castps_si128(_mm_cmpunord_ps(v, v));
-    return _mm_packs_epi32(_mm_or_si128(_mm_and_si128(nan, _mm_set1_epi32(0x7FC0)), _mm_andnot_si128(nan, r)),
-                           _mm_setzero_si128());
+    return _mm_packs_epi32(select(_mm_castps_si128(_mm_cmpunord_ps(v, v)), i32(0x7FC0), r), _mm_setzero_si128());
   }
   template <Storage16 S> static SAM_FUSED_SIMD_INLINE R load(const S* p) {
-    if constexpr (std::is_same_v<S, c10::BFloat16>) {
-      return bf16_widen(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
-    } else {
-      alignas(16) float b[N];
-      for (int64_t l = 0; l < N; ++l) b[l] = widen1(p[l]);
-      return _mm_load_ps(b);
-    }
+    const __m128i h = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+    if constexpr (std::is_same_v<S, c10::BFloat16>) return _mm_castsi128_ps(_mm_unpacklo_epi16(_mm_setzero_si128(), h));
+    else return half_widen(h);
   }
   template <Storage16 S> static SAM_FUSED_SIMD_INLINE __m128i narrow(R v) {
-    if constexpr (std::is_same_v<S, c10::BFloat16>) {
-      return bf16_narrow(v);
-    } else {
-      alignas(16) float b[N];
-      _mm_store_ps(b, v);
-      alignas(16) S h[2 * N] = {};
-      for (int64_t l = 0; l < N; ++l) h[l] = narrow1<S>(b[l]);
-      return _mm_load_si128(reinterpret_cast<const __m128i*>(h));
-    }
+    if constexpr (std::is_same_v<S, c10::BFloat16>) return bf16_narrow(v);
+    else return half_narrow(v);
   }
   template <Storage16 S> static SAM_FUSED_SIMD_INLINE R load_k(const S* p, int64_t k) {
     if (k == N) return load(p);
