@@ -100,3 +100,14 @@ def test_fp16_matches_the_fp32_kernel_rounded(pool):
     out16, _ = fwd(x, weight, bias, pool, False)
     out32, _ = fwd(x.float(), weight.float(), bias.float(), pool, False)
     torch.testing.assert_close(out16.float(), out32, rtol=2 ** -10, atol=2 ** -14)
+
+
+def test_baseline_fp16_conversions_without_f16c():
+    """On the default ISA, a CPU with F16C runs fp16 in the portable loops (which use F16C); one
+    without (SAM_FUSED_NO_F16C=1 here) runs the ISA loops with SSE2 conversions. A child process
+    without F16C checks those against torch on every value and the reference on several shapes."""
+    env = dict(os.environ, SAM_FUSED_NO_F16C="1", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_cpu_isa.py",
+                          "-k", "16bit and default and dtype0"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert " passed" in run.stdout

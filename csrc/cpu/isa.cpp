@@ -71,7 +71,19 @@ const F32Kernels& f32_kernels() {
     default:
       break;
   }
-  return table ? *table : *f32_kernels_default();
+  if (table) return *table;
+#if defined(SAM_FUSED_HAVE_F16C_PATH)
+  // Baseline x86-64 converts fp16 without F16C, several times the instructions of F16C's
+  // conversions; on a CPU with F16C (run on the default ISA by choice, or lacking AVX2/FMA) the
+  // portable loops, which use F16C, run fp16 instead (null fp16 entries).
+  static const F32Kernels default_without_f16 = [] {
+    F32Kernels t = *f32_kernels_default();
+    t.f16 = {};
+    return t;
+  }();
+  if (cpu_has_f16c()) return default_without_f16;
+#endif
+  return *f32_kernels_default();
 }
 
 namespace {

@@ -49,6 +49,14 @@ template <typename S, bool CL>
 constexpr bool kIsaLoops =
     std::is_same_v<S, float> || (!CL && (std::is_same_v<S, c10::Half> || std::is_same_v<S, c10::BFloat16>));
 
+// kIsaLoops, unless K's table leaves S out (null entries: fp16 on the default ISA of a CPU with
+// F16C, which the portable loops convert faster; isa.cpp).
+template <typename S, bool CL> bool runs_isa_loops(const cpu::F32Kernels& K) {
+  if constexpr (!kIsaLoops<S, CL>) return false;
+  else if constexpr (CL) return true;
+  else return cpu::nchw_kernels<S>(K).scale != nullptr;
+}
+
 // f(std::true_type{}) or f(std::false_type{}): a runtime flag made a template argument.
 template <typename F> inline void with_flag(bool on, F&& f) {
   if (on) f(std::true_type{});
@@ -396,20 +404,22 @@ void pool_rows_into(const Geometry& g, const Layout<CL>& L, const scalar_t* xb, 
   const int mean_slot = g.pool.mean_slot(), max_slot = g.pool.max_slot();
   A* sum = tmp;
   A* mx = tmp + m;
-  if constexpr (kIsaLoops<scalar_t, CL>) {  // the ISA kernels; the mean's division as in pool_pixels
-    const scalar_t* xr = xb + L.at(0, ha * W);
-    if (mean_slot >= 0) {
-      if constexpr (CL) K->pool_sum_nhwc(xr, g.C, m, sum);
-      else cpu::nchw_kernels<scalar_t>(*K).pool_sum(xr, g.C, H * W, m, sum);
-      for (int64_t i = 0; i < m; ++i) sum[i] /= A(g.C);
+  bool pooled = false;
+  if constexpr (kIsaLoops<scalar_t, CL>)
+    if (runs_isa_loops<scalar_t, CL>(*K)) {  // the ISA kernels; the mean's division as in pool_pixels
+      pooled = true;
+      const scalar_t* xr = xb + L.at(0, ha * W);
+      if (mean_slot >= 0) {
+        if constexpr (CL) K->pool_sum_nhwc(xr, g.C, m, sum);
+        else cpu::nchw_kernels<scalar_t>(*K).pool_sum(xr, g.C, H * W, m, sum);
+        for (int64_t i = 0; i < m; ++i) sum[i] /= A(g.C);
+      }
+      if (max_slot >= 0) {
+        if constexpr (CL) K->pool_max_nhwc(xr, g.C, m, mx);
+        else cpu::nchw_kernels<scalar_t>(*K).pool_max(xr, g.C, H * W, m, mx);
+      }
     }
-    if (max_slot >= 0) {
-      if constexpr (CL) K->pool_max_nhwc(xr, g.C, m, mx);
-      else cpu::nchw_kernels<scalar_t>(*K).pool_max(xr, g.C, H * W, m, mx);
-    }
-  } else {
-    pool_pixels(L, xb, ha * W, m, mean_slot >= 0 ? sum : nullptr, max_slot >= 0 ? mx : nullptr);
-  }
+  if (!pooled) pool_pixels(L, xb, ha * W, m, mean_slot >= 0 ? sum : nullptr, max_slot >= 0 ? mx : nullptr);
   for (int64_t h = ha; h < hz; ++h) {
     const int64_t off = (h - ha) * W;
     if (mean_slot >= 0) std::copy(sum + off, sum + off + W, q.at(mean_slot, h));
@@ -423,11 +433,14 @@ template <typename scalar_t, bool CL>
 void scale_pixels(const Geometry& g, const Layout<CL>& L, const scalar_t* xb, scalar_t* ob, const acc_t<scalar_t>* s,
                   int64_t p0, int64_t n, bool stream, Prefetcher& pf, const cpu::F32Kernels* K) {
   using A = acc_t<scalar_t>;
-  if constexpr (kIsaLoops<scalar_t, CL>) {
-    const cpu::PrefetchRuns runs = pf.runs();
-    if constexpr (CL) K->scale_nhwc(ob + L.at(0, p0), xb + L.at(0, p0), s, g.C, n, stream, &runs, 1);
-    else cpu::nchw_kernels<scalar_t>(*K).scale(ob + p0, xb + p0, s, g.C, g.H * g.W, n, stream, &runs, 1);
-  } else if constexpr (!CL) {
+  if constexpr (kIsaLoops<scalar_t, CL>)
+    if (runs_isa_loops<scalar_t, CL>(*K)) {
+      const cpu::PrefetchRuns runs = pf.runs();
+      if constexpr (CL) K->scale_nhwc(ob + L.at(0, p0), xb + L.at(0, p0), s, g.C, n, stream, &runs, 1);
+      else cpu::nchw_kernels<scalar_t>(*K).scale(ob + p0, xb + p0, s, g.C, g.H * g.W, n, stream, &runs, 1);
+      return;
+    }
+  if constexpr (!CL) {
     for (int64_t c = 0; c < g.C; ++c) {
       pf.advance(c + 1, g.C);
       write_segment<false, scalar_t, A>(ob + L.at(c, p0), xb + L.at(c, p0), s, nullptr, nullptr, nullptr, c, n, stream);
@@ -488,6 +501,7 @@ template <typename scalar_t, bool CL> struct BackwardItem {
 
   const Params<A>& prm;
   const cpu::F32Kernels* K;
+  const bool isa_loops;  // runs_isa_loops
   const bool return_map;
   const int64_t C, H, W, P, kh, kw, rh, rw;
   const int64_t b, h0, h1, base, buf_rows;  // base: first row of delta, s and amax (h0 - rh)
@@ -507,6 +521,7 @@ template <typename scalar_t, bool CL> struct BackwardItem {
                const A* pooled, scalar_t* dx, const Params<A>& prm_, bool return_map_, const cpu::F32Kernels* K_)
       : prm(prm_),
         K(K_),
+        isa_loops(runs_isa_loops<scalar_t, CL>(*K_)),
         return_map(return_map_),
         C(g.C),
         H(g.H),
@@ -553,7 +568,7 @@ template <typename scalar_t, bool CL> struct BackwardItem {
     if (return_map) std::transform(gb + ha * W, gb + hz * W, rho.get(), [](scalar_t v) { return to_acc<double>(v); });
     bool rho_done = return_map;
     if constexpr (kIsa)
-      if (!return_map) {
+      if (!return_map && isa_loops) {
         const int64_t at = L.at(0, ha * W);
         if constexpr (CL) K->rho_nhwc(gb + at, xb + at, C, m, rho.get());
         else cpu::nchw_kernels<scalar_t>(*K).rho(gb + at, xb + at, C, H * W, m, rho.get());
@@ -624,13 +639,17 @@ template <typename scalar_t, bool CL> struct BackwardItem {
     const A* sb = s.data() + row(hb);
     const int32_t* am = max_slot >= 0 ? amax.data() + row(hb) : nullptr;
     const A* gm = mean_slot >= 0 ? gmean.data() : nullptr;
-    if constexpr (kIsa) {
-      const cpu::PrefetchRuns runs[2] = {pfx.runs(), pfg.runs()};
-      const int64_t at = L.at(0, hb * W);
-      const scalar_t* g_band = return_map ? nullptr : gb + at;
-      if constexpr (CL) K->dx_nhwc(dxb + at, g_band, sb, gm, am, gmax.data(), C, n, stream, runs, 2);
-      else cpu::nchw_kernels<scalar_t>(*K).dx(dxb + at, g_band, sb, gm, am, gmax.data(), C, H * W, n, stream, runs, 2);
-    } else if constexpr (!CL) {
+    if constexpr (kIsa)
+      if (isa_loops) {
+        const cpu::PrefetchRuns runs[2] = {pfx.runs(), pfg.runs()};
+        const int64_t at = L.at(0, hb * W);
+        const scalar_t* g_band = return_map ? nullptr : gb + at;
+        if constexpr (CL) K->dx_nhwc(dxb + at, g_band, sb, gm, am, gmax.data(), C, n, stream, runs, 2);
+        else
+          cpu::nchw_kernels<scalar_t>(*K).dx(dxb + at, g_band, sb, gm, am, gmax.data(), C, H * W, n, stream, runs, 2);
+        return;
+      }
+    if constexpr (!CL) {
       for (int64_t c = 0; c < C; ++c) {
         pfx.advance(c + 1, C);
         pfg.advance(c + 1, C);
