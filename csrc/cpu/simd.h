@@ -14,7 +14,7 @@
 //                       narrow(a) to float
 //   reduce_add(v), reduce_max_nan(v)  the lanes' sum / NaN-propagating max, halves first (a
 //                       fixed tree: the same bits on every call)
-//   load/load_k/store/store_k/stream also take c10::Half and c10::BFloat16 storage (Storage16),
+//   load/load_k/store/store_k/stream also take c10::Half and c10::BFloat16 storage (kStorage16),
 //                       converted to and from float lanes: bf16 widened by a 16-bit shift and
 //                       narrowed as c10::BFloat16 rounds (nearest even, every NaN 0x7FC0); fp16
 //                       by F16C (nearest even) on AVX2/AVX-512, else by half_convert.h's
@@ -42,15 +42,18 @@
 
 namespace sam_fused::cpu {
 
+// 16-bit storage types (C++17: an enable_if, so the header builds with the C++17 extensions
+// of older torch releases too).
 template <class S>
-concept Storage16 = std::is_same_v<S, c10::Half> || std::is_same_v<S, c10::BFloat16>;
+inline constexpr bool kStorage16 = std::is_same_v<S, c10::Half> || std::is_same_v<S, c10::BFloat16>;
+#define SAM_FUSED_STORAGE16 class S, std::enable_if_t<kStorage16<S>, int> = 0
 
 // One value of 16-bit storage to float and back, as the portable loops convert it.
-template <Storage16 S> SAM_FUSED_SIMD_INLINE float widen1(S v) {
+template <SAM_FUSED_STORAGE16> SAM_FUSED_SIMD_INLINE float widen1(S v) {
   if constexpr (std::is_same_v<S, c10::Half>) return half_to_float(v);
   else return float(v);
 }
-template <Storage16 S> SAM_FUSED_SIMD_INLINE S narrow1(float v) {
+template <SAM_FUSED_STORAGE16> SAM_FUSED_SIMD_INLINE S narrow1(float v) {
   if constexpr (std::is_same_v<S, c10::Half>) return float_to_half(v);
   else return S(v);
 }
@@ -92,11 +95,11 @@ struct VecScalar {
   static SAM_FUSED_SIMD_INLINE float reduce_add(R v) { return v; }
   static SAM_FUSED_SIMD_INLINE float reduce_max_nan(R v) { return v; }
   static SAM_FUSED_SIMD_INLINE void sfence() {}
-  template <Storage16 S> static SAM_FUSED_SIMD_INLINE R load(const S* p) { return widen1(*p); }
-  template <Storage16 S> static SAM_FUSED_SIMD_INLINE R load_k(const S* p, int64_t) { return widen1(*p); }
-  template <Storage16 S> static SAM_FUSED_SIMD_INLINE void store(S* p, R v) { *p = narrow1<S>(v); }
-  template <Storage16 S> static SAM_FUSED_SIMD_INLINE void store_k(S* p, R v, int64_t) { *p = narrow1<S>(v); }
-  template <Storage16 S> static SAM_FUSED_SIMD_INLINE void stream(S* p, R v) { *p = narrow1<S>(v); }
+  template <SAM_FUSED_STORAGE16> static SAM_FUSED_SIMD_INLINE R load(const S* p) { return widen1(*p); }
+  template <SAM_FUSED_STORAGE16> static SAM_FUSED_SIMD_INLINE R load_k(const S* p, int64_t) { return widen1(*p); }
+  template <SAM_FUSED_STORAGE16> static SAM_FUSED_SIMD_INLINE void store(S* p, R v) { *p = narrow1<S>(v); }
+  template <SAM_FUSED_STORAGE16> static SAM_FUSED_SIMD_INLINE void store_k(S* p, R v, int64_t) { *p = narrow1<S>(v); }
+  template <SAM_FUSED_STORAGE16> static SAM_FUSED_SIMD_INLINE void stream(S* p, R v) { *p = narrow1<S>(v); }
 };
 
 #if defined(SAM_FUSED_X86_DISPATCH)
@@ -229,31 +232,31 @@ struct VecSse2 {
     const __m128i r = _mm_srai_epi32(_mm_add_epi32(u, bias), 16);
     return _mm_packs_epi32(select(_mm_castps_si128(_mm_cmpunord_ps(v, v)), i32(0x7FC0), r), _mm_setzero_si128());
   }
-  template <Storage16 S> static SAM_FUSED_SIMD_INLINE R load(const S* p) {
+  template <SAM_FUSED_STORAGE16> static SAM_FUSED_SIMD_INLINE R load(const S* p) {
     const __m128i h = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
     if constexpr (std::is_same_v<S, c10::BFloat16>) return _mm_castsi128_ps(_mm_unpacklo_epi16(_mm_setzero_si128(), h));
     else return half_widen(h);
   }
-  template <Storage16 S> static SAM_FUSED_SIMD_INLINE __m128i narrow(R v) {
+  template <SAM_FUSED_STORAGE16> static SAM_FUSED_SIMD_INLINE __m128i narrow(R v) {
     if constexpr (std::is_same_v<S, c10::BFloat16>) return bf16_narrow(v);
     else return half_narrow(v);
   }
-  template <Storage16 S> static SAM_FUSED_SIMD_INLINE R load_k(const S* p, int64_t k) {
+  template <SAM_FUSED_STORAGE16> static SAM_FUSED_SIMD_INLINE R load_k(const S* p, int64_t k) {
     if (k == N) return load(p);
     S b[N] = {};
     std::memcpy(b, p, k * sizeof(S));
     return load(b);
   }
-  template <Storage16 S> static SAM_FUSED_SIMD_INLINE void store(S* p, R v) {
+  template <SAM_FUSED_STORAGE16> static SAM_FUSED_SIMD_INLINE void store(S* p, R v) {
     _mm_storel_epi64(reinterpret_cast<__m128i*>(p), narrow<S>(v));
   }
-  template <Storage16 S> static SAM_FUSED_SIMD_INLINE void store_k(S* p, R v, int64_t k) {
+  template <SAM_FUSED_STORAGE16> static SAM_FUSED_SIMD_INLINE void store_k(S* p, R v, int64_t k) {
     if (k == N) return store(p, v);
     S b[N];
     store(b, v);
     std::memcpy(p, b, k * sizeof(S));
   }
-  template <Storage16 S> static SAM_FUSED_SIMD_INLINE void stream(S* p, R v) {
+  template <SAM_FUSED_STORAGE16> static SAM_FUSED_SIMD_INLINE void stream(S* p, R v) {
     _mm_stream_si64(reinterpret_cast<long long*>(p), _mm_cvtsi128_si64(narrow<S>(v)));
   }
 };
@@ -340,11 +343,11 @@ struct VecAvx2 {
   }
   static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE void sfence() { _mm_sfence(); }
   // 16-bit storage: fp16 by F16C, bf16 by shifts; N halves are one 128-bit vector.
-  template <Storage16 S> static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE R widen(__m128i h) {
+  template <SAM_FUSED_STORAGE16> static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE R widen(__m128i h) {
     if constexpr (std::is_same_v<S, c10::Half>) return _mm256_cvtph_ps(h);
     else return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
   }
-  template <Storage16 S> static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE __m128i narrow(R v) {
+  template <SAM_FUSED_STORAGE16> static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE __m128i narrow(R v) {
     if constexpr (std::is_same_v<S, c10::Half>) {
       return _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT);
     } else {  // c10::BFloat16's round_to_nearest_even
@@ -356,25 +359,25 @@ struct VecAvx2 {
       return _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));  // lanes <= 0xFFFF: exact
     }
   }
-  template <Storage16 S> static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE R load(const S* p) {
+  template <SAM_FUSED_STORAGE16> static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE R load(const S* p) {
     return widen<S>(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
   }
-  template <Storage16 S> static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE R load_k(const S* p, int64_t k) {
+  template <SAM_FUSED_STORAGE16> static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE R load_k(const S* p, int64_t k) {
     if (k == N) return load(p);
     alignas(16) S b[N] = {};
     std::memcpy(b, p, k * sizeof(S));
     return load(b);
   }
-  template <Storage16 S> static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE void store(S* p, R v) {
+  template <SAM_FUSED_STORAGE16> static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE void store(S* p, R v) {
     _mm_storeu_si128(reinterpret_cast<__m128i*>(p), narrow<S>(v));
   }
-  template <Storage16 S> static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE void store_k(S* p, R v, int64_t k) {
+  template <SAM_FUSED_STORAGE16> static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE void store_k(S* p, R v, int64_t k) {
     if (k == N) return store(p, v);
     alignas(16) S b[N];
     store(b, v);
     std::memcpy(p, b, k * sizeof(S));
   }
-  template <Storage16 S> static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE void stream(S* p, R v) {
+  template <SAM_FUSED_STORAGE16> static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE void stream(S* p, R v) {
     _mm_stream_si128(reinterpret_cast<__m128i*>(p), narrow<S>(v));
   }
 };
@@ -461,11 +464,11 @@ struct VecAvx512 {
   }
   static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE void sfence() { _mm_sfence(); }
   // 16-bit storage: fp16 by the AVX-512F conversions, bf16 by shifts; N halves are 256 bits.
-  template <Storage16 S> static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE R widen(__m256i h) {
+  template <SAM_FUSED_STORAGE16> static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE R widen(__m256i h) {
     if constexpr (std::is_same_v<S, c10::Half>) return _mm512_cvtph_ps(h);
     else return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
   }
-  template <Storage16 S> static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE __m256i narrow(R v) {
+  template <SAM_FUSED_STORAGE16> static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE __m256i narrow(R v) {
     if constexpr (std::is_same_v<S, c10::Half>) {
       return _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT);
     } else {  // c10::BFloat16's round_to_nearest_even
@@ -477,20 +480,21 @@ struct VecAvx512 {
       return _mm512_cvtepi32_epi16(r);
     }
   }
-  template <Storage16 S> static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE R load(const S* p) {
+  template <SAM_FUSED_STORAGE16> static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE R load(const S* p) {
     return widen<S>(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
   }
-  template <Storage16 S> static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE R load_k(const S* p, int64_t k) {
+  template <SAM_FUSED_STORAGE16> static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE R load_k(const S* p, int64_t k) {
     return k == N ? load(p) : widen<S>(_mm256_maskz_loadu_epi16(mask(k), p));
   }
-  template <Storage16 S> static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE void store(S* p, R v) {
+  template <SAM_FUSED_STORAGE16> static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE void store(S* p, R v) {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), narrow<S>(v));
   }
-  template <Storage16 S> static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE void store_k(S* p, R v, int64_t k) {
+  template <SAM_FUSED_STORAGE16> static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE void store_k(S* p, R v,
+                                                                                                   int64_t k) {
     if (k == N) store(p, v);
     else _mm256_mask_storeu_epi16(p, mask(k), narrow<S>(v));
   }
-  template <Storage16 S> static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE void stream(S* p, R v) {
+  template <SAM_FUSED_STORAGE16> static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE void stream(S* p, R v) {
     _mm256_stream_si256(reinterpret_cast<__m256i*>(p), narrow<S>(v));
   }
 };
