@@ -27,23 +27,20 @@ SAM_FUSED_BLOCK void rho_visit(Ctx& ctx, const Args<T>& a, const Tile<I>& tl, co
     if (want_argmax) argmax_visit(acc, v.x, int32_t(c));
   };
   constexpr int U = kChannelUnroll;  // channels ahead: up to 2U loads in flight (x and g)
-  if (gtile && h >= tl.h0 && h < tl.h1)
-    for_channels<U>(
-        I(c0), I(step), I(s.C),
-        [&](I c) {
-          const A xv = A(ctx.load(a.x + x_offset<CL, I>(s, tl.b, c, h, w)));
-          return XgPair<A>{xv, want_rho ? A(ctx.load(gtile + (CL ? pix * I(s.C) + c : c * L + pix))) : A(0)};
-        },
-        use);
-  else
+  // One loop per source of g (a template argument, not a branch between the unrolled loads).
+  auto visit_with = [&](auto g_at) {
     for_channels<U>(
         I(c0), I(step), I(s.C),
         [&](I c) {
           const I off = x_offset<CL, I>(s, tl.b, c, h, w);
           const A xv = A(ctx.load(a.x + off));
-          return XgPair<A>{xv, want_rho ? A(ctx.load(a.g + off)) : A(0)};
+          return XgPair<A>{xv, want_rho ? A(ctx.load(g_at(c, off))) : A(0)};
         },
         use);
+  };
+  if (gtile && h >= tl.h0 && h < tl.h1)
+    visit_with([&](I c, I) { return gtile + (CL ? pix * I(s.C) + c : c * L + pix); });
+  else visit_with([&](I, I off) { return a.g + off; });
 }
 
 // Two-pass, pass 1: rho and (max pooling) the argmax of the tile pixels to the workspace.
@@ -118,8 +115,8 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
     v.tl = tl;
     v.W = I(s.W), v.H = H, v.C = I(s.C), v.rh = rh, v.rw = I(s.kw / 2);
     v.qrows = I(p.rows) + 4 * rh, v.qbase = tl.h0 - 2 * rh, v.dbase = tl.h0 - rh;
-    v.e0 = tl.h0 - rh > 0 ? tl.h0 - rh : I(0), v.e1 = tl.h1 + rh < H ? tl.h1 + rh : H;
-    v.f0 = tl.h0 - 2 * rh > 0 ? tl.h0 - 2 * rh : I(0), v.f1 = tl.h1 + 2 * rh < H ? tl.h1 + 2 * rh : H;
+    v.e0 = tl.above(rh), v.e1 = tl.below(rh, H);
+    v.f0 = tl.above(2 * rh), v.f1 = tl.below(2 * rh, H);
     v.npix = tl.rows() * v.W;
     v.nw = int(s.taps());
     v.has_max = s.pool.max_slot() >= 0;
@@ -277,10 +274,11 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
     for (int k0 = 0; k0 <= nw; k0 += warps) {
       ctx.each_thread([&](int t) {
         const int k = k0 + t / 32, lane = t % 32;
+        const I doff = v.rh * W;
         A acc = 0;
         if (k < nw) {
           const int slot = k / (s.kh * s.kw), di = (k / s.kw) % s.kh - int(v.rh), dj = k % s.kw - int(v.rw);
-          const I qoff = (I(slot) * v.qrows + v.tl.h0 - v.qbase + I(di)) * W + I(dj), doff = v.rh * W;
+          const I qoff = (I(slot) * v.qrows + v.tl.h0 - v.qbase + I(di)) * W + I(dj);
           I h = v.tl.h0 + I(lane) / W, w = I(lane) % W;
           for (I i = I(lane); i < npix; i += 32) {
             const bool inside = h + I(di) >= 0 && h + I(di) < H && w + I(dj) >= 0 && w + I(dj) < W;
@@ -289,7 +287,7 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
             if (w >= W) w -= W, ++h;
           }
         } else if (k == nw) {
-          for (I i = I(lane); i < npix; i += 32) acc += A(v.d[v.rh * W + i]);
+          for (I i = I(lane); i < npix; i += 32) acc += A(v.d[doff + i]);
         }
         st[t] = acc;
       });

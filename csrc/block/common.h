@@ -38,6 +38,9 @@ template <typename T> struct Args {
 template <typename I> struct Tile {
   I b, h0, h1;
   SAM_FUSED_BLOCK I rows() const { return h1 - h0; }
+  // Rows [above(r), below(r, H)): the tile and r rows of halo on each side, clipped to the map.
+  SAM_FUSED_BLOCK I above(I r) const { return h0 - r > 0 ? h0 - r : I(0); }
+  SAM_FUSED_BLOCK I below(I r, I H) const { return h1 + r < H ? h1 + r : H; }
 };
 template <typename I> SAM_FUSED_BLOCK Tile<I> tile_of(const Geometry& s, const Plan& p, int64_t blk) {
   const I b = I(blk / p.tiles), h0 = I(blk % p.tiles) * I(p.rows);

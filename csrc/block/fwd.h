@@ -32,12 +32,12 @@ SAM_FUSED_BLOCK void pool_visit(Ctx& ctx, const Args<T>& a, const Tile<I>& tl, c
     if (want_sum) acc.sum += v;
     if (want_max) acc.max = nan_max(acc.max, v);
   };
-  if (tile && h >= tl.h0 && h < tl.h1)
-    for_channels<kChannelUnroll>(
-        I(c0), I(step), I(s.C), [&](I c) { return A(ctx.load(tile + (CL ? pix * I(s.C) + c : c * L + pix))); }, use);
-  else
-    for_channels<kChannelUnroll>(
-        I(c0), I(step), I(s.C), [&](I c) { return A(ctx.load(a.x + x_offset<CL, I>(s, tl.b, c, h, w))); }, use);
+  // One loop per source (a template argument, not a branch between the unrolled loads).
+  auto pool_from = [&](auto x_at) {
+    for_channels<kChannelUnroll>(I(c0), I(step), I(s.C), [&](I c) { return A(ctx.load(x_at(c))); }, use);
+  };
+  if (tile && h >= tl.h0 && h < tl.h1) pool_from([&](I c) { return tile + (CL ? pix * I(s.C) + c : c * L + pix); });
+  else pool_from([&](I c) { return a.x + x_offset<CL, I>(s, tl.b, c, h, w); });
 }
 
 // Two-pass, pass 1: pooled maps of the block's tile rows, straight to `pooled`.
@@ -93,7 +93,7 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
     v.tl = tile_of<I>(s, p, ctx.block());
     const I rh = I(s.kh / 2);
     v.W = I(s.W), v.H = I(s.H), v.qrows = I(p.rows) + 2 * rh, v.qbase = v.tl.h0 - rh;
-    v.e0 = v.tl.h0 - rh > 0 ? v.tl.h0 - rh : I(0), v.e1 = v.tl.h1 + rh < v.H ? v.tl.h1 + rh : v.H;
+    v.e0 = v.tl.above(rh), v.e1 = v.tl.below(rh, v.H);
     v.nw = int(s.taps());
     v.wts = ctx.buffer(reinterpret_cast<A*>(mp + p.off_w));
     v.q = ctx.buffer(reinterpret_cast<A*>(mp + p.off_q));
