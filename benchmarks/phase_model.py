@@ -164,7 +164,7 @@ class Call:
     two_pass: bool
     vec: int
     threads: int
-    px: int = 0      # pixels per channel-reduction round, from the plan (0: derive it)
+    px: int          # pixels per channel-reduction round, from the plan (traits.h plan_reduction)
 
     @property
     def acc(self) -> int:
@@ -186,26 +186,20 @@ class Call:
     def tiles(self) -> int:
         return math.ceil(self.shape[2] / self.rows)
 
-    def reduction(self, max_pixels: int) -> tuple[int, int]:
-        """(pixels per round, channel slots) of channel_reduce in NCHW: the plan's (traits.h
-        plan_reduction), else the smallest power of two >= max_pixels in [32, threads]."""
-        px = self.px or min(self.threads, max(32, 1 << max(0, math.ceil(math.log2(max(1, max_pixels))))))
-        return px, self.threads // px
+    @property
+    def split(self) -> tuple[int, int]:
+        """(pixels per round, channel slots) of channel_reduce in NCHW: the plan's, fixed for the
+        launch, the same for every reduction of a block."""
+        return self.px, self.threads // self.px
 
 
-def _reduce_segments(c: Call, loop: str, npix: int, level: str, px_cs: tuple[int, int] | None = None) -> list:
-    """channel_reduce over npix pixels: rounds of px pixels, cs channel slots (the plan's, fixed
-    for the launch: px_cs, else planned for npix), each thread over its slot's channels, then the
-    merge by one thread per pixel, every round."""
-    px, cs = px_cs or c.reduction(npix)
+def _reduce_segments(c: Call, loop: str, npix: int, level: str) -> list:
+    """channel_reduce over npix pixels: rounds of px pixels, cs channel slots (the plan's split),
+    each thread over its slot's channels, then the merge by one thread per pixel, every round."""
+    px, cs = c.split
     rounds = math.ceil(npix / px)
     per_thread = math.ceil(c.shape[1] / cs)
     return [(rounds, [Stream(loop, c.threads, per_thread, level)]), (rounds, [Stream(f"{loop}.merge", px, cs, "alu")])]
-
-
-def _main_reduction(c: Call) -> tuple[int, int]:
-    """px, cs of a main-kernel block: planned for its tile rows plus the rh halo rows (traits.h)."""
-    return c.reduction((c.rows + 2 * (c.kernel[0] // 2)) * c.shape[3])
 
 
 def _conv_segments(c: Call, loop: str, h0: int, h1: int, slots: int) -> list:
@@ -247,12 +241,11 @@ def fwd_main_phases(c: Call, j: int) -> list[Phase]:
     if not c.two_pass:
         # fwd.h FwdMain::run: the tile's asynchronous copies, then pool_halo_rows (halo rows from
         # L2) while they land, then copy_wait; pool_rows reduces the staged tile rows alone
-        px_cs = _main_reduction(c)
         halo = (top + bottom) * W
         stage = Phase("stage_x_tile", dram_read=tile_bytes, l2_read=halo * C * e, segments=[
             (1, [weights]), (1, [strided("stage_x_tile", R * W * C // V, T, "dram")])],
-            overlap=_reduce_segments(c, "pool_halo_rows", halo, "l2", px_cs) if halo else [])
-        pool = Phase("pool_rows", segments=_reduce_segments(c, "pool_rows", npix, "smem", px_cs))
+            overlap=_reduce_segments(c, "pool_halo_rows", halo, "l2") if halo else [])
+        pool = Phase("pool_rows", segments=_reduce_segments(c, "pool_rows", npix, "smem"))
         maps_written = c.P * npix * a
         write = Phase("write_out_tile", dram_write=tile_bytes,
                       segments=[(1, [strided("write_out_tile", R * W * C // V, T, "smem")])])
@@ -291,14 +284,13 @@ def bwd_main_phases(c: Call, j: int) -> list[Phase]:
         # bwd.h BwdMain::run: the grad_out tile's asynchronous copies, then the pooled rows and
         # rho_halo_rows (x and g of the halo rows from L2) while they land, then copy_wait;
         # rho_rows_from_x reduces the tile rows alone (g staged, x from DRAM)
-        px_cs = _main_reduction(c)
         halo = (top + bottom) * W
         stage.dram_read += tile_bytes
         stage.l2_read += 2 * halo * C * e
         stage.segments = [(1, [weights]), (1, [strided("stage_inputs", R * W * C // V, T, "dram")])]
-        stage.overlap = [(1, [pooled])] + (_reduce_segments(c, "rho_halo_rows", halo, "l2", px_cs) if halo else [])
+        stage.overlap = [(1, [pooled])] + (_reduce_segments(c, "rho_halo_rows", halo, "l2") if halo else [])
         phases.append(Phase("rho_rows_from_x", dram_read=tile_bytes,
-                            segments=_reduce_segments(c, "rho_rows_from_x", npix, "dram", px_cs)))
+                            segments=_reduce_segments(c, "rho_rows_from_x", npix, "dram")))
         write = Phase("write_dx_tile", dram_write=tile_bytes,
                       segments=[(1, [strided("write_dx_tile", R * W * C // V, T, "smem")])])
     else:

@@ -244,7 +244,7 @@ def test_halo_reduction_overlaps_the_tile_copies(backward):
         ("FwdMain", "pool_halo_rows", "pool_rows")
     phases = (pm.bwd_main_phases if backward else pm.fwd_main_phases)(c, 1)  # an inner tile: halo both sides
     stage, rows = phases[0], next(p for p in phases if p.name == rows_loop)
-    px, cs = c.reduction((t.rows + 2 * (kernel[0] // 2)) * shape[3])
+    px = t.px  # the plan's pixels per round, for the halo and the tile rows alike
     halo_rounds = [rep for rep, ss in stage.overlap for s in ss if s.loop == halo_loop]
     assert halo_rounds == [-(-2 * (kernel[0] // 2) * shape[3] // px)]
     assert [rep for rep, ss in rows.segments for s in ss if s.loop == rows_loop] == [-(-t.rows * shape[3] // px)]
