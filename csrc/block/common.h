@@ -183,16 +183,18 @@ SAM_FUSED_BLOCK void stream_tile_vectors(Ctx& ctx, const Geometry& s, const Tile
     const I stride = I(ctx.threads());
     for (I v0 = I(t); v0 < nvec; v0 += I(U) * stride) {
       T vec[U][V];
+      TileVector<I> at[U];  // placed once, used by the load and the finish
 #pragma unroll
       for (int u = 0; u < U; ++u) {
         const I v = v0 + I(u) * stride;
-        if (v < nvec) load(tile_vector<V, CL>(s, tl, L, v), vec[u]);
-        else ctx.skip_access();
+        if (v < nvec) {
+          at[u] = tile_vector<V, CL>(s, tl, L, v);
+          load(at[u], vec[u]);
+        } else ctx.skip_access();
       }
 #pragma unroll
       for (int u = 0; u < U; ++u) {
-        const I v = v0 + I(u) * stride;
-        if (v < nvec) finish(tile_vector<V, CL>(s, tl, L, v), vec[u]);
+        if (v0 + I(u) * stride < nvec) finish(at[u], vec[u]);
         else ctx.skip_access();
       }
     }
