@@ -11,9 +11,9 @@ export TORCH_CUDA_ARCH_LIST ?= 8.0;9.0+PTX
 
 $(VENV)/.deps: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q "$(TORCH)" "setuptools>=77" wheel "ninja>=1.11"
-	$(BIN)/pip install -q "pytest>=8.0" "pytest-benchmark>=4.0" "hypothesis>=6.100" "numpy>=1.26" \
+	$(BIN)/pip install -q --no-cache-dir --upgrade pip
+	$(BIN)/pip install -q --no-cache-dir "$(TORCH)" "setuptools>=77" wheel "ninja>=1.11"
+	$(BIN)/pip install -q --no-cache-dir "pytest>=8.0" "pytest-benchmark>=4.0" "hypothesis>=6.100" "numpy>=1.26" \
 	    "matplotlib>=3.8" "tqdm>=4.66" "onnx>=1.17" "onnxscript>=0.6" "onnxruntime>=1.20" \
 	    "nvidia-cuda-cuobjdump>=13.0" "nvidia-cuda-nvdisasm>=13.0"
 	touch $@
