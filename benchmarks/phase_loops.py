@@ -69,8 +69,17 @@ LOOPS = {
         "element: 4 LDG.E per unrolled iteration, two integer divisions each (f32 0x3900, bf16 0x4390)"),
     ("FwdMain", "sigmoid_tile"): Loop(
         (1, 1), (5, 5), "fwd.h:sigmoid_tile (conv_pixel, qin)",
-        _CONV_IN + "; pixel: i / W, window_inside, sigmoid, P pooled STG, s STS (f32 0x9720 / 0x9d90, bf16 "
-        "0xa320 / 0xa990)", row=(30, 30), pixel=(180, 180)),
+        _CONV_IN + "; the pixels not in a blocked group (map border; kw without a blocked conv). pixel: "
+        "window_inside, sigmoid, s STS", row=(30, 30), pixel=(140, 140)),
+    ("FwdMain", "sigmoid_tile.block"): Loop(
+        (1, 1), (51.5, 51.5), "common.h:conv_row_block (sigmoid_tile)",
+        "kernel row of a kConvBlock = 4 pixel group, kw = 7: 7 weight LDS + 10 pooled LDS + 28 FFMA, unrolled 4 "
+        "rows, 206 per 4 (f32 0x13e80, bf16 0x149f0); pixel: sigmoid (MUFU.EX2, MUFU.RCP) 24, s STS, the group's "
+        "index and window tests 83 / 4", pixel=(45, 45)),
+    ("FwdMain", "sigmoid_tile.pixels"): Loop(
+        (1, 1), (40, 40), "fwd.h:sigmoid_tile (per-pixel loop)",
+        "pixel: one per thread (coalesced STG): i / W, the blocked-group test, one pass: P x (LDS, STG) of the "
+        "pooled maps saved for the backward"),
     ("FwdMain", "sigmoid_tile.border"): Loop(
         (1, 1), (12, 12), "fwd.h:sigmoid_tile (conv_pixel, qat)",
         _CONV_BORDER + " (f32 0xa3a0, bf16 0xafc0)", row=(41, 41)),
@@ -165,8 +174,8 @@ LOOPS = {
 # The loops each kernel runs, in order: every one must have a LOOPS entry (tests check both ways).
 KERNEL_LOOPS = {
     "FwdMain": ("stage_x_tile.weights", "stage_x_tile", "pool_halo_rows", "pool_halo_rows.merge", "pool_rows",
-                "pool_rows.merge", "pool_rows_two_pass", "sigmoid_tile", "sigmoid_tile.border", "write_out_tile",
-                "write_out_tile.global"),
+                "pool_rows.merge", "pool_rows_two_pass", "sigmoid_tile", "sigmoid_tile.block", "sigmoid_tile.border",
+                "sigmoid_tile.pixels", "write_out_tile", "write_out_tile.global"),
     "FwdPool": ("pool_visit", "pool_visit.merge"),
     "BwdMain": ("stage_inputs.weights", "stage_inputs", "stage_inputs.pooled", "stage_inputs.delta_rows",
                 "rho_halo_rows", "rho_halo_rows.merge", "rho_rows_from_x", "rho_rows_from_x.merge",

@@ -202,22 +202,46 @@ def _reduce_segments(c: Call, loop: str, npix: int, level: str) -> list:
     return [(rounds, [Stream(loop, c.threads, per_thread, level)]), (rounds, [Stream(f"{loop}.merge", px, cs, "alu")])]
 
 
-def _conv_segments(c: Call, loop: str, h0: int, h1: int, slots: int) -> list:
+CONV_BLOCK = 4                  # traits.h kConvBlock: pixels a thread convolves together
+CONV_BLOCK_WIDTHS = (7,)        # common.h with_conv_width: kernel widths with a blocked conv
+
+
+def _conv_segments(c: Call, loop: str, h0: int, h1: int, slots: int, block: int = 1) -> list:
     """A conv loop over the pixels of rows [h0, h1) (threads striding them): pixels whose window
     lies inside the map take the unchecked path (LOOPS[loop]), the border ones the checked path
     (LOOPS[loop + ".border"]); the busiest thread gets the average mix. slots x kh kernel rows
-    of kw taps per pixel."""
+    of kw taps per pixel. block > 1 (fwd.h sigmoid_tile) and a kw with a blocked conv: groups of
+    `block` adjacent pixels of a row with every window inside take the register-blocked conv
+    (LOOPS[loop + ".block"], item = one kernel row of the group), the other pixels their own."""
     H, W = c.shape[2], c.shape[3]
     kh, kw = c.kernel
     rh, rw = kh // 2, kw // 2
     npix = (h1 - h0) * W
-    inside = max(0, min(h1, H - rh) - max(h0, rh)) * max(0, W - 2 * rw)
-    per = math.ceil(npix / c.threads)
-    threads = min(c.threads, npix)
-    mid, edge = per * inside / npix, per * (npix - inside) / npix
+    inside_rows = max(0, min(h1, H - rh) - max(h0, rh))
+    inside = inside_rows * max(0, W - 2 * rw)
     rows, taps = slots * kh, slots * kh * kw
-    return [(1, [Stream(loop, threads, mid * taps, "alu", rows=mid * rows, pixels=per)]),
-            (1, [Stream(f"{loop}.border", threads, edge * taps, "alu", rows=edge * rows)])]
+    if block == 1 or kw not in CONV_BLOCK_WIDTHS:
+        per = math.ceil(npix / c.threads)
+        threads = min(c.threads, npix)
+        mid, edge = per * inside / npix, per * (npix - inside) / npix
+        return [(1, [Stream(loop, threads, mid * taps, "alu", rows=mid * rows, pixels=per)]),
+                (1, [Stream(f"{loop}.border", threads, edge * taps, "alu", rows=edge * rows)])]
+    # fwd.h sigmoid_tile: loop 1 strides the whole groups of every row, convolving those with
+    # every window inside; loop 2 strides the pixels, each paying its index, test and saves
+    # (LOOPS[loop + ".pixels"]) and the others their own conv
+    groups_per_row = W // block
+    blocked_per_row = sum(1 for g in range(groups_per_row) if g * block >= rw and g * block + block - 1 + rw < W)
+    groups, blocked = (h1 - h0) * groups_per_row, inside_rows * blocked_per_row
+    single, single_inside = npix - blocked * block, inside - blocked * block
+    per_g, per_p = math.ceil(groups / c.threads), math.ceil(npix / c.threads)
+    fb = blocked / groups if groups else 0.0
+    mid, edge = per_p * single_inside / npix, per_p * (single - single_inside) / npix
+    threads_p = min(c.threads, npix)
+    return [(1, [Stream(f"{loop}.block", min(c.threads, groups), per_g * fb * rows, "alu",
+                        pixels=per_g * fb * block)]),
+            (1, [Stream(f"{loop}.pixels", threads_p, per_p, "alu")]),
+            (1, [Stream(loop, threads_p, mid * taps, "alu", rows=mid * rows, pixels=mid)]),
+            (1, [Stream(f"{loop}.border", threads_p, edge * taps, "alu", rows=edge * rows)])]
 
 
 def _tile(c: Call, j: int) -> tuple[int, int]:
@@ -256,7 +280,8 @@ def fwd_main_phases(c: Call, j: int) -> list[Phase]:
         maps_written = 0
         write = Phase("write_out_tile", dram_read=tile_bytes, dram_write=tile_bytes,
                       segments=[(1, [strided("write_out_tile.global", R * W * C // V, T, "dram")])])
-    sig = Phase("sigmoid_tile", dram_write=maps_written, segments=_conv_segments(c, "sigmoid_tile", h0, h1, c.P))
+    sig = Phase("sigmoid_tile", dram_write=maps_written,
+                segments=_conv_segments(c, "sigmoid_tile", h0, h1, c.P, CONV_BLOCK))
     return [stage, pool, sig, write]
 
 

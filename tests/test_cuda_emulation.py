@@ -20,6 +20,7 @@ CASES = [
     ((2, 40, 5, 6), (3, 5), 1, 128),   # one-row tiles; NHWC: C > 32 channel slots
     ((2, 9, 13, 9), (3, 1), 0, 0),     # HAR kernel, auto plan (one tile per sample here)
     ((1, 3, 40, 3), (3, 3), 5, 64),    # several reduction rounds per block
+    ((2, 5, 10, 13), (7, 7), 3, 64),   # 7x7: register-blocked conv groups (w 4..7) beside per-pixel ones
 ]
 LAYOUTS = ("contiguous", "channels_last", "permuted")
 

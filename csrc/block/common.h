@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 #include <utility>
 
 #include "../sam_math.h"
@@ -135,6 +136,45 @@ template <typename I> struct RowSet {
 // needs no bounds check per tap (most pixels; the checked accessor serves the border).
 SAM_FUSED_BLOCK bool window_inside(const Geometry& s, int64_t h, int64_t w) {
   return h >= s.kh / 2 && h + s.kh / 2 < s.H && w >= s.kw / 2 && w + s.kw / 2 < s.W;
+}
+
+// Kernel widths with a register-blocked conv (conv_row_block); others take conv_pixel. Only
+// 7 (CBAM's 7x7): with each further width compiled in, ptxas gave FwdMain more than 64
+// registers, and so fewer blocks per SM (UCI-HAR's 3x1 conv is a small phase anyway).
+// Runs f(std::integral_constant<int, KW>), KW = 0 for "none".
+SAM_FUSED_BLOCK bool conv_width_blocked(int kw) { return kw == 7; }
+template <class F> SAM_FUSED_BLOCK void with_conv_width(int kw, F&& f) {
+  if (kw == 7) f(std::integral_constant<int, 7>{});
+  else f(std::integral_constant<int, 0>{});
+}
+
+// conv_pixel of the N pixels (h, w0 .. w0 + N - 1), all with their window inside the map, for
+// a compile-time kernel width KW: each pooled value of a window row is loaded once for the N
+// outputs and each weight once per kernel row, instead of once per tap and pixel (the conv was
+// the issue-bound phase of 7x7 maps). Every output does conv_pixel's operations in its order.
+template <int KW, int N, typename A, typename Wts, typename QIn>
+SAM_FUSED_BLOCK void conv_row_block(const Wts& w, A bias, int P, int kh, int64_t h, int64_t w0, QIn&& q, A (&acc)[N]) {
+  constexpr int rw = KW / 2;
+  const int rh = kh / 2;
+#pragma unroll
+  for (int n = 0; n < N; ++n) acc[n] = bias;
+  // One kernel row at a time (not unrolled), each weight loaded once and used for the N outputs
+  // right away: a thread holds the row's KW + N - 1 pooled values, N sums and one weight, so the
+  // blocked conv does not raise the kernel's registers (occupancy).
+#pragma unroll 1
+  for (int p = 0; p < P; ++p)
+#pragma unroll 1
+    for (int i = 0; i < kh; ++i) {
+      A qv[KW + N - 1];
+#pragma unroll
+      for (int j = 0; j < KW + N - 1; ++j) qv[j] = q(p, h + i - rh, w0 + j - rw);
+#pragma unroll
+      for (int j = 0; j < KW; ++j) {
+        const A wt = A(w[(p * kh + i) * KW + j]);
+#pragma unroll
+        for (int n = 0; n < N; ++n) acc[n] += wt * qv[n + j];
+      }
+    }
 }
 
 // Idle lanes before the first pixel (row r0, column 0) of a channel reduction: in NCHW a

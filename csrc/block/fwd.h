@@ -111,7 +111,6 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
     ctx.sync();
     pool_rows(ctx, a, v);  // ends with a barrier
     sigmoid_tile(ctx, a, v);
-    if (a.s.return_map) return;
     ctx.sync();
     write_out_tile(ctx, a, v);
   }
@@ -173,33 +172,62 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
     }
   }
 
-  // s = sigmoid(conv(pooled)) on the tile pixels: kept for the output, or written as the map
-  // (return_map); the one-pass kernel also saves the pooled maps for the backward.
+  // s = sigmoid(conv(pooled)) on the tile pixels, into the s buffer; the one-pass kernel also
+  // saves the pooled maps for the backward. Groups of kConvBlock horizontally adjacent pixels
+  // whose windows all lie inside the map are convolved together by one thread (conv_row_block,
+  // for the kernel widths that have it); then the other pixels one per thread, so a border tile
+  // costs a thread no more than one pixel's conv.
   template <class Ctx> static SAM_FUSED_BLOCK void sigmoid_tile(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
+    constexpr int N = kConvBlock;
     const Geometry& s = a.s;
     const Tile<I>& tl = v.tl;
-    const I W = v.W, H = v.H;
+    const I W = v.W, H = v.H, groups = W / I(N);  // whole groups of a row
+    const bool has_block = conv_width_blocked(s.kw);
+    auto blocked = [&](I h, I w0) {
+      return has_block && w0 + I(N) <= groups * I(N) && window_inside(s, h, w0) && window_inside(s, h, w0 + I(N) - 1);
+    };
     ctx.each_thread([&](int t) {
       auto qin = [&](int slot, int64_t h, int64_t w) { return A(v.qslot(slot, I(h), I(w))); };
       auto qat = [&](int slot, int64_t h, int64_t w) {
         return (h < 0 || h >= H || w < 0 || w >= W) ? A(0) : qin(slot, h, w);
       };
+      const A bias = A(v.wts[v.nw]);
+      if (has_block)
+        with_conv_width(s.kw, [&](auto kwt) {
+          constexpr int KW = decltype(kwt)::value;
+          if constexpr (KW > 0) {
+            for (I g = I(t); g < tl.rows() * groups; g += I(ctx.threads())) {
+              const I r = g / groups, w0 = (g % groups) * I(N), h = tl.h0 + r;
+              if (blocked(h, w0)) {
+                A acc[N];
+                conv_row_block<KW, N>(v.wts, bias, s.pool.P, s.kh, h, w0, qin, acc);
+                for (int k = 0; k < N; ++k) v.sig[r * W + w0 + I(k)] = sigmoid(acc[k]);
+              }
+            }
+          }
+        });
       for (I i = I(t); i < tl.rows() * W; i += I(ctx.threads())) {
         const I h = tl.h0 + i / W, w = i % W;
-        const A bias = A(v.wts[v.nw]);
-        const A sv = sigmoid(window_inside(s, h, w) ? conv_pixel(v.wts, bias, s.pool.P, s.kh, s.kw, h, w, qin)
+        if (!blocked(h, w / I(N) * I(N)))
+          v.sig[i] = sigmoid(window_inside(s, h, w) ? conv_pixel(v.wts, bias, s.pool.P, s.kh, s.kw, h, w, qin)
                                                     : conv_pixel(v.wts, bias, s.pool.P, s.kh, s.kw, h, w, qat));
         if (!a.p.two_pass)
           for (int slot = 0; slot < s.pool.P; ++slot)
             ctx.store(a.pooled + ((tl.b * s.pool.P + slot) * H + h) * W + w, A(v.qslot(slot, h, w)));
-        if (s.return_map) ctx.store(a.out + (tl.b * H + h) * W + w, T(sv));
-        else v.sig[i] = sv;
       }
     });
   }
 
-  // out = x * s, x from the staged tile when there is one.
+  // out = x * s, x from the staged tile when there is one; return_map: the s map instead.
   template <class Ctx> static SAM_FUSED_BLOCK void write_out_tile(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
+    if (a.s.return_map) {
+      const Tile<I>& tl = v.tl;
+      ctx.each_thread([&](int t) {
+        for (I i = I(t); i < tl.rows() * v.W; i += I(ctx.threads()))
+          ctx.store(a.out + (tl.b * v.H + tl.h0) * v.W + i, T(v.sig[i]));
+      });
+      return;
+    }
     with_vec<T>(a.p, [&](auto vt) {
       constexpr int V = decltype(vt)::value;
       stream_tile_vectors<V, kStreamUnroll, CL, T>(

@@ -26,6 +26,9 @@ constexpr int kReduceThreads = 128;           // DwReduce: one warp per weight-g
 // the streaming write phases this many vectors before writing the first.
 constexpr int kChannelUnroll = 8;
 constexpr int kStreamUnroll = 4;
+// Horizontally adjacent pixels one thread convolves together (conv_row_block): each pooled value
+// of a window row is loaded once for all of them.
+constexpr int kConvBlock = 4;
 
 // How a call is cut into blocks and how a block's buffers are laid out (byte offsets). The
 // map buffers (weights, pooled rows q, s, rho/delta d, gamma maps, argmax) live in shared
