@@ -54,13 +54,14 @@ class Card(time_model.Card):
     clock_hz: float = 1.75e9         # sustained SM clock
     cpi: float = 2.0                 # cycles per instruction of one warp in a dependent loop
     issue_width: int = 4             # warp instructions an SM issues per cycle (4 schedulers)
+    l2_bandwidth: float = 5.5e12     # B/s through L2 (DRAM traffic and L2 hits), microbenchmark figure
 
 
 CARDS = {
     "H100": Card("H100 SXM (assumed 3.0 TB/s copy)", 3.0e12),
     "H200": Card("H200 (assumed 4.0 TB/s copy)", 4.0e12),
     "A100": Card("A100 80GB SXM (assumed 1.75 TB/s copy)", 1.75e12, arch="sm_80", sms=108, dram_latency=0.6e-6,
-                 l2_latency=0.2e-6, smem_latency=30 / 1.41e9, clock_hz=1.41e9),
+                 l2_latency=0.2e-6, smem_latency=30 / 1.41e9, clock_hz=1.41e9, l2_bandwidth=3.8e12),
 }
 
 
@@ -446,6 +447,9 @@ def time_launch(kernel: str, blocks_of: list, grid: int, threads: int, smem: int
     per_sm_blocks = math.ceil(grid / S)
     mean_bytes = {nm: sum(n * p.dram_read + n * p.dram_write for n, ph in blocks_of for p in ph if p.name == nm) / grid
                   for nm in names}
+    # every byte passes through L2: the DRAM traffic plus the L2 hits (halo rows, weights)
+    mean_l2 = {nm: mean_bytes[nm] + sum(n * p.l2_read for n, ph in blocks_of for p in ph if p.name == nm) / grid
+               for nm in names}
     mean_instr = {nm: sum(n * phase_warp_instructions(kernel, p, elem) for n, ph in blocks_of for p in ph
                           if p.name == nm) / grid for nm in names}
     # lock step: every wave runs phase by phase, each phase as slow as its worst limit
@@ -457,7 +461,8 @@ def time_launch(kernel: str, blocks_of: list, grid: int, threads: int, smem: int
         t_total, bounds = 0.0, {}
         for n in wave_sizes:
             per_sm = min(R, math.ceil(n / S))
-            options = {"bandwidth": n * mean_bytes[p.name] / card.copy_bandwidth, "latency": path,
+            options = {"bandwidth": n * mean_bytes[p.name] / card.copy_bandwidth,
+                       "L2 bandwidth": n * mean_l2[p.name] / card.l2_bandwidth, "latency": path,
                        "issue": per_sm * mean_instr[p.name] / (card.issue_width * card.clock_hz)}
             bound = max(options, key=options.get)
             t_total += options[bound]
@@ -467,6 +472,7 @@ def time_launch(kernel: str, blocks_of: list, grid: int, threads: int, smem: int
     overlapped = R >= 2 and grid > slots
     if overlapped:
         options = {"bandwidth": total_bytes / card.copy_bandwidth,
+                   "L2 bandwidth": grid * sum(mean_l2.values()) / card.l2_bandwidth,
                    "latency": math.ceil(per_sm_blocks / R) * sum(phase_path(kernel, p, elem, card) for p in slow),
                    "issue": per_sm_blocks * sum(mean_instr.values()) / (card.issue_width * card.clock_hz)}
         bound = max(options, key=options.get)

@@ -25,7 +25,7 @@ H100 = pm.CARDS["H100"]
 # one-pass and two-pass plans of both directions, mean and mean+max, fp32 and bf16
 CASES = [("har", (128, 64, 64, 9), torch.float32), ("har", (128, 64, 64, 9), torch.bfloat16),
          ("cbam", (32, 64, 56, 56), torch.float32), ("cbam", (32, 64, 56, 56), torch.bfloat16),
-         ("cbam", (2, 12, 11, 9), torch.float32)]
+         ("cbam", (2, 12, 11, 9), torch.float32), ("cbam", (32, 256, 56, 56), torch.float32)]  # the last: two pass
 
 
 def streams_of(layer, shape, dtype, backward):

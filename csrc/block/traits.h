@@ -139,17 +139,17 @@ inline int64_t rows_within(Plan p, const Geometry& s, int64_t elem_bytes, int64_
   return lo;
 }
 
-// Rows per tile: enough work per block, enough blocks, and within `fit_rows`; a staged
-// one-pass tile keeps at least the rows its halo needs. Rounded so a tile of NCHW rows is a
-// whole number of vectors where possible.
+// Rows per tile: enough work per block, enough blocks, and within `fit_rows`; at least
+// `min_rows` (a staged one-pass tile: the rows its halo needs). Rounded so a tile of NCHW rows
+// is a whole number of vectors where possible.
 inline int64_t choose_rows(const Geometry& s, int64_t min_blocks, int64_t elem_bytes, int64_t fit_rows,
-                           bool halo_minimum) {
+                           int64_t min_rows) {
   using namespace detail;
   const int64_t row_elems = std::max<int64_t>(1, s.C * s.W);
   int64_t rows = std::max<int64_t>(1, kTargetBlockElems / row_elems);
   const int64_t tiles_wanted = ceil_div(min_blocks, std::max<int64_t>(1, s.B));
   rows = std::min(rows, std::max<int64_t>(1, ceil_div(s.H, tiles_wanted)));
-  if (halo_minimum) rows = std::max(rows, std::min<int64_t>(s.H, std::max(1, 4 * (s.kh / 2))));  // halo re-reads <= 50%
+  rows = std::max(rows, min_rows);
   rows = std::min({rows, fit_rows, s.H});
   // NCHW: a tile is one run of rows*W elements per channel. Runs of whole 32-byte sectors
   // (else whole 16-byte vectors) keep warp accesses coalesced: round up if that fits (up to the
@@ -174,6 +174,16 @@ inline int choose_vec(const Geometry& s, int64_t rows, int64_t elem_bytes, bool 
   return pointers_aligned && ok ? int(v) : 1;
 }
 
+// The fewest rows of a one-pass tile (its halo is re-read from L2 by the neighbouring tiles'
+// blocks): below it, two passes over x win. The backward re-reads 2 rh halo rows of x and
+// grad_out and recomputes s, delta over them: rows >= 4 rh (re-reads <= 50%). The forward only
+// pools its rh halo rows: rows >= 2 rh / 3 (re-reads <= 3x the tile), the crossover the phase
+// model (L2 bandwidth included) puts between one pass and the two-pass extra DRAM read of x
+// over the CBAM shapes (docs/design.md §3).
+inline int64_t one_pass_min_rows(int64_t rh, bool backward) {
+  return std::max<int64_t>(1, backward ? 4 * rh : (2 * rh + 2) / 3);
+}
+
 // Blocks of `threads` threads that can be resident on one SM of `dev` (at most kBlocksPerSm).
 inline int64_t resident_blocks(const DeviceLimits& dev, int threads) {
   const int64_t by_threads = dev.max_threads_per_sm / threads, by_regs = dev.regs_per_sm / (threads * kRegsPerThread);
@@ -182,7 +192,7 @@ inline int64_t resident_blocks(const DeviceLimits& dev, int threads) {
 
 // The launch plan of one call on `dev` (docs/design.md §3). Shared memory per block is held to
 // what lets the resident blocks share an SM (`budget`), and never above the opt-in maximum:
-// one pass when a staged tile of the rows the halo needs (>= 4 * rh, or the whole sample)
+// one pass when a staged tile of one_pass_min_rows rows (or the whole sample)
 // fits the budget with all its buffers; otherwise two passes over x (3N bytes fwd, 4N bwd)
 // with as many rows as fit (no halo minimum), else as many as fit the opt-in maximum, else
 // the map buffers in global scratch. return_map never stages anything (the forward does not
@@ -195,7 +205,7 @@ inline Plan plan_launch(const Geometry& s, const DeviceLimits& dev, int64_t elem
   const int64_t resident = resident_blocks(dev, p.threads);
   const int64_t optin = dev.smem_per_block_optin;
   const int64_t budget = std::min(optin, dev.smem_per_sm / resident - dev.smem_reserved_per_block);
-  const int64_t rows_needed = std::min<int64_t>(s.H, std::max<int64_t>(1, 4 * (s.kh / 2)));
+  const int64_t rows_needed = std::min<int64_t>(s.H, one_pass_min_rows(s.kh / 2, backward));
   auto fit = [&](bool staged, int64_t limit) {
     Plan q = p;
     q.staged = staged;
@@ -210,7 +220,7 @@ inline Plan plan_launch(const Geometry& s, const DeviceLimits& dev, int64_t elem
   if (fit_rows < min_rows) fit_rows = std::max(fit_rows, fit(p.staged, optin));
   if (fit_rows < min_rows && !p.staged) fit_rows = s.H;  // maps spill to global scratch below
   p.rows = o.rows ? std::min(o.rows, std::max<int64_t>(1, s.H))
-                  : choose_rows(s, dev.sms * resident, elem_bytes, std::max<int64_t>(1, fit_rows), p.staged);
+                  : choose_rows(s, dev.sms * resident, elem_bytes, std::max<int64_t>(1, fit_rows), min_rows);
   p.tiles = ceil_div(std::max<int64_t>(1, s.H), p.rows);
   p.blocks = s.B * p.tiles;
   p.vec = choose_vec(s, p.rows, elem_bytes, pointers_aligned);
