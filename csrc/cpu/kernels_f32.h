@@ -23,7 +23,7 @@ struct PrefetchRuns {
   int64_t run_bytes = 0, stride = 0;
 };
 
-// The NCHW element loops of F32Kernels (pool_sum ... dx, same contracts) over storage S: each
+// The NCHW element loops of F32Kernels (pool_sum ... argmax, same contracts) over storage S: each
 // element converted to float where it is loaded and rounded once where it is stored.
 template <typename S> struct NchwKernels {
   void (*pool_sum)(const S* x, int64_t C, int64_t stride, int64_t n, float* out);
@@ -33,6 +33,7 @@ template <typename S> struct NchwKernels {
   void (*rho)(const S* g, const S* x, int64_t C, int64_t stride, int64_t n, double* rho);
   void (*dx)(S* dx, const S* g, const float* s, const float* add, const int32_t* am, const float* route, int64_t C,
              int64_t stride, int64_t n, bool stream, const PrefetchRuns* pf, int npf);
+  void (*argmax)(const S* x, int64_t C, int64_t stride, int64_t n, int32_t* am);
 };
 
 struct F32Kernels {
@@ -64,6 +65,9 @@ struct F32Kernels {
   // drops its term (checked once per call, not per element).
   void (*dx)(float* dx, const float* g, const float* s, const float* add, const int32_t* am, const float* route,
              int64_t C, int64_t stride, int64_t n, bool stream, const PrefetchRuns* pf, int npf);
+  // am[i] = the first channel c < C where x[c*stride + i] is largest, a NaN winning over
+  // numbers (argmax_update of sam_math.h: the channel that the max pool's gradient goes to).
+  void (*argmax)(const float* x, int64_t C, int64_t stride, int64_t n, int32_t* am);
 
   // The same passes over a channels_last band of n pixels, pixel i's channels at [i*C, i*C + C)
   // (kernels_f32_nhwc_impl.h); a prefetch region is one run of run_bytes.
@@ -83,7 +87,7 @@ struct F32Kernels {
 template <typename S> NchwKernels<S> nchw_kernels(const F32Kernels& K) {
   if constexpr (std::is_same_v<S, c10::Half>) return K.f16;
   else if constexpr (std::is_same_v<S, c10::BFloat16>) return K.bf16;
-  else return {K.pool_sum, K.pool_max, K.scale, K.rho, K.dx};
+  else return {K.pool_sum, K.pool_max, K.scale, K.rho, K.dx, K.argmax};
 }
 
 // The table of one ISA; null where this build or platform has none.

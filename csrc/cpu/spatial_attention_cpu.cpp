@@ -560,23 +560,30 @@ template <typename scalar_t, bool CL> struct BackwardItem {
 
   int64_t row(int64_t h) const { return (h - base) * W; }
 
-  // rho, s, delta = rho * s * (1 - s) (and the argmax) of rows [ha, hz): rho by the ISA kernels
-  // where they apply, else (and the argmax always) by rho_pixels; with return_map rho is the
+  // rho, s, delta = rho * s * (1 - s) (and the argmax) of rows [ha, hz): rho and the NCHW
+  // argmax by the ISA kernels where they apply, else by rho_pixels; with return_map rho is the
   // map's gradient.
   void rho_s_delta_rows(int64_t ha, int64_t hz) {
     const int64_t r0 = row(ha), m = (hz - ha) * W;
     if (return_map) std::transform(gb + ha * W, gb + hz * W, rho.get(), [](scalar_t v) { return to_acc<double>(v); });
-    bool rho_done = return_map;
+    bool rho_done = return_map, argmax_done = max_slot < 0;
     if constexpr (kIsa)
-      if (!return_map && isa_loops) {
+      if (isa_loops) {
         const int64_t at = L.at(0, ha * W);
-        if constexpr (CL) K->rho_nhwc(gb + at, xb + at, C, m, rho.get());
-        else cpu::nchw_kernels<scalar_t>(*K).rho(gb + at, xb + at, C, H * W, m, rho.get());
-        rho_done = true;
+        if (!return_map) {
+          if constexpr (CL) K->rho_nhwc(gb + at, xb + at, C, m, rho.get());
+          else cpu::nchw_kernels<scalar_t>(*K).rho(gb + at, xb + at, C, H * W, m, rho.get());
+          rho_done = true;
+        }
+        if constexpr (!CL)
+          if (!argmax_done) {
+            cpu::nchw_kernels<scalar_t>(*K).argmax(xb + at, C, H * W, m, amax.data() + r0);
+            argmax_done = true;
+          }
       }
-    if (!rho_done || max_slot >= 0)
-      rho_pixels(L, gb, xb, ha * W, m, rho_done ? nullptr : rho.get(), max_slot >= 0 ? mbuf.data() + r0 : nullptr,
-                 max_slot >= 0 ? amax.data() + r0 : nullptr);
+    if (!rho_done || !argmax_done)
+      rho_pixels(L, gb, xb, ha * W, m, rho_done ? nullptr : rho.get(), argmax_done ? nullptr : mbuf.data() + r0,
+                 argmax_done ? nullptr : amax.data() + r0);
     if constexpr (std::is_same_v<A, float>) {
       // s(1 - s) = e / (1 + e)^2 from e = exp(-a): the float s near 1 has an absolute rounding
       // error (eps/2) that 1 - s would keep, which summed over the pixels showed in the bias
