@@ -487,8 +487,8 @@ void dx(S* out, const S* g, const float* s, const float* add, const int32_t* am,
 
 template <class S> constexpr NchwKernels<S> kNchw{pool_sum<S>, pool_max<S>, scale<S>, rho<S>, dx<S>, argmax<S>};
 
-const F32Kernels kTable{pool_sum<float>, pool_max<float>,  scale<float>,  conv_sigmoid,     conv_backward,
-                        rho<float>,      dx<float>,        argmax<float>, pool_sum_nhwc,    pool_max_nhwc,
-                        scale_nhwc,      rho_nhwc,         dx_nhwc,       kNchw<c10::Half>, kNchw<c10::BFloat16>};
+const F32Kernels kTable{pool_sum<float>, pool_max<float>, scale<float>,  conv_sigmoid,     conv_backward,
+                        rho<float>,      dx<float>,       argmax<float>, pool_sum_nhwc,    pool_max_nhwc,
+                        scale_nhwc,      rho_nhwc,        dx_nhwc,       kNchw<c10::Half>, kNchw<c10::BFloat16>};
 
 }  // namespace sam_fused::cpu::SAM_FUSED_ISA_NS
