@@ -2,7 +2,9 @@
 
     python benchmarks/cpu_walltime.py [--threads 1] [--shapes "128,64,64,9;16,64,64,9"] [--n 10] [--rounds 2]
 
-Prints, per shape, the best time of ``x.clone()`` (the memory floor), the fused forward and
+Prints, per shape, the best time of ``x.clone()`` (the memory floor), ``torch.dot(x, g)`` (the
+backward's reads alone: two arrays, 2N·e bytes, which on one core can take longer than the
+clone's read and write of N·e each when x fits the last-level cache and x and g do not), the fused forward and
 backward ops alone, the fused module forward and forward+backward through autograd, and the
 eager reference's forward and forward+backward, each also as a multiple of the clone time.
 Minimums over interleaved rounds, because single wall times on a shared machine drift by tens
@@ -23,7 +25,7 @@ import sam_fused  # noqa: E402
 from sam_fused import reference  # noqa: E402
 
 HAR_SHAPES = "128,64,64,9;128,128,32,9;128,256,16,9;128,512,8,9;16,64,64,9"
-IMPLS = ("clone", "fwd_op", "bwd_op", "fused_fwd", "fused_fb", "eager_fwd", "eager_fb")
+IMPLS = ("clone", "dot_xg", "fwd_op", "bwd_op", "fused_fwd", "fused_fb", "eager_fwd", "eager_fb")
 
 
 def calls(shape):
@@ -40,6 +42,7 @@ def calls(shape):
     _, pooled = fwd(x, w, b, "mean", False)
     return {
         "clone": lambda: x.clone(),
+        "dot_xg": lambda: torch.dot(x.view(-1), g.view(-1)),
         "fwd_op": lambda: fwd(x, w, b, "mean", False),
         "bwd_op": lambda: bwd(g, x, w, b, pooled, "mean", False),
         "fused_fwd": lambda: fused(x),
