@@ -1,8 +1,8 @@
 """The CPU kernels' run-time instruction-set choice: every ISA this machine has (forced through
 SAM_FUSED_CPU_ISA, which the op reads at every call) matches the reference and gives the same
 bits on repeated calls and at any thread count; an unusable choice is a clear error. fp16 and
-bf16 (NCHW) take the same loops with conversions at load and store: those are checked against
-torch's conversions over every 16-bit value."""
+bf16 (both layouts) take the same loops with conversions at load and store: those are checked
+against torch's conversions over every 16-bit value."""
 import pytest
 import torch
 
@@ -151,6 +151,23 @@ def test_channels_last_parity_per_isa(isa, shape, pool, return_map):
         assert actual["x"].is_contiguous(memory_format=torch.channels_last)
 
 
+# 16-bit channels_last: whole vectors of channels, masked tails, fewer channels than a vector, and
+# a streamed output (> 4 MB).
+SHAPES_NHWC_16 = [(2, 64, 64, 9), (1, 37, 11, 5), (2, 3, 20, 20), (2, 64, 120, 90)]
+
+
+@pytest.mark.parametrize("return_map", [False, True])
+@pytest.mark.parametrize("pool", POOLS)
+@pytest.mark.parametrize("shape", SHAPES_NHWC_16)
+@pytest.mark.parametrize("dtype", DTYPES_16)
+@pytest.mark.parametrize("isa", ISA_PARAMS, indirect=True)
+def test_16bit_channels_last_parity_per_isa(isa, dtype, shape, pool, return_map):
+    actual, _ = check_parity(make_input(shape, dtype, "channels_last"), pool, (3, 1), True, return_map)
+    if not return_map:
+        assert actual["out"].is_contiguous(memory_format=torch.channels_last)
+        assert actual["x"].is_contiguous(memory_format=torch.channels_last)
+
+
 @pytest.mark.parametrize("isa", ISA_PARAMS, indirect=True)
 def test_channels_last_nan_propagates(isa):
     # A NaN in any channel of a pixel (a vector lane or the scalar tail of the max) makes the
@@ -180,8 +197,8 @@ def tied_input(shape, dtype, layout):
 ARGMAX_SHAPES = [(2, 19, 13, 7), (2, 64, 8, 9), (1, 3, 5, 5)]
 
 
-@pytest.mark.parametrize(("layout", "dtype"), [("contiguous", torch.float32), ("channels_last", torch.float32),
-                                               ("contiguous", torch.float16), ("contiguous", torch.bfloat16)])
+@pytest.mark.parametrize(("layout", "dtype"), [(layout, dtype) for layout in ("contiguous", "channels_last")
+                                               for dtype in (torch.float32, *DTYPES_16)])
 @pytest.mark.parametrize("shape", ARGMAX_SHAPES)
 @pytest.mark.parametrize("isa", ISA_PARAMS, indirect=True)
 def test_max_pool_gradient_goes_to_first_argmax(isa, shape, layout, dtype):
@@ -218,8 +235,8 @@ def _results(pool, return_map, shape=(4, 64, 32, 9), layout="contiguous", dtype=
     return fused_results(x, weight, bias, pool, return_map, make_grad(grad_shape, dtype))
 
 
-@pytest.mark.parametrize(("layout", "dtype"), [("contiguous", torch.float32), ("channels_last", torch.float32),
-                                               ("contiguous", torch.float16), ("contiguous", torch.bfloat16)])
+@pytest.mark.parametrize(("layout", "dtype"), [(layout, dtype) for layout in ("contiguous", "channels_last")
+                                               for dtype in (torch.float32, *DTYPES_16)])
 @pytest.mark.parametrize("return_map", [False, True])
 @pytest.mark.parametrize("pool", POOLS)
 @pytest.mark.parametrize("isa", ISA_PARAMS, indirect=True)

@@ -2,9 +2,8 @@
 // set (kernels_f32_<isa>.cpp from kernels_f32_impl.h) and chosen at run time (isa.h).
 // Every NCHW loop covers one band: channels c < C, `stride` elements apart, and pixels i < n
 // of each channel's row run; the _nhwc loops cover a channels_last band of n pixels. fp16 and
-// bf16 NCHW take the same loops over their storage (NchwKernels: converted at load and store,
-// fp32 arithmetic); fp64 and 16-bit channels_last keep the portable templates of
-// spatial_attention_cpu.cpp.
+// bf16 take the same loops over their storage (NchwKernels, NhwcKernels: converted at load and
+// store, fp32 arithmetic); fp64 keeps the portable templates of spatial_attention_cpu.cpp.
 #pragma once
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
@@ -34,6 +33,16 @@ template <typename S> struct NchwKernels {
   void (*dx)(S* dx, const S* g, const float* s, const float* add, const int32_t* am, const float* route, int64_t C,
              int64_t stride, int64_t n, bool stream, const PrefetchRuns* pf, int npf);
   void (*argmax)(const S* x, int64_t C, int64_t stride, int64_t n, int32_t* am);
+};
+
+// The channels_last loops of F32Kernels (pool_sum_nhwc ... dx_nhwc, same contracts) over storage S.
+template <typename S> struct NhwcKernels {
+  void (*pool_sum)(const S* x, int64_t C, int64_t n, float* out);
+  void (*pool_max)(const S* x, int64_t C, int64_t n, float* out);
+  void (*scale)(S* out, const S* x, const float* s, int64_t C, int64_t n, bool stream, const PrefetchRuns* pf, int npf);
+  void (*rho)(const S* g, const S* x, int64_t C, int64_t n, double* rho);
+  void (*dx)(S* dx, const S* g, const float* s, const float* add, const int32_t* am, const float* route, int64_t C,
+             int64_t n, bool stream, const PrefetchRuns* pf, int npf);
 };
 
 struct F32Kernels {
@@ -81,6 +90,8 @@ struct F32Kernels {
 
   NchwKernels<c10::Half> f16;
   NchwKernels<c10::BFloat16> bf16;
+  NhwcKernels<c10::Half> f16_nhwc;
+  NhwcKernels<c10::BFloat16> bf16_nhwc;
 };
 
 // The NCHW loops of K over storage S: float, c10::Half or c10::BFloat16.
@@ -88,6 +99,13 @@ template <typename S> NchwKernels<S> nchw_kernels(const F32Kernels& K) {
   if constexpr (std::is_same_v<S, c10::Half>) return K.f16;
   else if constexpr (std::is_same_v<S, c10::BFloat16>) return K.bf16;
   else return {K.pool_sum, K.pool_max, K.scale, K.rho, K.dx, K.argmax};
+}
+
+// The channels_last loops of K over storage S.
+template <typename S> NhwcKernels<S> nhwc_kernels(const F32Kernels& K) {
+  if constexpr (std::is_same_v<S, c10::Half>) return K.f16_nhwc;
+  else if constexpr (std::is_same_v<S, c10::BFloat16>) return K.bf16_nhwc;
+  else return {K.pool_sum_nhwc, K.pool_max_nhwc, K.scale_nhwc, K.rho_nhwc, K.dx_nhwc};
 }
 
 // The table of one ISA; null where this build or platform has none.

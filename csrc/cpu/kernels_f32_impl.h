@@ -15,6 +15,12 @@ using R = typename V::R;
 constexpr int64_t N = V::N;
 template <class S> constexpr int64_t kLineElems = 64 / sizeof(S);  // elements of storage S per cache line
 
+// One element of storage S as float, as V::load converts it (exactly: every 16-bit value is a float).
+template <class S> SAM_FUSED_SIMD_INLINE float scalar_float(S v) {
+  if constexpr (std::is_same_v<S, float>) return v;
+  else return widen1(v);
+}
+
 inline void prefetch_run(const PrefetchRuns& pf, int64_t c) {
   if (!pf.base) return;
   const char* p = pf.base + c * pf.stride;
@@ -486,9 +492,12 @@ void dx(S* out, const S* g, const float* s, const float* add, const int32_t* am,
 }  // namespace
 
 template <class S> constexpr NchwKernels<S> kNchw{pool_sum<S>, pool_max<S>, scale<S>, rho<S>, dx<S>, argmax<S>};
+template <class S>
+constexpr NhwcKernels<S> kNhwc{pool_sum_nhwc<S>, pool_max_nhwc<S>, scale_nhwc<S>, rho_nhwc<S>, dx_nhwc<S>};
 
-const F32Kernels kTable{pool_sum<float>, pool_max<float>, scale<float>,  conv_sigmoid,     conv_backward,
-                        rho<float>,      dx<float>,       argmax<float>, pool_sum_nhwc,    pool_max_nhwc,
-                        scale_nhwc,      rho_nhwc,        dx_nhwc,       kNchw<c10::Half>, kNchw<c10::BFloat16>};
+const F32Kernels kTable{
+    pool_sum<float>, pool_max<float>,  scale<float>,         conv_sigmoid,         conv_backward,       rho<float>,
+    dx<float>,       argmax<float>,    pool_sum_nhwc<float>, pool_max_nhwc<float>, scale_nhwc<float>,   rho_nhwc<float>,
+    dx_nhwc<float>,  kNchw<c10::Half>, kNchw<c10::BFloat16>, kNhwc<c10::Half>,     kNhwc<c10::BFloat16>};
 
 }  // namespace sam_fused::cpu::SAM_FUSED_ISA_NS

@@ -5,10 +5,9 @@
 // and scales it, so every row of x is pooled and then scaled while it is still in cache (x is
 // read once from memory, out written once). Items are cut from the shape alone, never from
 // the thread count, and the weight-gradient partials are summed in item order: the results
-// are bitwise the same on any number of threads. The element loops of fp32 (both layouts) and of
-// fp16/bf16 in NCHW (and the conv of every float-accumulating dtype) run in kernels_f32.h, built
-// per instruction set and chosen per call; fp64 and 16-bit channels_last keep the portable
-// templates here.
+// are bitwise the same on any number of threads. The element loops of fp32, fp16 and bf16 (both
+// layouts; and the conv of every float-accumulating dtype) run in kernels_f32.h, built per
+// instruction set and chosen per call; fp64 keeps the portable templates here.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -43,17 +42,16 @@ constexpr int64_t kParallelElems = 32768;    // elements per task before splitti
 
 constexpr int64_t kStreamBytes = 4 << 20;    // outputs larger than this bypass the cache
 
-// Whether the element loops of kernels_f32.h cover storage S in layout CL (channels_last):
-// fp32 in both layouts, fp16 and bf16 in NCHW.
+// Whether the element loops of kernels_f32.h cover storage S (in either layout; CL: channels_last):
+// fp32, fp16 and bf16.
 template <typename S, bool CL>
-constexpr bool kIsaLoops =
-    std::is_same_v<S, float> || (!CL && (std::is_same_v<S, c10::Half> || std::is_same_v<S, c10::BFloat16>));
+constexpr bool kIsaLoops = std::is_same_v<S, float> || std::is_same_v<S, c10::Half> || std::is_same_v<S, c10::BFloat16>;
 
 // kIsaLoops, unless K's table leaves S out (null entries: fp16 on the default ISA of a CPU with
 // F16C, which the portable loops convert faster; isa.cpp).
 template <typename S, bool CL> bool runs_isa_loops(const cpu::F32Kernels& K) {
   if constexpr (!kIsaLoops<S, CL>) return false;
-  else if constexpr (CL) return true;
+  else if constexpr (CL) return cpu::nhwc_kernels<S>(K).scale != nullptr;
   else return cpu::nchw_kernels<S>(K).scale != nullptr;
 }
 
@@ -410,12 +408,12 @@ void pool_rows_into(const Geometry& g, const Layout<CL>& L, const scalar_t* xb, 
       pooled = true;
       const scalar_t* xr = xb + L.at(0, ha * W);
       if (mean_slot >= 0) {
-        if constexpr (CL) K->pool_sum_nhwc(xr, g.C, m, sum);
+        if constexpr (CL) cpu::nhwc_kernels<scalar_t>(*K).pool_sum(xr, g.C, m, sum);
         else cpu::nchw_kernels<scalar_t>(*K).pool_sum(xr, g.C, H * W, m, sum);
         for (int64_t i = 0; i < m; ++i) sum[i] /= A(g.C);
       }
       if (max_slot >= 0) {
-        if constexpr (CL) K->pool_max_nhwc(xr, g.C, m, mx);
+        if constexpr (CL) cpu::nhwc_kernels<scalar_t>(*K).pool_max(xr, g.C, m, mx);
         else cpu::nchw_kernels<scalar_t>(*K).pool_max(xr, g.C, H * W, m, mx);
       }
     }
@@ -436,7 +434,8 @@ void scale_pixels(const Geometry& g, const Layout<CL>& L, const scalar_t* xb, sc
   if constexpr (kIsaLoops<scalar_t, CL>)
     if (runs_isa_loops<scalar_t, CL>(*K)) {
       const cpu::PrefetchRuns runs = pf.runs();
-      if constexpr (CL) K->scale_nhwc(ob + L.at(0, p0), xb + L.at(0, p0), s, g.C, n, stream, &runs, 1);
+      if constexpr (CL)
+        cpu::nhwc_kernels<scalar_t>(*K).scale(ob + L.at(0, p0), xb + L.at(0, p0), s, g.C, n, stream, &runs, 1);
       else cpu::nchw_kernels<scalar_t>(*K).scale(ob + p0, xb + p0, s, g.C, g.H * g.W, n, stream, &runs, 1);
       return;
     }
@@ -571,7 +570,7 @@ template <typename scalar_t, bool CL> struct BackwardItem {
       if (isa_loops) {
         const int64_t at = L.at(0, ha * W);
         if (!return_map) {
-          if constexpr (CL) K->rho_nhwc(gb + at, xb + at, C, m, rho.get());
+          if constexpr (CL) cpu::nhwc_kernels<scalar_t>(*K).rho(gb + at, xb + at, C, m, rho.get());
           else cpu::nchw_kernels<scalar_t>(*K).rho(gb + at, xb + at, C, H * W, m, rho.get());
           rho_done = true;
         }
@@ -651,7 +650,8 @@ template <typename scalar_t, bool CL> struct BackwardItem {
         const cpu::PrefetchRuns runs[2] = {pfx.runs(), pfg.runs()};
         const int64_t at = L.at(0, hb * W);
         const scalar_t* g_band = return_map ? nullptr : gb + at;
-        if constexpr (CL) K->dx_nhwc(dxb + at, g_band, sb, gm, am, gmax.data(), C, n, stream, runs, 2);
+        if constexpr (CL)
+          cpu::nhwc_kernels<scalar_t>(*K).dx(dxb + at, g_band, sb, gm, am, gmax.data(), C, n, stream, runs, 2);
         else
           cpu::nchw_kernels<scalar_t>(*K).dx(dxb + at, g_band, sb, gm, am, gmax.data(), C, H * W, n, stream, runs, 2);
         return;
