@@ -35,7 +35,7 @@ template <typename S> struct NchwKernels {
   void (*argmax)(const S* x, int64_t C, int64_t stride, int64_t n, int32_t* am);
 };
 
-// The channels_last loops of F32Kernels (pool_sum_nhwc ... dx_nhwc, same contracts) over storage S.
+// The channels_last loops of F32Kernels (pool_sum_nhwc ... argmax_nhwc, same contracts) over storage S.
 template <typename S> struct NhwcKernels {
   void (*pool_sum)(const S* x, int64_t C, int64_t n, float* out);
   void (*pool_max)(const S* x, int64_t C, int64_t n, float* out);
@@ -43,6 +43,7 @@ template <typename S> struct NhwcKernels {
   void (*rho)(const S* g, const S* x, int64_t C, int64_t n, double* rho);
   void (*dx)(S* dx, const S* g, const float* s, const float* add, const int32_t* am, const float* route, int64_t C,
              int64_t n, bool stream, const PrefetchRuns* pf, int npf);
+  void (*argmax)(const S* x, int64_t C, int64_t n, int32_t* am);
 };
 
 struct F32Kernels {
@@ -87,6 +88,7 @@ struct F32Kernels {
   void (*rho_nhwc)(const float* g, const float* x, int64_t C, int64_t n, double* rho);
   void (*dx_nhwc)(float* dx, const float* g, const float* s, const float* add, const int32_t* am, const float* route,
                   int64_t C, int64_t n, bool stream, const PrefetchRuns* pf, int npf);
+  void (*argmax_nhwc)(const float* x, int64_t C, int64_t n, int32_t* am);
 
   NchwKernels<c10::Half> f16;
   NchwKernels<c10::BFloat16> bf16;
@@ -105,7 +107,7 @@ template <typename S> NchwKernels<S> nchw_kernels(const F32Kernels& K) {
 template <typename S> NhwcKernels<S> nhwc_kernels(const F32Kernels& K) {
   if constexpr (std::is_same_v<S, c10::Half>) return K.f16_nhwc;
   else if constexpr (std::is_same_v<S, c10::BFloat16>) return K.bf16_nhwc;
-  else return {K.pool_sum_nhwc, K.pool_max_nhwc, K.scale_nhwc, K.rho_nhwc, K.dx_nhwc};
+  else return {K.pool_sum_nhwc, K.pool_max_nhwc, K.scale_nhwc, K.rho_nhwc, K.dx_nhwc, K.argmax_nhwc};
 }
 
 // The table of one ISA; null where this build or platform has none.

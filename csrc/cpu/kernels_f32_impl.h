@@ -356,10 +356,11 @@ template <class S> void argmax(const S* x, int64_t C, int64_t stride, int64_t n,
     RI i0{}, i1{}, i2{}, i3{};
     p += stride;
     for (int64_t c = 1; c < C; ++c, p += stride) {
-      V::argmax_step(m0, i0, V::load(p), int32_t(c));
-      V::argmax_step(m1, i1, V::load(p + N), int32_t(c));
-      V::argmax_step(m2, i2, V::load(p + 2 * N), int32_t(c));
-      V::argmax_step(m3, i3, V::load(p + 3 * N), int32_t(c));
+      const RI cv = V::set1i(int32_t(c));
+      V::argmax_step(m0, i0, V::load(p), cv);
+      V::argmax_step(m1, i1, V::load(p + N), cv);
+      V::argmax_step(m2, i2, V::load(p + 2 * N), cv);
+      V::argmax_step(m3, i3, V::load(p + 3 * N), cv);
     }
     V::storei_k(am + i, i0, N);
     V::storei_k(am + i + N, i1, N);
@@ -370,7 +371,7 @@ template <class S> void argmax(const S* x, int64_t C, int64_t stride, int64_t n,
     const int64_t k = std::min(N, n - i);
     R m = V::load_k(x + i, k);
     RI idx{};
-    for (int64_t c = 1; c < C; ++c) V::argmax_step(m, idx, V::load_k(x + c * stride + i, k), int32_t(c));
+    for (int64_t c = 1; c < C; ++c) V::argmax_step(m, idx, V::load_k(x + c * stride + i, k), V::set1i(int32_t(c)));
     V::storei_k(am + i, idx, k);
   }
 }
@@ -493,11 +494,15 @@ void dx(S* out, const S* g, const float* s, const float* add, const int32_t* am,
 
 template <class S> constexpr NchwKernels<S> kNchw{pool_sum<S>, pool_max<S>, scale<S>, rho<S>, dx<S>, argmax<S>};
 template <class S>
-constexpr NhwcKernels<S> kNhwc{pool_sum_nhwc<S>, pool_max_nhwc<S>, scale_nhwc<S>, rho_nhwc<S>, dx_nhwc<S>};
+constexpr NhwcKernels<S> kNhwc{pool_sum_nhwc<S>, pool_max_nhwc<S>, scale_nhwc<S>,
+                               rho_nhwc<S>,      dx_nhwc<S>,       argmax_nhwc<S>};
 
-const F32Kernels kTable{
-    pool_sum<float>, pool_max<float>,  scale<float>,         conv_sigmoid,         conv_backward,       rho<float>,
-    dx<float>,       argmax<float>,    pool_sum_nhwc<float>, pool_max_nhwc<float>, scale_nhwc<float>,   rho_nhwc<float>,
-    dx_nhwc<float>,  kNchw<c10::Half>, kNchw<c10::BFloat16>, kNhwc<c10::Half>,     kNhwc<c10::BFloat16>};
+// clang-format off
+const F32Kernels kTable{pool_sum<float>, pool_max<float>, scale<float>, conv_sigmoid, conv_backward, rho<float>,
+                        dx<float>, argmax<float>,
+                        pool_sum_nhwc<float>, pool_max_nhwc<float>, scale_nhwc<float>, rho_nhwc<float>,
+                        dx_nhwc<float>, argmax_nhwc<float>,
+                        kNchw<c10::Half>, kNchw<c10::BFloat16>, kNhwc<c10::Half>, kNhwc<c10::BFloat16>};
+// clang-format on
 
 }  // namespace sam_fused::cpu::SAM_FUSED_ISA_NS

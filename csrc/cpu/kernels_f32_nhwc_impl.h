@@ -104,14 +104,52 @@ template <class S> void rho_nhwc(const S* g, const S* x, int64_t C, int64_t n, d
   }
 }
 
+// channel[c] = c for c < count + N: a vector of channel indices loads from any c < count.
+inline std::unique_ptr<int32_t[]> channel_indices(int64_t count) {
+  std::unique_ptr<int32_t[]> channel(new int32_t[count + N]);
+  for (int64_t c = 0; c < count + N; ++c) channel[c] = int32_t(c);
+  return channel;
+}
+
+// am[i] = the first channel of pixel i's run where x is largest, a NaN winning over numbers
+// (argmax_update of sam_math.h). Lane l keeps the first argmax of the channels l, l + N, ... of
+// the whole vectors; the lanes are merged by the same rule (a NaN lane first, else the largest
+// value; ties to the lower channel), then the channels past the whole vectors follow in order.
+template <class S> void argmax_nhwc(const S* x, int64_t C, int64_t n, int32_t* am) {
+  using RI = typename V::RI;
+  const int64_t full = C / N * N;
+  const auto channel = channel_indices(full);
+  alignas(64) float lane_max[N];
+  alignas(64) int32_t lane_idx[N];
+  for (int64_t i = 0; i < n; ++i) {
+    const S* p = x + i * C;
+    float m = -std::numeric_limits<float>::infinity();
+    int32_t idx = 0;
+    if (full > 0) {
+      R mv = V::load(p);
+      RI iv = V::loadi(channel.get());
+      for (int64_t c = N; c < full; c += N) V::argmax_step(mv, iv, V::load(p + c), V::loadi(channel.get() + c));
+      V::store(lane_max, mv);
+      V::storei_k(lane_idx, iv, N);
+      m = lane_max[0];
+      idx = lane_idx[0];
+      for (int64_t l = 1; l < N; ++l) {
+        const float v = lane_max[l];
+        const bool take = v != v ? (m == m || lane_idx[l] < idx) : (m == m && (v > m || (v == m && lane_idx[l] < idx)));
+        if (take) m = v, idx = lane_idx[l];
+      }
+    }
+    for (int64_t c = full; c < C; ++c) VecScalar::argmax_step(m, idx, scalar_float(p[c]), int32_t(c));
+    am[i] = idx;
+  }
+}
+
 // dx[i*C + c] = g*s[i] + add[i] + (am[i] == c ? route[i] : 0), each term only when present
 // (a template argument, so no per-element tests).
 template <bool kG, bool kAdd, bool kRoute, class S>
 void dx_nhwc_terms(S* dx, const S* g, const float* s, const float* add, const int32_t* am, const float* route,
                    int64_t C, int64_t n, bool stream, const PrefetchRuns* pf, int npf) {
-  std::unique_ptr<int32_t[]> channel(kRoute ? new int32_t[C + N] : nullptr);  // channel[c] = c
-  if constexpr (kRoute)
-    for (int64_t c = 0; c < C + N; ++c) channel[c] = int32_t(c);
+  const auto channel = kRoute ? channel_indices(C) : nullptr;
   NhwcPrefetch ahead(pf, npf, n, C);
   for (int64_t i = 0; i < n; ++i) {
     if (ahead.due(i)) ahead.issue();

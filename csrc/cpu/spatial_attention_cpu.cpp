@@ -559,9 +559,9 @@ template <typename scalar_t, bool CL> struct BackwardItem {
 
   int64_t row(int64_t h) const { return (h - base) * W; }
 
-  // rho, s, delta = rho * s * (1 - s) (and the argmax) of rows [ha, hz): rho and the NCHW
-  // argmax by the ISA kernels where they apply, else by rho_pixels; with return_map rho is the
-  // map's gradient.
+  // rho, s, delta = rho * s * (1 - s) (and the argmax) of rows [ha, hz): rho and the argmax by
+  // the ISA kernels where they apply, else by rho_pixels; with return_map rho is the map's
+  // gradient.
   void rho_s_delta_rows(int64_t ha, int64_t hz) {
     const int64_t r0 = row(ha), m = (hz - ha) * W;
     if (return_map) std::transform(gb + ha * W, gb + hz * W, rho.get(), [](scalar_t v) { return to_acc<double>(v); });
@@ -574,11 +574,11 @@ template <typename scalar_t, bool CL> struct BackwardItem {
           else cpu::nchw_kernels<scalar_t>(*K).rho(gb + at, xb + at, C, H * W, m, rho.get());
           rho_done = true;
         }
-        if constexpr (!CL)
-          if (!argmax_done) {
-            cpu::nchw_kernels<scalar_t>(*K).argmax(xb + at, C, H * W, m, amax.data() + r0);
-            argmax_done = true;
-          }
+        if (!argmax_done) {
+          if constexpr (CL) cpu::nhwc_kernels<scalar_t>(*K).argmax(xb + at, C, m, amax.data() + r0);
+          else cpu::nchw_kernels<scalar_t>(*K).argmax(xb + at, C, H * W, m, amax.data() + r0);
+          argmax_done = true;
+        }
       }
     if (!rho_done || !argmax_done)
       rho_pixels(L, gb, xb, ha * W, m, rho_done ? nullptr : rho.get(), argmax_done ? nullptr : mbuf.data() + r0,
