@@ -251,6 +251,17 @@ void scale(S* out, const S* x, const float* s, int64_t C, int64_t stride, int64_
                      __attribute__((always_inline)) { return V::mul(V::load_k(x + off, k), V::load_k(sr + i, k)); });
 }
 
+// n values of T on the stack when n <= kLocal (a 7x7 conv of two maps needs 98 taps), else on the
+// heap: the conv passes run once per band, and a heap allocation there showed in the counts of
+// cache-resident layers.
+template <class T, int64_t kLocal> struct SmallBuffer {
+  T local[kLocal];
+  std::unique_ptr<T[]> heap;
+  explicit SmallBuffer(int64_t n) : heap(n > kLocal ? new T[n] : nullptr) {}
+  T* get() { return heap ? heap.get() : local; }
+  T& operator[](int64_t i) { return get()[i]; }
+};
+
 // exp(x) for x in [-87.3, 88.3] (or NaN, which passes through): Cephes' expf, a degree-5
 // polynomial on x - n*ln2 times 2^n; within 2 ulp of the correctly rounded result.
 SAM_FUSED_SIMD_INLINE R exp_clamped(R x) {
@@ -293,7 +304,7 @@ SAM_FUSED_SIMD_INLINE void conv_run(const float* w, float bias, int64_t taps, co
 void conv_sigmoid(const float* w, float bias, int64_t P, int64_t kh, int64_t kw, const float* q, int64_t plane,
                   int64_t row, int64_t rows, int64_t W, float* s, float* e) {
   const int64_t taps = P * kh * kw;
-  std::unique_ptr<int64_t[]> off(new int64_t[taps]);  // tap t's offset in q
+  SmallBuffer<int64_t, 128> off(taps);  // tap t's offset in q
   for (int64_t p = 0; p < P; ++p)
     for (int64_t i = 0; i < kh; ++i)
       for (int64_t j = 0; j < kw; ++j) off[(p * kh + i) * kw + j] = p * plane + i * row + j;
@@ -327,7 +338,8 @@ SAM_FUSED_SIMD_INLINE void conv_backward_run(const float* w, int64_t P, int64_t 
 void conv_backward(const float* w, int64_t P, int64_t kh, int64_t kw, const float* delta, int64_t drow, const float* q,
                    int64_t qplane, int64_t qrow, int64_t rows, int64_t W, float* const* gamma, double* dw) {
   const int64_t taps = P * kh * kw;
-  std::unique_ptr<double[]> acc(new double[(taps + 1) * N]());
+  SmallBuffer<double, 2048> acc((taps + 1) * N);
+  std::fill(acc.get(), acc.get() + (taps + 1) * N, 0.0);
   if (drow == W && qrow == W) {  // unpadded: the band is one run
     conv_backward_run(w, P, kh, kw, delta, drow, q, qplane, qrow, rows * W, gamma, acc.get());
   } else {

@@ -13,8 +13,10 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <array>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <vector>
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -354,13 +356,37 @@ template <typename scalar_t> Params<acc_t<scalar_t>> load_params(const at::Tenso
   return p;
 }
 
+// Scratch buffers of one work item: n values of T in slot `slot` of this thread's scratch, kept
+// between the items a thread runs (allocating an item's dozen small buffers anew cost more
+// instructions than the element loops of a cache-resident band); filled with `fill` when given,
+// else left as the last item wrote them. An item uses each slot for one buffer.
+constexpr int kScratchSlots = 9;
+template <typename T> struct Scratch {
+  T* ptr;
+  int64_t n;
+  Scratch(int slot, int64_t n_, std::optional<T> fill = std::nullopt) : n(n_) {
+    thread_local std::array<std::vector<double>, kScratchSlots> slots;  // double: aligned for every T here
+    std::vector<double>& buf = slots[slot];
+    const size_t words = (size_t(n) * sizeof(T) + sizeof(double) - 1) / sizeof(double);
+    if (buf.size() < words) buf.resize(words);
+    ptr = reinterpret_cast<T*>(buf.data());
+    if (fill) std::fill(ptr, ptr + n, *fill);
+  }
+  T* data() { return ptr; }
+  const T* data() const { return ptr; }
+  T* begin() { return ptr; }
+  T* end() { return ptr + n; }
+  T& operator[](int64_t i) { return ptr[i]; }
+  const T& operator[](int64_t i) const { return ptr[i]; }
+};
+
 // Rows [first, first + rows) of P maps, each row padded by `pad` zero columns on both sides,
 // so the small convolutions below run over whole rows without bounds checks.
 template <typename A> struct PaddedRows {
   int64_t first, rows, W, pad;
-  std::vector<A> data;
-  PaddedRows(int64_t P, int64_t first_, int64_t rows_, int64_t W_, int64_t pad_)
-      : first(first_), rows(rows_), W(W_), pad(pad_), data(P * rows_ * (W_ + 2 * pad_), A(0)) {}
+  Scratch<A> data;
+  PaddedRows(int slot, int64_t P, int64_t first_, int64_t rows_, int64_t W_, int64_t pad_)
+      : first(first_), rows(rows_), W(W_), pad(pad_), data(slot, P * rows_ * (W_ + 2 * pad_), A(0)) {}
   A* at(int64_t p, int64_t h) { return data.data() + (p * rows + h - first) * (W + 2 * pad) + pad; }  // column 0
   const A* at(int64_t p, int64_t h) const { return const_cast<PaddedRows*>(this)->at(p, h); }
 };
@@ -466,27 +492,27 @@ void forward_item(const Geometry& g, const RowSplit& sp, int64_t item, const sca
   const int64_t b = item / sp.chunks, h0 = (item % sp.chunks) * sp.chunk_rows, h1 = std::min(h0 + sp.chunk_rows, H);
   const Layout<CL> L{g.C, H, W};
   const scalar_t* xb = x + b * g.C * H * W;
-  PaddedRows<A> q(P, h0 - rh, h1 - h0 + 2 * rh, W, g.kw / 2);  // rows outside the map stay 0
+  PaddedRows<A> q(0, P, h0 - rh, h1 - h0 + 2 * rh, W, g.kw / 2);  // rows outside the map stay 0
   // Scratch rows, each written before it is read (no zero fill).
-  std::unique_ptr<A[]> pool_tmp(new A[2 * (sp.band_rows + 2 * rh) * W]), s(new A[sp.band_rows * W]);
+  Scratch<A> pool_tmp(1, 2 * (sp.band_rows + 2 * rh) * W), s(2, sp.band_rows * W);
 
   int64_t pooled_to = std::max<int64_t>(h0 - rh, 0);
   for (int64_t hb = h0; hb < h1; hb += sp.band_rows) {
     const int64_t he = std::min(hb + sp.band_rows, h1), need = std::min(he + rh, H), n = (he - hb) * W;
     if (need > pooled_to) {
-      pool_rows_into(g, L, xb, pooled_to, need, q, pool_tmp.get(), K);
+      pool_rows_into(g, L, xb, pooled_to, need, q, pool_tmp.data(), K);
       pooled_to = need;
     }
-    conv_sigmoid_rows(prm, P, g.kh, g.kw, q, hb, he, s.get(), K);
+    conv_sigmoid_rows(prm, P, g.kh, g.kw, q, hb, he, s.data(), K);
     for (int64_t p = 0; p < P; ++p)
       for (int64_t h = hb; h < he; ++h) std::copy(q.at(p, h), q.at(p, h) + W, pooled + ((b * P + p) * H + h) * W);
     if (return_map) {
-      std::transform(s.get(), s.get() + n, out + (b * H + hb) * W, [](A v) { return from_acc<scalar_t>(v); });
+      std::transform(s.data(), s.data() + n, out + (b * H + hb) * W, [](A v) { return from_acc<scalar_t>(v); });
       continue;
     }
     const NextRows nx = next_rows(g, sp, item, he, h1, next_item_here);
     Prefetcher pf = Prefetcher::rows(L, nx.r1 > nx.r0 ? x + nx.b * g.C * H * W : nullptr, nx.r0, nx.r1);
-    scale_pixels(g, L, xb, out + b * g.C * H * W, s.get(), hb * W, n, stream, pf, K);
+    scale_pixels(g, L, xb, out + b * g.C * H * W, s.data(), hb * W, n, stream, pf, K);
   }
   if (stream) stream_fence();
 }
@@ -510,11 +536,11 @@ template <typename scalar_t, bool CL> struct BackwardItem {
   const scalar_t* gb;
   scalar_t* dxb;
   PaddedRows<A> q, delta;  // pooled rows [h0-2rh, h1+2rh) (s is needed on rows [h0-rh, h1+rh))
-  std::vector<A> s, mbuf;
-  std::vector<int32_t> amax;
-  std::vector<A> gmean, gmax;  // gamma of the current band
-  std::unique_ptr<double[]> rho;  // rho of the rows being added
-  std::vector<float> e;           // exp(-a) of those rows (float accumulation only)
+  Scratch<A> s, mbuf;
+  Scratch<int32_t> amax;
+  Scratch<A> gmean, gmax;  // gamma of the current band
+  Scratch<double> rho;     // rho of the rows being added
+  Scratch<float> e;        // exp(-a) of those rows (float accumulation only)
 
   BackwardItem(const Geometry& g, const RowSplit& sp, int64_t item, const scalar_t* gout, const scalar_t* x,
                const A* pooled, scalar_t* dx, const Params<A>& prm_, bool return_map_, const cpu::F32Kernels* K_)
@@ -541,15 +567,15 @@ template <typename scalar_t, bool CL> struct BackwardItem {
         xb(x + b * C * H * W),
         gb(gout + (return_map ? b * H * W : b * C * H * W)),
         dxb(dx + b * C * H * W),
-        q(P, h0 - 2 * rh, h1 - h0 + 4 * rh, W, rw),
-        delta(1, base, buf_rows, W, rw),
-        s(buf_rows * W, A(0)),
-        mbuf(max_slot >= 0 ? buf_rows * W : 0),
-        amax(max_slot >= 0 ? buf_rows * W : 0),
-        gmean(sp.band_rows * W, A(0)),
-        gmax(sp.band_rows * W, A(0)),
-        rho(new double[(sp.band_rows + 2 * rh) * W]),
-        e(std::is_same_v<A, float> ? (sp.band_rows + 2 * rh) * W : 0) {
+        q(0, P, h0 - 2 * rh, h1 - h0 + 4 * rh, W, rw),
+        delta(1, 1, base, buf_rows, W, rw),
+        s(2, buf_rows * W, A(0)),
+        mbuf(3, max_slot >= 0 ? buf_rows * W : 0),
+        amax(4, max_slot >= 0 ? buf_rows * W : 0),
+        gmean(5, sp.band_rows * W, A(0)),
+        gmax(6, sp.band_rows * W, A(0)),
+        rho(7, (sp.band_rows + 2 * rh) * W),
+        e(8, std::is_same_v<A, float> ? (sp.band_rows + 2 * rh) * W : 0) {
     for (int64_t p = 0; p < P; ++p)
       for (int64_t h = std::max<int64_t>(q.first, 0); h < std::min(q.first + q.rows, H); ++h) {
         const A* src = pooled + ((b * P + p) * H + h) * W;
@@ -564,14 +590,14 @@ template <typename scalar_t, bool CL> struct BackwardItem {
   // gradient.
   void rho_s_delta_rows(int64_t ha, int64_t hz) {
     const int64_t r0 = row(ha), m = (hz - ha) * W;
-    if (return_map) std::transform(gb + ha * W, gb + hz * W, rho.get(), [](scalar_t v) { return to_acc<double>(v); });
+    if (return_map) std::transform(gb + ha * W, gb + hz * W, rho.data(), [](scalar_t v) { return to_acc<double>(v); });
     bool rho_done = return_map, argmax_done = max_slot < 0;
     if constexpr (kIsa)
       if (isa_loops) {
         const int64_t at = L.at(0, ha * W);
         if (!return_map) {
-          if constexpr (CL) cpu::nhwc_kernels<scalar_t>(*K).rho(gb + at, xb + at, C, m, rho.get());
-          else cpu::nchw_kernels<scalar_t>(*K).rho(gb + at, xb + at, C, H * W, m, rho.get());
+          if constexpr (CL) cpu::nhwc_kernels<scalar_t>(*K).rho(gb + at, xb + at, C, m, rho.data());
+          else cpu::nchw_kernels<scalar_t>(*K).rho(gb + at, xb + at, C, H * W, m, rho.data());
           rho_done = true;
         }
         if (!argmax_done) {
@@ -581,7 +607,7 @@ template <typename scalar_t, bool CL> struct BackwardItem {
         }
       }
     if (!rho_done || !argmax_done)
-      rho_pixels(L, gb, xb, ha * W, m, rho_done ? nullptr : rho.get(), argmax_done ? nullptr : mbuf.data() + r0,
+      rho_pixels(L, gb, xb, ha * W, m, rho_done ? nullptr : rho.data(), argmax_done ? nullptr : mbuf.data() + r0,
                  argmax_done ? nullptr : amax.data() + r0);
     if constexpr (std::is_same_v<A, float>) {
       // s(1 - s) = e / (1 + e)^2 from e = exp(-a): the float s near 1 has an absolute rounding
