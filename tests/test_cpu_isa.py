@@ -1,8 +1,8 @@
 """The CPU kernels' run-time instruction-set choice: every ISA this machine has (forced through
 SAM_FUSED_CPU_ISA, which the op reads at every call) matches the reference and gives the same
 bits on repeated calls and at any thread count; an unusable choice is a clear error. fp16 and
-bf16 (NCHW) take the same loops with conversions at load and store: those are checked against
-torch's conversions over every 16-bit value."""
+bf16 (both layouts) take the same loops with conversions at load and store: those are checked
+against torch's conversions over every 16-bit value."""
 import pytest
 import torch
 
@@ -151,6 +151,23 @@ def test_channels_last_parity_per_isa(isa, shape, pool, return_map):
         assert actual["x"].is_contiguous(memory_format=torch.channels_last)
 
 
+# 16-bit channels_last: whole vectors of channels, masked tails, fewer channels than a vector, and
+# a streamed output (> 4 MB).
+SHAPES_NHWC_16 = [(2, 64, 64, 9), (1, 37, 11, 5), (2, 3, 20, 20), (2, 64, 120, 90)]
+
+
+@pytest.mark.parametrize("return_map", [False, True])
+@pytest.mark.parametrize("pool", POOLS)
+@pytest.mark.parametrize("shape", SHAPES_NHWC_16)
+@pytest.mark.parametrize("dtype", DTYPES_16)
+@pytest.mark.parametrize("isa", ISA_PARAMS, indirect=True)
+def test_16bit_channels_last_parity_per_isa(isa, dtype, shape, pool, return_map):
+    actual, _ = check_parity(make_input(shape, dtype, "channels_last"), pool, (3, 1), True, return_map)
+    if not return_map:
+        assert actual["out"].is_contiguous(memory_format=torch.channels_last)
+        assert actual["x"].is_contiguous(memory_format=torch.channels_last)
+
+
 @pytest.mark.parametrize("isa", ISA_PARAMS, indirect=True)
 def test_channels_last_nan_propagates(isa):
     # A NaN in any channel of a pixel (a vector lane or the scalar tail of the max) makes the
@@ -165,6 +182,52 @@ def test_channels_last_nan_propagates(isa):
         assert torch.equal(torch.isnan(pooled), expected), pool
 
 
+def tied_input(shape, dtype, layout):
+    """Small integers (most pixels have several channels at their max) with two NaN in one pixel,
+    one in another pixel's last channel."""
+    x = torch.randint(-3, 3, shape, generator=torch.Generator().manual_seed(3)).to(dtype)
+    C = shape[1]
+    x[0, C // 3, 1, 2] = x[0, C - 1, 1, 2] = float("nan")
+    x[-1, C - 1, 2, 1] = float("nan")
+    return x.contiguous(memory_format=torch.channels_last if layout == "channels_last" else torch.contiguous_format)
+
+
+# The max pool's argmax over ties and NaN: lanes of 4 vectors of pixels keep a running max and
+# index over the channels, the tails a masked vector.
+ARGMAX_SHAPES = [(2, 19, 13, 7), (2, 64, 8, 9), (1, 3, 5, 5)]
+
+
+@pytest.mark.parametrize(("layout", "dtype"), [(layout, dtype) for layout in ("contiguous", "channels_last")
+                                               for dtype in (torch.float32, *DTYPES_16)])
+@pytest.mark.parametrize("shape", ARGMAX_SHAPES)
+@pytest.mark.parametrize("isa", ISA_PARAMS, indirect=True)
+def test_max_pool_gradient_goes_to_first_argmax(isa, shape, layout, dtype):
+    # A 1x1 conv of weight 1 on the max map, gradient 1 on the map: dx is s(1-s) (NaN where the
+    # max is NaN) at the channel torch.max(dim=1) picks (the first of equal values, the first
+    # NaN) and 0 at every other channel.
+    x = tied_input(shape, dtype, layout)
+    weight = torch.ones(1, 1, 1, 1, dtype=dtype)
+    fwd, bwd = torch.ops.sam_fused.spatial_attention_fwd, torch.ops.sam_fused.spatial_attention_bwd
+    _, pooled = fwd(x, weight, None, "max", True)
+    grad = torch.ones(shape[0], 1, *shape[2:], dtype=dtype)
+    dx = bwd(grad, x, weight, None, pooled, "max", True)[0].double()
+    xd = x.double().requires_grad_(True)
+    torch.sigmoid(xd.max(dim=1, keepdim=True)[0]).backward(grad.double())
+    expected = xd.grad
+    assert torch.equal(torch.isnan(dx), torch.isnan(expected))
+    assert torch.equal(dx != 0, expected != 0)
+    ok = ~torch.isnan(expected)
+    torch.testing.assert_close(dx[ok], expected[ok], rtol=1e-2 if dtype != torch.float32 else 1e-6, atol=0)
+
+
+@pytest.mark.parametrize("pool", [p for p in POOLS if "max" in p])
+@pytest.mark.parametrize("isa", ISA_PARAMS, indirect=True)
+def test_tied_max_parity_per_isa(isa, pool):
+    x = tied_input((2, 19, 13, 7), torch.float32, "contiguous")
+    x[torch.isnan(x)] = 1.0  # the reference's conv spreads a NaN over its neighbourhood: no parity to check there
+    check_parity(x, pool, (3, 3), True, False)
+
+
 def _results(pool, return_map, shape=(4, 64, 32, 9), layout="contiguous", dtype=torch.float32):
     x = make_input(shape, dtype, layout)
     _, weight, bias = make_pair(pool, (7, 7), True, return_map, dtype)
@@ -172,8 +235,8 @@ def _results(pool, return_map, shape=(4, 64, 32, 9), layout="contiguous", dtype=
     return fused_results(x, weight, bias, pool, return_map, make_grad(grad_shape, dtype))
 
 
-@pytest.mark.parametrize(("layout", "dtype"), [("contiguous", torch.float32), ("channels_last", torch.float32),
-                                               ("contiguous", torch.float16), ("contiguous", torch.bfloat16)])
+@pytest.mark.parametrize(("layout", "dtype"), [(layout, dtype) for layout in ("contiguous", "channels_last")
+                                               for dtype in (torch.float32, *DTYPES_16)])
 @pytest.mark.parametrize("return_map", [False, True])
 @pytest.mark.parametrize("pool", POOLS)
 @pytest.mark.parametrize("isa", ISA_PARAMS, indirect=True)
@@ -187,10 +250,11 @@ def test_bitwise_deterministic_per_isa(isa, pool, return_map, layout, dtype, res
             assert torch.equal(again[key], first[key]), f"{isa}: {key} differs"
 
 
-# Outputs > 4 MB: blocks of rows (per channel run) and of whole samples (the flat path); 16-bit
-# elements need twice the count.
+# Outputs > 4 MB: channel runs of whole 64-byte lines (pixel blocks over all channels), runs
+# that are not (per channel run, or the flat path over whole samples); 16-bit elements need
+# twice the count.
 STREAMED = [(shape, dtype) for dtype in (torch.float32, *DTYPES_16)
-            for shape in ((4, 64, 120, 90), (64 if dtype == torch.float32 else 128, 256, 8, 9))]
+            for shape in ((4, 64, 120, 90), (64 if dtype == torch.float32 else 128, 256, 8, 9), (4, 64, 128, 64))]
 
 
 @pytest.mark.parametrize(("shape", "dtype"), STREAMED)

@@ -79,6 +79,7 @@ const F32Kernels& f32_kernels() {
   static const F32Kernels default_without_f16 = [] {
     F32Kernels t = *f32_kernels_default();
     t.f16 = {};
+    t.f16_nhwc = {};
     return t;
   }();
   if (cpu_has_f16c()) return default_without_f16;

@@ -2,9 +2,8 @@
 // set (kernels_f32_<isa>.cpp from kernels_f32_impl.h) and chosen at run time (isa.h).
 // Every NCHW loop covers one band: channels c < C, `stride` elements apart, and pixels i < n
 // of each channel's row run; the _nhwc loops cover a channels_last band of n pixels. fp16 and
-// bf16 NCHW take the same loops over their storage (NchwKernels: converted at load and store,
-// fp32 arithmetic); fp64 and 16-bit channels_last keep the portable templates of
-// spatial_attention_cpu.cpp.
+// bf16 take the same loops over their storage (NchwKernels, NhwcKernels: converted at load and
+// store, fp32 arithmetic); fp64 keeps the portable templates of spatial_attention_cpu.cpp.
 #pragma once
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
@@ -23,7 +22,7 @@ struct PrefetchRuns {
   int64_t run_bytes = 0, stride = 0;
 };
 
-// The NCHW element loops of F32Kernels (pool_sum ... dx, same contracts) over storage S: each
+// The NCHW element loops of F32Kernels (pool_sum ... argmax, same contracts) over storage S: each
 // element converted to float where it is loaded and rounded once where it is stored.
 template <typename S> struct NchwKernels {
   void (*pool_sum)(const S* x, int64_t C, int64_t stride, int64_t n, float* out);
@@ -33,6 +32,18 @@ template <typename S> struct NchwKernels {
   void (*rho)(const S* g, const S* x, int64_t C, int64_t stride, int64_t n, double* rho);
   void (*dx)(S* dx, const S* g, const float* s, const float* add, const int32_t* am, const float* route, int64_t C,
              int64_t stride, int64_t n, bool stream, const PrefetchRuns* pf, int npf);
+  void (*argmax)(const S* x, int64_t C, int64_t stride, int64_t n, int32_t* am);
+};
+
+// The channels_last loops of F32Kernels (pool_sum_nhwc ... argmax_nhwc, same contracts) over storage S.
+template <typename S> struct NhwcKernels {
+  void (*pool_sum)(const S* x, int64_t C, int64_t n, float* out);
+  void (*pool_max)(const S* x, int64_t C, int64_t n, float* out);
+  void (*scale)(S* out, const S* x, const float* s, int64_t C, int64_t n, bool stream, const PrefetchRuns* pf, int npf);
+  void (*rho)(const S* g, const S* x, int64_t C, int64_t n, double* rho);
+  void (*dx)(S* dx, const S* g, const float* s, const float* add, const int32_t* am, const float* route, int64_t C,
+             int64_t n, bool stream, const PrefetchRuns* pf, int npf);
+  void (*argmax)(const S* x, int64_t C, int64_t n, int32_t* am);
 };
 
 struct F32Kernels {
@@ -64,6 +75,9 @@ struct F32Kernels {
   // drops its term (checked once per call, not per element).
   void (*dx)(float* dx, const float* g, const float* s, const float* add, const int32_t* am, const float* route,
              int64_t C, int64_t stride, int64_t n, bool stream, const PrefetchRuns* pf, int npf);
+  // am[i] = the first channel c < C where x[c*stride + i] is largest, a NaN winning over
+  // numbers (argmax_update of sam_math.h: the channel that the max pool's gradient goes to).
+  void (*argmax)(const float* x, int64_t C, int64_t stride, int64_t n, int32_t* am);
 
   // The same passes over a channels_last band of n pixels, pixel i's channels at [i*C, i*C + C)
   // (kernels_f32_nhwc_impl.h); a prefetch region is one run of run_bytes.
@@ -74,16 +88,26 @@ struct F32Kernels {
   void (*rho_nhwc)(const float* g, const float* x, int64_t C, int64_t n, double* rho);
   void (*dx_nhwc)(float* dx, const float* g, const float* s, const float* add, const int32_t* am, const float* route,
                   int64_t C, int64_t n, bool stream, const PrefetchRuns* pf, int npf);
+  void (*argmax_nhwc)(const float* x, int64_t C, int64_t n, int32_t* am);
 
   NchwKernels<c10::Half> f16;
   NchwKernels<c10::BFloat16> bf16;
+  NhwcKernels<c10::Half> f16_nhwc;
+  NhwcKernels<c10::BFloat16> bf16_nhwc;
 };
 
 // The NCHW loops of K over storage S: float, c10::Half or c10::BFloat16.
 template <typename S> NchwKernels<S> nchw_kernels(const F32Kernels& K) {
   if constexpr (std::is_same_v<S, c10::Half>) return K.f16;
   else if constexpr (std::is_same_v<S, c10::BFloat16>) return K.bf16;
-  else return {K.pool_sum, K.pool_max, K.scale, K.rho, K.dx};
+  else return {K.pool_sum, K.pool_max, K.scale, K.rho, K.dx, K.argmax};
+}
+
+// The channels_last loops of K over storage S.
+template <typename S> NhwcKernels<S> nhwc_kernels(const F32Kernels& K) {
+  if constexpr (std::is_same_v<S, c10::Half>) return K.f16_nhwc;
+  else if constexpr (std::is_same_v<S, c10::BFloat16>) return K.bf16_nhwc;
+  else return {K.pool_sum_nhwc, K.pool_max_nhwc, K.scale_nhwc, K.rho_nhwc, K.dx_nhwc, K.argmax_nhwc};
 }
 
 // The table of one ISA; null where this build or platform has none.

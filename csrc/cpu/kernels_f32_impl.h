@@ -15,6 +15,12 @@ using R = typename V::R;
 constexpr int64_t N = V::N;
 template <class S> constexpr int64_t kLineElems = 64 / sizeof(S);  // elements of storage S per cache line
 
+// One element of storage S as float, as V::load converts it (exactly: every 16-bit value is a float).
+template <class S> SAM_FUSED_SIMD_INLINE float scalar_float(S v) {
+  if constexpr (std::is_same_v<S, float>) return v;
+  else return widen1(v);
+}
+
 inline void prefetch_run(const PrefetchRuns& pf, int64_t c) {
   if (!pf.base) return;
   const char* p = pf.base + c * pf.stride;
@@ -99,6 +105,70 @@ SAM_FUSED_SIMD_INLINE void write_channels(S* out, int64_t C, int64_t stride, int
   if (stream) V::sfence();  // order the non-temporal stores before the op returns
 }
 
+// Vectors per block of write_blocked: at least 4, and whole 64-byte lines of S.
+template <class S> constexpr int64_t kBlockVecs = std::max<int64_t>(4, kLineElems<S> / N);
+
+// Elements of S before the first 64-byte line boundary at p.
+template <class S> inline int64_t line_head(const S* p) {
+  return ((64 - (reinterpret_cast<uintptr_t>(p) & 63)) & 63) / int64_t(sizeof(S));
+}
+
+// Whether every channel run starts at the same offset within a line (stride is whole lines):
+// then write_blocked streams all channels' whole lines.
+template <class S> inline bool lines_aligned_across_channels(int64_t stride) {
+  return (stride * int64_t(sizeof(S))) % 64 == 0;
+}
+
+// out[c*stride + i] for every channel c < C and pixel i < n, pixels outer and channels inner:
+// the per-pixel operands of a block of kBlockVecs vectors are loaded once (load(i, k)) and kept
+// in registers while f(c, c*stride + i, operands, k) makes the vector of each channel, so the
+// rows that every channel shares (s, the pooled-map gradient, the argmax) are not reloaded per
+// channel. With `stream`, the blocks (whole lines, as stride is whole lines: the caller checks
+// lines_aligned_across_channels) take non-temporal stores, the partial runs at both ends plain
+// ones. The prefetch runs are spread evenly over the blocks.
+template <class S, class Load, class F>
+SAM_FUSED_SIMD_INLINE void write_blocked(S* out, int64_t C, int64_t stride, int64_t n, bool stream,
+                                         const PrefetchRuns* pf, int npf, Load&& load, F&& f) {
+  constexpr int64_t NV = kBlockVecs<S>, B = NV * N;
+  const int64_t head = stream ? std::min(n, line_head(out)) : 0;
+  const int64_t nblocks = (n - head) / B, body_end = head + nblocks * B;
+  int64_t pf_done = 0;  // channels whose prefetch runs are issued
+  auto prefetch_to = [&](int64_t c_end) __attribute__((always_inline)) {
+    for (; pf_done < c_end; ++pf_done)
+      for (int q = 0; q < npf; ++q) prefetch_run(pf[q], pf_done);
+  };
+  for (int64_t b = 0; b < nblocks; ++b) {
+    prefetch_to(C * (b + 1) / nblocks);
+    const int64_t i = head + b * B;
+    decltype(load(i, N)) ops[NV];
+#pragma GCC unroll 16
+    for (int64_t v = 0; v < NV; ++v) ops[v] = load(i + v * N, N);
+    S* o = out + i;
+    int64_t off = i;
+    if (stream) {
+      for (int64_t c = 0; c < C; ++c, o += stride, off += stride)
+#pragma GCC unroll 16
+        for (int64_t v = 0; v < NV; ++v) V::stream(o + v * N, f(c, off + v * N, ops[v], N));
+    } else {
+      for (int64_t c = 0; c < C; ++c, o += stride, off += stride)
+#pragma GCC unroll 16
+        for (int64_t v = 0; v < NV; ++v) V::store(o + v * N, f(c, off + v * N, ops[v], N));
+    }
+  }
+  prefetch_to(C);
+  // the partial runs: [0, head) and [body_end, n) of each channel
+  auto part = [&](int64_t i0, int64_t i1) __attribute__((always_inline)) {
+    for (int64_t i = i0; i < i1; i += N) {
+      const int64_t k = std::min(N, i1 - i);
+      const auto op = load(i, k);
+      for (int64_t c = 0; c < C; ++c) V::store_k(out + c * stride + i, f(c, c * stride + i, op, k), k);
+    }
+  };
+  part(0, head);
+  part(body_end, n);
+  if (stream) V::sfence();
+}
+
 // Runs that are back to back and streamed take the flat path of write_channels.
 inline bool flat_runs(int64_t stride, int64_t n, bool stream) { return stream && stride == n && n >= N; }
 
@@ -167,6 +237,12 @@ template <class S> void pool_max(const S* x, int64_t C, int64_t stride, int64_t 
 template <class S>
 void scale(S* out, const S* x, const float* s, int64_t C, int64_t stride, int64_t n, bool stream,
            const PrefetchRuns* pf, int npf) {
+  if (!stream || lines_aligned_across_channels<S>(stride))
+    return write_blocked(
+        out, C, stride, n, stream, pf, npf,
+        [&](int64_t i, int64_t k) __attribute__((always_inline)) { return V::load_k(s + i, k); },
+        [&](int64_t, int64_t off, R si, int64_t k)
+            __attribute__((always_inline)) { return V::mul(V::load_k(x + off, k), si); });
   const bool flat = flat_runs(stride, n, stream);
   const auto s_ext = flat ? extend_row(s, n) : nullptr;
   const float* sr = flat ? s_ext.get() : s;
@@ -174,6 +250,17 @@ void scale(S* out, const S* x, const float* s, int64_t C, int64_t stride, int64_
                  [&](int64_t, int64_t off, int64_t i, int64_t k)
                      __attribute__((always_inline)) { return V::mul(V::load_k(x + off, k), V::load_k(sr + i, k)); });
 }
+
+// n values of T on the stack when n <= kLocal (a 7x7 conv of two maps needs 98 taps), else on the
+// heap: the conv passes run once per band, and a heap allocation there showed in the counts of
+// cache-resident layers.
+template <class T, int64_t kLocal> struct SmallBuffer {
+  T local[kLocal];
+  std::unique_ptr<T[]> heap;
+  explicit SmallBuffer(int64_t n) : heap(n > kLocal ? new T[n] : nullptr) {}
+  T* get() { return heap ? heap.get() : local; }
+  T& operator[](int64_t i) { return get()[i]; }
+};
 
 // exp(x) for x in [-87.3, 88.3] (or NaN, which passes through): Cephes' expf, a degree-5
 // polynomial on x - n*ln2 times 2^n; within 2 ulp of the correctly rounded result.
@@ -217,7 +304,7 @@ SAM_FUSED_SIMD_INLINE void conv_run(const float* w, float bias, int64_t taps, co
 void conv_sigmoid(const float* w, float bias, int64_t P, int64_t kh, int64_t kw, const float* q, int64_t plane,
                   int64_t row, int64_t rows, int64_t W, float* s, float* e) {
   const int64_t taps = P * kh * kw;
-  std::unique_ptr<int64_t[]> off(new int64_t[taps]);  // tap t's offset in q
+  SmallBuffer<int64_t, 128> off(taps);  // tap t's offset in q
   for (int64_t p = 0; p < P; ++p)
     for (int64_t i = 0; i < kh; ++i)
       for (int64_t j = 0; j < kw; ++j) off[(p * kh + i) * kw + j] = p * plane + i * row + j;
@@ -251,7 +338,8 @@ SAM_FUSED_SIMD_INLINE void conv_backward_run(const float* w, int64_t P, int64_t 
 void conv_backward(const float* w, int64_t P, int64_t kh, int64_t kw, const float* delta, int64_t drow, const float* q,
                    int64_t qplane, int64_t qrow, int64_t rows, int64_t W, float* const* gamma, double* dw) {
   const int64_t taps = P * kh * kw;
-  std::unique_ptr<double[]> acc(new double[(taps + 1) * N]());
+  SmallBuffer<double, 2048> acc((taps + 1) * N);
+  std::fill(acc.get(), acc.get() + (taps + 1) * N, 0.0);
   if (drow == W && qrow == W) {  // unpadded: the band is one run
     conv_backward_run(w, P, kh, kw, delta, drow, q, qplane, qrow, rows * W, gamma, acc.get());
   } else {
@@ -264,6 +352,39 @@ void conv_backward(const float* w, int64_t P, int64_t kh, int64_t kw, const floa
     double sum = 0;
     for (int64_t l = 0; l < N; ++l) sum += acc[t * N + l];
     dw[t] += sum;
+  }
+}
+
+// am[i] = the first channel c < C where x[c*stride + i] is largest, a NaN winning over numbers
+// (argmax_update of sam_math.h, which routes the max-pool gradient as torch.max(dim) does): 4
+// vectors of pixels keep their running max and index in registers over all C; channel 0 starts
+// them, as it would win against the -inf start of argmax_update.
+template <class S> void argmax(const S* x, int64_t C, int64_t stride, int64_t n, int32_t* am) {
+  using RI = typename V::RI;
+  int64_t i = 0;
+  for (; i + 4 * N <= n; i += 4 * N) {
+    const S* p = x + i;
+    R m0 = V::load(p), m1 = V::load(p + N), m2 = V::load(p + 2 * N), m3 = V::load(p + 3 * N);
+    RI i0{}, i1{}, i2{}, i3{};
+    p += stride;
+    for (int64_t c = 1; c < C; ++c, p += stride) {
+      const RI cv = V::set1i(int32_t(c));
+      V::argmax_step(m0, i0, V::load(p), cv);
+      V::argmax_step(m1, i1, V::load(p + N), cv);
+      V::argmax_step(m2, i2, V::load(p + 2 * N), cv);
+      V::argmax_step(m3, i3, V::load(p + 3 * N), cv);
+    }
+    V::storei_k(am + i, i0, N);
+    V::storei_k(am + i + N, i1, N);
+    V::storei_k(am + i + 2 * N, i2, N);
+    V::storei_k(am + i + 3 * N, i3, N);
+  }
+  for (; i < n; i += N) {
+    const int64_t k = std::min(N, n - i);
+    R m = V::load_k(x + i, k);
+    RI idx{};
+    for (int64_t c = 1; c < C; ++c) V::argmax_step(m, idx, V::load_k(x + c * stride + i, k), V::set1i(int32_t(c)));
+    V::storei_k(am + i, idx, k);
   }
 }
 
@@ -318,9 +439,44 @@ template <class S> void rho(const S* g, const S* x, int64_t C, int64_t stride, i
   }
 }
 
+// The per-pixel operands of dx, shared by every channel (only those of the terms present are loaded).
+struct DxPixel {
+  R s, add, route;
+  typename V::RI am;
+};
+
+// dx of one channel's k lanes at off from its pixels' operands p: g*s + add, plus route where the
+// argmax is this channel. The same operations in either loop order.
+template <bool kG, bool kAdd, bool kRoute, class S>
+SAM_FUSED_SIMD_INLINE R dx_value(const S* g, int64_t c, int64_t off, const DxPixel& p, int64_t k) {
+  R v;
+  if constexpr (kG && kAdd) v = V::fmadd(V::load_k(g + off, k), p.s, p.add);
+  else if constexpr (kG) v = V::mul(V::load_k(g + off, k), p.s);
+  else if constexpr (kAdd) v = p.add;
+  else v = V::zero();
+  if constexpr (kRoute) v = V::route(v, p.am, int32_t(c), p.route);
+  return v;
+}
+
 template <bool kG, bool kAdd, bool kRoute, class S>
 void dx_terms(S* dx, const S* g, const float* s, const float* add, const int32_t* am, const float* route, int64_t C,
               int64_t stride, int64_t n, bool stream, const PrefetchRuns* pf, int npf) {
+  auto pixel = [&](const float* s_row, const float* add_row, int64_t i, int64_t k) __attribute__((always_inline)) {
+    DxPixel p{};
+    if constexpr (kG) p.s = V::load_k(s_row + i, k);
+    if constexpr (kAdd) p.add = V::load_k(add_row + i, k);
+    if constexpr (kRoute) {
+      p.am = V::loadi_k(am + i, k);
+      p.route = V::load_k(route + i, k);
+    }
+    return p;
+  };
+  if (!stream || lines_aligned_across_channels<S>(stride))
+    return write_blocked(
+        dx, C, stride, n, stream, pf, npf,
+        [&](int64_t i, int64_t k) __attribute__((always_inline)) { return pixel(s, add, i, k); },
+        [&](int64_t c, int64_t off, const DxPixel& p, int64_t k)
+            __attribute__((always_inline)) { return dx_value<kG, kAdd, kRoute>(g, c, off, p, k); });
   // The routing compares each lane's channel, which the flat path does not track.
   const bool flat = !kRoute && flat_runs(stride, n, stream);
   const auto s_ext = flat && kG ? extend_row(s, n) : nullptr;
@@ -329,14 +485,7 @@ void dx_terms(S* dx, const S* g, const float* s, const float* add, const int32_t
   const float* ar = add_ext ? add_ext.get() : add;
   write_channels(dx, C, stride, n, flat, stream, pf, npf,
                  [&](int64_t c, int64_t off, int64_t i, int64_t k) __attribute__((always_inline)) {
-                   R v;
-                   if constexpr (kG && kAdd)
-                     v = V::fmadd(V::load_k(g + off, k), V::load_k(sr + i, k), V::load_k(ar + i, k));
-                   else if constexpr (kG) v = V::mul(V::load_k(g + off, k), V::load_k(sr + i, k));
-                   else if constexpr (kAdd) v = V::load_k(ar + i, k);
-                   else v = V::zero();
-                   if constexpr (kRoute) v = V::route(v, V::loadi_k(am + i, k), int32_t(c), V::load_k(route + i, k));
-                   return v;
+                   return dx_value<kG, kAdd, kRoute>(g, c, off, pixel(sr, ar, i, k), k);
                  });
 }
 
@@ -355,10 +504,17 @@ void dx(S* out, const S* g, const float* s, const float* add, const int32_t* am,
 
 }  // namespace
 
-template <class S> constexpr NchwKernels<S> kNchw{pool_sum<S>, pool_max<S>, scale<S>, rho<S>, dx<S>};
+template <class S> constexpr NchwKernels<S> kNchw{pool_sum<S>, pool_max<S>, scale<S>, rho<S>, dx<S>, argmax<S>};
+template <class S>
+constexpr NhwcKernels<S> kNhwc{pool_sum_nhwc<S>, pool_max_nhwc<S>, scale_nhwc<S>,
+                               rho_nhwc<S>,      dx_nhwc<S>,       argmax_nhwc<S>};
 
-const F32Kernels kTable{pool_sum<float>, pool_max<float>, scale<float>,     conv_sigmoid,        conv_backward,
-                        rho<float>,      dx<float>,       pool_sum_nhwc,    pool_max_nhwc,       scale_nhwc,
-                        rho_nhwc,        dx_nhwc,         kNchw<c10::Half>, kNchw<c10::BFloat16>};
+// clang-format off
+const F32Kernels kTable{pool_sum<float>, pool_max<float>, scale<float>, conv_sigmoid, conv_backward, rho<float>,
+                        dx<float>, argmax<float>,
+                        pool_sum_nhwc<float>, pool_max_nhwc<float>, scale_nhwc<float>, rho_nhwc<float>,
+                        dx_nhwc<float>, argmax_nhwc<float>,
+                        kNchw<c10::Half>, kNchw<c10::BFloat16>, kNhwc<c10::Half>, kNhwc<c10::BFloat16>};
+// clang-format on
 
 }  // namespace sam_fused::cpu::SAM_FUSED_ISA_NS

@@ -1,4 +1,5 @@
-// The fp32 hot loops of kernels_f32.h for channels_last (NHWC) bands, where a pixel's C
+// The hot loops of kernels_f32.h for channels_last (NHWC) bands (fp32, and fp16/bf16 storage
+// converted at load and store as in the NCHW loops), where a pixel's C
 // channels are contiguous: every loop walks one pixel at a time along its channels, so the
 // pooling and rho are a vector reduction along C followed by one horizontal reduction
 // (V::reduce_add / reduce_max_nan) per pixel, and the element loops broadcast the pixel's
@@ -10,11 +11,11 @@
 
 // out[i] = sum (or max) over c < C of x[i*C + c], i < n. Sums: two vector accumulators
 // (even and odd vectors of channels), each lane a chain of C / (2N) channels.
-template <bool kMax> void pool_nhwc(const float* x, int64_t C, int64_t n, float* out) {
+template <bool kMax, class S> void pool_nhwc(const S* x, int64_t C, int64_t n, float* out) {
   const R init = kMax ? V::set1(-std::numeric_limits<float>::infinity()) : V::zero();
   const int64_t full = C / N * N;  // channels in whole vectors
   for (int64_t i = 0; i < n; ++i) {
-    const float* p = x + i * C;
+    const S* p = x + i * C;
     R a = init, b = init;
     int64_t c = 0;
     for (; c + 2 * N <= full; c += 2 * N) {
@@ -27,7 +28,7 @@ template <bool kMax> void pool_nhwc(const float* x, int64_t C, int64_t n, float*
     }
     if constexpr (kMax) {
       float m = V::reduce_max_nan(pool_op<kMax>(a, b));
-      for (; c < C; ++c) m = VecScalar::max_nan(m, p[c]);
+      for (; c < C; ++c) m = VecScalar::max_nan(m, scalar_float(p[c]));
       out[i] = m;
     } else {
       if (c < C) b = V::add(b, V::load_k(p + c, C - c));  // masked lanes add 0
@@ -36,8 +37,8 @@ template <bool kMax> void pool_nhwc(const float* x, int64_t C, int64_t n, float*
   }
 }
 
-void pool_sum_nhwc(const float* x, int64_t C, int64_t n, float* out) { pool_nhwc<false>(x, C, n, out); }
-void pool_max_nhwc(const float* x, int64_t C, int64_t n, float* out) { pool_nhwc<true>(x, C, n, out); }
+template <class S> void pool_sum_nhwc(const S* x, int64_t C, int64_t n, float* out) { pool_nhwc<false>(x, C, n, out); }
+template <class S> void pool_max_nhwc(const S* x, int64_t C, int64_t n, float* out) { pool_nhwc<true>(x, C, n, out); }
 
 // Prefetches of the regions in pf[0, npf) (one run each in NHWC; at most two) spread over the
 // n pixels of a band: due(i) says whether pixel i starts a group of about 1 KB of the band,
@@ -63,13 +64,14 @@ struct NhwcPrefetch {
 
 // out[i*C + c] = x[i*C + c] * s[i]: one write_row per pixel (whole 64-byte lines streamed
 // when asked, as in the NCHW loops).
-void scale_nhwc(float* out, const float* x, const float* s, int64_t C, int64_t n, bool stream, const PrefetchRuns* pf,
+template <class S>
+void scale_nhwc(S* out, const S* x, const float* s, int64_t C, int64_t n, bool stream, const PrefetchRuns* pf,
                 int npf) {
   NhwcPrefetch ahead(pf, npf, n, C);
   for (int64_t i = 0; i < n; ++i) {
     if (ahead.due(i)) ahead.issue();
     const R si = V::set1(s[i]);
-    const float* xi = x + i * C;
+    const S* xi = x + i * C;
     write_row(out + i * C, C, stream,
               [&](int64_t c, int64_t k) __attribute__((always_inline)) { return V::mul(V::load_k(xi + c, k), si); });
   }
@@ -78,11 +80,11 @@ void scale_nhwc(float* out, const float* x, const float* s, int64_t C, int64_t n
 
 // rho[i] = sum_c g*x over the pixel's channels: runs of kRhoRun vectors summed in float (two
 // chains, even and odd vectors), each run reduced across lanes and added in double.
-void rho_nhwc(const float* g, const float* x, int64_t C, int64_t n, double* rho) {
+template <class S> void rho_nhwc(const S* g, const S* x, int64_t C, int64_t n, double* rho) {
   constexpr int64_t kRun = kRhoRun * N;
   for (int64_t i = 0; i < n; ++i) {
-    const float* gp = g + i * C;
-    const float* xp = x + i * C;
+    const S* gp = g + i * C;
+    const S* xp = x + i * C;
     double sum = 0.0;
     for (int64_t c0 = 0; c0 < C; c0 += kRun) {
       const int64_t c1 = std::min(C, c0 + kRun);
@@ -102,20 +104,58 @@ void rho_nhwc(const float* g, const float* x, int64_t C, int64_t n, double* rho)
   }
 }
 
+// channel[c] = c for c < count + N: a vector of channel indices loads from any c < count.
+inline std::unique_ptr<int32_t[]> channel_indices(int64_t count) {
+  std::unique_ptr<int32_t[]> channel(new int32_t[count + N]);
+  for (int64_t c = 0; c < count + N; ++c) channel[c] = int32_t(c);
+  return channel;
+}
+
+// am[i] = the first channel of pixel i's run where x is largest, a NaN winning over numbers
+// (argmax_update of sam_math.h). Lane l keeps the first argmax of the channels l, l + N, ... of
+// the whole vectors; the lanes are merged by the same rule (a NaN lane first, else the largest
+// value; ties to the lower channel), then the channels past the whole vectors follow in order.
+template <class S> void argmax_nhwc(const S* x, int64_t C, int64_t n, int32_t* am) {
+  using RI = typename V::RI;
+  const int64_t full = C / N * N;
+  const auto channel = channel_indices(full);
+  alignas(64) float lane_max[N];
+  alignas(64) int32_t lane_idx[N];
+  for (int64_t i = 0; i < n; ++i) {
+    const S* p = x + i * C;
+    float m = -std::numeric_limits<float>::infinity();
+    int32_t idx = 0;
+    if (full > 0) {
+      R mv = V::load(p);
+      RI iv = V::loadi(channel.get());
+      for (int64_t c = N; c < full; c += N) V::argmax_step(mv, iv, V::load(p + c), V::loadi(channel.get() + c));
+      V::store(lane_max, mv);
+      V::storei_k(lane_idx, iv, N);
+      m = lane_max[0];
+      idx = lane_idx[0];
+      for (int64_t l = 1; l < N; ++l) {
+        const float v = lane_max[l];
+        const bool take = v != v ? (m == m || lane_idx[l] < idx) : (m == m && (v > m || (v == m && lane_idx[l] < idx)));
+        if (take) m = v, idx = lane_idx[l];
+      }
+    }
+    for (int64_t c = full; c < C; ++c) VecScalar::argmax_step(m, idx, scalar_float(p[c]), int32_t(c));
+    am[i] = idx;
+  }
+}
+
 // dx[i*C + c] = g*s[i] + add[i] + (am[i] == c ? route[i] : 0), each term only when present
 // (a template argument, so no per-element tests).
-template <bool kG, bool kAdd, bool kRoute>
-void dx_nhwc_terms(float* dx, const float* g, const float* s, const float* add, const int32_t* am, const float* route,
+template <bool kG, bool kAdd, bool kRoute, class S>
+void dx_nhwc_terms(S* dx, const S* g, const float* s, const float* add, const int32_t* am, const float* route,
                    int64_t C, int64_t n, bool stream, const PrefetchRuns* pf, int npf) {
-  std::unique_ptr<int32_t[]> channel(kRoute ? new int32_t[C + N] : nullptr);  // channel[c] = c
-  if constexpr (kRoute)
-    for (int64_t c = 0; c < C + N; ++c) channel[c] = int32_t(c);
+  const auto channel = kRoute ? channel_indices(C) : nullptr;
   NhwcPrefetch ahead(pf, npf, n, C);
   for (int64_t i = 0; i < n; ++i) {
     if (ahead.due(i)) ahead.issue();
     const R si = V::set1(kG ? s[i] : 0.f), ai = V::set1(kAdd ? add[i] : 0.f), ri = V::set1(kRoute ? route[i] : 0.f);
     const int32_t target = kRoute ? am[i] : 0;
-    const float* gi = g ? g + i * C : nullptr;
+    const S* gi = g ? g + i * C : nullptr;
     write_row(dx + i * C, C, stream, [&](int64_t c, int64_t k) __attribute__((always_inline)) {
       R v;
       if constexpr (kG && kAdd) v = V::fmadd(V::load_k(gi + c, k), si, ai);
@@ -129,12 +169,13 @@ void dx_nhwc_terms(float* dx, const float* g, const float* s, const float* add, 
   if (stream) V::sfence();
 }
 
-void dx_nhwc(float* out, const float* g, const float* s, const float* add, const int32_t* am, const float* route,
-             int64_t C, int64_t n, bool stream, const PrefetchRuns* pf, int npf) {
-  using Fn = decltype(&dx_nhwc_terms<true, true, true>);
-  static constexpr Fn kByTerms[8] = {dx_nhwc_terms<false, false, false>, dx_nhwc_terms<false, false, true>,
-                                     dx_nhwc_terms<false, true, false>,  dx_nhwc_terms<false, true, true>,
-                                     dx_nhwc_terms<true, false, false>,  dx_nhwc_terms<true, false, true>,
-                                     dx_nhwc_terms<true, true, false>,   dx_nhwc_terms<true, true, true>};
+template <class S>
+void dx_nhwc(S* out, const S* g, const float* s, const float* add, const int32_t* am, const float* route, int64_t C,
+             int64_t n, bool stream, const PrefetchRuns* pf, int npf) {
+  using Fn = decltype(&dx_nhwc_terms<true, true, true, S>);
+  static constexpr Fn kByTerms[8] = {dx_nhwc_terms<false, false, false, S>, dx_nhwc_terms<false, false, true, S>,
+                                     dx_nhwc_terms<false, true, false, S>,  dx_nhwc_terms<false, true, true, S>,
+                                     dx_nhwc_terms<true, false, false, S>,  dx_nhwc_terms<true, false, true, S>,
+                                     dx_nhwc_terms<true, true, false, S>,   dx_nhwc_terms<true, true, true, S>};
   kByTerms[(g ? 4 : 0) + (add ? 2 : 0) + (am ? 1 : 0)](out, g, s, add, am, route, C, n, stream, pf, npf);
 }

@@ -7,6 +7,9 @@
 //   min(k, x) / max(k, x) against a constant k, NaN x passing through
 //   round(v) to the nearest integer; pow2(n) = 2^n for integer n in [-126, 127]
 //   route(v, am, c, r)  v + (am == c ? r : 0), lanewise
+//   argmax_step(m, idx, v, c)  m, idx = v, c (an int32 vector) where v > m or v is the first NaN
+//                       (argmax_update of sam_math.h, lanewise); set1i(c) c in every int32 lane;
+//                       storei_k(p, idx, k) the first k int32 lanes
 //   add_to_double(d, v) d[0, N) += double(v); mul_to_double(d, a, b) d[0, N) += double(a) * double(b)
 //                       (the product of two floats is exact in double: no FMA question)
 //   Wide                N lanes in double (two halves); wide_set1(d), wide_fmadd(w, v, a) = a + w*v
@@ -83,6 +86,11 @@ struct VecScalar {
   static SAM_FUSED_SIMD_INLINE R pow2(R n) { return n != n ? n : std::ldexp(1.f, int(n)); }
   static SAM_FUSED_SIMD_INLINE R max_nan(R m, R v) { return (v > m || v != v) ? v : m; }
   static SAM_FUSED_SIMD_INLINE R route(R v, RI am, int32_t c, R r) { return v + (am == c ? r : 0.f); }
+  static SAM_FUSED_SIMD_INLINE void storei_k(int32_t* p, RI v, int64_t) { *p = v; }
+  static SAM_FUSED_SIMD_INLINE RI set1i(int32_t v) { return v; }
+  static SAM_FUSED_SIMD_INLINE void argmax_step(R& m, RI& idx, R v, RI c) {
+    if (v > m || (v != v && m == m)) m = v, idx = c;
+  }
   static SAM_FUSED_SIMD_INLINE void add_to_double(double* d, R v) { d[0] += double(v); }
   static SAM_FUSED_SIMD_INLINE void add_to_double_k(double* d, R v, int64_t) { d[0] += double(v); }
   static SAM_FUSED_SIMD_INLINE void mul_to_double(double* d, R a, R b) { d[0] += double(a) * double(b); }
@@ -155,6 +163,18 @@ struct VecSse2 {
   }
   static SAM_FUSED_SIMD_INLINE R route(R v, RI am, int32_t c, R r) {
     return _mm_add_ps(v, _mm_and_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(am, _mm_set1_epi32(c))), r));
+  }
+  static SAM_FUSED_SIMD_INLINE void storei_k(int32_t* p, RI v, int64_t k) {
+    alignas(16) int32_t b[N];
+    _mm_store_si128(reinterpret_cast<__m128i*>(b), v);
+    std::memcpy(p, b, k * sizeof(int32_t));
+  }
+  static SAM_FUSED_SIMD_INLINE RI set1i(int32_t v) { return _mm_set1_epi32(v); }
+  static SAM_FUSED_SIMD_INLINE void argmax_step(R& m, RI& idx, R v, RI c) {
+    const R take = _mm_or_ps(_mm_cmpgt_ps(v, m), _mm_andnot_ps(_mm_cmpunord_ps(m, m), _mm_cmpunord_ps(v, v)));
+    const RI ti = _mm_castps_si128(take);
+    m = _mm_or_ps(_mm_and_ps(take, v), _mm_andnot_ps(take, m));
+    idx = _mm_or_si128(_mm_and_si128(ti, c), _mm_andnot_si128(ti, idx));
   }
   static SAM_FUSED_SIMD_INLINE void add_to_double(double* d, R v) {
     _mm_storeu_pd(d, _mm_add_pd(_mm_loadu_pd(d), _mm_cvtps_pd(v)));
@@ -304,6 +324,17 @@ struct VecAvx2 {
   static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE R route(R v, RI am, int32_t c, R r) {
     return _mm256_add_ps(v, _mm256_and_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(am, _mm256_set1_epi32(c))), r));
   }
+  static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE void storei_k(int32_t* p, RI v, int64_t k) {
+    if (k == N) _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v);
+    else _mm256_maskstore_epi32(reinterpret_cast<int*>(p), mask(k), v);
+  }
+  static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE RI set1i(int32_t v) { return _mm256_set1_epi32(v); }
+  static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE void argmax_step(R& m, RI& idx, R v, RI c) {
+    const R take = _mm256_or_ps(_mm256_cmp_ps(v, m, _CMP_GT_OQ),
+                                _mm256_andnot_ps(_mm256_cmp_ps(m, m, _CMP_UNORD_Q), _mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
+    m = _mm256_blendv_ps(m, v, take);
+    idx = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(idx), _mm256_castsi256_ps(c), take));
+  }
   static SAM_FUSED_TARGET_AVX2 SAM_FUSED_SIMD_INLINE void add_to_double(double* d, R v) {
     _mm256_storeu_pd(d, _mm256_add_pd(_mm256_loadu_pd(d), _mm256_cvtps_pd(_mm256_castps256_ps128(v))));
     _mm256_storeu_pd(d + 4, _mm256_add_pd(_mm256_loadu_pd(d + 4), _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1))));
@@ -422,6 +453,16 @@ struct VecAvx512 {
   }
   static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE R route(R v, RI am, int32_t c, R r) {
     return _mm512_mask_add_ps(v, _mm512_cmpeq_epi32_mask(am, _mm512_set1_epi32(c)), v, r);
+  }
+  static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE void storei_k(int32_t* p, RI v, int64_t k) {
+    _mm512_mask_storeu_epi32(p, mask(k), v);
+  }
+  static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE RI set1i(int32_t v) { return _mm512_set1_epi32(v); }
+  static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE void argmax_step(R& m, RI& idx, R v, RI c) {
+    const __mmask16 take = _mm512_cmp_ps_mask(v, m, _CMP_GT_OQ) |
+                           (_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q) & ~_mm512_cmp_ps_mask(m, m, _CMP_UNORD_Q));
+    m = _mm512_mask_blend_ps(take, m, v);
+    idx = _mm512_mask_blend_epi32(take, idx, c);
   }
   static SAM_FUSED_TARGET_AVX512 SAM_FUSED_SIMD_INLINE void add_to_double(double* d, R v) {
     _mm512_storeu_pd(d, _mm512_add_pd(_mm512_loadu_pd(d), _mm512_cvtps_pd(_mm512_castps512_ps256(v))));

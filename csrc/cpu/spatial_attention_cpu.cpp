@@ -5,17 +5,18 @@
 // and scales it, so every row of x is pooled and then scaled while it is still in cache (x is
 // read once from memory, out written once). Items are cut from the shape alone, never from
 // the thread count, and the weight-gradient partials are summed in item order: the results
-// are bitwise the same on any number of threads. The element loops of fp32 (both layouts) and of
-// fp16/bf16 in NCHW (and the conv of every float-accumulating dtype) run in kernels_f32.h, built
-// per instruction set and chosen per call; fp64 and 16-bit channels_last keep the portable
-// templates here.
+// are bitwise the same on any number of threads. The element loops of fp32, fp16 and bf16 (both
+// layouts; and the conv of every float-accumulating dtype) run in kernels_f32.h, built per
+// instruction set and chosen per call; fp64 keeps the portable templates here.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <array>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <vector>
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -43,17 +44,16 @@ constexpr int64_t kParallelElems = 32768;    // elements per task before splitti
 
 constexpr int64_t kStreamBytes = 4 << 20;    // outputs larger than this bypass the cache
 
-// Whether the element loops of kernels_f32.h cover storage S in layout CL (channels_last):
-// fp32 in both layouts, fp16 and bf16 in NCHW.
+// Whether the element loops of kernels_f32.h cover storage S (in either layout; CL: channels_last):
+// fp32, fp16 and bf16.
 template <typename S, bool CL>
-constexpr bool kIsaLoops =
-    std::is_same_v<S, float> || (!CL && (std::is_same_v<S, c10::Half> || std::is_same_v<S, c10::BFloat16>));
+constexpr bool kIsaLoops = std::is_same_v<S, float> || std::is_same_v<S, c10::Half> || std::is_same_v<S, c10::BFloat16>;
 
 // kIsaLoops, unless K's table leaves S out (null entries: fp16 on the default ISA of a CPU with
 // F16C, which the portable loops convert faster; isa.cpp).
 template <typename S, bool CL> bool runs_isa_loops(const cpu::F32Kernels& K) {
   if constexpr (!kIsaLoops<S, CL>) return false;
-  else if constexpr (CL) return true;
+  else if constexpr (CL) return cpu::nhwc_kernels<S>(K).scale != nullptr;
   else return cpu::nchw_kernels<S>(K).scale != nullptr;
 }
 
@@ -356,13 +356,37 @@ template <typename scalar_t> Params<acc_t<scalar_t>> load_params(const at::Tenso
   return p;
 }
 
+// Scratch buffers of one work item: n values of T in slot `slot` of this thread's scratch, kept
+// between the items a thread runs (allocating an item's dozen small buffers anew cost more
+// instructions than the element loops of a cache-resident band); filled with `fill` when given,
+// else left as the last item wrote them. An item uses each slot for one buffer.
+constexpr int kScratchSlots = 9;
+template <typename T> struct Scratch {
+  T* ptr;
+  int64_t n;
+  Scratch(int slot, int64_t n_, std::optional<T> fill = std::nullopt) : n(n_) {
+    thread_local std::array<std::vector<double>, kScratchSlots> slots;  // double: aligned for every T here
+    std::vector<double>& buf = slots[slot];
+    const size_t words = (size_t(n) * sizeof(T) + sizeof(double) - 1) / sizeof(double);
+    if (buf.size() < words) buf.resize(words);
+    ptr = reinterpret_cast<T*>(buf.data());
+    if (fill) std::fill(ptr, ptr + n, *fill);
+  }
+  T* data() { return ptr; }
+  const T* data() const { return ptr; }
+  T* begin() { return ptr; }
+  T* end() { return ptr + n; }
+  T& operator[](int64_t i) { return ptr[i]; }
+  const T& operator[](int64_t i) const { return ptr[i]; }
+};
+
 // Rows [first, first + rows) of P maps, each row padded by `pad` zero columns on both sides,
 // so the small convolutions below run over whole rows without bounds checks.
 template <typename A> struct PaddedRows {
   int64_t first, rows, W, pad;
-  std::vector<A> data;
-  PaddedRows(int64_t P, int64_t first_, int64_t rows_, int64_t W_, int64_t pad_)
-      : first(first_), rows(rows_), W(W_), pad(pad_), data(P * rows_ * (W_ + 2 * pad_), A(0)) {}
+  Scratch<A> data;
+  PaddedRows(int slot, int64_t P, int64_t first_, int64_t rows_, int64_t W_, int64_t pad_)
+      : first(first_), rows(rows_), W(W_), pad(pad_), data(slot, P * rows_ * (W_ + 2 * pad_), A(0)) {}
   A* at(int64_t p, int64_t h) { return data.data() + (p * rows + h - first) * (W + 2 * pad) + pad; }  // column 0
   const A* at(int64_t p, int64_t h) const { return const_cast<PaddedRows*>(this)->at(p, h); }
 };
@@ -410,12 +434,12 @@ void pool_rows_into(const Geometry& g, const Layout<CL>& L, const scalar_t* xb, 
       pooled = true;
       const scalar_t* xr = xb + L.at(0, ha * W);
       if (mean_slot >= 0) {
-        if constexpr (CL) K->pool_sum_nhwc(xr, g.C, m, sum);
+        if constexpr (CL) cpu::nhwc_kernels<scalar_t>(*K).pool_sum(xr, g.C, m, sum);
         else cpu::nchw_kernels<scalar_t>(*K).pool_sum(xr, g.C, H * W, m, sum);
         for (int64_t i = 0; i < m; ++i) sum[i] /= A(g.C);
       }
       if (max_slot >= 0) {
-        if constexpr (CL) K->pool_max_nhwc(xr, g.C, m, mx);
+        if constexpr (CL) cpu::nhwc_kernels<scalar_t>(*K).pool_max(xr, g.C, m, mx);
         else cpu::nchw_kernels<scalar_t>(*K).pool_max(xr, g.C, H * W, m, mx);
       }
     }
@@ -436,7 +460,8 @@ void scale_pixels(const Geometry& g, const Layout<CL>& L, const scalar_t* xb, sc
   if constexpr (kIsaLoops<scalar_t, CL>)
     if (runs_isa_loops<scalar_t, CL>(*K)) {
       const cpu::PrefetchRuns runs = pf.runs();
-      if constexpr (CL) K->scale_nhwc(ob + L.at(0, p0), xb + L.at(0, p0), s, g.C, n, stream, &runs, 1);
+      if constexpr (CL)
+        cpu::nhwc_kernels<scalar_t>(*K).scale(ob + L.at(0, p0), xb + L.at(0, p0), s, g.C, n, stream, &runs, 1);
       else cpu::nchw_kernels<scalar_t>(*K).scale(ob + p0, xb + p0, s, g.C, g.H * g.W, n, stream, &runs, 1);
       return;
     }
@@ -467,27 +492,27 @@ void forward_item(const Geometry& g, const RowSplit& sp, int64_t item, const sca
   const int64_t b = item / sp.chunks, h0 = (item % sp.chunks) * sp.chunk_rows, h1 = std::min(h0 + sp.chunk_rows, H);
   const Layout<CL> L{g.C, H, W};
   const scalar_t* xb = x + b * g.C * H * W;
-  PaddedRows<A> q(P, h0 - rh, h1 - h0 + 2 * rh, W, g.kw / 2);  // rows outside the map stay 0
+  PaddedRows<A> q(0, P, h0 - rh, h1 - h0 + 2 * rh, W, g.kw / 2);  // rows outside the map stay 0
   // Scratch rows, each written before it is read (no zero fill).
-  std::unique_ptr<A[]> pool_tmp(new A[2 * (sp.band_rows + 2 * rh) * W]), s(new A[sp.band_rows * W]);
+  Scratch<A> pool_tmp(1, 2 * (sp.band_rows + 2 * rh) * W), s(2, sp.band_rows * W);
 
   int64_t pooled_to = std::max<int64_t>(h0 - rh, 0);
   for (int64_t hb = h0; hb < h1; hb += sp.band_rows) {
     const int64_t he = std::min(hb + sp.band_rows, h1), need = std::min(he + rh, H), n = (he - hb) * W;
     if (need > pooled_to) {
-      pool_rows_into(g, L, xb, pooled_to, need, q, pool_tmp.get(), K);
+      pool_rows_into(g, L, xb, pooled_to, need, q, pool_tmp.data(), K);
       pooled_to = need;
     }
-    conv_sigmoid_rows(prm, P, g.kh, g.kw, q, hb, he, s.get(), K);
+    conv_sigmoid_rows(prm, P, g.kh, g.kw, q, hb, he, s.data(), K);
     for (int64_t p = 0; p < P; ++p)
       for (int64_t h = hb; h < he; ++h) std::copy(q.at(p, h), q.at(p, h) + W, pooled + ((b * P + p) * H + h) * W);
     if (return_map) {
-      std::transform(s.get(), s.get() + n, out + (b * H + hb) * W, [](A v) { return from_acc<scalar_t>(v); });
+      std::transform(s.data(), s.data() + n, out + (b * H + hb) * W, [](A v) { return from_acc<scalar_t>(v); });
       continue;
     }
     const NextRows nx = next_rows(g, sp, item, he, h1, next_item_here);
     Prefetcher pf = Prefetcher::rows(L, nx.r1 > nx.r0 ? x + nx.b * g.C * H * W : nullptr, nx.r0, nx.r1);
-    scale_pixels(g, L, xb, out + b * g.C * H * W, s.get(), hb * W, n, stream, pf, K);
+    scale_pixels(g, L, xb, out + b * g.C * H * W, s.data(), hb * W, n, stream, pf, K);
   }
   if (stream) stream_fence();
 }
@@ -511,11 +536,11 @@ template <typename scalar_t, bool CL> struct BackwardItem {
   const scalar_t* gb;
   scalar_t* dxb;
   PaddedRows<A> q, delta;  // pooled rows [h0-2rh, h1+2rh) (s is needed on rows [h0-rh, h1+rh))
-  std::vector<A> s, mbuf;
-  std::vector<int32_t> amax;
-  std::vector<A> gmean, gmax;  // gamma of the current band
-  std::unique_ptr<double[]> rho;  // rho of the rows being added
-  std::vector<float> e;           // exp(-a) of those rows (float accumulation only)
+  Scratch<A> s, mbuf;
+  Scratch<int32_t> amax;
+  Scratch<A> gmean, gmax;  // gamma of the current band
+  Scratch<double> rho;     // rho of the rows being added
+  Scratch<float> e;        // exp(-a) of those rows (float accumulation only)
 
   BackwardItem(const Geometry& g, const RowSplit& sp, int64_t item, const scalar_t* gout, const scalar_t* x,
                const A* pooled, scalar_t* dx, const Params<A>& prm_, bool return_map_, const cpu::F32Kernels* K_)
@@ -542,15 +567,15 @@ template <typename scalar_t, bool CL> struct BackwardItem {
         xb(x + b * C * H * W),
         gb(gout + (return_map ? b * H * W : b * C * H * W)),
         dxb(dx + b * C * H * W),
-        q(P, h0 - 2 * rh, h1 - h0 + 4 * rh, W, rw),
-        delta(1, base, buf_rows, W, rw),
-        s(buf_rows * W, A(0)),
-        mbuf(max_slot >= 0 ? buf_rows * W : 0),
-        amax(max_slot >= 0 ? buf_rows * W : 0),
-        gmean(sp.band_rows * W, A(0)),
-        gmax(sp.band_rows * W, A(0)),
-        rho(new double[(sp.band_rows + 2 * rh) * W]),
-        e(std::is_same_v<A, float> ? (sp.band_rows + 2 * rh) * W : 0) {
+        q(0, P, h0 - 2 * rh, h1 - h0 + 4 * rh, W, rw),
+        delta(1, 1, base, buf_rows, W, rw),
+        s(2, buf_rows * W, A(0)),
+        mbuf(3, max_slot >= 0 ? buf_rows * W : 0),
+        amax(4, max_slot >= 0 ? buf_rows * W : 0),
+        gmean(5, sp.band_rows * W, A(0)),
+        gmax(6, sp.band_rows * W, A(0)),
+        rho(7, (sp.band_rows + 2 * rh) * W),
+        e(8, std::is_same_v<A, float> ? (sp.band_rows + 2 * rh) * W : 0) {
     for (int64_t p = 0; p < P; ++p)
       for (int64_t h = std::max<int64_t>(q.first, 0); h < std::min(q.first + q.rows, H); ++h) {
         const A* src = pooled + ((b * P + p) * H + h) * W;
@@ -560,23 +585,30 @@ template <typename scalar_t, bool CL> struct BackwardItem {
 
   int64_t row(int64_t h) const { return (h - base) * W; }
 
-  // rho, s, delta = rho * s * (1 - s) (and the argmax) of rows [ha, hz): rho by the ISA kernels
-  // where they apply, else (and the argmax always) by rho_pixels; with return_map rho is the
-  // map's gradient.
+  // rho, s, delta = rho * s * (1 - s) (and the argmax) of rows [ha, hz): rho and the argmax by
+  // the ISA kernels where they apply, else by rho_pixels; with return_map rho is the map's
+  // gradient.
   void rho_s_delta_rows(int64_t ha, int64_t hz) {
     const int64_t r0 = row(ha), m = (hz - ha) * W;
-    if (return_map) std::transform(gb + ha * W, gb + hz * W, rho.get(), [](scalar_t v) { return to_acc<double>(v); });
-    bool rho_done = return_map;
+    if (return_map) std::transform(gb + ha * W, gb + hz * W, rho.data(), [](scalar_t v) { return to_acc<double>(v); });
+    bool rho_done = return_map, argmax_done = max_slot < 0;
     if constexpr (kIsa)
-      if (!return_map && isa_loops) {
+      if (isa_loops) {
         const int64_t at = L.at(0, ha * W);
-        if constexpr (CL) K->rho_nhwc(gb + at, xb + at, C, m, rho.get());
-        else cpu::nchw_kernels<scalar_t>(*K).rho(gb + at, xb + at, C, H * W, m, rho.get());
-        rho_done = true;
+        if (!return_map) {
+          if constexpr (CL) cpu::nhwc_kernels<scalar_t>(*K).rho(gb + at, xb + at, C, m, rho.data());
+          else cpu::nchw_kernels<scalar_t>(*K).rho(gb + at, xb + at, C, H * W, m, rho.data());
+          rho_done = true;
+        }
+        if (!argmax_done) {
+          if constexpr (CL) cpu::nhwc_kernels<scalar_t>(*K).argmax(xb + at, C, m, amax.data() + r0);
+          else cpu::nchw_kernels<scalar_t>(*K).argmax(xb + at, C, H * W, m, amax.data() + r0);
+          argmax_done = true;
+        }
       }
-    if (!rho_done || max_slot >= 0)
-      rho_pixels(L, gb, xb, ha * W, m, rho_done ? nullptr : rho.get(), max_slot >= 0 ? mbuf.data() + r0 : nullptr,
-                 max_slot >= 0 ? amax.data() + r0 : nullptr);
+    if (!rho_done || !argmax_done)
+      rho_pixels(L, gb, xb, ha * W, m, rho_done ? nullptr : rho.data(), argmax_done ? nullptr : mbuf.data() + r0,
+                 argmax_done ? nullptr : amax.data() + r0);
     if constexpr (std::is_same_v<A, float>) {
       // s(1 - s) = e / (1 + e)^2 from e = exp(-a): the float s near 1 has an absolute rounding
       // error (eps/2) that 1 - s would keep, which summed over the pixels showed in the bias
@@ -644,7 +676,8 @@ template <typename scalar_t, bool CL> struct BackwardItem {
         const cpu::PrefetchRuns runs[2] = {pfx.runs(), pfg.runs()};
         const int64_t at = L.at(0, hb * W);
         const scalar_t* g_band = return_map ? nullptr : gb + at;
-        if constexpr (CL) K->dx_nhwc(dxb + at, g_band, sb, gm, am, gmax.data(), C, n, stream, runs, 2);
+        if constexpr (CL)
+          cpu::nhwc_kernels<scalar_t>(*K).dx(dxb + at, g_band, sb, gm, am, gmax.data(), C, n, stream, runs, 2);
         else
           cpu::nchw_kernels<scalar_t>(*K).dx(dxb + at, g_band, sb, gm, am, gmax.data(), C, H * W, n, stream, runs, 2);
         return;

@@ -1,0 +1,82 @@
+"""Focused CPU wall time of the HAR layer: min of --n calls per round, implementations interleaved.
+
+    python benchmarks/cpu_walltime.py [--threads 1] [--shapes "128,64,64,9;16,64,64,9"] [--n 10] [--rounds 2]
+
+Prints, per shape, the best time of ``x.clone()`` (the memory floor), ``torch.dot(x, g)`` (the
+backward's reads alone: two arrays, 2N·e bytes, which on one core can take longer than the
+clone's read and write of N·e each when x fits the last-level cache and x and g do not), the fused forward and
+backward ops alone, the fused module forward and forward+backward through autograd, and the
+eager reference's forward and forward+backward, each also as a multiple of the clone time.
+Minimums over interleaved rounds, because single wall times on a shared machine drift by tens
+of percent (``benchmarks/instructions.py`` counts instructions instead); run it twice with two
+builds alternately to compare them.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import sam_fused  # noqa: E402
+from sam_fused import reference  # noqa: E402
+
+HAR_SHAPES = "128,64,64,9;128,128,32,9;128,256,16,9;128,512,8,9;16,64,64,9"
+IMPLS = ("clone", "dot_xg", "fwd_op", "bwd_op", "fused_fwd", "fused_fb", "eager_fwd", "eager_fb")
+
+
+def calls(shape):
+    """The timed callables of one shape, inputs and modules built once (seeded)."""
+    torch.manual_seed(0)
+    x, g = torch.randn(shape), torch.randn(shape)
+    xr = x.clone().requires_grad_()
+    ref = reference.SpatialAttentionModule()
+    fused = sam_fused.SpatialAttentionModule()
+    fused.load_state_dict(ref.state_dict())
+    conv = fused.att_fc[0]
+    w, b = conv.weight.detach(), conv.bias.detach()
+    fwd, bwd = torch.ops.sam_fused.spatial_attention_fwd, torch.ops.sam_fused.spatial_attention_bwd
+    _, pooled = fwd(x, w, b, "mean", False)
+    return {
+        "clone": lambda: x.clone(),
+        "dot_xg": lambda: torch.dot(x.view(-1), g.view(-1)),
+        "fwd_op": lambda: fwd(x, w, b, "mean", False),
+        "bwd_op": lambda: bwd(g, x, w, b, pooled, "mean", False),
+        "fused_fwd": lambda: fused(x),
+        "fused_fb": lambda: torch.autograd.grad(fused(xr), [xr, *fused.parameters()], g),
+        "eager_fwd": lambda: ref(x),
+        "eager_fb": lambda: torch.autograd.grad(ref(xr), [xr, *ref.parameters()], g),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--shapes", default=HAR_SHAPES, help="B,C,H,W;...")
+    parser.add_argument("--n", type=int, default=10, help="calls per implementation and round")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--which", default=",".join(IMPLS))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    names = args.which.split(",")
+    print(f"threads {torch.get_num_threads()}, ISA {torch.ops.sam_fused._cpu_isa()}, min of {args.n} x {args.rounds}")
+    for text in args.shapes.split(";"):
+        fns = calls(tuple(int(v) for v in text.split(",")))
+        best = dict.fromkeys(names, float("inf"))
+        for _ in range(args.rounds):
+            for name in names:
+                with torch.set_grad_enabled(name.endswith("fb")):
+                    fns[name]()
+                    for _ in range(args.n):
+                        start = time.perf_counter()
+                        fns[name]()
+                        best[name] = min(best[name], time.perf_counter() - start)
+        clone = best.get("clone", float("nan"))
+        print(text, " ".join(f"{k}={v * 1e3:.3f}ms({v / clone:.2f}c)" for k, v in best.items()), flush=True)
+
+
+if __name__ == "__main__":
+    main()
