@@ -26,10 +26,13 @@ template <typename T> struct Args {
   const T* bias = nullptr;         // [1] or null
   A* rho = nullptr;                // [B,H,W] rho (two-pass backward)
   int32_t* amax = nullptr;         // [B,H,W] argmax over C (two-pass backward with max pooling)
-  A* dw_partial = nullptr;         // [blocks, taps + 1] weight/bias gradient per block
+  A* sig = nullptr;                // [B,H,W] s (two-pass backward: BwdMaps -> main kernel)
+  A* gamma = nullptr;              // [B,P,H,W] gamma per pooling slot, the mean slot's / C (likewise)
+  A* dw_partial = nullptr;         // [taps + 1, p.partials] weight/bias gradient per block
   T* dw = nullptr;                 // [taps] weight gradient
   T* dbias = nullptr;              // [1] bias gradient
   unsigned char* scratch = nullptr;  // [blocks, p.spill_bytes] map buffers when p.spill
+  unsigned char* map_scratch = nullptr;  // [p.maps.blocks, p.maps.spill_bytes] BwdMaps' buffers when p.maps.spill
   Geometry s;
   Plan p;
 };
@@ -42,9 +45,13 @@ template <typename I> struct Tile {
   SAM_FUSED_BLOCK I above(I r) const { return h0 - r > 0 ? h0 - r : I(0); }
   SAM_FUSED_BLOCK I below(I r, I H) const { return h1 + r < H ? h1 + r : H; }
 };
+// Block `blk` of a grid of `tiles` tiles of `rows` rows per sample.
+template <typename I> SAM_FUSED_BLOCK Tile<I> tile_at(const Geometry& s, int64_t rows, int64_t tiles, int64_t blk) {
+  const I b = I(blk / tiles), h0 = I(blk % tiles) * I(rows);
+  return {b, h0, h0 + I(rows) < I(s.H) ? h0 + I(rows) : I(s.H)};
+}
 template <typename I> SAM_FUSED_BLOCK Tile<I> tile_of(const Geometry& s, const Plan& p, int64_t blk) {
-  const I b = I(blk / p.tiles), h0 = I(blk % p.tiles) * I(p.rows);
-  return {b, h0, h0 + I(p.rows) < I(s.H) ? h0 + I(p.rows) : I(s.H)};
+  return tile_at<I>(s, p.rows, p.tiles, blk);
 }
 
 // Where a block's map buffers live (Plan::spill): shared memory or its scratch region. A
