@@ -100,9 +100,9 @@ LOOPS = {
         (4, 4), (52, 52), "bwd.h:stage_inputs (pooled rows)",
         "element: 4 LDG.E per unrolled iteration, integer divisions; one pass, while the tile's copies land "
         "(f32 0x16e0, bf16 0x2020)"),
-    ("BwdMain", "stage_inputs.delta_rows"): Loop(
-        (4, 1), (24, 29), "bwd.h:stage_inputs (rho, argmax rows)",
-        "element: f32 unrolled 4, 94 instructions per 4 (0x2970); bf16 not unrolled (0x2e50)"),
+    ("BwdMain", "stage_tile_maps"): Loop(
+        (4, 4), (20, 20), "bwd.h:stage_tile_maps",
+        "pixel, two pass: s, gamma of each slot and the argmax from the workspace (TODO SASS)"),
     ("BwdMain", "rho_halo_rows"): Loop(
         (8, 8), (17, 19), "bwd.h:rho_visit (for_channels, rho_halo_rows)",
         "channel: halo rows, x and g by LDG.E from L2 while the tile's copies land, U = 8 channels (16 loads) "
@@ -150,6 +150,24 @@ LOOPS = {
         (4, 4), (128, 180), "bwd.h:write_dx_tile (stream_tile_vectors)",
         "vector, two pass: 4 LDG.E.128 then 4 finishes with the max map's argmax test (CBAM); 513 / 722 "
         "per 4 (f32 0x12260, bf16 0x123a0)"),
+    ("BwdMaps", "stage_padded_maps.weights"): Loop(
+        (1, 1), (18, 20), "common.h:load_weights",
+        "one weight per thread, its LDG then STS: one round trip (TODO SASS)"),
+    ("BwdMaps", "stage_padded_maps"): Loop(
+        (8, 8), (30, 30), "bwd_maps.h:fill_strided (stage_padded_maps)",
+        "element: kStageUnroll = 8 LDG (or the zero padding) before the first STS (TODO SASS)"),
+    ("BwdMaps", "sigmoid_delta_maps"): Loop(
+        (1, 1), (5, 5), "bwd_maps.h:sigmoid_delta_maps (conv_pixel)",
+        "tap: padded buffers, every tap unchecked (TODO SASS)", row=(30, 30), pixel=(125, 125)),
+    ("BwdMaps", "gamma_maps"): Loop(
+        (1, 1), (5, 5), "bwd_maps.h:gamma_maps (conv_transpose_pixel)",
+        "tap: padded delta, every tap unchecked (TODO SASS)", row=(30, 30), pixel=(60, 60)),
+    ("BwdMaps", "weight_grad_maps"): Loop(
+        (4, 4), (10, 10), "bwd_maps.h:weight_grad_maps",
+        "pixel: padded coordinates, no bounds tests (TODO SASS)"),
+    ("BwdMaps", "weight_grad_maps.tree"): Loop(
+        (1, 1), (25, 25), "bwd_maps.h:store_weight_grad_partials (warp_reduce)",
+        "step: 5 dependent SHFL.BFLY + FADD, lane 0's STG (TODO SASS)"),
     ("BwdRho", "rho_visit"): Loop(
         (8, 8), (25, 27), "bwd.h:rho_visit (for_channels, in BwdRho)",
         "channel: U = 8 channels, 16 LDG.E (x and g) before the first FFMA; 199 / 215 per 8 with argmax "
@@ -168,11 +186,13 @@ KERNEL_LOOPS = {
                 "pool_rows.merge", "pool_rows_two_pass", "sigmoid_tile", "sigmoid_tile.border", "write_out_tile",
                 "write_out_tile.global"),
     "FwdPool": ("pool_visit", "pool_visit.merge"),
-    "BwdMain": ("stage_inputs.weights", "stage_inputs", "stage_inputs.pooled", "stage_inputs.delta_rows",
+    "BwdMain": ("stage_inputs.weights", "stage_inputs", "stage_inputs.pooled", "stage_tile_maps",
                 "rho_halo_rows", "rho_halo_rows.merge", "rho_rows_from_x", "rho_rows_from_x.merge",
                 "sigmoid_delta_rows", "sigmoid_delta_rows.border", "gamma", "gamma.border", "weight_grad_partials",
                 "weight_grad_partials.tree", "write_dx_tile", "write_dx_tile.global"),
     "BwdRho": ("rho_visit", "rho_visit.merge"),
+    "BwdMaps": ("stage_padded_maps.weights", "stage_padded_maps", "sigmoid_delta_maps", "gamma_maps",
+                "weight_grad_maps", "weight_grad_maps.tree"),
     "DwReduce": ("sum_partials",),
 }
 KERNELS = tuple(KERNEL_LOOPS)

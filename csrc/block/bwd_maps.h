@@ -2,8 +2,8 @@
 // (rho, argmax) and the main kernel, it computes each pixel's maps once, so that the main
 // kernel is a pure stream over grad_out. A block owns rows [h0, h1) of one sample's [H, W]
 // maps (Plan::Maps). It stages the weights, the pooled rows with a 2rh halo and rho of the rows
-// with an rh halo, zero-padded to W + 2rw columns and with zero rows outside the map (the conv's
-// "same" padding: no tap is bounds-tested); computes s = sigmoid(conv(pooled)) and
+// with an rh halo, zero-padded to W + 2rw (+ kMapRun - 1) columns and with zero rows outside the
+// map (the conv's "same" padding: no tap is bounds-tested); computes s = sigmoid(conv(pooled)) and
 // delta = rho s (1 - s) on the tile and halo rows (s of the tile rows to the workspace); then
 // gamma, the transposed conv of delta, per pooling slot (the mean slot's / C) to the workspace,
 // and the block's weight/bias gradient partials for DwReduce.
@@ -12,21 +12,53 @@
 
 namespace sam_fused::block {
 
-// A block's weight/bias gradient partials: warp j takes entries j, j + warps, ... of the nw + 1
-// (entry nw is the bias); lane_sum(k, lane) is a lane's share of entry k, then a shuffle
-// butterfly adds the lanes and lane 0 stores entry k of this block (dw_partial[k, block]).
-// Every thread works, and the order is fixed by the launch shape (bitwise deterministic).
-template <typename T, class Ctx, class LaneSum>
-SAM_FUSED_BLOCK void store_weight_grad_partials(Ctx& ctx, const Args<T>& a, int nw, LaneSum&& lane_sum) {
+// Up to kTapGroup taps of one kernel row (slot, row di, columns dj0 .. dj0 + n - 1, offsets
+// from the centre) whose weight-gradient entries k0 .. k0 + n - 1 a warp sums together (each
+// pixel's delta loaded once for all of them), or (bias) the bias entry alone.
+struct TapGroup {
+  int slot, di, dj0, n, k0;
+  bool bias;
+};
+template <typename A> struct TapSums {
+  A v[kTapGroup];
+};
+
+// A block's weight/bias gradient partials: warp j takes tap groups j, j + warps, ... (kernel
+// rows cut into groups of kTapGroup taps, then the bias); lane_sums(group, lane, sums) adds a
+// lane's share of the group's entries to sums, then a shuffle butterfly adds the lanes and lane
+// 0 stores the entries of this block (dw_partial[k, block]). Every thread works, and the order
+// is fixed by the launch shape (bitwise deterministic).
+template <typename T, class Ctx, class LaneSums>
+SAM_FUSED_BLOCK void store_weight_grad_partials(Ctx& ctx, const Args<T>& a, LaneSums&& lane_sums) {
   using A = acc_t<T>;
-  const int warps = ctx.threads() / 32;
-  auto st = ctx.template thread_state<A>();
-  for (int k0 = 0; k0 <= nw; k0 += warps) {
-    ctx.each_thread([&](int t) { st[t] = k0 + t / 32 <= nw ? lane_sum(k0 + t / 32, t % 32) : A(0); });
-    ctx.warp_reduce(st, [](A& x) -> A& { return x; }, [](A x, A y) { return x + y; });
+  const Geometry& s = a.s;
+  const int warps = ctx.threads() / 32, per_row = (s.kw + kTapGroup - 1) / kTapGroup;
+  const int groups = s.pool.P * s.kh * per_row + 1, rw = s.kw / 2;
+  auto group_of = [&](int m) {
+    const int row = m / per_row, c0 = m % per_row * kTapGroup, n = s.kw - c0 < kTapGroup ? s.kw - c0 : kTapGroup;
+    return TapGroup{row / s.kh, row % s.kh - s.kh / 2, c0 - rw, n, row * s.kw + c0, m == groups - 1};
+  };
+  auto st = ctx.template thread_state<TapSums<A>>();
+  for (int m0 = 0; m0 < groups; m0 += warps) {
     ctx.each_thread([&](int t) {
-      const int k = k0 + t / 32;
-      if (t % 32 == 0 && k <= nw) ctx.store(a.dw_partial + int64_t(k) * a.p.partials + ctx.block(), st[t]);
+      TapSums<A> sums{};
+      if (m0 + t / 32 < groups) lane_sums(group_of(m0 + t / 32), t % 32, sums.v);
+      st[t] = sums;
+    });
+    ctx.warp_reduce(
+        st, [](TapSums<A>& x) -> TapSums<A>& { return x; },
+        [](TapSums<A> x, const TapSums<A>& y) {
+          for (int u = 0; u < kTapGroup; ++u) x.v[u] += y.v[u];
+          return x;
+        });
+    ctx.each_thread([&](int t) {
+      if (t % 32 || m0 + t / 32 >= groups) return;
+      const TapGroup g = group_of(m0 + t / 32);
+      const TapSums<A> sums = st[t];
+      if (g.bias) ctx.store(a.dw_partial + int64_t(s.taps()) * a.p.partials + ctx.block(), sums.v[0]);
+      else
+        for (int u = 0; u < g.n; ++u)
+          ctx.store(a.dw_partial + int64_t(g.k0 + u) * a.p.partials + ctx.block(), sums.v[u]);
     });
   }
 }
@@ -112,23 +144,67 @@ template <typename T, typename I, bool Spill = false> struct BwdMaps {
         return A(ctx.load(src + (plane * H + h) * W + w));
       };
     };
-    fill_strided(ctx, I(s.pool.P) * v.qrows * Wp, v.q, padded(a.pooled + tl.b * I(s.pool.P) * H * W, 2 * v.rh, v.qrows));
+    fill_strided(ctx, I(s.pool.P) * v.qrows * Wp, v.q,
+                 padded(a.pooled + tl.b * I(s.pool.P) * H * W, 2 * v.rh, v.qrows));
     fill_strided(ctx, v.drows * Wp, v.d, padded(a.rho + tl.b * H * W, v.rh, v.drows));
+  }
+
+  // Runs of kMapRun pixels of one row [r0, r1) x [0, W): f(h, w0, n) for each, threads
+  // striding them (the last run of a row has n < kMapRun pixels where W is not a multiple).
+  template <class Ctx, class F> static SAM_FUSED_BLOCK void for_runs(Ctx& ctx, const View<Ctx>& v, I r0, I r1, F&& f) {
+    const I per_row = (v.W + I(kMapRun - 1)) / I(kMapRun);
+    ctx.each_thread([&](int t) {
+      for (I r = I(t); r < (r1 - r0) * per_row; r += I(ctx.threads())) {
+        const I w0 = r % per_row * I(kMapRun);
+        f(r0 + r / per_row, w0, v.W - w0 < I(kMapRun) ? int(v.W - w0) : kMapRun);
+      }
+    });
+  }
+
+  // One kernel row of the conv for a run of kMapRun outputs: acc[u] += w[j] * x[u + step * j]
+  // for j < kw, in j order (the order of conv_pixel / conv_transpose_pixel, so the sums are
+  // theirs bit for bit). The kMapRun inputs under the current tap slide along the row in
+  // registers: each tap loads one weight and one input (x[u] for step = 1, the forward conv
+  // walking right; step = -1, the transposed conv walking left).
+  template <int Step, class Buf> static SAM_FUSED_BLOCK void conv_run_row(const Buf& wts, I wk, const Buf& buf, I x0,
+                                                                          int kw, A (&acc)[kMapRun]) {
+    A win[kMapRun];
+#pragma unroll
+    for (int u = 0; u < kMapRun; ++u) win[u] = A(buf[x0 + I(u)]);
+    for (int j = 0; j < kw; ++j) {
+      if (j > 0) {
+        if constexpr (Step > 0) {
+#pragma unroll
+          for (int u = 0; u < kMapRun - 1; ++u) win[u] = win[u + 1];
+          win[kMapRun - 1] = A(buf[x0 + I(j + kMapRun - 1)]);
+        } else {
+#pragma unroll
+          for (int u = kMapRun - 1; u > 0; --u) win[u] = win[u - 1];
+          win[0] = A(buf[x0 - I(j)]);
+        }
+      }
+      const A wv = A(wts[wk + I(j)]);
+#pragma unroll
+      for (int u = 0; u < kMapRun; ++u) acc[u] += wv * win[u];
+    }
   }
 
   // s and delta on the map rows [h0 - rh, h1 + rh); s of the tile rows to the workspace.
   template <class Ctx> static SAM_FUSED_BLOCK void sigmoid_delta_maps(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
     const Geometry& s = a.s;
     const Tile<I>& tl = v.tl;
-    const I W = v.W, e0 = tl.above(v.rh), e1 = tl.below(v.rh, v.H);
-    auto qin = [&](int slot, int64_t h, int64_t w) { return A(v.q[v.qidx(slot, h, w)]); };
-    ctx.each_thread([&](int t) {
-      for (I i = I(t); i < (e1 - e0) * W; i += I(ctx.threads())) {
-        const I h = e0 + i / W, w = i % W;
-        const A sv = sigmoid(conv_pixel(v.wts, A(v.wts[v.nw]), s.pool.P, s.kh, s.kw, h, w, qin));
-        auto&& dv = v.d[v.didx(h, w)];
+    for_runs(ctx, v, tl.above(v.rh), tl.below(v.rh, v.H), [&](I h, I w0, int n) {
+      A acc[kMapRun];
+#pragma unroll
+      for (int u = 0; u < kMapRun; ++u) acc[u] = A(v.wts[v.nw]);
+      for (int p = 0; p < s.pool.P; ++p)
+        for (int i = 0; i < s.kh; ++i)
+          conv_run_row<1>(v.wts, I((p * s.kh + i) * s.kw), v.q, v.qidx(p, h + i - v.rh, w0 - v.rw), s.kw, acc);
+      for (int u = 0; u < n; ++u) {
+        const A sv = sigmoid(acc[u]);
+        auto&& dv = v.d[v.didx(h, w0 + u)];
         dv = sigmoid_backward(A(dv), sv);
-        if (h >= tl.h0 && h < tl.h1) ctx.store(a.sig + (tl.b * v.H + h) * W + w, sv);
+        if (h >= tl.h0 && h < tl.h1) ctx.store(a.sig + (tl.b * v.H + h) * v.W + w0 + I(u), sv);
       }
     });
   }
@@ -137,16 +213,13 @@ template <typename T, typename I, bool Spill = false> struct BwdMaps {
   template <class Ctx> static SAM_FUSED_BLOCK void gamma_maps(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
     const Geometry& s = a.s;
     const Tile<I>& tl = v.tl;
-    const I W = v.W, H = v.H;
-    auto din = [&](int64_t h, int64_t w) { return A(v.d[v.didx(h, w)]); };
-    ctx.each_thread([&](int t) {
-      for (I i = I(t); i < tl.rows() * W; i += I(ctx.threads())) {
-        const I h = tl.h0 + i / W, w = i % W;
-        for (int slot = 0; slot < s.pool.P; ++slot) {
-          const A g = conv_transpose_pixel(v.wts, slot, s.kh, s.kw, h, w, din);
-          ctx.store(a.gamma + ((tl.b * I(s.pool.P) + I(slot)) * H + h) * W + w,
-                    slot == s.pool.mean_slot() ? g / A(s.C) : g);
-        }
+    for_runs(ctx, v, tl.h0, tl.h1, [&](I h, I w0, int n) {
+      for (int p = 0; p < s.pool.P; ++p) {
+        A acc[kMapRun] = {};
+        for (int i = 0; i < s.kh; ++i)
+          conv_run_row<-1>(v.wts, I((p * s.kh + i) * s.kw), v.d, v.didx(h - i + v.rh, w0 + v.rw), s.kw, acc);
+        A* out = a.gamma + ((tl.b * I(s.pool.P) + I(p)) * v.H + h) * v.W + w0;
+        for (int u = 0; u < n; ++u) ctx.store(out + u, p == s.pool.mean_slot() ? acc[u] / A(s.C) : acc[u]);
       }
     });
   }
@@ -154,24 +227,25 @@ template <typename T, typename I, bool Spill = false> struct BwdMaps {
   // Entry k of the block's weight gradient sums delta * (pooled map shifted by tap k) over the
   // tile pixels, the bias entry sums delta. A lane walks every 32nd tile pixel in padded
   // coordinates (j: its offset from the tile's first padded pixel), tracking only the column to
-  // skip the pad columns; the zero rows and columns of q stand for the map's border.
+  // skip the pad columns; the zero rows and columns of q stand for the map's border. The taps
+  // of a group read consecutive q entries.
   template <class Ctx> static SAM_FUSED_BLOCK void weight_grad_maps(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
-    const Geometry& s = a.s;
     const I W = v.W, npix = v.tl.rows() * W, col_step = I(32) % W, j_step = I(32) / W * v.Wp + col_step;
     const I doff = v.didx(v.tl.h0, 0), pad = v.Wp - W;
-    store_weight_grad_partials(ctx, a, v.nw, [&](int k, int lane) {
-      const bool bias = k == v.nw;
-      const int slot = k / (s.kh * s.kw), di = (k / s.kw) % s.kh - int(v.rh), dj = k % s.kw - int(v.rw);
-      const I qoff = bias ? I(0) : v.qidx(slot, v.tl.h0 + di, dj);  // q of tile pixel j under tap k
+    store_weight_grad_partials(ctx, a, [&](const TapGroup& g, int lane, A* sums) {
+      const I qoff = g.bias ? I(0) : v.qidx(g.slot, v.tl.h0 + g.di, g.dj0);  // q of tile pixel j, first tap
       I w = I(lane) % W, j = I(lane) / W * v.Wp + w;
-      A acc = 0;
       for (I i = I(lane); i < npix; i += 32) {
         const A dv = A(v.d[doff + j]);
-        acc += bias ? dv : dv * A(v.q[qoff + j]);
+        if (g.bias) sums[0] += dv;
+        else {
+#pragma unroll
+          for (int u = 0; u < kTapGroup; ++u)
+            if (u < g.n) sums[u] += dv * A(v.q[qoff + I(u) + j]);
+        }
         w += col_step, j += j_step;
         if (w >= W) w -= W, j += pad;
       }
-      return acc;
     });
   }
 };

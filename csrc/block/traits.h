@@ -27,6 +27,8 @@ constexpr int kReduceThreads = 128;           // DwReduce: one warp per weight-g
 constexpr int kChannelUnroll = 8;
 constexpr int kStreamUnroll = 4;
 constexpr int kStageUnroll = 8;  // BwdMaps stages its padded maps this many elements ahead
+constexpr int kTapGroup = 8;     // weight-gradient entries (taps of one kernel row) a warp sums at once
+constexpr int kMapRun = 4;       // BwdMaps: pixels of a row a thread convolves together (one weight load each)
 // BwdMaps' map tiles (plan_maps): relative issue cost per pixel of the s conv (done on the tile
 // and its halo rows) and of gamma plus the weight-gradient partials (tile only), from the
 // instructions of their loops (benchmarks/phase_loops.py).
@@ -52,8 +54,8 @@ struct Plan {
   int64_t partials = 0;    // backward: blocks that write weight-gradient partials (BwdMaps' or the main kernel's)
   // Two-pass backward: BwdMaps, the per-pixel map kernel between pass 1 and the main kernel.
   // A block owns `rows` rows of one sample's maps; its buffers (weights, pooled rows with a 2rh
-  // halo, delta rows with an rh halo) are zero-padded to `width` = W + 2rw columns, so its conv
-  // loops need no bounds tests.
+  // halo, delta rows with an rh halo) are zero-padded to `width` = W + 2rw + kMapRun - 1 columns,
+  // so its conv loops need no bounds tests.
   struct Maps {
     int64_t rows = 0, tiles = 0, blocks = 0, width = 0;
     bool spill = false;  // buffers in global scratch (spill_bytes per block)
@@ -126,7 +128,8 @@ inline void place_buffers(Plan& p, const Geometry& s, int64_t R, int64_t elem_by
   } else {
     // two pass: BwdMaps computed the maps, the main kernel stages the tile's s, gamma, argmax
     const bool conv = !p.two_pass;
-    p.off_q = take(conv ? s.pool.P * (R + 4 * rh) * W * acc_bytes : 0, true);  // pooled rows feeding s on the delta rows
+    p.off_q =
+        take(conv ? s.pool.P * (R + 4 * rh) * W * acc_bytes : 0, true);  // pooled rows feeding s on the delta rows
     p.off_d = take(conv ? (R + 2 * rh) * W * acc_bytes : 0, true);  // rho, then delta, on tile + halo rows
     p.off_s = take(R * W * acc_bytes, true);
     p.off_gmean = take(R * W * acc_bytes, true);
@@ -197,7 +200,8 @@ inline int64_t resident_blocks(const DeviceLimits& dev, int threads) {
 // Shared memory one block may use so that the resident blocks of `threads` threads share an SM,
 // never above the opt-in maximum.
 inline int64_t block_budget(const DeviceLimits& dev, int threads) {
-  return std::min(dev.smem_per_block_optin, dev.smem_per_sm / resident_blocks(dev, threads) - dev.smem_reserved_per_block);
+  return std::min(dev.smem_per_block_optin,
+                  dev.smem_per_sm / resident_blocks(dev, threads) - dev.smem_reserved_per_block);
 }
 
 // The launch plan of one call on `dev` (docs/design.md §3). Shared memory per block is held to
@@ -250,11 +254,11 @@ inline Plan plan_launch(const Geometry& s, const DeviceLimits& dev, int64_t elem
 inline int64_t place_map_buffers(Plan::Maps& m, const Geometry& s, int64_t R, int64_t acc_bytes) {
   using namespace detail;
   const int64_t rh = s.kh / 2, nw = s.taps() + 1;
-  m.width = s.W + 2 * (s.kw / 2);
+  m.width = s.W + 2 * (s.kw / 2) + kMapRun - 1;  // a run of kMapRun pixels may start at any column
   m.off_w = 0;
   m.off_q = align16(nw * acc_bytes);
   m.off_d = m.off_q + align16(s.pool.P * (R + 4 * rh) * m.width * acc_bytes);  // pooled rows, 2rh halo
-  return m.off_d + align16((R + 2 * rh) * m.width * acc_bytes);                // rho, then delta, rh halo
+  return m.off_d + align16((R + 2 * rh) * m.width * acc_bytes);  // rho, then delta, rh halo
 }
 
 // BwdMaps' plan (two-pass backward). Its blocks are issue bound (three small convs per pixel),
