@@ -282,31 +282,35 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
 
   // Entry k of the block's weight gradient sums delta * (pooled map shifted by tap k) over the
   // tile pixels; the last entry (the bias) sums delta (store_weight_grad_partials: a warp per
-  // group of taps of one kernel row, lanes striding the pixels). A lane walks its pixels without
-  // divisions: tile pixel i is delta entry rh*W + i and pooled entry (2rh)*W + i of its slot,
-  // shifted by the tap; only the row and column need tracking, for the map's border.
+  // kernel row of the usual widths, else per kTapGroup taps of one, lanes striding the pixels).
+  // A lane walks its pixels without divisions: tile pixel i is delta entry rh*W + i and pooled
+  // entry (2rh)*W + i of its slot, shifted by the tap; only the row and column need tracking,
+  // for the map's border.
   template <class Ctx> static SAM_FUSED_BLOCK void weight_grad_partials(Ctx& ctx, const Args<T>& a,
                                                                         const View<Ctx>& v) {
-    const I W = v.W, H = v.H, npix = v.npix;
-    const I lane_step_rows = I(32) / W, lane_step_cols = I(32) % W;
-    const I doff = v.rh * W;
-    store_weight_grad_partials(ctx, a, [&](const TapGroup& g, int lane, A* sums) {
-      const I qoff = (I(g.slot) * v.qrows + v.tl.h0 - v.qbase + I(g.di)) * W + I(g.dj0);
-      I h = v.tl.h0 + I(lane) / W, w = I(lane) % W;
-      for (I i = I(lane); i < npix; i += 32) {
-        const A dv = A(v.d[doff + i]);
-        const bool row_inside = h + I(g.di) >= 0 && h + I(g.di) < H;
-        if (g.bias) sums[0] += dv;
-        else {
+    with_kernel_width(a.s.kw, [&](auto kw) {
+      constexpr int K = decltype(kw)::value, N = K > 0 ? K : kTapGroup;
+      const I W = v.W, H = v.H, npix = v.npix;
+      const I lane_step_rows = I(32) / W, lane_step_cols = I(32) % W;
+      const I doff = v.rh * W;
+      store_weight_grad_partials<N>(ctx, a, [&](const TapGroup& g, int lane, A* sums) {
+        const I qoff = (I(g.slot) * v.qrows + v.tl.h0 - v.qbase + I(g.di)) * W + I(g.dj0);
+        I h = v.tl.h0 + I(lane) / W, w = I(lane) % W;
+        for (I i = I(lane); i < npix; i += 32) {
+          const A dv = A(v.d[doff + i]);
+          const bool row_inside = h + I(g.di) >= 0 && h + I(g.di) < H;
+          if (g.bias) sums[0] += dv;
+          else {
 #pragma unroll
-          for (int u = 0; u < kTapGroup; ++u) {
-            const I c = w + I(g.dj0 + u);
-            if (u < g.n) sums[u] += dv * (row_inside && c >= 0 && c < W ? A(v.q[qoff + I(u) + i]) : A(0));
+            for (int u = 0; u < N; ++u) {
+              const I c = w + I(g.dj0 + u);
+              if (K > 0 || u < g.n) sums[u] += dv * (row_inside && c >= 0 && c < W ? A(v.q[qoff + I(u) + i]) : A(0));
+            }
           }
+          h += lane_step_rows, w += lane_step_cols;
+          if (w >= W) w -= W, ++h;
         }
-        h += lane_step_rows, w += lane_step_cols;
-        if (w >= W) w -= W, ++h;
-      }
+      });
     });
   }
 

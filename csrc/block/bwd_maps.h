@@ -8,53 +8,74 @@
 // gamma, the transposed conv of delta, per pooling slot (the mean slot's / C) to the workspace,
 // and the block's weight/bias gradient partials for DwReduce.
 #pragma once
+#include <type_traits>
+
 #include "common.h"
 
 namespace sam_fused::block {
 
-// Up to kTapGroup taps of one kernel row (slot, row di, columns dj0 .. dj0 + n - 1, offsets
-// from the centre) whose weight-gradient entries k0 .. k0 + n - 1 a warp sums together (each
-// pixel's delta loaded once for all of them), or (bias) the bias entry alone.
+// f(std::integral_constant<int, K>{}): K = kw for the usual odd widths, so that the loops over a
+// kernel row unroll fully, else K = 0 (kw at run time).
+template <class F> SAM_FUSED_BLOCK void with_kernel_width(int kw, F&& f) {
+  switch (kw) {
+    case 1:
+      return f(std::integral_constant<int, 1>{});
+    case 3:
+      return f(std::integral_constant<int, 3>{});
+    case 5:
+      return f(std::integral_constant<int, 5>{});
+    case 7:
+      return f(std::integral_constant<int, 7>{});
+    default:
+      return f(std::integral_constant<int, 0>{});
+  }
+}
+
+// Up to N taps of one kernel row (slot, row di, columns dj0 .. dj0 + n - 1, offsets from the
+// centre) whose weight-gradient entries k0 .. k0 + n - 1 a warp sums together (each pixel's
+// delta loaded once for all of them), or (bias) the bias entry alone.
 struct TapGroup {
   int slot, di, dj0, n, k0;
   bool bias;
 };
-template <typename A> struct TapSums {
-  A v[kTapGroup];
+template <typename A, int N> struct TapSums {
+  A v[N];
 };
 
 // A block's weight/bias gradient partials: warp j takes tap groups j, j + warps, ... (kernel
-// rows cut into groups of kTapGroup taps, then the bias); lane_sums(group, lane, sums) adds a
-// lane's share of the group's entries to sums, then a shuffle butterfly adds the lanes and lane
-// 0 stores the entries of this block (dw_partial[k, block]). Every thread works, and the order
-// is fixed by the launch shape (bitwise deterministic).
-template <typename T, class Ctx, class LaneSums>
+// rows cut into groups of N taps, then the bias); lane_sums(group, lane, sums) adds a lane's
+// share of the group's entries to sums, then a shuffle butterfly adds the lanes and lane 0
+// stores the entries of this block (dw_partial[k, block]). Every thread works, and the order is
+// fixed by the launch shape (bitwise deterministic; N only groups the entries, each entry's
+// sum runs in the same order whatever N is).
+template <int N, typename T, class Ctx, class LaneSums>
 SAM_FUSED_BLOCK void store_weight_grad_partials(Ctx& ctx, const Args<T>& a, LaneSums&& lane_sums) {
   using A = acc_t<T>;
+  using Sums = TapSums<A, N>;
   const Geometry& s = a.s;
-  const int warps = ctx.threads() / 32, per_row = (s.kw + kTapGroup - 1) / kTapGroup;
+  const int warps = ctx.threads() / 32, per_row = (s.kw + N - 1) / N;
   const int groups = s.pool.P * s.kh * per_row + 1, rw = s.kw / 2;
   auto group_of = [&](int m) {
-    const int row = m / per_row, c0 = m % per_row * kTapGroup, n = s.kw - c0 < kTapGroup ? s.kw - c0 : kTapGroup;
+    const int row = m / per_row, c0 = m % per_row * N, n = s.kw - c0 < N ? s.kw - c0 : N;
     return TapGroup{row / s.kh, row % s.kh - s.kh / 2, c0 - rw, n, row * s.kw + c0, m == groups - 1};
   };
-  auto st = ctx.template thread_state<TapSums<A>>();
+  auto st = ctx.template thread_state<Sums>();
   for (int m0 = 0; m0 < groups; m0 += warps) {
     ctx.each_thread([&](int t) {
-      TapSums<A> sums{};
+      Sums sums{};
       if (m0 + t / 32 < groups) lane_sums(group_of(m0 + t / 32), t % 32, sums.v);
       st[t] = sums;
     });
     ctx.warp_reduce(
-        st, [](TapSums<A>& x) -> TapSums<A>& { return x; },
-        [](TapSums<A> x, const TapSums<A>& y) {
-          for (int u = 0; u < kTapGroup; ++u) x.v[u] += y.v[u];
+        st, [](Sums& x) -> Sums& { return x; },
+        [](Sums x, const Sums& y) {
+          for (int u = 0; u < N; ++u) x.v[u] += y.v[u];
           return x;
         });
     ctx.each_thread([&](int t) {
       if (t % 32 || m0 + t / 32 >= groups) return;
       const TapGroup g = group_of(m0 + t / 32);
-      const TapSums<A> sums = st[t];
+      const Sums sums = st[t];
       if (g.bias) ctx.store(a.dw_partial + int64_t(s.taps()) * a.p.partials + ctx.block(), sums.v[0]);
       else
         for (int u = 0; u < g.n; ++u)
@@ -103,23 +124,38 @@ template <typename T, typename I, bool Spill = false> struct BwdMaps {
     const auto v = view_of(ctx, a);
     stage_padded_maps(ctx, a, v);
     ctx.sync();
-    sigmoid_delta_maps(ctx, a, v);
-    ctx.sync();
-    gamma_maps(ctx, a, v);
-    weight_grad_maps(ctx, a, v);
+    with_kernel_width(a.s.kw, [&](auto K) {
+      sigmoid_delta_maps<decltype(K)::value>(ctx, a, v);
+      ctx.sync();
+      gamma_maps<decltype(K)::value>(ctx, a, v);
+      weight_grad_maps<decltype(K)::value>(ctx, a, v);
+    });
   }
 
-  // buf[i] = value(i) for i < n, threads striding, kStageUnroll values loaded before the first
-  // is stored (value loads, or returns 0 after ctx.skip_access() for the padding).
+  // buf[i] = value(plane, row, col) for every position of `planes` planes of `rows` rows of Wp
+  // columns, threads striding; a thread steps its position without divisions (but where it
+  // passes a plane) and loads kStageUnroll values before it stores the first (value loads, or
+  // returns 0 after ctx.skip_access() for the padding).
   template <class Ctx, class Buf, class Value>
-  static SAM_FUSED_BLOCK void fill_strided(Ctx& ctx, I n, const Buf& buf, Value&& value) {
+  static SAM_FUSED_BLOCK void fill_padded(Ctx& ctx, const View<Ctx>& v, I planes, I rows, const Buf& buf,
+                                          Value&& value) {
     constexpr int U = kStageUnroll;
+    const I n = planes * rows * v.Wp, stride = I(ctx.threads()), step_rows = stride / v.Wp, step_cols = stride % v.Wp;
     ctx.each_thread([&](int t) {
-      const I stride = I(ctx.threads());
+      I plane = 0, row = I(t) / v.Wp, col = I(t) % v.Wp;
+      auto wrap = [&] {
+        if (row >= rows) plane += row / rows, row %= rows;
+      };
+      wrap();
       for (I i0 = I(t); i0 < n; i0 += I(U) * stride) {
         A vals[U];
 #pragma unroll
-        for (int u = 0; u < U; ++u) vals[u] = i0 + I(u) * stride < n ? value(i0 + I(u) * stride) : A(0);
+        for (int u = 0; u < U; ++u) {
+          vals[u] = i0 + I(u) * stride < n ? value(plane, row, col) : A(0);
+          col += step_cols, row += step_rows;
+          if (col >= v.Wp) col -= v.Wp, ++row;
+          wrap();
+        }
 #pragma unroll
         for (int u = 0; u < U; ++u)
           if (i0 + I(u) * stride < n) buf[i0 + I(u) * stride] = vals[u];
@@ -131,12 +167,12 @@ template <typename T, typename I, bool Spill = false> struct BwdMaps {
   template <class Ctx> static SAM_FUSED_BLOCK void stage_padded_maps(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
     const Geometry& s = a.s;
     const Tile<I>& tl = v.tl;
-    const I H = v.H, W = v.W, Wp = v.Wp;
+    const I H = v.H, W = v.W;
     load_weights(ctx, a, v.wts);
-    // map row h0 - r0 + (i / Wp) % rows, column i % Wp - rw of map `map` (its [H, W] plane at `src`)
-    auto padded = [&](const A* src, I r0, I rows) {
-      return [&, src, r0, rows](I i) {
-        const I plane = i / (rows * Wp), h = tl.h0 - r0 + (i / Wp) % rows, w = i % Wp - v.rw;
+    // buffer row `row` of plane `plane` is map row h0 - r0 + row, column col - rw, of the planes at src
+    auto padded = [&](const A* src, I r0) {
+      return [&, src, r0](I plane, I row, I col) {
+        const I h = tl.h0 - r0 + row, w = col - v.rw;
         if (h < 0 || h >= H || w < 0 || w >= W) {
           ctx.skip_access();
           return A(0);
@@ -144,9 +180,8 @@ template <typename T, typename I, bool Spill = false> struct BwdMaps {
         return A(ctx.load(src + (plane * H + h) * W + w));
       };
     };
-    fill_strided(ctx, I(s.pool.P) * v.qrows * Wp, v.q,
-                 padded(a.pooled + tl.b * I(s.pool.P) * H * W, 2 * v.rh, v.qrows));
-    fill_strided(ctx, v.drows * Wp, v.d, padded(a.rho + tl.b * H * W, v.rh, v.drows));
+    fill_padded(ctx, v, I(s.pool.P), v.qrows, v.q, padded(a.pooled + tl.b * I(s.pool.P) * H * W, 2 * v.rh));
+    fill_padded(ctx, v, I(1), v.drows, v.d, padded(a.rho + tl.b * H * W, v.rh));
   }
 
   // Runs of kMapRun pixels of one row [r0, r1) x [0, W): f(h, w0, n) for each, threads
@@ -161,17 +196,27 @@ template <typename T, typename I, bool Spill = false> struct BwdMaps {
     });
   }
 
+  // f(j) for j < kw: unrolled when K = kw is known at compile time.
+  template <int K, class F> static SAM_FUSED_BLOCK void for_taps(int kw, F&& f) {
+    if constexpr (K > 0) {
+#pragma unroll
+      for (int j = 0; j < K; ++j) f(j);
+    } else {
+      for (int j = 0; j < kw; ++j) f(j);
+    }
+  }
+
   // One kernel row of the conv for a run of kMapRun outputs: acc[u] += w[j] * x[u + step * j]
   // for j < kw, in j order (the order of conv_pixel / conv_transpose_pixel, so the sums are
   // theirs bit for bit). The kMapRun inputs under the current tap slide along the row in
   // registers: each tap loads one weight and one input (x[u] for step = 1, the forward conv
   // walking right; step = -1, the transposed conv walking left).
-  template <int Step, class Buf> static SAM_FUSED_BLOCK void conv_run_row(const Buf& wts, I wk, const Buf& buf, I x0,
-                                                                          int kw, A (&acc)[kMapRun]) {
+  template <int Step, int K, class Buf>
+  static SAM_FUSED_BLOCK void conv_run_row(const Buf& wts, I wk, const Buf& buf, I x0, int kw, A (&acc)[kMapRun]) {
     A win[kMapRun];
 #pragma unroll
     for (int u = 0; u < kMapRun; ++u) win[u] = A(buf[x0 + I(u)]);
-    for (int j = 0; j < kw; ++j) {
+    for_taps<K>(kw, [&](int j) {
       if (j > 0) {
         if constexpr (Step > 0) {
 #pragma unroll
@@ -186,11 +231,12 @@ template <typename T, typename I, bool Spill = false> struct BwdMaps {
       const A wv = A(wts[wk + I(j)]);
 #pragma unroll
       for (int u = 0; u < kMapRun; ++u) acc[u] += wv * win[u];
-    }
+    });
   }
 
   // s and delta on the map rows [h0 - rh, h1 + rh); s of the tile rows to the workspace.
-  template <class Ctx> static SAM_FUSED_BLOCK void sigmoid_delta_maps(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
+  template <int K, class Ctx>
+  static SAM_FUSED_BLOCK void sigmoid_delta_maps(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
     const Geometry& s = a.s;
     const Tile<I>& tl = v.tl;
     for_runs(ctx, v, tl.above(v.rh), tl.below(v.rh, v.H), [&](I h, I w0, int n) {
@@ -199,7 +245,7 @@ template <typename T, typename I, bool Spill = false> struct BwdMaps {
       for (int u = 0; u < kMapRun; ++u) acc[u] = A(v.wts[v.nw]);
       for (int p = 0; p < s.pool.P; ++p)
         for (int i = 0; i < s.kh; ++i)
-          conv_run_row<1>(v.wts, I((p * s.kh + i) * s.kw), v.q, v.qidx(p, h + i - v.rh, w0 - v.rw), s.kw, acc);
+          conv_run_row<1, K>(v.wts, I((p * s.kh + i) * s.kw), v.q, v.qidx(p, h + i - v.rh, w0 - v.rw), s.kw, acc);
       for (int u = 0; u < n; ++u) {
         const A sv = sigmoid(acc[u]);
         auto&& dv = v.d[v.didx(h, w0 + u)];
@@ -210,14 +256,14 @@ template <typename T, typename I, bool Spill = false> struct BwdMaps {
   }
 
   // gamma of every pooling slot on the tile pixels to the workspace (the mean slot's / C).
-  template <class Ctx> static SAM_FUSED_BLOCK void gamma_maps(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
+  template <int K, class Ctx> static SAM_FUSED_BLOCK void gamma_maps(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
     const Geometry& s = a.s;
     const Tile<I>& tl = v.tl;
     for_runs(ctx, v, tl.h0, tl.h1, [&](I h, I w0, int n) {
       for (int p = 0; p < s.pool.P; ++p) {
         A acc[kMapRun] = {};
         for (int i = 0; i < s.kh; ++i)
-          conv_run_row<-1>(v.wts, I((p * s.kh + i) * s.kw), v.d, v.didx(h - i + v.rh, w0 + v.rw), s.kw, acc);
+          conv_run_row<-1, K>(v.wts, I((p * s.kh + i) * s.kw), v.d, v.didx(h - i + v.rh, w0 + v.rw), s.kw, acc);
         A* out = a.gamma + ((tl.b * I(s.pool.P) + I(p)) * v.H + h) * v.W + w0;
         for (int u = 0; u < n; ++u) ctx.store(out + u, p == s.pool.mean_slot() ? acc[u] / A(s.C) : acc[u]);
       }
@@ -228,11 +274,13 @@ template <typename T, typename I, bool Spill = false> struct BwdMaps {
   // tile pixels, the bias entry sums delta. A lane walks every 32nd tile pixel in padded
   // coordinates (j: its offset from the tile's first padded pixel), tracking only the column to
   // skip the pad columns; the zero rows and columns of q stand for the map's border. The taps
-  // of a group read consecutive q entries.
-  template <class Ctx> static SAM_FUSED_BLOCK void weight_grad_maps(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
+  // of a group read consecutive q entries; with K = kw known, a group is a whole kernel row.
+  template <int K, class Ctx>
+  static SAM_FUSED_BLOCK void weight_grad_maps(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
+    constexpr int N = K > 0 ? K : kTapGroup;
     const I W = v.W, npix = v.tl.rows() * W, col_step = I(32) % W, j_step = I(32) / W * v.Wp + col_step;
     const I doff = v.didx(v.tl.h0, 0), pad = v.Wp - W;
-    store_weight_grad_partials(ctx, a, [&](const TapGroup& g, int lane, A* sums) {
+    store_weight_grad_partials<N>(ctx, a, [&](const TapGroup& g, int lane, A* sums) {
       const I qoff = g.bias ? I(0) : v.qidx(g.slot, v.tl.h0 + g.di, g.dj0);  // q of tile pixel j, first tap
       I w = I(lane) % W, j = I(lane) / W * v.Wp + w;
       for (I i = I(lane); i < npix; i += 32) {
@@ -240,8 +288,8 @@ template <typename T, typename I, bool Spill = false> struct BwdMaps {
         if (g.bias) sums[0] += dv;
         else {
 #pragma unroll
-          for (int u = 0; u < kTapGroup; ++u)
-            if (u < g.n) sums[u] += dv * A(v.q[qoff + I(u) + j]);
+          for (int u = 0; u < N; ++u)
+            if (K > 0 || u < g.n) sums[u] += dv * A(v.q[qoff + I(u) + j]);
         }
         w += col_step, j += j_step;
         if (w >= W) w -= W, j += pad;

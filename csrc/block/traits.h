@@ -26,13 +26,17 @@ constexpr int kReduceThreads = 128;           // DwReduce: one warp per weight-g
 // the streaming write phases this many vectors before writing the first.
 constexpr int kChannelUnroll = 8;
 constexpr int kStreamUnroll = 4;
-constexpr int kStageUnroll = 8;  // BwdMaps stages its padded maps this many elements ahead
-constexpr int kTapGroup = 8;     // weight-gradient entries (taps of one kernel row) a warp sums at once
-constexpr int kMapRun = 4;       // BwdMaps: pixels of a row a thread convolves together (one weight load each)
+// BwdMaps: padded map elements staged ahead (loads in flight), pixels of a row a thread
+// convolves together (one weight load per tap for all of them); weight-gradient entries (taps
+// of one kernel row) a warp sums at once (BwdMaps: the whole row for kw of 1 to 7).
+constexpr int kStageUnroll = 8;
+constexpr int kMapRun = 4;
+constexpr int kTapGroup = 8;
 // BwdMaps' map tiles (plan_maps): relative issue cost per pixel of the s conv (done on the tile
 // and its halo rows) and of gamma plus the weight-gradient partials (tile only), from the
-// instructions of their loops (benchmarks/phase_loops.py).
-constexpr int64_t kMapHaloCost = 2, kMapTileCost = 3;
+// instructions of their loops in the sm_90 SASS (benchmarks/phase_loops.py: 7x7 mean+max, about
+// 240 and 670 per pixel).
+constexpr int64_t kMapHaloCost = 1, kMapTileCost = 3;
 
 // How a call is cut into blocks and how a block's buffers are laid out (byte offsets). The
 // map buffers (weights, pooled rows q, s, rho/delta d, gamma maps, argmax) live in shared
