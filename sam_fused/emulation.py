@@ -88,7 +88,8 @@ def emulate_fwd(x, weight, bias, pool, return_map, variant=0, rows=0, threads=0,
 def emulate_bwd(grad_out, x, weight, bias, pooled, pool, return_map, variant=0, rows=0, threads=0, index64=False,
                 max_blocks=0, arch=DEFAULT_ARCH, sanitize=False):
     """(grad_x, grad_weight, grad_bias, Traffic) of the backward block programs run on the CPU
-    (sanitize: as for emulate_fwd)."""
+    (sanitize: as for emulate_fwd). A two-pass plan launches BwdRho, BwdMaps, BwdMain and DwReduce;
+    `rows` then sets BwdMaps' map rows per block too (Traffic.launches[1])."""
     dx, dw, db, t = torch.ops.sam_fused._emulate_bwd(grad_out, x, weight.detach(),
                                                      None if bias is None else bias.detach(), pooled, pool,
                                                      return_map, variant, rows, threads, index64, max_blocks, arch,
