@@ -109,9 +109,10 @@ LOOPS = {
         (4, 4), (52, 52), "bwd.h:stage_inputs (pooled rows)",
         "element: 4 LDG.E per unrolled iteration, integer divisions; one pass, while the tile's copies land "
         "(f32 0x16e0, bf16 0x2020)"),
-    ("BwdMain", "stage_inputs.delta_rows"): Loop(
-        (4, 1), (24, 29), "bwd.h:stage_inputs (rho, argmax rows)",
-        "element: f32 unrolled 4, 94 instructions per 4 (0x2970); bf16 not unrolled (0x2e50)"),
+    ("BwdMain", "stage_tile_maps"): Loop(
+        (4, 4), (32.5, 32.5), "bwd.h:stage_tile_maps",
+        "pixel, two pass: s, gamma of each slot and the argmax from the workspace (LDG.E), unrolled 4: 16 "
+        "LDG before the STS, 130 instructions per 4 (f32 0x0ce0, bf16 0x0ce0)"),
     ("BwdMain", "rho_halo_rows"): Loop(
         (8, 8), (17, 19), "bwd.h:rho_visit (for_channels, rho_halo_rows)",
         "channel: halo rows, x and g by LDG.E from L2 while the tile's copies land, U = 8 channels (16 loads) "
@@ -143,22 +144,51 @@ LOOPS = {
         (1, 1), (12, 12), "bwd.h:gamma_and_weight_grad (conv_transpose_pixel, dat)",
         _CONV_BORDER + " (f32 0xcad0, bf16 0xce10)", row=(41, 41)),
     ("BwdMain", "weight_grad_partials"): Loop(
-        (4, 4), (20, 20), "bwd.h:weight_grad_partials",
-        "pixel: a warp per entry, lanes stride the tile pixels without divisions (delta rh*W + i, pooled qoff "
-        "+ i, column tracked); unrolled 4 with the 8 LDS ahead of the FFMA chain: 4 pixels per round trip, 80 "
-        "instructions per 4 (f32 0xfd90, bf16 0x10090; the bias entry 37 per 16, 0xed00)"),
+        (4, 4), (23.5, 23.5), "bwd.h:weight_grad_partials",
+        "pixel: a warp per tap group (a kernel row, kw known at compile time: 1 for UCI-HAR), lanes stride the "
+        "tile pixels without divisions (row and column tracked for the border); unrolled 4 with the 8 LDS ahead "
+        "of the FMUL/FADD chain: 94 instructions per 4 (f32 0x145f0, bf16 0x15bf0; kw = 7: 116 per pixel for "
+        "7 taps, 0x17de0)"),
     ("BwdMain", "weight_grad_partials.tree"): Loop(
-        (1, 1), (25, 25), "bwd.h:weight_grad_partials (warp_reduce)",
-        "step: 5 dependent SHFL.BFLY + FADD, lane 0's STG; with the round's entry -> tap setup about 125 "
-        "instructions per round of entries (f32 0xea90, bf16 0xed90)"),
+        (1, 1), (25, 25), "bwd_maps.h:store_weight_grad_partials (warp_reduce)",
+        "step: 5 dependent SHFL.BFLY + FADD per sum of the group, lane 0's STG; with the round's group -> tap "
+        "setup about 125 instructions per round for kw = 1 (f32 0x13a50, bf16 0x15040)"),
     ("BwdMain", "write_dx_tile"): Loop(
         (4, 4), (113, 112), "bwd.h:write_dx_tile (stream_tile_vectors)",
         "vector, staged grad_out: 4 LDS.128 (or LDG.E.128) then 4 x (s, gamma LDS, FMUL, FADD, STG.E.128); "
         "the loop holds both paths, the staged one skips the global addressing (f32 0x12260, bf16 0x123a0)"),
     ("BwdMain", "write_dx_tile.global"): Loop(
-        (4, 4), (128, 180), "bwd.h:write_dx_tile (stream_tile_vectors)",
-        "vector, two pass: 4 LDG.E.128 then 4 finishes with the max map's argmax test (CBAM); 513 / 722 "
-        "per 4 (f32 0x12260, bf16 0x123a0)"),
+        (4, 4), (100, 151.5), "bwd.h:write_dx_tile (stream_tile_vectors)",
+        "vector, two pass (run's own branch: no staged-tile path in the loop): 4 LDG.E.128 then 4 finishes, "
+        "each element's s, gamma and argmax by LDS (CBAM); 401 / 606 per 4 (f32 0x2950, bf16 0x29d0)"),
+    ("BwdMaps", "stage_padded_maps.weights"): Loop(
+        (1, 1), (18, 20), "common.h:load_weights",
+        "one weight per thread, its LDG then STS: one round trip (f32 0x03b0, bf16 0x03b0)"),
+    ("BwdMaps", "stage_padded_maps"): Loop(
+        (8, 8), (49, 49), "bwd_maps.h:fill_padded (stage_padded_maps)",
+        "element: kStageUnroll = 8 LDG.E (or the zero padding) before the first STS, the position stepped "
+        "without divisions: 549 instructions per 8, of which about 160 are the plane wrap's division, rarely "
+        "taken (f32 0x0b20 pooled, 0x30c0 rho; bf16 0x0b40, 0x30e0)"),
+    ("BwdMaps", "sigmoid_delta_maps"): Loop(
+        (1, 1), (7.8, 7.8), "bwd_maps.h:sigmoid_delta_maps (conv_run_row)",
+        "tap of a run of kMapRun = 4 pixels, kw = 7 unrolled (with_kernel_width): one weight LDS, one input "
+        "LDS, 4 FFMA; kernel rows unrolled 4 (210 instructions per 4 rows, 0x13340) and the 3-row remainder: "
+        "about 382 per slot; pixel: per run, its division, 4 sigmoids, deltas and s STG, about 200 (f32 "
+        "0x12ff0, bf16 0x13010)", pixel=(200, 200)),
+    ("BwdMaps", "gamma_maps"): Loop(
+        (1, 1), (7.8, 7.8), "bwd_maps.h:gamma_maps (conv_run_row)",
+        "tap of a run, kw = 7 unrolled: the window slides left, otherwise as sigmoid_delta_maps (210 per 4 "
+        "kernel rows, 0x158f0); pixel: per run, its division and per slot the 4 gamma STG, about 84 (f32 "
+        "0x155b0, bf16 0x155d0)", pixel=(84, 84)),
+    ("BwdMaps", "weight_grad_maps"): Loop(
+        (8, 8), (29.75, 29.75), "bwd_maps.h:weight_grad_maps",
+        "pixel: a warp per kernel row (kw = 7 known), lanes stride the tile pixels in padded coordinates (no "
+        "bounds tests, the column tracked for the pad), 1 + 7 LDS and 7 FFMA; unrolled 8: 238 instructions per "
+        "8 pixels (f32 0x18650, bf16 0x18670)"),
+    ("BwdMaps", "weight_grad_maps.tree"): Loop(
+        (1, 1), (30, 30), "bwd_maps.h:store_weight_grad_partials (warp_reduce)",
+        "step: 7 SHFL.BFLY + 7 FADD (the row's sums), lane 0's 7 STG and the round's group setup: about 150 "
+        "instructions per round (f32 0x17b70, bf16 0x17b90)"),
     ("BwdRho", "rho_visit"): Loop(
         (8, 8), (25, 27), "bwd.h:rho_visit (for_channels, in BwdRho)",
         "channel: U = 8 channels, 16 LDG.E (x and g) before the first FFMA; 199 / 215 per 8 with argmax "
@@ -177,11 +207,13 @@ KERNEL_LOOPS = {
                 "pool_rows.merge", "pool_rows_two_pass", "sigmoid_tile", "sigmoid_tile.block", "sigmoid_tile.border",
                 "sigmoid_tile.pixels", "write_out_tile", "write_out_tile.global"),
     "FwdPool": ("pool_visit", "pool_visit.merge"),
-    "BwdMain": ("stage_inputs.weights", "stage_inputs", "stage_inputs.pooled", "stage_inputs.delta_rows",
+    "BwdMain": ("stage_inputs.weights", "stage_inputs", "stage_inputs.pooled", "stage_tile_maps",
                 "rho_halo_rows", "rho_halo_rows.merge", "rho_rows_from_x", "rho_rows_from_x.merge",
                 "sigmoid_delta_rows", "sigmoid_delta_rows.border", "gamma", "gamma.border", "weight_grad_partials",
                 "weight_grad_partials.tree", "write_dx_tile", "write_dx_tile.global"),
     "BwdRho": ("rho_visit", "rho_visit.merge"),
+    "BwdMaps": ("stage_padded_maps.weights", "stage_padded_maps", "sigmoid_delta_maps", "gamma_maps",
+                "weight_grad_maps", "weight_grad_maps.tree"),
     "DwReduce": ("sum_partials",),
 }
 KERNELS = tuple(KERNEL_LOOPS)

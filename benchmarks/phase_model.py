@@ -166,6 +166,7 @@ class Call:
     vec: int
     threads: int
     px: int          # pixels per channel-reduction round, from the plan (traits.h plan_reduction)
+    map_rows: int = 0  # two-pass backward: map rows per BwdMaps block (traits.h plan_maps)
 
     @property
     def acc(self) -> int:
@@ -203,8 +204,9 @@ def _reduce_segments(c: Call, loop: str, npix: int, level: str) -> list:
     return [(rounds, [Stream(loop, c.threads, per_thread, level)]), (rounds, [Stream(f"{loop}.merge", px, cs, "alu")])]
 
 
+MAP_RUN = 4  # traits.h kMapRun
 CONV_BLOCK = 4                  # traits.h kConvBlock: pixels a thread convolves together
-CONV_BLOCK_WIDTHS = (7,)        # common.h with_conv_width: kernel widths with a blocked conv
+CONV_BLOCK_WIDTHS = (7,)        # fwd.h sigmoid_tile: kernel widths with a blocked conv
 
 
 def _conv_segments(c: Call, loop: str, h0: int, h1: int, slots: int, block: int = 1) -> list:
@@ -245,9 +247,9 @@ def _conv_segments(c: Call, loop: str, h0: int, h1: int, slots: int, block: int 
             (1, [Stream(f"{loop}.border", threads_p, edge * taps, "alu", rows=edge * rows)])]
 
 
-def _tile(c: Call, j: int) -> tuple[int, int]:
-    H = c.shape[2]
-    return j * c.rows, min(H, (j + 1) * c.rows)
+def _tile(c: Call, j: int, rows: int = 0) -> tuple[int, int]:
+    H, rows = c.shape[2], rows or c.rows
+    return j * rows, min(H, (j + 1) * rows)
 
 
 def _halo(c: Call, h0: int, h1: int, r: int) -> tuple[int, int]:
@@ -320,13 +322,13 @@ def bwd_main_phases(c: Call, j: int) -> list[Phase]:
         write = Phase("write_dx_tile", dram_write=tile_bytes,
                       segments=[(1, [strided("write_dx_tile", R * W * C // V, T, "smem")])])
     else:
-        amax = 4 if c.has_max else 0
-        stage.dram_read += npix * (a + amax)
-        stage.l2_read += (top + bottom) * W * a
-        stage.segments = [(1, [weights]), (1, [pooled]),
-                          (1, [strided("stage_inputs.delta_rows", (R + top + bottom) * W, T, "dram")])]
-        write = Phase("write_dx_tile", dram_read=tile_bytes, dram_write=tile_bytes,
-                      segments=[(1, [strided("write_dx_tile.global", R * W * C // V, T, "dram")])])
+        # bwd.h BwdMain::run, two pass: the tile's s, gamma and argmax maps (BwdMaps, BwdRho),
+        # then the stream over grad_out
+        per_pixel = (1 + c.P) * a + (4 if c.has_max else 0)
+        return [Phase("stage_tile_maps", dram_read=npix * per_pixel,
+                      segments=[(1, [strided("stage_tile_maps", npix, T, "dram")])]),
+                Phase("write_dx_tile", dram_read=tile_bytes, dram_write=tile_bytes,
+                      segments=[(1, [strided("write_dx_tile.global", R * W * C // V, T, "dram")])])]
     phases += [
         Phase("sigmoid_delta_rows", segments=_conv_segments(c, "sigmoid_delta_rows", h0 - top, h1 + bottom, c.P)),
         Phase("gamma_and_weight_grad", dram_write=(c.taps + 1) * a,
@@ -336,14 +338,59 @@ def bwd_main_phases(c: Call, j: int) -> list[Phase]:
     return phases
 
 
-def _weight_grad_segments(c: Call, npix: int) -> list:
-    """bwd.h weight_grad_partials: rounds of one entry per warp (the last round may have fewer),
-    each lane over every 32nd tile pixel, then every warp's 5-step shuffle butterfly."""
+TAP_GROUP = 8  # traits.h kTapGroup
+
+
+def tap_groups(c: Call) -> int:
+    """Work items of store_weight_grad_partials: each kernel row's taps in groups of TAP_GROUP,
+    then the bias."""
+    return c.P * c.kernel[0] * math.ceil(c.kernel[1] / TAP_GROUP) + 1
+
+
+def _weight_grad_segments(c: Call, npix: int, loop: str = "weight_grad_partials") -> list:
+    """bwd_maps.h store_weight_grad_partials: rounds of one tap group per warp (the last round may
+    have fewer), each lane over every 32nd tile pixel, then every warp's 5-step shuffle butterfly
+    (of a group's sums)."""
     warps = c.threads // 32
-    full, last = divmod(c.taps + 1, warps)
-    stripes = [(n, [Stream("weight_grad_partials", 32 * w, math.ceil(npix / 32), "smem")])
+    full, last = divmod(tap_groups(c), warps)
+    stripes = [(n, [Stream(loop, 32 * w, math.ceil(npix / 32), "smem")])
                for n, w in ((full, warps), (1 if last else 0, last)) if n]
-    return stripes + [(full + bool(last), [Stream("weight_grad_partials.tree", c.threads, 5, "smem")])]
+    return stripes + [(full + bool(last), [Stream(f"{loop}.tree", c.threads, 5, "smem")])]
+
+
+def _run_conv_segments(c: Call, loop: str, h0: int, h1: int, slots: int) -> list:
+    """bwd_maps.h conv loops over padded buffers (no bounds tests): threads stride runs of MAP_RUN
+    pixels of a row; an item is one tap of a run (a weight, an input, MAP_RUN FMAs), LOOPS row
+    per kernel row of a run, pixel per run (its index, the sigmoid or the division, the stores)."""
+    runs = (h1 - h0) * math.ceil(c.shape[3] / MAP_RUN)
+    per = math.ceil(runs / c.threads)
+    kh, kw = c.kernel
+    return [(1, [Stream(loop, min(c.threads, runs), per * slots * kh * kw, "alu", rows=per * slots * kh,
+                        pixels=per)])]
+
+
+def bwd_maps_phases(c: Call, j: int) -> list[Phase]:
+    """bwd_maps.h BwdMaps::run, block j of map rows [h0, h1): the padded pooled rows (2rh halo)
+    and rho rows (rh halo), halo rows from L2; s and delta on the tile and rh halo rows (s of
+    the tile written), gamma per slot on the tile (written), the weight-gradient partials."""
+    W, a, T = c.shape[3], c.acc, c.threads
+    h0, h1 = _tile(c, j, c.map_rows)
+    R, rh, Wp = h1 - h0, c.kernel[0] // 2, W + 2 * (c.kernel[1] // 2) + MAP_RUN - 1
+    qtop, qbottom = _halo(c, h0, h1, 2 * rh)
+    top, bottom = _halo(c, h0, h1, rh)
+    npix = R * W
+    stage = Phase("stage_padded_maps", dram_read=(c.P + 1) * npix * a,
+                  l2_read=(c.P * (qtop + qbottom) + top + bottom) * W * a,
+                  segments=[(1, [strided("stage_padded_maps.weights", c.taps + 1, T, "l2")]),
+                            (1, [strided("stage_padded_maps", c.P * (R + 4 * rh) * Wp, T, "dram")]),
+                            (1, [strided("stage_padded_maps", (R + 2 * rh) * Wp, T, "dram")])])
+    return [stage,
+            Phase("sigmoid_delta_maps", dram_write=npix * a,
+                  segments=_run_conv_segments(c, "sigmoid_delta_maps", h0 - top, h1 + bottom, c.P)),
+            Phase("gamma_maps", dram_write=c.P * npix * a,
+                  segments=_run_conv_segments(c, "gamma_maps", h0, h1, c.P)),
+            Phase("weight_grad_maps", dram_write=(c.taps + 1) * a,
+                  segments=_weight_grad_segments(c, npix, "weight_grad_maps"))]
 
 
 def bwd_rho_phases(c: Call, j: int) -> list[Phase]:
@@ -492,7 +539,14 @@ def time_launch(kernel: str, blocks_of: list, grid: int, threads: int, smem: int
 
 LAYERS = {"har": ("mean", (3, 1)), "cbam": ("mean+max", (7, 7))}  # benchmarks/conftest.py Workload.layer
 KERNEL_OF = {(False, 0): "FwdPool", (False, 1): "FwdMain", (True, 0): "BwdRho", (True, 1): "BwdMain",
-             (True, 2): "DwReduce"}
+             (True, 2): "DwReduce", (True, 3): "BwdMaps"}  # traits.h Kernel
+
+
+def launch_kinds(backward: bool, two_pass: bool) -> list[int]:
+    """traits.h Kernel of each launch of a call, in launch order (plan_call)."""
+    if not backward:
+        return [0, 1] if two_pass else [1]
+    return [0, 3, 1, 2] if two_pass else [1, 2]
 
 
 def plan_call(shape, dtype, pool: str, kernel: tuple, backward: bool, arch: str):
@@ -507,16 +561,22 @@ def launches_of_call(shape, dtype, pool: str, kernel: tuple, backward: bool, car
                      registers: dict | None = None) -> list[LaunchTime]:
     t = plan_call(shape, dtype, pool, kernel, backward, card.arch)
     elem = dtype.itemsize
-    c = Call(tuple(shape), elem, pool, tuple(kernel), t.rows, t.two_pass, t.vec, t.threads, t.px)
+    kinds = launch_kinds(backward, t.two_pass)
+    maps = t.launches[kinds.index(3)] if 3 in kinds else None
+    c = Call(tuple(shape), elem, pool, tuple(kernel), t.rows, t.two_pass, t.vec, t.threads, t.px,
+             maps.rows if maps else 0)
     B = shape[0]
-    kinds = ([0] if t.two_pass else []) + [1] + ([2] if backward else [])
+    partial_blocks = maps.grid if maps else t.blocks  # blocks writing weight-gradient partials
     short = {4: "f32", 2: {"torch.bfloat16": "bf16"}.get(str(dtype), "f16"), 8: "f64"}[elem]
     out = []
     for kind, launch in zip(kinds, t.launches):
         name = KERNEL_OF[(backward, kind)]
         if name == "DwReduce":
-            blocks_of = [(1, dw_reduce_phases(c, j, t.blocks, launch.threads)) for j in range(launch.grid)]
+            blocks_of = [(1, dw_reduce_phases(c, j, partial_blocks, launch.threads)) for j in range(launch.grid)]
             reg_key = f"DwReduce<{short}>"
+        elif name == "BwdMaps":
+            blocks_of = [(B, bwd_maps_phases(c, j)) for j in range(launch.tiles)]
+            reg_key = f"BwdMaps<{short},i32>"
         else:
             build = {"FwdMain": fwd_main_phases, "FwdPool": fwd_pool_phases, "BwdMain": bwd_main_phases,
                      "BwdRho": bwd_rho_phases}[name]
@@ -562,7 +622,7 @@ def predict(label: str, layer: str, case: str, shape, dtype, card: Card, registe
     plans = []
     for backward in {"fwd": (False,), "bwd": (True,), "fwdbwd": (False, True)}[case]:
         ls = launches_of_call(shape, dtype, pool, kernel, backward, card, registers)
-        plans.append("2-pass" if len(ls) - backward > 1 else "1-pass")
+        plans.append("2-pass" if len(ls) > 1 + backward else "1-pass")
         launches += ls
     device = sum(lt.seconds for lt in launches)
     numel, elem = math.prod(shape), dtype.itemsize

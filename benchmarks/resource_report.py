@@ -126,9 +126,10 @@ def short_name(demangled: str) -> str:
     -> 'FwdMain<half, NHWC, i32>'; point-wise kernels -> 'pointwise Fwd<float, x8>'."""
     types = {"c10::Half": "half", "c10::BFloat16": "bf16", "long": "i64", "int": "i32", "true": "NHWC",
              "false": "NCHW"}
-    if m := re.search(r"(FwdPool|FwdMain|BwdRho|BwdMain|DwReduce)<([^<>]*)>", demangled):
+    if m := re.search(r"(FwdPool|FwdMain|BwdRho|BwdMaps|BwdMain|DwReduce)<([^<>]*)>", demangled):
         params = [p.strip() for p in m[2].split(",")]
-        spill = len(params) == 4 and params.pop() == "true"  # the map buffers live in global scratch
+        # the map buffers live in global scratch (BwdMaps<T, I, Spill> has no layout flag)
+        spill = len(params) == (3 if m[1] == "BwdMaps" else 4) and params.pop() == "true"
         return f"{m[1]}<{', '.join(types.get(p, p) for p in params)}{', spill' if spill else ''}>"
     if m := re.search(r"Pointwise<[^<>]*::Pointwise(Fwd|Bwd), ([^,<>]+), (\d+)>", demangled):
         return f"pointwise {m[1]}<{types.get(m[2].strip(), m[2].strip())}, x{m[3]}>"

@@ -33,7 +33,7 @@ CLASSES = {
     # asynchronous global -> shared copies (cp.async, sm_80+): the staged tile's 16-byte path
     "LDGSTS.128": r"\bLDGSTS\.E\.(?:\w+\.)*128\b",
 }
-SPATIAL_KERNELS = ("FwdMain", "FwdPool", "BwdMain", "BwdRho")
+SPATIAL_KERNELS = ("FwdMain", "FwdPool", "BwdMain", "BwdMaps", "BwdRho")
 BYTE_WIDE_SHARED = ("STS.U8", "LDS.U8")
 
 
@@ -76,11 +76,13 @@ def kernel_name(mangled: str) -> str:
     if pw := re.search(r"Pointwise(Fwd|Bwd)E(N3c108BFloat16E|N3c104HalfE|f|d)Li(\d+)E", mangled):
         dtype = next(short for code, short in dtypes if pw[2].startswith(code))
         return f"Pointwise<{pw[1]},{dtype},x{pw[3]}>"
-    prog = re.search(r"(FwdMain|FwdPool|BwdMain|BwdRho|DwReduce)I(.*)", mangled)
+    prog = re.search(r"(FwdMain|FwdPool|BwdMain|BwdMaps|BwdRho|DwReduce)I(.*)", mangled)
     if not prog:
         return mangled
     name, rest = prog.groups()
     dtype = next((short for code, short in dtypes if rest.startswith(code)), "?")
+    if maps := re.search(r"^(?:N3c108BFloat16E|N3c104HalfE|f|d)([il])Lb([01])E", rest):  # BwdMaps<T, I, Spill>
+        return f"{name}<{dtype},{'i64' if maps[1] == 'l' else 'i32'}{',spill' if maps[2] == '1' else ''}>"
     layout = re.search(r"Lb([01])E([il])", rest)
     if not layout:
         return f"{name}<{dtype}>"

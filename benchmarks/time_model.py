@@ -8,12 +8,13 @@ meet (unique bytes per launch; halo re-reads hit L2; weights and biases are negl
             two pass: x read twice, maps written then read                  3N e + 2 B P H W a
   backward  one pass: grad_out and x read once, grad_x written once,
             pooled maps read, per-block weight-gradient partials            3N e + B P H W a + partials
-            two pass: grad_out read twice, rho (and argmax) maps
-            written then read                                               4N e + ... + 2 B H W (a + 4)
+            two pass: grad_out read twice, rho (and argmax) maps,
+            s and gamma per pooled map written then read            4N e + ... + 2 B H W (a + 4 + (1 + P) a)
   return_map: out / grad_out are the [B,1,H,W] map; the backward reads x only for max pooling.
 
 N = B C H W elements of e bytes, a = accumulator bytes (8 for float64, else 4). Kernel launches:
-forward 1 (+1 two pass), backward 2 (main + weight-gradient reduction, +1 two pass).
+forward 1 (+1 two pass), backward 2 (main + weight-gradient reduction, +2 two pass: the channel
+reduction and the per-pixel map kernel).
 The copy bandwidth is the one a device-to-device copy reaches (read + write bytes / time): what
 `x.clone()` measures, not the datasheet peak. `measure_copy_bandwidth` measures it on the card.
 """
@@ -55,8 +56,9 @@ def forward_traffic(shape, elem_bytes: int, pool_maps: int, two_pass: bool, retu
 
 def backward_traffic(shape, elem_bytes: int, pool_maps: int, two_pass: bool, return_map: bool = False,
                      has_max: bool = False, blocks: int = 0, taps: int = 0) -> Traffic:
-    """`blocks` and `taps` (P * kh * kw) add the weight-gradient partials (written then read),
-    a few KB: leave them 0 for an estimate."""
+    """`blocks` (the blocks that write weight-gradient partials: the two-pass map kernel's, else
+    the main kernel's) and `taps` (P * kh * kw) add those partials (written then read), a few
+    KB: leave them 0 for an estimate."""
     B, C, H, W = shape
     N, HW, a = B * C * H * W, B * H * W, acc_bytes(elem_bytes)
     two_pass = two_pass and not return_map
@@ -64,10 +66,10 @@ def backward_traffic(shape, elem_bytes: int, pool_maps: int, two_pass: bool, ret
         g, x = HW * elem_bytes, (N * elem_bytes if has_max else 0)
     else:
         g, x = (2 if two_pass else 1) * N * elem_bytes, N * elem_bytes
-    rho_argmax = 2 * HW * (a + (4 if has_max else 0)) if two_pass else 0
+    workspace_maps = 2 * HW * (a + (4 if has_max else 0) + (1 + pool_maps) * a) if two_pass else 0
     partials = 2 * (taps + 1) * blocks * a if blocks else 0
-    total = g + x + N * elem_bytes + pool_maps * HW * a + rho_argmax + partials
-    return Traffic(total, 3 if two_pass else 2)
+    total = g + x + N * elem_bytes + pool_maps * HW * a + workspace_maps + partials
+    return Traffic(total, 4 if two_pass else 2)
 
 
 def case_traffic(case: str, shape, elem_bytes: int, pool_maps: int, two_pass_fwd: bool, two_pass_bwd: bool,

@@ -25,7 +25,10 @@ DEFAULT_ARCH = "sm_90"
 class Launch:
     grid: int
     threads: int
-    smem: int  # dynamic shared-memory bytes per block
+    smem: int        # dynamic shared-memory bytes per block
+    rows: int = 0    # rows per tile (the backward's map kernel: map rows per block)
+    tiles: int = 0   # tiles per sample
+    spill: bool = False  # its buffers in global scratch
 
 
 @dataclass
@@ -55,10 +58,11 @@ def decode_plan(rows: list, counts: dict | None = None) -> Traffic:
     """Traffic (counts may be empty) from the plan rows: one per launch, (rows per tile, tiles
     per sample, grid, flags: 1 two pass | 2 spilled maps, vector width, threads, smem bytes,
     pixels per channel-reduction round);
-    the plan fields are those of the first launch (the main kernel's, or pass 1's: the same).
+    the plan fields are those of the first launch (the main kernel's, or pass 1's: the same; the
+    two-pass backward's map kernel, second, has its own rows, tiles and spill flag in its Launch).
     An empty input launches nothing: no rows."""
     r, tiles, blocks, flags, vec, threads, _, px = rows[0] if rows else (0, 0, 0, 0, 1, 0, 0, 0)
-    launches = [Launch(grid, th, smem) for _, _, grid, _, _, th, smem, _ in rows]
+    launches = [Launch(grid, th, smem, rw, tl, bool(fl & 2)) for rw, tl, grid, fl, _, th, smem, _ in rows]
     return Traffic(counts or {}, r, tiles, blocks, bool(flags & 1), vec, threads, bool(flags & 2), launches, px)
 
 
@@ -84,7 +88,8 @@ def emulate_fwd(x, weight, bias, pool, return_map, variant=0, rows=0, threads=0,
 def emulate_bwd(grad_out, x, weight, bias, pooled, pool, return_map, variant=0, rows=0, threads=0, index64=False,
                 max_blocks=0, arch=DEFAULT_ARCH, sanitize=False):
     """(grad_x, grad_weight, grad_bias, Traffic) of the backward block programs run on the CPU
-    (sanitize: as for emulate_fwd)."""
+    (sanitize: as for emulate_fwd). A two-pass plan launches BwdRho, BwdMaps, BwdMain and DwReduce;
+    `rows` then sets BwdMaps' map rows per block too (Traffic.launches[1])."""
     dx, dw, db, t = torch.ops.sam_fused._emulate_bwd(grad_out, x, weight.detach(),
                                                      None if bias is None else bias.detach(), pooled, pool,
                                                      return_map, variant, rows, threads, index64, max_blocks, arch,

@@ -31,15 +31,18 @@ CASES = [("har", (128, 64, 64, 9), torch.float32), ("har", (128, 64, 64, 9), tor
 def streams_of(layer, shape, dtype, backward):
     pool, kernel = pm.LAYERS[layer]
     t = pm.plan_call(shape, dtype, pool, kernel, backward, H100.arch)
-    c = pm.Call(shape, dtype.itemsize, pool, kernel, t.rows, t.two_pass, t.vec, t.threads, t.px)
-    builds = ([pm.fwd_pool_phases] if t.two_pass else []) + [pm.fwd_main_phases] if not backward else \
-        ([pm.bwd_rho_phases] if t.two_pass else []) + [pm.bwd_main_phases]
-    kernels = (["FwdPool", "FwdMain"] if not backward else ["BwdRho", "BwdMain"])[-len(builds):]
-    out = {(k, s.loop) for k, b in zip(kernels, builds) for j in range(c.tiles) for p in b(c, j)
-           for _, streams in p.segments + p.overlap for s in streams}
+    two_pass_maps = backward and t.two_pass  # BwdMaps, the second launch
+    c = pm.Call(shape, dtype.itemsize, pool, kernel, t.rows, t.two_pass, t.vec, t.threads, t.px,
+                t.launches[1].rows if two_pass_maps else 0)
+    builds = {"FwdPool": pm.fwd_pool_phases, "FwdMain": pm.fwd_main_phases, "BwdRho": pm.bwd_rho_phases,
+              "BwdMaps": pm.bwd_maps_phases, "BwdMain": pm.bwd_main_phases}
+    kernels = [pm.KERNEL_OF[(backward, k)] for k in pm.launch_kinds(backward, t.two_pass)]
+    tiles = {"BwdMaps": t.launches[1].tiles if two_pass_maps else 0}
+    out = {(k, s.loop) for k in kernels if k in builds for j in range(tiles.get(k, c.tiles))
+           for p in builds[k](c, j) for _, streams in p.segments + p.overlap for s in streams}
     if backward:
-        out |= {("DwReduce", s.loop) for p in pm.dw_reduce_phases(c, 0, t.blocks, 128) for _, ss in p.segments
-                for s in ss}
+        out |= {("DwReduce", s.loop) for p in pm.dw_reduce_phases(c, 0, t.launches[-1].grid, 128)
+                for _, ss in p.segments for s in ss}
     return out
 
 
@@ -55,7 +58,7 @@ def test_every_loop_has_one_table_entry_pointing_at_the_code():
         assert re.search(rf"\b{name}\b", (BLOCK / file).read_text()), f"{key}: no {name} in csrc/block/{file}"
 
 
-@pytest.mark.parametrize("kernel,file", [("FwdMain", "fwd.h"), ("BwdMain", "bwd.h")])
+@pytest.mark.parametrize("kernel,file", [("FwdMain", "fwd.h"), ("BwdMain", "bwd.h"), ("BwdMaps", "bwd_maps.h")])
 def test_every_phase_function_of_the_main_kernels_is_in_the_table(kernel, file):
     # the phases FwdMain::run / BwdMain::run call, as written in the source
     text = (BLOCK / file).read_text()
@@ -77,7 +80,8 @@ def test_phase_bytes_are_the_traffic_model_bytes(layer, shape, dtype, backward):
     launches = pm.launches_of_call(shape, dtype, pool, kernel, backward, H100, {})
     P, e, taps = len(pool.split("+")), dtype.itemsize, len(pool.split("+")) * kernel[0] * kernel[1]
     if backward:
-        want = time_model.backward_traffic(shape, e, P, t.two_pass, has_max="max" in pool, blocks=t.blocks,
+        partial_blocks = t.launches[1].grid if t.two_pass else t.blocks  # BwdMaps' blocks, or BwdMain's
+        want = time_model.backward_traffic(shape, e, P, t.two_pass, has_max="max" in pool, blocks=partial_blocks,
                                            taps=taps).bytes + (taps + 1) * e  # + the weight gradient written
     else:
         want = time_model.forward_traffic(shape, e, P, t.two_pass).bytes
@@ -204,18 +208,23 @@ def test_reports_run(capsys):
 
 
 @pytest.mark.parametrize("layer,shape,dtype", CASES)
-def test_weight_grad_partials_give_every_entry_one_warp_over_pixel_stripes(layer, shape, dtype):
-    # bwd.h weight_grad_partials: warp j takes entries j, j + warps, ...; its lanes stride the
-    # tile pixels; every warp then runs the 5-step butterfly once per round of entries
+def test_weight_grad_partials_give_every_tap_group_one_warp_over_pixel_stripes(layer, shape, dtype):
+    # bwd_maps.h store_weight_grad_partials: warp j takes tap groups j, j + warps, ...; its lanes
+    # stride the tile pixels; every warp then runs the 5-step butterfly once per round of groups.
+    # One pass in BwdMain's tiles, two pass in BwdMaps' map tiles (the second launch).
     pool, kernel = pm.LAYERS[layer]
     t = pm.plan_call(shape, dtype, pool, kernel, True, H100.arch)
-    c = pm.Call(shape, dtype.itemsize, pool, kernel, t.rows, t.two_pass, t.vec, t.threads, t.px)
-    entries, warps = c.taps + 1, t.threads // 32
-    for j in range(c.tiles):
-        h0, h1 = j * t.rows, min(shape[2], (j + 1) * t.rows)
-        phase = next(p for p in pm.bwd_main_phases(c, j) if p.name == "gamma_and_weight_grad")
-        stripes = [(rep, s) for rep, ss in phase.segments for s in ss if s.loop == "weight_grad_partials"]
-        trees = [(rep, s) for rep, ss in phase.segments for s in ss if s.loop == "weight_grad_partials.tree"]
+    rows, tiles = (t.launches[1].rows, t.launches[1].tiles) if t.two_pass else (t.rows, t.tiles)
+    c = pm.Call(shape, dtype.itemsize, pool, kernel, t.rows, t.two_pass, t.vec, t.threads, t.px, rows)
+    build, name, loop = ((pm.bwd_maps_phases, "weight_grad_maps", "weight_grad_maps") if t.two_pass else
+                         (pm.bwd_main_phases, "gamma_and_weight_grad", "weight_grad_partials"))
+    entries, warps = pm.tap_groups(c), t.threads // 32  # a group: one kernel row's taps (7x7, 3x1: one), or the bias
+    assert entries == c.P * kernel[0] + 1
+    for j in range(tiles):
+        h0, h1 = j * rows, min(shape[2], (j + 1) * rows)
+        phase = next(p for p in build(c, j) if p.name == name)
+        stripes = [(rep, s) for rep, ss in phase.segments for s in ss if s.loop == loop]
+        trees = [(rep, s) for rep, ss in phase.segments for s in ss if s.loop == f"{loop}.tree"]
         assert sum(rep * s.threads // 32 for rep, s in stripes) == entries
         assert all(s.items == -(-(h1 - h0) * shape[3] // 32) and s.threads <= t.threads for _, s in stripes)
         assert [(rep, s.threads, s.items) for rep, s in trees] == [(-(-entries // warps), t.threads, 5)]

@@ -63,11 +63,18 @@ def test_every_launch_fits_the_arch(case, arch):
         what = f"{shape} {kernel} {pool} {dtype} backward={backward} cl={channels_last} map={return_map} {arch}"
         t, _ = plan(shape, dtype, pool, kernel, backward, channels_last, return_map, arch)
         check_fits(t, arch, shape, what)
-        assert t.two_pass == (len(t.launches) - backward == 2), what
+        # forward: FwdPool (two pass), FwdMain; backward: BwdRho, BwdMaps (two pass), BwdMain, DwReduce
+        assert len(t.launches) == (1 + backward) * (2 if t.two_pass else 1), what
         if t.two_pass or return_map:  # nothing staged: within half an SM unless not even one row fits there
             one_row, _ = plan(shape, dtype, pool, kernel, backward, channels_last, return_map, arch, rows=1)
             half_sm = LIMITS[arch][1] // 2 - RESERVED_PER_BLOCK
-            assert t.launches[-1 - backward].smem <= half_sm or one_row.launches[-1 - backward].smem > half_sm, what
+            kernels = [-1 - backward] + ([1] if t.two_pass and backward else [])  # the main kernel, BwdMaps
+            for k in kernels:
+                assert t.launches[k].smem <= half_sm or one_row.launches[k].smem > half_sm, what
+        if t.two_pass and backward:  # BwdMaps' map tiles cover every row of each sample
+            maps = t.launches[1]
+            assert maps.tiles * maps.rows >= shape[2] > (maps.tiles - 1) * maps.rows, what
+            assert maps.grid == shape[0] * maps.tiles, what
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -98,13 +98,20 @@ def test_backward_bytes(shape, pool, variant, return_map, layout):
     assert (t["grad_out"]["read"], t["grad_out"]["read_unique"]) == g
     assert (t["x"]["read"], t["x"]["read_unique"], t["x"]["written"]) == (*xr, 0)
     assert (t["out"]["read"], t["out"]["written"], t["out"]["written_unique"]) == (0, N * e, N * e)
-    assert t["pooled"]["read"] == B * P * W * a * rows_with_halo(H, R, 2 * rh) and t["pooled"]["written"] == 0
-    partials = (taps + 1) * blocks * a
-    maps_written = (B * HW * a + (B * HW * 4 if has_max else 0)) if two_pass else 0
-    maps_read = (B * W * a * halo_rows + (B * HW * 4 if has_max else 0)) if two_pass else 0
+    # two pass: the map kernel BwdMaps (second launch, its own map rows Rm) reads the pooled maps
+    # and rho, each with its halo, and writes s, gamma per slot and the weight-gradient partials;
+    # the main kernel reads the tile's s, gamma and argmax and no pooled map or weight
+    Rm = t.launches[1].rows if two_pass else R
+    map_blocks = B * len(tiles(H, Rm))
+    assert not two_pass or t.launches[1].grid == map_blocks
+    assert t["pooled"]["read"] == B * P * W * a * rows_with_halo(H, Rm, 2 * rh) and t["pooled"]["written"] == 0
+    partials = (taps + 1) * map_blocks * a
+    amax = B * HW * 4 if has_max else 0
+    maps_written = (B * HW * a + amax + (1 + P) * B * HW * a) if two_pass else 0  # rho, argmax; s, gamma
+    maps_read = (B * W * a * rows_with_halo(H, Rm, rh) + amax + (1 + P) * B * HW * a) if two_pass else 0
     assert t["workspace"]["written"] == partials + maps_written
     assert t["workspace"]["read"] == partials + maps_read
-    assert t["weight"]["read"] == blocks * taps * e and t["bias"]["read"] == blocks * e
+    assert t["weight"]["read"] == map_blocks * taps * e and t["bias"]["read"] == map_blocks * e
     if not return_map:  # the DRAM floor of docs/design.md §3: g, x once (g twice for two pass), dx once
         dram = t["grad_out"]["read_unique"] + t["x"]["read_unique"] + t["out"]["written_unique"]
         assert dram == (4 if two_pass else 3) * N * e

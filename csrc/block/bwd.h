@@ -3,9 +3,11 @@
 // plus rh halo rows (x read once, halo re-read from global/L2), s and delta from the saved
 // pooled maps, gamma by the transposed conv, the per-block weight/bias gradient partials,
 // and writes dx = g*s + gamma_mean/C (+ gamma_max at the first argmax) from the staged tile.
-// Two pass: BwdRho writes rho and the argmax first; BwdMain then re-reads grad_out (4N).
+// Two pass: BwdRho writes rho and the argmax, BwdMaps (bwd_maps.h) s, gamma and the weight
+// gradient partials, each pixel's once; BwdMain then streams grad_out again (4N) into dx.
 // DwReduce sums the per-block partials in a fixed order (bitwise deterministic).
 #pragma once
+#include "bwd_maps.h"
 #include "fwd.h"
 
 namespace sam_fused::block {
@@ -66,9 +68,9 @@ template <typename T, bool CL, typename I> struct BwdRho {
   }
 };
 
-// One-pass kernel, or pass 2 of the two-pass variant (p.two_pass: rho and the argmax come from
-// the workspace, grad_out is re-read rather than staged). run is the sequence of phases and
-// barriers; each phase is a force-inlined function over the block's View.
+// One-pass kernel, or the last pass of the two-pass variant (p.two_pass: s, gamma and the argmax
+// come from the workspace, grad_out is re-read rather than staged: a pure stream). run is the
+// sequence of phases and barriers; each phase is a force-inlined function over the block's View.
 template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
   using A = acc_t<T>;
 
@@ -134,6 +136,12 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
 
   template <class Ctx> static SAM_FUSED_BLOCK void run(Ctx& ctx, const Args<T>& a) {
     const auto v = view_of(ctx, a);
+    if (a.p.two_pass) {
+      stage_tile_maps(ctx, a, v);
+      ctx.sync();
+      write_dx_tile(ctx, a, v);
+      return;
+    }
     stage_inputs(ctx, a, v);
     rho_halo_rows(ctx, a, v);  // while the grad_out tile lands; ends with a barrier when it runs
     ctx.copy_wait();
@@ -146,9 +154,26 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
     write_dx_tile(ctx, a, v);
   }
 
-  // Weights, the grad_out tile, the pooled rows with their 2rh halo, and what comes from
-  // elsewhere than x: rho of the delta rows (the map's gradient, or pass 1's workspace) and
-  // pass 1's argmax of the tile.
+  // Two pass: the tile's s, gamma and argmax maps from the workspace (BwdMaps, BwdRho).
+  template <class Ctx> static SAM_FUSED_BLOCK void stage_tile_maps(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
+    const Geometry& s = a.s;
+    const I HW = v.H * v.W, at0 = v.tl.b * HW + v.tl.h0 * v.W;
+    const A* gamma = a.gamma + (v.tl.b * I(s.pool.P) * v.H + v.tl.h0) * v.W;  // slot k, tile pixel i: k * HW + i
+    const int mean = s.pool.mean_slot(), max = s.pool.max_slot();
+    ctx.each_thread([&](int t) {
+      for (I i = I(t); i < v.npix; i += I(ctx.threads())) {
+        v.sig[i] = ctx.load(a.sig + at0 + i);
+        v.gmean[i] = mean >= 0 ? ctx.load(gamma + I(mean) * HW + i) : A(0);
+        if (max >= 0) {
+          v.gmax[i] = ctx.load(gamma + I(max) * HW + i);
+          v.amax[i] = ctx.load(a.amax + at0 + i);
+        }
+      }
+    });
+  }
+
+  // One pass: weights, the grad_out tile, the pooled rows with their 2rh halo, and (return_map)
+  // rho of the delta rows, the map's gradient.
   template <class Ctx> static SAM_FUSED_BLOCK void stage_inputs(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
     const Geometry& s = a.s;
     const Plan& p = a.p;
@@ -167,12 +192,9 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
         v.q[(slot * v.qrows + h - v.qbase) * W + r % W] =
             ctx.load(a.pooled + ((tl.b * s.pool.P + slot) * H + f0) * W + r);
       }
-      for (I i = I(t); i < (e1 - e0) * W; i += I(ctx.threads())) {
-        const I at = (tl.b * H + e0) * W + i, ti = i - (tl.h0 - e0) * W;
-        if (s.return_map) v.d[(e0 - v.dbase) * W + i] = A(ctx.load(a.g + at));
-        else if (p.two_pass) v.d[(e0 - v.dbase) * W + i] = ctx.load(a.rho + at);
-        if (p.two_pass && v.has_max && ti >= 0 && ti < v.npix) v.amax[ti] = ctx.load(a.amax + at);
-      }
+      if (s.return_map)
+        for (I i = I(t); i < (e1 - e0) * W; i += I(ctx.threads()))
+          v.d[(e0 - v.dbase) * W + i] = A(ctx.load(a.g + (tl.b * H + e0) * W + i));
     });
   }
 
@@ -209,7 +231,7 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
   // the tile; with return_map rho is the map's gradient and only the argmax needs x.
   template <class Ctx> static SAM_FUSED_BLOCK void rho_rows_from_x(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
     const Geometry& s = a.s;
-    if (a.p.two_pass || (s.return_map && !v.has_max)) return;
+    if (s.return_map && !v.has_max) return;
     const Tile<I>& tl = v.tl;
     // one pass without return_map always stages (Plan::staged); return_map needs no halo
     rho_row_set(ctx, a, v, RowSet<I>{tl.h0, tl.h1, tl.h0, tl.h0, v.W}, static_cast<const T*>(v.gtile));
@@ -259,44 +281,37 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
   }
 
   // Entry k of the block's weight gradient sums delta * (pooled map shifted by tap k) over the
-  // tile pixels; the last entry (the bias) sums delta. Warp j takes entries j, j + warps, ...;
-  // its lanes stride the pixels, then a shuffle butterfly adds the lanes: every thread works,
-  // and the order is fixed by the launch shape (bitwise deterministic). A lane walks its pixels
-  // without divisions: tile pixel i is delta entry rh*W + i and pooled entry (2rh)*W + i of
-  // its slot, shifted by the tap; only the column needs tracking, for the map's border.
+  // tile pixels; the last entry (the bias) sums delta (store_weight_grad_partials: a warp per
+  // kernel row of the usual widths, else per kTapGroup taps of one, lanes striding the pixels).
+  // A lane walks its pixels without divisions: tile pixel i is delta entry rh*W + i and pooled
+  // entry (2rh)*W + i of its slot, shifted by the tap; only the row and column need tracking,
+  // for the map's border.
   template <class Ctx> static SAM_FUSED_BLOCK void weight_grad_partials(Ctx& ctx, const Args<T>& a,
                                                                         const View<Ctx>& v) {
-    const Geometry& s = a.s;
-    const I W = v.W, H = v.H, npix = v.npix;
-    const int nw = v.nw, warps = ctx.threads() / 32;
-    const I lane_step_rows = I(32) / W, lane_step_cols = I(32) % W;
-    auto st = ctx.template thread_state<A>();
-    for (int k0 = 0; k0 <= nw; k0 += warps) {
-      ctx.each_thread([&](int t) {
-        const int k = k0 + t / 32, lane = t % 32;
-        const I doff = v.rh * W;
-        A acc = 0;
-        if (k < nw) {
-          const int slot = k / (s.kh * s.kw), di = (k / s.kw) % s.kh - int(v.rh), dj = k % s.kw - int(v.rw);
-          const I qoff = (I(slot) * v.qrows + v.tl.h0 - v.qbase + I(di)) * W + I(dj);
-          I h = v.tl.h0 + I(lane) / W, w = I(lane) % W;
-          for (I i = I(lane); i < npix; i += 32) {
-            const bool inside = h + I(di) >= 0 && h + I(di) < H && w + I(dj) >= 0 && w + I(dj) < W;
-            acc += A(v.d[doff + i]) * (inside ? A(v.q[qoff + i]) : A(0));
-            h += lane_step_rows, w += lane_step_cols;
-            if (w >= W) w -= W, ++h;
+    with_kernel_width<1, 3, 5, 7>(a.s.kw, [&](auto kw) {
+      constexpr int K = decltype(kw)::value, N = K > 0 ? K : kTapGroup;
+      const I W = v.W, H = v.H, npix = v.npix;
+      const I lane_step_rows = I(32) / W, lane_step_cols = I(32) % W;
+      const I doff = v.rh * W;
+      store_weight_grad_partials<N>(ctx, a, [&](const TapGroup& g, int lane, A* sums) {
+        const I qoff = (I(g.slot) * v.qrows + v.tl.h0 - v.qbase + I(g.di)) * W + I(g.dj0);
+        I h = v.tl.h0 + I(lane) / W, w = I(lane) % W;
+        for (I i = I(lane); i < npix; i += 32) {
+          const A dv = A(v.d[doff + i]);
+          const bool row_inside = h + I(g.di) >= 0 && h + I(g.di) < H;
+          if (g.bias) sums[0] += dv;
+          else {
+#pragma unroll
+            for (int u = 0; u < N; ++u) {
+              const I c = w + I(g.dj0 + u);
+              if (K > 0 || u < g.n) sums[u] += dv * (row_inside && c >= 0 && c < W ? A(v.q[qoff + I(u) + i]) : A(0));
+            }
           }
-        } else if (k == nw) {
-          for (I i = I(lane); i < npix; i += 32) acc += A(v.d[doff + i]);
+          h += lane_step_rows, w += lane_step_cols;
+          if (w >= W) w -= W, ++h;
         }
-        st[t] = acc;
       });
-      ctx.warp_reduce(st, [](A& x) -> A& { return x; }, [](A x, A y) { return x + y; });
-      ctx.each_thread([&](int t) {
-        const int k = k0 + t / 32;
-        if (t % 32 == 0 && k <= nw) ctx.store(a.dw_partial + int64_t(k) * a.p.blocks + ctx.block(), st[t]);
-      });
-    }
+    });
   }
 
   // dx = g*s + gamma_mean/C, plus gamma_max on the first argmax channel (g from the staged tile
@@ -327,7 +342,8 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
 };
 
 // Weight and bias gradient: warp k sums the partials of all blocks for entry k (lanes stride
-// the blocks, then a shuffle butterfly), in double, in an order fixed by the launch shape.
+// the p.partials blocks of BwdMaps or the one-pass main kernel, then a shuffle butterfly), in
+// double, in an order fixed by the launch shape.
 template <typename T> struct DwReduce {
   template <class Ctx> static SAM_FUSED_BLOCK void run(Ctx& ctx, const Args<T>& a) {
     const int64_t nw = a.s.taps(), warps = ctx.threads() / 32;
@@ -336,7 +352,8 @@ template <typename T> struct DwReduce {
       const int64_t k = ctx.block() * warps + t / 32;
       double acc = 0;
       if (k <= nw)
-        for (int64_t j = t % 32; j < a.p.blocks; j += 32) acc += double(ctx.load(a.dw_partial + k * a.p.blocks + j));
+        for (int64_t j = t % 32; j < a.p.partials; j += 32)
+          acc += double(ctx.load(a.dw_partial + k * a.p.partials + j));
       st[t] = acc;
     });
     ctx.warp_reduce(st, [](double& v) -> double& { return v; }, [](double x, double y) { return x + y; });

@@ -27,10 +27,13 @@ template <typename T> struct Args {
   const T* bias = nullptr;         // [1] or null
   A* rho = nullptr;                // [B,H,W] rho (two-pass backward)
   int32_t* amax = nullptr;         // [B,H,W] argmax over C (two-pass backward with max pooling)
-  A* dw_partial = nullptr;         // [blocks, taps + 1] weight/bias gradient per block
+  A* sig = nullptr;                // [B,H,W] s (two-pass backward: BwdMaps -> main kernel)
+  A* gamma = nullptr;              // [B,P,H,W] gamma per pooling slot, the mean slot's / C (likewise)
+  A* dw_partial = nullptr;         // [taps + 1, p.partials] weight/bias gradient per block
   T* dw = nullptr;                 // [taps] weight gradient
   T* dbias = nullptr;              // [1] bias gradient
   unsigned char* scratch = nullptr;  // [blocks, p.spill_bytes] map buffers when p.spill
+  unsigned char* map_scratch = nullptr;  // [p.maps.blocks, p.maps.spill_bytes] BwdMaps' buffers when p.maps.spill
   Geometry s;
   Plan p;
 };
@@ -43,9 +46,13 @@ template <typename I> struct Tile {
   SAM_FUSED_BLOCK I above(I r) const { return h0 - r > 0 ? h0 - r : I(0); }
   SAM_FUSED_BLOCK I below(I r, I H) const { return h1 + r < H ? h1 + r : H; }
 };
+// Block `blk` of a grid of `tiles` tiles of `rows` rows per sample.
+template <typename I> SAM_FUSED_BLOCK Tile<I> tile_at(const Geometry& s, int64_t rows, int64_t tiles, int64_t blk) {
+  const I b = I(blk / tiles), h0 = I(blk % tiles) * I(rows);
+  return {b, h0, h0 + I(rows) < I(s.H) ? h0 + I(rows) : I(s.H)};
+}
 template <typename I> SAM_FUSED_BLOCK Tile<I> tile_of(const Geometry& s, const Plan& p, int64_t blk) {
-  const I b = I(blk / p.tiles), h0 = I(blk % p.tiles) * I(p.rows);
-  return {b, h0, h0 + I(p.rows) < I(s.H) ? h0 + I(p.rows) : I(s.H)};
+  return tile_at<I>(s, p.rows, p.tiles, blk);
 }
 
 // Where a block's map buffers live (Plan::spill): shared memory or its scratch region. A
@@ -138,14 +145,12 @@ SAM_FUSED_BLOCK bool window_inside(const Geometry& s, int64_t h, int64_t w) {
   return h >= s.kh / 2 && h + s.kh / 2 < s.H && w >= s.kw / 2 && w + s.kw / 2 < s.W;
 }
 
-// Kernel widths with a register-blocked conv (conv_row_block); others take conv_pixel. Only
-// 7 (CBAM's 7x7): with each further width compiled in, ptxas gave FwdMain more than 64
-// registers, and so fewer blocks per SM (UCI-HAR's 3x1 conv is a small phase anyway).
-// Runs f(std::integral_constant<int, KW>), KW = 0 for "none".
-SAM_FUSED_BLOCK bool conv_width_blocked(int kw) { return kw == 7; }
-template <class F> SAM_FUSED_BLOCK void with_conv_width(int kw, F&& f) {
-  if (kw == 7) f(std::integral_constant<int, 7>{});
-  else f(std::integral_constant<int, 0>{});
+// f(std::integral_constant<int, K>{}): K = kw when kw is one of Widths, so that the loops over a
+// kernel row unroll fully, else K = 0 (kw at run time).
+template <int... Widths, class F> SAM_FUSED_BLOCK void with_kernel_width(int kw, F&& f) {
+  bool done = false;
+  ((!done && kw == Widths ? (f(std::integral_constant<int, Widths>{}), done = true) : false), ...);
+  if (!done) f(std::integral_constant<int, 0>{});
 }
 
 // conv_pixel of the N pixels (h, w0 .. w0 + N - 1), all with their window inside the map, for

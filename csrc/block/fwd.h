@@ -182,7 +182,10 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
     const Geometry& s = a.s;
     const Tile<I>& tl = v.tl;
     const I W = v.W, H = v.H, groups = W / I(N);  // whole groups of a row
-    const bool has_block = conv_width_blocked(s.kw);
+    // Only kernel width 7 (CBAM's 7x7) has the blocked conv: with each further width compiled
+    // in, ptxas gave FwdMain more than 64 registers, and so fewer blocks per SM (UCI-HAR's 3x1
+    // conv is a small phase anyway).
+    const bool has_block = s.kw == 7;
     auto blocked = [&](I h, I w0) {
       return has_block && w0 + I(N) <= groups * I(N) && window_inside(s, h, w0) && window_inside(s, h, w0 + I(N) - 1);
     };
@@ -193,7 +196,7 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
       };
       const A bias = A(v.wts[v.nw]);
       if (has_block)
-        with_conv_width(s.kw, [&](auto kwt) {
+        with_kernel_width<7>(s.kw, [&](auto kwt) {
           constexpr int KW = decltype(kwt)::value;
           if constexpr (KW > 0) {
             for (I g = I(t); g < tl.rows() * groups; g += I(ctx.threads())) {

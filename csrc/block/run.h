@@ -46,18 +46,27 @@ inline void check_launch(const DeviceLimits& dev, const Launch& l) {
               " bytes of shared memory per block, more than the ", dev.name, " limit of ", dev.smem_per_block_optin);
 }
 
-// Checks every launch of the call, then launches them in order (K1, K2, K3: the programs of
-// pass 1, the main kernel and the weight-gradient reduction; K3 = void: none).
-template <class K1, class K2, class K3, class Launcher, class Args>
+// Checks every launch of the call, then launches them in order (K1, K2, K3, KMaps: the programs
+// of pass 1, the main kernel, the weight-gradient reduction and the backward's map kernel;
+// void: none).
+template <class K1, class K2, class K3, class KMaps = void, class Launcher, class Args>
 void launch_all(Launcher& L, const DeviceLimits& dev, const CallPlan& c, const Args& a) {
   for (int i = 0; i < c.n_launches; ++i) check_launch(dev, c.launches[i]);
   for (int i = 0; i < c.n_launches; ++i) {
     const Launch& l = c.launches[i];
     if (l.kernel == Kernel::kPass1) L.template launch<K1>(l, a);
     else if (l.kernel == Kernel::kMain) L.template launch<K2>(l, a);
-    else if constexpr (!std::is_void_v<K3>) L.template launch<K3>(l, a);
+    else if (l.kernel == Kernel::kMaps) {
+      if constexpr (!std::is_void_v<KMaps>) L.template launch<KMaps>(l, a);
+    } else if constexpr (!std::is_void_v<K3>) L.template launch<K3>(l, a);
   }
   L.last_call = c;
+}
+
+// f(std::bool_constant<flag>{}): a runtime flag as a template argument.
+template <typename F> void dispatch_flag(bool flag, F&& f) {
+  if (flag) f(std::true_type{});
+  else f(std::false_type{});
 }
 
 template <typename F> void dispatch_layout_index(bool channels_last, bool index64, F&& f) {
@@ -111,8 +120,9 @@ std::tuple<at::Tensor, at::Tensor> run_forward(Launcher& L, const at::Tensor& x,
     dispatch_layout_index(g.channels_last, c.index64, [&](auto cl, auto index) {
       constexpr bool CL = decltype(cl)::value;
       using I = decltype(index);
-      if (c.p.spill) launch_all<FwdPool<scalar_t, CL, I>, FwdMain<scalar_t, CL, I, true>, void>(L, dev, c, a);
-      else launch_all<FwdPool<scalar_t, CL, I>, FwdMain<scalar_t, CL, I, false>, void>(L, dev, c, a);
+      dispatch_flag(c.p.spill, [&](auto spill) {
+        launch_all<FwdPool<scalar_t, CL, I>, FwdMain<scalar_t, CL, I, decltype(spill)::value>, void>(L, dev, c, a);
+      });
     });
   });
   return {out, pooled};
@@ -154,7 +164,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run_backward(Launcher& L, const a
     a.dw_partial = reinterpret_cast<A*>(base + c.ws.partials);
     a.rho = reinterpret_cast<A*>(base + c.ws.rho);
     a.amax = reinterpret_cast<int32_t*>(base + c.ws.amax);
+    a.sig = reinterpret_cast<A*>(base + c.ws.sig);
+    a.gamma = reinterpret_cast<A*>(base + c.ws.gamma);
     a.scratch = base + c.ws.scratch;
+    a.map_scratch = base + c.ws.map_scratch;
     a.x = xc.const_data_ptr<scalar_t>();
     a.g = gc.const_data_ptr<scalar_t>();
     a.out = dx.mutable_data_ptr<scalar_t>();
@@ -165,9 +178,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run_backward(Launcher& L, const a
     dispatch_layout_index(g.channels_last, c.index64, [&](auto cl, auto index) {
       constexpr bool CL = decltype(cl)::value;
       using I = decltype(index);
-      if (c.p.spill)
-        launch_all<BwdRho<scalar_t, CL, I>, BwdMain<scalar_t, CL, I, true>, DwReduce<scalar_t>>(L, dev, c, a);
-      else launch_all<BwdRho<scalar_t, CL, I>, BwdMain<scalar_t, CL, I, false>, DwReduce<scalar_t>>(L, dev, c, a);
+      dispatch_flag(c.p.spill, [&](auto spill) {
+        dispatch_flag(c.p.maps.spill, [&](auto maps_spill) {
+          launch_all<BwdRho<scalar_t, CL, I>, BwdMain<scalar_t, CL, I, decltype(spill)::value>, DwReduce<scalar_t>,
+                     BwdMaps<scalar_t, I, decltype(maps_spill)::value>>(L, dev, c, a);
+        });
+      });
     });
   });
   return {dx, dw.reshape(weight.sizes()), dbias};

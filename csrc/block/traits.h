@@ -29,6 +29,17 @@ constexpr int kStreamUnroll = 4;
 // Horizontally adjacent pixels one thread convolves together (conv_row_block): each pooled value
 // of a window row is loaded once for all of them.
 constexpr int kConvBlock = 4;
+// BwdMaps: padded map elements staged ahead (loads in flight), pixels of a row a thread
+// convolves together (one weight load per tap for all of them); weight-gradient entries (taps
+// of one kernel row) a warp sums at once (BwdMaps: the whole row for kw of 1 to 7).
+constexpr int kStageUnroll = 8;
+constexpr int kMapRun = 4;
+constexpr int kTapGroup = 8;
+// BwdMaps' map tiles (plan_maps): relative issue cost per pixel of the s conv (done on the tile
+// and its halo rows) and of gamma plus the weight-gradient partials (tile only), from the
+// instructions of their loops in the sm_90 SASS (benchmarks/phase_loops.py: 7x7 mean+max, about
+// 240 and 670 per pixel).
+constexpr int64_t kMapHaloCost = 1, kMapTileCost = 3;
 
 // How a call is cut into blocks and how a block's buffers are laid out (byte offsets). The
 // map buffers (weights, pooled rows q, s, rho/delta d, gamma maps, argmax) live in shared
@@ -47,6 +58,16 @@ struct Plan {
   int px = 32, cs = 1;     // channel reduction: pixels per round x channel slots = threads
   int64_t off_w = 0, off_q = 0, off_s = 0, off_d = 0, off_gmean = 0, off_gmax = 0, off_amax = 0, off_part = 0,
           off_tile = 0, smem_bytes = 0, spill_bytes = 0;
+  int64_t partials = 0;    // backward: blocks that write weight-gradient partials (BwdMaps' or the main kernel's)
+  // Two-pass backward: BwdMaps, the per-pixel map kernel between pass 1 and the main kernel.
+  // A block owns `rows` rows of one sample's maps; its buffers (weights, pooled rows with a 2rh
+  // halo, delta rows with an rh halo) are zero-padded to `width` = W + 2rw + kMapRun - 1 columns,
+  // so its conv loops need no bounds tests.
+  struct Maps {
+    int64_t rows = 0, tiles = 0, blocks = 0, width = 0;
+    bool spill = false;  // buffers in global scratch (spill_bytes per block)
+    int64_t off_w = 0, off_q = 0, off_d = 0, smem_bytes = 0, spill_bytes = 0;
+  } maps;
 };
 
 enum class Variant : int { kAuto = 0, kOnePass = 1, kTwoPass = 2 };
@@ -112,14 +133,17 @@ inline void place_buffers(Plan& p, const Geometry& s, int64_t R, int64_t elem_by
     p.off_q = take(s.pool.P * (R + 2 * rh) * W * acc_bytes, true);  // pooled rows incl. halo
     p.off_s = take(R * W * acc_bytes, true);
   } else {
-    p.off_q = take(s.pool.P * (R + 4 * rh) * W * acc_bytes, true);  // pooled rows feeding s on the delta rows
-    p.off_d = take((R + 2 * rh) * W * acc_bytes, true);        // rho, then delta, on tile + halo rows
+    // two pass: BwdMaps computed the maps, the main kernel stages the tile's s, gamma, argmax
+    const bool conv = !p.two_pass;
+    p.off_q =
+        take(conv ? s.pool.P * (R + 4 * rh) * W * acc_bytes : 0, true);  // pooled rows feeding s on the delta rows
+    p.off_d = take(conv ? (R + 2 * rh) * W * acc_bytes : 0, true);  // rho, then delta, on tile + halo rows
     p.off_s = take(R * W * acc_bytes, true);
     p.off_gmean = take(R * W * acc_bytes, true);
     p.off_gmax = take(R * W * acc_bytes, true);
     p.off_amax = take(R * W * 4, true);
   }
-  p.off_part = take(partial_bytes(p.threads, acc_bytes), false);
+  p.off_part = take(backward && p.two_pass ? 0 : partial_bytes(p.threads, acc_bytes), false);
   p.off_tile = take(p.staged ? R * s.C * W * elem_bytes : 0, false);
   p.smem_bytes = smem;
   p.spill_bytes = p.spill ? scratch : 0;
@@ -190,6 +214,13 @@ inline int64_t resident_blocks(const DeviceLimits& dev, int threads) {
   return std::max<int64_t>(1, std::min({kBlocksPerSm, by_threads, by_regs}));
 }
 
+// Shared memory one block may use so that the resident blocks of `threads` threads share an SM,
+// never above the opt-in maximum.
+inline int64_t block_budget(const DeviceLimits& dev, int threads) {
+  return std::min(dev.smem_per_block_optin,
+                  dev.smem_per_sm / resident_blocks(dev, threads) - dev.smem_reserved_per_block);
+}
+
 // The launch plan of one call on `dev` (docs/design.md §3). Shared memory per block is held to
 // what lets the resident blocks share an SM (`budget`), and never above the opt-in maximum:
 // one pass when a staged tile of one_pass_min_rows rows (or the whole sample)
@@ -203,8 +234,7 @@ inline Plan plan_launch(const Geometry& s, const DeviceLimits& dev, int64_t elem
   Plan p;
   p.threads = o.threads ? o.threads : kThreads;
   const int64_t resident = resident_blocks(dev, p.threads);
-  const int64_t optin = dev.smem_per_block_optin;
-  const int64_t budget = std::min(optin, dev.smem_per_sm / resident - dev.smem_reserved_per_block);
+  const int64_t optin = dev.smem_per_block_optin, budget = block_budget(dev, p.threads);
   const int64_t rows_needed = std::min<int64_t>(s.H, one_pass_min_rows(s.kh / 2, backward));
   auto fit = [&](bool staged, int64_t limit) {
     Plan q = p;
@@ -236,8 +266,50 @@ inline Plan plan_launch(const Geometry& s, const DeviceLimits& dev, int64_t elem
   return p;
 }
 
+// Bytes of a BwdMaps block of R map rows (Plan::Maps): its buffers, 16-byte aligned, in shared
+// memory or (spill) in the block's scratch region.
+inline int64_t place_map_buffers(Plan::Maps& m, const Geometry& s, int64_t R, int64_t acc_bytes) {
+  using namespace detail;
+  const int64_t rh = s.kh / 2, nw = s.taps() + 1;
+  m.width = s.W + 2 * (s.kw / 2) + kMapRun - 1;  // a run of kMapRun pixels may start at any column
+  m.off_w = 0;
+  m.off_q = align16(nw * acc_bytes);
+  m.off_d = m.off_q + align16(s.pool.P * (R + 4 * rh) * m.width * acc_bytes);  // pooled rows, 2rh halo
+  return m.off_d + align16((R + 2 * rh) * m.width * acc_bytes);  // rho, then delta, rh halo
+}
+
+// BwdMaps' plan (two-pass backward). Its blocks are issue bound (three small convs per pixel),
+// so the map rows per block minimise the busiest SM's work: ceil(blocks / SMs) blocks, each
+// kMapTileCost per tile pixel plus kMapHaloCost per pixel of the rows s is computed on (the tile
+// and its rh halo rows: the halo is computed twice). Tiles whose buffers fit the budget of a
+// resident block, else the opt-in maximum, else the buffers spill to global scratch. A test
+// override of the rows (Overrides::rows) sets the map rows too.
+inline void plan_maps(Plan& p, const Geometry& s, const DeviceLimits& dev, int64_t acc_bytes, int64_t budget,
+                      int64_t forced_rows) {
+  using namespace detail;
+  Plan::Maps& m = p.maps;
+  const int64_t H = std::max<int64_t>(1, s.H), rh = s.kh / 2, sms = std::max<int64_t>(1, dev.sms);
+  const int64_t one_row = place_map_buffers(m, s, 1, acc_bytes);
+  m.spill = one_row > dev.smem_per_block_optin;
+  const int64_t limit = one_row <= budget ? budget : dev.smem_per_block_optin;
+  int64_t best = -1;
+  for (int64_t r = 1; r <= H; ++r) {
+    if (!m.spill && place_map_buffers(m, s, r, acc_bytes) > limit) break;
+    const int64_t blocks = s.B * ceil_div(H, r);
+    const int64_t cost = ceil_div(blocks, sms) * (kMapHaloCost * std::min(H, r + 2 * rh) + kMapTileCost * r);
+    if (best < 0 || cost < best) best = cost, m.rows = r;
+  }
+  if (forced_rows) m.rows = std::min(forced_rows, H);
+  m.tiles = ceil_div(H, m.rows);
+  m.blocks = s.B * m.tiles;
+  const int64_t bytes = place_map_buffers(m, s, m.rows, acc_bytes);
+  m.spill = m.spill || bytes > dev.smem_per_block_optin;
+  m.smem_bytes = m.spill ? 0 : bytes;
+  m.spill_bytes = m.spill ? bytes : 0;
+}
+
 // The kernels of one call, in launch order, with their grid, block and dynamic shared memory.
-enum class Kernel : int { kPass1 = 0, kMain = 1, kReduce = 2 };
+enum class Kernel : int { kPass1 = 0, kMain = 1, kReduce = 2, kMaps = 3 };
 struct Launch {
   Kernel kernel;
   int64_t grid;
@@ -246,14 +318,16 @@ struct Launch {
 };
 
 // Global workspace of one call (byte offsets): the backward's weight-gradient partials
-// [taps + 1, blocks] and, two pass, rho and argmax maps [B, H, W]; the spilled map buffers.
+// [taps + 1, partial blocks] and, two pass, rho and argmax maps [B, H, W] (pass 1), the s map
+// [B, H, W] and gamma maps [B, P, H, W] (BwdMaps); the spilled map buffers of the main kernel
+// and of BwdMaps.
 struct Workspace {
-  int64_t partials = 0, rho = 0, amax = 0, scratch = 0, bytes = 0;
+  int64_t partials = 0, rho = 0, amax = 0, sig = 0, gamma = 0, scratch = 0, map_scratch = 0, bytes = 0;
 };
 
 struct CallPlan {
   Plan p;
-  Launch launches[3];
+  Launch launches[4];
   int n_launches = 0;
   Workspace ws;
   bool index64 = false;
@@ -264,12 +338,17 @@ struct CallPlan {
 inline bool needs_index64(int64_t largest_elems) { return largest_elems >= (int64_t(1) << 31) - (int64_t(1) << 20); }
 
 // Everything the host decides for one call, for the CUDA launcher and the emulation alike.
+// Backward, two pass: BwdRho (rho, argmax), BwdMaps (s, gamma, weight-gradient partials: each
+// pixel's maps once), the main kernel (a pure stream over grad_out), DwReduce.
 inline CallPlan plan_call(const Geometry& s, const DeviceLimits& dev, int64_t elem_bytes, int64_t acc_bytes,
                           bool backward, bool pointers_aligned, const Overrides& o, bool force_index64) {
   using namespace detail;
   CallPlan c;
   Plan& p = c.p;
   p = plan_launch(s, dev, elem_bytes, acc_bytes, backward, pointers_aligned, o);
+  const bool maps_kernel = backward && p.two_pass;
+  if (maps_kernel) plan_maps(p, s, dev, acc_bytes, block_budget(dev, p.threads), o.rows);
+  p.partials = maps_kernel ? p.maps.blocks : p.blocks;
   const int64_t maps = s.B * s.H * s.W, nw = s.taps();
   int64_t at = 0;
   auto take = [&](int64_t bytes) {
@@ -278,21 +357,25 @@ inline CallPlan plan_call(const Geometry& s, const DeviceLimits& dev, int64_t el
     return o2;
   };
   if (backward) {
-    c.ws.partials = take((nw + 1) * p.blocks * acc_bytes);
+    c.ws.partials = take((nw + 1) * p.partials * acc_bytes);
     c.ws.rho = take(p.two_pass ? maps * acc_bytes : 0);
     c.ws.amax = take(p.two_pass ? maps * 4 : 0);
+    c.ws.sig = take(maps_kernel ? maps * acc_bytes : 0);
+    c.ws.gamma = take(maps_kernel ? s.pool.P * maps * acc_bytes : 0);
   }
   c.ws.scratch = take(p.blocks * p.spill_bytes);
+  c.ws.map_scratch = take(p.maps.blocks * p.maps.spill_bytes);
   c.ws.bytes = at;
   if (p.two_pass)
     c.launches[c.n_launches++] = {Kernel::kPass1, p.blocks, p.threads, partial_bytes(p.threads, acc_bytes)};
+  if (maps_kernel) c.launches[c.n_launches++] = {Kernel::kMaps, p.maps.blocks, p.threads, p.maps.smem_bytes};
   c.launches[c.n_launches++] = {Kernel::kMain, p.blocks, p.threads, p.smem_bytes};
   if (backward)
     c.launches[c.n_launches++] = {Kernel::kReduce, ceil_div(nw + 1, kReduceThreads / 32), kReduceThreads, 0};
-  // Largest index any kernel forms: x-shaped tensors, the pooled maps (P > C is possible),
-  // the workspace maps, the weight-gradient partials and one block's spilled buffers.
-  const int64_t largest =
-      std::max({s.B * s.C * s.H * s.W, s.B * s.pool.P * s.H * s.W, maps, (nw + 1) * p.blocks, p.spill_bytes / 4});
+  // Largest index any kernel forms: x-shaped tensors, the pooled and gamma maps (P > C is
+  // possible), the workspace maps, the weight-gradient partials and one block's spilled buffers.
+  const int64_t largest = std::max({s.B * s.C * s.H * s.W, s.B * s.pool.P * s.H * s.W, maps, (nw + 1) * p.partials,
+                                    p.spill_bytes / 4, p.maps.spill_bytes / 4});
   c.index64 = force_index64 || needs_index64(largest);
   return c;
 }

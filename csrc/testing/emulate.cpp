@@ -61,14 +61,17 @@ constexpr int kPlanColumns = 8;
 
 // One row per launch: rows per tile, tiles per sample, grid, flags (1: two pass, 2: map
 // buffers in global scratch), vector width, threads per block, dynamic shared-memory bytes,
-// pixels per channel-reduction round.
+// pixels per channel-reduction round. The backward's map kernel (BwdMaps) reports its own map
+// rows, tiles and spill flag, and 0 pixels per round (it reduces no channels).
 std::vector<int64_t> plan_rows(const CallPlan& c) {
   std::vector<int64_t> v;
   const Plan& p = c.p;
   for (int i = 0; i < c.n_launches; ++i) {
     const Launch& l = c.launches[i];
-    v.insert(v.end(), {p.rows, p.tiles, l.grid, int64_t(p.two_pass) | int64_t(p.spill) << 1, int64_t(p.vec),
-                       int64_t(l.threads), l.smem_bytes, int64_t(p.px)});
+    const bool maps = l.kernel == Kernel::kMaps;
+    v.insert(v.end(), {maps ? p.maps.rows : p.rows, maps ? p.maps.tiles : p.tiles, l.grid,
+                       int64_t(p.two_pass) | int64_t(maps ? p.maps.spill : p.spill) << 1, int64_t(p.vec),
+                       int64_t(l.threads), l.smem_bytes, maps ? 0 : int64_t(p.px)});
   }
   return v;
 }

@@ -1,0 +1,284 @@
+// BwdMaps, the per-pixel map kernel of the two-pass backward (docs/design.md §3): between BwdRho
+// (rho, argmax) and the main kernel, it computes each pixel's maps once, so that the main
+// kernel is a pure stream over grad_out. A block owns rows [h0, h1) of one sample's [H, W]
+// maps (Plan::Maps). It stages the weights, the pooled rows with a 2rh halo and rho of the rows
+// with an rh halo, zero-padded to W + 2rw (+ kMapRun - 1) columns and with zero rows outside the
+// map (the conv's "same" padding: no tap is bounds-tested); computes s = sigmoid(conv(pooled)) and
+// delta = rho s (1 - s) on the tile and halo rows (s of the tile rows to the workspace); then
+// gamma, the transposed conv of delta, per pooling slot (the mean slot's / C) to the workspace,
+// and the block's weight/bias gradient partials for DwReduce.
+#pragma once
+#include <type_traits>
+
+#include "common.h"
+
+namespace sam_fused::block {
+
+// Up to N taps of one kernel row (slot, row di, columns dj0 .. dj0 + n - 1, offsets from the
+// centre) whose weight-gradient entries k0 .. k0 + n - 1 a warp sums together (each pixel's
+// delta loaded once for all of them), or (bias) the bias entry alone.
+struct TapGroup {
+  int slot, di, dj0, n, k0;
+  bool bias;
+};
+template <typename A, int N> struct TapSums {
+  A v[N];
+};
+
+// A block's weight/bias gradient partials: warp j takes tap groups j, j + warps, ... (kernel
+// rows cut into groups of N taps, then the bias); lane_sums(group, lane, sums) adds a lane's
+// share of the group's entries to sums, then a shuffle butterfly adds the lanes and lane 0
+// stores the entries of this block (dw_partial[k, block]). Every thread works, and the order is
+// fixed by the launch shape (bitwise deterministic; N only groups the entries, each entry's
+// sum runs in the same order whatever N is).
+template <int N, typename T, class Ctx, class LaneSums>
+SAM_FUSED_BLOCK void store_weight_grad_partials(Ctx& ctx, const Args<T>& a, LaneSums&& lane_sums) {
+  using A = acc_t<T>;
+  using Sums = TapSums<A, N>;
+  const Geometry& s = a.s;
+  const int warps = ctx.threads() / 32, per_row = (s.kw + N - 1) / N;
+  const int groups = s.pool.P * s.kh * per_row + 1, rw = s.kw / 2;
+  auto group_of = [&](int m) {
+    const int row = m / per_row, c0 = m % per_row * N, n = s.kw - c0 < N ? s.kw - c0 : N;
+    return TapGroup{row / s.kh, row % s.kh - s.kh / 2, c0 - rw, n, row * s.kw + c0, m == groups - 1};
+  };
+  auto st = ctx.template thread_state<Sums>();
+  for (int m0 = 0; m0 < groups; m0 += warps) {
+    ctx.each_thread([&](int t) {
+      Sums sums{};
+      if (m0 + t / 32 < groups) lane_sums(group_of(m0 + t / 32), t % 32, sums.v);
+      st[t] = sums;
+    });
+    ctx.warp_reduce(
+        st, [](Sums& x) -> Sums& { return x; },
+        [](Sums x, const Sums& y) {
+          for (int u = 0; u < N; ++u) x.v[u] += y.v[u];
+          return x;
+        });
+    ctx.each_thread([&](int t) {
+      if (t % 32 || m0 + t / 32 >= groups) return;
+      const TapGroup g = group_of(m0 + t / 32);
+      const Sums sums = st[t];
+      if (g.bias) ctx.store(a.dw_partial + int64_t(s.taps()) * a.p.partials + ctx.block(), sums.v[0]);
+      else
+        for (int u = 0; u < g.n; ++u)
+          ctx.store(a.dw_partial + int64_t(g.k0 + u) * a.p.partials + ctx.block(), sums.v[u]);
+    });
+  }
+}
+
+template <typename T, typename I, bool Spill = false> struct BwdMaps {
+  using A = acc_t<T>;
+
+  // What the phases of one block share. Buffers are padded: map row h, column w of pooled slot
+  // p is q[(p * qrows + h - h0 + 2rh) * Wp + w + rw], of delta d[(h - h0 + rh) * Wp + w + rw].
+  template <class Ctx> struct View {
+    using Buf = BlockBuffer<Ctx, A>;
+    Tile<I> tl;
+    I H, W, Wp, rh, rw;
+    I qrows, drows;  // rows of a pooled slot's buffer (tile + 2rh above and below), of delta's (+ rh)
+    int nw;          // weight taps; entry nw is the bias
+    Buf wts, q, d;
+
+    SAM_FUSED_BLOCK I qidx(int slot, int64_t h, int64_t w) const {
+      return (I(slot) * qrows + I(h) - tl.h0 + 2 * rh) * Wp + I(w) + rw;
+    }
+    SAM_FUSED_BLOCK I didx(int64_t h, int64_t w) const { return (I(h) - tl.h0 + rh) * Wp + I(w) + rw; }
+  };
+
+  template <class Ctx> static SAM_FUSED_BLOCK View<Ctx> view_of(Ctx& ctx, const Args<T>& a) {
+    const Geometry& s = a.s;
+    const Plan::Maps& m = a.p.maps;
+    unsigned char* mp;
+    if constexpr (Spill) mp = a.map_scratch + ctx.block() * m.spill_bytes;
+    else mp = ctx.smem();
+    View<Ctx> v;
+    v.tl = tile_at<I>(s, m.rows, m.tiles, ctx.block());
+    v.H = I(s.H), v.W = I(s.W), v.Wp = I(m.width), v.rh = I(s.kh / 2), v.rw = I(s.kw / 2);
+    v.qrows = v.tl.rows() + 4 * v.rh, v.drows = v.tl.rows() + 2 * v.rh;
+    v.nw = int(s.taps());
+    v.wts = ctx.buffer(reinterpret_cast<A*>(mp + m.off_w));
+    v.q = ctx.buffer(reinterpret_cast<A*>(mp + m.off_q));
+    v.d = ctx.buffer(reinterpret_cast<A*>(mp + m.off_d));
+    return v;
+  }
+
+  template <class Ctx> static SAM_FUSED_BLOCK void run(Ctx& ctx, const Args<T>& a) {
+    const auto v = view_of(ctx, a);
+    stage_padded_maps(ctx, a, v);
+    ctx.sync();
+    with_kernel_width<1, 3, 5, 7>(a.s.kw, [&](auto K) {
+      sigmoid_delta_maps<decltype(K)::value>(ctx, a, v);
+      ctx.sync();
+      gamma_maps<decltype(K)::value>(ctx, a, v);
+      weight_grad_maps<decltype(K)::value>(ctx, a, v);
+    });
+  }
+
+  // buf[i] = value(plane, row, col) for every position of `planes` planes of `rows` rows of Wp
+  // columns, threads striding; a thread steps its position without divisions (but where it
+  // passes a plane) and loads kStageUnroll values before it stores the first (value loads, or
+  // returns 0 after ctx.skip_access() for the padding).
+  template <class Ctx, class Buf, class Value>
+  static SAM_FUSED_BLOCK void fill_padded(Ctx& ctx, const View<Ctx>& v, I planes, I rows, const Buf& buf,
+                                          Value&& value) {
+    constexpr int U = kStageUnroll;
+    const I n = planes * rows * v.Wp, stride = I(ctx.threads()), step_rows = stride / v.Wp, step_cols = stride % v.Wp;
+    ctx.each_thread([&](int t) {
+      I plane = 0, row = I(t) / v.Wp, col = I(t) % v.Wp;
+      auto wrap = [&] {
+        if (row >= rows) plane += row / rows, row %= rows;
+      };
+      wrap();
+      for (I i0 = I(t); i0 < n; i0 += I(U) * stride) {
+        A vals[U];
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+          vals[u] = i0 + I(u) * stride < n ? value(plane, row, col) : A(0);
+          col += step_cols, row += step_rows;
+          if (col >= v.Wp) col -= v.Wp, ++row;
+          wrap();
+        }
+#pragma unroll
+        for (int u = 0; u < U; ++u)
+          if (i0 + I(u) * stride < n) buf[i0 + I(u) * stride] = vals[u];
+      }
+    });
+  }
+
+  // Weights, pooled rows [h0 - 2rh, h1 + 2rh) and rho rows [h0 - rh, h1 + rh), padded.
+  template <class Ctx> static SAM_FUSED_BLOCK void stage_padded_maps(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
+    const Geometry& s = a.s;
+    const Tile<I>& tl = v.tl;
+    const I H = v.H, W = v.W;
+    load_weights(ctx, a, v.wts);
+    // buffer row `row` of plane `plane` is map row h0 - r0 + row, column col - rw, of the planes at src
+    auto padded = [&](const A* src, I r0) {
+      return [&, src, r0](I plane, I row, I col) {
+        const I h = tl.h0 - r0 + row, w = col - v.rw;
+        if (h < 0 || h >= H || w < 0 || w >= W) {
+          ctx.skip_access();
+          return A(0);
+        }
+        return A(ctx.load(src + (plane * H + h) * W + w));
+      };
+    };
+    fill_padded(ctx, v, I(s.pool.P), v.qrows, v.q, padded(a.pooled + tl.b * I(s.pool.P) * H * W, 2 * v.rh));
+    fill_padded(ctx, v, I(1), v.drows, v.d, padded(a.rho + tl.b * H * W, v.rh));
+  }
+
+  // Runs of kMapRun pixels of one row [r0, r1) x [0, W): f(h, w0, n) for each, threads
+  // striding them (the last run of a row has n < kMapRun pixels where W is not a multiple).
+  template <class Ctx, class F> static SAM_FUSED_BLOCK void for_runs(Ctx& ctx, const View<Ctx>& v, I r0, I r1, F&& f) {
+    const I per_row = (v.W + I(kMapRun - 1)) / I(kMapRun);
+    ctx.each_thread([&](int t) {
+      for (I r = I(t); r < (r1 - r0) * per_row; r += I(ctx.threads())) {
+        const I w0 = r % per_row * I(kMapRun);
+        f(r0 + r / per_row, w0, v.W - w0 < I(kMapRun) ? int(v.W - w0) : kMapRun);
+      }
+    });
+  }
+
+  // f(j) for j < kw: unrolled when K = kw is known at compile time.
+  template <int K, class F> static SAM_FUSED_BLOCK void for_taps(int kw, F&& f) {
+    if constexpr (K > 0) {
+#pragma unroll
+      for (int j = 0; j < K; ++j) f(j);
+    } else {
+      for (int j = 0; j < kw; ++j) f(j);
+    }
+  }
+
+  // One kernel row of the conv for a run of kMapRun outputs: acc[u] += w[j] * x[u + step * j]
+  // for j < kw, in j order (the order of conv_pixel / conv_transpose_pixel, so the sums are
+  // theirs bit for bit). The kMapRun inputs under the current tap slide along the row in
+  // registers: each tap loads one weight and one input (x[u] for step = 1, the forward conv
+  // walking right; step = -1, the transposed conv walking left).
+  template <int Step, int K, class Buf>
+  static SAM_FUSED_BLOCK void conv_run_row(const Buf& wts, I wk, const Buf& buf, I x0, int kw, A (&acc)[kMapRun]) {
+    A win[kMapRun];
+#pragma unroll
+    for (int u = 0; u < kMapRun; ++u) win[u] = A(buf[x0 + I(u)]);
+    for_taps<K>(kw, [&](int j) {
+      if (j > 0) {
+        if constexpr (Step > 0) {
+#pragma unroll
+          for (int u = 0; u < kMapRun - 1; ++u) win[u] = win[u + 1];
+          win[kMapRun - 1] = A(buf[x0 + I(j + kMapRun - 1)]);
+        } else {
+#pragma unroll
+          for (int u = kMapRun - 1; u > 0; --u) win[u] = win[u - 1];
+          win[0] = A(buf[x0 - I(j)]);
+        }
+      }
+      const A wv = A(wts[wk + I(j)]);
+#pragma unroll
+      for (int u = 0; u < kMapRun; ++u) acc[u] += wv * win[u];
+    });
+  }
+
+  // s and delta on the map rows [h0 - rh, h1 + rh); s of the tile rows to the workspace.
+  template <int K, class Ctx>
+  static SAM_FUSED_BLOCK void sigmoid_delta_maps(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
+    const Geometry& s = a.s;
+    const Tile<I>& tl = v.tl;
+    for_runs(ctx, v, tl.above(v.rh), tl.below(v.rh, v.H), [&](I h, I w0, int n) {
+      A acc[kMapRun];
+#pragma unroll
+      for (int u = 0; u < kMapRun; ++u) acc[u] = A(v.wts[v.nw]);
+      for (int p = 0; p < s.pool.P; ++p)
+        for (int i = 0; i < s.kh; ++i)
+          conv_run_row<1, K>(v.wts, I((p * s.kh + i) * s.kw), v.q, v.qidx(p, h + i - v.rh, w0 - v.rw), s.kw, acc);
+      for (int u = 0; u < n; ++u) {
+        const A sv = sigmoid(acc[u]);
+        auto&& dv = v.d[v.didx(h, w0 + u)];
+        dv = sigmoid_backward(A(dv), sv);
+        if (h >= tl.h0 && h < tl.h1) ctx.store(a.sig + (tl.b * v.H + h) * v.W + w0 + I(u), sv);
+      }
+    });
+  }
+
+  // gamma of every pooling slot on the tile pixels to the workspace (the mean slot's / C).
+  template <int K, class Ctx> static SAM_FUSED_BLOCK void gamma_maps(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
+    const Geometry& s = a.s;
+    const Tile<I>& tl = v.tl;
+    for_runs(ctx, v, tl.h0, tl.h1, [&](I h, I w0, int n) {
+      for (int p = 0; p < s.pool.P; ++p) {
+        A acc[kMapRun] = {};
+        for (int i = 0; i < s.kh; ++i)
+          conv_run_row<-1, K>(v.wts, I((p * s.kh + i) * s.kw), v.d, v.didx(h - i + v.rh, w0 + v.rw), s.kw, acc);
+        A* out = a.gamma + ((tl.b * I(s.pool.P) + I(p)) * v.H + h) * v.W + w0;
+        for (int u = 0; u < n; ++u) ctx.store(out + u, p == s.pool.mean_slot() ? acc[u] / A(s.C) : acc[u]);
+      }
+    });
+  }
+
+  // Entry k of the block's weight gradient sums delta * (pooled map shifted by tap k) over the
+  // tile pixels, the bias entry sums delta. A lane walks every 32nd tile pixel in padded
+  // coordinates (j: its offset from the tile's first padded pixel), tracking only the column to
+  // skip the pad columns; the zero rows and columns of q stand for the map's border. The taps
+  // of a group read consecutive q entries; with K = kw known, a group is a whole kernel row.
+  template <int K, class Ctx>
+  static SAM_FUSED_BLOCK void weight_grad_maps(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
+    constexpr int N = K > 0 ? K : kTapGroup;
+    const I W = v.W, npix = v.tl.rows() * W, col_step = I(32) % W, j_step = I(32) / W * v.Wp + col_step;
+    const I doff = v.didx(v.tl.h0, 0), pad = v.Wp - W;
+    store_weight_grad_partials<N>(ctx, a, [&](const TapGroup& g, int lane, A* sums) {
+      const I qoff = g.bias ? I(0) : v.qidx(g.slot, v.tl.h0 + g.di, g.dj0);  // q of tile pixel j, first tap
+      I w = I(lane) % W, j = I(lane) / W * v.Wp + w;
+      for (I i = I(lane); i < npix; i += 32) {
+        const A dv = A(v.d[doff + j]);
+        if (g.bias) sums[0] += dv;
+        else {
+#pragma unroll
+          for (int u = 0; u < N; ++u)
+            if (K > 0 || u < g.n) sums[u] += dv * A(v.q[qoff + I(u) + j]);
+        }
+        w += col_step, j += j_step;
+        if (w >= W) w -= W, j += pad;
+      }
+    });
+  }
+};
+
+}  // namespace sam_fused::block

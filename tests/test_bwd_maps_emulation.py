@@ -1,0 +1,100 @@
+"""The two-pass backward's map kernel BwdMaps (csrc/block/bwd_maps.h, docs/design.md §3), run on
+the CPU through the emulation context: forced two-pass plans launch BwdRho, BwdMaps, BwdMain
+and DwReduce; their gradients match the reference modules for every pool, dtype, odd kernel
+size, bias on/off, the edge shapes (H or W = 1, 2, 3) and both layouts, with every sanitizer
+check on; the dx of the pure-stream main kernel is bit for bit the one-pass kernel's; the
+weight gradient is bitwise deterministic."""
+import itertools
+
+import pytest
+import torch
+
+from sam_fused.emulation import ONE_PASS, TWO_PASS, emulate_bwd, emulate_fwd, plan
+from helpers import (POOLS, REF_DTYPE, assert_results_close, make_grad, make_input, make_pair,
+                     module_results)
+
+DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
+KERNELS = ((1, 1), (3, 1), (3, 3), (7, 7))
+SHAPES = ((2, 5, 1, 7), (2, 3, 2, 1), (1, 4, 3, 3), (2, 6, 9, 5), (1, 3, 7, 2))  # H or W = 1, 2, 3
+LAYOUTS = ("contiguous", "channels_last")
+
+
+def two_pass_backward(x, pool, kernel, bias, sanitize=True, **kw):
+    """(gradients dict, expected dict, backward Traffic) of a forced two-pass call."""
+    ref, weight, b = make_pair(pool, kernel, bias, False, x.dtype)
+    grad_out = make_grad(x.shape, x.dtype)
+    expected = module_results(ref, x, REF_DTYPE[x.dtype], grad_out)
+    out, pooled, _ = emulate_fwd(x, weight, b, pool, False, **kw)
+    dx, dw, db, t = emulate_bwd(grad_out, x, weight, b, pooled, pool, False, TWO_PASS, sanitize=sanitize, **kw)
+    actual = {"out": out, "x": dx, "weight": dw}
+    if bias:
+        actual["bias"] = db
+    return actual, expected, t
+
+
+@pytest.mark.parametrize("kernel", KERNELS, ids=[f"{k[0]}x{k[1]}" for k in KERNELS])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("pool", POOLS)
+def test_two_pass_parity_every_pool_dtype_kernel(pool, dtype, kernel):
+    # bias, layout, shape and tiling rotate over the grid so that each is met with every pool
+    i = POOLS.index(pool) + len(POOLS) * (DTYPES.index(dtype) + len(DTYPES) * KERNELS.index(kernel))
+    shape, layout, bias = SHAPES[i % len(SHAPES)], LAYOUTS[i % 2], i % 3 != 0
+    x = make_input(shape, dtype, layout)
+    actual, expected, t = two_pass_backward(x, pool, kernel, bias, rows=1 + i % 3, threads=64)
+    assert_results_close(actual, expected, dtype, f"{shape} {layout} {pool} {kernel} bias={bias}")
+    assert t.two_pass and len(t.launches) == 4
+    maps = t.launches[1]
+    assert maps.tiles * maps.rows >= shape[2] > (maps.tiles - 1) * maps.rows and maps.grid == shape[0] * maps.tiles
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("kernel", [(3, 3), (7, 7)], ids=["3x3", "7x7"])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_two_pass_parity_edge_shapes_auto_plan(shape, kernel, bias, layout):
+    x = make_input(shape, torch.float64, layout)
+    actual, expected, t = two_pass_backward(x, "mean+max", kernel, bias)
+    assert_results_close(actual, expected, torch.float64, f"{shape} {layout} {kernel} bias={bias}")
+
+
+def test_even_kernel_widths_are_rejected():
+    x = make_input((1, 3, 4, 4), torch.float32)
+    weight, pooled = torch.randn(1, 2, 3, 2), torch.randn(1, 2, 4, 4)
+    with pytest.raises(ValueError, match="odd"):
+        emulate_bwd(torch.randn_like(x), x, weight, None, pooled, "mean+max", False, TWO_PASS)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("pool", POOLS)
+def test_two_pass_dx_is_the_one_pass_dx_bit_for_bit(pool, layout, dtype):
+    # BwdMaps' padded conv adds the same terms in the same order as the one-pass kernel's
+    # checked conv (zeros for the taps outside the map), so s, gamma and dx agree exactly
+    x = make_input((2, 6, 11, 7), dtype, layout)
+    _, weight, b = make_pair(pool, (5, 3), True, False, dtype)
+    grad_out = make_grad(x.shape, dtype)
+    _, pooled, _ = emulate_fwd(x, weight, b, pool, False)
+    one = emulate_bwd(grad_out, x, weight, b, pooled, pool, False, ONE_PASS, rows=4, threads=64)
+    for rows in (1, 3, 0):  # map tiles of 1 and 3 rows, and the planner's
+        two = emulate_bwd(grad_out, x, weight, b, pooled, pool, False, TWO_PASS, rows=rows, threads=64)
+        assert two[3].two_pass and not one[3].two_pass
+        assert torch.equal(two[0], one[0]), rows
+
+
+def test_two_pass_weight_gradient_is_bitwise_deterministic():
+    x = make_input((2, 8, 13, 9), torch.float32, "channels_last")
+    _, weight, b = make_pair("mean+max", (7, 7), True, False, torch.float32)
+    grad_out = make_grad(x.shape, torch.float32)
+    _, pooled, _ = emulate_fwd(x, weight, b, "mean+max", False)
+    runs = [emulate_bwd(grad_out, x, weight, b, pooled, "mean+max", False, TWO_PASS, rows=2) for _ in range(2)]
+    assert torch.equal(runs[0][1], runs[1][1]) and torch.equal(runs[0][2], runs[1][2])
+
+
+def test_map_tiles_balance_the_sms_for_cbam():
+    # issue-bound map kernel: for CBAM (32 samples of 56 rows) one block per SM of an H100 (132),
+    # each of 14 rows: the s conv's halo rows are recomputed on 6 of every 20 rows
+    for dtype, kernel in itertools.product((torch.float32, torch.bfloat16), [(7, 7)]):
+        t, _ = plan((32, 64, 56, 56), dtype, "mean+max", kernel, True)
+        rho, maps, main, reduce = t.launches
+        assert t.two_pass and maps.grid <= 132 < 2 * maps.grid and maps.rows * maps.tiles == 56
+        assert main.smem < maps.smem  # the main kernel holds only the tile's per-pixel maps
