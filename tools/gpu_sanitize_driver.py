@@ -32,7 +32,7 @@ POOLS = ("mean", "max", "mean+max", "max+mean")
 CASES = (
     ((2, 16, 13, 9), (3, 1), (False, True)),   # one pass, odd W (scalar), partial last tile
     ((2, 8, 16, 8), (7, 7), (False, True)),    # one pass, 128-bit vectors
-    ((2, 1024, 14, 9), (7, 7), (False,)),      # rows of 1024 x 9 do not fit the 7x7 halo: two pass
+    ((2, 1024, 14, 9), (7, 7), (False,)),      # 1024 x 9 rows: two-pass backward (and fp64 forward)
     ((1, 3, 1, 1), (3, 3), (False, True)),     # H = W = 1
     ((0, 4, 5, 3), (3, 1), (False,)),          # empty batch: no launch
 )
