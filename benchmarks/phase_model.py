@@ -206,7 +206,7 @@ def _reduce_segments(c: Call, loop: str, npix: int, level: str) -> list:
 
 MAP_RUN = 4  # traits.h kMapRun
 CONV_BLOCK = 4                  # traits.h kConvBlock: pixels a thread convolves together
-CONV_BLOCK_WIDTHS = (7,)        # fwd.h sigmoid_tile: kernel widths with a blocked conv
+BLOCKED_CONV_WIDTH = 7          # traits.h kBlockedConvWidth: the kernel width with a blocked conv
 
 
 def _conv_segments(c: Call, loop: str, h0: int, h1: int, slots: int, block: int = 1) -> list:
@@ -223,7 +223,7 @@ def _conv_segments(c: Call, loop: str, h0: int, h1: int, slots: int, block: int 
     inside_rows = max(0, min(h1, H - rh) - max(h0, rh))
     inside = inside_rows * max(0, W - 2 * rw)
     rows, taps = slots * kh, slots * kh * kw
-    if block == 1 or kw not in CONV_BLOCK_WIDTHS:
+    if block == 1 or kw != BLOCKED_CONV_WIDTH:
         per = math.ceil(npix / c.threads)
         threads = min(c.threads, npix)
         mid, edge = per * inside / npix, per * (npix - inside) / npix

@@ -182,10 +182,7 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
     const Geometry& s = a.s;
     const Tile<I>& tl = v.tl;
     const I W = v.W, H = v.H, groups = W / I(N);  // whole groups of a row
-    // Only kernel width 7 (CBAM's 7x7) has the blocked conv: with each further width compiled
-    // in, ptxas gave FwdMain more than 64 registers, and so fewer blocks per SM (UCI-HAR's 3x1
-    // conv is a small phase anyway).
-    const bool has_block = s.kw == 7;
+    const bool has_block = s.kw == kBlockedConvWidth;
     auto blocked = [&](I h, I w0) {
       return has_block && w0 + I(N) <= groups * I(N) && window_inside(s, h, w0) && window_inside(s, h, w0 + I(N) - 1);
     };
@@ -196,19 +193,14 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
       };
       const A bias = A(v.wts[v.nw]);
       if (has_block)
-        with_kernel_width<7>(s.kw, [&](auto kwt) {
-          constexpr int KW = decltype(kwt)::value;
-          if constexpr (KW > 0) {
-            for (I g = I(t); g < tl.rows() * groups; g += I(ctx.threads())) {
-              const I r = g / groups, w0 = (g % groups) * I(N), h = tl.h0 + r;
-              if (blocked(h, w0)) {
-                A acc[N];
-                conv_row_block<KW, N>(v.wts, bias, s.pool.P, s.kh, h, w0, qin, acc);
-                for (int k = 0; k < N; ++k) v.sig[r * W + w0 + I(k)] = sigmoid(acc[k]);
-              }
-            }
+        for (I g = I(t); g < tl.rows() * groups; g += I(ctx.threads())) {
+          const I r = g / groups, w0 = (g % groups) * I(N), h = tl.h0 + r;
+          if (blocked(h, w0)) {
+            A acc[N];
+            conv_row_block<kBlockedConvWidth, N>(v.wts, bias, s.pool.P, s.kh, h, w0, qin, acc);
+            for (int k = 0; k < N; ++k) v.sig[r * W + w0 + I(k)] = sigmoid(acc[k]);
           }
-        });
+        }
       for (I i = I(t); i < tl.rows() * W; i += I(ctx.threads())) {
         const I h = tl.h0 + i / W, w = i % W;
         if (!blocked(h, w / I(N) * I(N)))

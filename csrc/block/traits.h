@@ -29,6 +29,10 @@ constexpr int kStreamUnroll = 4;
 // Horizontally adjacent pixels one thread convolves together (conv_row_block): each pooled value
 // of a window row is loaded once for all of them.
 constexpr int kConvBlock = 4;
+// The kernel width whose forward conv is blocked (CBAM's 7x7): with each further width compiled
+// in, ptxas gave FwdMain more than 64 registers, and so fewer blocks per SM (UCI-HAR's 3x1 conv
+// is a small phase anyway).
+constexpr int kBlockedConvWidth = 7;
 // BwdMaps: padded map elements staged ahead (loads in flight), pixels of a row a thread
 // convolves together (one weight load per tap for all of them); weight-gradient entries (taps
 // of one kernel row) a warp sums at once (BwdMaps: the whole row for kw of 1 to 7).
