@@ -72,10 +72,10 @@ LOOPS = {
         _CONV_IN + "; the pixels not in a blocked group (map border; kw without a blocked conv). pixel: "
         "window_inside, sigmoid, s STS", row=(30, 30), pixel=(140, 140)),
     ("FwdMain", "sigmoid_tile.block"): Loop(
-        (1, 1), (51.5, 51.5), "common.h:conv_row_block (sigmoid_tile)",
-        "kernel row of a kConvBlock = 4 pixel group, kw = 7: 7 weight LDS + 10 pooled LDS + 28 FFMA, unrolled 4 "
-        "rows, 206 per 4 (f32 0x13e80, bf16 0x149f0); pixel: sigmoid (MUFU.EX2, MUFU.RCP) 24, s STS, the group's "
-        "index and window tests 83 / 4", pixel=(45, 45)),
+        (1, 1), (53, 53), "common.h:conv_row_block (sigmoid_tile)",
+        "kernel row of a kConvBlock = 4 pixel group, kw = 7: 10 pooled LDS + 7 weight LDS + 28 FFMA, the row loop "
+        "not unrolled, 53 per row (f32 0x99e0, bf16 0xa5e0); pixel: sigmoid (MUFU.EX2, MUFU.RCP) 24, s STS, the "
+        "group's index, window tests and slot loop (260 per group less the 65 of its rows' loop) / 4", pixel=(49, 49)),
     ("FwdMain", "sigmoid_tile.pixels"): Loop(
         (1, 1), (40, 40), "fwd.h:sigmoid_tile (per-pixel loop)",
         "pixel: one per thread (coalesced STG): i / W, the blocked-group test, one pass: P x (LDS, STG) of the "
