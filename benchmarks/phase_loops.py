@@ -102,9 +102,9 @@ LOOPS = {
         (1, 1), (18, 20), "common.h:load_weights",
         "one weight per thread, its LDG then STS: one round trip (f32 0x0580, bf16 0x0580)"),
     ("BwdMain", "stage_inputs"): Loop(
-        (ALL, ALL), (30, 30), "common.h:for_tile_vectors (copy_vec)",
-        "vector: grad_out tile by LDGSTS.E.BYPASS.128, all of a thread's copies in flight until run's "
-        "copy_wait (f32 0x08e0, bf16 0x1590)"),
+        (ALL, ALL), (41, 42), "common.h:for_tile_vectors (copy_vec)",
+        "tile vector: grad_out's LDGSTS.E.BYPASS.128 and, predicated on Plan::staged_x, x's, all of a thread's "
+        "copies in flight until run's copy_wait; 41 / 42 per vector either way (f32 0x4790, bf16 0x6460)"),
     ("BwdMain", "stage_inputs.pooled"): Loop(
         (4, 4), (52, 52), "bwd.h:stage_inputs (pooled rows)",
         "element: 4 LDG.E per unrolled iteration, integer divisions; one pass, while the tile's copies land "
@@ -126,6 +126,14 @@ LOOPS = {
         "channel: tile rows only, U = 8 channels (x by LDG.E, g by LDS from the staged tile: 16 loads) before "
         "the first FFMA; 60 load instructions then 6 per channel without argmax (HAR), 19 with: 216 / 231 "
         "per 8 (f32 0x7820, bf16 0x7b10)"),
+    ("BwdMain", "rho_rows_staged"): Loop(
+        (8, 8), (14, 16), "bwd.h:rho_visit (for_channels, x and g staged)",
+        "channel: tile rows with both tiles staged (Plan::staged_x), U = 8 channels (16 LDS) before the first "
+        "FFMA; its index arithmetic is rho_rows_from_x's: 213 / 229 per 8 with the argmax branches, 3 fewer "
+        "than with x by LDG (f32 0xb420, bf16 0xcac0)"),
+    ("BwdMain", "rho_rows_staged.merge"): Loop(
+        (1, 1), (31, 31), "common.h:channel_reduce (merge, argmax)",
+        "partial: as rho_rows_from_x's merge"),
     ("BwdMain", "rho_rows_from_x.merge"): Loop(
         (1, 1), (31, 31), "common.h:channel_reduce (merge, argmax)",
         "partial: 124 instructions per 4 merges with argmax (f32 0x8990, bf16 0x8d90)"),
@@ -209,6 +217,7 @@ KERNEL_LOOPS = {
     "FwdPool": ("pool_visit", "pool_visit.merge"),
     "BwdMain": ("stage_inputs.weights", "stage_inputs", "stage_inputs.pooled", "stage_tile_maps",
                 "rho_halo_rows", "rho_halo_rows.merge", "rho_rows_from_x", "rho_rows_from_x.merge",
+                "rho_rows_staged", "rho_rows_staged.merge",
                 "sigmoid_delta_rows", "sigmoid_delta_rows.border", "gamma", "gamma.border", "weight_grad_partials",
                 "weight_grad_partials.tree", "write_dx_tile", "write_dx_tile.global"),
     "BwdRho": ("rho_visit", "rho_visit.merge"),

@@ -167,6 +167,7 @@ class Call:
     threads: int
     px: int          # pixels per channel-reduction round, from the plan (traits.h plan_reduction)
     map_rows: int = 0  # two-pass backward: map rows per BwdMaps block (traits.h plan_maps)
+    staged_x: bool = False  # one-pass backward: x tile staged beside grad_out's (traits.h Plan::staged_x)
 
     @property
     def acc(self) -> int:
@@ -309,16 +310,21 @@ def bwd_main_phases(c: Call, j: int) -> list[Phase]:
     stage = Phase("stage_inputs", dram_read=c.P * npix * a, l2_read=c.P * (ftop + fbottom) * W * a)
     phases = [stage]
     if not c.two_pass:
-        # bwd.h BwdMain::run: the grad_out tile's asynchronous copies, then the pooled rows and
-        # rho_halo_rows (x and g of the halo rows from L2) while they land, then copy_wait;
-        # rho_rows_from_x reduces the tile rows alone (g staged, x from DRAM)
+        # bwd.h BwdMain::run: the grad_out tile's (staged_x: and the x tile's) asynchronous
+        # copies, then the pooled rows and rho_halo_rows (x and g of the halo rows from L2) while
+        # they land, then copy_wait; rho_rows_from_x reduces the tile rows alone (g staged, x from
+        # DRAM, or staged too)
         halo = (top + bottom) * W
-        stage.dram_read += tile_bytes
+        tiles_staged = 2 if c.staged_x else 1
+        stage.dram_read += tiles_staged * tile_bytes
         stage.l2_read += 2 * halo * C * e
         stage.segments = [(1, [weights]), (1, [strided("stage_inputs", R * W * C // V, T, "dram")])]
         stage.overlap = [(1, [pooled])] + (_reduce_segments(c, "rho_halo_rows", halo, "l2") if halo else [])
-        phases.append(Phase("rho_rows_from_x", dram_read=tile_bytes,
-                            segments=_reduce_segments(c, "rho_rows_from_x", npix, "dram")))
+        if c.staged_x:
+            phases.append(Phase("rho_rows_from_x", segments=_reduce_segments(c, "rho_rows_staged", npix, "smem")))
+        else:
+            phases.append(Phase("rho_rows_from_x", dram_read=tile_bytes,
+                                segments=_reduce_segments(c, "rho_rows_from_x", npix, "dram")))
         write = Phase("write_dx_tile", dram_write=tile_bytes,
                       segments=[(1, [strided("write_dx_tile", R * W * C // V, T, "smem")])])
     else:
@@ -564,7 +570,7 @@ def launches_of_call(shape, dtype, pool: str, kernel: tuple, backward: bool, car
     kinds = launch_kinds(backward, t.two_pass)
     maps = t.launches[kinds.index(3)] if 3 in kinds else None
     c = Call(tuple(shape), elem, pool, tuple(kernel), t.rows, t.two_pass, t.vec, t.threads, t.px,
-             maps.rows if maps else 0)
+             maps.rows if maps else 0, t.staged_x)
     B = shape[0]
     partial_blocks = maps.grid if maps else t.blocks  # blocks writing weight-gradient partials
     short = {4: "f32", 2: {"torch.bfloat16": "bf16"}.get(str(dtype), "f16"), 8: "f64"}[elem]

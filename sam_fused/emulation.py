@@ -17,6 +17,9 @@ SLOTS = ("x", "grad_out", "out", "pooled", "weight", "bias", "workspace", "share
 POINTWISE_SLOTS = ("x", "y", "grad", "out", "grad_y")  # out: out (forward) or grad_x (backward)
 FIELDS = ("read", "read_unique", "written", "written_unique", "sectors", "ideal_sectors")
 ONE_PASS, TWO_PASS = 1, 2
+# one pass with the backward's x tile staged beside grad_out's / not staged (traits.h Plan::staged_x);
+# ONE_PASS leaves that choice to the planner
+ONE_PASS_STAGED_X, ONE_PASS_UNSTAGED_X = 3, 4
 ARCHS = ("sm_80", "sm_86", "sm_89", "sm_90", "sm_100", "sm_120")
 DEFAULT_ARCH = "sm_90"
 
@@ -43,6 +46,7 @@ class Traffic:
     spill: bool = False   # map buffers in global scratch, not shared memory
     launches: list = None  # [Launch] in launch order
     px: int = 0           # pixels per channel-reduction round (channel slots = threads / px)
+    staged_x: bool = False  # one-pass backward: the x tile staged in shared memory too
 
     def __getitem__(self, slot):
         return self.counts[slot]
@@ -56,14 +60,15 @@ class Traffic:
 
 def decode_plan(rows: list, counts: dict | None = None) -> Traffic:
     """Traffic (counts may be empty) from the plan rows: one per launch, (rows per tile, tiles
-    per sample, grid, flags: 1 two pass | 2 spilled maps, vector width, threads, smem bytes,
-    pixels per channel-reduction round);
+    per sample, grid, flags: 1 two pass | 2 spilled maps | 4 x tile staged (backward), vector width,
+    threads, smem bytes, pixels per channel-reduction round);
     the plan fields are those of the first launch (the main kernel's, or pass 1's: the same; the
     two-pass backward's map kernel, second, has its own rows, tiles and spill flag in its Launch).
     An empty input launches nothing: no rows."""
     r, tiles, blocks, flags, vec, threads, _, px = rows[0] if rows else (0, 0, 0, 0, 1, 0, 0, 0)
     launches = [Launch(grid, th, smem, rw, tl, bool(fl & 2)) for rw, tl, grid, fl, _, th, smem, _ in rows]
-    return Traffic(counts or {}, r, tiles, blocks, bool(flags & 1), vec, threads, bool(flags & 2), launches, px)
+    return Traffic(counts or {}, r, tiles, blocks, bool(flags & 1), vec, threads, bool(flags & 2), launches, px,
+                   bool(flags & 4))
 
 
 def decode(t: torch.Tensor, slots=SLOTS) -> Traffic:

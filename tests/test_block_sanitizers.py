@@ -7,7 +7,8 @@ return_map, 64-bit offsets, spilled map buffers, forward and backward."""
 import pytest
 import torch
 
-from sam_fused.emulation import ONE_PASS, PLANTED_BUGS, TWO_PASS, emulated_results, run_planted_bug
+from sam_fused.emulation import (ONE_PASS, ONE_PASS_STAGED_X, ONE_PASS_UNSTAGED_X, PLANTED_BUGS,
+                                TWO_PASS, emulated_results, run_planted_bug)
 from helpers import POOLS, make_grad, make_input, make_pair
 from test_cuda_emulation import CASES, LAYOUTS, check
 
@@ -55,7 +56,8 @@ def test_unknown_planted_bug_is_a_value_error():
         run_planted_bug("nope")
 
 
-@pytest.mark.parametrize("variant", [ONE_PASS, TWO_PASS], ids=["one_pass", "two_pass"])
+@pytest.mark.parametrize("variant", [ONE_PASS_UNSTAGED_X, ONE_PASS_STAGED_X, TWO_PASS],
+                         ids=["one_pass", "one_pass_staged_x", "two_pass"])
 @pytest.mark.parametrize("pool", POOLS)
 @pytest.mark.parametrize("case", range(len(CASES)))
 def test_kernels_run_clean_fp64(case, pool, variant):
@@ -64,7 +66,8 @@ def test_kernels_run_clean_fp64(case, pool, variant):
     check(x, pool, kernel, variant=variant, rows=rows, threads=threads, sanitize=True)
 
 
-@pytest.mark.parametrize("variant", [ONE_PASS, TWO_PASS], ids=["one_pass", "two_pass"])
+@pytest.mark.parametrize("variant", [ONE_PASS_UNSTAGED_X, ONE_PASS_STAGED_X, TWO_PASS],
+                         ids=["one_pass", "one_pass_staged_x", "two_pass"])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_kernels_run_clean_vectorised(dtype, layout, variant):
@@ -76,7 +79,7 @@ def test_kernels_run_clean_vectorised(dtype, layout, variant):
 @pytest.mark.parametrize("bias,return_map", [(False, False), (True, True), (False, True)])
 @pytest.mark.parametrize("pool", POOLS)
 def test_kernels_run_clean_bias_and_return_map(pool, bias, return_map, layout):
-    for variant in (ONE_PASS, TWO_PASS):
+    for variant in (ONE_PASS_UNSTAGED_X, ONE_PASS_STAGED_X, TWO_PASS):
         check(make_input((2, 6, 9, 5), torch.float64, layout), pool, (3, 3), bias, return_map, variant=variant,
               rows=2, threads=64, sanitize=True)
 

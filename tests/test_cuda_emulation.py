@@ -6,7 +6,8 @@ W = 1, H = 1, several reduction rounds, NHWC with C > 32)."""
 import pytest
 import torch
 
-from sam_fused.emulation import ONE_PASS, TWO_PASS, emulate_bwd, emulate_fwd, emulated_results
+from sam_fused.emulation import (ONE_PASS_STAGED_X, ONE_PASS_UNSTAGED_X, TWO_PASS, emulate_bwd, emulate_fwd,
+                                 emulated_results)
 from helpers import (POOLS, REF_DTYPE, TOLERANCE, assert_close_scaled, assert_results_close, make_grad, make_input,
                      make_pair, module_results)
 
@@ -44,7 +45,8 @@ def check(x, pool, kernel, bias=True, return_map=False, **kw):
     return tf, tb
 
 
-@pytest.mark.parametrize("variant", [ONE_PASS, TWO_PASS], ids=["one_pass", "two_pass"])
+@pytest.mark.parametrize("variant", [ONE_PASS_UNSTAGED_X, ONE_PASS_STAGED_X, TWO_PASS],
+                         ids=["one_pass", "one_pass_staged_x", "two_pass"])
 @pytest.mark.parametrize("pool", POOLS)
 @pytest.mark.parametrize("case", range(len(CASES)))
 def test_variants_fp64(case, pool, variant):
@@ -52,6 +54,7 @@ def test_variants_fp64(case, pool, variant):
     x = make_input(shape, torch.float64, LAYOUTS[case % len(LAYOUTS)])
     tf, tb = check(x, pool, kernel, variant=variant, rows=rows, threads=threads)
     assert tf.two_pass == tb.two_pass == (variant == TWO_PASS)
+    assert tb.staged_x == (variant == ONE_PASS_STAGED_X) and not tf.staged_x
     if rows:
         assert tf.rows == min(rows, shape[2])
 
@@ -64,7 +67,8 @@ def test_bias_and_return_map(pool, bias, return_map, layout):
     check(x, pool, (3, 3), bias, return_map, rows=2, threads=64)
 
 
-@pytest.mark.parametrize("variant", [ONE_PASS, TWO_PASS], ids=["one_pass", "two_pass"])
+@pytest.mark.parametrize("variant", [ONE_PASS_UNSTAGED_X, ONE_PASS_STAGED_X, TWO_PASS],
+                         ids=["one_pass", "one_pass_staged_x", "two_pass"])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_dtypes_vectorised(dtype, layout, variant):
@@ -90,7 +94,8 @@ def test_empty(shape):
     assert dx.shape == x.shape and torch.equal(dw, torch.zeros_like(weight)) and torch.equal(db, torch.zeros(1))
 
 
-@pytest.mark.parametrize("variant", [ONE_PASS, TWO_PASS], ids=["one_pass", "two_pass"])
+@pytest.mark.parametrize("variant", [ONE_PASS_UNSTAGED_X, ONE_PASS_STAGED_X, TWO_PASS],
+                         ids=["one_pass", "one_pass_staged_x", "two_pass"])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_max_ties_route_to_first_channel(layout, variant):
     # small integers: most pixels have several channels equal to the max

@@ -33,7 +33,7 @@ def streams_of(layer, shape, dtype, backward):
     t = pm.plan_call(shape, dtype, pool, kernel, backward, H100.arch)
     two_pass_maps = backward and t.two_pass  # BwdMaps, the second launch
     c = pm.Call(shape, dtype.itemsize, pool, kernel, t.rows, t.two_pass, t.vec, t.threads, t.px,
-                t.launches[1].rows if two_pass_maps else 0)
+                t.launches[1].rows if two_pass_maps else 0, t.staged_x)
     builds = {"FwdPool": pm.fwd_pool_phases, "FwdMain": pm.fwd_main_phases, "BwdRho": pm.bwd_rho_phases,
               "BwdMaps": pm.bwd_maps_phases, "BwdMain": pm.bwd_main_phases}
     kernels = [pm.KERNEL_OF[(backward, k)] for k in pm.launch_kinds(backward, t.two_pass)]

@@ -10,7 +10,7 @@ import itertools
 import pytest
 import torch
 
-from sam_fused.emulation import ARCHS, ONE_PASS, TWO_PASS, emulate_fwd, emulated_results, plan
+from sam_fused.emulation import ARCHS, ONE_PASS, ONE_PASS_UNSTAGED_X, TWO_PASS, emulate_fwd, emulated_results, plan
 from helpers import REF_DTYPE, assert_results_close, make_grad, make_input, make_pair, module_results
 
 KB = 1024
@@ -25,6 +25,8 @@ LIMITS = {
     "sm_120": (99 * KB, 100 * KB, 1536),
 }
 RESERVED_PER_BLOCK = 1 * KB
+# the representative part's SM count of each arch (csrc/block/limits.h names the parts)
+SMS = {"sm_80": 108, "sm_86": 84, "sm_89": 142, "sm_90": 132, "sm_100": 148, "sm_120": 170}
 
 # (shape, kernel, pool): the wide-row and large shapes the planner must fit, and common ones
 SHAPES = [
@@ -71,6 +73,10 @@ def test_every_launch_fits_the_arch(case, arch):
             kernels = [-1 - backward] + ([1] if t.two_pass and backward else [])  # the main kernel, BwdMaps
             for k in kernels:
                 assert t.launches[k].smem <= half_sm or one_row.launches[k].smem > half_sm, what
+        if t.staged_x:  # x staged too only in the one-pass backward, and only with every block resident
+            assert backward and not t.two_pass and not return_map, what
+            per_sm = -(-t.blocks // SMS[arch])
+            assert per_sm <= 2 and per_sm * (t.launches[0].smem + RESERVED_PER_BLOCK) <= LIMITS[arch][1], what
         if t.two_pass and backward:  # BwdMaps' map tiles cover every row of each sample
             maps = t.launches[1]
             assert maps.tiles * maps.rows >= shape[2] > (maps.tiles - 1) * maps.rows, what
@@ -83,6 +89,28 @@ def test_one_pass_keeps_two_blocks_per_sm(arch):
     t, _ = plan((128, 64, 64, 9), torch.float32, "mean", (3, 1), True, arch=arch)
     assert not t.two_pass and not t.spill
     assert t.launches[0].smem + RESERVED_PER_BLOCK <= LIMITS[arch][1] // 2
+
+
+HAR_SHAPES = [(128, 64, 64, 9), (128, 128, 32, 9), (128, 256, 16, 9), (128, 512, 8, 9)]
+
+
+@pytest.mark.parametrize("shape", HAR_SHAPES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_har_backward_stages_x_where_the_grid_stays_resident(shape, dtype):
+    """sm_90: the one-pass backward stages its x tile too where every block still fits on the SMs
+    at once with the larger shared memory (UCI-HAR bf16: one or two blocks per SM), and reads x
+    in the reduction where staging it would cost resident blocks (UCI-HAR fp32 at 2-3 blocks per
+    SM). The staged plan adds exactly one tile of x to the shared memory of the same tiles."""
+    t, _ = plan(shape, dtype, "mean", (3, 1), True, arch="sm_90")
+    unstaged, _ = plan(shape, dtype, "mean", (3, 1), True, arch="sm_90", variant=ONE_PASS_UNSTAGED_X)
+    per_sm = -(-t.blocks // SMS["sm_90"])
+    tile = t.rows * shape[1] * shape[3] * dtype.itemsize
+    resident_if_staged = LIMITS["sm_90"][1] // (unstaged.launches[0].smem + tile + RESERVED_PER_BLOCK)
+    assert not t.two_pass and (t.rows, t.blocks) == (unstaged.rows, unstaged.blocks)
+    assert t.staged_x == (per_sm <= min(2, resident_if_staged))
+    assert t.staged_x == (dtype == torch.bfloat16)
+    assert t.launches[0].smem == unstaged.launches[0].smem + (tile if t.staged_x else 0)
+    assert not unstaged.staged_x
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -15,7 +15,7 @@ terms, whose exact sizes are computed below from the shape and the plan's rows p
 import pytest
 import torch
 
-from sam_fused.emulation import ONE_PASS, TWO_PASS, emulate_bwd, emulate_fwd
+from sam_fused.emulation import ONE_PASS, ONE_PASS_STAGED_X, ONE_PASS_UNSTAGED_X, TWO_PASS, emulate_bwd, emulate_fwd
 from helpers import make_grad, make_input, make_pair
 
 SHAPES = [(2, 12, 11, 9), (3, 5, 8, 6)]
@@ -129,16 +129,20 @@ def test_coalescing_of_x_shaped_tensors(shape, layout):
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
 @pytest.mark.parametrize("shape,kernel", [((2, 64, 16, 8), (3, 1)), ((2, 5, 12, 16), (3, 3)), ((1, 41, 9, 7), (3, 3))])
-def test_staged_tile_accesses_are_bank_conflict_free(shape, kernel, dtype, layout):
+@pytest.mark.parametrize("variant", [ONE_PASS_UNSTAGED_X, ONE_PASS_STAGED_X], ids=["x_read", "x_staged"])
+def test_staged_tile_accesses_are_bank_conflict_free(shape, kernel, dtype, layout, variant):
     """Shared-memory wavefronts of the staged-tile phases (128-bit staging stores, the channel
     reduction's reads, the write phase's 128-bit reads back) equal the ideal bytes / 128 per
     warp-wide access: no bank conflicts. The third shape is not vectorisable (scalar accesses)."""
-    x, tf, tb = run(shape, "mean+max", ONE_PASS, False, layout, dtype=dtype, kernel=kernel, rows=0, threads=0)
+    x, tf, tb = run(shape, "mean+max", variant, False, layout, dtype=dtype, kernel=kernel, rows=0, threads=0)
     N, e = x.numel(), x.element_size()
+    assert tb.staged_x == (variant == ONE_PASS_STAGED_X)
     for t in (tf, tb):
         assert not t.two_pass
         sh = t["shared"]
-        # staged once, read by the reduction and by the write
-        assert sh["written"] == N * e and sh["read"] >= 2 * N * e, sh
+        # staged once, read by the reduction and by the write; the backward's staged x tile is
+        # staged once more and read by the reduction
+        tiles = 2 if t.staged_x else 1
+        assert sh["written"] == tiles * N * e and sh["read"] >= (tiles + 1) * N * e, sh
         assert sh["sectors"] == sh["ideal_sectors"] > 0, sh
     assert tf.vec == tb.vec == (1 if shape[-1] == 7 else 16 // e)

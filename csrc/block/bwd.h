@@ -1,6 +1,7 @@
 // Backward block programs (docs/design.md §2-3). One pass: a block owns rows [h0, h1) of one
 // sample; it stages its grad_out tile in shared memory, computes rho = sum_c g*x on the tile
-// plus rh halo rows (x read once, halo re-read from global/L2), s and delta from the saved
+// plus rh halo rows (x read once, from global or, Plan::staged_x, staged beside grad_out;
+// halo re-read from global/L2), s and delta from the saved
 // pooled maps, gamma by the transposed conv, the per-block weight/bias gradient partials,
 // and writes dx = g*s + gamma_mean/C (+ gamma_max at the first argmax) from the staged tile.
 // Two pass: BwdRho writes rho and the argmax, BwdMaps (bwd_maps.h) s, gamma and the weight
@@ -17,10 +18,11 @@ template <typename A> struct XgPair {
   A x, g;
 };
 
-// rho (g*x over channels c0, c0 + step, ...) and/or argmax over x of one pixel.
+// rho (g*x over channels c0, c0 + step, ...) and/or argmax over x of one pixel; on the tile rows
+// g from `gtile` and x from `xtile` where they are staged (same layout), else from global memory.
 template <bool CL, typename T, typename I, class Ctx>
-SAM_FUSED_BLOCK void rho_visit(Ctx& ctx, const Args<T>& a, const Tile<I>& tl, const T* gtile, I h, I w, int c0,
-                               int step, bool want_rho, bool want_argmax, ChanPartial<acc_t<T>>& acc) {
+SAM_FUSED_BLOCK void rho_visit(Ctx& ctx, const Args<T>& a, const Tile<I>& tl, const T* gtile, const T* xtile, I h, I w,
+                               int c0, int step, bool want_rho, bool want_argmax, ChanPartial<acc_t<T>>& acc) {
   using A = acc_t<T>;
   const Geometry& s = a.s;
   const I pix = (h - tl.h0) * I(s.W) + w, L = tl.rows() * I(s.W);
@@ -29,20 +31,23 @@ SAM_FUSED_BLOCK void rho_visit(Ctx& ctx, const Args<T>& a, const Tile<I>& tl, co
     if (want_argmax) argmax_visit(acc, v.x, int32_t(c));
   };
   constexpr int U = kChannelUnroll;  // channels ahead: up to 2U loads in flight (x and g)
-  // One loop per source of g (a template argument, not a branch between the unrolled loads).
-  auto visit_with = [&](auto g_at) {
+  // One loop per source of x and g (template arguments, not branches between the unrolled loads).
+  auto visit_with = [&](auto x_at, auto g_at) {
     for_channels<U>(
         I(c0), I(step), I(s.C),
         [&](I c) {
-          const I off = x_offset<CL, I>(s, tl.b, c, h, w);
-          const A xv = A(ctx.load(a.x + off));
-          return XgPair<A>{xv, want_rho ? A(ctx.load(g_at(c, off))) : A(0)};
+          const I off = x_offset<CL, I>(s, tl.b, c, h, w), k = CL ? pix * I(s.C) + c : c * L + pix;
+          const A xv = A(ctx.load(x_at(k, off)));
+          return XgPair<A>{xv, want_rho ? A(ctx.load(g_at(k, off))) : A(0)};
         },
         use);
   };
-  if (gtile && h >= tl.h0 && h < tl.h1)
-    visit_with([&](I c, I) { return gtile + (CL ? pix * I(s.C) + c : c * L + pix); });
-  else visit_with([&](I, I off) { return a.g + off; });
+  auto global_x = [&](I, I off) { return a.x + off; };
+  if (gtile && h >= tl.h0 && h < tl.h1) {
+    auto tile_g = [&](I k, I) { return gtile + k; };
+    if (xtile) visit_with([&](I k, I) { return xtile + k; }, tile_g);
+    else visit_with(global_x, tile_g);
+  } else visit_with(global_x, [&](I, I off) { return a.g + off; });
 }
 
 // Two-pass, pass 1: rho and (max pooling) the argmax of the tile pixels to the workspace.
@@ -57,8 +62,8 @@ template <typename T, bool CL, typename I> struct BwdRho {
     channel_reduce<CL, A>(
         ctx, s, a.p, int64_t(tl.rows() * W), lead_lanes<T, CL>(s, tl.h0), argmax, part,
         [&](int64_t i, int c0, int step, ChanPartial<A>& acc) {
-          rho_visit<CL>(ctx, a, tl, static_cast<const T*>(nullptr), tl.h0 + I(i) / W, I(i) % W, c0, step, true, argmax,
-                        acc);
+          rho_visit<CL>(ctx, a, tl, static_cast<const T*>(nullptr), static_cast<const T*>(nullptr), tl.h0 + I(i) / W,
+                        I(i) % W, c0, step, true, argmax, acc);
         },
         [&](int64_t i, const ChanPartial<A>& acc) {
           const I at = (tl.b * I(s.H) + tl.h0) * W + I(i);
@@ -94,6 +99,7 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
     BlockBuffer<Ctx, int32_t> amax;
     ChanPartial<A>* part;
     T* gtile;  // staged grad_out tile, or null
+    T* xtile;  // staged x tile (Plan::staged_x), or null
 
     SAM_FUSED_BLOCK bool in_map(int64_t h, int64_t w) const {
       return h >= 0 && h < int64_t(H) && w >= 0 && w < int64_t(W);
@@ -131,6 +137,7 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
     v.amax = ctx.buffer(reinterpret_cast<int32_t*>(mp + p.off_amax));
     v.part = reinterpret_cast<ChanPartial<A>*>(sm + p.off_part);
     v.gtile = p.staged ? reinterpret_cast<T*>(sm + p.off_tile) : nullptr;
+    v.xtile = p.staged && p.staged_x ? reinterpret_cast<T*>(sm + p.off_xtile) : nullptr;
     return v;
   }
 
@@ -172,7 +179,7 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
     });
   }
 
-  // One pass: weights, the grad_out tile, the pooled rows with their 2rh halo, and (return_map)
+  // One pass: weights, the grad_out tile (and the x tile), the pooled rows with their 2rh halo, and (return_map)
   // rho of the delta rows, the map's gradient.
   template <class Ctx> static SAM_FUSED_BLOCK void stage_inputs(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
     const Geometry& s = a.s;
@@ -183,8 +190,10 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
     if (v.gtile)
       with_vec<T>(p, [&](auto vt) {
         constexpr int V = decltype(vt)::value;
-        for_tile_vectors<V, CL>(ctx, s, tl,
-                                [&](I k, I off, I, I) { ctx.template copy_vec<V>(a.g + off, v.gtile + k); });
+        for_tile_vectors<V, CL>(ctx, s, tl, [&](I k, I off, I, I) {
+          ctx.template copy_vec<V>(a.g + off, v.gtile + k);
+          if (v.xtile) ctx.template copy_vec<V>(a.x + off, v.xtile + k);
+        });
       });
     ctx.each_thread([&](int t) {
       for (I i = I(t); i < I(s.pool.P) * (f1 - f0) * W; i += I(ctx.threads())) {
@@ -202,7 +211,7 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
   // those on the tile rows (with max pooling); g from the staged tile on the tile rows.
   template <class Ctx>
   static SAM_FUSED_BLOCK void rho_row_set(Ctx& ctx, const Args<T>& a, const View<Ctx>& v, const RowSet<I>& rows,
-                                          const T* gtile) {
+                                          const T* gtile, const T* xtile) {
     const Geometry& s = a.s;
     const Tile<I>& tl = v.tl;
     const I W = v.W;
@@ -211,8 +220,8 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
         ctx, s, a.p, int64_t(rows.npix()), lead_lanes<T, CL>(s, rows.r0), has_max, v.part,
         [&](int64_t i, int c0, int step, ChanPartial<A>& acc) {
           const I h = rows.row(I(i));
-          rho_visit<CL>(ctx, a, tl, gtile, h, I(i) % W, c0, step, !s.return_map, has_max && h >= tl.h0 && h < tl.h1,
-                        acc);
+          rho_visit<CL>(ctx, a, tl, gtile, xtile, h, I(i) % W, c0, step, !s.return_map,
+                        has_max && h >= tl.h0 && h < tl.h1, acc);
         },
         [&](int64_t i, const ChanPartial<A>& acc) {
           const I h = rows.row(I(i)), w = I(i) % W;
@@ -224,17 +233,21 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
   // One pass with a staged grad_out tile: rho of the rh halo rows above and below it, x and g
   // from global/L2. They do not need the tile, so their round trips overlap its copies.
   template <class Ctx> static SAM_FUSED_BLOCK void rho_halo_rows(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
-    if (v.gtile) rho_row_set(ctx, a, v, RowSet<I>{v.e0, v.e1, v.tl.h0, v.tl.h1, v.W}, static_cast<const T*>(nullptr));
+    if (v.gtile)
+      rho_row_set(ctx, a, v, RowSet<I>{v.e0, v.e1, v.tl.h0, v.tl.h1, v.W}, static_cast<const T*>(nullptr),
+                  static_cast<const T*>(nullptr));
   }
 
-  // One pass: rho of the tile rows (g from the staged tile; the halo is done) and the argmax of
+  // One pass: rho of the tile rows (g from the staged tile, x too with Plan::staged_x; the halo
+  // is done) and the argmax of
   // the tile; with return_map rho is the map's gradient and only the argmax needs x.
   template <class Ctx> static SAM_FUSED_BLOCK void rho_rows_from_x(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
     const Geometry& s = a.s;
     if (s.return_map && !v.has_max) return;
     const Tile<I>& tl = v.tl;
     // one pass without return_map always stages (Plan::staged); return_map needs no halo
-    rho_row_set(ctx, a, v, RowSet<I>{tl.h0, tl.h1, tl.h0, tl.h0, v.W}, static_cast<const T*>(v.gtile));
+    rho_row_set(ctx, a, v, RowSet<I>{tl.h0, tl.h1, tl.h0, tl.h0, v.W}, static_cast<const T*>(v.gtile),
+                static_cast<const T*>(v.xtile));
   }
 
   // s = sigmoid(conv(pooled)) and delta = rho * s * (1 - s) on the delta rows; s kept for the

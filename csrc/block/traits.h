@@ -57,11 +57,12 @@ struct Plan {
   int64_t blocks = 0;      // blocks of the main kernel = B * tiles
   bool two_pass = false;   // a separate channel-reduction kernel runs first
   bool staged = false;     // the main kernel keeps its x (fwd) / grad_out (bwd) tile in shared memory
+  bool staged_x = false;   // one-pass backward: its x tile too (rho then reads both tiles from shared memory)
   bool spill = false;      // map buffers in global scratch (spill_bytes per block), not shared memory
   int vec = 1;             // elements per vector access of x-shaped tensors (1 or 16 / elem_size)
   int px = 32, cs = 1;     // channel reduction: pixels per round x channel slots = threads
   int64_t off_w = 0, off_q = 0, off_s = 0, off_d = 0, off_gmean = 0, off_gmax = 0, off_amax = 0, off_part = 0,
-          off_tile = 0, smem_bytes = 0, spill_bytes = 0;
+          off_tile = 0, off_xtile = 0, smem_bytes = 0, spill_bytes = 0;
   int64_t partials = 0;    // backward: blocks that write weight-gradient partials (BwdMaps' or the main kernel's)
   // Two-pass backward: BwdMaps, the per-pixel map kernel between pass 1 and the main kernel.
   // A block owns `rows` rows of one sample's maps; its buffers (weights, pooled rows with a 2rh
@@ -74,7 +75,9 @@ struct Plan {
   } maps;
 };
 
-enum class Variant : int { kAuto = 0, kOnePass = 1, kTwoPass = 2 };
+// kOnePass: one pass, the x tile staged or not as plan_launch chooses; kOnePassStagedX /
+// kOnePassUnstagedX force that choice (backward; staged only where it fits the opt-in maximum).
+enum class Variant : int { kAuto = 0, kOnePass = 1, kTwoPass = 2, kOnePassStagedX = 3, kOnePassUnstagedX = 4 };
 
 // Test/tuning overrides (the CUDA op always passes the defaults).
 struct Overrides {
@@ -149,6 +152,7 @@ inline void place_buffers(Plan& p, const Geometry& s, int64_t R, int64_t elem_by
   }
   p.off_part = take(backward && p.two_pass ? 0 : partial_bytes(p.threads, acc_bytes), false);
   p.off_tile = take(p.staged ? R * s.C * W * elem_bytes : 0, false);
+  p.off_xtile = take(p.staged_x ? R * s.C * W * elem_bytes : 0, false);
   p.smem_bytes = smem;
   p.spill_bytes = p.spill ? scratch : 0;
 }
@@ -225,10 +229,32 @@ inline int64_t block_budget(const DeviceLimits& dev, int threads) {
                   dev.smem_per_sm / resident_blocks(dev, threads) - dev.smem_reserved_per_block);
 }
 
+// One-pass backward: stage the x tile beside grad_out's? rho over the tile rows then reads both
+// from shared memory, and the x tile arrives by the same asynchronous copies, every one of a
+// thread's in flight at once, where x read by the reduction keeps kChannelUnroll loads per
+// thread in flight (latency bound when few warps are resident: 16-bit data, grids of about one
+// block per SM). Staged when every block of the call is still resident at once with the larger
+// buffers (ceil(blocks / SMs) per SM, at most the resident blocks the plan assumes): the grid is
+// one wave either way, and no block waits for another's shared memory (docs/design.md §3).
+inline bool stage_x_tile(const Plan& p, const Geometry& s, const DeviceLimits& dev, int64_t elem_bytes,
+                         int64_t acc_bytes, Variant v) {
+  using namespace detail;
+  if (v == Variant::kOnePassUnstagedX) return false;
+  Plan q = p;
+  q.staged_x = true;
+  place_buffers(q, s, p.rows, elem_bytes, acc_bytes, true);
+  if (q.smem_bytes > dev.smem_per_block_optin) return false;
+  if (v == Variant::kOnePassStagedX) return true;
+  const int64_t per_sm = ceil_div(p.blocks, std::max<int64_t>(1, dev.sms));
+  return per_sm <= resident_blocks(dev, p.threads) &&
+         q.smem_bytes <= dev.smem_per_sm / per_sm - dev.smem_reserved_per_block;
+}
+
 // The launch plan of one call on `dev` (docs/design.md §3). Shared memory per block is held to
 // what lets the resident blocks share an SM (`budget`), and never above the opt-in maximum:
 // one pass when a staged tile of one_pass_min_rows rows (or the whole sample)
-// fits the budget with all its buffers; otherwise two passes over x (3N bytes fwd, 4N bwd)
+// fits the budget with all its buffers (the backward then stages its x tile too when that
+// keeps the grid resident: stage_x_tile); otherwise two passes over x (3N bytes fwd, 4N bwd)
 // with as many rows as fit (no halo minimum), else as many as fit the opt-in maximum, else
 // the map buffers in global scratch. return_map never stages anything (the forward does not
 // re-read x; the backward reads no grad_out tile).
@@ -262,6 +288,7 @@ inline Plan plan_launch(const Geometry& s, const DeviceLimits& dev, int64_t elem
   // rows (none for the backward with return_map; the two-pass kernels reduce the tile in pass 1).
   const int64_t halo = p.two_pass || (s.return_map && backward) ? 0 : s.kh / 2;
   plan_reduction(p, s, p.rows * s.W, 2 * halo * s.W, p.staged);
+  if (backward && p.staged) p.staged_x = stage_x_tile(p, s, dev, elem_bytes, acc_bytes, o.variant);
   place_buffers(p, s, p.rows, elem_bytes, acc_bytes, backward);
   if (p.smem_bytes > optin) {
     p.spill = true;

@@ -12,7 +12,8 @@
 //   sam_fused::_emulate_plan(shape, dtype, pool, kh, kw, channels_last, return_map, backward, variant,
 //                            rows, threads, arch) -> (plan, index64)
 //
-// variant: 0 = the CUDA op's choice, 1 = one pass, 2 = two pass; rows/threads: 0 = the CUDA
+// variant: 0 = the CUDA op's choice, 1 = one pass, 2 = two pass, 3 / 4 = one pass with / without
+// the backward's x tile staged (Plan::staged_x); rows/threads: 0 = the CUDA
 // op's choice; index64: force 64-bit offsets; max_blocks > 0 runs only the first max_blocks
 // blocks of each launch (outputs then incomplete: for access-pattern reports on big shapes);
 // arch: the device limits to plan for and enforce (limits.h table: sm_80 ... sm_120; default
@@ -60,18 +61,19 @@ const DeviceLimits& arch_limits(const std::string& arch) {
 constexpr int kPlanColumns = 8;
 
 // One row per launch: rows per tile, tiles per sample, grid, flags (1: two pass, 2: map
-// buffers in global scratch), vector width, threads per block, dynamic shared-memory bytes,
-// pixels per channel-reduction round. The backward's map kernel (BwdMaps) reports its own map
-// rows, tiles and spill flag, and 0 pixels per round (it reduces no channels).
+// buffers in global scratch, 4: the backward's x tile staged), vector width, threads per block, dynamic shared-memory
+// bytes, pixels per channel-reduction round. The backward's map kernel (BwdMaps) reports its own map rows, tiles and
+// spill flag, and 0 pixels per round (it reduces no channels).
 std::vector<int64_t> plan_rows(const CallPlan& c) {
   std::vector<int64_t> v;
   const Plan& p = c.p;
   for (int i = 0; i < c.n_launches; ++i) {
     const Launch& l = c.launches[i];
     const bool maps = l.kernel == Kernel::kMaps;
-    v.insert(v.end(), {maps ? p.maps.rows : p.rows, maps ? p.maps.tiles : p.tiles, l.grid,
-                       int64_t(p.two_pass) | int64_t(maps ? p.maps.spill : p.spill) << 1, int64_t(p.vec),
-                       int64_t(l.threads), l.smem_bytes, maps ? 0 : int64_t(p.px)});
+    v.insert(v.end(),
+             {maps ? p.maps.rows : p.rows, maps ? p.maps.tiles : p.tiles, l.grid,
+              int64_t(p.two_pass) | int64_t(maps ? p.maps.spill : p.spill) << 1 | int64_t(!maps && p.staged_x) << 2,
+              int64_t(p.vec), int64_t(l.threads), l.smem_bytes, maps ? 0 : int64_t(p.px)});
   }
   return v;
 }
@@ -129,7 +131,9 @@ CpuLauncher cpu_launcher(int64_t max_blocks, bool sanitize) {
 }
 
 Overrides overrides(int64_t variant, int64_t rows, int64_t threads) {
-  TORCH_CHECK_VALUE(variant >= 0 && variant <= 2, "variant must be 0 (auto), 1 (one pass) or 2 (two pass)");
+  TORCH_CHECK_VALUE(variant >= 0 && variant <= 4,
+                    "variant must be 0 (auto), 1 (one pass), 2 (two pass), 3 (one pass, backward x tile staged) or 4 "
+                    "(one pass, x tile not staged)");
   TORCH_CHECK_VALUE(threads == 0 || (threads >= 64 && threads <= 1024 && (threads & (threads - 1)) == 0),
                     "threads must be 0 or a power of two in [64, 1024]");
   TORCH_CHECK_VALUE(rows >= 0, "rows must be >= 0");
