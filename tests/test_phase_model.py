@@ -22,10 +22,12 @@ import time_model  # noqa: E402
 
 BLOCK = Path(__file__).parents[1] / "csrc" / "block"
 H100 = pm.CARDS["H100"]
-# one-pass and two-pass plans of both directions, mean and mean+max, fp32 and bf16
+# one-pass and two-pass plans of both directions, mean and mean+max, fp32 and bf16, the backward's x
+# tile staged and not
 CASES = [("har", (128, 64, 64, 9), torch.float32), ("har", (128, 64, 64, 9), torch.bfloat16),
          ("cbam", (32, 64, 56, 56), torch.float32), ("cbam", (32, 64, 56, 56), torch.bfloat16),
-         ("cbam", (2, 12, 11, 9), torch.float32), ("cbam", (32, 256, 56, 56), torch.float32)]  # the last: two pass
+         ("cbam", (2, 12, 11, 9), torch.float32), ("cbam", (32, 256, 56, 56), torch.float32),  # two pass
+         ("har", (128, 512, 8, 9), torch.float32)]  # one-pass backward with x read by the reduction (not staged)
 
 
 def streams_of(layer, shape, dtype, backward):

@@ -17,7 +17,12 @@ namespace sam_fused::block {
 // kRegsPerThread (65536 / (256 * 2)) and their blocks at kMaxThreads threads.
 constexpr int kThreads = 256;                 // threads per block (power of two, >= 64)
 constexpr int kMaxThreads = 256;              // most threads a block may be launched with
-constexpr int64_t kTargetBlockElems = 16384;  // elements of x per block worth one block's fixed costs
+// Elements of x per block worth one block's fixed costs: the forward moves 2 bytes per element of
+// x, the backward 3 (and with Plan::staged_x stages two tiles), so its blocks take half as many
+// and a UCI-HAR grid becomes about two waves whose blocks overlap their phases (the phase model,
+// docs/design.md §3: backward 76-81% -> 96% of the floor at (128, 64, 64, 9)); the forward's
+// 7x7 tiles would be halo-bound at half.
+constexpr int64_t kTargetBlockElems = 16384, kTargetBlockElemsBackward = 8192;
 constexpr int64_t kBlocksPerSm = 2;
 constexpr int64_t kRegsPerThread = 128;
 constexpr int kReduceThreads = 128;           // DwReduce: one warp per weight-gradient entry
@@ -175,10 +180,10 @@ inline int64_t rows_within(Plan p, const Geometry& s, int64_t elem_bytes, int64_
 // `min_rows` (a staged one-pass tile: the rows its halo needs). Rounded so a tile of NCHW rows
 // is a whole number of vectors where possible.
 inline int64_t choose_rows(const Geometry& s, int64_t min_blocks, int64_t elem_bytes, int64_t fit_rows,
-                           int64_t min_rows) {
+                           int64_t min_rows, bool backward) {
   using namespace detail;
   const int64_t row_elems = std::max<int64_t>(1, s.C * s.W);
-  int64_t rows = std::max<int64_t>(1, kTargetBlockElems / row_elems);
+  int64_t rows = std::max<int64_t>(1, (backward ? kTargetBlockElemsBackward : kTargetBlockElems) / row_elems);
   const int64_t tiles_wanted = ceil_div(min_blocks, std::max<int64_t>(1, s.B));
   rows = std::min(rows, std::max<int64_t>(1, ceil_div(s.H, tiles_wanted)));
   rows = std::max(rows, min_rows);
@@ -233,9 +238,10 @@ inline int64_t block_budget(const DeviceLimits& dev, int threads) {
 // from shared memory, and the x tile arrives by the same asynchronous copies, every one of a
 // thread's in flight at once, where x read by the reduction keeps kChannelUnroll loads per
 // thread in flight (latency bound when few warps are resident: 16-bit data, grids of about one
-// block per SM). Staged when every block of the call is still resident at once with the larger
-// buffers (ceil(blocks / SMs) per SM, at most the resident blocks the plan assumes): the grid is
-// one wave either way, and no block waits for another's shared memory (docs/design.md §3).
+// block per SM). Staged when an SM still holds, with the larger buffers, as many blocks as the
+// grid gives it, up to the resident blocks the plan assumes (ceil(blocks / SMs), at most
+// resident_blocks): staging never costs the overlap of blocks the plan counted on
+// (docs/design.md §3).
 inline bool stage_x_tile(const Plan& p, const Geometry& s, const DeviceLimits& dev, int64_t elem_bytes,
                          int64_t acc_bytes, Variant v) {
   using namespace detail;
@@ -245,9 +251,8 @@ inline bool stage_x_tile(const Plan& p, const Geometry& s, const DeviceLimits& d
   place_buffers(q, s, p.rows, elem_bytes, acc_bytes, true);
   if (q.smem_bytes > dev.smem_per_block_optin) return false;
   if (v == Variant::kOnePassStagedX) return true;
-  const int64_t per_sm = ceil_div(p.blocks, std::max<int64_t>(1, dev.sms));
-  return per_sm <= resident_blocks(dev, p.threads) &&
-         q.smem_bytes <= dev.smem_per_sm / per_sm - dev.smem_reserved_per_block;
+  const int64_t per_sm = std::min(ceil_div(p.blocks, std::max<int64_t>(1, dev.sms)), resident_blocks(dev, p.threads));
+  return q.smem_bytes <= dev.smem_per_sm / per_sm - dev.smem_reserved_per_block;
 }
 
 // The launch plan of one call on `dev` (docs/design.md §3). Shared memory per block is held to
@@ -280,7 +285,7 @@ inline Plan plan_launch(const Geometry& s, const DeviceLimits& dev, int64_t elem
   if (fit_rows < min_rows) fit_rows = std::max(fit_rows, fit(p.staged, optin));
   if (fit_rows < min_rows && !p.staged) fit_rows = s.H;  // maps spill to global scratch below
   p.rows = o.rows ? std::min(o.rows, std::max<int64_t>(1, s.H))
-                  : choose_rows(s, dev.sms * resident, elem_bytes, std::max<int64_t>(1, fit_rows), min_rows);
+                  : choose_rows(s, dev.sms * resident, elem_bytes, std::max<int64_t>(1, fit_rows), min_rows, backward);
   p.tiles = ceil_div(std::max<int64_t>(1, s.H), p.rows);
   p.blocks = s.B * p.tiles;
   p.vec = choose_vec(s, p.rows, elem_bytes, pointers_aligned);
