@@ -31,7 +31,9 @@ class Loop:
 # SASS addresses are those of the sm_90 code (NCHW, int32; "f32" float, "bf16" bfloat16) of the
 # build the table was read from (halo rows reduced while the tile's copies land, conv taps
 # unchecked inside the map, weight-gradient partials without divisions, rho kChannelUnroll
-# channels ahead). Where a loop has paths with different instruction counts, instr is the path
+# channels ahead). BwdMain's stage_inputs and rho entries were re-read after the x tile staging
+# and kRhoUnroll (their loops moved; the other BwdMain addresses are of the build before, whose
+# loops these changes left as they were). Where a loop has paths with different instruction counts, instr is the path
 # the benchmark plans take (said in why). Conv loops: ".border" is the checked path of the
 # pixels whose window crosses the map's edge; row is read for kw = 7 (CBAM; kw = 1, UCI-HAR,
 # costs 8-11 fewer per row).
@@ -122,15 +124,15 @@ LOOPS = {
         (1, 1), (31, 31), "common.h:channel_reduce (merge, argmax)",
         "partial: 124 instructions per 4 merges with argmax (f32 0x4af0, bf16 0x4cd0)"),
     ("BwdMain", "rho_rows_from_x"): Loop(
-        (8, 8), (14, 16), "bwd.h:rho_visit (for_channels)",
-        "channel: tile rows only, U = 8 channels (x by LDG.E, g by LDS from the staged tile: 16 loads) before "
-        "the first FFMA; 60 load instructions then 6 per channel without argmax (HAR), 19 with: 216 / 231 "
-        "per 8 (f32 0x7820, bf16 0x7b10)"),
+        (16, 8), (13.5, 16), "bwd.h:rho_visit (for_channels)",
+        "channel: tile rows only, x by LDG.E, g by LDS from the staged tile, fp32 kRhoUnroll = 16 channels "
+        "(16-bit kChannelUnroll = 8) before the first FFMA; 423 per 16 (f32 0xc430) / 231 per 8 (bf16) with the "
+        "argmax branches (13 per channel), which HAR skips"),
     ("BwdMain", "rho_rows_staged"): Loop(
         (8, 8), (14, 16), "bwd.h:rho_visit (for_channels, x and g staged)",
         "channel: tile rows with both tiles staged (Plan::staged_x), U = 8 channels (16 LDS) before the first "
-        "FFMA; its index arithmetic is rho_rows_from_x's: 213 / 229 per 8 with the argmax branches, 3 fewer "
-        "than with x by LDG (f32 0xb420, bf16 0xcac0)"),
+        "FFMA; its index arithmetic is rho_rows_from_x's: 213 / 231 per 8 with the argmax branches "
+        "(f32 0xb3b0, bf16 0xc9f0)"),
     ("BwdMain", "rho_rows_staged.merge"): Loop(
         (1, 1), (31, 31), "common.h:channel_reduce (merge, argmax)",
         "partial: as rho_rows_from_x's merge"),

@@ -105,7 +105,8 @@ def launch_plans(shape, dtype, pool: str, kernel) -> tuple[bool, bool]:
     weight = torch.zeros(1, P, *kernel, dtype=dtype)
     out, pooled, tf = torch.ops.sam_fused._emulate_fwd(x, weight, None, pool, False, max_blocks=1)
     *_, tb = torch.ops.sam_fused._emulate_bwd(out, x, weight, None, pooled, pool, False, max_blocks=1)
-    return bool(tf[-1, 3]), bool(tb[-1, 3])  # plan row: rows, tiles, blocks, two_pass, vec, threads
+    # plan row: rows, tiles, blocks, flags (1: two pass), vec, threads
+    return bool(int(tf[-1, 3]) & 1), bool(int(tb[-1, 3]) & 1)
 
 
 def measure_copy_bandwidth(device: str = "cuda", megabytes: int = 1024, repeats: int = 20) -> float:

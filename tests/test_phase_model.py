@@ -197,7 +197,9 @@ def test_reports_run(capsys):
     assert model_report.main(["--launch-bound", "--flight", "8", "--detail"]) == 0
     text = capsys.readouterr().out
     assert pm.LOOPS is loops and "at least 8 loads in flight" in text and "rho_rows_from_x" in text
-    assert pm.at_least_in_flight(8)[("BwdMain", "rho_rows_from_x")].flight == (8, 8)
+    for key in (("BwdMain", "rho_rows_from_x"), ("BwdMain", "stage_inputs.pooled")):  # raised to 8, never lowered
+        assert pm.at_least_in_flight(8)[key].flight == tuple(max(8, f) for f in pm.LOOPS[key].flight)
+    assert pm.at_least_in_flight(8)[("BwdMain", "stage_inputs.pooled")].flight == (8, 8)
     assert predicted_report.main(["--model", "--bandwidth", "3.0"]) == 0
     assert "given 3.00 TB/s copy" in capsys.readouterr().out
     info = dict(case="bwd", label="CBAM s1", layer="cbam", shape=[32, 256, 56, 56], dtype="float32", device="cuda")

@@ -30,9 +30,11 @@ SAM_FUSED_BLOCK void rho_visit(Ctx& ctx, const Args<T>& a, const Tile<I>& tl, co
     if (want_rho) acc.sum += v.g * v.x;
     if (want_argmax) argmax_visit(acc, v.x, int32_t(c));
   };
-  constexpr int U = kChannelUnroll;  // channels ahead: up to 2U loads in flight (x and g)
-  // One loop per source of x and g (template arguments, not branches between the unrolled loads).
-  auto visit_with = [&](auto x_at, auto g_at) {
+  // One loop per source of x and g (template arguments, not branches between the unrolled
+  // loads), U channels ahead: 2U loads in flight, or U of x from global with g staged
+  // (fp32: kRhoUnroll, twice as many, the loop otherwise latency bound).
+  auto visit_with = [&](auto unroll, auto x_at, auto g_at) {
+    constexpr int U = decltype(unroll)::value;
     for_channels<U>(
         I(c0), I(step), I(s.C),
         [&](I c) {
@@ -43,11 +45,12 @@ SAM_FUSED_BLOCK void rho_visit(Ctx& ctx, const Args<T>& a, const Tile<I>& tl, co
         use);
   };
   auto global_x = [&](I, I off) { return a.x + off; };
+  using Base = std::integral_constant<int, kChannelUnroll>;
   if (gtile && h >= tl.h0 && h < tl.h1) {
     auto tile_g = [&](I k, I) { return gtile + k; };
-    if (xtile) visit_with([&](I k, I) { return xtile + k; }, tile_g);
-    else visit_with(global_x, tile_g);
-  } else visit_with(global_x, [&](I, I off) { return a.g + off; });
+    if (xtile) visit_with(Base{}, [&](I k, I) { return xtile + k; }, tile_g);
+    else visit_with(std::integral_constant<int, sizeof(T) == 4 ? kRhoUnroll : kChannelUnroll>{}, global_x, tile_g);
+  } else visit_with(Base{}, global_x, [&](I, I off) { return a.g + off; });
 }
 
 // Two-pass, pass 1: rho and (max pooling) the argmax of the tile pixels to the workspace.
