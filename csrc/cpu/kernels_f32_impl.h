@@ -105,8 +105,9 @@ SAM_FUSED_SIMD_INLINE void write_channels(S* out, int64_t C, int64_t stride, int
   if (stream) V::sfence();  // order the non-temporal stores before the op returns
 }
 
-// Vectors per block of write_blocked: at least 4, and whole 64-byte lines of S.
-template <class S> constexpr int64_t kBlockVecs = std::max<int64_t>(4, kLineElems<S> / N);
+// Vectors per block of write_blocked: at least 4 and 32 lanes (the per-channel loop overhead of
+// a block is then a small part of its work on 4-lane SSE2 too), and whole 64-byte lines of S.
+template <class S> constexpr int64_t kBlockVecs = std::max<int64_t>({4, 32 / N, kLineElems<S> / N});
 
 // Elements of S before the first 64-byte line boundary at p.
 template <class S> inline int64_t line_head(const S* p) {
@@ -143,16 +144,17 @@ SAM_FUSED_SIMD_INLINE void write_blocked(S* out, int64_t C, int64_t stride, int6
     decltype(load(i, N)) ops[NV];
 #pragma GCC unroll 16
     for (int64_t v = 0; v < NV; ++v) ops[v] = load(i + v * N, N);
-    S* o = out + i;
-    int64_t off = i;
+    // one induction variable (off) for the input and output rows: c is dead where f ignores it
+    const int64_t end = i + C * stride;
+    int64_t c = 0;
     if (stream) {
-      for (int64_t c = 0; c < C; ++c, o += stride, off += stride)
+      for (int64_t off = i; off != end; off += stride, ++c)
 #pragma GCC unroll 16
-        for (int64_t v = 0; v < NV; ++v) V::stream(o + v * N, f(c, off + v * N, ops[v], N));
+        for (int64_t v = 0; v < NV; ++v) V::stream(out + off + v * N, f(c, off + v * N, ops[v], N));
     } else {
-      for (int64_t c = 0; c < C; ++c, o += stride, off += stride)
+      for (int64_t off = i; off != end; off += stride, ++c)
 #pragma GCC unroll 16
-        for (int64_t v = 0; v < NV; ++v) V::store(o + v * N, f(c, off + v * N, ops[v], N));
+        for (int64_t v = 0; v < NV; ++v) V::store(out + off + v * N, f(c, off + v * N, ops[v], N));
     }
   }
   prefetch_to(C);
@@ -182,37 +184,44 @@ inline std::unique_ptr<float[]> extend_row(const float* row, int64_t n) {
 
 template <bool kMax> SAM_FUSED_SIMD_INLINE R pool_op(R acc, R v) { return kMax ? V::max_nan(acc, v) : V::add(acc, v); }
 
+// r0..r3 = pool_op(r0..r3, x) over 4 vectors of pixels (of one channel).
+template <bool kMax, class S> SAM_FUSED_SIMD_INLINE void pool4(R& r0, R& r1, R& r2, R& r3, const S* p) {
+  r0 = pool_op<kMax>(r0, V::load(p));
+  r1 = pool_op<kMax>(r1, V::load(p + N));
+  r2 = pool_op<kMax>(r2, V::load(p + 2 * N));
+  r3 = pool_op<kMax>(r3, V::load(p + 3 * N));
+}
+
 // Each pixel's sum runs in two chains, even and odd channels, added at the end: half the
 // rounding of one chain over C (and two independent dependency chains). The max is exact in
-// any order; it keeps the same loop.
+// any order; it keeps the same loop. Four channels per iteration of the channel loop: its
+// overhead is then a small part of it.
 template <bool kMax, class S> void pool(const S* x, int64_t C, int64_t stride, int64_t n, float* out) {
   const R init = kMax ? V::set1(-std::numeric_limits<float>::infinity()) : V::zero();
-  const int64_t C2 = C & ~int64_t(1);  // channels [0, C2) in pairs, then the odd one out
   int64_t i = 0;
   for (; i + 4 * N <= n; i += 4 * N) {  // 4 vectors of pixels x 2 chains stay in registers over all C
     R a0 = init, a1 = init, a2 = init, a3 = init, b0 = init, b1 = init, b2 = init, b3 = init;
     const S* p = x + i;
-    for (int64_t c = 0; c < C2; c += 2, p += 2 * stride) {
-      a0 = pool_op<kMax>(a0, V::load(p));
-      a1 = pool_op<kMax>(a1, V::load(p + N));
-      a2 = pool_op<kMax>(a2, V::load(p + 2 * N));
-      a3 = pool_op<kMax>(a3, V::load(p + 3 * N));
-      b0 = pool_op<kMax>(b0, V::load(p + stride));
-      b1 = pool_op<kMax>(b1, V::load(p + stride + N));
-      b2 = pool_op<kMax>(b2, V::load(p + stride + 2 * N));
-      b3 = pool_op<kMax>(b3, V::load(p + stride + 3 * N));
+    int64_t c = 0;
+    for (; c + 4 <= C; c += 4, p += 4 * stride) {
+      pool4<kMax>(a0, a1, a2, a3, p);
+      pool4<kMax>(b0, b1, b2, b3, p + stride);
+      pool4<kMax>(a0, a1, a2, a3, p + 2 * stride);
+      pool4<kMax>(b0, b1, b2, b3, p + 3 * stride);
     }
-    if (C2 < C) {
-      a0 = pool_op<kMax>(a0, V::load(p));
-      a1 = pool_op<kMax>(a1, V::load(p + N));
-      a2 = pool_op<kMax>(a2, V::load(p + 2 * N));
-      a3 = pool_op<kMax>(a3, V::load(p + 3 * N));
+    if (c + 2 <= C) {
+      pool4<kMax>(a0, a1, a2, a3, p);
+      pool4<kMax>(b0, b1, b2, b3, p + stride);
+      c += 2;
+      p += 2 * stride;
     }
+    if (c < C) pool4<kMax>(a0, a1, a2, a3, p);
     V::store(out + i, pool_op<kMax>(a0, b0));
     V::store(out + i + N, pool_op<kMax>(a1, b1));
     V::store(out + i + 2 * N, pool_op<kMax>(a2, b2));
     V::store(out + i + 3 * N, pool_op<kMax>(a3, b3));
   }
+  const int64_t C2 = C & ~int64_t(1);  // channels [0, C2) in pairs, then the odd one out
   for (; i < n; i += N) {
     const int64_t k = std::min(N, n - i);
     R a = init, b = init;
@@ -390,8 +399,18 @@ template <class S> void argmax(const S* x, int64_t C, int64_t stride, int64_t n,
 
 constexpr int64_t kRhoRun = 16;  // channels summed in float before their sum is added in double
 
+// r0..r3 += g * x over 4 vectors of pixels (of one channel).
+template <class S>
+SAM_FUSED_SIMD_INLINE void fma4(R& r0, R& r1, R& r2, R& r3, const S* gp, const S* xp) {
+  r0 = V::fmadd(V::load(gp), V::load(xp), r0);
+  r1 = V::fmadd(V::load(gp + N), V::load(xp + N), r1);
+  r2 = V::fmadd(V::load(gp + 2 * N), V::load(xp + 2 * N), r2);
+  r3 = V::fmadd(V::load(gp + 3 * N), V::load(xp + 3 * N), r3);
+}
+
 // Within a run, even and odd channels take two chains (added before the run goes to double):
-// half the rounding of one chain, and two independent dependency chains.
+// half the rounding of one chain, and two independent dependency chains. Four channels per
+// iteration of the channel loop, as in pool.
 template <class S> void rho(const S* g, const S* x, int64_t C, int64_t stride, int64_t n, double* rho) {
   for (int64_t i = 0; i < n; ++i) rho[i] = 0.0;
   int64_t i = 0;
@@ -399,25 +418,24 @@ template <class S> void rho(const S* g, const S* x, int64_t C, int64_t stride, i
     for (int64_t c0 = 0; c0 < C; c0 += kRhoRun) {
       R a0 = V::zero(), a1 = V::zero(), a2 = V::zero(), a3 = V::zero();
       R b0 = V::zero(), b1 = V::zero(), b2 = V::zero(), b3 = V::zero();
-      const int64_t c1 = std::min(C, c0 + kRhoRun), c2 = c0 + ((c1 - c0) & ~int64_t(1));
+      const int64_t c1 = std::min(C, c0 + kRhoRun);
       const S* gp = g + c0 * stride + i;
       const S* xp = x + c0 * stride + i;
-      for (int64_t c = c0; c < c2; c += 2, gp += 2 * stride, xp += 2 * stride) {
-        a0 = V::fmadd(V::load(gp), V::load(xp), a0);
-        a1 = V::fmadd(V::load(gp + N), V::load(xp + N), a1);
-        a2 = V::fmadd(V::load(gp + 2 * N), V::load(xp + 2 * N), a2);
-        a3 = V::fmadd(V::load(gp + 3 * N), V::load(xp + 3 * N), a3);
-        b0 = V::fmadd(V::load(gp + stride), V::load(xp + stride), b0);
-        b1 = V::fmadd(V::load(gp + stride + N), V::load(xp + stride + N), b1);
-        b2 = V::fmadd(V::load(gp + stride + 2 * N), V::load(xp + stride + 2 * N), b2);
-        b3 = V::fmadd(V::load(gp + stride + 3 * N), V::load(xp + stride + 3 * N), b3);
+      int64_t c = c0;
+      for (; c + 4 <= c1; c += 4, gp += 4 * stride, xp += 4 * stride) {
+        fma4(a0, a1, a2, a3, gp, xp);
+        fma4(b0, b1, b2, b3, gp + stride, xp + stride);
+        fma4(a0, a1, a2, a3, gp + 2 * stride, xp + 2 * stride);
+        fma4(b0, b1, b2, b3, gp + 3 * stride, xp + 3 * stride);
       }
-      if (c2 < c1) {
-        a0 = V::fmadd(V::load(gp), V::load(xp), a0);
-        a1 = V::fmadd(V::load(gp + N), V::load(xp + N), a1);
-        a2 = V::fmadd(V::load(gp + 2 * N), V::load(xp + 2 * N), a2);
-        a3 = V::fmadd(V::load(gp + 3 * N), V::load(xp + 3 * N), a3);
+      if (c + 2 <= c1) {
+        fma4(a0, a1, a2, a3, gp, xp);
+        fma4(b0, b1, b2, b3, gp + stride, xp + stride);
+        c += 2;
+        gp += 2 * stride;
+        xp += 2 * stride;
       }
+      if (c < c1) fma4(a0, a1, a2, a3, gp, xp);
       V::add_to_double(rho + i, V::add(a0, b0));
       V::add_to_double(rho + i + N, V::add(a1, b1));
       V::add_to_double(rho + i + 2 * N, V::add(a2, b2));

@@ -124,25 +124,30 @@ struct VecSse2 {
   static SAM_FUSED_SIMD_INLINE RI loadi(const int32_t* p) {
     return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
   }
-  static SAM_FUSED_SIMD_INLINE R load_k(const float* p, int64_t k) {
-    if (k == N) return load(p);
-    alignas(16) float b[N] = {};
-    std::memcpy(b, p, k * sizeof(float));
-    return _mm_load_ps(b);
+  // Partial vectors (k < N lanes of 32 bits) by one 32- or 64-bit access or both: a memcpy call
+  // per partial vector showed in the counts of short rows.
+  static SAM_FUSED_SIMD_INLINE __m128i load32_k(const void* p, int64_t k) {
+    if (k == N) return _mm_loadu_si128(static_cast<const __m128i*>(p));
+    if (k == 1) return _mm_cvtsi32_si128(load32(p));
+    const __m128i lo = _mm_loadl_epi64(static_cast<const __m128i*>(p));
+    return k == 2 ? lo : _mm_unpacklo_epi64(lo, _mm_cvtsi32_si128(load32(static_cast<const char*>(p) + 8)));
   }
-  static SAM_FUSED_SIMD_INLINE RI loadi_k(const int32_t* p, int64_t k) {
-    if (k == N) return loadi(p);
-    alignas(16) int32_t b[N] = {};
-    std::memcpy(b, p, k * sizeof(int32_t));
-    return _mm_load_si128(reinterpret_cast<const __m128i*>(b));
+  static SAM_FUSED_SIMD_INLINE void store32_k(void* p, __m128i v, int64_t k) {
+    if (k == N) return _mm_storeu_si128(static_cast<__m128i*>(p), v);
+    if (k == 1) return store32(p, _mm_cvtsi128_si32(v));
+    _mm_storel_epi64(static_cast<__m128i*>(p), v);
+    if (k == 3) store32(static_cast<char*>(p) + 8, _mm_cvtsi128_si32(_mm_unpackhi_epi64(v, v)));
   }
+  static SAM_FUSED_SIMD_INLINE int32_t load32(const void* p) {
+    int32_t v;
+    std::memcpy(&v, p, sizeof(v));
+    return v;
+  }
+  static SAM_FUSED_SIMD_INLINE void store32(void* p, int32_t v) { std::memcpy(p, &v, sizeof(v)); }
+  static SAM_FUSED_SIMD_INLINE R load_k(const float* p, int64_t k) { return _mm_castsi128_ps(load32_k(p, k)); }
+  static SAM_FUSED_SIMD_INLINE RI loadi_k(const int32_t* p, int64_t k) { return load32_k(p, k); }
   static SAM_FUSED_SIMD_INLINE void store(float* p, R v) { _mm_storeu_ps(p, v); }
-  static SAM_FUSED_SIMD_INLINE void store_k(float* p, R v, int64_t k) {
-    if (k == N) return store(p, v);
-    alignas(16) float b[N];
-    _mm_store_ps(b, v);
-    std::memcpy(p, b, k * sizeof(float));
-  }
+  static SAM_FUSED_SIMD_INLINE void store_k(float* p, R v, int64_t k) { store32_k(p, _mm_castps_si128(v), k); }
   static SAM_FUSED_SIMD_INLINE void stream(float* p, R v) { _mm_stream_ps(p, v); }
   static SAM_FUSED_SIMD_INLINE R set1(float v) { return _mm_set1_ps(v); }
   static SAM_FUSED_SIMD_INLINE R zero() { return _mm_setzero_ps(); }
@@ -164,11 +169,7 @@ struct VecSse2 {
   static SAM_FUSED_SIMD_INLINE R route(R v, RI am, int32_t c, R r) {
     return _mm_add_ps(v, _mm_and_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(am, _mm_set1_epi32(c))), r));
   }
-  static SAM_FUSED_SIMD_INLINE void storei_k(int32_t* p, RI v, int64_t k) {
-    alignas(16) int32_t b[N];
-    _mm_store_si128(reinterpret_cast<__m128i*>(b), v);
-    std::memcpy(p, b, k * sizeof(int32_t));
-  }
+  static SAM_FUSED_SIMD_INLINE void storei_k(int32_t* p, RI v, int64_t k) { store32_k(p, v, k); }
   static SAM_FUSED_SIMD_INLINE RI set1i(int32_t v) { return _mm_set1_epi32(v); }
   static SAM_FUSED_SIMD_INLINE void argmax_step(R& m, RI& idx, R v, RI c) {
     const R take = _mm_or_ps(_mm_cmpgt_ps(v, m), _mm_andnot_ps(_mm_cmpunord_ps(m, m), _mm_cmpunord_ps(v, v)));

@@ -25,6 +25,7 @@
 #include "../spatial_attention.h"
 #include "half_convert.h"
 #include "kernels_f32.h"
+#include "output_cache.h"
 
 namespace sam_fused {
 namespace {
@@ -748,7 +749,7 @@ std::tuple<at::Tensor, at::Tensor> spatial_attention_fwd_cpu(const at::Tensor& x
   const at::Tensor xc = x.contiguous(fmt);
   at::Tensor pooled = at::empty({g.B, g.pool.P, g.H, g.W}, x.options().dtype(acc_dtype(x.scalar_type())));
   at::Tensor out =
-      return_map ? at::empty({g.B, 1, g.H, g.W}, x.options()) : at::empty(x.sizes(), x.options().memory_format(fmt));
+      return_map ? at::empty({g.B, 1, g.H, g.W}, x.options()) : cpu::empty_output(x.sizes(), x.options(), fmt);
   if (pooled.numel() == 0) return {out, pooled};
   const cpu::F32Kernels* K = &cpu::f32_kernels();  // the ISA is chosen once per call
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "sam_fused_fwd_cpu", [&] {
@@ -778,7 +779,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> spatial_attention_bwd_cpu(const a
   const at::Tensor xc = x.contiguous(fmt);
   const at::Tensor gc = grad_out.to(x.scalar_type()).contiguous(return_map ? at::MemoryFormat::Contiguous : fmt);
   const at::Tensor qc = pooled.contiguous();
-  at::Tensor dx = at::empty(x.sizes(), x.options().memory_format(fmt));
+  at::Tensor dx = cpu::empty_output(x.sizes(), x.options(), fmt);
   const int64_t nw = g.pool.P * g.kh * g.kw;
   std::vector<double> dw(nw + 1, 0.0);
   if (x.numel() > 0) {

@@ -1,0 +1,83 @@
+// The output block cache of output_cache.h.
+#include "output_cache.h"
+
+#include <ATen/EmptyTensor.h>
+#include <ATen/ops/empty.h>
+#include <c10/core/Allocator.h>
+#include <c10/core/impl/alloc_cpu.h>
+#include <c10/util/accumulate.h>
+
+#include <mutex>
+#include <vector>
+
+namespace sam_fused::cpu {
+namespace {
+
+constexpr size_t kMinBytes = size_t(4) << 20;  // smaller outputs: glibc keeps their pages itself
+constexpr size_t kMaxBlocks = 4;                // freed blocks kept (a forward+backward step frees 2)
+constexpr size_t kMaxBytes = size_t(256) << 20;  // and their bytes together
+
+class OutputCache final : public c10::Allocator {
+ public:
+  c10::DataPtr allocate(size_t n) override {
+    void* p = take(n);
+    if (!p) p = c10::alloc_cpu(n);
+    return {p, new Block{p, n}, &release, c10::Device(c10::DeviceType::CPU)};
+  }
+  void copy_data(void* dest, const void* src, std::size_t count) const override { default_copy_data(dest, src, count); }
+  static OutputCache& instance();
+
+ private:
+  struct Block {
+    void* ptr;
+    size_t bytes;
+  };
+  std::mutex mutex_;
+  std::vector<Block> free_;  // freed blocks, oldest first
+  size_t held_ = 0;
+
+  void* take(size_t n) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (size_t i = free_.size(); i-- > 0;)  // the most recently freed first: its pages are warmest
+      if (free_[i].bytes == n) {
+        void* p = free_[i].ptr;
+        held_ -= n;
+        free_.erase(free_.begin() + static_cast<std::ptrdiff_t>(i));
+        return p;
+      }
+    return nullptr;
+  }
+  void give_back(const Block& b) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    free_.push_back(b);
+    held_ += b.bytes;
+    while (free_.size() > kMaxBlocks || held_ > kMaxBytes) {  // drop the oldest
+      held_ -= free_.front().bytes;
+      c10::free_cpu(free_.front().ptr);
+      free_.erase(free_.begin());
+    }
+  }
+  static void release(void* ctx) {
+    const Block* b = static_cast<const Block*>(ctx);
+    instance().give_back(*b);
+    delete b;
+  }
+};
+
+// Never destroyed: tensors may outlive static destruction at exit.
+OutputCache& OutputCache::instance() {
+  static OutputCache* cache = new OutputCache();
+  return *cache;
+}
+
+}  // namespace
+
+at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options, at::MemoryFormat fmt) {
+  const size_t bytes = size_t(c10::multiply_integers(sizes)) * options.dtype().itemsize();
+  if (bytes < kMinBytes || options.device().type() != c10::DeviceType::CPU || options.pinned_memory())
+    return at::empty(sizes, options.memory_format(fmt));
+  return at::detail::empty_generic(sizes, &OutputCache::instance(), c10::DispatchKeySet(c10::DispatchKey::CPU),
+                                   c10::typeMetaToScalarType(options.dtype()), fmt);
+}
+
+}  // namespace sam_fused::cpu

@@ -1,0 +1,67 @@
+"""Large CPU outputs (out, dx: 4 MiB and up) take blocks freed by earlier outputs
+(csrc/cpu/output_cache.cpp): a reused block's old contents never show through, the results stay
+the reference's, and layouts and dtypes are those of the uncached outputs."""
+import pytest
+import torch
+from helpers import assert_results_close, fused_results, module_results
+
+import sam_fused
+from sam_fused import reference
+
+fwd = torch.ops.sam_fused.spatial_attention_fwd
+bwd = torch.ops.sam_fused.spatial_attention_bwd
+SHAPE = (8, 64, 64, 40)  # 5.2 MB in fp32, 2.6 MB in bf16 (under the threshold: the default allocator)
+
+
+def inputs(dtype, channels_last):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(SHAPE, generator=gen).to(dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    g = torch.randn(SHAPE, generator=gen).to(dtype)
+    weight = (torch.randn(1, 1, 3, 3, generator=gen) * 0.3).to(dtype)
+    bias = torch.randn(1, generator=gen).to(dtype)
+    return x, g, weight, bias
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_reused_blocks_are_fully_overwritten(dtype, channels_last):
+    x, g, weight, bias = inputs(dtype, channels_last)
+    out, pooled = fwd(x, weight, bias, "mean", False)
+    dx, _, _ = bwd(g, x, weight, bias, pooled, "mean", False)
+    expected = (out.clone(), dx.clone())
+    out.fill_(float("nan"))  # what a reused block holds must not reach the next outputs
+    dx.fill_(float("nan"))
+    del out, dx
+    out, _ = fwd(x, weight, bias, "mean", False)
+    dx, _, _ = bwd(g, x, weight, bias, pooled, "mean", False)
+    assert torch.equal(out, expected[0]) and torch.equal(dx, expected[1])
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    for t in (out, dx):
+        assert t.dtype == dtype and t.shape == SHAPE and t.is_contiguous(memory_format=fmt)
+
+
+def test_outputs_reuse_freed_blocks():
+    x, g, weight, bias = inputs(torch.float32, False)
+    out, pooled = fwd(x, weight, bias, "mean", False)
+    dx, _, _ = bwd(g, x, weight, bias, pooled, "mean", False)
+    freed = {out.data_ptr(), dx.data_ptr()}
+    del out, dx
+    out, _ = fwd(x, weight, bias, "mean", False)
+    dx, _, _ = bwd(g, x, weight, bias, pooled, "mean", False)
+    assert {out.data_ptr(), dx.data_ptr()} == freed
+
+
+def test_cached_outputs_match_the_reference_through_autograd():
+    torch.manual_seed(0)
+    ref = reference.SpatialAttentionModule()
+    fused = sam_fused.SpatialAttentionModule()
+    fused.load_state_dict(ref.state_dict())
+    x = torch.randn(SHAPE)
+    for _ in range(3):  # the later steps run on reused blocks
+        expected = module_results(ref, x)
+        conv = fused.att_fc[0]
+        actual = fused_results(x, conv.weight, conv.bias, "mean", False)
+        assert_results_close({"out": actual["out"], "x": actual["x"]}, {"out": expected["out"], "x": expected["x"]},
+                             torch.float32, "HAR layer")
