@@ -65,3 +65,18 @@ def test_cached_outputs_match_the_reference_through_autograd():
         actual = fused_results(x, conv.weight, conv.bias, "mean", False)
         assert_results_close({"out": actual["out"], "x": actual["x"]}, {"out": expected["out"], "x": expected["x"]},
                              torch.float32, "HAR layer")
+
+
+def test_cache_can_be_turned_off(monkeypatch):
+    """SAM_FUSED_CPU_OUTPUT_CACHE=0: outputs from the default allocator, the same results and layout."""
+    for channels_last in (False, True):
+        x, g, weight, bias = inputs(torch.float32, channels_last)
+        out, pooled = fwd(x, weight, bias, "mean", False)
+        dx, _, _ = bwd(g, x, weight, bias, pooled, "mean", False)
+        monkeypatch.setenv("SAM_FUSED_CPU_OUTPUT_CACHE", "0")
+        out_off, _ = fwd(x, weight, bias, "mean", False)
+        dx_off, _, _ = bwd(g, x, weight, bias, pooled, "mean", False)
+        monkeypatch.delenv("SAM_FUSED_CPU_OUTPUT_CACHE")
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        assert torch.equal(out_off, out) and torch.equal(dx_off, dx)
+        assert out_off.is_contiguous(memory_format=fmt) and dx_off.is_contiguous(memory_format=fmt)

@@ -7,7 +7,9 @@
 #include <c10/core/impl/alloc_cpu.h>
 #include <c10/util/accumulate.h>
 
+#include <cstdlib>
 #include <mutex>
+#include <string_view>
 #include <vector>
 
 namespace sam_fused::cpu {
@@ -70,11 +72,19 @@ OutputCache& OutputCache::instance() {
   return *cache;
 }
 
+// SAM_FUSED_CPU_OUTPUT_CACHE=0 (read at every call) turns the cache off: outputs then come from
+// the default allocator, and no freed block is held beyond those already kept.
+bool cache_enabled() {
+  const char* v = std::getenv("SAM_FUSED_CPU_OUTPUT_CACHE");
+  return !(v && std::string_view(v) == "0");
+}
+
 }  // namespace
 
 at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options, at::MemoryFormat fmt) {
   const size_t bytes = size_t(c10::multiply_integers(sizes)) * options.dtype().itemsize();
-  if (bytes < kMinBytes || options.device().type() != c10::DeviceType::CPU || options.pinned_memory())
+  if (bytes < kMinBytes || !cache_enabled() || options.device().type() != c10::DeviceType::CPU ||
+      options.pinned_memory())
     return at::empty(sizes, options.memory_format(fmt));
   return at::detail::empty_generic(sizes, &OutputCache::instance(), c10::DispatchKeySet(c10::DispatchKey::CPU),
                                    c10::typeMetaToScalarType(options.dtype()), fmt);
