@@ -142,15 +142,23 @@ def render_command(step: Step, cmd: Command) -> str:
 
 # ----------------------------------------------------------------------------- running
 
+def default_sigint() -> None:
+    """In the child before exec: SIGINT back to its default. A shell runs a background job
+    (`make gpu-check &`) with SIGINT ignored, children inherit that, and Python then installs no
+    KeyboardInterrupt handler: stop()'s SIGINT would do nothing and only SIGKILL, 20 s later,
+    would end the step (without pytest's summary and JSON)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(step: Step, cmd: Command, env: dict, log) -> subprocess.Popen:
     log.write(f"$ {render_command(step, cmd)}\n")
     log.flush()
+    popen = dict(cwd=ROOT, env={**env, **step.env}, stderr=log, start_new_session=True, text=True,
+                 preexec_fn=default_sigint)
     if not cmd.stdout:
-        return subprocess.Popen(cmd.argv, cwd=ROOT, env={**env, **step.env}, stdout=log, stderr=log,
-                                start_new_session=True, text=True)
+        return subprocess.Popen(cmd.argv, stdout=log, **popen)
     with open(cmd.stdout, "w") as stdout:  # the child keeps its own descriptor
-        return subprocess.Popen(cmd.argv, cwd=ROOT, env={**env, **step.env}, stdout=stdout, stderr=log,
-                                start_new_session=True, text=True)
+        return subprocess.Popen(cmd.argv, stdout=stdout, **popen)
 
 
 def stop(procs: list[subprocess.Popen]) -> None:
