@@ -53,16 +53,23 @@ LOOPS = {
         "vector: one LDGSTS.E.BYPASS.128 per iteration, nothing waits on it until run's copy_wait: all of a "
         "thread's copies in flight; 31 / 33 instructions incl. the k / L division (f32 0x07e0, bf16 0x1550)"),
     ("FwdMain", "pool_halo_rows"): Loop(
-        (8, 8), (8.25, 9.25), "fwd.h:pool_visit (for_channels, pool_halo_rows)",
-        "channel: halo rows from global/L2 while the tile's copies land, 8 LDG.E before the first use, 66 / 74 "
-        "per 8 (f32 0x1480, bf16 0x1e80)"),
+        (8, 8), (7.25, 8.25), "fwd.h:pool_visit (for_channels, pool_halo_rows)",
+        "channel, mean+max: halo rows from global/L2 while the tile's copies land, 8 LDG.E before the first use, "
+        "58 / 66 per 8 (f32 0x1530, bf16 0x1ec0; the pool a template argument of the loop)"),
+    ("FwdMain", "pool_halo_rows.mean"): Loop(
+        (8, 8), (4.4, 5.25), "fwd.h:pool_visit (for_channels, pool_halo_rows)",
+        "channel, mean only: the loop without the max's FSETP/PLOP3/FSEL, 35 / 42 per 8 (f32 0x1ae0, bf16 0x2510)"),
     ("FwdMain", "pool_halo_rows.merge"): Loop(
         (1, 1), (6, 6), "common.h:channel_reduce (merge)",
         "partial: one thread per pixel, 16 LDS.64 + FADD per 100 instructions (f32 0x1d00, bf16 0x2780)"),
     ("FwdMain", "pool_rows"): Loop(
-        (8, 8), (8, 9), "fwd.h:pool_visit (for_channels)",
-        "channel: tile rows only, kChannelUnroll = 8 LDS from the staged tile before the first use, 63 / 71 "
-        "per 8 (f32 0x5450, bf16 0x5f70; unstaged rows from global 66 / 74, 0x75c0, 0x8150)"),
+        (8, 8), (6.9, 7.9), "fwd.h:pool_visit (for_channels)",
+        "channel, mean+max: tile rows only, kChannelUnroll = 8 LDS from the staged tile before the first use, "
+        "55 / 63 per 8 (f32 0x6890, bf16 0x75a0; unstaged rows from global 65 / 73)"),
+    ("FwdMain", "pool_rows.mean"): Loop(
+        (8, 8), (3.9, 4.9), "fwd.h:pool_visit (for_channels)",
+        "channel, mean only: 8 LDS + 8 FADD and the addressing, 31 / 39 per 8 (f32 0x6df0, bf16 0x7b90); "
+        "before the pool became a template argument every pool ran the max too, 63 / 71"),
     ("FwdMain", "pool_rows.merge"): Loop(
         (1, 1), (6, 6), "common.h:channel_reduce (merge)",
         "partial: 100 instructions per 16 merges (f32 0x5be0, bf16 0x6790)"),
@@ -95,8 +102,9 @@ LOOPS = {
         "vector, two pass: 4 LDG.E.128 (a k / L division each) then 4 STG.E.128; 361 / 452 per 4 "
         "(f32 0xd6c0, bf16 0xdfc0)"),
     ("FwdPool", "pool_visit"): Loop(
-        (8, 8), (8.25, 9.25), "fwd.h:pool_visit (for_channels, in FwdPool)",
-        "channel: 8 LDG.E before the first use, 66 / 74 instructions per 8 (f32 0x09c0, bf16 0x0930)"),
+        (8, 8), (7.25, 8.25), "fwd.h:pool_visit (for_channels, in FwdPool)",
+        "channel, mean+max (the two-pass plans of the benchmarks are CBAM's): 8 LDG.E before the first use, "
+        "58 instructions per 8 (f32 0x0930; bf16 read as FwdMain's global loop, 66); mean only 35"),
     ("FwdPool", "pool_visit.merge"): Loop(
         (1, 1), (6, 6), "common.h:channel_reduce (merge)",
         "partial: as FwdMain's merge (f32 0x11c0, bf16 0x1190)"),
@@ -213,7 +221,8 @@ LOOPS = {
 
 # The loops each kernel runs, in order: every one must have a LOOPS entry (tests check both ways).
 KERNEL_LOOPS = {
-    "FwdMain": ("stage_x_tile.weights", "stage_x_tile", "pool_halo_rows", "pool_halo_rows.merge", "pool_rows",
+    "FwdMain": ("stage_x_tile.weights", "stage_x_tile", "pool_halo_rows", "pool_halo_rows.mean", "pool_halo_rows.merge",
+                "pool_rows", "pool_rows.mean",
                 "pool_rows.merge", "pool_rows_two_pass", "sigmoid_tile", "sigmoid_tile.block", "sigmoid_tile.border",
                 "sigmoid_tile.pixels", "write_out_tile", "write_out_tile.global"),
     "FwdPool": ("pool_visit", "pool_visit.merge"),

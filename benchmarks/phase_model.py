@@ -196,13 +196,15 @@ class Call:
         return self.px, self.threads // self.px
 
 
-def _reduce_segments(c: Call, loop: str, npix: int, level: str) -> list:
+def _reduce_segments(c: Call, loop: str, npix: int, level: str, path: str = "") -> list:
     """channel_reduce over npix pixels: rounds of px pixels, cs channel slots (the plan's split),
-    each thread over its slot's channels, then the merge by one thread per pixel, every round."""
+    each thread over its slot's channels (LOOPS[loop + path]: a path of the loop with its own
+    instructions), then the merge by one thread per pixel, every round."""
     px, cs = c.split
     rounds = math.ceil(npix / px)
     per_thread = math.ceil(c.shape[1] / cs)
-    return [(rounds, [Stream(loop, c.threads, per_thread, level)]), (rounds, [Stream(f"{loop}.merge", px, cs, "alu")])]
+    return [(rounds, [Stream(loop + path, c.threads, per_thread, level)]),
+            (rounds, [Stream(f"{loop}.merge", px, cs, "alu")])]
 
 
 MAP_RUN = 4  # traits.h kMapRun
@@ -266,14 +268,15 @@ def fwd_main_phases(c: Call, j: int) -> list[Phase]:
     top, bottom = _halo(c, h0, h1, rh)
     npix, tile_bytes = R * W, R * W * C * e
     weights = strided("stage_x_tile.weights", c.taps + 1, T, "l2")
+    mean_only = ".mean" if c.pool == "mean" else ""  # fwd.h pool_visit: the pool is a template argument
     if not c.two_pass:
         # fwd.h FwdMain::run: the tile's asynchronous copies, then pool_halo_rows (halo rows from
         # L2) while they land, then copy_wait; pool_rows reduces the staged tile rows alone
         halo = (top + bottom) * W
         stage = Phase("stage_x_tile", dram_read=tile_bytes, l2_read=halo * C * e, segments=[
             (1, [weights]), (1, [strided("stage_x_tile", R * W * C // V, T, "dram")])],
-            overlap=_reduce_segments(c, "pool_halo_rows", halo, "l2") if halo else [])
-        pool = Phase("pool_rows", segments=_reduce_segments(c, "pool_rows", npix, "smem"))
+            overlap=_reduce_segments(c, "pool_halo_rows", halo, "l2", mean_only) if halo else [])
+        pool = Phase("pool_rows", segments=_reduce_segments(c, "pool_rows", npix, "smem", mean_only))
         maps_written = c.P * npix * a
         write = Phase("write_out_tile", dram_write=tile_bytes,
                       segments=[(1, [strided("write_out_tile", R * W * C // V, T, "smem")])])

@@ -28,16 +28,25 @@ SAM_FUSED_BLOCK void pool_visit(Ctx& ctx, const Args<T>& a, const Tile<I>& tl, c
   const Geometry& s = a.s;
   const bool want_sum = s.pool.mean_slot() >= 0, want_max = s.pool.max_slot() >= 0;
   const I pix = (h - tl.h0) * I(s.W) + w, L = tl.rows() * I(s.W);
-  auto use = [&](I, A v) {
-    if (want_sum) acc.sum += v;
-    if (want_max) acc.max = nan_max(acc.max, v);
+  // One loop per source and per pool (template arguments, not branches between the unrolled
+  // loads: a mean-only pool then issues no max instructions, half the loop's per channel).
+  auto pool_from = [&](auto sum, auto max, auto x_at) {
+    for_channels<kChannelUnroll>(
+        I(c0), I(step), I(s.C), [&](I c) { return A(ctx.load(x_at(c))); },
+        [&](I, A v) {
+          if constexpr (decltype(sum)::value) acc.sum += v;
+          if constexpr (decltype(max)::value) acc.max = nan_max(acc.max, v);
+        });
   };
-  // One loop per source (a template argument, not a branch between the unrolled loads).
-  auto pool_from = [&](auto x_at) {
-    for_channels<kChannelUnroll>(I(c0), I(step), I(s.C), [&](I c) { return A(ctx.load(x_at(c))); }, use);
+  auto with_pool = [&](auto x_at) {
+    using Yes = std::true_type;
+    using No = std::false_type;
+    if (want_sum && want_max) pool_from(Yes{}, Yes{}, x_at);
+    else if (want_sum) pool_from(Yes{}, No{}, x_at);
+    else pool_from(No{}, Yes{}, x_at);
   };
-  if (tile && h >= tl.h0 && h < tl.h1) pool_from([&](I c) { return tile + (CL ? pix * I(s.C) + c : c * L + pix); });
-  else pool_from([&](I c) { return a.x + x_offset<CL, I>(s, tl.b, c, h, w); });
+  if (tile && h >= tl.h0 && h < tl.h1) with_pool([&](I c) { return tile + (CL ? pix * I(s.C) + c : c * L + pix); });
+  else with_pool([&](I c) { return a.x + x_offset<CL, I>(s, tl.b, c, h, w); });
 }
 
 // Two-pass, pass 1: pooled maps of the block's tile rows, straight to `pooled`.
