@@ -124,23 +124,22 @@ LOOPS = {
         "pixel, two pass: s, gamma of each slot and the argmax from the workspace (LDG.E), unrolled 4: 16 "
         "LDG before the STS, 130 instructions per 4 (f32 0x0ce0, bf16 0x0ce0)"),
     ("BwdMain", "rho_halo_rows"): Loop(
-        (8, 8), (17, 19), "bwd.h:rho_visit (for_channels, rho_halo_rows)",
+        (8, 8), (11.75, 13.75), "bwd.h:rho_visit (for_channels, rho_halo_rows)",
         "channel: halo rows, x and g by LDG.E from L2 while the tile's copies land, U = 8 channels (16 loads) "
-        "before the first FFMA; 239 / 256 per 8 with the argmax branches, which halo rows skip (about 6 per "
-        "channel instead of 19) (f32 0x36b0, bf16 0x37a0)"),
+        "before the first FFMA, the loop without the argmax (a template argument; halo rows never take it): "
+        "94 / 110 per 8 (f32 0x8240, bf16 0x9780)"),
     ("BwdMain", "rho_halo_rows.merge"): Loop(
         (1, 1), (31, 31), "common.h:channel_reduce (merge, argmax)",
         "partial: 124 instructions per 4 merges with argmax (f32 0x4af0, bf16 0x4cd0)"),
     ("BwdMain", "rho_rows_from_x"): Loop(
-        (16, 8), (13.5, 16), "bwd.h:rho_visit (for_channels)",
+        (16, 8), (8.5, 11.25), "bwd.h:rho_visit (for_channels)",
         "channel: tile rows only, x by LDG.E, g by LDS from the staged tile, fp32 kRhoUnroll = 16 channels "
-        "(16-bit kChannelUnroll = 8) before the first FFMA; 423 per 16 (f32 0xc430) / 231 per 8 (bf16) with the "
-        "argmax branches (13 per channel), which HAR skips"),
+        "(16-bit kChannelUnroll = 8) before the first FFMA; without the argmax (HAR, mean pool) 136 per 16 "
+        "(f32 0xf150) / 90 per 8 (bf16 0x10210), with it 381 per 16 / 211 per 8"),
     ("BwdMain", "rho_rows_staged"): Loop(
-        (8, 8), (14, 16), "bwd.h:rho_visit (for_channels, x and g staged)",
+        (8, 8), (8.6, 10.6), "bwd.h:rho_visit (for_channels, x and g staged)",
         "channel: tile rows with both tiles staged (Plan::staged_x), U = 8 channels (16 LDS) before the first "
-        "FFMA; its index arithmetic is rho_rows_from_x's: 213 / 231 per 8 with the argmax branches "
-        "(f32 0xb3b0, bf16 0xc9f0)"),
+        "FFMA; without the argmax (HAR) 69 / 85 per 8 (f32 0xcf20, bf16 0xe960), with it 191 / 207"),
     ("BwdMain", "rho_rows_staged.merge"): Loop(
         (1, 1), (31, 31), "common.h:channel_reduce (merge, argmax)",
         "partial: as rho_rows_from_x's merge"),
@@ -208,9 +207,9 @@ LOOPS = {
         "step: 7 SHFL.BFLY + 7 FADD (the row's sums), lane 0's 7 STG and the round's group setup: about 150 "
         "instructions per round (f32 0x17b70, bf16 0x17b90)"),
     ("BwdRho", "rho_visit"): Loop(
-        (8, 8), (25, 27), "bwd.h:rho_visit (for_channels, in BwdRho)",
-        "channel: U = 8 channels, 16 LDG.E (x and g) before the first FFMA; 199 / 215 per 8 with argmax "
-        "(CBAM) (f32 0x0990, bf16 0x0990)"),
+        (8, 8), (23, 25), "bwd.h:rho_visit (for_channels, in BwdRho)",
+        "channel: U = 8 channels, 16 LDG.E (x and g) before the first FFMA; with the argmax (CBAM) 183 per 8 "
+        "(f32 0x09c0; bf16 estimated +16), without it 52"),
     ("BwdRho", "rho_visit.merge"): Loop(
         (1, 1), (30, 30), "common.h:channel_reduce (merge, argmax)",
         "partial: LDS.128 partials, 120 instructions per 4 merges (f32 0x1a70, bf16 0x1b90)"),

@@ -26,23 +26,27 @@ SAM_FUSED_BLOCK void rho_visit(Ctx& ctx, const Args<T>& a, const Tile<I>& tl, co
   using A = acc_t<T>;
   const Geometry& s = a.s;
   const I pix = (h - tl.h0) * I(s.W) + w, L = tl.rows() * I(s.W);
-  auto use = [&](I c, XgPair<A> v) {
-    if (want_rho) acc.sum += v.g * v.x;
-    if (want_argmax) argmax_visit(acc, v.x, int32_t(c));
-  };
-  // One loop per source of x and g (template arguments, not branches between the unrolled
-  // loads), U channels ahead: 2U loads in flight, or U of x from global with g staged
+  // One loop per source of x and g and per argmax (template arguments, not branches between the
+  // unrolled loads: without the argmax, as in every mean-pooled layer, the loop issues none of
+  // its compares), U channels ahead: 2U loads in flight, or U of x from global with g staged
   // (fp32: kRhoUnroll, twice as many, the loop otherwise latency bound).
   auto visit_with = [&](auto unroll, auto x_at, auto g_at) {
     constexpr int U = decltype(unroll)::value;
-    for_channels<U>(
-        I(c0), I(step), I(s.C),
-        [&](I c) {
-          const I off = x_offset<CL, I>(s, tl.b, c, h, w), k = CL ? pix * I(s.C) + c : c * L + pix;
-          const A xv = A(ctx.load(x_at(k, off)));
-          return XgPair<A>{xv, want_rho ? A(ctx.load(g_at(k, off))) : A(0)};
-        },
-        use);
+    auto run = [&](auto argmax) {
+      for_channels<U>(
+          I(c0), I(step), I(s.C),
+          [&](I c) {
+            const I off = x_offset<CL, I>(s, tl.b, c, h, w), k = CL ? pix * I(s.C) + c : c * L + pix;
+            const A xv = A(ctx.load(x_at(k, off)));
+            return XgPair<A>{xv, want_rho ? A(ctx.load(g_at(k, off))) : A(0)};
+          },
+          [&](I c, XgPair<A> v) {
+            if (want_rho) acc.sum += v.g * v.x;
+            if constexpr (decltype(argmax)::value) argmax_visit(acc, v.x, int32_t(c));
+          });
+    };
+    if (want_argmax) run(std::true_type{});
+    else run(std::false_type{});
   };
   auto global_x = [&](I, I off) { return a.x + off; };
   using Base = std::integral_constant<int, kChannelUnroll>;
