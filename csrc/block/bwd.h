@@ -144,7 +144,7 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
     v.amax = ctx.buffer(reinterpret_cast<int32_t*>(mp + p.off_amax));
     v.part = reinterpret_cast<ChanPartial<A>*>(sm + p.off_part);
     v.gtile = p.staged ? reinterpret_cast<T*>(sm + p.off_tile) : nullptr;
-    v.xtile = p.staged && p.staged_x ? reinterpret_cast<T*>(sm + p.off_xtile) : nullptr;
+    v.xtile = p.staged_x ? reinterpret_cast<T*>(sm + p.off_xtile) : nullptr;  // staged_x implies staged
     return v;
   }
 
@@ -186,8 +186,8 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
     });
   }
 
-  // One pass: weights, the grad_out tile (and the x tile), the pooled rows with their 2rh halo, and (return_map)
-  // rho of the delta rows, the map's gradient.
+  // One pass: weights, the grad_out tile (and the x tile), the pooled rows with their 2rh halo,
+  // and (return_map) rho of the delta rows, the map's gradient.
   template <class Ctx> static SAM_FUSED_BLOCK void stage_inputs(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
     const Geometry& s = a.s;
     const Plan& p = a.p;
@@ -246,8 +246,8 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
   }
 
   // One pass: rho of the tile rows (g from the staged tile, x too with Plan::staged_x; the halo
-  // is done) and the argmax of
-  // the tile; with return_map rho is the map's gradient and only the argmax needs x.
+  // is done) and the argmax of the tile; with return_map rho is the map's gradient and only the
+  // argmax needs x.
   template <class Ctx> static SAM_FUSED_BLOCK void rho_rows_from_x(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
     const Geometry& s = a.s;
     if (s.return_map && !v.has_max) return;
