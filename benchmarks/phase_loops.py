@@ -52,6 +52,10 @@ LOOPS = {
         (ALL, ALL), (31, 33), "common.h:for_tile_vectors (copy_vec)",
         "vector: one LDGSTS.E.BYPASS.128 per iteration, nothing waits on it until run's copy_wait: all of a "
         "thread's copies in flight; 31 / 33 instructions incl. the k / L division (f32 0x07e0, bf16 0x1550)"),
+    ("FwdMain", "stage_x_tile.runs"): Loop(
+        (ALL, ALL), (24, 25), "common.h:stage_tile_chunks (NCHW chunks)",
+        "part: 8 lanes per part of up to 8 vectors of one channel run of a chunk, one LDGSTS.E.BYPASS.128 per "
+        "lane, (run, part) stepped without a division; 24 / 25 per part (f32 0x0c30, bf16 0x1780)"),
     ("FwdMain", "pool_halo_rows"): Loop(
         (8, 8), (7.25, 8.25), "fwd.h:pool_visit (for_channels, pool_halo_rows)",
         "channel, mean+max: halo rows from global/L2 while the tile's copies land, 8 LDG.E before the first use, "
@@ -115,6 +119,10 @@ LOOPS = {
         (ALL, ALL), (41, 42), "common.h:for_tile_vectors (copy_vec)",
         "tile vector: grad_out's LDGSTS.E.BYPASS.128 and, predicated on Plan::staged_x, x's, all of a thread's "
         "copies in flight until run's copy_wait; 41 / 42 per vector either way (f32 0x4790, bf16 0x6460)"),
+    ("BwdMain", "stage_inputs.runs"): Loop(
+        (ALL, ALL), (37, 37), "common.h:stage_tile_chunks (NCHW chunks)",
+        "part: as FwdMain's, grad_out's LDGSTS.E.BYPASS.128 and, predicated on Plan::staged_x, x's per lane; "
+        "37 per part (f32 0x4bf0, bf16 0x6600)"),
     ("BwdMain", "stage_inputs.pooled"): Loop(
         (4, 4), (52, 52), "bwd.h:stage_inputs (pooled rows)",
         "element: 4 LDG.E per unrolled iteration, integer divisions; one pass, while the tile's copies land "
@@ -220,12 +228,13 @@ LOOPS = {
 
 # The loops each kernel runs, in order: every one must have a LOOPS entry (tests check both ways).
 KERNEL_LOOPS = {
-    "FwdMain": ("stage_x_tile.weights", "stage_x_tile", "pool_halo_rows", "pool_halo_rows.mean", "pool_halo_rows.merge",
+    "FwdMain": ("stage_x_tile.weights", "stage_x_tile", "stage_x_tile.runs", "pool_halo_rows", "pool_halo_rows.mean",
+                "pool_halo_rows.merge",
                 "pool_rows", "pool_rows.mean",
                 "pool_rows.merge", "pool_rows_two_pass", "sigmoid_tile", "sigmoid_tile.block", "sigmoid_tile.border",
                 "sigmoid_tile.pixels", "write_out_tile", "write_out_tile.global"),
     "FwdPool": ("pool_visit", "pool_visit.merge"),
-    "BwdMain": ("stage_inputs.weights", "stage_inputs", "stage_inputs.pooled", "stage_tile_maps",
+    "BwdMain": ("stage_inputs.weights", "stage_inputs", "stage_inputs.runs", "stage_inputs.pooled", "stage_tile_maps",
                 "rho_halo_rows", "rho_halo_rows.merge", "rho_rows_from_x", "rho_rows_from_x.merge",
                 "rho_rows_staged", "rho_rows_staged.merge",
                 "sigmoid_delta_rows", "sigmoid_delta_rows.border", "gamma", "gamma.border", "weight_grad_partials",

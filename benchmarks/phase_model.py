@@ -168,6 +168,7 @@ class Call:
     px: int          # pixels per channel-reduction round, from the plan (traits.h plan_reduction)
     map_rows: int = 0  # two-pass backward: map rows per BwdMaps block (traits.h plan_maps)
     staged_x: bool = False  # one-pass backward: x tile staged beside grad_out's (traits.h Plan::staged_x)
+    chunk_rows: int = 0     # rows per chunk of the staged tile (traits.h Plan::chunk_rows; 0: one chunk)
 
     @property
     def acc(self) -> int:
@@ -255,6 +256,41 @@ def _tile(c: Call, j: int, rows: int = 0) -> tuple[int, int]:
     return j * rows, min(H, (j + 1) * rows)
 
 
+def _chunk_pixels(c: Call, h0: int, h1: int) -> list[int]:
+    """Pixels of each chunk of the staged tile rows [h0, h1) (common.h chunk_of)."""
+    step = c.chunk_rows or (h1 - h0)
+    return [(min(h1, r + step) - r) * c.shape[3] for r in range(h0, h1, step)] or [0]
+
+
+def _stage_stream(c: Call, loop: str, h0: int, h1: int) -> Stream:
+    """The copies of the staged tile rows [h0, h1) (common.h stage_tile_chunks): one chunk, threads
+    striding the tile's vectors (LOOPS[loop]); several (NCHW), groups of 8 lanes striding the
+    (channel run, part of up to 8 vectors) pairs of each chunk, lanes past a run's end idle
+    (LOOPS[loop + ".runs"], item = one pair)."""
+    C, W = c.shape[1], c.shape[3]
+    pixels = _chunk_pixels(c, h0, h1)
+    if len(pixels) == 1:
+        return strided(loop, (h1 - h0) * W * C // c.vec, c.threads, "dram")
+    groups = c.threads // 8
+    items = sum(math.ceil(C * math.ceil(n // c.vec / 8) / groups) for n in pixels)
+    return Stream(f"{loop}.runs", c.threads, items, "dram")
+
+
+def _chunked_reduce(c: Call, loop: str, h0: int, h1: int, path: str = "") -> tuple[list, list]:
+    """(segments reduced while later chunks land, segments after the staging): the channel
+    reduction over the staged tile rows [h0, h1) (fwd.h pool_rows, bwd.h rho_rows_from_x) waits
+    before each round for the chunk holding the round's last pixel (common.h ChunksReady), so the
+    rounds that end before the last chunk overlap the staging."""
+    npix = (h1 - h0) * c.shape[3]
+    last_chunk_start = npix - _chunk_pixels(c, h0, h1)[-1]
+    rounds = math.ceil(npix / c.px)
+    early = min(rounds, last_chunk_start // c.px)
+
+    def with_rounds(n: int) -> list:
+        return [(n, streams) for _, streams in _reduce_segments(c, loop, npix, "smem", path)] if n else []
+    return with_rounds(early), with_rounds(rounds - early)
+
+
 def _halo(c: Call, h0: int, h1: int, r: int) -> tuple[int, int]:
     """Rows above and below [h0, h1) within r rows, clipped to the map."""
     return h0 - max(0, h0 - r), min(c.shape[2], h1 + r) - h1
@@ -270,13 +306,15 @@ def fwd_main_phases(c: Call, j: int) -> list[Phase]:
     weights = strided("stage_x_tile.weights", c.taps + 1, T, "l2")
     mean_only = ".mean" if c.pool == "mean" else ""  # fwd.h pool_visit: the pool is a template argument
     if not c.two_pass:
-        # fwd.h FwdMain::run: the tile's asynchronous copies, then pool_halo_rows (halo rows from
-        # L2) while they land, then copy_wait; pool_rows reduces the staged tile rows alone
+        # fwd.h FwdMain::run: the tile's asynchronous copies (in chunks of rows), then
+        # pool_halo_rows (halo rows from L2) and the pooling of every chunk but the last while
+        # they land; pool_rows then reduces the last chunk
         halo = (top + bottom) * W
+        early, last = _chunked_reduce(c, "pool_rows", h0, h1, mean_only)
         stage = Phase("stage_x_tile", dram_read=tile_bytes, l2_read=halo * C * e, segments=[
-            (1, [weights]), (1, [strided("stage_x_tile", R * W * C // V, T, "dram")])],
-            overlap=_reduce_segments(c, "pool_halo_rows", halo, "l2", mean_only) if halo else [])
-        pool = Phase("pool_rows", segments=_reduce_segments(c, "pool_rows", npix, "smem", mean_only))
+            (1, [weights]), (1, [_stage_stream(c, "stage_x_tile", h0, h1)])],
+            overlap=(_reduce_segments(c, "pool_halo_rows", halo, "l2", mean_only) if halo else []) + early)
+        pool = Phase("pool_rows", segments=last)
         maps_written = c.P * npix * a
         write = Phase("write_out_tile", dram_write=tile_bytes,
                       segments=[(1, [strided("write_out_tile", R * W * C // V, T, "smem")])])
@@ -321,11 +359,13 @@ def bwd_main_phases(c: Call, j: int) -> list[Phase]:
         tiles_staged = 2 if c.staged_x else 1
         stage.dram_read += tiles_staged * tile_bytes
         stage.l2_read += 2 * halo * C * e
-        stage.segments = [(1, [weights]), (1, [strided("stage_inputs", R * W * C // V, T, "dram")])]
+        stage.segments = [(1, [weights]), (1, [_stage_stream(c, "stage_inputs", h0, h1)])]
         stage.overlap = [(1, [pooled])] + (_reduce_segments(c, "rho_halo_rows", halo, "l2") if halo else [])
-        if c.staged_x:
-            phases.append(Phase("rho_rows_from_x", segments=_reduce_segments(c, "rho_rows_staged", npix, "smem")))
-        else:
+        if c.staged_x:  # chunk by chunk as they land, like the forward's pool
+            early, last = _chunked_reduce(c, "rho_rows_staged", h0, h1)
+            stage.overlap += early
+            phases.append(Phase("rho_rows_from_x", segments=last))
+        else:  # x from DRAM: counted after the staging (its early rounds' overlap is not modelled)
             phases.append(Phase("rho_rows_from_x", dram_read=tile_bytes,
                                 segments=_reduce_segments(c, "rho_rows_from_x", npix, "dram")))
         write = Phase("write_dx_tile", dram_write=tile_bytes,
@@ -573,7 +613,7 @@ def launches_of_call(shape, dtype, pool: str, kernel: tuple, backward: bool, car
     kinds = launch_kinds(backward, t.two_pass)
     maps = t.launches[kinds.index(3)] if 3 in kinds else None
     c = Call(tuple(shape), elem, pool, tuple(kernel), t.rows, t.two_pass, t.vec, t.threads, t.px,
-             maps.rows if maps else 0, t.staged_x)
+             maps.rows if maps else 0, t.staged_x, t.chunk_rows)
     B = shape[0]
     partial_blocks = maps.grid if maps else t.blocks  # blocks writing weight-gradient partials
     short = {4: "f32", 2: {"torch.bfloat16": "bf16"}.get(str(dtype), "f16"), 8: "f64"}[elem]

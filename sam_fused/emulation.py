@@ -20,6 +20,8 @@ ONE_PASS, TWO_PASS = 1, 2
 # one pass with the backward's x tile staged beside grad_out's / not staged (traits.h Plan::staged_x);
 # ONE_PASS leaves that choice to the planner
 ONE_PASS_STAGED_X, ONE_PASS_UNSTAGED_X = 3, 4
+# one pass, the staged tile copied as one chunk (traits.h Plan::chunks = 1) instead of the planner's
+ONE_PASS_ONE_CHUNK = 5
 ARCHS = ("sm_80", "sm_86", "sm_89", "sm_90", "sm_100", "sm_120")
 DEFAULT_ARCH = "sm_90"
 
@@ -47,6 +49,7 @@ class Traffic:
     launches: list = None  # [Launch] in launch order
     px: int = 0           # pixels per channel-reduction round (channel slots = threads / px)
     staged_x: bool = False  # one-pass backward: the x tile staged in shared memory too
+    chunk_rows: int = 0   # rows per chunk of the staged tile (its groups of asynchronous copies); 0: none staged
 
     def __getitem__(self, slot):
         return self.counts[slot]
@@ -61,14 +64,16 @@ class Traffic:
 def decode_plan(rows: list, counts: dict | None = None) -> Traffic:
     """Traffic (counts may be empty) from the plan rows: one per launch, (rows per tile, tiles
     per sample, grid, flags: 1 two pass | 2 spilled maps | 4 x tile staged (backward), vector width,
-    threads, smem bytes, pixels per channel-reduction round);
+    threads, smem bytes, pixels per channel-reduction round, rows per chunk of the staged tile);
     the plan fields are those of the first launch (the main kernel's, or pass 1's: the same; the
     two-pass backward's map kernel, second, has its own rows, tiles and spill flag in its Launch).
     An empty input launches nothing: no rows."""
-    r, tiles, blocks, flags, vec, threads, _, px = rows[0] if rows else (0, 0, 0, 0, 1, 0, 0, 0)
-    launches = [Launch(grid, th, smem, rw, tl, bool(fl & 2)) for rw, tl, grid, fl, _, th, smem, _ in rows]
+    r, tiles, blocks, flags, vec, threads, _, px, _ = rows[0] if rows else (0, 0, 0, 0, 1, 0, 0, 0, 0)
+    launches = [Launch(grid, th, smem, rw, tl, bool(fl & 2)) for rw, tl, grid, fl, _, th, smem, _, _ in rows]
+    # the main kernel's row reports the staged tile's chunks (pass 1 of two comes first)
+    chunk_rows = max((row[8] for row in rows), default=0)
     return Traffic(counts or {}, r, tiles, blocks, bool(flags & 1), vec, threads, bool(flags & 2), launches, px,
-                   bool(flags & 4))
+                   bool(flags & 4), chunk_rows)
 
 
 def decode(t: torch.Tensor, slots=SLOTS) -> Traffic:
@@ -118,7 +123,8 @@ def emulate_pointwise_bwd(grad, x, y, max_blocks=0, sanitize=False):
 
 
 PLANTED_BUGS = ("missing_barrier", "shared_write_write", "global_blocks", "global_threads", "shared_bounds",
-                "global_bounds", "uninit", "divergent_barrier", "barrier_in_phase", "copy_not_waited")
+                "global_bounds", "uninit", "divergent_barrier", "barrier_in_phase", "copy_not_waited",
+                "chunk_not_waited")
 
 
 def run_planted_bug(bug):

@@ -6,8 +6,8 @@ W = 1, H = 1, several reduction rounds, NHWC with C > 32)."""
 import pytest
 import torch
 
-from sam_fused.emulation import (ONE_PASS_STAGED_X, ONE_PASS_UNSTAGED_X, TWO_PASS, emulate_bwd, emulate_fwd,
-                                 emulated_results)
+from sam_fused.emulation import (ONE_PASS_ONE_CHUNK, ONE_PASS_STAGED_X, ONE_PASS_UNSTAGED_X, TWO_PASS, emulate_bwd,
+                                 emulate_fwd, emulated_results)
 from helpers import (POOLS, REF_DTYPE, TOLERANCE, assert_close_scaled, assert_results_close, make_grad, make_input,
                      make_pair, module_results)
 
@@ -121,3 +121,33 @@ def test_auto_plan_of_har_and_cbam_shapes(shape, two_pass):
     out, _, tf = emulate_fwd(x, weight.float(), b.float(), ref.pool, False)
     assert tf.two_pass == two_pass and tf.vec == (4 if shape[-1] == 9 else 1)  # 7x7 rows are not 16-byte runs
     assert_close_scaled(out, ref(x.double()), TOLERANCE[torch.float32], str(shape))
+
+
+@pytest.mark.parametrize("backward", [False, True], ids=["fwd", "bwd"])
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_chunked_staging_changes_no_bits(case, backward):
+    # the staged tile's channel reduction runs chunk by chunk as the chunks land (Plan::chunks);
+    # every pixel still sums its channels in the same order, so the results are bit for bit
+    # those of the tile staged as one chunk
+    shape, kernel, rows, threads = CASES[case]
+    x = make_input(shape, torch.float32, LAYOUTS[case % len(LAYOUTS)])
+    ref, weight, b = make_pair("mean+max", kernel, True, False, x.dtype)
+    grad_out = make_grad(shape, x.dtype)
+    kw = dict(rows=rows, threads=threads)
+    chunked, _, tf, tb = emulated_results(x, weight, b, "mean+max", False, grad_out, variant=ONE_PASS_STAGED_X, **kw)
+    whole, _, tf1, tb1 = emulated_results(x, weight, b, "mean+max", False, grad_out, variant=ONE_PASS_ONE_CHUNK, **kw)
+    t, t1 = (tb, tb1) if backward else (tf, tf1)
+    assert t1.chunk_rows == t1.rows and t.rows == t1.rows
+    for name in (("x", "weight", "bias") if backward else ("out",)):
+        assert torch.equal(chunked[name], whole[name]), name
+
+
+def test_chunked_staging_is_exercised():
+    # the cases above include tiles of several chunks (else the test could not fail)
+    counts = []
+    for shape, kernel, rows, threads in CASES:
+        x = make_input(shape, torch.float32, "contiguous")
+        _, weight, b = make_pair("mean", kernel, True, False, x.dtype)
+        _, _, t = emulate_fwd(x, weight, b, "mean", False, variant=ONE_PASS_STAGED_X, rows=rows, threads=threads)
+        counts.append(-(-t.rows // t.chunk_rows))
+    assert max(counts) >= 3 and min(counts) == 1, counts

@@ -6,11 +6,13 @@ indexes, and plans that spill or that target other architectures still compute t
 results in the emulation. Planning uses ``_emulate_plan`` (no data), so shapes of billions of
 elements cost nothing."""
 import itertools
+import math
 
 import pytest
 import torch
 
-from sam_fused.emulation import ARCHS, ONE_PASS, ONE_PASS_UNSTAGED_X, TWO_PASS, emulate_fwd, emulated_results, plan
+from sam_fused.emulation import (ARCHS, ONE_PASS, ONE_PASS_ONE_CHUNK, ONE_PASS_UNSTAGED_X, TWO_PASS, emulate_fwd,
+                                 emulated_results, plan)
 from helpers import REF_DTYPE, assert_results_close, make_grad, make_input, make_pair, module_results
 
 KB = 1024
@@ -44,6 +46,7 @@ SHAPES = [
     ((1, 1, 1, 1), (1, 1), "mean"),
 ]
 DTYPES = (torch.float32, torch.bfloat16, torch.float64)
+STAGE_CHUNKS = 4  # traits.h kStageChunks: the groups cp.async.wait_group names
 
 
 def check_fits(t, arch, shape, what):
@@ -219,3 +222,34 @@ def test_reduction_split_has_the_fewest_round_trips(shape, kernel, pool, dtype, 
     best = min(_reduction_trips(t, shape, kernel, px) for px in splits)
     assert _reduction_trips(t, shape, kernel, t.px) == best
     assert t.px == max(px for px in splits if _reduction_trips(t, shape, kernel, px) == best)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("backward", [False, True], ids=["fwd", "bwd"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["fp32", "bf16", "fp64"])
+def test_staged_tiles_arrive_in_whole_vector_chunks(dtype, backward, arch):
+    # traits.h plan_chunks: a staged tile is copied in at most four chunks of rows, each a whole
+    # number of vectors in every channel's run (NCHW), covering the tile; nothing staged: none
+    for (shape, kernel, pool), channels_last in itertools.product(SHAPES, (False, True)):
+        t, _ = plan(shape, dtype, pool, kernel, backward, channels_last=channels_last, arch=arch)
+        what = f"{shape} {kernel} {pool} {dtype} {'bwd' if backward else 'fwd'} cl={channels_last} {arch}"
+        if t.two_pass or shape[2] * shape[3] == 0:
+            assert t.chunk_rows == 0, what
+            continue
+        W = shape[3]
+        assert 1 <= t.chunk_rows <= t.rows and math.ceil(t.rows / t.chunk_rows) <= STAGE_CHUNKS, what
+        if not channels_last:
+            assert t.chunk_rows * W % t.vec == 0, what
+            assert t.vec > 1 or t.chunk_rows == t.rows, what  # scalar NCHW tiles: one chunk
+
+
+@pytest.mark.parametrize("shape", HAR_SHAPES[:3])
+@pytest.mark.parametrize("backward", [False, True], ids=["fwd", "bwd"])
+def test_har_bf16_tiles_are_staged_in_several_chunks(shape, backward):
+    # the pooling (rho) of a chunk overlaps the later chunks' copies: UCI-HAR bf16 tiles of 16 or
+    # more rows of 9 columns arrive in chunks of 8 rows (whole 16-byte vectors per channel),
+    # except a backward grid of more than one wave (132 SMs x 2 blocks), whose blocks overlap
+    t, _ = plan(shape, torch.bfloat16, "mean", (3, 1), backward)
+    t1, _ = plan(shape, torch.bfloat16, "mean", (3, 1), backward, variant=ONE_PASS_ONE_CHUNK)
+    assert t1.chunk_rows == t1.rows == t.rows >= 16
+    assert t.chunk_rows == (t.rows if backward and t.blocks > 132 * 2 else 8), t

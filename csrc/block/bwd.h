@@ -157,10 +157,8 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
       return;
     }
     stage_inputs(ctx, a, v);
-    rho_halo_rows(ctx, a, v);  // while the grad_out tile lands; ends with a barrier when it runs
-    ctx.copy_wait();
-    ctx.sync();
-    rho_rows_from_x(ctx, a, v);  // one pass only; its channel reduction ends with a barrier
+    rho_halo_rows(ctx, a, v);    // while the grad_out tile lands; ends with a barrier when it runs
+    rho_rows_from_x(ctx, a, v);  // chunk by chunk as they land; ends with a barrier
     sigmoid_delta_rows(ctx, a, v);
     ctx.sync();
     gamma_and_weight_grad(ctx, a, v);
@@ -197,7 +195,7 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
     if (v.gtile)
       with_vec<T>(p, [&](auto vt) {
         constexpr int V = decltype(vt)::value;
-        for_tile_vectors<V, CL>(ctx, s, tl, [&](I k, I off, I, I) {
+        stage_tile_chunks<V, CL>(ctx, s, p, tl, v.xtile ? 4 : 2, [&](I k, I off) {
           ctx.template copy_vec<V>(a.g + off, v.gtile + k);
           if (v.xtile) ctx.template copy_vec<V>(a.x + off, v.xtile + k);
         });
@@ -216,9 +214,9 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
 
   // rho = sum_c g*x (unless return_map) of the pixels of `rows` into d, and the argmax of
   // those on the tile rows (with max pooling); g from the staged tile on the tile rows.
-  template <class Ctx>
+  template <class Ctx, class Ready = AllReady>
   static SAM_FUSED_BLOCK void rho_row_set(Ctx& ctx, const Args<T>& a, const View<Ctx>& v, const RowSet<I>& rows,
-                                          const T* gtile, const T* xtile) {
+                                          const T* gtile, const T* xtile, Ready&& ready = {}) {
     const Geometry& s = a.s;
     const Tile<I>& tl = v.tl;
     const I W = v.W;
@@ -234,7 +232,8 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
           const I h = rows.row(I(i)), w = I(i) % W;
           if (!s.return_map) v.d[(h - v.dbase) * W + w] = acc.sum;
           if (has_max && h >= tl.h0 && h < tl.h1) v.amax[(h - tl.h0) * W + w] = acc.idx;
-        });
+        },
+        ready);
   }
 
   // One pass with a staged grad_out tile: rho of the rh halo rows above and below it, x and g
@@ -246,15 +245,20 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
   }
 
   // One pass: rho of the tile rows (g from the staged tile, x too with Plan::staged_x; the halo
-  // is done) and the argmax of the tile; with return_map rho is the map's gradient and only the
-  // argmax needs x.
+  // is done), each round of pixels as soon as its chunk has landed, and the argmax of the tile; with
+  // return_map (nothing staged) rho is the map's gradient and only the argmax needs x.
   template <class Ctx> static SAM_FUSED_BLOCK void rho_rows_from_x(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
     const Geometry& s = a.s;
-    if (s.return_map && !v.has_max) return;
     const Tile<I>& tl = v.tl;
-    // one pass without return_map always stages (Plan::staged); return_map needs no halo
+    if (!v.gtile) {
+      ctx.sync();  // the staged pooled rows and return_map's rho rows
+      if (!s.return_map || v.has_max)
+        rho_row_set(ctx, a, v, RowSet<I>{tl.h0, tl.h1, tl.h0, tl.h0, v.W}, static_cast<const T*>(nullptr),
+                    static_cast<const T*>(nullptr));
+      return;
+    }
     rho_row_set(ctx, a, v, RowSet<I>{tl.h0, tl.h1, tl.h0, tl.h0, v.W}, static_cast<const T*>(v.gtile),
-                static_cast<const T*>(v.xtile));
+                static_cast<const T*>(v.xtile), ChunksReady<Ctx>{ctx, a.p, a.p.chunk_rows * s.W});
   }
 
   // s = sigmoid(conv(pooled)) and delta = rho * s * (1 - s) on the delta rows; s kept for the

@@ -106,11 +106,17 @@ template <typename A> SAM_FUSED_BLOCK void merge(ChanPartial<A>& a, const ChanPa
 // (row r0 + i / W, column i % W). Ends with a barrier.
 // NCHW: the first round starts `lead` lanes early so that lane 0 of every warp reads from a
 // 32-byte sector boundary (see lead_lanes); those lanes idle.
-template <bool CL, typename A, class Ctx, class Visit, class Emit>
+// ready(last) runs at block scope before each round, with the round's last pixel: the staged
+// tile's reductions wait there for the chunk that holds it (wait_chunk).
+struct AllReady {
+  SAM_FUSED_BLOCK void operator()(int64_t) const {}
+};
+template <bool CL, typename A, class Ctx, class Visit, class Emit, class Ready = AllReady>
 SAM_FUSED_BLOCK void channel_reduce(Ctx& ctx, const Geometry& s, const Plan& p, int64_t npix, int64_t lead, bool argmax,
-                                    ChanPartial<A>* part_raw, Visit&& visit, Emit&& emit) {
+                                    ChanPartial<A>* part_raw, Visit&& visit, Emit&& emit, Ready&& ready = {}) {
   auto part = ctx.buffer(part_raw);
   for (int64_t base = -lead; base < npix; base += p.px) {
+    ready(base + p.px - 1 < npix ? base + p.px - 1 : npix - 1);
     ctx.each_thread([&](int t) {
       const int lane = CL ? t / p.cs : t % p.px, slot = CL ? t % p.cs : t / p.px;
       ChanPartial<A> acc{A(0), -std::numeric_limits<A>::infinity(), -1};
@@ -191,31 +197,117 @@ template <typename T, bool CL> SAM_FUSED_BLOCK int64_t lead_lanes(const Geometry
 // Where vector v of a tile of an x-shaped tensor lies: k = index in tile order (the staged
 // tile's layout), off = global offset of its first element, (pix, c) = tile pixel and channel
 // of its first element. Elements are in memory order: NCHW = channel segments of rows*W
-// pixels, NHWC = one run of pixels x C.
+// pixels, NHWC = one run of pixels x C. Vectors are numbered within the pixels [first, first +
+// Lc) of the tile (a chunk of its rows; the whole tile: 0 and L): NCHW walks each channel's
+// run of them in turn.
 template <typename I> struct TileVector {
   I k, off, pix, c;
 };
 template <int V, bool CL, typename I>
+SAM_FUSED_BLOCK TileVector<I> tile_vector(const Geometry& s, const Tile<I>& tl, I L, I first, I Lc, I v) {
+  if (CL) {
+    const I k = first * I(s.C) + v * I(V);
+    return {k, x_offset<true, I>(s, tl.b, 0, tl.h0, 0) + k, k / I(s.C), k % I(s.C)};
+  }
+  const I kc = v * I(V), c = kc / Lc, pix = first + kc - c * Lc;
+  return {c * L + pix, x_offset<false, I>(s, tl.b, c, tl.h0, I(0)) + pix, pix, c};
+}
+template <int V, bool CL, typename I>
 SAM_FUSED_BLOCK TileVector<I> tile_vector(const Geometry& s, const Tile<I>& tl, I L, I v) {
-  const I k = v * I(V);
-  if (CL) return {k, x_offset<true, I>(s, tl.b, 0, tl.h0, 0) + k, k / I(s.C), k % I(s.C)};
-  const I c = k / L, pix = k - c * L;
-  return {k, x_offset<false, I>(s, tl.b, c, tl.h0, I(0)) + pix, pix, c};
+  return tile_vector<V, CL>(s, tl, L, I(0), L, v);
 }
 
-// Visit every element of the tile rows [h0, h1) of an x-shaped tensor, V elements at a time,
-// threads striding over vectors (consecutive lanes, consecutive addresses): f(k, off, pix, c)
-// as in TileVector.
+// Visit every element of the tile rows [r0, r1) (within [tl.h0, tl.h1)) of an x-shaped tensor,
+// V elements at a time, threads striding over vectors (consecutive lanes, consecutive
+// addresses): f(k, off, pix, c) as in TileVector.
 template <int V, bool CL, typename I, class Ctx, class F>
-SAM_FUSED_BLOCK void for_tile_vectors(Ctx& ctx, const Geometry& s, const Tile<I>& tl, F&& f) {
-  const I L = tl.rows() * I(s.W), nvec = L * I(s.C) / I(V);
+SAM_FUSED_BLOCK void for_tile_vectors(Ctx& ctx, const Geometry& s, const Tile<I>& tl, I r0, I r1, F&& f) {
+  const I L = tl.rows() * I(s.W), first = (r0 - tl.h0) * I(s.W), Lc = (r1 - r0) * I(s.W), nvec = Lc * I(s.C) / I(V);
   ctx.each_thread([&](int t) {
     for (I v = I(t); v < nvec; v += I(ctx.threads())) {
-      const TileVector<I> at = tile_vector<V, CL>(s, tl, L, v);
+      const TileVector<I> at = tile_vector<V, CL>(s, tl, L, first, Lc, v);
       f(at.k, at.off, at.pix, at.c);
     }
   });
 }
+
+// Rows [r0, r1) of chunk k of a staged tile (Plan::chunks; empty past a short last tile).
+template <typename I> SAM_FUSED_BLOCK Tile<I> chunk_of(const Plan& p, const Tile<I>& tl, int k) {
+  const I r0 = tl.h0 + I(k) * I(p.chunk_rows), r1 = r0 + I(p.chunk_rows);
+  return {tl.b, r0 < tl.h1 ? r0 : tl.h1, r1 < tl.h1 ? r1 : tl.h1};
+}
+
+// Stage a tile chunk by chunk: copy(k, off) for every vector of chunk k (k its index in the
+// tile), then one commit per chunk, `p.chunks` groups even when the last chunks are empty, so
+// that wait_chunk's group counts hold for every tile. A copy makes `accesses` context accesses
+// (2 per copy_vec). NCHW chunks of a tile are C runs of the chunk's pixels, one per channel,
+// each at its channel's place in the tile. A warp's 16-byte stores are served 8 lanes at a
+// time, so each group of 8 lanes takes up to 8 vectors of one run (idle past its end): every
+// group fills contiguous bytes (no bank conflicts), where consecutive vectors across a run's end
+// would not. The groups step over (run, part) pairs without a division per vector. A tile of
+// one chunk, and NHWC (chunks are contiguous ranges of the tile), take the plain walk.
+template <int V, bool CL, typename I, class Ctx, class Copy>
+SAM_FUSED_BLOCK void stage_tile_chunks(Ctx& ctx, const Geometry& s, const Plan& p, const Tile<I>& tl, int accesses,
+                                       Copy&& copy) {
+  if (CL || p.chunks == 1) {
+    for (int k = 0; k < p.chunks; ++k) {
+      const Tile<I> ch = chunk_of(p, tl, k);
+      for_tile_vectors<V, CL>(ctx, s, tl, ch.h0, ch.h1, [&](I at, I off, I, I) { copy(at, off); });
+      ctx.copy_commit();
+    }
+    return;
+  }
+  const I L = tl.rows() * I(s.W), HW = I(s.H) * I(s.W);
+  const I x0 = x_offset<false, I>(s, tl.b, I(0), tl.h0, I(0));
+#pragma unroll 1
+  for (int k = 0; k < p.chunks; ++k) {
+    const Tile<I> ch = chunk_of(p, tl, k);
+    const I first = (ch.h0 - tl.h0) * I(s.W), nv = (ch.h1 - ch.h0) * I(s.W) / I(V);
+    const I parts = nv > 0 ? (nv + 7) / 8 : I(1), groups = I(ctx.threads() / 8);  // 8-lane parts per run
+    const I dc = groups / parts, dq = groups - dc * parts;  // a step of `groups` (run, part) pairs
+    ctx.each_thread([&](int t) {
+      if (nv == 0) return;  // a chunk past a short last tile: an empty group
+      const I g = I(t / 8), j0 = I(t % 8);
+      I c = g / parts, q = g - c * parts;
+      // not unrolled: a copy is one LDGSTS that nothing waits on, and unrolling took registers
+#pragma unroll 1
+      while (c < I(s.C)) {
+        const I j = q * 8 + j0, e = first + j * I(V);  // the vector's pixel in the tile
+        if (j < nv) copy(c * L + e, x0 + c * HW + e);
+        else
+          for (int n = 0; n < accesses; ++n) ctx.skip_access();
+        c += dc, q += dq;
+        if (q >= parts) q -= parts, ++c;
+      }
+    });
+    ctx.copy_commit();
+  }
+}
+
+// Before reading chunk k of the staged tile: this thread's copies of chunks 0..k have landed
+// (every later group may still be in flight), and the barrier makes every thread's visible.
+template <class Ctx> SAM_FUSED_BLOCK void wait_chunk(Ctx& ctx, const Plan& p, int k) {
+  ctx.copy_wait_prior(p.chunks - 1 - k);
+  ctx.sync();
+}
+
+// The `ready` of a channel reduction over the rows of a staged tile (pixel i = tile pixel i):
+// before a round, waits for the chunk holding its last pixel unless an earlier round did, so the
+// first rounds run while the later chunks land. Block scope: every thread holds the same state.
+template <class Ctx> struct ChunksReady {
+  Ctx& ctx;
+  const Plan& p;
+  int64_t chunk_pixels;
+  int waited = -1;
+  SAM_FUSED_BLOCK void operator()(int64_t last) {
+    const int64_t k = last < 0 ? 0 : last / chunk_pixels;
+    const int need = int(k < p.chunks - 1 ? k : p.chunks - 1);
+    if (need > waited) {
+      wait_chunk(ctx, p, need);
+      waited = need;
+    }
+  }
+};
 
 // The same walk, unrolled for memory-level parallelism: each thread first loads U vectors
 // (load(at, vec): one access each), then finishes them in order (finish(at, vec): one access

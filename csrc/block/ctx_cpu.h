@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "../sam_math.h"
@@ -118,24 +119,30 @@ class TrafficRecorder {
   }
   // Wavefronts of a warp-wide shared access: lanes are served in groups of 128 bytes' worth
   // (32 lanes of <= 4 bytes, 16 of 8, 8 of 16); a group takes as many passes as the most
-  // distinct 4-byte words any one bank holds among its addresses. Ideal: bytes / 128.
-  static int64_t wavefronts(const Pending& w) {
+  // distinct 4-byte words any one bank holds among its addresses. Ideal: each group's bytes /
+  // 128, rounded up (a group with idle lanes still takes a pass: not a conflict). Returns
+  // (passes, ideal).
+  static std::pair<int64_t, int64_t> wavefronts(const Pending& w) {
     const int group = w.width >= 16 ? 8 : w.width == 8 ? 16 : 32;
-    int64_t total = 0;
+    int64_t total = 0, ideal = 0;
     for (int g0 = 0; g0 < 32; g0 += group) {
       std::vector<int64_t> words[kBanks];
+      int64_t bytes = 0;
       for (const auto& [lane, off] : w.lanes)
-        if (lane >= g0 && lane < g0 + group)
+        if (lane >= g0 && lane < g0 + group) {
+          bytes += w.width;
           for (int64_t word = off / kBankBytes; word <= (off + w.width - 1) / kBankBytes; ++word)
             words[word % kBanks].push_back(word);
+        }
       int64_t passes = 0;
       for (auto& b : words) {
         std::sort(b.begin(), b.end());
         passes = std::max<int64_t>(passes, std::unique(b.begin(), b.end()) - b.begin());
       }
       total += passes;
+      ideal += (bytes + kBanks * kBankBytes - 1) / (kBanks * kBankBytes);
     }
-    return total;
+    return {total, ideal};
   }
   Region* find(const char* p) {
     for (auto& r : regions_)
@@ -146,8 +153,9 @@ class TrafficRecorder {
     if (w.slot < 0) return;
     int64_t* c = &counts_[w.slot * kFields];
     if (w.shared) {
-      c[kSectors] += wavefronts(w);
-      c[kIdealSectors] += (w.bytes + kBanks * kBankBytes - 1) / (kBanks * kBankBytes);
+      const auto [passes, ideal] = wavefronts(w);
+      c[kSectors] += passes;
+      c[kIdealSectors] += ideal;
     } else {
       std::sort(w.sectors.begin(), w.sectors.end());
       c[kSectors] += std::unique(w.sectors.begin(), w.sectors.end()) - w.sectors.begin();
@@ -279,6 +287,14 @@ struct CpuCtx {
   }
   void copy_wait() {
     if (san) san->async_wait();
+  }
+  // Block scope, like copy_wait: every thread closes its group of copies (cp.async.commit_group)
+  // / waits until at most `newer` committed groups are in flight (cp.async.wait_group).
+  void copy_commit() {
+    if (san) san->async_commit();
+  }
+  void copy_wait_prior(int newer) {
+    if (san) san->async_wait(newer);
   }
   // A lane predicated off in an unrolled loop: its access slot passes, so the next access of
   // every lane of the warp is still the same warp-wide instruction.

@@ -91,6 +91,33 @@ struct CudaCtx {
     asm volatile("cp.async.wait_all;\n" ::: "memory");
 #endif
   }
+  // Closes the group of the thread's copies issued since the last commit (cp.async.commit_group).
+  __device__ __forceinline__ void copy_commit() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+  }
+  // Waits until at most `newer` of the thread's committed groups are still in flight (all older
+  // ones have landed). The count is an immediate of cp.async.wait_group: 0..kStageChunks-1.
+  __device__ __forceinline__ void copy_wait_prior(int newer) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    static_assert(kStageChunks <= 4, "copy_wait_prior names 0..3 groups");
+    switch (newer) {
+      case 0:
+        asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+        break;
+      case 1:
+        asm volatile("cp.async.wait_group 1;\n" ::: "memory");
+        break;
+      case 2:
+        asm volatile("cp.async.wait_group 2;\n" ::: "memory");
+        break;
+      default:
+        asm volatile("cp.async.wait_group 3;\n" ::: "memory");
+        break;
+    }
+#endif
+  }
   // A lane that an unrolled loop predicates off (nothing to do on the GPU; the CPU context
   // keeps its access count aligned with the other lanes').
   __device__ __forceinline__ void skip_access() {}

@@ -116,31 +116,30 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
     const auto v = view_of(ctx, a);
     stage_x_tile(ctx, a, v);
     pool_halo_rows(ctx, a, v);  // while the tile lands; ends with a barrier when it runs
-    ctx.copy_wait();
-    ctx.sync();
-    pool_rows(ctx, a, v);  // ends with a barrier
+    pool_rows(ctx, a, v);       // chunk by chunk as they land; ends with a barrier
     sigmoid_tile(ctx, a, v);
     ctx.sync();
     write_out_tile(ctx, a, v);
   }
 
   // Weights to shared memory and, one pass, the x tile (read from DRAM once, here) by
-  // asynchronous copies: they land while pool_halo_rows runs.
+  // asynchronous copies in Plan::chunks groups of rows: they land while pool_halo_rows runs,
+  // and each chunk's pooling while the later ones land.
   template <class Ctx> static SAM_FUSED_BLOCK void stage_x_tile(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
     load_weights(ctx, a, v.wts);
     if (v.tile)
       with_vec<T>(a.p, [&](auto vt) {
         constexpr int V = decltype(vt)::value;
-        for_tile_vectors<V, CL>(ctx, a.s, v.tl,
-                                [&](I k, I off, I, I) { ctx.template copy_vec<V>(a.x + off, v.tile + k); });
+        stage_tile_chunks<V, CL>(ctx, a.s, a.p, v.tl, 2,
+                                 [&](I k, I off) { ctx.template copy_vec<V>(a.x + off, v.tile + k); });
       });
   }
 
   // Channel reduction of the pixels of `rows` into the pooled maps; x from `tile` on the tile
   // rows when non-null, else from global memory.
-  template <class Ctx>
+  template <class Ctx, class Ready = AllReady>
   static SAM_FUSED_BLOCK void pool_row_set(Ctx& ctx, const Args<T>& a, const View<Ctx>& v, const RowSet<I>& rows,
-                                           const T* tile) {
+                                           const T* tile, Ready&& ready = {}) {
     const Geometry& s = a.s;
     const I W = v.W;
     channel_reduce<CL, A>(
@@ -152,7 +151,8 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
           const I h = rows.row(I(i)), w = I(i) % W;
           if (s.pool.mean_slot() >= 0) v.qslot(s.pool.mean_slot(), h, w) = acc.sum / A(s.C);
           if (s.pool.max_slot() >= 0) v.qslot(s.pool.max_slot(), h, w) = acc.max;
-        });
+        },
+        ready);
   }
 
   // One pass with a staged tile: the rh halo rows above and below it, from global/L2. They do
@@ -161,14 +161,18 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
     if (v.tile) pool_row_set(ctx, a, v, RowSet<I>{v.e0, v.e1, v.tl.h0, v.tl.h1, v.W}, static_cast<const T*>(nullptr));
   }
 
-  // The pooled maps the sigmoid needs: one pass, the tile rows from the staged tile (the halo
-  // is done) or, unstaged, all rows from global memory; two pass, loaded from pass 1's output.
+  // The pooled maps the sigmoid needs: one pass, the tile rows from the staged tile, each round
+  // of pixels as soon as its chunk has landed (the halo is done), or, unstaged, all rows from
+  // global memory; two pass, loaded from pass 1's output. Each pixel's channels are summed in
+  // the same order however the copies are grouped, so the chunks change no bits.
   template <class Ctx> static SAM_FUSED_BLOCK void pool_rows(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
     const Geometry& s = a.s;
     const Tile<I>& tl = v.tl;
     const I W = v.W, H = v.H, e0 = v.e0, e1 = v.e1;
     if (!a.p.two_pass) {
-      if (v.tile) pool_row_set(ctx, a, v, RowSet<I>{tl.h0, tl.h1, tl.h0, tl.h0, W}, static_cast<const T*>(v.tile));
+      if (v.tile)
+        pool_row_set(ctx, a, v, RowSet<I>{tl.h0, tl.h1, tl.h0, tl.h0, W}, static_cast<const T*>(v.tile),
+                     ChunksReady<Ctx>{ctx, a.p, a.p.chunk_rows * a.s.W});
       else pool_row_set(ctx, a, v, RowSet<I>{e0, e1, e0, e0, W}, static_cast<const T*>(nullptr));
     } else {
       ctx.each_thread([&](int t) {

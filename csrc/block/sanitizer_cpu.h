@@ -20,6 +20,7 @@
 // launch, block, thread(s), barrier interval and the byte offset.
 #pragma once
 #include <cstdint>
+#include <limits>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -57,6 +58,7 @@ class BlockSanitizer {
     interval_in_block_ = 0;
     thread_ = -1;
     async_.clear();
+    group_ = 0;
   }
   void begin_phase() { barrier_hits_ = 0; }
   void begin_thread(int t) { thread_ = t; }
@@ -85,17 +87,27 @@ class BlockSanitizer {
     access(dst, bytes, true);
     const int64_t off = static_cast<const char*>(dst) - smem_;
     for (int64_t i = off; i < off + bytes; ++i) shared_[i].async_pending = true;
-    async_.push_back({off, bytes});
+    async_.push_back({off, bytes, group_});
   }
-  // ctx.copy_wait() at block scope: every thread's copies have landed, as if written now (so
-  // other threads still need a barrier before reading them).
-  void async_wait() {
-    for (const auto& [off, bytes] : async_)
-      for (int64_t i = off; i < off + bytes; ++i) {
+  // ctx.copy_commit() at block scope: the copies issued since the last commit form a group.
+  void async_commit() { ++group_; }
+  // ctx.copy_wait() (newer < 0) / ctx.copy_wait_prior(newer) at block scope: every thread's
+  // copies (all of them / those of every committed group but the `newer` most recent) have
+  // landed, as if written now (so other threads still need a barrier before reading them).
+  void async_wait(int newer = -1) {
+    const int64_t landed_below = newer < 0 ? std::numeric_limits<int64_t>::max() : group_ - newer;
+    std::vector<AsyncCopy> pending;
+    for (const AsyncCopy& c : async_) {
+      if (c.group >= landed_below) {
+        pending.push_back(c);
+        continue;
+      }
+      for (int64_t i = c.off; i < c.off + c.bytes; ++i) {
         shared_[i].async_pending = false;
         shared_[i].w_interval = interval_;
       }
-    async_.clear();
+    }
+    async_ = std::move(pending);
   }
 
   void access(const void* p, int64_t bytes, bool write) {
@@ -198,7 +210,11 @@ class BlockSanitizer {
 
   std::vector<Region> regions_;
   std::vector<SharedByte> shared_;
-  std::vector<std::pair<int64_t, int64_t>> async_;  // (offset, bytes) of copies not yet waited for
+  struct AsyncCopy {
+    int64_t off, bytes, group;  // group: commits before the copy was issued
+  };
+  std::vector<AsyncCopy> async_;  // copies not yet waited for
+  int64_t group_ = 0;             // commits so far in this block
   const char* smem_ = nullptr;
   int64_t smem_bytes_ = 0, capacity_ = 0, block_ = -1;
   uint64_t launch_ = 0, block_serial_ = 0, interval_ = 0;

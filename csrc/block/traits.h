@@ -37,6 +37,11 @@ constexpr int kChannelUnroll = 8;
 // PAMAP2 / USC-HAD bf16 backward a resident block (phase model: 85% -> 68% at (128,64,256,6)).
 constexpr int kRhoUnroll = 16;
 constexpr int kStreamUnroll = 4;
+// A staged tile arrives in up to this many chunks of rows (Plan::chunks), each its own group of
+// asynchronous copies: the channel reduction of chunk k runs while the later chunks land, so
+// only the last chunk's reduction follows the staging (docs/design.md §3). Bounded by the
+// groups cp.async.wait_group can name (an immediate) and by one wait and barrier per chunk.
+constexpr int kStageChunks = 4;
 // Horizontally adjacent pixels one thread convolves together (conv_row_block): each pooled value
 // of a window row is loaded once for all of them.
 constexpr int kConvBlock = 4;
@@ -71,6 +76,10 @@ struct Plan {
   bool staged_x = false;   // one-pass backward: its x tile too (rho then reads both tiles from shared memory)
   bool spill = false;      // map buffers in global scratch (spill_bytes per block), not shared memory
   int vec = 1;             // elements per vector access of x-shaped tensors (1 or 16 / elem_size)
+  // Staged one-pass tiles: copied in `chunks` groups of chunk_rows rows (the last may be shorter;
+  // a short last tile leaves later groups empty), each a whole number of vectors per channel.
+  int chunks = 1;
+  int64_t chunk_rows = 1;
   int px = 32, cs = 1;     // channel reduction: pixels per round x channel slots = threads
   int64_t off_w = 0, off_q = 0, off_s = 0, off_d = 0, off_gmean = 0, off_gmax = 0, off_amax = 0, off_part = 0,
           off_tile = 0, off_xtile = 0, smem_bytes = 0, spill_bytes = 0;
@@ -87,8 +96,16 @@ struct Plan {
 };
 
 // kOnePass: one pass, the x tile staged or not as plan_launch chooses; kOnePassStagedX /
-// kOnePassUnstagedX force that choice (backward; staged only where it fits the opt-in maximum).
-enum class Variant : int { kAuto = 0, kOnePass = 1, kTwoPass = 2, kOnePassStagedX = 3, kOnePassUnstagedX = 4 };
+// kOnePassUnstagedX force that choice (backward; staged only where it fits the opt-in maximum);
+// kOnePassOneChunk: one pass, the staged tile copied as one chunk (Plan::chunks = 1).
+enum class Variant : int {
+  kAuto = 0,
+  kOnePass = 1,
+  kTwoPass = 2,
+  kOnePassStagedX = 3,
+  kOnePassUnstagedX = 4,
+  kOnePassOneChunk = 5
+};
 
 // Test/tuning overrides (the CUDA op always passes the defaults).
 struct Overrides {
@@ -233,6 +250,26 @@ inline int64_t resident_blocks(const DeviceLimits& dev, int threads) {
   return std::max<int64_t>(1, std::min({kBlocksPerSm, by_threads, by_regs}));
 }
 
+// Chunks of a staged tile (Plan::chunks, chunk_rows): up to kStageChunks groups of rows, each
+// a whole number of vectors in every channel's run (NCHW: chunk_rows * W a multiple of vec), so
+// each chunk's copies are the same 16-byte copies as the whole tile's. NCHW tiles of scalar
+// accesses (vec 1, the unaligned fallback) stay one chunk: stage_tile_chunks gives each run's
+// part 8 lanes, the lanes of one shared-memory pass of 16-byte accesses, where narrower ones
+// are served a whole warp at a time and parts of different runs would share its banks. A
+// backward grid of more than one wave (at the resident blocks the plan assumes) stays one
+// chunk too: its tiles are sized for blocks that overlap their phases anyway
+// (kTargetBlockElemsBackward), and chunks would only add copy issue and barriers (the phase
+// model, docs/design.md §3: UCI-HAR (128, 64, 64, 9) bf16 80% -> 79%, PAMAP2 88% -> 85%).
+inline void plan_chunks(Plan& p, const Geometry& s, const DeviceLimits& dev, bool backward, bool one_chunk) {
+  using namespace detail;
+  const int64_t step = s.channels_last ? 1 : p.vec / std::gcd<int64_t>(p.vec, std::max<int64_t>(1, s.W));
+  const bool one_wave = p.blocks <= std::max<int64_t>(1, dev.sms) * resident_blocks(dev, p.threads);
+  p.chunk_rows = p.rows;
+  if (p.staged && !one_chunk && (s.channels_last || p.vec > 1) && (!backward || one_wave))
+    p.chunk_rows = std::min(p.rows, ceil_div(ceil_div(p.rows, int64_t(kStageChunks)), step) * step);
+  p.chunks = int(ceil_div(p.rows, p.chunk_rows));
+}
+
 // Shared memory one block may use so that the resident blocks of `threads` threads share an SM,
 // never above the opt-in maximum.
 inline int64_t block_budget(const DeviceLimits& dev, int threads) {
@@ -299,6 +336,7 @@ inline Plan plan_launch(const Geometry& s, const DeviceLimits& dev, int64_t elem
   // rows (none for the backward with return_map; the two-pass kernels reduce the tile in pass 1).
   const int64_t halo = p.two_pass || (s.return_map && backward) ? 0 : s.kh / 2;
   plan_reduction(p, s, p.rows * s.W, 2 * halo * s.W, p.staged);
+  plan_chunks(p, s, dev, backward, o.variant == Variant::kOnePassOneChunk);
   if (backward && p.staged) p.staged_x = stage_x_tile(p, s, dev, elem_bytes, acc_bytes, o.variant);
   place_buffers(p, s, p.rows, elem_bytes, acc_bytes, backward);
   if (p.smem_bytes > optin) {

@@ -13,7 +13,8 @@
 //                            rows, threads, arch) -> (plan, index64)
 //
 // variant: 0 = the CUDA op's choice, 1 = one pass, 2 = two pass, 3 / 4 = one pass with / without
-// the backward's x tile staged (Plan::staged_x); rows/threads: 0 = the CUDA
+// the backward's x tile staged (Plan::staged_x), 5 = one pass with the staged tile copied as one
+// chunk (Plan::chunks = 1); rows/threads: 0 = the CUDA
 // op's choice; index64: force 64-bit offsets; max_blocks > 0 runs only the first max_blocks
 // blocks of each launch (outputs then incomplete: for access-pattern reports on big shapes);
 // arch: the device limits to plan for and enforce (limits.h table: sm_80 ... sm_120; default
@@ -58,12 +59,13 @@ const DeviceLimits& arch_limits(const std::string& arch) {
   return *l;
 }
 
-constexpr int kPlanColumns = 8;
+constexpr int kPlanColumns = 9;
 
 // One row per launch: rows per tile, tiles per sample, grid, flags (1: two pass, 2: map
 // buffers in global scratch, 4: the backward's x tile staged), vector width, threads per block, dynamic shared-memory
-// bytes, pixels per channel-reduction round. The backward's map kernel (BwdMaps) reports its own map rows, tiles and
-// spill flag, and 0 pixels per round (it reduces no channels).
+// bytes, pixels per channel-reduction round, rows per chunk of the staged tile (Plan::chunk_rows; 0: nothing staged).
+// The backward's map kernel (BwdMaps) reports its own map rows, tiles and spill flag, and 0 pixels per round (it
+// reduces no channels).
 std::vector<int64_t> plan_rows(const CallPlan& c) {
   std::vector<int64_t> v;
   const Plan& p = c.p;
@@ -73,7 +75,8 @@ std::vector<int64_t> plan_rows(const CallPlan& c) {
     v.insert(v.end(),
              {maps ? p.maps.rows : p.rows, maps ? p.maps.tiles : p.tiles, l.grid,
               int64_t(p.two_pass) | int64_t(maps ? p.maps.spill : p.spill) << 1 | int64_t(!maps && p.staged_x) << 2,
-              int64_t(p.vec), int64_t(l.threads), l.smem_bytes, maps ? 0 : int64_t(p.px)});
+              int64_t(p.vec), int64_t(l.threads), l.smem_bytes, maps ? 0 : int64_t(p.px),
+              l.kernel == Kernel::kMain && p.staged ? p.chunk_rows : 0});
   }
   return v;
 }
@@ -131,9 +134,9 @@ CpuLauncher cpu_launcher(int64_t max_blocks, bool sanitize) {
 }
 
 Overrides overrides(int64_t variant, int64_t rows, int64_t threads) {
-  TORCH_CHECK_VALUE(variant >= 0 && variant <= 4,
-                    "variant must be 0 (auto), 1 (one pass), 2 (two pass), 3 (one pass, backward x tile staged) or 4 "
-                    "(one pass, x tile not staged)");
+  TORCH_CHECK_VALUE(variant >= 0 && variant <= 5,
+                    "variant must be 0 (auto), 1 (one pass), 2 (two pass), 3 (one pass, backward x tile staged), 4 "
+                    "(one pass, x tile not staged) or 5 (one pass, the staged tile as one chunk)");
   TORCH_CHECK_VALUE(threads == 0 || (threads >= 64 && threads <= 1024 && (threads & (threads - 1)) == 0),
                     "threads must be 0 or a power of two in [64, 1024]");
   TORCH_CHECK_VALUE(rows >= 0, "rows must be >= 0");
@@ -185,11 +188,11 @@ std::tuple<at::Tensor, bool> emulate_plan(at::IntArrayRef shape, at::ScalarType 
 }
 
 // The point-wise op's plan as one row in plan_rows' columns: elements per block, 1, grid, 0,
-// vector width, threads, 0 (no shared memory), 0 (no channel reduction); none when nothing
-// was launched.
+// vector width, threads, 0 (no shared memory), 0 (no channel reduction), 0 (nothing staged);
+// none when nothing was launched.
 std::vector<int64_t> pointwise_plan_row(const PointwisePlan& p) {
   if (p.grid == 0) return {};
-  return {p.block_elems, 1, p.grid, 0, int64_t(p.vec), int64_t(p.threads), 0, 0};
+  return {p.block_elems, 1, p.grid, 0, int64_t(p.vec), int64_t(p.threads), 0, 0, 0};
 }
 
 std::tuple<at::Tensor, at::Tensor> emulate_pointwise_fwd(const at::Tensor& x, const at::Tensor& y, int64_t max_blocks,
@@ -221,7 +224,8 @@ enum class Bug {
   kUninit,
   kDivergentBarrier,
   kBarrierInPhase,
-  kCopyNotWaited
+  kCopyNotWaited,
+  kChunkNotWaited
 };
 constexpr std::pair<const char*, Bug> kBugs[] = {
     {"clean", Bug::kClean},  // runs clean
@@ -235,6 +239,7 @@ constexpr std::pair<const char*, Bug> kBugs[] = {
     {"divergent_barrier", Bug::kDivergentBarrier},  // barrier: threads < 32 reach a barrier
     {"barrier_in_phase", Bug::kBarrierInPhase},  // barrier: every thread, inside a phase
     {"copy_not_waited", Bug::kCopyNotWaited},  // race: async staging read, no copy_wait
+    {"chunk_not_waited", Bug::kChunkNotWaited},  // race: two groups of copies, only the first waited for
 };
 constexpr int kBugThreads = 64;
 
@@ -246,6 +251,20 @@ struct BugArgs {
 struct PlantedBug {
   template <class Ctx> static void run(Ctx& ctx, const BugArgs& a) {
     auto buf = ctx.buffer(reinterpret_cast<float*>(ctx.smem()));
+    if (a.bug == Bug::kChunkNotWaited) {  // threads copy in[t] in two chunks, then read a neighbour's
+      float* raw = reinterpret_cast<float*>(ctx.smem());
+      for (int half = 0; half < 2; ++half) {
+        ctx.each_thread([&](int t) {
+          if ((t < kBugThreads / 2) == (half == 0)) ctx.template copy_vec<1>(a.in + t, raw + t);
+        });
+        ctx.copy_commit();
+      }
+      ctx.copy_wait_prior(1);  // the first chunk only
+      ctx.sync();
+      ctx.each_thread(
+          [&](int t) { ctx.store(a.out + ctx.block() * kBugThreads + t, float(buf[kBugThreads - 1 - t])); });
+      return;
+    }
     ctx.each_thread([&](int t) {
       if (a.bug == Bug::kUninit && t >= 32) return;
       if (a.bug == Bug::kCopyNotWaited)
