@@ -31,7 +31,7 @@ constexpr int kReduceThreads = 128;           // DwReduce: one warp per weight-g
 // the streaming write phases this many vectors before writing the first.
 constexpr int kChannelUnroll = 8;
 // The one-pass backward's rho over its tile rows with x read from global memory (g staged):
-// only x is in flight, so fp32 takes twice the channels ahead (BwdMain 72 -> 96 registers, 93 now, still
+// only x is in flight, so fp32 takes twice the channels ahead (BwdMain 72 -> 96 registers, 87 now, still
 // two blocks per SM). 16-bit data keeps kChannelUnroll: its grids are short of blocks rather than
 // of loads per thread (x is staged there, Plan::staged_x), and the registers would cost the
 // PAMAP2 / USC-HAD bf16 backward a resident block (phase model: 85% -> 68% at (128,64,256,6)).
