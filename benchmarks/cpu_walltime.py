@@ -4,7 +4,12 @@
 
 Prints, per shape, the best time of ``x.clone()`` (the memory floor), ``torch.dot(x, g)`` (the
 backward's reads alone: two arrays, 2N·e bytes, which on one core can take longer than the
-clone's read and write of N·e each when x fits the last-level cache and x and g do not), the fused forward and
+clone's read and write of N·e each when x fits the last-level cache and x and g do not),
+``torch.add(x, g)`` (the backward's floor traffic, 3N·e bytes, as one torch streaming op),
+``stream_fb``: ``x.clone()`` then ``torch.add(x, g)`` in one call (the 5N·e floor of
+docs/design.md §3 in torch's own loops, over the four arrays forward+backward touches, so with
+the same cache state as fused_fb: an op repeated alone keeps more of its arrays in the last-level
+cache), the fused forward and
 backward ops alone, the fused module forward and forward+backward through autograd, and the
 eager reference's forward and forward+backward, each also as a multiple of the clone time.
 Minimums over interleaved rounds, because single wall times on a shared machine drift by tens
@@ -25,7 +30,7 @@ import sam_fused  # noqa: E402
 from sam_fused import reference  # noqa: E402
 
 HAR_SHAPES = "128,64,64,9;128,128,32,9;128,256,16,9;128,512,8,9;16,64,64,9"
-IMPLS = ("clone", "dot_xg", "fwd_op", "bwd_op", "fused_fwd", "fused_fb", "eager_fwd", "eager_fb")
+IMPLS = ("clone", "dot_xg", "add_xg", "stream_fb", "fwd_op", "bwd_op", "fused_fwd", "fused_fb", "eager_fwd", "eager_fb")
 
 
 def calls(shape):
@@ -43,6 +48,8 @@ def calls(shape):
     return {
         "clone": lambda: x.clone(),
         "dot_xg": lambda: torch.dot(x.view(-1), g.view(-1)),
+        "add_xg": lambda: torch.add(x, g),
+        "stream_fb": lambda: (x.clone(), torch.add(x, g)),
         "fwd_op": lambda: fwd(x, w, b, "mean", False),
         "bwd_op": lambda: bwd(g, x, w, b, pooled, "mean", False),
         "fused_fwd": lambda: fused(x),
