@@ -89,6 +89,11 @@ LOOPS = {
         "kernel row of a kConvBlock = 4 pixel group, kw = 7: 10 pooled LDS + 7 weight LDS + 28 FFMA, the row loop "
         "not unrolled, 53 per row (f32 0x99e0, bf16 0xa5e0); pixel: sigmoid (MUFU.EX2, MUFU.RCP) 24, s STS, the "
         "group's index, window tests and slot loop (260 per group less the 65 of its rows' loop) / 4", pixel=(49, 49)),
+    ("FwdMain", "sigmoid_tile.column"): Loop(
+        (1, 1), (157, 157), "common.h:conv_column_block (sigmoid_tile)",
+        "group of kConvBlock = 4 pixels of one column, 3 x 1 kernel: the group's index, 4 sigmoids (MUFU.EX2, "
+        "MUFU.RCP) and s STS, 157 (f32 0xe0d0, bf16 0xe700); row = one slot: 6 pooled LDS + 3 weight LDS + "
+        "12 FFMA, 33", row=(33, 33)),
     ("FwdMain", "sigmoid_tile.pixels"): Loop(
         (1, 1), (40, 40), "fwd.h:sigmoid_tile (per-pixel loop)",
         "pixel: one per thread (coalesced STG): i / W, the blocked-group test, one pass: P x (LDS, STG) of the "
@@ -232,7 +237,7 @@ KERNEL_LOOPS = {
                 "pool_halo_rows.merge",
                 "pool_rows", "pool_rows.mean",
                 "pool_rows.merge", "pool_rows_two_pass", "sigmoid_tile", "sigmoid_tile.block", "sigmoid_tile.border",
-                "sigmoid_tile.pixels", "write_out_tile", "write_out_tile.global"),
+                "sigmoid_tile.column", "sigmoid_tile.pixels", "write_out_tile", "write_out_tile.global"),
     "FwdPool": ("pool_visit", "pool_visit.merge"),
     "BwdMain": ("stage_inputs.weights", "stage_inputs", "stage_inputs.runs", "stage_inputs.pooled", "stage_tile_maps",
                 "rho_halo_rows", "rho_halo_rows.merge", "rho_rows_from_x", "rho_rows_from_x.merge",

@@ -211,6 +211,7 @@ def _reduce_segments(c: Call, loop: str, npix: int, level: str, path: str = "") 
 MAP_RUN = 4  # traits.h kMapRun
 CONV_BLOCK = 4                  # traits.h kConvBlock: pixels a thread convolves together
 BLOCKED_CONV_WIDTH = 7          # traits.h kBlockedConvWidth: the kernel width with a blocked conv
+BLOCKED_COLUMN_HEIGHT = 3       # traits.h kBlockedColumnHeight: the kh x 1 kernel blocked down a column
 
 
 def _conv_segments(c: Call, loop: str, h0: int, h1: int, slots: int, block: int = 1) -> list:
@@ -227,6 +228,8 @@ def _conv_segments(c: Call, loop: str, h0: int, h1: int, slots: int, block: int 
     inside_rows = max(0, min(h1, H - rh) - max(h0, rh))
     inside = inside_rows * max(0, W - 2 * rw)
     rows, taps = slots * kh, slots * kh * kw
+    if block > 1 and kw == 1 and kh == BLOCKED_COLUMN_HEIGHT and c.rows * W > c.threads:  # Plan::column_conv
+        return _column_segments(c, loop, h0, h1, slots, block, inside)
     if block == 1 or kw != BLOCKED_CONV_WIDTH:
         per = math.ceil(npix / c.threads)
         threads = min(c.threads, npix)
@@ -246,6 +249,28 @@ def _conv_segments(c: Call, loop: str, h0: int, h1: int, slots: int, block: int 
     threads_p = min(c.threads, npix)
     return [(1, [Stream(f"{loop}.block", min(c.threads, groups), per_g * fb * rows, "alu",
                         pixels=per_g * fb * block)]),
+            (1, [Stream(f"{loop}.pixels", threads_p, per_p, "alu")]),
+            (1, [Stream(loop, threads_p, mid * taps, "alu", rows=mid * rows, pixels=mid)]),
+            (1, [Stream(f"{loop}.border", threads_p, edge * taps, "alu", rows=edge * rows)])]
+
+
+def _column_segments(c: Call, loop: str, h0: int, h1: int, slots: int, block: int, inside: int) -> list:
+    """fwd.h sigmoid_tile with a BLOCKED_COLUMN_HEIGHT x 1 kernel: groups of `block` rows of one
+    column, whole and with every window inside the map (tile row groups [g0, g1)), take the
+    column-blocked conv (LOOPS[loop + ".column"], item = one group, row = one slot of it); then
+    the pixel loop strides every pixel (LOOPS[loop + ".pixels"]) and convolves the others. Only
+    where the plan's tiles have more pixels than threads (traits.h Plan::column_conv)."""
+    H, W = c.shape[2], c.shape[3]
+    rh, R, npix = c.kernel[0] // 2, h1 - h0, (h1 - h0) * W
+    g0 = 0 if h0 >= rh else math.ceil((rh - h0) / block)
+    last_start = H - rh - block - h0
+    g1 = max(g0, min(R // block, last_start // block + 1) if last_start >= 0 else 0)
+    groups = (g1 - g0) * W
+    single, single_inside = npix - groups * block, inside - groups * block
+    per_g, per_p = math.ceil(groups / c.threads), math.ceil(npix / c.threads)
+    mid, edge = per_p * single_inside / npix, per_p * (single - single_inside) / npix
+    taps, rows, threads_p = slots * c.kernel[0], slots * c.kernel[0], min(c.threads, npix)
+    return [(1, [Stream(f"{loop}.column", min(c.threads, groups), per_g, "alu", rows=per_g * slots)]),
             (1, [Stream(f"{loop}.pixels", threads_p, per_p, "alu")]),
             (1, [Stream(loop, threads_p, mid * taps, "alu", rows=mid * rows, pixels=mid)]),
             (1, [Stream(f"{loop}.border", threads_p, edge * taps, "alu", rows=edge * rows)])]

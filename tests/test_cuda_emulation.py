@@ -22,6 +22,7 @@ CASES = [
     ((2, 9, 13, 9), (3, 1), 0, 0),     # HAR kernel, auto plan (one tile per sample here)
     ((1, 3, 40, 3), (3, 3), 5, 64),    # several reduction rounds per block
     ((2, 5, 10, 13), (7, 7), 3, 64),   # 7x7: register-blocked conv groups (w 4..7) beside per-pixel ones
+    ((2, 6, 11, 5), (3, 1), 5, 64),    # 3x1: column-blocked groups of 4 rows beside per-pixel rows and borders
 ]
 LAYOUTS = ("contiguous", "channels_last", "permuted")
 

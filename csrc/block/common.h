@@ -188,6 +188,29 @@ SAM_FUSED_BLOCK void conv_row_block(const Wts& w, A bias, int P, int kh, int64_t
     }
 }
 
+// conv_pixel of the N pixels (h0 .. h0 + N - 1, x) of one column, all with their window inside
+// the map, for a KH x 1 kernel (kw = 1): the KH + N - 1 pooled values of the column and the KH
+// weights of each slot are loaded once for the N outputs. Every output does conv_pixel's
+// operations in its order (slot, then kernel row), so the results are bit for bit the same.
+template <int KH, int N, typename A, typename Wts, typename QIn>
+SAM_FUSED_BLOCK void conv_column_block(const Wts& w, A bias, int P, int64_t h0, int64_t x, QIn&& q, A (&acc)[N]) {
+  constexpr int rh = KH / 2;
+#pragma unroll
+  for (int n = 0; n < N; ++n) acc[n] = bias;
+#pragma unroll 1
+  for (int p = 0; p < P; ++p) {
+    A qv[KH + N - 1];
+#pragma unroll
+    for (int k = 0; k < KH + N - 1; ++k) qv[k] = q(p, h0 + k - rh, x);
+#pragma unroll
+    for (int i = 0; i < KH; ++i) {
+      const A wt = A(w[p * KH + i]);
+#pragma unroll
+      for (int n = 0; n < N; ++n) acc[n] += wt * qv[n + i];
+    }
+  }
+}
+
 // Idle lanes before the first pixel (row r0, column 0) of a channel reduction: in NCHW a
 // warp's lanes read consecutive pixels of one channel, which then start on a 32-byte sector.
 template <typename T, bool CL> SAM_FUSED_BLOCK int64_t lead_lanes(const Geometry& s, int64_t r0) {

@@ -187,9 +187,10 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
 
   // s = sigmoid(conv(pooled)) on the tile pixels, into the s buffer; the one-pass kernel also
   // saves the pooled maps for the backward. Groups of kConvBlock horizontally adjacent pixels
-  // whose windows all lie inside the map are convolved together by one thread (conv_row_block,
-  // for the kernel widths that have it); then the other pixels one per thread, so a border tile
-  // costs a thread no more than one pixel's conv.
+  // (kw = kBlockedConvWidth: conv_row_block) or vertically adjacent ones (a kBlockedColumnHeight
+  // x 1 kernel: conv_column_block) whose windows all lie inside the map are convolved together
+  // by one thread; then the other pixels one per thread, so a border tile costs a thread no more
+  // than one pixel's conv.
   template <class Ctx> static SAM_FUSED_BLOCK void sigmoid_tile(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
     constexpr int N = kConvBlock;
     const Geometry& s = a.s;
@@ -199,6 +200,18 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
     auto blocked = [&](I h, I w0) {
       return has_block && w0 + I(N) <= groups * I(N) && window_inside(s, h, w0) && window_inside(s, h, w0 + I(N) - 1);
     };
+    // Column groups: whole groups of N tile rows [g * N, g * N + N) whose windows all lie inside
+    // the map, g in [g0, g1) (a contiguous range: pixels i in [g0 * N * W, g1 * N * W) of the
+    // tile), where the plan chose them (Plan::column_conv: tiles of more pixels than threads).
+    const I rh = I(s.kh / 2);
+    I g0 = 0, g1 = 0;
+    if (a.p.column_conv) {
+      g0 = tl.h0 >= rh ? I(0) : (rh - tl.h0 + I(N) - 1) / I(N);
+      const I last_start = H - rh - I(N) - tl.h0;  // the last group's first tile row, at most
+      g1 = last_start < 0 ? I(0) : last_start / I(N) + 1;
+      g1 = g1 < tl.rows() / I(N) ? g1 : tl.rows() / I(N);
+      g1 = g1 > g0 ? g1 : g0;
+    }
     ctx.each_thread([&](int t) {
       auto qin = [&](int slot, int64_t h, int64_t w) { return A(v.qslot(slot, I(h), I(w))); };
       auto qat = [&](int slot, int64_t h, int64_t w) {
@@ -214,9 +227,19 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
             for (int k = 0; k < N; ++k) v.sig[r * W + w0 + I(k)] = sigmoid(acc[k]);
           }
         }
+      // counted from the last thread down (consecutive threads, consecutive columns of the same
+      // rows): the pixel loop below gives the first threads one pixel more than the last
+#pragma unroll 1
+      for (I g = g0 * W + I(ctx.threads() - 1 - t); g < g1 * W; g += I(ctx.threads())) {
+        const I r = g / W * I(N), w = g % W;
+        A acc[N];
+        conv_column_block<kBlockedColumnHeight, N>(v.wts, bias, s.pool.P, tl.h0 + r, w, qin, acc);
+        for (int k = 0; k < N; ++k) v.sig[(r + I(k)) * W + w] = sigmoid(acc[k]);
+      }
+      const I c0 = g0 * I(N) * W, c1 = g1 * I(N) * W;  // the tile pixels the column groups did
       for (I i = I(t); i < tl.rows() * W; i += I(ctx.threads())) {
         const I h = tl.h0 + i / W, w = i % W;
-        if (!blocked(h, w / I(N) * I(N)))
+        if (!blocked(h, w / I(N) * I(N)) && (i < c0 || i >= c1))
           v.sig[i] = sigmoid(window_inside(s, h, w) ? conv_pixel(v.wts, bias, s.pool.P, s.kh, s.kw, h, w, qin)
                                                     : conv_pixel(v.wts, bias, s.pool.P, s.kh, s.kw, h, w, qat));
         if (!a.p.two_pass)

@@ -49,6 +49,11 @@ constexpr int kConvBlock = 4;
 // in, ptxas gave FwdMain more than 64 registers, and so fewer blocks per SM (UCI-HAR's 3x1 conv
 // is a small phase anyway).
 constexpr int kBlockedConvWidth = 7;
+// The kernel height whose kh x 1 forward conv is blocked down a column (the HAR layer's 3 x 1):
+// kConvBlock vertically adjacent pixels of one column per thread (conv_column_block), each
+// pooled value and weight loaded once for them, where one pixel at a time paid the tap loop's
+// setup per kernel row (its conv and sigmoid phase was issue bound in a one-wave grid).
+constexpr int kBlockedColumnHeight = 3;
 // BwdMaps: padded map elements staged ahead (loads in flight), pixels of a row a thread
 // convolves together (one weight load per tap for all of them); weight-gradient entries (taps
 // of one kernel row) a warp sums at once (BwdMaps: the whole row for kw of 1 to 7).
@@ -80,6 +85,9 @@ struct Plan {
   // a short last tile leaves later groups empty), each a whole number of vectors per channel.
   int chunks = 1;
   int64_t chunk_rows = 1;
+  // Forward, a kBlockedColumnHeight x 1 kernel: convolve column groups (conv_column_block), chosen
+  // where a tile has more pixels than threads (else blocking cannot shorten any thread's path).
+  bool column_conv = false;
   int px = 32, cs = 1;     // channel reduction: pixels per round x channel slots = threads
   int64_t off_w = 0, off_q = 0, off_s = 0, off_d = 0, off_gmean = 0, off_gmax = 0, off_amax = 0, off_part = 0,
           off_tile = 0, off_xtile = 0, smem_bytes = 0, spill_bytes = 0;
@@ -337,6 +345,7 @@ inline Plan plan_launch(const Geometry& s, const DeviceLimits& dev, int64_t elem
   const int64_t halo = p.two_pass || (s.return_map && backward) ? 0 : s.kh / 2;
   plan_reduction(p, s, p.rows * s.W, 2 * halo * s.W, p.staged);
   plan_chunks(p, s, dev, backward, o.variant == Variant::kOnePassOneChunk);
+  p.column_conv = !backward && s.kw == 1 && s.kh == kBlockedColumnHeight && p.rows * s.W > p.threads;
   if (backward && p.staged) p.staged_x = stage_x_tile(p, s, dev, elem_bytes, acc_bytes, o.variant);
   place_buffers(p, s, p.rows, elem_bytes, acc_bytes, backward);
   if (p.smem_bytes > optin) {
