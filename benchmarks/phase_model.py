@@ -242,36 +242,40 @@ def _conv_segments(c: Call, loop: str, h0: int, h1: int, slots: int, block: int 
     groups_per_row = W // block
     blocked_per_row = sum(1 for g in range(groups_per_row) if g * block >= rw and g * block + block - 1 + rw < W)
     groups, blocked = (h1 - h0) * groups_per_row, inside_rows * blocked_per_row
-    single, single_inside = npix - blocked * block, inside - blocked * block
-    per_g, per_p = math.ceil(groups / c.threads), math.ceil(npix / c.threads)
+    per_g = math.ceil(groups / c.threads)
     fb = blocked / groups if groups else 0.0
-    mid, edge = per_p * single_inside / npix, per_p * (single - single_inside) / npix
-    threads_p = min(c.threads, npix)
     return [(1, [Stream(f"{loop}.block", min(c.threads, groups), per_g * fb * rows, "alu",
-                        pixels=per_g * fb * block)]),
-            (1, [Stream(f"{loop}.pixels", threads_p, per_p, "alu")]),
-            (1, [Stream(loop, threads_p, mid * taps, "alu", rows=mid * rows, pixels=mid)]),
-            (1, [Stream(f"{loop}.border", threads_p, edge * taps, "alu", rows=edge * rows)])]
+                        pixels=per_g * fb * block)])] + _pixel_loop_segments(c, loop, npix, inside,
+                                                                             blocked * block, rows, taps)
 
 
 def _column_segments(c: Call, loop: str, h0: int, h1: int, slots: int, block: int, inside: int) -> list:
     """fwd.h sigmoid_tile with a BLOCKED_COLUMN_HEIGHT x 1 kernel: groups of `block` rows of one
     column, whole and with every window inside the map (tile row groups [g0, g1)), take the
     column-blocked conv (LOOPS[loop + ".column"], item = one group, row = one slot of it); then
-    the pixel loop strides every pixel (LOOPS[loop + ".pixels"]) and convolves the others. Only
-    where the plan's tiles have more pixels than threads (traits.h Plan::column_conv)."""
+    the pixel loop (_pixel_loop_segments). Only where the plan's tiles have more pixels than
+    threads (traits.h Plan::column_conv)."""
     H, W = c.shape[2], c.shape[3]
     rh, R, npix = c.kernel[0] // 2, h1 - h0, (h1 - h0) * W
     g0 = 0 if h0 >= rh else math.ceil((rh - h0) / block)
     last_start = H - rh - block - h0
     g1 = max(g0, min(R // block, last_start // block + 1) if last_start >= 0 else 0)
     groups = (g1 - g0) * W
-    single, single_inside = npix - groups * block, inside - groups * block
-    per_g, per_p = math.ceil(groups / c.threads), math.ceil(npix / c.threads)
+    per_g = math.ceil(groups / c.threads)
+    rows = slots * c.kernel[0]  # kw = 1: one tap per kernel row
+    return [(1, [Stream(f"{loop}.column", min(c.threads, groups), per_g, "alu", rows=per_g * slots)])] + \
+        _pixel_loop_segments(c, loop, npix, inside, groups * block, rows, rows)
+
+
+def _pixel_loop_segments(c: Call, loop: str, npix: int, inside: int, grouped: int, rows: int, taps: int) -> list:
+    """The pixel loop of fwd.h sigmoid_tile after its groups: threads stride every pixel, each
+    paying its index, test and saves (LOOPS[loop + ".pixels"]), and convolve the pixels no group
+    took (the `grouped` ones all lie inside the map); the busiest thread gets the average mix of
+    the unchecked (LOOPS[loop]) and border (LOOPS[loop + ".border"]) paths."""
+    single, single_inside = npix - grouped, inside - grouped
+    per_p, threads_p = math.ceil(npix / c.threads), min(c.threads, npix)
     mid, edge = per_p * single_inside / npix, per_p * (single - single_inside) / npix
-    taps, rows, threads_p = slots * c.kernel[0], slots * c.kernel[0], min(c.threads, npix)
-    return [(1, [Stream(f"{loop}.column", min(c.threads, groups), per_g, "alu", rows=per_g * slots)]),
-            (1, [Stream(f"{loop}.pixels", threads_p, per_p, "alu")]),
+    return [(1, [Stream(f"{loop}.pixels", threads_p, per_p, "alu")]),
             (1, [Stream(loop, threads_p, mid * taps, "alu", rows=mid * rows, pixels=mid)]),
             (1, [Stream(f"{loop}.border", threads_p, edge * taps, "alu", rows=edge * rows)])]
 
