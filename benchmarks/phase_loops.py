@@ -156,6 +156,22 @@ LOOPS = {
     ("BwdMain", "rho_rows_staged.merge"): Loop(
         (1, 1), (31, 31), "common.h:channel_reduce (merge, argmax)",
         "partial: as rho_rows_from_x's merge"),
+    ("BwdMain", "rho_rows_staged.vectors"): Loop(
+        (4, 4), (9.25, 37.25), "common.h:channel_sum_vectors (bwd.h rho_tile_vectors, x staged)",
+        "channel vector: rho by 16-byte vectors of both tiles (Plan::sum_vectors), kSumUnroll = 4 channels (8 "
+        "LDS.128) before the first FFMA, 37 / 149 per 4 (f32 0xbed0, bf16 0xc800)"),
+    ("BwdMain", "rho_rows_staged.vectors.merge"): Loop(
+        (1, 1), (6, 6), "common.h:channel_sum_vectors (merge)",
+        "partial: LDS + FADD per slot, 6 (bf16 0xd9f0); pixel: its index and the store, 68",
+        pixel=(68, 68)),
+    ("BwdMain", "rho_rows_from_x.vectors"): Loop(
+        (4, 4), (10.25, 38.25), "common.h:channel_sum_vectors (bwd.h rho_tile_vectors, x from global)",
+        "channel vector: x by LDG.E.128, g by LDS.128 from the staged tile, 4 channels ahead, 41 / 153 per 4 "
+        "(f32 0xd2a0, bf16 0xe530)"),
+    ("BwdMain", "rho_rows_from_x.vectors.merge"): Loop(
+        (1, 1), (6, 6), "common.h:channel_sum_vectors (merge)",
+        "partial: as rho_rows_staged.vectors.merge (bf16 0xf7b0)",
+        pixel=(68, 68)),
     ("BwdMain", "rho_rows_from_x.merge"): Loop(
         (1, 1), (31, 31), "common.h:channel_reduce (merge, argmax)",
         "partial: 124 instructions per 4 merges with argmax (f32 0x8990, bf16 0x8d90)"),
@@ -241,7 +257,8 @@ KERNEL_LOOPS = {
     "FwdPool": ("pool_visit", "pool_visit.merge"),
     "BwdMain": ("stage_inputs.weights", "stage_inputs", "stage_inputs.runs", "stage_inputs.pooled", "stage_tile_maps",
                 "rho_halo_rows", "rho_halo_rows.merge", "rho_rows_from_x", "rho_rows_from_x.merge",
-                "rho_rows_staged", "rho_rows_staged.merge",
+                "rho_rows_from_x.vectors", "rho_rows_from_x.vectors.merge",
+                "rho_rows_staged", "rho_rows_staged.merge", "rho_rows_staged.vectors", "rho_rows_staged.vectors.merge",
                 "sigmoid_delta_rows", "sigmoid_delta_rows.border", "gamma", "gamma.border", "weight_grad_partials",
                 "weight_grad_partials.tree", "write_dx_tile", "write_dx_tile.global"),
     "BwdRho": ("rho_visit", "rho_visit.merge"),

@@ -169,6 +169,11 @@ class Call:
     map_rows: int = 0  # two-pass backward: map rows per BwdMaps block (traits.h plan_maps)
     staged_x: bool = False  # one-pass backward: x tile staged beside grad_out's (traits.h Plan::staged_x)
     chunk_rows: int = 0     # rows per chunk of the staged tile (traits.h Plan::chunk_rows; 0: one chunk)
+    sum_slots: int = 0      # channel slots of the tile rows' sums by 16-byte vectors (traits.h Plan::sum_slots; 0: none)
+
+    @property
+    def sum_vectors(self) -> bool:
+        return self.sum_slots > 0
 
     @property
     def acc(self) -> int:
@@ -305,11 +310,33 @@ def _stage_stream(c: Call, loop: str, h0: int, h1: int) -> Stream:
     return Stream(f"{loop}.runs", c.threads, items, "dram")
 
 
+def _vector_sum_segments(c: Call, loop: str, npix: int, level: str) -> list:
+    """common.h channel_sum_vectors over npix pixels of one chunk: blocks of up to vl vectors of
+    each channel's run (vl = threads // sum_slots rounded down to groups of 8 lanes), sum_slots
+    channel slots, each thread over its slot's channels (LOOPS[loop + ".vectors"]: item = one
+    channel's vector, from each source); then threads stride the block's V * vl sums, each adding
+    the slots (LOOPS[... ".merge"]: item = one slot, pixel = the index and emit)."""
+    T, V, C, slots = c.threads, c.vec, c.shape[1], c.sum_slots
+    vl = T // slots // 8 * 8
+    segments = []
+    nv = npix // V
+    for j0 in range(0, nv, vl):
+        n = min(vl, nv - j0)
+        per = math.ceil(V * vl / T)
+        segments += [(1, [Stream(f"{loop}.vectors", n * slots, math.ceil(C / slots), level)]),
+                     (1, [Stream(f"{loop}.vectors.merge", min(T, V * vl), per * slots, "alu", pixels=per)])]
+    return segments
+
+
 def _chunked_reduce(c: Call, loop: str, h0: int, h1: int, path: str = "") -> tuple[list, list]:
     """(segments reduced while later chunks land, segments after the staging): the channel
     reduction over the staged tile rows [h0, h1) (fwd.h pool_rows, bwd.h rho_rows_from_x) waits
     before each round for the chunk holding the round's last pixel (common.h ChunksReady), so the
-    rounds that end before the last chunk overlap the staging."""
+    rounds that end before the last chunk overlap the staging. With vector sums (Plan::sum_vectors)
+    the rounds are the chunks."""
+    if c.sum_vectors:
+        parts = [_vector_sum_segments(c, loop, n, "smem") for n in _chunk_pixels(c, h0, h1) if n]
+        return [seg for part in parts[:-1] for seg in part], parts[-1]
     npix = (h1 - h0) * c.shape[3]
     last_chunk_start = npix - _chunk_pixels(c, h0, h1)[-1]
     rounds = math.ceil(npix / c.px)
@@ -395,8 +422,9 @@ def bwd_main_phases(c: Call, j: int) -> list[Phase]:
             stage.overlap += early
             phases.append(Phase("rho_rows_from_x", segments=last))
         else:  # x from DRAM: counted after the staging (its early rounds' overlap is not modelled)
-            phases.append(Phase("rho_rows_from_x", dram_read=tile_bytes,
-                                segments=_reduce_segments(c, "rho_rows_from_x", npix, "dram")))
+            reduce = (_vector_sum_segments(c, "rho_rows_from_x", npix, "dram") if c.sum_vectors
+                      else _reduce_segments(c, "rho_rows_from_x", npix, "dram"))
+            phases.append(Phase("rho_rows_from_x", dram_read=tile_bytes, segments=reduce))
         write = Phase("write_dx_tile", dram_write=tile_bytes,
                       segments=[(1, [strided("write_dx_tile", R * W * C // V, T, "smem")])])
     else:
@@ -642,7 +670,7 @@ def launches_of_call(shape, dtype, pool: str, kernel: tuple, backward: bool, car
     kinds = launch_kinds(backward, t.two_pass)
     maps = t.launches[kinds.index(3)] if 3 in kinds else None
     c = Call(tuple(shape), elem, pool, tuple(kernel), t.rows, t.two_pass, t.vec, t.threads, t.px,
-             maps.rows if maps else 0, t.staged_x, t.chunk_rows)
+             maps.rows if maps else 0, t.staged_x, t.chunk_rows, t.sum_slots)
     B = shape[0]
     partial_blocks = maps.grid if maps else t.blocks  # blocks writing weight-gradient partials
     short = {4: "f32", 2: {"torch.bfloat16": "bf16"}.get(str(dtype), "f16"), 8: "f64"}[elem]

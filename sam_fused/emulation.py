@@ -50,6 +50,12 @@ class Traffic:
     px: int = 0           # pixels per channel-reduction round (channel slots = threads / px)
     staged_x: bool = False  # one-pass backward: the x tile staged in shared memory too
     chunk_rows: int = 0   # rows per chunk of the staged tile (its groups of asynchronous copies); 0: none staged
+    sum_slots: int = 0    # channel slots of the tile rows' sums by 16-byte vectors (traits.h Plan::sum_slots); 0: none
+
+    @property
+    def sum_vectors(self) -> bool:
+        """The tile rows' channel sums read 16-byte vectors (traits.h Plan::sum_vectors)."""
+        return self.sum_slots > 0
 
     def __getitem__(self, slot):
         return self.counts[slot]
@@ -64,16 +70,19 @@ class Traffic:
 def decode_plan(rows: list, counts: dict | None = None) -> Traffic:
     """Traffic (counts may be empty) from the plan rows: one per launch, (rows per tile, tiles
     per sample, grid, flags: 1 two pass | 2 spilled maps | 4 x tile staged (backward), vector width,
-    threads, smem bytes, pixels per channel-reduction round, rows per chunk of the staged tile);
+    threads, smem bytes, pixels per channel-reduction round, rows per chunk of the staged tile, channel
+    slots of the vector sums);
     the plan fields are those of the first launch (the main kernel's, or pass 1's: the same; the
     two-pass backward's map kernel, second, has its own rows, tiles and spill flag in its Launch).
     An empty input launches nothing: no rows."""
-    r, tiles, blocks, flags, vec, threads, _, px, _ = rows[0] if rows else (0, 0, 0, 0, 1, 0, 0, 0, 0)
-    launches = [Launch(grid, th, smem, rw, tl, bool(fl & 2)) for rw, tl, grid, fl, _, th, smem, _, _ in rows]
+    r, tiles, blocks, flags, vec, threads, _, px, _, _ = rows[0] if rows else (0, 0, 0, 0, 1, 0, 0, 0, 0, 0)
+    launches = [Launch(grid, th, smem, rw, tl, bool(fl & 2)) for rw, tl, grid, fl, _, th, smem, _, _, _ in rows]
     # the main kernel's row reports the staged tile's chunks (pass 1 of two comes first)
     chunk_rows = max((row[8] for row in rows), default=0)
+    # likewise the channel slots of its vector sums
+    sum_slots = max((row[9] for row in rows), default=0)
     return Traffic(counts or {}, r, tiles, blocks, bool(flags & 1), vec, threads, bool(flags & 2), launches, px,
-                   bool(flags & 4), chunk_rows)
+                   bool(flags & 4), chunk_rows, sum_slots)
 
 
 def decode(t: torch.Tensor, slots=SLOTS) -> Traffic:

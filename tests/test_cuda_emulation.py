@@ -72,11 +72,31 @@ def test_bias_and_return_map(pool, bias, return_map, layout):
                          ids=["one_pass", "one_pass_staged_x", "two_pass"])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-def test_dtypes_vectorised(dtype, layout, variant):
-    # H*W and rows*W are multiples of 8 elements: every x-shaped access is 128 bits wide
+@pytest.mark.parametrize("pool", ["mean", "mean+max"])
+def test_dtypes_vectorised(dtype, layout, variant, pool):
+    # H*W and rows*W are multiples of 8 elements: every x-shaped access is 128 bits wide; with a
+    # mean pool the one-pass backward's rho then reads 16-byte vectors too (Plan::sum_vectors)
     x = make_input((2, 16, 12, 8), dtype, layout)
-    tf, tb = check(x, "mean+max", (3, 3), variant=variant, rows=4)
+    tf, tb = check(x, pool, (3, 3), variant=variant, rows=4)
     assert tf.vec == tb.vec == 16 // x.element_size()
+    vector_sums = pool == "mean" and layout == "contiguous" and variant != TWO_PASS
+    assert not tf.sum_vectors and tb.sum_vectors == vector_sums
+
+
+# (shape, rows, threads): vector sums over chunks of more vectors than threads (blocks of
+# vectors), runs that leave lanes of an 8-lane group idle, and channel counts that the slots do
+# not divide (the unroll's remainder)
+VECTOR_SUM_CASES = [((1, 3, 10, 68), 10, 64), ((2, 20, 6, 12), 6, 64), ((2, 37, 4, 20), 4, 256)]
+
+
+@pytest.mark.parametrize("variant", [ONE_PASS_UNSTAGED_X, ONE_PASS_STAGED_X, ONE_PASS_ONE_CHUNK])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("case", range(len(VECTOR_SUM_CASES)))
+def test_vector_sums(case, dtype, variant):
+    shape, rows, threads = VECTOR_SUM_CASES[case]
+    x = make_input(shape, dtype, "contiguous")
+    tf, tb = check(x, "mean", (3, 3), variant=variant, rows=rows, threads=threads, sanitize=True)
+    assert tb.sum_vectors and not tf.sum_vectors and tb.vec == 16 // x.element_size()
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
@@ -124,19 +144,21 @@ def test_auto_plan_of_har_and_cbam_shapes(shape, two_pass):
     assert_close_scaled(out, ref(x.double()), TOLERANCE[torch.float32], str(shape))
 
 
+@pytest.mark.parametrize("pool", ["mean", "mean+max"])
 @pytest.mark.parametrize("backward", [False, True], ids=["fwd", "bwd"])
-@pytest.mark.parametrize("case", range(len(CASES)))
-def test_chunked_staging_changes_no_bits(case, backward):
+@pytest.mark.parametrize("case", range(len(CASES) + len(VECTOR_SUM_CASES)))
+def test_chunked_staging_changes_no_bits(case, backward, pool):
     # the staged tile's channel reduction runs chunk by chunk as the chunks land (Plan::chunks);
-    # every pixel still sums its channels in the same order, so the results are bit for bit
-    # those of the tile staged as one chunk
-    shape, kernel, rows, threads = CASES[case]
-    x = make_input(shape, torch.float32, LAYOUTS[case % len(LAYOUTS)])
-    ref, weight, b = make_pair("mean+max", kernel, True, False, x.dtype)
+    # every pixel still sums its channels in the same order (by elements, or with a mean pool's
+    # vector sums by vectors), so the results are bit for bit those of the tile staged as one chunk
+    shape, kernel, rows, threads = CASES[case] if case < len(CASES) else \
+        (VECTOR_SUM_CASES[case - len(CASES)][0], (3, 3), *VECTOR_SUM_CASES[case - len(CASES)][1:])
+    x = make_input(shape, torch.float32, LAYOUTS[case % len(LAYOUTS)] if case < len(CASES) else "contiguous")
+    ref, weight, b = make_pair(pool, kernel, True, False, x.dtype)
     grad_out = make_grad(shape, x.dtype)
     kw = dict(rows=rows, threads=threads)
-    chunked, _, tf, tb = emulated_results(x, weight, b, "mean+max", False, grad_out, variant=ONE_PASS_STAGED_X, **kw)
-    whole, _, tf1, tb1 = emulated_results(x, weight, b, "mean+max", False, grad_out, variant=ONE_PASS_ONE_CHUNK, **kw)
+    chunked, _, tf, tb = emulated_results(x, weight, b, pool, False, grad_out, variant=ONE_PASS_STAGED_X, **kw)
+    whole, _, tf1, tb1 = emulated_results(x, weight, b, pool, False, grad_out, variant=ONE_PASS_ONE_CHUNK, **kw)
     t, t1 = (tb, tb1) if backward else (tf, tf1)
     assert t1.chunk_rows == t1.rows and t.rows == t1.rows
     for name in (("x", "weight", "bias") if backward else ("out",)):

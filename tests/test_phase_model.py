@@ -28,7 +28,8 @@ CASES = [("har", (128, 64, 64, 9), torch.float32), ("har", (128, 64, 64, 9), tor
          ("cbam", (32, 64, 56, 56), torch.float32), ("cbam", (32, 64, 56, 56), torch.bfloat16),
          ("cbam", (2, 12, 11, 9), torch.float32), ("cbam", (32, 256, 56, 56), torch.float32),  # two pass
          ("har", (128, 512, 8, 9), torch.float32),  # one-pass backward with x read by the reduction (not staged)
-         ("har", (128, 128, 32, 9), torch.bfloat16)]  # a one-wave backward grid: its staged tiles in chunks
+         ("har", (128, 128, 32, 9), torch.bfloat16),  # a one-wave backward grid: its staged tiles in chunks
+         ("har", (128, 512, 7, 9), torch.float32)]  # H*W odd: scalar accesses, element-wise tile reductions
 
 
 def streams_of(layer, shape, dtype, backward):
@@ -36,7 +37,7 @@ def streams_of(layer, shape, dtype, backward):
     t = pm.plan_call(shape, dtype, pool, kernel, backward, H100.arch)
     two_pass_maps = backward and t.two_pass  # BwdMaps, the second launch
     c = pm.Call(shape, dtype.itemsize, pool, kernel, t.rows, t.two_pass, t.vec, t.threads, t.px,
-                t.launches[1].rows if two_pass_maps else 0, t.staged_x, t.chunk_rows)
+                t.launches[1].rows if two_pass_maps else 0, t.staged_x, t.chunk_rows, t.sum_slots)
     builds = {"FwdPool": pm.fwd_pool_phases, "FwdMain": pm.fwd_main_phases, "BwdRho": pm.bwd_rho_phases,
               "BwdMaps": pm.bwd_maps_phases, "BwdMain": pm.bwd_main_phases}
     kernels = [pm.KERNEL_OF[(backward, k)] for k in pm.launch_kinds(backward, t.two_pass)]

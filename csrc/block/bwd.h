@@ -257,8 +257,45 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
                     static_cast<const T*>(nullptr));
       return;
     }
-    rho_row_set(ctx, a, v, RowSet<I>{tl.h0, tl.h1, tl.h0, tl.h0, v.W}, static_cast<const T*>(v.gtile),
-                static_cast<const T*>(v.xtile), ChunksReady<Ctx>{ctx, a.p, a.p.chunk_rows * s.W});
+    if (a.p.sum_vectors) rho_tile_vectors(ctx, a, v);
+    else
+      rho_row_set(ctx, a, v, RowSet<I>{tl.h0, tl.h1, tl.h0, tl.h0, v.W}, static_cast<const T*>(v.gtile),
+                  static_cast<const T*>(v.xtile), ChunksReady<Ctx>{ctx, a.p, a.p.chunk_rows * s.W});
+  }
+
+  // rho of the tile rows by 16-byte vectors (Plan::sum_vectors: NCHW, no argmax): g from the
+  // staged tile, x from its staged tile or from global memory, chunk by chunk as they land.
+  template <class Ctx> static SAM_FUSED_BLOCK void rho_tile_vectors(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
+    if constexpr (!CL)
+      with_vec<T>(a.p, [&](auto vt) {
+        constexpr int V = decltype(vt)::value;
+        if constexpr (V > 1) {
+          const I L = v.npix, HW = v.H * v.W, x0 = x_offset<false, I>(a.s, v.tl.b, I(0), v.tl.h0, I(0));
+          const I drow0 = (v.tl.h0 - v.dbase) * v.W;
+          struct Pair {
+            T x[V], g[V];
+          };
+          // one loop per source of x (the tile's shared memory or global memory), so that each
+          // load is a shared or a global one, not a generic load of either
+          auto sum_with = [&](auto x_at) {
+            channel_sum_vectors<V, kSumUnroll>(
+                ctx, a.p, v.tl, v.W, v.C, reinterpret_cast<A*>(v.part),
+                [&](I c, I pix) {
+                  Pair r;
+                  ctx.template load_vec<V>(x_at(c, pix), r.x);
+                  ctx.template load_vec<V>(v.gtile + c * L + pix, r.g);
+                  return r;
+                },
+                [&](const Pair& r, A(&acc)[V]) {
+#pragma unroll
+                  for (int e = 0; e < V; ++e) acc[e] += A(r.g[e]) * A(r.x[e]);
+                },
+                [&](I pix, A sum) { v.d[drow0 + pix] = sum; }, ChunksReady<Ctx>{ctx, a.p, a.p.chunk_rows * a.s.W});
+          };
+          if (v.xtile) sum_with([&](I c, I pix) -> const T* { return v.xtile + c * L + pix; });
+          else sum_with([&](I c, I pix) { return a.x + x0 + c * HW + pix; });
+        }
+      });
   }
 
   // s = sigmoid(conv(pooled)) and delta = rho * s * (1 - s) on the delta rows; s kept for the

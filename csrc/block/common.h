@@ -377,6 +377,69 @@ SAM_FUSED_BLOCK void for_channels(I c0, I step, I C, Load&& load, Use&& use) {
   for (; c < C; c += step) use(c, load(c));
 }
 
+// Per-pixel sums over C of the rows of a staged NCHW tile (Plan::sum_vectors), a 16-byte vector
+// of V pixels of one channel per thread and step, where channel_reduce reads one element: a
+// fraction of the instructions per element. Chunk by chunk (ready(last pixel) first, so a chunk
+// is summed while the later ones land), in blocks of up to vl vectors of each channel's run
+// (vl: threads / p.sum_slots, rounded down to whole groups of 8 lanes, so every group reads 128
+// contiguous bytes of one run, no bank conflicts; lanes past the run idle): thread t takes vector
+// j = t % vl of the block over channels slot, slot + slots, ... (slot = t / vl, slots =
+// p.sum_slots, the same for every chunk, so the chunks change no bits). load(c, pix) loads
+// channel c's vector at tile pixel pix (U channels ahead), add(loaded, sums) adds it to the V
+// sums. The sums meet in shared memory (slot-major, then element, then lane: consecutive lanes
+// consecutive words), then one thread per pixel adds the slots in order and calls emit(pixel,
+// sum): a fixed order, bitwise deterministic. Ends with a barrier.
+template <int V, int U, typename A, typename I, class Ctx, class Load, class Add, class Emit, class Ready>
+SAM_FUSED_BLOCK void channel_sum_vectors(Ctx& ctx, const Plan& p, const Tile<I>& tl, I W, I C, A* sums_raw, Load&& load,
+                                         Add&& add, Emit&& emit, Ready&& ready) {
+  auto sums = ctx.buffer(sums_raw);
+  const I T = I(ctx.threads()), slots = I(p.sum_slots), vl = T / slots / 8 * 8;
+#pragma unroll 1
+  for (int k = 0; k < p.chunks; ++k) {
+    const Tile<I> ch = chunk_of(p, tl, k);
+    const I first = (ch.h0 - tl.h0) * W, nv = (ch.h1 - ch.h0) * W / I(V);
+#pragma unroll 1
+    for (I j0 = 0; j0 < nv; j0 += vl) {
+      const I n = nv - j0 < vl ? nv - j0 : vl, base = first + j0 * I(V);
+      ready(int64_t(base + n * I(V) - 1));
+      ctx.each_thread([&](int t) {
+        const I j = I(t) % vl, slot = I(t) / vl;
+        if (j >= n || slot >= slots) return;
+        const I pix = base + j * I(V);
+        A acc[V] = {};
+        // for_channels' order, the loop kept rolled: unrolled further, it held more vectors
+        // live than the kernel's other phases need registers for
+        I c = slot;
+#pragma unroll 1
+        for (; c + I(U - 1) * slots < C; c += I(U) * slots) {
+          decltype(load(c, pix)) v[U];
+#pragma unroll
+          for (int u = 0; u < U; ++u) v[u] = load(c + I(u) * slots, pix);
+#pragma unroll
+          for (int u = 0; u < U; ++u) add(v[u], acc);
+        }
+#pragma unroll 1
+        for (; c < C; c += slots) add(load(c, pix), acc);
+#pragma unroll
+        for (int e = 0; e < V; ++e) sums[(slot * I(V) + I(e)) * vl + j] = acc[e];
+      });
+      ctx.sync();
+      ctx.each_thread([&](int t) {
+#pragma unroll 1
+        for (I m = I(t); m < I(V) * vl; m += T) {
+          const I e = m / vl, j = m % vl;
+          if (j >= n) continue;
+          A sum = sums[m];
+#pragma unroll 1
+          for (I q = 1; q < slots; ++q) sum += A(sums[q * I(V) * vl + m]);
+          emit(base + j * I(V) + e, sum);
+        }
+      });
+      ctx.sync();
+    }
+  }
+}
+
 // Pixel/channel of element e of a vector starting at (pix, c): NCHW steps pixels, NHWC
 // channels (wrapping to the next pixel).
 template <bool CL, typename I> SAM_FUSED_BLOCK void step_elem(const Geometry& s, I& pix, I& c) {

@@ -37,6 +37,10 @@ constexpr int kChannelUnroll = 8;
 // PAMAP2 / USC-HAD bf16 backward a resident block (phase model: 85% -> 68% at (128,64,256,6)).
 constexpr int kRhoUnroll = 16;
 constexpr int kStreamUnroll = 4;
+// Channel sums over a staged NCHW tile by 16-byte vectors (channel_sum_vectors): channels a
+// thread loads before it adds the first. Each is a vector per source (two with rho), so 4 keep
+// 4-8 vectors (16-64 elements) in flight within the registers of 8 scalar channels' loads.
+constexpr int kSumUnroll = 4;
 // A staged tile arrives in up to this many chunks of rows (Plan::chunks), each its own group of
 // asynchronous copies: the channel reduction of chunk k runs while the later chunks land, so
 // only the last chunk's reduction follows the staging (docs/design.md §3). Bounded by the
@@ -88,6 +92,11 @@ struct Plan {
   // Forward, a kBlockedColumnHeight x 1 kernel: convolve column groups (conv_column_block), chosen
   // where a tile has more pixels than threads (else blocking cannot shorten any thread's path).
   bool column_conv = false;
+  // NCHW, staged, vector accesses, a reduction of sums only (a mean pool; rho without the
+  // argmax): the tile rows' channel reduction reads 16-byte vectors (channel_sum_vectors) with
+  // sum_slots channel slots (plan_sum_slots).
+  bool sum_vectors = false;
+  int sum_slots = 1;
   int px = 32, cs = 1;     // channel reduction: pixels per round x channel slots = threads
   int64_t off_w = 0, off_q = 0, off_s = 0, off_d = 0, off_gmean = 0, off_gmax = 0, off_amax = 0, off_part = 0,
           off_tile = 0, off_xtile = 0, smem_bytes = 0, spill_bytes = 0;
@@ -156,8 +165,21 @@ inline void plan_reduction(Plan& p, const Geometry& s, int64_t tile_pixels, int6
   p.cs = p.threads / p.px;
 }
 
-// Bytes of one block's channel-reduction partials (ChanPartial<A>: sum, max, index).
-inline int64_t partial_bytes(int threads, int64_t acc_bytes) { return detail::align16(threads * (2 * acc_bytes + 8)); }
+// Whether a plan's tile reductions may read 16-byte vectors (Plan::sum_vectors, once the vector
+// width is chosen): the one-pass backward's staged NCHW tile when rho needs no argmax (no max
+// pool). Not the forward's mean pool: that path cost FwdMain bf16 7 registers, and so a resident
+// block, wherever the kernel runs (phase model: CBAM (32,64,56,56) bf16 forward 64% -> 56%).
+inline bool may_sum_vectors(const Plan& p, const Geometry& s, bool backward) {
+  return backward && p.staged && !s.channels_last && s.pool.max_slot() < 0;
+}
+
+// Bytes of one block's channel-reduction partials: ChanPartial<A> (sum, max, index) per thread,
+// or with vector sums the 16 / elem_bytes sums of each thread's vector (16-bit data: twice as
+// many bytes).
+inline int64_t partial_bytes(int threads, int64_t acc_bytes, int64_t elem_bytes, bool vector_sums) {
+  const int64_t per_thread = std::max<int64_t>(2 * acc_bytes + 8, vector_sums ? 16 / elem_bytes * acc_bytes : 0);
+  return detail::align16(threads * per_thread);
+}
 
 // Lays out the buffers of a main-kernel block of R rows (16-byte aligned pieces); sets the
 // offsets, smem_bytes and spill_bytes.
@@ -186,7 +208,9 @@ inline void place_buffers(Plan& p, const Geometry& s, int64_t R, int64_t elem_by
     p.off_gmax = take(R * W * acc_bytes, true);
     p.off_amax = take(R * W * 4, true);
   }
-  p.off_part = take(backward && p.two_pass ? 0 : partial_bytes(p.threads, acc_bytes), false);
+  p.off_part = take(
+      backward && p.two_pass ? 0 : partial_bytes(p.threads, acc_bytes, elem_bytes, may_sum_vectors(p, s, backward)),
+      false);
   p.off_tile = take(p.staged ? R * s.C * W * elem_bytes : 0, false);
   p.off_xtile = take(p.staged_x ? R * s.C * W * elem_bytes : 0, false);
   p.smem_bytes = smem;
@@ -268,14 +292,29 @@ inline int64_t resident_blocks(const DeviceLimits& dev, int threads) {
 // chunk too: its tiles are sized for blocks that overlap their phases anyway
 // (kTargetBlockElemsBackward), and chunks would only add copy issue and barriers (the phase
 // model, docs/design.md §3: UCI-HAR (128, 64, 64, 9) bf16 80% -> 79%, PAMAP2 88% -> 85%).
-inline void plan_chunks(Plan& p, const Geometry& s, const DeviceLimits& dev, bool backward, bool one_chunk) {
+// Returns the rows per chunk that chunking would give (one_chunk or not): plan_sum_slots' unit.
+inline int64_t plan_chunks(Plan& p, const Geometry& s, const DeviceLimits& dev, bool backward, bool one_chunk) {
   using namespace detail;
   const int64_t step = s.channels_last ? 1 : p.vec / std::gcd<int64_t>(p.vec, std::max<int64_t>(1, s.W));
   const bool one_wave = p.blocks <= std::max<int64_t>(1, dev.sms) * resident_blocks(dev, p.threads);
-  p.chunk_rows = p.rows;
-  if (p.staged && !one_chunk && (s.channels_last || p.vec > 1) && (!backward || one_wave))
-    p.chunk_rows = std::min(p.rows, ceil_div(ceil_div(p.rows, int64_t(kStageChunks)), step) * step);
+  int64_t rows = p.rows;
+  if (p.staged && (s.channels_last || p.vec > 1) && (!backward || one_wave))
+    rows = std::min(p.rows, ceil_div(ceil_div(p.rows, int64_t(kStageChunks)), step) * step);
+  p.chunk_rows = one_chunk ? p.rows : rows;
   p.chunks = int(ceil_div(p.rows, p.chunk_rows));
+  return rows;
+}
+
+// Channel slots of the vector sums (channel_sum_vectors: threads / sum_slots lanes per slot,
+// rounded down to whole 8-lane groups, take up to that many vectors of each channel's run at a
+// time): the fewest slots whose lanes still cover a chunk's vectors of one run (fewer slots,
+// fewer partial sums to add), all threads busy where a chunk has fewer vectors than threads.
+// From the chunk rows chunking gives, whatever the variant: a pixel then sums its channels in
+// the same order however its tile is chunked (the results do not depend on the chunks).
+inline int plan_sum_slots(const Plan& p, const Geometry& s, int64_t chunk_rows) {
+  const int64_t nv = std::max<int64_t>(1, chunk_rows * s.W / std::max(1, p.vec));
+  const int64_t lanes = std::min<int64_t>(p.threads, (nv + 7) / 8 * 8);
+  return int(std::max<int64_t>(1, p.threads / lanes));
 }
 
 // Shared memory one block may use so that the resident blocks of `threads` threads share an SM,
@@ -344,8 +383,10 @@ inline Plan plan_launch(const Geometry& s, const DeviceLimits& dev, int64_t elem
   // rows (none for the backward with return_map; the two-pass kernels reduce the tile in pass 1).
   const int64_t halo = p.two_pass || (s.return_map && backward) ? 0 : s.kh / 2;
   plan_reduction(p, s, p.rows * s.W, 2 * halo * s.W, p.staged);
-  plan_chunks(p, s, dev, backward, o.variant == Variant::kOnePassOneChunk);
+  const int64_t natural_chunk_rows = plan_chunks(p, s, dev, backward, o.variant == Variant::kOnePassOneChunk);
   p.column_conv = !backward && s.kw == 1 && s.kh == kBlockedColumnHeight && p.rows * s.W > p.threads;
+  p.sum_vectors = may_sum_vectors(p, s, backward) && p.vec > 1;
+  p.sum_slots = p.sum_vectors ? plan_sum_slots(p, s, natural_chunk_rows) : 1;
   if (backward && p.staged) p.staged_x = stage_x_tile(p, s, dev, elem_bytes, acc_bytes, o.variant);
   place_buffers(p, s, p.rows, elem_bytes, acc_bytes, backward);
   if (p.smem_bytes > optin) {
@@ -456,7 +497,8 @@ inline CallPlan plan_call(const Geometry& s, const DeviceLimits& dev, int64_t el
   c.ws.map_scratch = take(p.maps.blocks * p.maps.spill_bytes);
   c.ws.bytes = at;
   if (p.two_pass)
-    c.launches[c.n_launches++] = {Kernel::kPass1, p.blocks, p.threads, partial_bytes(p.threads, acc_bytes)};
+    c.launches[c.n_launches++] = {Kernel::kPass1, p.blocks, p.threads,
+                                  partial_bytes(p.threads, acc_bytes, elem_bytes, false)};
   if (maps_kernel) c.launches[c.n_launches++] = {Kernel::kMaps, p.maps.blocks, p.threads, p.maps.smem_bytes};
   c.launches[c.n_launches++] = {Kernel::kMain, p.blocks, p.threads, p.smem_bytes};
   if (backward)

@@ -59,11 +59,12 @@ const DeviceLimits& arch_limits(const std::string& arch) {
   return *l;
 }
 
-constexpr int kPlanColumns = 9;
+constexpr int kPlanColumns = 10;
 
 // One row per launch: rows per tile, tiles per sample, grid, flags (1: two pass, 2: map
 // buffers in global scratch, 4: the backward's x tile staged), vector width, threads per block, dynamic shared-memory
-// bytes, pixels per channel-reduction round, rows per chunk of the staged tile (Plan::chunk_rows; 0: nothing staged).
+// bytes, pixels per channel-reduction round, rows per chunk of the staged tile (Plan::chunk_rows; 0: nothing staged),
+// channel slots of the tile rows' vector sums (Plan::sum_slots; 0: no vector sums).
 // The backward's map kernel (BwdMaps) reports its own map rows, tiles and spill flag, and 0 pixels per round (it
 // reduces no channels).
 std::vector<int64_t> plan_rows(const CallPlan& c) {
@@ -76,7 +77,8 @@ std::vector<int64_t> plan_rows(const CallPlan& c) {
              {maps ? p.maps.rows : p.rows, maps ? p.maps.tiles : p.tiles, l.grid,
               int64_t(p.two_pass) | int64_t(maps ? p.maps.spill : p.spill) << 1 | int64_t(!maps && p.staged_x) << 2,
               int64_t(p.vec), int64_t(l.threads), l.smem_bytes, maps ? 0 : int64_t(p.px),
-              l.kernel == Kernel::kMain && p.staged ? p.chunk_rows : 0});
+              l.kernel == Kernel::kMain && p.staged ? p.chunk_rows : 0,
+              l.kernel == Kernel::kMain && p.sum_vectors ? int64_t(p.sum_slots) : 0});
   }
   return v;
 }
@@ -188,11 +190,12 @@ std::tuple<at::Tensor, bool> emulate_plan(at::IntArrayRef shape, at::ScalarType 
 }
 
 // The point-wise op's plan as one row in plan_rows' columns: elements per block, 1, grid, 0,
-// vector width, threads, 0 (no shared memory), 0 (no channel reduction), 0 (nothing staged);
+// vector width, threads, 0 (no shared memory), 0 (no channel reduction), 0 (nothing staged), 0
+// (no vector sums);
 // none when nothing was launched.
 std::vector<int64_t> pointwise_plan_row(const PointwisePlan& p) {
   if (p.grid == 0) return {};
-  return {p.block_elems, 1, p.grid, 0, int64_t(p.vec), int64_t(p.threads), 0, 0, 0};
+  return {p.block_elems, 1, p.grid, 0, int64_t(p.vec), int64_t(p.threads), 0, 0, 0, 0};
 }
 
 std::tuple<at::Tensor, at::Tensor> emulate_pointwise_fwd(const at::Tensor& x, const at::Tensor& y, int64_t max_blocks,
