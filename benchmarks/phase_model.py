@@ -169,7 +169,7 @@ class Call:
     map_rows: int = 0  # two-pass backward: map rows per BwdMaps block (traits.h plan_maps)
     staged_x: bool = False  # one-pass backward: x tile staged beside grad_out's (traits.h Plan::staged_x)
     chunk_rows: int = 0     # rows per chunk of the staged tile (traits.h Plan::chunk_rows; 0: one chunk)
-    sum_slots: int = 0      # channel slots of the tile rows' sums by 16-byte vectors (traits.h Plan::sum_slots; 0: none)
+    sum_slots: int = 0      # channel slots of the vector sums of the tile rows (traits.h Plan::sum_slots; 0: none)
 
     @property
     def sum_vectors(self) -> bool:
