@@ -77,6 +77,15 @@ LOOPS = {
     ("FwdMain", "pool_rows.merge"): Loop(
         (1, 1), (6, 6), "common.h:channel_reduce (merge)",
         "partial: 100 instructions per 16 merges (f32 0x5be0, bf16 0x6790)"),
+    ("FwdMain", "pool_rows.vectors"): Loop(
+        (4, 2), (7.25, 21.5), "common.h:channel_sum_vectors (fwd.h pool_tile_vectors)",
+        "channel vector: a mean pool by 16-byte vectors (Plan::sum_vectors), kSumUnroll16 = 4 / 2 LDS.128 before "
+        "the first FADD, 29 per 4 (f32 0x6ed0) / 43 per 2 (bf16 0x6ec0: widen, a shift or a mask per element)"),
+    ("FwdMain", "pool_rows.vectors.merge"): Loop(
+        (1, 1), (6, 6), "common.h:channel_sum_vectors (merge)",
+        "partial: LDS + FADD per slot, 6 (f32 0x73f0, bf16 0x7600); pixel: its index (a shift and a mask), "
+        "the division by C and the store, 35",
+        pixel=(35, 35)),
     ("FwdMain", "pool_rows_two_pass"): Loop(
         (4, 4), (52, 52), "fwd.h:pool_rows (two-pass branch)",
         "element: 4 LDG.E per unrolled iteration, two integer divisions each (f32 0x3900, bf16 0x4390)"),
@@ -157,21 +166,22 @@ LOOPS = {
         (1, 1), (31, 31), "common.h:channel_reduce (merge, argmax)",
         "partial: as rho_rows_from_x's merge"),
     ("BwdMain", "rho_rows_staged.vectors"): Loop(
-        (4, 4), (9.25, 37.25), "common.h:channel_sum_vectors (bwd.h rho_tile_vectors, x staged)",
-        "channel vector: rho by 16-byte vectors of both tiles (Plan::sum_vectors), kSumUnroll = 4 channels (8 "
-        "LDS.128) before the first FFMA, 37 / 149 per 4 (f32 0xbed0, bf16 0xc800)"),
+        (4, 2), (9.25, 31.5), "common.h:channel_sum_vectors (bwd.h rho_tile_vectors, x staged)",
+        "channel vector: rho by 16-byte vectors of both tiles (Plan::sum_vectors), kSumUnroll16 = 4 / 2 channels "
+        "(8 / 4 LDS.128) before the first FFMA, 37 per 4 (f32 0xbf20) / 63 per 2 (bf16 0xc6e0: widen, a shift "
+        "or a mask per element; fp16 HADD2.F32, also 63)"),
     ("BwdMain", "rho_rows_staged.vectors.merge"): Loop(
         (1, 1), (6, 6), "common.h:channel_sum_vectors (merge)",
-        "partial: LDS + FADD per slot, 6 (bf16 0xd9f0); pixel: its index and the store, 68",
-        pixel=(68, 68)),
+        "partial: LDS + FADD per slot, 6 (f32 0xc4d0, bf16 0xcff0); pixel: its index and the store, 22",
+        pixel=(22, 22)),
     ("BwdMain", "rho_rows_from_x.vectors"): Loop(
-        (4, 4), (10.25, 38.25), "common.h:channel_sum_vectors (bwd.h rho_tile_vectors, x from global)",
-        "channel vector: x by LDG.E.128, g by LDS.128 from the staged tile, 4 channels ahead, 41 / 153 per 4 "
-        "(f32 0xd2a0, bf16 0xe530)"),
+        (4, 2), (10.25, 35.5), "common.h:channel_sum_vectors (bwd.h rho_tile_vectors, x from global)",
+        "channel vector: x by LDG.E.128, g by LDS.128 from the staged tile, 4 / 2 channels ahead, 41 per 4 "
+        "(f32 0xd0a0) / 71 per 2 (bf16 0xda10)"),
     ("BwdMain", "rho_rows_from_x.vectors.merge"): Loop(
         (1, 1), (6, 6), "common.h:channel_sum_vectors (merge)",
-        "partial: as rho_rows_staged.vectors.merge (bf16 0xf7b0)",
-        pixel=(68, 68)),
+        "partial: as rho_rows_staged.vectors.merge (f32 0xd6e0, bf16 0xe400)",
+        pixel=(22, 22)),
     ("BwdMain", "rho_rows_from_x.merge"): Loop(
         (1, 1), (31, 31), "common.h:channel_reduce (merge, argmax)",
         "partial: 124 instructions per 4 merges with argmax (f32 0x8990, bf16 0x8d90)"),
@@ -252,7 +262,7 @@ KERNEL_LOOPS = {
     "FwdMain": ("stage_x_tile.weights", "stage_x_tile", "stage_x_tile.runs", "pool_halo_rows", "pool_halo_rows.mean",
                 "pool_halo_rows.merge",
                 "pool_rows", "pool_rows.mean",
-                "pool_rows.merge", "pool_rows_two_pass", "sigmoid_tile", "sigmoid_tile.block", "sigmoid_tile.border",
+                "pool_rows.merge", "pool_rows.vectors", "pool_rows.vectors.merge", "pool_rows_two_pass", "sigmoid_tile", "sigmoid_tile.block", "sigmoid_tile.border",
                 "sigmoid_tile.column", "sigmoid_tile.pixels", "write_out_tile", "write_out_tile.global"),
     "FwdPool": ("pool_visit", "pool_visit.merge"),
     "BwdMain": ("stage_inputs.weights", "stage_inputs", "stage_inputs.runs", "stage_inputs.pooled", "stage_tile_maps",

@@ -312,12 +312,12 @@ def _stage_stream(c: Call, loop: str, h0: int, h1: int) -> Stream:
 
 def _vector_sum_segments(c: Call, loop: str, npix: int, level: str) -> list:
     """common.h channel_sum_vectors over npix pixels of one chunk: blocks of up to vl vectors of
-    each channel's run (vl = threads // sum_slots rounded down to groups of 8 lanes), sum_slots
+    each channel's run (vl = threads // sum_slots, whole groups of 8 lanes), sum_slots
     channel slots, each thread over its slot's channels (LOOPS[loop + ".vectors"]: item = one
     channel's vector, from each source); then threads stride the block's V * vl sums, each adding
     the slots (LOOPS[... ".merge"]: item = one slot, pixel = the index and emit)."""
     T, V, C, slots = c.threads, c.vec, c.shape[1], c.sum_slots
-    vl = T // slots // 8 * 8
+    vl = T // slots
     segments = []
     nv = npix // V
     for j0 in range(0, nv, vl):

@@ -278,7 +278,7 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
           // one loop per source of x (the tile's shared memory or global memory), so that each
           // load is a shared or a global one, not a generic load of either
           auto sum_with = [&](auto x_at) {
-            channel_sum_vectors<V, kSumUnroll>(
+            channel_sum_vectors<V, kSumUnroll16<T>>(
                 ctx, a.p, v.tl, v.W, v.C, reinterpret_cast<A*>(v.part),
                 [&](I c, I pix) {
                   Pair r;
@@ -287,8 +287,11 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
                   return r;
                 },
                 [&](const Pair& r, A(&acc)[V]) {
+                  A xs[V], gs[V];
+                  widen(r.x, xs);
+                  widen(r.g, gs);
 #pragma unroll
-                  for (int e = 0; e < V; ++e) acc[e] += A(r.g[e]) * A(r.x[e]);
+                  for (int e = 0; e < V; ++e) acc[e] += gs[e] * xs[e];
                 },
                 [&](I pix, A sum) { v.d[drow0 + pix] = sum; }, ChunksReady<Ctx>{ctx, a.p, a.p.chunk_rows * a.s.W});
           };

@@ -2,7 +2,10 @@
 // reduction over channels and the vectorised walk over a tile of an x-shaped tensor.
 // Include a context header (ctx_cuda.cuh or ctx_cpu.h) first: it defines SAM_FUSED_BLOCK.
 #pragma once
+#include <c10/util/BFloat16.h>
+
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <type_traits>
 #include <utility>
@@ -377,12 +380,31 @@ SAM_FUSED_BLOCK void for_channels(I c0, I step, I C, Load&& load, Use&& use) {
   for (; c < C; c += step) use(c, load(c));
 }
 
+// The elements of a loaded vector as A. bf16 pairs are widened from their 32-bit word (the low
+// element shifted up, the high one masked: exactly A(bf16) of each), where converting element by
+// element took 1.5 SASS instructions per element (PRMT, IMAD.U32, SHF).
+template <int V, typename T, typename A> SAM_FUSED_BLOCK void widen(const T (&v)[V], A (&out)[V]) {
+  if constexpr (std::is_same_v<T, c10::BFloat16> && std::is_same_v<A, float> && V % 2 == 0) {
+#pragma unroll
+    for (int e = 0; e < V; e += 2) {
+      uint32_t w;
+      memcpy(&w, &v[e], sizeof(w));
+      const uint32_t lo = w << 16, hi = w & 0xffff0000u;
+      memcpy(&out[e], &lo, sizeof(lo));
+      memcpy(&out[e + 1], &hi, sizeof(hi));
+    }
+  } else {
+#pragma unroll
+    for (int e = 0; e < V; ++e) out[e] = A(v[e]);
+  }
+}
+
 // Per-pixel sums over C of the rows of a staged NCHW tile (Plan::sum_vectors), a 16-byte vector
 // of V pixels of one channel per thread and step, where channel_reduce reads one element: a
 // fraction of the instructions per element. Chunk by chunk (ready(last pixel) first, so a chunk
 // is summed while the later ones land), in blocks of up to vl vectors of each channel's run
-// (vl: threads / p.sum_slots, rounded down to whole groups of 8 lanes, so every group reads 128
-// contiguous bytes of one run, no bank conflicts; lanes past the run idle): thread t takes vector
+// (vl: threads / p.sum_slots, whole groups of 8 lanes, so every group reads 128 contiguous bytes
+// of one run, no bank conflicts; lanes past the run idle): thread t takes vector
 // j = t % vl of the block over channels slot, slot + slots, ... (slot = t / vl, slots =
 // p.sum_slots, the same for every chunk, so the chunks change no bits). load(c, pix) loads
 // channel c's vector at tile pixel pix (U channels ahead), add(loaded, sums) adds it to the V
@@ -393,7 +415,11 @@ template <int V, int U, typename A, typename I, class Ctx, class Load, class Add
 SAM_FUSED_BLOCK void channel_sum_vectors(Ctx& ctx, const Plan& p, const Tile<I>& tl, I W, I C, A* sums_raw, Load&& load,
                                          Add&& add, Emit&& emit, Ready&& ready) {
   auto sums = ctx.buffer(sums_raw);
-  const I T = I(ctx.threads()), slots = I(p.sum_slots), vl = T / slots / 8 * 8;
+  // slots and threads are powers of two (plan_sum_slots, kThreads), so is vl: the merge finds a
+  // sum's lane and element by a shift and a mask, not a division
+  const I T = I(ctx.threads()), slots = I(p.sum_slots), vl = T / slots;
+  int vshift = 0;
+  while ((I(1) << vshift) < vl) ++vshift;
 #pragma unroll 1
   for (int k = 0; k < p.chunks; ++k) {
     const Tile<I> ch = chunk_of(p, tl, k);
@@ -427,7 +453,7 @@ SAM_FUSED_BLOCK void channel_sum_vectors(Ctx& ctx, const Plan& p, const Tile<I>&
       ctx.each_thread([&](int t) {
 #pragma unroll 1
         for (I m = I(t); m < I(V) * vl; m += T) {
-          const I e = m / vl, j = m % vl;
+          const I e = m >> vshift, j = m & (vl - 1);
           if (j >= n) continue;
           A sum = sums[m];
 #pragma unroll 1

@@ -123,10 +123,17 @@ struct CudaCtx {
   __device__ __forceinline__ void skip_access() {}
 };
 
+// The resident blocks per SM a block program's registers must allow: K::kMinBlocksPerSm where
+// it names one, else kBlocksPerSm.
+template <class K> constexpr int min_blocks_per_sm() {
+  if constexpr (requires { K::kMinBlocksPerSm; }) return K::kMinBlocksPerSm;
+  else return int(kBlocksPerSm);
+}
+
 // Block program K over its arguments: every block runs K::run with this block's context. The
 // launch bounds are those the plans assume (traits.h: at most kMaxThreads threads, kBlocksPerSm
 // resident blocks, hence at most kRegsPerThread registers).
-template <class K, class A> __global__ void __launch_bounds__(kMaxThreads, kBlocksPerSm)
+template <class K, class A> __global__ void __launch_bounds__(kMaxThreads, min_blocks_per_sm<K>())
     block_program_kernel(const A a) {
   CudaCtx ctx;
   K::run(ctx, a);

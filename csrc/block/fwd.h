@@ -77,6 +77,11 @@ template <typename T, bool CL, typename I> struct FwdPool {
 // barriers; each phase is a force-inlined function over the block's View.
 template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
   using A = acc_t<T>;
+  // 16-bit, 32-bit offsets, buffers in shared memory: registers for four resident blocks (64 a
+  // thread), as nvcc gave them before the vector pool, whose added code made it take 67 around
+  // the per-pixel conv; the CBAM bf16 forward's 448-block grid fits one wave only with four
+  // (phase model: 64% -> 56% with three). The other variants take more and keep kBlocksPerSm.
+  static constexpr int kMinBlocksPerSm = sizeof(T) == 2 && sizeof(I) == 4 && !Spill ? 4 : int(kBlocksPerSm);
 
   // What the phases of one block share: its tile, row ranges and buffers, computed once.
   template <class Ctx> struct View {
@@ -170,7 +175,8 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
     const Tile<I>& tl = v.tl;
     const I W = v.W, H = v.H, e0 = v.e0, e1 = v.e1;
     if (!a.p.two_pass) {
-      if (v.tile)
+      if (v.tile && a.p.sum_vectors) pool_tile_vectors(ctx, a, v);
+      else if (v.tile)
         pool_row_set(ctx, a, v, RowSet<I>{tl.h0, tl.h1, tl.h0, tl.h0, W}, static_cast<const T*>(v.tile),
                      ChunksReady<Ctx>{ctx, a.p, a.p.chunk_rows * a.s.W});
       else pool_row_set(ctx, a, v, RowSet<I>{e0, e1, e0, e0, W}, static_cast<const T*>(nullptr));
@@ -183,6 +189,36 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
       });
       ctx.sync();
     }
+  }
+
+  // The mean pool of the staged tile rows by 16-byte vectors (Plan::sum_vectors: NCHW, no max
+  // pool), chunk by chunk as they land: each pixel's channels in channel_sum_vectors' order.
+  template <class Ctx> static SAM_FUSED_BLOCK void pool_tile_vectors(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
+    if constexpr (!CL)
+      with_vec<T>(a.p, [&](auto vt) {
+        constexpr int V = decltype(vt)::value;
+        if constexpr (V > 1) {
+          const I L = v.tl.rows() * v.W, qrow0 = (I(a.s.pool.mean_slot()) * v.qrows + v.tl.h0 - v.qbase) * v.W;
+          struct Vec {
+            T x[V];
+          };
+          channel_sum_vectors<V, kSumUnroll16<T>>(
+              ctx, a.p, v.tl, v.W, I(a.s.C), reinterpret_cast<A*>(v.part),
+              [&](I c, I pix) {
+                Vec r;
+                ctx.template load_vec<V>(v.tile + c * L + pix, r.x);
+                return r;
+              },
+              [&](const Vec& r, A(&acc)[V]) {
+                A xs[V];
+                widen(r.x, xs);
+#pragma unroll
+                for (int e = 0; e < V; ++e) acc[e] += xs[e];
+              },
+              [&](I pix, A sum) { v.q[qrow0 + pix] = sum / A(a.s.C); },
+              ChunksReady<Ctx>{ctx, a.p, a.p.chunk_rows * a.s.W});
+        }
+      });
   }
 
   // s = sigmoid(conv(pooled)) on the tile pixels, into the s buffer; the one-pass kernel also
@@ -243,6 +279,8 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
           v.sig[i] = sigmoid(window_inside(s, h, w) ? conv_pixel(v.wts, bias, s.pool.P, s.kh, s.kw, h, w, qin)
                                                     : conv_pixel(v.wts, bias, s.pool.P, s.kh, s.kw, h, w, qat));
         if (!a.p.two_pass)
+        // not unrolled (P is 1 or 2): nvcc unrolled it 16 and 4 deep, which set the kernel's registers
+#pragma unroll 1
           for (int slot = 0; slot < s.pool.P; ++slot)
             ctx.store(a.pooled + ((tl.b * s.pool.P + slot) * H + h) * W + w, A(v.qslot(slot, h, w)));
       }

@@ -38,9 +38,13 @@ constexpr int kChannelUnroll = 8;
 constexpr int kRhoUnroll = 16;
 constexpr int kStreamUnroll = 4;
 // Channel sums over a staged NCHW tile by 16-byte vectors (channel_sum_vectors): channels a
-// thread loads before it adds the first. Each is a vector per source (two with rho), so 4 keep
-// 4-8 vectors (16-64 elements) in flight within the registers of 8 scalar channels' loads.
+// thread loads before it adds the first, a vector from each source (x and g: two). 16-bit data
+// takes 2: with 4, BwdMain bf16 needed 85 registers, 2 resident blocks instead of 3 (80 now).
 constexpr int kSumUnroll = 4;
+template <typename T> constexpr int kSumUnroll16 = sizeof(T) == 2 ? 2 : kSumUnroll;
+// plan_sum_slots' costs, SASS instructions (sm_90, benchmarks/phase_loops.py): about 2 per
+// element of a channel's vector, 6 per slot merged, 22-35 per pixel merged (index, emit).
+constexpr int64_t kSumElemCost = 2, kSumSlotCost = 6, kSumPixelCost = 30;
 // A staged tile arrives in up to this many chunks of rows (Plan::chunks), each its own group of
 // asynchronous copies: the channel reduction of chunk k runs while the later chunks land, so
 // only the last chunk's reduction follows the staging (docs/design.md §3). Bounded by the
@@ -166,11 +170,10 @@ inline void plan_reduction(Plan& p, const Geometry& s, int64_t tile_pixels, int6
 }
 
 // Whether a plan's tile reductions may read 16-byte vectors (Plan::sum_vectors, once the vector
-// width is chosen): the one-pass backward's staged NCHW tile when rho needs no argmax (no max
-// pool). Not the forward's mean pool: that path cost FwdMain bf16 7 registers, and so a resident
-// block, wherever the kernel runs (phase model: CBAM (32,64,56,56) bf16 forward 64% -> 56%).
-inline bool may_sum_vectors(const Plan& p, const Geometry& s, bool backward) {
-  return backward && p.staged && !s.channels_last && s.pool.max_slot() < 0;
+// width is chosen): a staged NCHW tile whose reduction needs only sums (the forward's mean pool;
+// the backward's rho without an argmax: no max pool).
+inline bool may_sum_vectors(const Plan& p, const Geometry& s) {
+  return p.staged && !s.channels_last && s.pool.max_slot() < 0;
 }
 
 // Bytes of one block's channel-reduction partials: ChanPartial<A> (sum, max, index) per thread,
@@ -208,9 +211,8 @@ inline void place_buffers(Plan& p, const Geometry& s, int64_t R, int64_t elem_by
     p.off_gmax = take(R * W * acc_bytes, true);
     p.off_amax = take(R * W * 4, true);
   }
-  p.off_part = take(
-      backward && p.two_pass ? 0 : partial_bytes(p.threads, acc_bytes, elem_bytes, may_sum_vectors(p, s, backward)),
-      false);
+  p.off_part =
+      take(backward && p.two_pass ? 0 : partial_bytes(p.threads, acc_bytes, elem_bytes, may_sum_vectors(p, s)), false);
   p.off_tile = take(p.staged ? R * s.C * W * elem_bytes : 0, false);
   p.off_xtile = take(p.staged_x ? R * s.C * W * elem_bytes : 0, false);
   p.smem_bytes = smem;
@@ -305,16 +307,26 @@ inline int64_t plan_chunks(Plan& p, const Geometry& s, const DeviceLimits& dev, 
   return rows;
 }
 
-// Channel slots of the vector sums (channel_sum_vectors: threads / sum_slots lanes per slot,
-// rounded down to whole 8-lane groups, take up to that many vectors of each channel's run at a
-// time): the fewest slots whose lanes still cover a chunk's vectors of one run (fewer slots,
-// fewer partial sums to add), all threads busy where a chunk has fewer vectors than threads.
+// Channel slots of the vector sums (channel_sum_vectors: threads / sum_slots lanes per slot take
+// up to that many vectors of each channel's run at a time; a power of two, at most threads / 8,
+// so the lanes are whole 8-lane groups): the count with the least work for the busiest thread
+// over a chunk, per block of vectors its channels (a vector each) and then its share of the
+// merge (the slots of each pixel it adds; more slots, shorter channel chains but longer merges).
 // From the chunk rows chunking gives, whatever the variant: a pixel then sums its channels in
 // the same order however its tile is chunked (the results do not depend on the chunks).
 inline int plan_sum_slots(const Plan& p, const Geometry& s, int64_t chunk_rows) {
-  const int64_t nv = std::max<int64_t>(1, chunk_rows * s.W / std::max(1, p.vec));
-  const int64_t lanes = std::min<int64_t>(p.threads, (nv + 7) / 8 * 8);
-  return int(std::max<int64_t>(1, p.threads / lanes));
+  using namespace detail;
+  const int64_t V = std::max(1, p.vec), T = p.threads;
+  const int64_t nv = std::max<int64_t>(1, chunk_rows * s.W / V);
+  int64_t best = -1;
+  int slots = 1;
+  for (int64_t q = 1; q <= T / 8; q *= 2) {
+    const int64_t vl = T / q;
+    const int64_t cost = ceil_div(nv, vl) * (ceil_div(s.C, q) * kSumElemCost * V +
+                                             ceil_div(V * vl, T) * (kSumSlotCost * q + kSumPixelCost));
+    if (best < 0 || cost < best) best = cost, slots = int(q);
+  }
+  return slots;
 }
 
 // Shared memory one block may use so that the resident blocks of `threads` threads share an SM,
@@ -385,7 +397,7 @@ inline Plan plan_launch(const Geometry& s, const DeviceLimits& dev, int64_t elem
   plan_reduction(p, s, p.rows * s.W, 2 * halo * s.W, p.staged);
   const int64_t natural_chunk_rows = plan_chunks(p, s, dev, backward, o.variant == Variant::kOnePassOneChunk);
   p.column_conv = !backward && s.kw == 1 && s.kh == kBlockedColumnHeight && p.rows * s.W > p.threads;
-  p.sum_vectors = may_sum_vectors(p, s, backward) && p.vec > 1;
+  p.sum_vectors = may_sum_vectors(p, s) && p.vec > 1;
   p.sum_slots = p.sum_vectors ? plan_sum_slots(p, s, natural_chunk_rows) : 1;
   if (backward && p.staged) p.staged_x = stage_x_tile(p, s, dev, elem_bytes, acc_bytes, o.variant);
   place_buffers(p, s, p.rows, elem_bytes, acc_bytes, backward);
