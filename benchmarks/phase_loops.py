@@ -252,6 +252,10 @@ LOOPS = {
     ("BwdRho", "rho_visit.merge"): Loop(
         (1, 1), (30, 30), "common.h:channel_reduce (merge, argmax)",
         "partial: LDS.128 partials, 120 instructions per 4 merges (f32 0x1a70, bf16 0x1b90)"),
+    ("BwdMain", "sum_partials"): Loop(
+        (16, 16), (3.5, 3.5), "bwd.h:reduce_weight_grad",
+        "partial: the two-pass BwdMain's first blocks sum the weight-gradient entries as DwReduce does (the "
+        "same function: its loop, as read off DwReduce)"),
     ("DwReduce", "sum_partials"): Loop(
         (16, 16), (3.5, 3.5), "bwd.h:DwReduce",
         "partial: lanes stride the blocks, unrolled 16 (16 LDG.E, 55 instructions, 0x0730)"),
@@ -271,7 +275,7 @@ KERNEL_LOOPS = {
                 "rho_rows_from_x.vectors", "rho_rows_from_x.vectors.merge",
                 "rho_rows_staged", "rho_rows_staged.merge", "rho_rows_staged.vectors", "rho_rows_staged.vectors.merge",
                 "sigmoid_delta_rows", "sigmoid_delta_rows.border", "gamma", "gamma.border", "weight_grad_partials",
-                "weight_grad_partials.tree", "write_dx_tile", "write_dx_tile.global"),
+                "weight_grad_partials.tree", "write_dx_tile", "write_dx_tile.global", "sum_partials"),
     "BwdRho": ("rho_visit", "rho_visit.merge"),
     "BwdMaps": ("stage_padded_maps.weights", "stage_padded_maps", "sigmoid_delta_maps", "gamma_maps",
                 "weight_grad_maps", "weight_grad_maps.tree"),

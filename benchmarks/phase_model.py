@@ -515,6 +515,23 @@ def dw_reduce_phases(c: Call, j: int, blocks: int, threads: int) -> list[Phase]:
                   segments=[(1, [Stream("sum_partials", entries * 32, math.ceil(blocks / 32), "dram")])])]
 
 
+def two_pass_main_blocks(c: Call, partial_blocks: int, threads: int) -> list:
+    """[(count, phases)] of the two-pass BwdMain: block b * tiles + j has tile j's phases, and
+    the first blocks first sum the weight-gradient entries, a group of `warps` per block (bwd.h
+    reduce_weight_grad, DwReduce's loop: LOOPS[("BwdMain", "sum_partials")]; groups beyond the
+    grid go round again)."""
+    B, warps = c.shape[0], threads // 32
+    groups, grid = math.ceil((c.taps + 1) / warps), B * c.tiles
+    out = []
+    for j in range(c.tiles):
+        red = [b * c.tiles + j for b in range(B) if b * c.tiles + j < groups]
+        out += [(1, [ph for k in range(blk, groups, grid) for ph in dw_reduce_phases(c, k, partial_blocks, threads)]
+                 + bwd_main_phases(c, j)) for blk in red]
+        if B - len(red):
+            out.append((B - len(red), bwd_main_phases(c, j)))
+    return out
+
+
 # ----------------------------------------------------------------------------- timing
 
 def _loop(kernel: str, loop: str, elem: int) -> tuple[int, float]:
@@ -652,7 +669,7 @@ def launch_kinds(backward: bool, two_pass: bool) -> list[int]:
     """traits.h Kernel of each launch of a call, in launch order (plan_call)."""
     if not backward:
         return [0, 1] if two_pass else [1]
-    return [0, 3, 1, 2] if two_pass else [1, 2]
+    return [0, 3, 1] if two_pass else [1, 2]  # two pass: BwdMain's first blocks sum the weight gradient
 
 
 def plan_call(shape, dtype, pool: str, kernel: tuple, backward: bool, arch: str):
@@ -683,6 +700,9 @@ def launches_of_call(shape, dtype, pool: str, kernel: tuple, backward: bool, car
         elif name == "BwdMaps":
             blocks_of = [(B, bwd_maps_phases(c, j)) for j in range(launch.tiles)]
             reg_key = f"BwdMaps<{short},i32>"
+        elif name == "BwdMain" and c.two_pass:
+            blocks_of = two_pass_main_blocks(c, partial_blocks, launch.threads)
+            reg_key = f"{name}<{short},NCHW,i32>"
         else:
             build = {"FwdMain": fwd_main_phases, "FwdPool": fwd_pool_phases, "BwdMain": bwd_main_phases,
                      "BwdRho": bwd_rho_phases}[name]

@@ -13,8 +13,8 @@ meet (unique bytes per launch; halo re-reads hit L2; weights and biases are negl
   return_map: out / grad_out are the [B,1,H,W] map; the backward reads x only for max pooling.
 
 N = B C H W elements of e bytes, a = accumulator bytes (8 for float64, else 4). Kernel launches:
-forward 1 (+1 two pass), backward 2 (main + weight-gradient reduction, +2 two pass: the channel
-reduction and the per-pixel map kernel).
+forward 1 (+1 two pass), backward 2 (main + weight-gradient reduction), two pass 3 (the channel
+reduction, the per-pixel map kernel, the main kernel, whose first blocks sum the weight gradient).
 The copy bandwidth is the one a device-to-device copy reaches (read + write bytes / time): what
 `x.clone()` measures, not the datasheet peak. `measure_copy_bandwidth` measures it on the card.
 """
@@ -69,7 +69,7 @@ def backward_traffic(shape, elem_bytes: int, pool_maps: int, two_pass: bool, ret
     workspace_maps = 2 * HW * (a + (4 if has_max else 0) + (1 + pool_maps) * a) if two_pass else 0
     partials = 2 * (taps + 1) * blocks * a if blocks else 0
     total = g + x + N * elem_bytes + pool_maps * HW * a + workspace_maps + partials
-    return Traffic(total, 4 if two_pass else 2)
+    return Traffic(total, 3 if two_pass else 2)
 
 
 def case_traffic(case: str, shape, elem_bytes: int, pool_maps: int, two_pass_fwd: bool, two_pass_bwd: bool,

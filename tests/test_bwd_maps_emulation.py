@@ -1,6 +1,6 @@
 """The two-pass backward's map kernel BwdMaps (csrc/block/bwd_maps.h, docs/design.md §3), run on
-the CPU through the emulation context: forced two-pass plans launch BwdRho, BwdMaps, BwdMain
-and DwReduce; their gradients match the reference modules for every pool, dtype, odd kernel
+the CPU through the emulation context: forced two-pass plans launch BwdRho, BwdMaps and BwdMain
+(whose first blocks sum the weight gradient); their gradients match the reference modules for every pool, dtype, odd kernel
 size, bias on/off, the edge shapes (H or W = 1, 2, 3) and both layouts, with every sanitizer
 check on; the dx of the pure-stream main kernel is bit for bit the one-pass kernel's; the
 weight gradient is bitwise deterministic."""
@@ -42,7 +42,7 @@ def test_two_pass_parity_every_pool_dtype_kernel(pool, dtype, kernel):
     x = make_input(shape, dtype, layout)
     actual, expected, t = two_pass_backward(x, pool, kernel, bias, rows=1 + i % 3, threads=64)
     assert_results_close(actual, expected, dtype, f"{shape} {layout} {pool} {kernel} bias={bias}")
-    assert t.two_pass and len(t.launches) == 4
+    assert t.two_pass and len(t.launches) == 3  # BwdRho, BwdMaps, BwdMain (which also sums the weight gradient)
     maps = t.launches[1]
     assert maps.tiles * maps.rows >= shape[2] > (maps.tiles - 1) * maps.rows and maps.grid == shape[0] * maps.tiles
 
@@ -95,6 +95,6 @@ def test_map_tiles_balance_the_sms_for_cbam():
     # each of 14 rows: the s conv's halo rows are recomputed on 6 of every 20 rows
     for dtype, kernel in itertools.product((torch.float32, torch.bfloat16), [(7, 7)]):
         t, _ = plan((32, 64, 56, 56), dtype, "mean+max", kernel, True)
-        rho, maps, main, reduce = t.launches
+        rho, maps, main = t.launches
         assert t.two_pass and maps.grid <= 132 < 2 * maps.grid and maps.rows * maps.tiles == 56
         assert main.smem < maps.smem  # the main kernel holds only the tile's per-pixel maps

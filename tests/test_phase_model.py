@@ -44,9 +44,9 @@ def streams_of(layer, shape, dtype, backward):
     tiles = {"BwdMaps": t.launches[1].tiles if two_pass_maps else 0}
     out = {(k, s.loop) for k in kernels if k in builds for j in range(tiles.get(k, c.tiles))
            for p in builds[k](c, j) for _, streams in p.segments + p.overlap for s in streams}
-    if backward:
-        out |= {("DwReduce", s.loop) for p in pm.dw_reduce_phases(c, 0, t.launches[-1].grid, 128)
-                for _, ss in p.segments for s in ss}
+    if backward:  # the weight gradient's sums: DwReduce (one pass) or the two-pass BwdMain's first blocks
+        out |= {("BwdMain" if t.two_pass else "DwReduce", s.loop)
+                for p in pm.dw_reduce_phases(c, 0, t.launches[-1].grid, 128) for _, ss in p.segments for s in ss}
     return out
 
 

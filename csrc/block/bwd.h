@@ -5,8 +5,9 @@
 // pooled maps, gamma by the transposed conv, the per-block weight/bias gradient partials,
 // and writes dx = g*s + gamma_mean/C (+ gamma_max at the first argmax) from the staged tile.
 // Two pass: BwdRho writes rho and the argmax, BwdMaps (bwd_maps.h) s, gamma and the weight
-// gradient partials, each pixel's once; BwdMain then streams grad_out again (4N) into dx.
-// DwReduce sums the per-block partials in a fixed order (bitwise deterministic).
+// gradient partials, each pixel's once; BwdMain then streams grad_out again (4N) into dx, its
+// first blocks summing the partials. One pass, DwReduce sums them. The sums run in a fixed
+// order (bitwise deterministic).
 #pragma once
 #include "bwd_maps.h"
 #include "fwd.h"
@@ -151,6 +152,10 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
   template <class Ctx> static SAM_FUSED_BLOCK void run(Ctx& ctx, const Args<T>& a) {
     const auto v = view_of(ctx, a);
     if (a.p.two_pass) {
+      // the weight and bias gradient from BwdMaps' partials: the first blocks, a warp an entry
+      // (group g of entries by block g, g - blocks, ...: a grid smaller than the groups loops)
+      for (int64_t g = ctx.block(); g * (ctx.threads() / 32) <= a.s.taps(); g += a.p.blocks)
+        reduce_weight_grad(ctx, a, g);
       stage_tile_maps(ctx, a, v);
       ctx.sync();
       write_dx_tile(ctx, a, v);
@@ -405,26 +410,33 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
   }
 };
 
-// Weight and bias gradient: warp k sums the partials of all blocks for entry k (lanes stride
-// the p.partials blocks of BwdMaps or the one-pass main kernel, then a shuffle butterfly), in
-// double, in an order fixed by the launch shape.
+// Weight and bias gradient: warp w of block `blk` sums the partials of all blocks for entry
+// k = blk * warps + w (lanes stride the p.partials blocks of BwdMaps or the one-pass main
+// kernel, then a shuffle butterfly), in double, in an order fixed by the launch shape: each
+// entry's sum is the same whatever the warps per block.
+template <typename T, class Ctx> SAM_FUSED_BLOCK void reduce_weight_grad(Ctx& ctx, const Args<T>& a, int64_t blk) {
+  const int64_t nw = a.s.taps(), warps = ctx.threads() / 32;
+  auto st = ctx.template thread_state<double>();
+  ctx.each_thread([&](int t) {
+    const int64_t k = blk * warps + t / 32;
+    double acc = 0;
+    if (k <= nw)
+      for (int64_t j = t % 32; j < a.p.partials; j += 32) acc += double(ctx.load(a.dw_partial + k * a.p.partials + j));
+    st[t] = acc;
+  });
+  ctx.warp_reduce(st, [](double& v) -> double& { return v; }, [](double x, double y) { return x + y; });
+  ctx.each_thread([&](int t) {
+    const int64_t k = blk * warps + t / 32;
+    if (t % 32 == 0 && k <= nw) ctx.store(k < nw ? a.dw + k : a.dbias, T(st[t]));
+  });
+}
+
+// The one-pass backward's last launch (its main kernel writes the partials); the two-pass
+// backward's main kernel does the same work in its first blocks (BwdMaps wrote the partials in
+// the launch before), one launch fewer.
 template <typename T> struct DwReduce {
   template <class Ctx> static SAM_FUSED_BLOCK void run(Ctx& ctx, const Args<T>& a) {
-    const int64_t nw = a.s.taps(), warps = ctx.threads() / 32;
-    auto st = ctx.template thread_state<double>();
-    ctx.each_thread([&](int t) {
-      const int64_t k = ctx.block() * warps + t / 32;
-      double acc = 0;
-      if (k <= nw)
-        for (int64_t j = t % 32; j < a.p.partials; j += 32)
-          acc += double(ctx.load(a.dw_partial + k * a.p.partials + j));
-      st[t] = acc;
-    });
-    ctx.warp_reduce(st, [](double& v) -> double& { return v; }, [](double x, double y) { return x + y; });
-    ctx.each_thread([&](int t) {
-      const int64_t k = ctx.block() * warps + t / 32;
-      if (t % 32 == 0 && k <= nw) ctx.store(k < nw ? a.dw + k : a.dbias, T(st[t]));
-    });
+    reduce_weight_grad(ctx, a, ctx.block());
   }
 };
 

@@ -481,7 +481,8 @@ inline bool needs_index64(int64_t largest_elems) { return largest_elems >= (int6
 
 // Everything the host decides for one call, for the CUDA launcher and the emulation alike.
 // Backward, two pass: BwdRho (rho, argmax), BwdMaps (s, gamma, weight-gradient partials: each
-// pixel's maps once), the main kernel (a pure stream over grad_out), DwReduce.
+// pixel's maps once), the main kernel (a pure stream over grad_out; its first blocks sum the
+// partials); one pass: the main kernel, DwReduce.
 inline CallPlan plan_call(const Geometry& s, const DeviceLimits& dev, int64_t elem_bytes, int64_t acc_bytes,
                           bool backward, bool pointers_aligned, const Overrides& o, bool force_index64) {
   using namespace detail;
@@ -513,7 +514,8 @@ inline CallPlan plan_call(const Geometry& s, const DeviceLimits& dev, int64_t el
                                   partial_bytes(p.threads, acc_bytes, elem_bytes, false)};
   if (maps_kernel) c.launches[c.n_launches++] = {Kernel::kMaps, p.maps.blocks, p.threads, p.maps.smem_bytes};
   c.launches[c.n_launches++] = {Kernel::kMain, p.blocks, p.threads, p.smem_bytes};
-  if (backward)
+  // the two-pass main kernel sums BwdMaps' partials itself (its first blocks): one launch fewer
+  if (backward && !p.two_pass)
     c.launches[c.n_launches++] = {Kernel::kReduce, ceil_div(nw + 1, kReduceThreads / 32), kReduceThreads, 0};
   // Largest index any kernel forms: x-shaped tensors, the pooled and gamma maps (P > C is
   // possible), the workspace maps, the weight-gradient partials and one block's spilled buffers.
