@@ -1,8 +1,8 @@
 """The two-pass backward's map kernel BwdMaps (csrc/block/bwd_maps.h, docs/design.md §3), run on
 the CPU through the emulation context: forced two-pass plans launch BwdRho, BwdMaps and BwdMain
-(whose first blocks sum the weight gradient); their gradients match the reference modules for every pool, dtype, odd kernel
-size, bias on/off, the edge shapes (H or W = 1, 2, 3) and both layouts, with every sanitizer
-check on; the dx of the pure-stream main kernel is bit for bit the one-pass kernel's; the
+(whose first blocks sum the weight gradient); their gradients match the reference modules for
+every pool, dtype, odd kernel size, bias on/off, the edge shapes (H or W = 1, 2, 3) and both
+layouts, with every sanitizer check on; the dx of the pure-stream main kernel is bit for bit the one-pass kernel's; the
 weight gradient is bitwise deterministic."""
 import itertools
 
