@@ -221,10 +221,10 @@ LOOPS = {
         (1, 1), (18, 20), "common.h:load_weights",
         "one weight per thread, its LDG then STS: one round trip (f32 0x03b0, bf16 0x03b0)"),
     ("BwdMaps", "stage_padded_maps"): Loop(
-        (8, 8), (49, 49), "bwd_maps.h:fill_padded (stage_padded_maps)",
-        "element: kStageUnroll = 8 LDG.E (or the zero padding) before the first STS, the position stepped "
-        "without divisions: 549 instructions per 8, of which about 160 are the plane wrap's division, rarely "
-        "taken (f32 0x0b20 pooled, 0x30c0 rho; bf16 0x0b40, 0x30e0)"),
+        (16, 16), (44.6, 44.6), "bwd_maps.h:fill_padded (stage_padded_maps)",
+        "element: kStageUnroll = 16 LDG.E (or the zero padding) before the first STS, the position stepped "
+        "without divisions: 1033 instructions per 16, of which about 320 are the plane wrap's division, rarely "
+        "taken (f32 0x0b60 pooled, 0x4f50 rho; with 8: 549 per 8, two round trips for CBAM's pooled rows)"),
     ("BwdMaps", "sigmoid_delta_maps"): Loop(
         (1, 1), (7.8, 7.8), "bwd_maps.h:sigmoid_delta_maps (conv_run_row)",
         "tap of a run of kMapRun = 4 pixels, kw = 7 unrolled (with_kernel_width): one weight LDS, one input "

@@ -117,12 +117,12 @@ template <typename T, typename I, bool Spill = false> struct BwdMaps {
 
   // buf[i] = value(plane, row, col) for every position of `planes` planes of `rows` rows of Wp
   // columns, threads striding; a thread steps its position without divisions (but where it
-  // passes a plane) and loads kStageUnroll values before it stores the first (value loads, or
+  // passes a plane) and loads kStageUnroll values (fp64: half) before it stores the first (value loads, or
   // returns 0 after ctx.skip_access() for the padding).
   template <class Ctx, class Buf, class Value>
   static SAM_FUSED_BLOCK void fill_padded(Ctx& ctx, const View<Ctx>& v, I planes, I rows, const Buf& buf,
                                           Value&& value) {
-    constexpr int U = kStageUnroll;
+    constexpr int U = sizeof(A) == 8 ? kStageUnroll / 2 : kStageUnroll;  // fp64 with 16 spilled (i64, spill)
     const I n = planes * rows * v.Wp, stride = I(ctx.threads()), step_rows = stride / v.Wp, step_cols = stride % v.Wp;
     ctx.each_thread([&](int t) {
       I plane = 0, row = I(t) / v.Wp, col = I(t) % v.Wp;

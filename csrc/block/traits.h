@@ -62,10 +62,11 @@ constexpr int kBlockedConvWidth = 7;
 // pooled value and weight loaded once for them, where one pixel at a time paid the tap loop's
 // setup per kernel row (its conv and sigmoid phase was issue bound in a one-wave grid).
 constexpr int kBlockedColumnHeight = 3;
-// BwdMaps: padded map elements staged ahead (loads in flight), pixels of a row a thread
-// convolves together (one weight load per tap for all of them); weight-gradient entries (taps
-// of one kernel row) a warp sums at once (BwdMaps: the whole row for kw of 1 to 7).
-constexpr int kStageUnroll = 8;
+// BwdMaps: padded map elements staged ahead (loads in flight: 16 stage CBAM's 13 pooled
+// elements a thread in one round trip, not two; registers unchanged at 96), pixels of a row a
+// thread convolves together (one weight load per tap for all of them); weight-gradient entries
+// (taps of one kernel row) a warp sums at once (BwdMaps: the whole row for kw of 1 to 7).
+constexpr int kStageUnroll = 16;
 constexpr int kMapRun = 4;
 constexpr int kTapGroup = 8;
 // BwdMaps' map tiles (plan_maps): relative issue cost per pixel of the s conv (done on the tile
