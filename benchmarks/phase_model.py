@@ -318,11 +318,11 @@ def _vector_sum_segments(c: Call, loop: str, npix: int, level: str) -> list:
     the slots (LOOPS[... ".merge"]: item = one slot, pixel = the index and emit)."""
     T, V, C, slots = c.threads, c.vec, c.shape[1], c.sum_slots
     vl = T // slots
+    per = math.ceil(V * vl / T)  # sums a thread merges per block of vectors
     segments = []
     nv = npix // V
     for j0 in range(0, nv, vl):
         n = min(vl, nv - j0)
-        per = math.ceil(V * vl / T)
         segments += [(1, [Stream(f"{loop}.vectors", n * slots, math.ceil(C / slots), level)]),
                      (1, [Stream(f"{loop}.vectors.merge", min(T, V * vl), per * slots, "alu", pixels=per)])]
     return segments
@@ -700,13 +700,13 @@ def launches_of_call(shape, dtype, pool: str, kernel: tuple, backward: bool, car
         elif name == "BwdMaps":
             blocks_of = [(B, bwd_maps_phases(c, j)) for j in range(launch.tiles)]
             reg_key = f"BwdMaps<{short},i32>"
-        elif name == "BwdMain" and c.two_pass:
-            blocks_of = two_pass_main_blocks(c, partial_blocks, launch.threads)
-            reg_key = f"{name}<{short},NCHW,i32>"
         else:
             build = {"FwdMain": fwd_main_phases, "FwdPool": fwd_pool_phases, "BwdMain": bwd_main_phases,
                      "BwdRho": bwd_rho_phases}[name]
-            blocks_of = [(B, build(c, j)) for j in range(c.tiles)]
+            if name == "BwdMain" and c.two_pass:  # its first blocks also sum the weight gradient
+                blocks_of = two_pass_main_blocks(c, partial_blocks, launch.threads)
+            else:
+                blocks_of = [(B, build(c, j)) for j in range(c.tiles)]
             reg_key = f"{name}<{short},NCHW,i32>"
         regs = (registers or {}).get(reg_key, LAUNCH_BOUND_REGS)
         out.append(time_launch(name, blocks_of, launch.grid, launch.threads, launch.smem, elem, card, regs))

@@ -262,13 +262,13 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
                     static_cast<const T*>(nullptr));
       return;
     }
-    if (a.p.sum_vectors) rho_tile_vectors(ctx, a, v);
+    if (a.p.sum_vectors()) rho_tile_vectors(ctx, a, v);
     else
       rho_row_set(ctx, a, v, RowSet<I>{tl.h0, tl.h1, tl.h0, tl.h0, v.W}, static_cast<const T*>(v.gtile),
                   static_cast<const T*>(v.xtile), ChunksReady<Ctx>{ctx, a.p, a.p.chunk_rows * s.W});
   }
 
-  // rho of the tile rows by 16-byte vectors (Plan::sum_vectors: NCHW, no argmax): g from the
+  // rho of the tile rows by 16-byte vectors (Plan::sum_vectors(): NCHW, no argmax): g from the
   // staged tile, x from its staged tile or from global memory, chunk by chunk as they land.
   template <class Ctx> static SAM_FUSED_BLOCK void rho_tile_vectors(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
     if constexpr (!CL)

@@ -399,7 +399,7 @@ template <int V, typename T, typename A> SAM_FUSED_BLOCK void widen(const T (&v)
   }
 }
 
-// Per-pixel sums over C of the rows of a staged NCHW tile (Plan::sum_vectors), a 16-byte vector
+// Per-pixel sums over C of the rows of a staged NCHW tile (Plan::sum_vectors()), a 16-byte vector
 // of V pixels of one channel per thread and step, where channel_reduce reads one element: a
 // fraction of the instructions per element. Chunk by chunk (ready(last pixel) first, so a chunk
 // is summed while the later ones land), in blocks of up to vl vectors of each channel's run
@@ -430,7 +430,7 @@ SAM_FUSED_BLOCK void channel_sum_vectors(Ctx& ctx, const Plan& p, const Tile<I>&
       ready(int64_t(base + n * I(V) - 1));
       ctx.each_thread([&](int t) {
         const I j = I(t) % vl, slot = I(t) / vl;
-        if (j >= n || slot >= slots) return;
+        if (j >= n) return;  // slot < slots: vl * slots = threads
         const I pix = base + j * I(V);
         A acc[V] = {};
         // for_channels' order, the loop kept rolled: unrolled further, it held more vectors

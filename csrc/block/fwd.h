@@ -175,7 +175,7 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
     const Tile<I>& tl = v.tl;
     const I W = v.W, H = v.H, e0 = v.e0, e1 = v.e1;
     if (!a.p.two_pass) {
-      if (v.tile && a.p.sum_vectors) pool_tile_vectors(ctx, a, v);
+      if (v.tile && a.p.sum_vectors()) pool_tile_vectors(ctx, a, v);
       else if (v.tile)
         pool_row_set(ctx, a, v, RowSet<I>{tl.h0, tl.h1, tl.h0, tl.h0, W}, static_cast<const T*>(v.tile),
                      ChunksReady<Ctx>{ctx, a.p, a.p.chunk_rows * a.s.W});
@@ -191,7 +191,7 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
     }
   }
 
-  // The mean pool of the staged tile rows by 16-byte vectors (Plan::sum_vectors: NCHW, no max
+  // The mean pool of the staged tile rows by 16-byte vectors (Plan::sum_vectors(): NCHW, no max
   // pool), chunk by chunk as they land: each pixel's channels in channel_sum_vectors' order.
   template <class Ctx> static SAM_FUSED_BLOCK void pool_tile_vectors(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
     if constexpr (!CL)

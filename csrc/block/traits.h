@@ -99,9 +99,9 @@ struct Plan {
   bool column_conv = false;
   // NCHW, staged, vector accesses, a reduction of sums only (a mean pool; rho without the
   // argmax): the tile rows' channel reduction reads 16-byte vectors (channel_sum_vectors) with
-  // sum_slots channel slots (plan_sum_slots).
-  bool sum_vectors = false;
-  int sum_slots = 1;
+  // sum_slots channel slots (plan_sum_slots); 0: element by element (channel_reduce).
+  int sum_slots = 0;
+  SAM_FUSED_HD bool sum_vectors() const { return sum_slots > 0; }
   int px = 32, cs = 1;     // channel reduction: pixels per round x channel slots = threads
   int64_t off_w = 0, off_q = 0, off_s = 0, off_d = 0, off_gmean = 0, off_gmax = 0, off_amax = 0, off_part = 0,
           off_tile = 0, off_xtile = 0, smem_bytes = 0, spill_bytes = 0;
@@ -170,7 +170,7 @@ inline void plan_reduction(Plan& p, const Geometry& s, int64_t tile_pixels, int6
   p.cs = p.threads / p.px;
 }
 
-// Whether a plan's tile reductions may read 16-byte vectors (Plan::sum_vectors, once the vector
+// Whether a plan's tile reductions may read 16-byte vectors (Plan::sum_vectors(), once the vector
 // width is chosen): a staged NCHW tile whose reduction needs only sums (the forward's mean pool;
 // the backward's rho without an argmax: no max pool).
 inline bool may_sum_vectors(const Plan& p, const Geometry& s) {
@@ -398,8 +398,7 @@ inline Plan plan_launch(const Geometry& s, const DeviceLimits& dev, int64_t elem
   plan_reduction(p, s, p.rows * s.W, 2 * halo * s.W, p.staged);
   const int64_t natural_chunk_rows = plan_chunks(p, s, dev, backward, o.variant == Variant::kOnePassOneChunk);
   p.column_conv = !backward && s.kw == 1 && s.kh == kBlockedColumnHeight && p.rows * s.W > p.threads;
-  p.sum_vectors = may_sum_vectors(p, s) && p.vec > 1;
-  p.sum_slots = p.sum_vectors ? plan_sum_slots(p, s, natural_chunk_rows) : 1;
+  p.sum_slots = may_sum_vectors(p, s) && p.vec > 1 ? plan_sum_slots(p, s, natural_chunk_rows) : 0;
   if (backward && p.staged) p.staged_x = stage_x_tile(p, s, dev, elem_bytes, acc_bytes, o.variant);
   place_buffers(p, s, p.rows, elem_bytes, acc_bytes, backward);
   if (p.smem_bytes > optin) {

@@ -78,7 +78,7 @@ std::vector<int64_t> plan_rows(const CallPlan& c) {
               int64_t(p.two_pass) | int64_t(maps ? p.maps.spill : p.spill) << 1 | int64_t(!maps && p.staged_x) << 2,
               int64_t(p.vec), int64_t(l.threads), l.smem_bytes, maps ? 0 : int64_t(p.px),
               l.kernel == Kernel::kMain && p.staged ? p.chunk_rows : 0,
-              l.kernel == Kernel::kMain && p.sum_vectors ? int64_t(p.sum_slots) : 0});
+              l.kernel == Kernel::kMain ? int64_t(p.sum_slots) : 0});
   }
   return v;
 }
@@ -190,9 +190,8 @@ std::tuple<at::Tensor, bool> emulate_plan(at::IntArrayRef shape, at::ScalarType 
 }
 
 // The point-wise op's plan as one row in plan_rows' columns: elements per block, 1, grid, 0,
-// vector width, threads, 0 (no shared memory), 0 (no channel reduction), 0 (nothing staged), 0
-// (no vector sums);
-// none when nothing was launched.
+// vector width, threads, 0 (no shared memory), 0 (no channel reduction), 0 (nothing staged),
+// 0 (no vector sums); none when nothing was launched.
 std::vector<int64_t> pointwise_plan_row(const PointwisePlan& p) {
   if (p.grid == 0) return {};
   return {p.block_elems, 1, p.grid, 0, int64_t(p.vec), int64_t(p.threads), 0, 0, 0, 0};
