@@ -92,7 +92,8 @@ def find_tool(name: str) -> str | None:
     return next((str(c) for c in candidates if c and os.access(c, os.X_OK) and Path(c).is_file()), None)
 
 
-def plan_steps(py: str, out: Path, jobs: int, arch: str, have_gpu: bool, budget: float) -> list[Step]:
+def plan_steps(py: str, out: Path, jobs: int, arch: str, have_gpu: bool, budget: float,
+               sanitizer_timeout: float = 300) -> list[Step]:
     driver = ["tools/gpu_sanitize_driver.py"]
     sanitizer = find_tool("compute-sanitizer") or "compute-sanitizer"
     ncu = find_tool("ncu") or "ncu"
@@ -113,7 +114,7 @@ def plan_steps(py: str, out: Path, jobs: int, arch: str, have_gpu: bool, budget:
                                + [a for d in DTYPES for a in ("--dtype", d)])], 300, parallel=True),
     ]
     steps += [Step(tool, [Command([sanitizer, "--tool", tool, "--report-api-errors", "no", "--error-exitcode", "1",
-                                   py, *driver])], 300, env=sanitize_env, tool=sanitizer, parallel=True)
+                                   py, *driver])], sanitizer_timeout, env=sanitize_env, tool=sanitizer, parallel=True)
               for tool in SANITIZERS]
     steps += [
         Step("ncu", [Command([ncu, "--profile-from-start", "off", "--kernel-name", "regex:block_program_kernel",
@@ -313,6 +314,8 @@ def main(argv=None) -> int:
     parser.add_argument("--arch", help="TORCH_CUDA_ARCH_LIST (default: the GPU's compute capability)")
     parser.add_argument("--budget", type=float, default=470,
                         help="seconds for all steps, the build included (default 470: a 10-minute command limit)")
+    parser.add_argument("--sanitizer-timeout", type=float, default=300,
+                        help="seconds for each compute-sanitizer tool (default 300); one cut short is TIMEOUT")
     parser.add_argument("--dry-run", action="store_true", help="print every step's command; run nothing")
     parser.add_argument("--skip-build", action="store_true", help="use the extension already built in the tree")
     args = parser.parse_args(argv)
@@ -320,7 +323,8 @@ def main(argv=None) -> int:
     py = sys.executable
 
     if args.dry_run:
-        for step in plan_steps(py, out, args.jobs, args.arch or "<GPU capability, e.g. 9.0>", True, args.budget):
+        for step in plan_steps(py, out, args.jobs, args.arch or "<GPU capability, e.g. 9.0>", True, args.budget,
+                               args.sanitizer_timeout):
             mode = "side by side" if step.parallel else "alone"
             print(f"[{step.name}] ({mode}, at most {step.timeout:.0f} s, log {step.log.relative_to(out.parent)})")
             for cmd in step.commands:
@@ -332,7 +336,7 @@ def main(argv=None) -> int:
     deadline = time.time() + args.budget
     pythonpath = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env = {**os.environ, "PYTHONPATH": pythonpath}
-    steps = plan_steps(py, out, args.jobs, args.arch or "", True, args.budget)
+    steps = plan_steps(py, out, args.jobs, args.arch or "", True, args.budget, args.sanitizer_timeout)
     by_name = {s.name: s for s in steps}
 
     run_group([by_name["env"]], env, deadline)

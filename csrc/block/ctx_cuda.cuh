@@ -125,10 +125,14 @@ struct CudaCtx {
 
 // The resident blocks per SM a block program's registers must allow: K::kMinBlocksPerSm where
 // it names one, else kBlocksPerSm.
-template <class K> constexpr int min_blocks_per_sm() {
-  if constexpr (requires { K::kMinBlocksPerSm; }) return K::kMinBlocksPerSm;
-  else return int(kBlocksPerSm);
-}
+// C++17, no requires-expression: older torch (2.11) compiles extensions with -std=c++17.
+template <class K, class = void> struct MinBlocksPerSm {
+  static constexpr int value = int(kBlocksPerSm);
+};
+template <class K> struct MinBlocksPerSm<K, std::void_t<decltype(K::kMinBlocksPerSm)>> {
+  static constexpr int value = K::kMinBlocksPerSm;
+};
+template <class K> constexpr int min_blocks_per_sm() { return MinBlocksPerSm<K>::value; }
 
 // Block program K over its arguments: every block runs K::run with this block's context. The
 // launch bounds are those the plans assume (traits.h: at most kMaxThreads threads, kBlocksPerSm

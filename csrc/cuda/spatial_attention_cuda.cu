@@ -13,16 +13,18 @@
 namespace sam_fused {
 namespace block {
 
-// Static shared memory of a kernel as the runtime counts it against the opt-in maximum (the
-// block programs declare none; where a toolchain reports some, e.g. a reserved slice, the
-// dynamic budget shrinks by it). Queried once per kernel and device.
-template <class Kernel> int64_t static_smem_bytes(Kernel kernel) {
+// Static shared memory of block program K's kernel as the runtime counts it against the opt-in
+// maximum (the block programs declare none; where a toolchain reports some, e.g. a reserved
+// slice, the dynamic budget shrinks by it). Queried once per kernel and device. Keyed on
+// <K, A>, not on the kernel's pointer type: every block program over the same arguments has
+// the same pointer type, and a once-flag shared between them served only the first.
+template <class K, class A> int64_t static_smem_bytes() {
   static std::once_flag once[C10_COMPILE_TIME_MAX_GPUS];
   static int64_t bytes[C10_COMPILE_TIME_MAX_GPUS];
   const int device = at::cuda::current_device();
   std::call_once(once[device], [&] {
     cudaFuncAttributes attr;
-    C10_CUDA_CHECK(cudaFuncGetAttributes(&attr, kernel));
+    C10_CUDA_CHECK(cudaFuncGetAttributes(&attr, &block_program_kernel<K, A>));
     bytes[device] = int64_t(attr.sharedSizeBytes);
   });
   return bytes[device];
@@ -32,7 +34,7 @@ template <class Kernel> int64_t static_smem_bytes(Kernel kernel) {
 // opt-in maximum less the kernels' static shared memory).
 inline DeviceLimits device_limits() {
   const cudaDeviceProp* d = at::cuda::getCurrentDeviceProperties();
-  const int64_t static_smem = static_smem_bytes(&block_program_kernel<DwReduce<float>, Args<float>>);
+  const int64_t static_smem = static_smem_bytes<DwReduce<float>, Args<float>>();
   return {d->name,
           int64_t(d->sharedMemPerBlockOptin) - static_smem,
           int64_t(d->sharedMemPerMultiprocessor),
@@ -43,15 +45,17 @@ inline DeviceLimits device_limits() {
           int64_t(d->multiProcessorCount)};
 }
 
-// Raises a kernel's dynamic shared-memory ceiling to the most the device allows it, once per
-// kernel and device (call_once: thread-safe; the plan never asks for more).
-template <class Kernel> void allow_max_dynamic_smem(Kernel kernel) {
+// Raises block program K's dynamic shared-memory ceiling to the most the device allows it, once
+// per kernel and device (call_once: thread-safe; the plan never asks for more). Without it a
+// launch above 48 KB fails with "invalid argument".
+template <class K, class A> void allow_max_dynamic_smem() {
   static std::once_flag once[C10_COMPILE_TIME_MAX_GPUS];
   const int device = at::cuda::current_device();
   std::call_once(once[device], [&] {
     const int64_t most =
-        int64_t(at::cuda::getCurrentDeviceProperties()->sharedMemPerBlockOptin) - static_smem_bytes(kernel);
-    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(most)));
+        int64_t(at::cuda::getCurrentDeviceProperties()->sharedMemPerBlockOptin) - static_smem_bytes<K, A>();
+    C10_CUDA_CHECK(
+        cudaFuncSetAttribute(&block_program_kernel<K, A>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(most)));
   });
 }
 
@@ -61,9 +65,8 @@ struct CudaLauncher {
   void track(int, const at::Tensor&) {}
   template <class K, class A> void launch(const Launch& l, const A& a) {
     if (l.grid == 0) return;
-    auto kernel = &block_program_kernel<K, A>;
-    allow_max_dynamic_smem(kernel);
-    kernel<<<unsigned(l.grid), l.threads, l.smem_bytes, at::cuda::getCurrentCUDAStream()>>>(a);
+    allow_max_dynamic_smem<K, A>();
+    block_program_kernel<K, A><<<unsigned(l.grid), l.threads, l.smem_bytes, at::cuda::getCurrentCUDAStream()>>>(a);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 };

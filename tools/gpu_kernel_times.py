@@ -1,0 +1,116 @@
+"""Device time per call of the fused ops beside x.clone() and the eager module, by CUDA events.
+
+    python3 tools/gpu_kernel_times.py [--reps 50] [--out kernel_times.md]
+
+The pytest benchmarks time one call with a host sync each, so at HAR sizes (10-30 µs of GPU
+work) they measure the host's dispatch as much as the kernels. Here each implementation runs
+`reps` times back to back between two CUDA events, after warm-up: the host queues ahead and the
+time per call is the GPU's (launch gaps included). Reported: µs per call, the docs/design.md §3
+floor (forward 2N e, backward 3N e bytes) over that time, and that as a share of the copy
+bandwidth x.clone() reaches at the same size in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# (label, shape, pool, kernel, bias): UCI-HAR's four SANN blocks, CBAM 56x56 with 64 and 256 channels
+CASES = [
+    ("UCI-HAR b1", (128, 64, 64, 9), "mean", (3, 1), True),
+    ("UCI-HAR b2", (128, 128, 32, 9), "mean", (3, 1), True),
+    ("UCI-HAR b3", (128, 256, 16, 9), "mean", (3, 1), True),
+    ("UCI-HAR b4", (128, 512, 8, 9), "mean", (3, 1), True),
+    ("CBAM 64ch", (32, 64, 56, 56), "mean+max", (7, 7), False),
+    ("CBAM s1", (32, 256, 56, 56), "mean+max", (7, 7), False),
+]
+
+
+def per_call_us(torch, fn, reps: int) -> float:
+    for _ in range(3):
+        fn()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    best = math.inf
+    for _ in range(3):  # the best of three batches
+        torch.cuda.synchronize()
+        start.record()
+        for _ in range(reps):
+            fn()
+        end.record()
+        end.synchronize()
+        best = min(best, start.elapsed_time(end) * 1e3 / reps)
+    return best
+
+
+def time_case(torch, case, dtype, gen, reps: int) -> list[str]:
+    """Table rows (forward, backward) of one case: fused, eager and clone, each `reps` calls."""
+    label, shape, pool, kernel, bias = case
+    ops = torch.ops.sam_fused
+    x = torch.randn(shape, generator=gen, device="cuda", dtype=dtype)
+    w = torch.randn(1, len(pool.split("+")), *kernel, generator=gen, device="cuda", dtype=dtype) * 0.3
+    b = torch.randn(1, generator=gen, device="cuda", dtype=dtype) if bias else None
+    g = torch.randn(shape, generator=gen, device="cuda", dtype=dtype)
+    _, pooled = ops.spatial_attention_fwd(x, w, b, pool, False)
+    nbytes = x.numel() * x.element_size()
+    clone_us = per_call_us(torch, x.clone, reps)
+    clone_bw = 2 * nbytes / clone_us / 1e3
+    padding = (kernel[0] // 2, kernel[1] // 2)
+    xg, wg = x.detach().requires_grad_(True), w.detach().requires_grad_(True)
+
+    def eager(inp, weight):
+        maps = [inp.mean(1, keepdim=True) if p == "mean" else inp.amax(1, keepdim=True) for p in pool.split("+")]
+        return inp * torch.sigmoid(torch.nn.functional.conv2d(torch.cat(maps, 1), weight, b, padding=padding))
+
+    timed = {
+        "fwd": (lambda: ops.spatial_attention_fwd(x, w, b, pool, False), lambda: eager(x, w), 2),
+        "bwd": (lambda: ops.spatial_attention_bwd(g, x, w, b, pooled, pool, False),
+                lambda: torch.autograd.grad(eager(xg, wg), [xg, wg], g), 3),
+    }
+    rows = []
+    for direction, (fused_fn, eager_fn, passes) in timed.items():
+        head = f"| {label} | {'x'.join(map(str, shape))} | {str(dtype).removeprefix('torch.')} | {direction} |"
+        try:
+            fused_us = per_call_us(torch, fused_fn, reps)
+            eager_us = per_call_us(torch, eager_fn, reps)
+            if direction == "bwd":  # the eager backward ran its forward too: take that off
+                eager_us -= per_call_us(torch, lambda: eager(x, w), reps)
+        except RuntimeError as err:  # one failing case does not stop the table
+            rows.append(f"{head} error: {str(err).splitlines()[0][:80]} | | | | | | |")
+            continue
+        floor_bw = passes * nbytes / fused_us / 1e3
+        rows.append(f"{head} {fused_us:.1f} | {eager_us:.1f} | {clone_us:.1f} | {floor_bw:.0f} | {clone_bw:.0f} | "
+                    f"{floor_bw / clone_bw:.0%} | {eager_us / fused_us:.2f}x |")
+    return rows
+
+
+def main(argv=None) -> int:
+    import torch
+
+    import sam_fused  # noqa: F401  (registers the ops)
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=50)
+    parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--out", help="also write the Markdown table here")
+    args = parser.parse_args(argv)
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    lines = [f"GPU: {torch.cuda.get_device_name(0)}; {args.reps} calls back to back, best of 3 batches", "",
+             "| case | shape | dtype | dir | fused µs | eager µs | clone µs | fused floor GB/s | "
+             "clone GB/s | fused / copy BW | eager / fused |", "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for dtype_name in args.dtypes.split(","):
+        for case in CASES:
+            lines += time_case(torch, case, getattr(torch, dtype_name), gen, args.reps)
+            print(*lines[-2:], sep="\n", flush=True)
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
