@@ -33,6 +33,17 @@ std::tuple<at::Tensor, at::Tensor> pointwise_attention_bwd_composite(const at::T
   return {(ga * s).to(x.scalar_type()), (ga * x.to(acc) * s * (1 - s)).to(y.scalar_type())};
 }
 
+namespace {
+GilReleaser gil_releaser = nullptr;
+}  // namespace
+
+void set_gil_releaser(GilReleaser releaser) { gil_releaser = releaser; }
+
+void without_gil(void (*f)(void*), void* arg) {
+  if (gil_releaser) gil_releaser(f, arg);
+  else f(arg);
+}
+
 bool needs_differentiable_backward(std::initializer_list<const at::Tensor*> operands) {
   if (!at::GradMode::is_enabled()) return false;
   for (const at::Tensor* t : operands)

@@ -19,4 +19,13 @@ std::tuple<at::Tensor, at::Tensor> pointwise_attention_bwd_composite(const at::T
 // Whether a backward op must build a graph: create_graph is on and an operand requires grad.
 bool needs_differentiable_backward(std::initializer_list<const at::Tensor*> operands);
 
+// Runs the autograd engine's call `f` with the GIL released where the calling thread holds it.
+// torch.ops calls the ops with the GIL held, and torch 2.11 refuses to run the engine then ("The
+// autograd engine was called while holding the GIL": opcheck's test_aot_dispatch_dynamic of the
+// backward op); its worker threads may need the GIL too. The Python module installs the release
+// (python_module.cpp); the C++ library alone has no GIL and calls f as it is.
+using GilReleaser = void (*)(void (*)(void*), void*);
+void set_gil_releaser(GilReleaser releaser);
+void without_gil(void (*f)(void*), void* arg);
+
 }  // namespace sam_fused
