@@ -34,6 +34,12 @@ EXPECTED = {
     # copy_wait_prior(1) lands the first of two groups of copies only (threads 32-63 copied later)
     "chunk_not_waited": ("race", r"shared-memory read of a byte an asynchronous copy may still be writing "
                                  r"\(copy_wait missing\) .*block 0, thread 0, other thread 63, .*shared offset 252\)"),
+    # the GPU runs blocks at once: neither the order of the emulation nor compute-sanitizer's
+    # racecheck (shared memory only) would show these two
+    "global_uninit": ("init", r"global read of a byte of an output or workspace tensor that no launch of the call "
+                              r"wrote .*block 0, thread 0, .*byte offset 0\)"),
+    "global_cross_block": ("race", r"global read of a byte block 0 of this launch wrote .*block 1, thread 0, "
+                                   r"other thread 0, .*byte offset 0\)"),
 }
 
 

@@ -13,7 +13,10 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 HAR = [(128, 64, 64, 9), (128, 128, 32, 9), (128, 256, 16, 9), (128, 512, 8, 9)]
 HAR_BATCH1 = [(1, c, h, w) for _, c, h, w in HAR]
-CBAM = [(32, 256, 56, 56), (32, 2048, 7, 7)]
+# CBAM stage 1 and 4 at batch 8: the plans of batch 32 (passes, rows, staging, spill; only the
+# grid is smaller), at a quarter of the fp64 reference's time (64 cases took 240 s of an H100
+# run's 300 s at batch 32)
+CBAM = [(8, 256, 56, 56), (8, 2048, 7, 7)]
 ODD = [(3, 5, 7, 1), (1, 1, 1, 1), (2, 3, 1, 6), (2, 1, 6, 4), (1, 8, 37, 5)]
 DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
@@ -91,8 +94,11 @@ def test_backward_bitwise_deterministic(shape):
     first = torch.ops.sam_fused.spatial_attention_bwd(g, x, weight, b, pooled, "mean+max", False)
     for _ in range(3):
         again = torch.ops.sam_fused.spatial_attention_bwd(g, x, weight, b, pooled, "mean+max", False)
-        assert all(torch.equal(u, v) for u, v in zip(first, again))
-    assert torch.equal(out, torch.ops.sam_fused.spatial_attention_fwd(x, weight, b, "mean+max", False)[0])
+        differ = {name: f"{int((u != v).sum())} elements, max |diff| {(u - v).abs().max().item():.3g}"
+                  for name, u, v in zip(("dx", "dweight", "dbias"), first, again) if not torch.equal(u, v)}
+        assert not differ, f"backward not bitwise repeatable: {differ}"
+    out_again, pooled_again = torch.ops.sam_fused.spatial_attention_fwd(x, weight, b, "mean+max", False)
+    assert torch.equal(out, out_again) and torch.equal(pooled, pooled_again)
 
 
 @pytest.mark.parametrize("channels_last", [False, True])

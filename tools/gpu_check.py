@@ -6,9 +6,11 @@ Steps, each logged to OUT/NN-step.log (OUT/summary.md: the table of results and 
 OUT/summary.json: the same for programs):
   env        torch, the GPU, the tools and modules found
   build      the extension against the installed torch, in place, for this GPU's architecture
-  tests, check, memcheck, racecheck, synccheck, initcheck   (side by side)
+  tests, check, determinism, memcheck, racecheck, synccheck, initcheck   (side by side)
              tests/test_cuda.py; python -m sam_fused.check --device cuda in four dtypes;
+             tools/gpu_determinism.py (same bits call after call, and where not);
              compute-sanitizer over tools/gpu_sanitize_driver.py (every kernel variant)
+  times      tools/gpu_kernel_times.py: device time per call by CUDA events (fused, eager, clone)
   ncu        Nsight Compute on the main kernels at the UCI-HAR and CBAM shapes
   bench      pytest benchmarks/ --quick -k cuda (table + JSON)
   predicted  measured benchmark times beside the time model's floor (benchmarks/time_model.py)
@@ -109,14 +111,16 @@ def plan_steps(py: str, out: Path, jobs: int, arch: str, have_gpu: bool, budget:
                   "MAX_JOBS": str(jobs)},
              modules=("setuptools",)),
         Step("tests", [Command([py, "-m", "pytest", "tests/test_cuda.py", "-q", "-p", "no:cacheprovider", "-rs",
-                                "--junitxml", str(out / "tests-junit.xml")])], 300, modules=("pytest",), parallel=True),
+                                "--junitxml", str(out / "tests-junit.xml")])], 360, modules=("pytest",), parallel=True),
         Step("check", [Command([py, "-m", "sam_fused.check", "--device", "cuda"]
                                + [a for d in DTYPES for a in ("--dtype", d)])], 300, parallel=True),
+        Step("determinism", [Command([py, "tools/gpu_determinism.py"])], 180, parallel=True),
     ]
     steps += [Step(tool, [Command([sanitizer, "--tool", tool, "--report-api-errors", "no", "--error-exitcode", "1",
                                    py, *driver])], sanitizer_timeout, env=sanitize_env, tool=sanitizer, parallel=True)
               for tool in SANITIZERS]
     steps += [
+        Step("times", [Command([py, "tools/gpu_kernel_times.py", "--out", str(out / "kernel_times.md")])], 120),
         Step("ncu", [Command([ncu, "--profile-from-start", "off", "--kernel-name", "regex:block_program_kernel",
                               "--metrics", ",".join(ncu_report.METRICS), "--export", str(rep), "--force-overwrite",
                               py, "tools/gpu_profile_driver.py"]),
@@ -236,6 +240,10 @@ def judge(step: Step, out: Path) -> None:
         step.status = PASS if ok and summary and "passed" in summary[-1] else FAIL
     elif step.name == "check":
         step.status = PASS if ok and "parity: all variants match" in text else FAIL
+    elif step.name == "determinism":
+        step.status = PASS if ok and "determinism: every case" in text else FAIL
+    elif step.name == "times":
+        step.detail = "device times: kernel_times.md" if ok else last[:200]
     elif step.name in SANITIZERS:
         judge_sanitizer(step, text)
     elif step.name == "ncu":
@@ -293,7 +301,8 @@ def write_summary(out: Path, steps: list[Step], env_info: dict, verdict: str) ->
              "| step | status | time | detail | log |", "|---|---|---:|---|---|"]
     lines += [f"| {s.name} | {s.status} | {s.seconds:.0f} s | {s.detail.replace('|', '/')} | {s.log.name} |"
               for s in steps]
-    for title, name in (("Nsight Compute (float32; DRAM bytes against the 2N / 3N e floor)", "ncu.md"),
+    for title, name in (("Device time per call (CUDA events, tools/gpu_kernel_times.py)", "kernel_times.md"),
+                        ("Nsight Compute (float32; DRAM bytes against the 2N / 3N e floor)", "ncu.md"),
                         ("Measured beside predicted (benchmarks/time_model.py, phase_model.py)", "predicted.md")):
         if (out / name).exists() and (out / name).stat().st_size:
             lines += ["", f"## {title}", "", (out / name).read_text()]
@@ -355,7 +364,7 @@ def main(argv=None) -> int:
     by_name["build"].env.update(SAM_FUSED_BUILD="cuda" if have_gpu else "auto", TORCH_CUDA_ARCH_LIST=arch)
     write_summary(out, steps, info, "running")
 
-    phases = [["build"], ["tests", "check", *SANITIZERS], ["ncu"], ["bench"], ["predicted"]]
+    phases = [["build"], ["tests", "check", "determinism", *SANITIZERS], ["times"], ["ncu"], ["bench"], ["predicted"]]
     for phase in phases:
         group = [by_name[n] for n in phase]
         if phase == ["build"] and args.skip_build:

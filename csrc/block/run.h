@@ -2,7 +2,9 @@
 // sequence, written once over a Launcher so the CUDA op and the CPU emulation make exactly the
 // same choices (plan_call) and raise in the same places (check_launch). A Launcher provides:
 //   DeviceLimits limits();                              the device's limits (limits.h)
-//   void track(int slot, const at::Tensor&);            tensors the emulation records (TensorSlot)
+//   void track(int slot, const at::Tensor&, bool written = false);
+//                                                       tensors the emulation records (TensorSlot);
+//                                                       written: an output or the workspace
 //   template <class K, class Args> void launch(const Launch&, const Args&);
 //   CallPlan last_call;                                 set here: what the call planned
 #pragma once
@@ -98,8 +100,8 @@ std::tuple<at::Tensor, at::Tensor> run_forward(Launcher& L, const at::Tensor& x,
       return_map ? at::empty({g.B, 1, g.H, g.W}, x.options()) : at::empty(x.sizes(), x.options().memory_format(fmt));
   if (pooled.numel() == 0) return {out, pooled};
   L.track(kSlotX, xc);
-  L.track(kSlotOut, out);
-  L.track(kSlotPooled, pooled);
+  L.track(kSlotOut, out, true);
+  L.track(kSlotPooled, pooled, true);
   L.track(kSlotWeight, weight);
   if (bias) L.track(kSlotBias, *bias);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "sam_fused_fwd_block", [&] {
@@ -111,7 +113,7 @@ std::tuple<at::Tensor, at::Tensor> run_forward(Launcher& L, const at::Tensor& x,
         plan_call(a.s, dev, sizeof(scalar_t), sizeof(A), false, aligned16(xc) && aligned16(out), o, force_index64);
     a.p = c.p;
     at::Tensor ws = at::empty({c.ws.bytes}, x.options().dtype(at::kByte));
-    if (c.ws.bytes) L.track(kSlotWorkspace, ws);
+    if (c.ws.bytes) L.track(kSlotWorkspace, ws, true);
     a.scratch = ws.mutable_data_ptr<uint8_t>() + c.ws.scratch;
     a.x = xc.const_data_ptr<scalar_t>();
     a.out = out.mutable_data_ptr<scalar_t>();
@@ -146,7 +148,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run_backward(Launcher& L, const a
   if (x.numel() == 0) return {dx, dw.zero_().reshape(weight.sizes()), dbias.zero_()};
   L.track(kSlotX, xc);
   L.track(kSlotGrad, gc);
-  L.track(kSlotOut, dx);
+  L.track(kSlotOut, dx, true);
   L.track(kSlotPooled, qc);
   L.track(kSlotWeight, weight);
   if (bias) L.track(kSlotBias, *bias);
@@ -159,7 +161,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run_backward(Launcher& L, const a
                                  aligned16(xc) && aligned16(gc) && aligned16(dx), o, force_index64);
     a.p = c.p;
     at::Tensor ws = at::empty({c.ws.bytes}, x.options().dtype(at::kByte));
-    L.track(kSlotWorkspace, ws);
+    L.track(kSlotWorkspace, ws, true);
     auto* base = ws.mutable_data_ptr<uint8_t>();
     a.dw_partial = reinterpret_cast<A*>(base + c.ws.partials);
     a.rho = reinterpret_cast<A*>(base + c.ws.rho);

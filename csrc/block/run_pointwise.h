@@ -1,7 +1,8 @@
 // Host side of the point-wise block programs (pointwise.h), written once over a Launcher as
 // run.h is for the spatial op: the CUDA op (csrc/cuda/pointwise_cuda.cu) and the CPU emulation
 // (csrc/testing/emulate.cpp) check, allocate, plan and launch the same way. A Launcher provides
-//   void track(int slot, const at::Tensor&);            tensors the emulation records (PointwiseSlot)
+//   void track(int slot, const at::Tensor&, bool written = false);
+//                                                       tensors the emulation records (PointwiseSlot)
 //   template <class K, class Args> void launch(const Launch&, const Args&);
 #pragma once
 #include <ATen/ATen.h>
@@ -40,7 +41,8 @@ PointwisePlan run_pointwise(Launcher& L, const at::Tensor (&in)[kIn], const int 
   if (n == 0) return {};
   bool aligned = true;
   for (size_t k = 0; k < kIn; ++k) L.track(in_slots[k], in[k]), aligned = aligned && pointwise_aligned16(in[k]);
-  for (size_t k = 0; k < kOut; ++k) L.track(out_slots[k], out[k]), aligned = aligned && pointwise_aligned16(out[k]);
+  for (size_t k = 0; k < kOut; ++k)
+    L.track(out_slots[k], out[k], true), aligned = aligned && pointwise_aligned16(out[k]);
   PointwisePlan p;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in[0].scalar_type(), "sam_fused_pointwise_block", [&] {
     PointwiseArgs<scalar_t, Op::kIn, Op::kOut> a;

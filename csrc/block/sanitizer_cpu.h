@@ -4,10 +4,14 @@
 //   race:    within one barrier interval of a block, two different threads touching the same
 //            shared-memory byte, at least one of them writing (racecheck); two writes to the same
 //            global byte in one launch by different blocks, or by different threads of a block
-//            within one barrier interval;
+//            within one barrier interval; a global byte one block of a launch writes and another
+//            reads (blocks run concurrently on a GPU, in order here: racecheck sees shared
+//            memory only, so this is checked nowhere else);
 //   bounds:  a shared-memory access outside the launch's dynamic allocation, a global access
 //            outside every tensor of the call (memcheck);
-//   init:    a shared-memory read of a byte no thread of the block wrote earlier (initcheck);
+//   init:    a shared-memory read of a byte no thread of the block wrote earlier (initcheck); a
+//            global read of a byte of a tensor the call writes (an output, the workspace: its
+//            contents undefined when the call starts) that no launch of the call wrote earlier;
 //            a shared-memory read of bytes an asynchronous copy (ctx.copy_vec) may still be
 //            writing, i.e. before the block's ctx.copy_wait();
 //   barrier: a barrier inside a phase body, i.e. in per-thread code, reached by some or all of
@@ -31,12 +35,13 @@ namespace sam_fused::block {
 
 class BlockSanitizer {
  public:
-  // A tensor the kernels may access (once; a region registered again is ignored).
-  void add_tensor(const void* base, int64_t bytes) {
+  // A tensor the kernels may access (once; a region registered again is ignored). written: the
+  // call writes it and its bytes hold nothing defined until a launch does (outputs, workspace).
+  void add_tensor(const void* base, int64_t bytes, bool written = false) {
     const char* b = static_cast<const char*>(base);
     for (const auto& r : regions_)
       if (r.base == b) return;
-    if (base && bytes > 0) regions_.push_back({b, bytes, {}});
+    if (base && bytes > 0) regions_.push_back({b, bytes, written, {}});
   }
   // smem: the launch's dynamic shared memory, smem_bytes of it allocated to the kernel within
   // the emulation's capacity bytes (accesses past the allocation but within the capacity are
@@ -49,7 +54,7 @@ class BlockSanitizer {
     threads_ = threads;
     shared_.assign(smem_bytes, SharedByte{});
     for (auto& r : regions_)
-      if (r.writes.empty()) r.writes.assign(r.bytes, GlobalWrite{});
+      if (r.writes.empty()) r.writes.assign(r.bytes, GlobalByte{});
   }
   void begin_block(int64_t block) {
     block_ = block;
@@ -127,15 +132,18 @@ class BlockSanitizer {
     int writer = -1, reader = -1;
     bool async_pending = false;  // written by an asynchronous copy not yet waited for
   };
-  struct GlobalWrite {
-    uint64_t launch = 0, interval = 0;
+  struct GlobalByte {
+    uint64_t launch = 0, interval = 0;  // the last write (launch 0: none in this call)
     int64_t block = -1;
     int thread = -1;
+    uint64_t read_launch = 0;  // the last launch that read the byte, and its reading block
+    int64_t read_block = -1;   // (kMany: several)
   };
   struct Region {
     const char* base;
     int64_t bytes;
-    std::vector<GlobalWrite> writes;
+    bool written;  // contents undefined until a launch writes them
+    std::vector<GlobalByte> writes;
   };
 
   void access_shared(int64_t off, int64_t bytes, bool write) {
@@ -176,16 +184,32 @@ class BlockSanitizer {
       fail("bounds",
            access_what("global", write, bytes) + " past the end of a " + std::to_string(r.bytes) + "-byte tensor",
            thread_, -1, "byte offset " + std::to_string(off));
-    if (!write) return;
     for (int64_t i = off; i < off + bytes; ++i) {
-      GlobalWrite& w = r.writes[i];
+      GlobalByte& w = r.writes[i];
+      if (!write) {
+        if (r.written && w.launch == 0)
+          fail("init", "global read of a byte of an output or workspace tensor that no launch of the call wrote",
+               thread_, -1, "byte offset " + std::to_string(i));
+        if (w.launch == launch_ && w.block != block_)
+          fail("race", "global read of a byte block " + std::to_string(w.block) + " of this launch wrote", thread_,
+               w.thread, "byte offset " + std::to_string(i));
+        w.read_block = w.read_launch == launch_ && w.read_block != block_ ? kMany : block_;
+        w.read_launch = launch_;
+        continue;
+      }
+      if (w.read_launch == launch_ && w.read_block != block_)
+        fail("race",
+             "global write of a byte " +
+                 (w.read_block == kMany ? std::string("other blocks") : "block " + std::to_string(w.read_block)) +
+                 " of this launch read",
+             thread_, -1, "byte offset " + std::to_string(i));
       if (w.launch == launch_ && (w.block != block_ || (w.thread != thread_ && w.interval == interval_)))
         fail("race",
              "write after write in global memory by " + (w.block != block_
                                                              ? "block " + std::to_string(w.block) + " and this block"
                                                              : std::string("two threads")),
              thread_, w.thread, "byte offset " + std::to_string(i));
-      w = {launch_, interval_, block_, thread_};
+      w.launch = launch_, w.interval = interval_, w.block = block_, w.thread = thread_;
     }
   }
   static std::string access_what(const char* space, bool write, int64_t bytes) {

@@ -13,7 +13,7 @@ namespace block {
 
 // No shared memory, no limits to raise: one launch per call.
 struct PointwiseCudaLauncher {
-  void track(int, const at::Tensor&) {}
+  void track(int, const at::Tensor&, bool = false) {}
   template <class K, class A> void launch(const Launch& l, const A& a) {
     block_program_kernel<K, A><<<unsigned(l.grid), l.threads, 0, at::cuda::getCurrentCUDAStream()>>>(a);
     C10_CUDA_KERNEL_LAUNCH_CHECK();

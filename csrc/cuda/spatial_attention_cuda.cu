@@ -62,7 +62,7 @@ template <class K, class A> void allow_max_dynamic_smem() {
 struct CudaLauncher {
   CallPlan last_call;
   DeviceLimits limits() const { return device_limits(); }
-  void track(int, const at::Tensor&) {}
+  void track(int, const at::Tensor&, bool = false) {}
   template <class K, class A> void launch(const Launch& l, const A& a) {
     if (l.grid == 0) return;
     allow_max_dynamic_smem<K, A>();

@@ -90,14 +90,14 @@ struct CpuLauncher {
   DeviceLimits dev{};  // the point-wise ops plan without device limits
   std::unique_ptr<BlockSanitizer> san;  // null: no checks
   DeviceLimits limits() const { return dev; }
-  void track(int slot, const at::Tensor& t) {
+  void track(int slot, const at::Tensor& t, bool written = false) {
     rec.add_tensor(slot, t.data_ptr(), t.numel() * t.element_size());
-    if (san) san->add_tensor(t.data_ptr(), t.numel() * t.element_size());
+    if (san) san->add_tensor(t.data_ptr(), t.numel() * t.element_size(), written);
   }
   // The weight and bias gradients, which the traffic counts leave out, for the sanitizer.
   template <typename T> void track_param_grads(const Args<T>& a) {
-    if (a.dw) san->add_tensor(a.dw, a.s.taps() * int64_t(sizeof(T)));
-    if (a.dbias) san->add_tensor(a.dbias, int64_t(sizeof(T)));
+    if (a.dw) san->add_tensor(a.dw, a.s.taps() * int64_t(sizeof(T)), true);
+    if (a.dbias) san->add_tensor(a.dbias, int64_t(sizeof(T)), true);
   }
   template <class A> void track_param_grads(const A&) {}
   template <class K, class A> void launch(const Launch& l, const A& a) {
@@ -227,7 +227,9 @@ enum class Bug {
   kDivergentBarrier,
   kBarrierInPhase,
   kCopyNotWaited,
-  kChunkNotWaited
+  kChunkNotWaited,
+  kGlobalUninit,
+  kGlobalCrossBlock
 };
 constexpr std::pair<const char*, Bug> kBugs[] = {
     {"clean", Bug::kClean},  // runs clean
@@ -242,6 +244,8 @@ constexpr std::pair<const char*, Bug> kBugs[] = {
     {"barrier_in_phase", Bug::kBarrierInPhase},  // barrier: every thread, inside a phase
     {"copy_not_waited", Bug::kCopyNotWaited},  // race: async staging read, no copy_wait
     {"chunk_not_waited", Bug::kChunkNotWaited},  // race: two groups of copies, only the first waited for
+    {"global_uninit", Bug::kGlobalUninit},  // init: reads out[] (an output) before any launch wrote it
+    {"global_cross_block", Bug::kGlobalCrossBlock},  // race: block 1 reads out[t], which block 0 wrote
 };
 constexpr int kBugThreads = 64;
 
@@ -282,7 +286,10 @@ struct PlantedBug {
       const int64_t at = a.bug == Bug::kGlobalBlocks    ? t
                          : a.bug == Bug::kGlobalThreads ? ctx.block() * kBugThreads + t / 2
                                                         : ctx.block() * kBugThreads + t;
-      ctx.store(a.out + at, float(buf[t]) + float(buf[(t + 1) % kBugThreads]));
+      float extra = 0;
+      if (a.bug == Bug::kGlobalUninit) extra = ctx.load(a.out + at);
+      if (a.bug == Bug::kGlobalCrossBlock && ctx.block() == 1) extra = ctx.load(a.out + t);
+      ctx.store(a.out + at, float(buf[t]) + float(buf[(t + 1) % kBugThreads]) + extra);
     });
   }
 };
@@ -302,7 +309,7 @@ at::Tensor emulate_planted_bug(const std::string& name) {
   CpuLauncher L;
   L.san = std::make_unique<BlockSanitizer>();
   L.track(kSlotX, in);
-  L.track(kSlotOut, out);
+  L.track(kSlotOut, out, true);
   L.launch<PlantedBug>(l, BugArgs{it->second, in.const_data_ptr<float>(), out.mutable_data_ptr<float>()});
   return out;
 }
