@@ -54,7 +54,8 @@ cxx_flags = ["-O3", "-fopenmp", "-DPy_LIMITED_API=0x030A0000"]
 extra = dict(extra_compile_args={"cxx": cxx_flags}, extra_link_args=["-fopenmp"])
 if with_cuda:
     sources += sorted(glob.glob("csrc/cuda/*.cu"))
-    extra["extra_compile_args"]["nvcc"] = ["-O3", "-lineinfo"]
+    # SAM_FUSED_TEST_OPS: the CUDA test ops (forced plans, csrc/cuda/spatial_attention_cuda.cu)
+    extra["extra_compile_args"]["nvcc"] = ["-O3", "-lineinfo"] + (["-DSAM_FUSED_TEST_OPS"] if WITH_TEST_OPS else [])
     ext = cpp_extension.CUDAExtension("sam_fused._C", sources, include_dirs=include_dirs, py_limited_api=True, **extra)
 else:
     ext = cpp_extension.CppExtension("sam_fused._C", sources, include_dirs=include_dirs, py_limited_api=True, **extra)

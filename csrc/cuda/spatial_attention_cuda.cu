@@ -91,9 +91,44 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> spatial_attention_bwd_cuda(const 
   return block::run_backward(launcher, grad_out, x, weight, bias, pooled, pool, return_map);
 }
 
+#ifdef SAM_FUSED_TEST_OPS
+// Test-only (tools/gpu_plan_sweep.py): the kernels with a forced plan (variant, rows, threads
+// as the _emulate_* ops take them), to time and check every plan on a GPU.
+std::tuple<at::Tensor, at::Tensor> spatial_attention_fwd_planned_cuda(const at::Tensor& x, const at::Tensor& weight,
+                                                                      const std::optional<at::Tensor>& bias,
+                                                                      const std::string& pool, bool return_map,
+                                                                      int64_t variant, int64_t rows, int64_t threads) {
+  const c10::cuda::CUDAGuard guard(x.device());
+  block::CudaLauncher launcher;
+  return block::run_forward(launcher, x, weight, bias, pool, return_map,
+                            block::checked_overrides(variant, rows, threads));
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> spatial_attention_bwd_planned_cuda(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+    const at::Tensor& pooled, const std::string& pool, bool return_map, int64_t variant, int64_t rows,
+    int64_t threads) {
+  const c10::cuda::CUDAGuard guard(x.device());
+  block::CudaLauncher launcher;
+  return block::run_backward(launcher, grad_out, x, weight, bias, pooled, pool, return_map,
+                             block::checked_overrides(variant, rows, threads));
+}
+#endif
+
 }  // namespace sam_fused
 
 TORCH_LIBRARY_IMPL(sam_fused, CUDA, m) {
   m.impl("spatial_attention_fwd", &sam_fused::spatial_attention_fwd_cuda);
   m.impl("spatial_attention_bwd", &sam_fused::spatial_attention_bwd_cuda);
 }
+
+#ifdef SAM_FUSED_TEST_OPS
+TORCH_LIBRARY_FRAGMENT(sam_fused, m) {
+  m.def("_cuda_fwd_planned(Tensor x, Tensor weight, Tensor? bias, str pool, bool return_map, int variant=0, "
+        "int rows=0, int threads=0) -> (Tensor, Tensor)");
+  m.def("_cuda_bwd_planned(Tensor grad_out, Tensor x, Tensor weight, Tensor? bias, Tensor pooled, str pool, "
+        "bool return_map, int variant=0, int rows=0, int threads=0) -> (Tensor, Tensor, Tensor)");
+  m.impl("_cuda_fwd_planned", c10::DispatchKey::CUDA, &sam_fused::spatial_attention_fwd_planned_cuda);
+  m.impl("_cuda_bwd_planned", c10::DispatchKey::CUDA, &sam_fused::spatial_attention_bwd_planned_cuda);
+}
+#endif

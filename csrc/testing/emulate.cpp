@@ -135,16 +135,6 @@ CpuLauncher cpu_launcher(int64_t max_blocks, bool sanitize) {
   return L;
 }
 
-Overrides overrides(int64_t variant, int64_t rows, int64_t threads) {
-  TORCH_CHECK_VALUE(variant >= 0 && variant <= 5,
-                    "variant must be 0 (auto), 1 (one pass), 2 (two pass), 3 (one pass, backward x tile staged), 4 "
-                    "(one pass, x tile not staged) or 5 (one pass, the staged tile as one chunk)");
-  TORCH_CHECK_VALUE(threads == 0 || (threads >= 64 && threads <= 1024 && (threads & (threads - 1)) == 0),
-                    "threads must be 0 or a power of two in [64, 1024]");
-  TORCH_CHECK_VALUE(rows >= 0, "rows must be >= 0");
-  return {Variant(variant), rows, int(threads)};
-}
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor> emulate_fwd(const at::Tensor& x, const at::Tensor& weight,
                                                            const std::optional<at::Tensor>& bias,
                                                            const std::string& pool, bool return_map, int64_t variant,
@@ -152,7 +142,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> emulate_fwd(const at::Tensor& x, 
                                                            int64_t max_blocks, const std::string& arch, bool sanitize) {
   CpuLauncher L = cpu_launcher(max_blocks, sanitize);
   L.dev = arch_limits(arch);
-  auto [out, pooled] = run_forward(L, x, weight, bias, pool, return_map, overrides(variant, rows, threads), index64);
+  auto [out, pooled] =
+      run_forward(L, x, weight, bias, pool, return_map, checked_overrides(variant, rows, threads), index64);
   return {out, pooled, L.traffic()};
 }
 
@@ -162,8 +153,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> emulate_bwd(
     bool index64, int64_t max_blocks, const std::string& arch, bool sanitize) {
   CpuLauncher L = cpu_launcher(max_blocks, sanitize);
   L.dev = arch_limits(arch);
-  auto [dx, dw, db] =
-      run_backward(L, grad_out, x, weight, bias, pooled, pool, return_map, overrides(variant, rows, threads), index64);
+  auto [dx, dw, db] = run_backward(L, grad_out, x, weight, bias, pooled, pool, return_map,
+                                   checked_overrides(variant, rows, threads), index64);
   return {dx, dw, db, L.traffic()};
 }
 
@@ -183,7 +174,7 @@ std::tuple<at::Tensor, bool> emulate_plan(at::IntArrayRef shape, at::ScalarType 
   const Geometry g{shape[0], shape[1],         shape[2],      shape[3],  int(kh),
                    int(kw),  parse_pool(pool), channels_last, return_map};
   const int64_t elem = at::elementSize(dtype), acc = at::elementSize(acc_dtype(dtype));
-  const CallPlan c = plan_call(g, dev, elem, acc, backward, true, overrides(variant, rows, threads), false);
+  const CallPlan c = plan_call(g, dev, elem, acc, backward, true, checked_overrides(variant, rows, threads), false);
   for (int i = 0; i < c.n_launches; ++i) check_launch(dev, c.launches[i]);
   const std::vector<int64_t> v = plan_rows(c);
   return {at::tensor(v, at::kLong).reshape({-1, kPlanColumns}), c.index64};
