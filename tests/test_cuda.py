@@ -14,8 +14,8 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 HAR = [(128, 64, 64, 9), (128, 128, 32, 9), (128, 256, 16, 9), (128, 512, 8, 9)]
 HAR_BATCH1 = [(1, c, h, w) for _, c, h, w in HAR]
 # CBAM stage 1 and 4 at batch 8: the plans of batch 32 (passes, rows, staging, spill; only the
-# grid is smaller), at a quarter of the fp64 reference's time (64 cases took 240 s of an H100
-# run's 300 s at batch 32)
+# grid is smaller: test_planner.py::test_cbam_batch_8_plans_as_batch_32), at a quarter of the
+# fp64 reference's time (64 cases took 240 s of an H100 run's 300 s at batch 32)
 CBAM = [(8, 256, 56, 56), (8, 2048, 7, 7)]
 ODD = [(3, 5, 7, 1), (1, 1, 1, 1), (2, 3, 1, 6), (2, 1, 6, 4), (1, 8, 37, 5)]
 DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)

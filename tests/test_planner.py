@@ -255,3 +255,20 @@ def test_har_bf16_tiles_are_staged_in_several_chunks(shape, backward):
     t1, _ = plan(shape, torch.bfloat16, "mean", (3, 1), backward, variant=ONE_PASS_ONE_CHUNK)
     assert t1.chunk_rows == t1.rows == t.rows >= 16
     assert t.chunk_rows == (t.rows if backward and t.blocks > 132 * 2 else 8), t
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("c_hw", [(256, 56), (2048, 7)])
+def test_cbam_batch_8_plans_as_batch_32(c_hw, dtype, channels_last):
+    """tests/test_cuda.py runs its CBAM parity at batch 8 to save GPU time, standing for the
+    batch-32 workloads: each block's plan (passes, rows, threads, staging, spill) is the same,
+    only the grid is smaller."""
+    c, hw = c_hw
+
+    def structure(batch, backward):
+        t, index64 = plan((batch, c, hw, hw), dtype, "mean+max", (7, 7), backward, channels_last=channels_last)
+        return (t.two_pass, t.rows, t.threads, t.staged_x, t.spill, t.chunk_rows, t.sum_slots, t.vec, index64)
+
+    for backward in (False, True):
+        assert structure(8, backward) == structure(32, backward)
