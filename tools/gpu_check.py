@@ -10,7 +10,8 @@ OUT/summary.json: the same for programs):
              tests/test_cuda.py; python -m sam_fused.check --device cuda in four dtypes;
              tools/gpu_determinism.py (same bits call after call, and where not);
              compute-sanitizer over tools/gpu_sanitize_driver.py (every kernel variant)
-  times      tools/gpu_kernel_times.py: device time per call by CUDA events (fused, eager, clone)
+  times      tools/gpu_kernel_times.py: device time per call by CUDA events (fused, eager, clone;
+             torch.compile at CBAM 64 channels)
   ncu        Nsight Compute on the main kernels at the UCI-HAR and CBAM shapes
   bench      pytest benchmarks/ --quick -k cuda (table + JSON)
   predicted  measured benchmark times beside the time model's floor (benchmarks/time_model.py)
@@ -120,7 +121,10 @@ def plan_steps(py: str, out: Path, jobs: int, arch: str, have_gpu: bool, budget:
                                    py, *driver])], sanitizer_timeout, env=sanitize_env, tool=sanitizer, parallel=True)
               for tool in SANITIZERS]
     steps += [
-        Step("times", [Command([py, "tools/gpu_kernel_times.py", "--out", str(out / "kernel_times.md")])], 120),
+        # torch.compile for one case (its compiles take tens of seconds each): CBAM 64 channels,
+        # where the fused backward was predicted closest to it
+        Step("times", [Command([py, "tools/gpu_kernel_times.py", "--out", str(out / "kernel_times.md"),
+                                "--compile", "CBAM 64ch"])], 240),
         Step("ncu", [Command([ncu, "--profile-from-start", "off", "--kernel-name", "regex:block_program_kernel",
                               "--metrics", ",".join(ncu_report.METRICS), "--export", str(rep), "--force-overwrite",
                               py, "tools/gpu_profile_driver.py"]),

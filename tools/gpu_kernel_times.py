@@ -7,7 +7,9 @@ work) they measure the host's dispatch as much as the kernels. Here each impleme
 `reps` times back to back between two CUDA events, after warm-up: the host queues ahead and the
 time per call is the GPU's (launch gaps included). Reported: µs per call, the docs/design.md §3
 floor (forward 2N e, backward 3N e bytes) over that time, and that as a share of the copy
-bandwidth x.clone() reaches at the same size in the same run.
+bandwidth x.clone() reaches at the same size in the same run. --compile LABELS adds
+torch.compile of the eager layer (default mode, static shapes) for those cases: its compile
+takes tens of seconds a case, so only where asked.
 """
 from __future__ import annotations
 
@@ -45,8 +47,9 @@ def per_call_us(torch, fn, reps: int) -> float:
     return best
 
 
-def time_case(torch, case, dtype, gen, reps: int) -> list[str]:
-    """Table rows (forward, backward) of one case: fused, eager and clone, each `reps` calls."""
+def time_case(torch, case, dtype, gen, reps: int, compile_it: bool = False) -> list[str]:
+    """Table rows (forward, backward) of one case: fused, eager, clone (and torch.compile of
+    the eager layer), each `reps` calls."""
     label, shape, pool, kernel, bias = case
     ops = torch.ops.sam_fused
     x = torch.randn(shape, generator=gen, device="cuda", dtype=dtype)
@@ -64,25 +67,39 @@ def time_case(torch, case, dtype, gen, reps: int) -> list[str]:
         maps = [inp.mean(1, keepdim=True) if p == "mean" else inp.amax(1, keepdim=True) for p in pool.split("+")]
         return inp * torch.sigmoid(torch.nn.functional.conv2d(torch.cat(maps, 1), weight, b, padding=padding))
 
+    compiled = None
+    if compile_it:
+        torch._dynamo.reset()  # a fresh cache per case: static shapes, no recompile limit
+        compiled = torch.compile(eager, dynamic=False)
+
+    def backward_of(fn):
+        return lambda: torch.autograd.grad(fn(xg, wg), [xg, wg], g)
+
     timed = {
-        "fwd": (lambda: ops.spatial_attention_fwd(x, w, b, pool, False), lambda: eager(x, w), 2),
-        "bwd": (lambda: ops.spatial_attention_bwd(g, x, w, b, pooled, pool, False),
-                lambda: torch.autograd.grad(eager(xg, wg), [xg, wg], g), 3),
+        "fwd": (lambda: ops.spatial_attention_fwd(x, w, b, pool, False), {"eager": lambda: eager(x, w)}, 2),
+        "bwd": (lambda: ops.spatial_attention_bwd(g, x, w, b, pooled, pool, False), {"eager": backward_of(eager)}, 3),
     }
+    if compiled is not None:
+        timed["fwd"][1]["compile"] = lambda: compiled(x, w)
+        timed["bwd"][1]["compile"] = backward_of(compiled)
     rows = []
-    for direction, (fused_fn, eager_fn, passes) in timed.items():
+    forwards = {"eager": lambda: eager(x, w), "compile": (lambda: compiled(x, w)) if compiled else None}
+    for direction, (fused_fn, others, passes) in timed.items():
         head = f"| {label} | {'x'.join(map(str, shape))} | {str(dtype).removeprefix('torch.')} | {direction} |"
         try:
             fused_us = per_call_us(torch, fused_fn, reps)
-            eager_us = per_call_us(torch, eager_fn, reps)
-            if direction == "bwd":  # the eager backward ran its forward too: take that off
-                eager_us -= per_call_us(torch, lambda: eager(x, w), reps)
+            us = {}
+            for name, fn in others.items():
+                us[name] = per_call_us(torch, fn, reps)
+                if direction == "bwd":  # the backward ran its forward too: take that off
+                    us[name] -= per_call_us(torch, forwards[name], reps)
         except RuntimeError as err:  # one failing case does not stop the table
-            rows.append(f"{head} error: {str(err).splitlines()[0][:80]} | | | | | | |")
+            rows.append(f"{head} error: {str(err).splitlines()[0][:80]} | | | | | | | | |")
             continue
         floor_bw = passes * nbytes / fused_us / 1e3
-        rows.append(f"{head} {fused_us:.1f} | {eager_us:.1f} | {clone_us:.1f} | {floor_bw:.0f} | {clone_bw:.0f} | "
-                    f"{floor_bw / clone_bw:.0%} | {eager_us / fused_us:.2f}x |")
+        comp = f"{us['compile']:.1f} | {us['compile'] / fused_us:.2f}x" if "compile" in us else "- | -"
+        rows.append(f"{head} {fused_us:.1f} | {us['eager']:.1f} | {comp} | {clone_us:.1f} | {floor_bw:.0f} | "
+                    f"{clone_bw:.0f} | {floor_bw / clone_bw:.0%} | {us['eager'] / fused_us:.2f}x |")
     return rows
 
 
@@ -95,14 +112,18 @@ def main(argv=None) -> int:
     parser.add_argument("--reps", type=int, default=50)
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--out", help="also write the Markdown table here")
+    parser.add_argument("--compile", default="", metavar="LABELS",
+                        help="comma-separated case labels to time torch.compile for too, e.g. 'UCI-HAR b1,CBAM 64ch'")
     args = parser.parse_args(argv)
     gen = torch.Generator(device="cuda").manual_seed(0)
     lines = [f"GPU: {torch.cuda.get_device_name(0)}; {args.reps} calls back to back, best of 3 batches", "",
-             "| case | shape | dtype | dir | fused µs | eager µs | clone µs | fused floor GB/s | "
-             "clone GB/s | fused / copy BW | eager / fused |", "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| case | shape | dtype | dir | fused µs | eager µs | compile µs | compile / fused | clone µs | "
+             "fused floor GB/s | clone GB/s | fused / copy BW | eager / fused |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    compile_labels = {label.strip() for label in args.compile.split(",") if label.strip()}
     for dtype_name in args.dtypes.split(","):
         for case in CASES:
-            lines += time_case(torch, case, getattr(torch, dtype_name), gen, args.reps)
+            lines += time_case(torch, case, getattr(torch, dtype_name), gen, args.reps, case[0] in compile_labels)
             print(*lines[-2:], sep="\n", flush=True)
     text = "\n".join(lines) + "\n"
     print(text)
