@@ -17,6 +17,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gpu_kernel_times import case_inputs  # noqa: E402
 
 # (shape, pool, kernel): the failing test's two shapes, then variations that switch one
 # feature at a time (pool, kernel, batch, channels, one vs two passes)
@@ -63,10 +65,7 @@ def main(argv=None) -> int:
         dtype = getattr(torch, dtype_name)
         for shape, pool, kernel in CASES:
             gen = torch.Generator(device="cuda").manual_seed(0)
-            x = torch.randn(shape, generator=gen, device="cuda", dtype=dtype)
-            w = torch.randn(1, len(pool.split("+")), *kernel, generator=gen, device="cuda", dtype=dtype) * 0.3
-            b = torch.randn(1, generator=gen, device="cuda", dtype=dtype)
-            g = torch.randn(shape, generator=gen, device="cuda", dtype=dtype)
+            x, w, b, g = case_inputs(torch, shape, pool, kernel, True, dtype, gen)
             plans = []
             for backward in (False, True):
                 t, index64 = plan(shape, dtype, pool, kernel, backward)

@@ -47,15 +47,21 @@ def per_call_us(torch, fn, reps: int) -> float:
     return best
 
 
+def case_inputs(torch, shape, pool: str, kernel, bias: bool, dtype, gen):
+    """x, weight, bias (None without) and an upstream gradient of one case, on the GPU, drawn from
+    `gen` in that order (every GPU tool makes its inputs here)."""
+    x = torch.randn(shape, generator=gen, device="cuda", dtype=dtype)
+    w = torch.randn(1, len(pool.split("+")), *kernel, generator=gen, device="cuda", dtype=dtype) * 0.3
+    b = torch.randn(1, generator=gen, device="cuda", dtype=dtype) if bias else None
+    return x, w, b, torch.randn(shape, generator=gen, device="cuda", dtype=dtype)
+
+
 def time_case(torch, case, dtype, gen, reps: int, compile_it: bool = False) -> list[str]:
     """Table rows (forward, backward) of one case: fused, eager, clone (and torch.compile of
     the eager layer), each `reps` calls."""
     label, shape, pool, kernel, bias = case
     ops = torch.ops.sam_fused
-    x = torch.randn(shape, generator=gen, device="cuda", dtype=dtype)
-    w = torch.randn(1, len(pool.split("+")), *kernel, generator=gen, device="cuda", dtype=dtype) * 0.3
-    b = torch.randn(1, generator=gen, device="cuda", dtype=dtype) if bias else None
-    g = torch.randn(shape, generator=gen, device="cuda", dtype=dtype)
+    x, w, b, g = case_inputs(torch, shape, pool, kernel, bias, dtype, gen)
     _, pooled = ops.spatial_attention_fwd(x, w, b, pool, False)
     nbytes = x.numel() * x.element_size()
     clone_us = per_call_us(torch, x.clone, reps)

@@ -22,7 +22,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gpu_kernel_times import CASES, per_call_us  # noqa: E402
+from gpu_kernel_times import CASES, case_inputs, per_call_us  # noqa: E402
 
 VARIANTS = {0: "auto", 1: "1-pass", 2: "2-pass", 3: "1-pass x staged", 4: "1-pass x unstaged", 5: "1-pass 1 chunk"}
 ROWS = (0, 1, 2, 4, 8, 16, 32)
@@ -38,10 +38,7 @@ def sweep_case(torch, case, dtype, backward: bool, reps: int) -> tuple[str, list
     dtype_name = str(dtype).removeprefix("torch.")
     tol = {"float32": 1e-4, "bfloat16": 2e-2}.get(dtype_name, 1e-3)
     gen = torch.Generator(device="cuda").manual_seed(0)
-    x = torch.randn(shape, generator=gen, device="cuda", dtype=dtype)
-    w = torch.randn(1, len(pool.split("+")), *kernel, generator=gen, device="cuda", dtype=dtype) * 0.3
-    b = torch.randn(1, generator=gen, device="cuda", dtype=dtype) if bias else None
-    g = torch.randn(shape, generator=gen, device="cuda", dtype=dtype)
+    x, w, b, g = case_inputs(torch, shape, pool, kernel, bias, dtype, gen)
     _, pooled = ops.spatial_attention_fwd(x, w, b, pool, False)
 
     def call(v, r, t):

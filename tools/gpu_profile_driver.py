@@ -30,6 +30,7 @@ def main(argv=None) -> int:
 
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this tree's sam_fused
     import sam_fused  # noqa: F401  (registers the ops)
+    from gpu_kernel_times import case_inputs  # tools/ is on sys.path: this script's folder
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16", "float64"])
@@ -38,10 +39,8 @@ def main(argv=None) -> int:
     ops = torch.ops.sam_fused
     inputs = {}
     for name, (shape, pool, kernel, bias) in CASES.items():
-        x = torch.randn(shape, generator=gen, device="cuda", dtype=dtype)
-        w = torch.randn(1, len(pool.split("+")), *kernel, generator=gen, device="cuda", dtype=dtype) * 0.3
-        b = torch.randn(1, generator=gen, device="cuda", dtype=dtype) if bias else None
-        inputs[name] = (x, w, b, pool, torch.randn(shape, generator=gen, device="cuda", dtype=dtype))
+        x, w, b, g = case_inputs(torch, shape, pool, kernel, bias, dtype, gen)
+        inputs[name] = (x, w, b, pool, g)
 
     def run(name):
         x, w, b, pool, g = inputs[name]
