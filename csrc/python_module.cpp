@@ -10,13 +10,13 @@
 extern "C" int PyGILState_Check(void);
 
 namespace {
-// sam_fused::without_gil's release: f(arg) with the GIL released if this thread holds it. An
+// sam_fused::without_gil's release: f() with the GIL released if this thread holds it. An
 // exception from f passes through with the GIL taken back.
-void call_without_gil(void (*f)(void*), void* arg) {
-  if (!PyGILState_Check()) return f(arg);
+void call_without_gil(c10::function_ref<void()> f) {
+  if (!PyGILState_Check()) return f();
   PyThreadState* state = PyEval_SaveThread();
   try {
-    f(arg);
+    f();
   } catch (...) {
     PyEval_RestoreThread(state);
     throw;

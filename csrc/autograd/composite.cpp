@@ -39,9 +39,9 @@ GilReleaser gil_releaser = nullptr;
 
 void set_gil_releaser(GilReleaser releaser) { gil_releaser = releaser; }
 
-void without_gil(void (*f)(void*), void* arg) {
-  if (gil_releaser) gil_releaser(f, arg);
-  else f(arg);
+void without_gil(c10::function_ref<void()> f) {
+  if (gil_releaser) gil_releaser(f);
+  else f();
 }
 
 bool needs_differentiable_backward(std::initializer_list<const at::Tensor*> operands) {

@@ -4,6 +4,7 @@
 // where the fused backward is not enough: double backward and torch.func transforms.
 #pragma once
 #include <ATen/ATen.h>
+#include <c10/util/FunctionRef.h>
 #include <optional>
 #include <string>
 
@@ -24,8 +25,8 @@ bool needs_differentiable_backward(std::initializer_list<const at::Tensor*> oper
 // autograd engine was called while holding the GIL": opcheck's test_aot_dispatch_dynamic of the
 // backward op); its worker threads may need the GIL too. The Python module installs the release
 // (python_module.cpp); the C++ library alone has no GIL and calls f as it is.
-using GilReleaser = void (*)(void (*)(void*), void*);
+using GilReleaser = void (*)(c10::function_ref<void()>);
 void set_gil_releaser(GilReleaser releaser);
-void without_gil(void (*f)(void*), void* arg);
+void without_gil(c10::function_ref<void()> f);
 
 }  // namespace sam_fused

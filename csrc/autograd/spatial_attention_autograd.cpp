@@ -85,19 +85,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> spatial_attention_bwd_autograd(
   std::optional<at::Tensor> bias_in;
   if (bias) inputs.push_back(*(bias_in = differentiable(*bias)));
   const at::Tensor out = spatial_attention_composite(inputs[0], inputs[1], bias_in, pool, return_map);
-  struct Call {
-    const at::Tensor &out, &grad;
-    const std::vector<at::Tensor>& inputs;
-    std::vector<at::Tensor> grads;
-  } call{out, grad_out, inputs, {}};
-  without_gil(
-      [](void* p) {
-        auto& c = *static_cast<Call*>(p);
-        c.grads = torch::autograd::grad({c.out}, c.inputs, {c.grad.to(c.out.scalar_type())}, /*retain_graph=*/true,
-                                        /*create_graph=*/true, /*allow_unused=*/true);
-      },
-      &call);
-  auto& grads = call.grads;
+  std::vector<at::Tensor> grads;
+  without_gil([&] {
+    grads = torch::autograd::grad({out}, inputs, {grad_out.to(out.scalar_type())}, /*retain_graph=*/true,
+                                  /*create_graph=*/true, /*allow_unused=*/true);
+  });
   for (size_t i = 0; i < grads.size(); ++i)
     if (!grads[i].defined()) grads[i] = at::zeros_like(inputs[i]);
   at::Tensor gb = bias ? grads[2] : at::zeros({1}, weight.options());
