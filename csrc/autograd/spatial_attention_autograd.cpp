@@ -46,6 +46,9 @@ class SpatialAttentionFunction : public torch::autograd::Function<SpatialAttenti
     ctx->saved_data["pool"] = pool;
     ctx->saved_data["return_map"] = return_map;
     ctx->mark_non_differentiable({pooled});
+    // pooled never has a gradient: without this the engine fills a zero tensor of its size for
+    // every backward (measured: 60 us of a 2.6 ms step at (128, 64, 64, 9) on one core).
+    ctx->set_materialize_grads(false);
     return {out, pooled};
   }
 
