@@ -420,12 +420,16 @@ inline int64_t place_map_buffers(Plan::Maps& m, const Geometry& s, int64_t R, in
   return m.off_d + align16((R + 2 * rh) * m.width * acc_bytes);  // rho, then delta, rh halo
 }
 
-// BwdMaps' plan (two-pass backward). Its blocks are issue bound (three small convs per pixel),
-// so the map rows per block minimise the busiest SM's work: ceil(blocks / SMs) blocks, each
-// kMapTileCost per tile pixel plus kMapHaloCost per pixel of the rows s is computed on (the tile
-// and its rh halo rows: the halo is computed twice). Tiles whose buffers fit the budget of a
-// resident block, else the opt-in maximum, else the buffers spill to global scratch. A test
-// override of the rows (Overrides::rows) sets the map rows too.
+// BwdMaps' plan (two-pass backward). A block's work is kMapTileCost per tile pixel plus
+// kMapHaloCost per pixel of the rows s is computed on (the tile and its rh halo rows: the halo
+// is computed twice). Its blocks are latency bound, not issue bound: on an H100 the CBAM
+// (32,64,56,56) fp32 plan of 14-row tiles (128 blocks: one 8-warp block per SM) took 24.4 us
+// where issue alone predicted 8.2, at 12% achieved occupancy (docs/gpu-results.md). So the
+// blocks an SM holds at once (resident: registers, threads, shared memory) take about as long
+// as one, and the rows minimise ceil(blocks per SM / resident) * one block's work (ties: the
+// busiest SM's total work). Tiles whose buffers fit the budget of a resident block, else the
+// opt-in maximum, else the buffers spill to global scratch. A test override of the rows
+// (Overrides::rows) sets the map rows too.
 inline void plan_maps(Plan& p, const Geometry& s, const DeviceLimits& dev, int64_t acc_bytes, int64_t budget,
                       int64_t forced_rows) {
   using namespace detail;
@@ -434,12 +438,16 @@ inline void plan_maps(Plan& p, const Geometry& s, const DeviceLimits& dev, int64
   const int64_t one_row = place_map_buffers(m, s, 1, acc_bytes);
   m.spill = one_row > dev.smem_per_block_optin;
   const int64_t limit = one_row <= budget ? budget : dev.smem_per_block_optin;
-  int64_t best = -1;
+  int64_t best = -1, best_work = -1;
   for (int64_t r = 1; r <= H; ++r) {
-    if (!m.spill && place_map_buffers(m, s, r, acc_bytes) > limit) break;
-    const int64_t blocks = s.B * ceil_div(H, r);
-    const int64_t cost = ceil_div(blocks, sms) * (kMapHaloCost * std::min(H, r + 2 * rh) + kMapTileCost * r);
-    if (best < 0 || cost < best) best = cost, m.rows = r;
+    const int64_t bytes = place_map_buffers(m, s, r, acc_bytes);
+    if (!m.spill && bytes > limit) break;
+    const int64_t per_sm = ceil_div(s.B * ceil_div(H, r), sms);
+    const int64_t by_smem = m.spill ? kBlocksPerSm : dev.smem_per_sm / (bytes + dev.smem_reserved_per_block);
+    const int64_t resident = std::max<int64_t>(1, std::min(resident_blocks(dev, p.threads), by_smem));
+    const int64_t block = kMapHaloCost * std::min(H, r + 2 * rh) + kMapTileCost * r;
+    const int64_t cost = ceil_div(per_sm, resident) * block, work = per_sm * block;
+    if (best < 0 || cost < best || (cost == best && work < best_work)) best = cost, best_work = work, m.rows = r;
   }
   if (forced_rows) m.rows = std::min(forced_rows, H);
   m.tiles = ceil_div(H, m.rows);
