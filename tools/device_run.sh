@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# On a lent GPU machine, with the bundle of tools/device_bundle.py carried in BUNDLE (.gpu/):
+#   bash tools/device_run.sh [check|sweep|ncu|all]      (default: check)
+# check: tools/gpu_check.py --skip-build (tests, parity, determinism, sanitizers, kernel times,
+#        ncu summary, benchmarks, predictions); sweep: tools/gpu_plan_sweep.py; ncu: Nsight
+#        Compute's full set (warp states, source view) of the forward and backward kernels.
+# Results go to RESULTS (default $OUT/results when the device tool gives OUT, else
+# gpu-results/device), packed as one .tar.gz per step beside a short summary. Each step fits
+# one 10-minute device command; BUDGET (s) bounds gpu-check's steps.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+BUNDLE=${BUNDLE:-.gpu}
+RESULTS=${RESULTS:-${OUT:+$OUT/results}}
+RESULTS=${RESULTS:-gpu-results/device}
+BUDGET=${BUDGET:-420}
+STEP=${1:-check}
+mkdir -p "$RESULTS"
+
+lib=$(ls "$BUNDLE"/_C*.so.xz 2>/dev/null | head -1)
+if [ -z "$lib" ]; then
+  echo "device_run: no bundle in $BUNDLE (run python tools/device_bundle.py here first)" >&2
+  exit 2
+fi
+name=$(basename "$lib" .xz)
+xz -dc "$lib" > "sam_fused/$name"
+cp "$BUNDLE/_build_info.py" sam_fused/_build_info.py
+echo "bundle: $(cat "$BUNDLE/COMMIT" 2>/dev/null), tree: $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+python3 -c "import torch, sam_fused; print('torch', torch.__version__, torch.cuda.get_device_name(0))" || exit 2
+
+pack() {  # pack STEP DIR: one archive per step, the summary beside it
+  tar -czf "$RESULTS/$1.tar.gz" -C "$(dirname "$2")" "$(basename "$2")"
+}
+
+run_check() {
+  python3 tools/gpu_check.py --skip-build --out /tmp/device/check --budget "$BUDGET" --sanitizer-timeout 120
+  local rc=$?
+  cp /tmp/device/check/summary.md "$RESULTS/check-summary.md" 2>/dev/null
+  pack check /tmp/device/check
+  return $rc
+}
+
+run_sweep() {
+  mkdir -p /tmp/device/sweep
+  timeout 540 python3 tools/gpu_plan_sweep.py --out /tmp/device/sweep/plan_sweep.json > /tmp/device/sweep/sweep.log 2>&1
+  local rc=$?
+  tail -60 /tmp/device/sweep/sweep.log > "$RESULTS/sweep-summary.txt"
+  pack sweep /tmp/device/sweep
+  return $rc
+}
+
+run_ncu() {
+  mkdir -p /tmp/device/ncu
+  # every spatial kernel of the profile driver (UCI-HAR and CBAM, forward and backward), full set:
+  # warp states, memory charts and the source view; as gpu-check's ncu step, from cudaProfilerStart
+  timeout 500 ncu --set full --import-source yes --profile-from-start off --kernel-name regex:block_program_kernel \
+    --export /tmp/device/ncu/full --force-overwrite python3 tools/gpu_profile_driver.py > /tmp/device/ncu/ncu.log 2>&1
+  local rc=$?
+  ncu --import /tmp/device/ncu/full.ncu-rep --page details > /tmp/device/ncu/details.txt 2>&1
+  grep -E "Duration|Warp Cycles Per Issued|Stall|Achieved Occupancy|Memory Throughput|block_program" \
+    /tmp/device/ncu/details.txt | head -120 > "$RESULTS/ncu-summary.txt"
+  pack ncu /tmp/device/ncu
+  return $rc
+}
+
+status=0
+case "$STEP" in
+  check) run_check || status=$? ;;
+  sweep) run_sweep || status=$? ;;
+  ncu) run_ncu || status=$? ;;
+  all) for s in check sweep ncu; do "run_$s" || status=$?; done ;;
+  *) echo "device_run: unknown step $STEP (check|sweep|ncu|all)" >&2; exit 2 ;;
+esac
+ls -la "$RESULTS"
+exit $status
