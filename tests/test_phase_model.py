@@ -29,11 +29,18 @@ CASES = [("har", (128, 64, 64, 9), torch.float32), ("har", (128, 64, 64, 9), tor
          ("cbam", (2, 12, 11, 9), torch.float32), ("cbam", (32, 256, 56, 56), torch.float32),  # two pass
          ("har", (128, 512, 8, 9), torch.float32),  # one-pass backward with x read by the reduction (not staged)
          ("har", (128, 128, 32, 9), torch.bfloat16),  # a one-wave backward grid: its staged tiles in chunks
-         ("har", (128, 512, 7, 9), torch.float32)]  # H*W odd: scalar accesses, element-wise tile reductions
+         ("har", (128, 512, 7, 9), torch.float32),  # H*W odd: scalar accesses, element-wise tile reductions
+         # a one-pass mean+max forward with halo rows (7x7 forwards take one pass only for whole samples)
+         (("mean+max", (3, 3)), (8, 64, 48, 48), torch.float32)]
+
+
+def layer_of(layer):
+    """(pool, kernel) of a CASES entry: a benchmark layer's name, or the pair itself."""
+    return pm.LAYERS[layer] if isinstance(layer, str) else layer
 
 
 def streams_of(layer, shape, dtype, backward):
-    pool, kernel = pm.LAYERS[layer]
+    pool, kernel = layer_of(layer)
     t = pm.plan_call(shape, dtype, pool, kernel, backward, H100.arch)
     two_pass_maps = backward and t.two_pass  # BwdMaps, the second launch
     c = pm.Call(shape, dtype.itemsize, pool, kernel, t.rows, t.two_pass, t.vec, t.threads, t.px,
@@ -79,7 +86,7 @@ def test_every_phase_function_of_the_main_kernels_is_in_the_table(kernel, file):
 @pytest.mark.parametrize("layer,shape,dtype", CASES)
 @pytest.mark.parametrize("backward", [False, True], ids=["fwd", "bwd"])
 def test_phase_bytes_are_the_traffic_model_bytes(layer, shape, dtype, backward):
-    pool, kernel = pm.LAYERS[layer]
+    pool, kernel = layer_of(layer)
     t = pm.plan_call(shape, dtype, pool, kernel, backward, H100.arch)
     launches = pm.launches_of_call(shape, dtype, pool, kernel, backward, H100, {})
     P, e, taps = len(pool.split("+")), dtype.itemsize, len(pool.split("+")) * kernel[0] * kernel[1]
@@ -218,7 +225,7 @@ def test_weight_grad_partials_give_every_tap_group_one_warp_over_pixel_stripes(l
     # bwd_maps.h store_weight_grad_partials: warp j takes tap groups j, j + warps, ...; its lanes
     # stride the tile pixels; every warp then runs the 5-step butterfly once per round of groups.
     # One pass in BwdMain's tiles, two pass in BwdMaps' map tiles (the second launch).
-    pool, kernel = pm.LAYERS[layer]
+    pool, kernel = layer_of(layer)
     t = pm.plan_call(shape, dtype, pool, kernel, True, H100.arch)
     rows, tiles = (t.launches[1].rows, t.launches[1].tiles) if t.two_pass else (t.rows, t.tiles)
     c = pm.Call(shape, dtype.itemsize, pool, kernel, t.rows, t.two_pass, t.vec, t.threads, t.px, rows)
@@ -251,7 +258,7 @@ def test_halo_reduction_overlaps_the_tile_copies(backward):
     # fwd.h / bwd.h run: the halo rows are reduced (from L2) between the tile's asynchronous
     # copies and copy_wait; the tile-row reduction that follows has no halo rounds
     layer, shape, dtype = CASES[0]
-    pool, kernel = pm.LAYERS[layer]
+    pool, kernel = layer_of(layer)
     t = pm.plan_call(shape, dtype, pool, kernel, backward, H100.arch)
     assert not t.two_pass
     c = pm.Call(shape, dtype.itemsize, pool, kernel, t.rows, t.two_pass, t.vec, t.threads, t.px)

@@ -58,11 +58,13 @@ def test_floors_and_predicted_time():
 
 
 def test_launch_plans_follow_the_staged_tile_budget():
-    # HAR block 1 stages its tile (one pass). 7x7 over 1024 x 9 float16 rows: the forward's
-    # 2-row tile fits (one pass), the backward's 12-row one does not (two pass); over 4096 x 9
-    # rows neither fits
+    # HAR block 1 stages its tile (one pass). 7x7: the forward takes one pass only when a whole
+    # sample is its tile, the backward when a 12-row tile fits. 64 x 14 x 9 float16 samples: both
+    # fit (one pass each); 1024 channels: a 2-row forward tile would fit, but not a whole sample
+    # (two pass), nor the backward's 12 rows; 4096: nothing fits
     assert time_model.launch_plans((128, 64, 64, 9), torch.float32, "mean", (3, 1)) == (False, False)
-    assert time_model.launch_plans((2, 1024, 14, 9), torch.float16, "mean+max", (7, 7)) == (False, True)
+    assert time_model.launch_plans((2, 64, 14, 9), torch.float16, "mean+max", (7, 7)) == (False, False)
+    assert time_model.launch_plans((2, 1024, 14, 9), torch.float16, "mean+max", (7, 7)) == (True, True)
     assert time_model.launch_plans((2, 4096, 14, 9), torch.float16, "mean+max", (7, 7)) == (True, True)
 
 

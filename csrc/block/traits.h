@@ -271,12 +271,18 @@ inline int choose_vec(const Geometry& s, int64_t rows, int64_t elem_bytes, bool 
 
 // The fewest rows of a one-pass tile (its halo is re-read from L2 by the neighbouring tiles'
 // blocks): below it, two passes over x win. The backward re-reads 2 rh halo rows of x and
-// grad_out and recomputes s, delta over them: rows >= 4 rh (re-reads <= 50%). The forward only
-// pools its rh halo rows: rows >= 2 rh / 3 (re-reads <= 3x the tile), the crossover the phase
-// model (L2 bandwidth included) puts between one pass and the two-pass extra DRAM read of x
-// over the CBAM shapes (docs/design.md §3).
-inline int64_t one_pass_min_rows(int64_t rh, bool backward) {
-  return std::max<int64_t>(1, backward ? 4 * rh : (2 * rh + 2) / 3);
+// grad_out and recomputes s, delta over them: rows >= 4 rh (re-reads <= 50%). The forward pools
+// its rh halo rows from global memory, in dependent rounds while the block waits. The phase
+// model put the crossover at rows >= 2 rh / 3 (re-reads <= 3x the tile); the first GPU run
+// (H100, docs/gpu-results.md) measured otherwise: the one-pass 7x7 forwards, tiles of 2 and 4
+// rows, reached 21-25% of copy bandwidth at CBAM (32,64,56,56) fp32 and bf16 and (32,256,56,56)
+// bf16, where the two-pass 7x7 forward at (32,256,56,56) fp32 reached 45% (67% of its own 3N
+// bytes) and the one-pass 3x1 forwards (halo 2 rows) 53-62%. So a forward with a kernel taller
+// than 3 rows takes one pass only for a whole sample (no halo), else two; a 3x1 forward any
+// tile (not yet timed against each other on a GPU: tools/gpu_plan_sweep.py does).
+inline int64_t one_pass_min_rows(int64_t rh, int64_t H, bool backward) {
+  if (backward) return std::max<int64_t>(1, 4 * rh);
+  return rh > 1 ? std::max<int64_t>(1, H) : 1;
 }
 
 // Blocks of `threads` threads that can be resident on one SM of `dev` (at most kBlocksPerSm).
@@ -373,7 +379,7 @@ inline Plan plan_launch(const Geometry& s, const DeviceLimits& dev, int64_t elem
   p.threads = o.threads ? o.threads : kThreads;
   const int64_t resident = resident_blocks(dev, p.threads);
   const int64_t optin = dev.smem_per_block_optin, budget = block_budget(dev, p.threads);
-  const int64_t rows_needed = std::min<int64_t>(s.H, one_pass_min_rows(s.kh / 2, backward));
+  const int64_t rows_needed = std::min<int64_t>(s.H, one_pass_min_rows(s.kh / 2, s.H, backward));
   auto fit = [&](bool staged, int64_t limit) {
     Plan q = p;
     q.staged = staged;
