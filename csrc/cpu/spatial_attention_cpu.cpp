@@ -615,11 +615,16 @@ template <typename scalar_t, bool CL> struct BackwardItem {
       // error (eps/2) that 1 - s would keep, which summed over the pixels showed in the bias
       // gradient; e carries only a relative one.
       conv_sigmoid_rows(prm, P, kh, kw, q, ha, hz, s.data() + r0, K, e.data());
-      for (int64_t h = ha; h < hz; ++h)
-        for (int64_t w = 0; w < W; ++w) {
-          const double ew = e[(h - ha) * W + w];
-          delta.at(0, h)[w] = A(rho[(h - ha) * W + w] * (ew / ((1.0 + ew) * (1.0 + ew))));
-        }
+      auto delta_of = [](double r, double ew) { return A(r * (ew / ((1.0 + ew) * (1.0 + ew)))); };
+      if (rw == 0) {  // unpadded rows (a kh x 1 kernel): one run, which the compiler vectorises
+        A* __restrict d = delta.at(0, ha);
+        const float* __restrict ep = e.data();
+        const double* __restrict rp = rho.data();
+        for (int64_t i = 0; i < m; ++i) d[i] = delta_of(rp[i], ep[i]);
+      } else {
+        for (int64_t h = ha; h < hz; ++h)
+          for (int64_t w = 0; w < W; ++w) delta.at(0, h)[w] = delta_of(rho[(h - ha) * W + w], e[(h - ha) * W + w]);
+      }
     } else {
       conv_sigmoid_rows(prm, P, kh, kw, q, ha, hz, s.data() + r0, K);
       for (int64_t h = ha; h < hz; ++h)
