@@ -310,6 +310,29 @@ SAM_FUSED_SIMD_INLINE void conv_run(const float* w, float bias, int64_t taps, co
   }
 }
 
+// conv_run with the tap count known at compile time (the HAR layer's 3x1 over one or two maps):
+// the tap loop unrolls, offsets and weights stay in registers, whole vectors take plain loads
+// and the tail the masked ones. The same operations in the same order: the same bits.
+template <int TAPS>
+SAM_FUSED_SIMD_INLINE void conv_run_fixed(const float* w, float bias, const int64_t* off, const float* q, int64_t n,
+                                          float* s, float* e) {
+  int64_t o[TAPS];
+  for (int t = 0; t < TAPS; ++t) o[t] = off[t];
+  auto step = [&](int64_t k, auto load, auto store) {
+    typename V::Wide acc = V::wide_set1(bias);
+    for (int t = 0; t < TAPS; ++t) acc = V::wide_fmadd(w[t], load(q + o[t] + k), acc);
+    const R ek = exp_minus(V::narrow(acc));
+    store(s + k, V::div(V::set1(1.f), V::add(V::set1(1.f), ek)));
+    if (e) store(e + k, ek);
+  };
+  int64_t k = 0;
+  for (; k + N <= n; k += N) step(k, [](const float* a) { return V::load(a); }, [](float* a, R v) { V::store(a, v); });
+  if (k < n) {
+    const int64_t kk = n - k;
+    step(k, [kk](const float* a) { return V::load_k(a, kk); }, [kk](float* a, R v) { V::store_k(a, v, kk); });
+  }
+}
+
 void conv_sigmoid(const float* w, float bias, int64_t P, int64_t kh, int64_t kw, const float* q, int64_t plane,
                   int64_t row, int64_t rows, int64_t W, float* s, float* e) {
   const int64_t taps = P * kh * kw;
@@ -317,6 +340,8 @@ void conv_sigmoid(const float* w, float bias, int64_t P, int64_t kh, int64_t kw,
   for (int64_t p = 0; p < P; ++p)
     for (int64_t i = 0; i < kh; ++i)
       for (int64_t j = 0; j < kw; ++j) off[(p * kh + i) * kw + j] = p * plane + i * row + j;
+  if (row == W && taps == 3) return conv_run_fixed<3>(w, bias, off.get(), q, rows * W, s, e);  // 3x1, one map
+  if (row == W && taps == 6) return conv_run_fixed<6>(w, bias, off.get(), q, rows * W, s, e);  // 3x1, two maps
   if (row == W) return conv_run(w, bias, taps, off.get(), q, rows * W, s, e);  // unpadded: one run
   for (int64_t r = 0; r < rows; ++r) conv_run(w, bias, taps, off.get(), q + r * row, W, s + r * W, e ? e + r * W : e);
 }
