@@ -96,6 +96,23 @@ def test_one_pass_keeps_two_blocks_per_sm(arch):
     assert t.launches[0].smem + RESERVED_PER_BLOCK <= LIMITS[arch][1] // 2
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_tall_kernel_forwards_take_one_pass_only_for_whole_samples(arch, dtype):
+    # traits.h one_pass_min_rows: a forward whose kernel is taller than 3 rows pools its halo rows
+    # from global memory in dependent rounds (measured on an H100: 21-25% of copy bandwidth for
+    # one-pass 7x7 tiles of 2 and 4 rows), so it stages a tile only when the tile is a whole sample
+    for shape in [(32, 64, 56, 56), (32, 256, 56, 56), (8, 64, 40, 40)]:  # a sample does not fit: two pass
+        t, _ = plan(shape, dtype, "mean+max", (7, 7), False, arch=arch)
+        assert t.two_pass, shape
+    for kernel in [(5, 5), (7, 7), (5, 1)]:
+        t, _ = plan((32, 32, 14, 14), dtype, "mean+max", kernel, False, arch=arch)  # a sample: 12.5-25 KB
+        assert not t.two_pass and t.rows == 14 and t.tiles == 1, kernel
+    for shape in HAR_SHAPES:  # 3x1: one pass on tiles of any height
+        t, _ = plan(shape, dtype, "mean", (3, 1), False, arch=arch)
+        assert not t.two_pass, shape
+
+
 HAR_SHAPES = [(128, 64, 64, 9), (128, 128, 32, 9), (128, 256, 16, 9), (128, 512, 8, 9)]
 
 
