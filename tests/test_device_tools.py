@@ -1,5 +1,5 @@
-"""The tools that carry a prebuilt extension to a lent GPU machine (tools/device_bundle.py,
-tools/device_run.sh): the parts that run without a GPU or a build."""
+"""The tools for a lent GPU machine (tools/device_bundle.py, tools/device_run.sh, the sanitizer
+driver): the parts that run without a GPU or a build."""
 import os
 import subprocess
 import sys
@@ -22,3 +22,12 @@ def test_device_bundle_help():
     r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "device_bundle.py"), "--help"],
                        capture_output=True, text=True)
     assert r.returncode == 0 and "--torch" in r.stdout and "--arch" in r.stdout
+
+
+def test_sanitizer_driver_covers_every_required_plan_feature():
+    # the compute-sanitizer driver checks its plan coverage only when run (on a GPU machine, with
+    # device minutes counting); --plans-only runs that check here, through the CPU emulation
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "gpu_sanitize_driver.py"), "--plans-only"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "fwd halo" in r.stdout and "fwd two pass" in r.stdout

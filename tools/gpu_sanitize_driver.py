@@ -33,6 +33,7 @@ CASES = (
     ((2, 16, 13, 9), (3, 1), (False, True)),   # one pass, odd W (scalar), partial last tile
     ((2, 8, 16, 8), (7, 7), (False, True)),    # one pass, 128-bit vectors
     ((2, 1024, 14, 9), (7, 7), (False,)),      # 1024 x 9 rows: two-pass backward (and fp64 forward)
+    ((1, 64, 40, 9), (3, 1), (False,)),        # one-pass forward of several tiles: halo rows from global memory
     ((1, 3, 1, 1), (3, 3), (False, True)),     # H = W = 1
     ((0, 4, 5, 3), (3, 1), (False,)),          # empty batch: no launch
 )
@@ -40,7 +41,7 @@ CASES = (
 POINTWISE_SHAPES = ((3, 5, 7, 9), (2, 16, 8, 8), (2, 16, 17, 9))
 POINTWISE_LAYOUTS = ("contiguous", "channels_last", "misaligned")
 TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}
-REQUIRED = {"fwd one pass", "fwd two pass", "bwd one pass", "bwd two pass", "partial tile", "vec", "scalar",
+REQUIRED = {"fwd one pass", "fwd two pass", "bwd one pass", "bwd two pass", "fwd halo", "partial tile", "vec", "scalar",
             "channels_last", "contiguous", "pointwise vec", "pointwise scalar", "pointwise tail",
             "pointwise several blocks"}
 
@@ -57,6 +58,8 @@ def plan_features(x, weight, bias, pool, return_map, channels_last):
         features.add("vec" if t.vec > 1 else "scalar")
         if t.rows * t.tiles > x.shape[2]:
             features.add("partial tile")
+        if name == "fwd" and not t.two_pass and t.tiles > 1 and weight.shape[2] > 1:
+            features.add("fwd halo")  # a staged tile's halo rows, pooled from global memory
     features.add("channels_last" if channels_last else "contiguous")
     return features
 
