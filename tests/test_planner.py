@@ -281,7 +281,7 @@ def test_cbam_batch_8_plans_as_batch_32(c_hw, dtype, channels_last):
     """tests/test_cuda.py runs its CBAM parity at batch 8 to save GPU time, standing for the
     batch-32 workloads: each block's plan (passes, rows, threads, staging, spill) is the same,
     only the grid is smaller. Not BwdMaps' tile height: it fills the SMs' resident blocks, so it
-    follows the grid (7 rows at batch 32, 2 at batch 8); test_bwd_maps_emulation.py checks the
+    follows the grid (56 x 56 maps: 7 rows at batch 32, 2 at batch 8); test_bwd_maps_emulation.py checks the
     map kernel's results over tile heights against the one-pass backward's."""
     c, hw = c_hw
 
