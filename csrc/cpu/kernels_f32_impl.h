@@ -292,45 +292,40 @@ SAM_FUSED_SIMD_INLINE R exp_minus(R a) {
   return exp_clamped(V::max(V::set1(-87.3f), V::min(V::set1(88.3f), V::sub(V::zero(), a))));
 }
 
+// f(k, load, store) for the vectors of a run of n elements: the whole vectors with plain loads
+// and stores, then the tail (fewer than N lanes) with masked ones, which load the same lanes:
+// the masks stay out of the loop.
+template <class F> SAM_FUSED_SIMD_INLINE void each_vector(int64_t n, F&& f) {
+  int64_t k = 0;
+  for (; k + N <= n; k += N) f(k, [](const float* a) { return V::load(a); }, [](float* a, R v) { V::store(a, v); });
+  if (k < n) {
+    const int64_t kk = n - k;
+    f(k, [kk](const float* a) { return V::load_k(a, kk); }, [kk](float* a, R v) { V::store_k(a, v, kk); });
+  }
+}
+
 // s[k] = sigmoid(bias + sum of the taps at q + off[t] + k), k < n, the taps in the order of
 // sam_fused::conv_pixel, summed in double and rounded to float once before the sigmoid. The
 // taps of a conv over the pooled maps cancel heavily (a 7x7 conv of two maps: 98 terms whose
 // magnitudes add up to many times the result's), so a float sum carried errors of several ulp
 // of s, which the bias gradient (a sum of s(1-s) over every pixel) added up; the conv is a
-// small part of the work.
+// small part of the work. TAPS > 0: the tap count at compile time (the HAR layer's 3x1 over one
+// or two maps), so the tap loop unrolls; 0: `taps` at run time. The same operations either way.
+template <int TAPS = 0>
 SAM_FUSED_SIMD_INLINE void conv_run(const float* w, float bias, int64_t taps, const int64_t* off, const float* q,
                                     int64_t n, float* s, float* e) {
-  for (int64_t k = 0; k < n; k += N) {
-    const int64_t kk = std::min(N, n - k);
+  const int64_t nt = TAPS > 0 ? TAPS : taps;
+  int64_t o[TAPS > 0 ? TAPS : 1];  // TAPS > 0: the offsets in registers, loaded once
+  if constexpr (TAPS > 0)
+    for (int t = 0; t < TAPS; ++t) o[t] = off[t];
+  const int64_t* const offset = TAPS > 0 ? o : off;
+  each_vector(n, [&](int64_t k, auto load, auto store) {
     typename V::Wide acc = V::wide_set1(bias);
-    for (int64_t t = 0; t < taps; ++t) acc = V::wide_fmadd(w[t], V::load_k(q + off[t] + k, kk), acc);
-    const R ek = exp_minus(V::narrow(acc));
-    V::store_k(s + k, V::div(V::set1(1.f), V::add(V::set1(1.f), ek)), kk);
-    if (e) V::store_k(e + k, ek, kk);
-  }
-}
-
-// conv_run with the tap count known at compile time (the HAR layer's 3x1 over one or two maps):
-// the tap loop unrolls, offsets and weights stay in registers, whole vectors take plain loads
-// and the tail the masked ones. The same operations in the same order: the same bits.
-template <int TAPS>
-SAM_FUSED_SIMD_INLINE void conv_run_fixed(const float* w, float bias, const int64_t* off, const float* q, int64_t n,
-                                          float* s, float* e) {
-  int64_t o[TAPS];
-  for (int t = 0; t < TAPS; ++t) o[t] = off[t];
-  auto step = [&](int64_t k, auto load, auto store) {
-    typename V::Wide acc = V::wide_set1(bias);
-    for (int t = 0; t < TAPS; ++t) acc = V::wide_fmadd(w[t], load(q + o[t] + k), acc);
+    for (int64_t t = 0; t < nt; ++t) acc = V::wide_fmadd(w[t], load(q + offset[t] + k), acc);
     const R ek = exp_minus(V::narrow(acc));
     store(s + k, V::div(V::set1(1.f), V::add(V::set1(1.f), ek)));
     if (e) store(e + k, ek);
-  };
-  int64_t k = 0;
-  for (; k + N <= n; k += N) step(k, [](const float* a) { return V::load(a); }, [](float* a, R v) { V::store(a, v); });
-  if (k < n) {
-    const int64_t kk = n - k;
-    step(k, [kk](const float* a) { return V::load_k(a, kk); }, [kk](float* a, R v) { V::store_k(a, v, kk); });
-  }
+  });
 }
 
 void conv_sigmoid(const float* w, float bias, int64_t P, int64_t kh, int64_t kw, const float* q, int64_t plane,
@@ -340,67 +335,47 @@ void conv_sigmoid(const float* w, float bias, int64_t P, int64_t kh, int64_t kw,
   for (int64_t p = 0; p < P; ++p)
     for (int64_t i = 0; i < kh; ++i)
       for (int64_t j = 0; j < kw; ++j) off[(p * kh + i) * kw + j] = p * plane + i * row + j;
-  if (row == W && taps == 3) return conv_run_fixed<3>(w, bias, off.get(), q, rows * W, s, e);  // 3x1, one map
-  if (row == W && taps == 6) return conv_run_fixed<6>(w, bias, off.get(), q, rows * W, s, e);  // 3x1, two maps
+  if (row == W && taps == 3) return conv_run<3>(w, bias, taps, off.get(), q, rows * W, s, e);  // 3x1, one map
+  if (row == W && taps == 6) return conv_run<6>(w, bias, taps, off.get(), q, rows * W, s, e);  // 3x1, two maps
   if (row == W) return conv_run(w, bias, taps, off.get(), q, rows * W, s, e);  // unpadded: one run
   for (int64_t r = 0; r < rows; ++r) conv_run(w, bias, taps, off.get(), q + r * row, W, s + r * W, e ? e + r * W : e);
 }
 
 // conv_backward over one run of n elements (rows*W when no row is padded, else one row):
 // per-lane double partials of each dw sum in acc ([taps + 1][N]), added up by the caller.
-SAM_FUSED_SIMD_INLINE void conv_backward_run(const float* w, int64_t P, int64_t kh, int64_t kw, const float* delta,
+// P0, KH0, KW0 > 0: the kernel shape at compile time (the HAR layer's 3x1 over one or two maps),
+// so the tap loops unroll and the weights stay in registers: with the shape at run time the
+// loop control and addressing of a tap cost about three times its arithmetic (callgrind, AVX2,
+// (16,64,64,9): 21 instructions a pixel for the 3x1 backward conv). 0: P, kh, kw at run time.
+// The same operations in the same order either way.
+template <int P0 = 0, int KH0 = 0, int KW0 = 0>
+SAM_FUSED_SIMD_INLINE void conv_backward_run(const float* w, int64_t P_, int64_t kh_, int64_t kw_, const float* delta,
                                              int64_t drow, const float* q, int64_t qplane, int64_t qrow, int64_t n,
                                              float* const* gamma, double* acc) {
+  constexpr bool fixed = P0 > 0 && KH0 > 0 && KW0 > 0;
+  const int64_t P = fixed ? P0 : P_, kh = fixed ? KH0 : kh_, kw = fixed ? KW0 : kw_;
   const int64_t rh = kh / 2, rw = kw / 2, taps = P * kh * kw;
-  for (int64_t k = 0; k < n; k += N) {
-    const int64_t kk = std::min(N, n - k);
-    const R d = V::load_k(delta + k, kk);
+  R wt[fixed ? P0 * KH0 * KW0 : 1];
+  if constexpr (fixed)
+    for (int t = 0; t < P0 * KH0 * KW0; ++t) wt[t] = V::set1(w[t]);
+  auto weight = [&](int64_t t) {
+    if constexpr (fixed) return wt[t];
+    else return V::set1(w[t]);
+  };
+  each_vector(n, [&](int64_t k, auto load, auto store) {
+    const R d = load(delta + k);
     V::mul_to_double(acc + taps * N, d, V::set1(1.f));
     for (int64_t p = 0; p < P; ++p) {
       R gacc = V::zero();
       for (int64_t i = 0; i < kh; ++i)
         for (int64_t j = 0; j < kw; ++j) {
           const int64_t t = (p * kh + i) * kw + j;
-          gacc = V::fmadd(V::set1(w[t]), V::load_k(delta + (rh - i) * drow + rw - j + k, kk), gacc);
-          V::mul_to_double(acc + t * N, d, V::load_k(q + p * qplane + (i - rh) * qrow + j - rw + k, kk));
+          gacc = V::fmadd(weight(t), load(delta + (rh - i) * drow + rw - j + k), gacc);
+          V::mul_to_double(acc + t * N, d, load(q + p * qplane + (i - rh) * qrow + j - rw + k));
         }
-      V::store_k(gamma[p] + k, gacc, kk);
-    }
-  }
-}
-
-// conv_backward_run for a kernel shape known at compile time, over one unpadded run (a kh x 1
-// kernel: the HAR layer's 3x1). The tap loops unroll and the weights stay in registers: with the
-// shape at run time the loop control and addressing of each tap cost about three times its
-// arithmetic (callgrind, AVX2, (16,64,64,9): 21 instructions a pixel for the 3x1 backward conv).
-// Whole vectors first, then the tail; every tap's operations as conv_backward_run's, in its
-// order: the same bits.
-template <int P, int KH>
-SAM_FUSED_SIMD_INLINE void conv_backward_column_run(const float* w, const float* delta, int64_t drow, const float* q,
-                                                    int64_t qplane, int64_t qrow, int64_t n, float* const* gamma,
-                                                    double* acc) {
-  constexpr int rh = KH / 2, taps = P * KH;
-  R wt[taps];
-  for (int t = 0; t < taps; ++t) wt[t] = V::set1(w[t]);
-  auto step = [&](int64_t k, auto load, auto store) {
-    const R d = load(delta + k);
-    V::mul_to_double(acc + taps * N, d, V::set1(1.f));
-    for (int p = 0; p < P; ++p) {
-      R gacc = V::zero();
-      for (int i = 0; i < KH; ++i) {
-        const int t = p * KH + i;
-        gacc = V::fmadd(wt[t], load(delta + (rh - i) * drow + k), gacc);
-        V::mul_to_double(acc + t * N, d, load(q + p * qplane + (i - rh) * qrow + k));
-      }
       store(gamma[p] + k, gacc);
     }
-  };
-  int64_t k = 0;
-  for (; k + N <= n; k += N) step(k, [](const float* a) { return V::load(a); }, [](float* a, R v) { V::store(a, v); });
-  if (k < n) {
-    const int64_t kk = n - k;
-    step(k, [kk](const float* a) { return V::load_k(a, kk); }, [kk](float* a, R v) { V::store_k(a, v, kk); });
-  }
+  });
 }
 
 void conv_backward(const float* w, int64_t P, int64_t kh, int64_t kw, const float* delta, int64_t drow, const float* q,
@@ -410,9 +385,9 @@ void conv_backward(const float* w, int64_t P, int64_t kh, int64_t kw, const floa
   std::fill(acc.get(), acc.get() + (taps + 1) * N, 0.0);
   const bool unpadded = drow == W && qrow == W;  // the band is one run
   if (unpadded && kw == 1 && kh == 3 && P == 1) {
-    conv_backward_column_run<1, 3>(w, delta, drow, q, qplane, qrow, rows * W, gamma, acc.get());
+    conv_backward_run<1, 3, 1>(w, P, kh, kw, delta, drow, q, qplane, qrow, rows * W, gamma, acc.get());
   } else if (unpadded && kw == 1 && kh == 3 && P == 2) {
-    conv_backward_column_run<2, 3>(w, delta, drow, q, qplane, qrow, rows * W, gamma, acc.get());
+    conv_backward_run<2, 3, 1>(w, P, kh, kw, delta, drow, q, qplane, qrow, rows * W, gamma, acc.get());
   } else if (unpadded) {
     conv_backward_run(w, P, kh, kw, delta, drow, q, qplane, qrow, rows * W, gamma, acc.get());
   } else {
