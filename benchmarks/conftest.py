@@ -309,8 +309,9 @@ def pytest_terminal_summary(terminalreporter, config):
     # pytest-benchmark wrote the JSON in pytest_sessionfinish, which runs before this hook; an
     # older file (nothing was timed this session, e.g. --collect-only) is not reported.
     json_path = config.getoption("benchmark_json", None)
-    if hasattr(json_path, "flush"):  # --benchmark-json on the command line: an open file
-        json_path.flush()
+    if hasattr(json_path, "flush"):  # --benchmark-json on the command line: a file, open or not
+        if not json_path.closed:  # some pytest-benchmark versions close it after writing
+            json_path.flush()
         json_path = json_path.name
     if (json_path is None or not Path(json_path).is_file()
             or Path(json_path).stat().st_mtime < config._sam_session_start):

@@ -672,11 +672,12 @@ def launch_kinds(backward: bool, two_pass: bool) -> list[int]:
     return [0, 3, 1] if two_pass else [1, 2]  # two pass: BwdMain's first blocks sum the weight gradient
 
 
-def plan_call(shape, dtype, pool: str, kernel: tuple, backward: bool, arch: str):
-    """The launches of one call as the CUDA op plans them (sam_fused.emulation.plan)."""
+def plan_call(shape, dtype, pool: str, kernel: tuple, backward: bool, arch: str, variant: int = 0):
+    """The launches of one call as the CUDA op plans them (sam_fused.emulation.plan), or as a
+    test variant (sam_fused.emulation's ONE_PASS_* constants) forces them."""
     from sam_fused import emulation
 
-    t, _ = emulation.plan(shape, dtype, pool, kernel, backward, arch=arch)
+    t, _ = emulation.plan(shape, dtype, pool, kernel, backward, arch=arch, variant=variant)
     return t
 
 

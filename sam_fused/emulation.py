@@ -20,8 +20,8 @@ ONE_PASS, TWO_PASS = 1, 2
 # one pass with the backward's x tile staged beside grad_out's / not staged (traits.h Plan::staged_x);
 # ONE_PASS leaves that choice to the planner
 ONE_PASS_STAGED_X, ONE_PASS_UNSTAGED_X = 3, 4
-# one pass, the staged tile copied as one chunk (traits.h Plan::chunks = 1) instead of the planner's
-ONE_PASS_ONE_CHUNK = 5
+# one pass, the staged tile copied in chunks (traits.h plan_chunks) where the planner copies it as one
+ONE_PASS_CHUNKED = 5
 ARCHS = ("sm_80", "sm_86", "sm_89", "sm_90", "sm_100", "sm_120")
 DEFAULT_ARCH = "sm_90"
 

@@ -6,7 +6,7 @@ W = 1, H = 1, several reduction rounds, NHWC with C > 32)."""
 import pytest
 import torch
 
-from sam_fused.emulation import (ONE_PASS_ONE_CHUNK, ONE_PASS_STAGED_X, ONE_PASS_UNSTAGED_X, TWO_PASS, emulate_bwd,
+from sam_fused.emulation import (ONE_PASS_CHUNKED, ONE_PASS_STAGED_X, ONE_PASS_UNSTAGED_X, TWO_PASS, emulate_bwd,
                                  emulate_fwd, emulated_results)
 from helpers import (POOLS, REF_DTYPE, TOLERANCE, assert_close_scaled, assert_results_close, make_grad, make_input,
                      make_pair, module_results)
@@ -89,7 +89,7 @@ def test_dtypes_vectorised(dtype, layout, variant, pool):
 VECTOR_SUM_CASES = [((1, 3, 10, 68), 10, 64), ((2, 20, 6, 12), 6, 64), ((2, 37, 4, 20), 4, 256)]
 
 
-@pytest.mark.parametrize("variant", [ONE_PASS_UNSTAGED_X, ONE_PASS_STAGED_X, ONE_PASS_ONE_CHUNK])
+@pytest.mark.parametrize("variant", [ONE_PASS_UNSTAGED_X, ONE_PASS_STAGED_X, ONE_PASS_CHUNKED])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("case", range(len(VECTOR_SUM_CASES)))
 def test_vector_sums(case, dtype, variant):
@@ -157,8 +157,8 @@ def test_chunked_staging_changes_no_bits(case, backward, pool):
     ref, weight, b = make_pair(pool, kernel, True, False, x.dtype)
     grad_out = make_grad(shape, x.dtype)
     kw = dict(rows=rows, threads=threads)
-    chunked, _, tf, tb = emulated_results(x, weight, b, pool, False, grad_out, variant=ONE_PASS_STAGED_X, **kw)
-    whole, _, tf1, tb1 = emulated_results(x, weight, b, pool, False, grad_out, variant=ONE_PASS_ONE_CHUNK, **kw)
+    chunked, _, tf, tb = emulated_results(x, weight, b, pool, False, grad_out, variant=ONE_PASS_CHUNKED, **kw)
+    whole, _, tf1, tb1 = emulated_results(x, weight, b, pool, False, grad_out, variant=ONE_PASS_UNSTAGED_X, **kw)
     t, t1 = (tb, tb1) if backward else (tf, tf1)
     assert t1.chunk_rows == t1.rows and t.rows == t1.rows
     for name in (("x", "weight", "bias") if backward else ("out",)):
@@ -171,6 +171,6 @@ def test_chunked_staging_is_exercised():
     for shape, kernel, rows, threads in CASES:
         x = make_input(shape, torch.float32, "contiguous")
         _, weight, b = make_pair("mean", kernel, True, False, x.dtype)
-        _, _, t = emulate_fwd(x, weight, b, "mean", False, variant=ONE_PASS_STAGED_X, rows=rows, threads=threads)
+        _, _, t = emulate_fwd(x, weight, b, "mean", False, variant=ONE_PASS_CHUNKED, rows=rows, threads=threads)
         counts.append(-(-t.rows // t.chunk_rows))
     assert max(counts) >= 3 and min(counts) == 1, counts

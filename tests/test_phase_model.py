@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sam_fused.emulation import emulate_bwd, emulate_fwd
+from sam_fused.emulation import ONE_PASS_CHUNKED, ONE_PASS_STAGED_X, emulate_bwd, emulate_fwd
 from helpers import make_grad, make_input, make_pair
 
 BENCH = Path(__file__).parents[1] / "benchmarks"
@@ -22,16 +22,23 @@ import time_model  # noqa: E402
 
 BLOCK = Path(__file__).parents[1] / "csrc" / "block"
 H100 = pm.CARDS["H100"]
-# one-pass and two-pass plans of both directions, mean and mean+max, fp32 and bf16, the backward's x
-# tile staged and not
+# one-pass and two-pass plans of both directions, mean and mean+max, fp32 and bf16
 CASES = [("har", (128, 64, 64, 9), torch.float32), ("har", (128, 64, 64, 9), torch.bfloat16),
          ("cbam", (32, 64, 56, 56), torch.float32), ("cbam", (32, 64, 56, 56), torch.bfloat16),
          ("cbam", (2, 12, 11, 9), torch.float32), ("cbam", (32, 256, 56, 56), torch.float32),  # two pass
-         ("har", (128, 512, 8, 9), torch.float32),  # one-pass backward with x read by the reduction (not staged)
-         ("har", (128, 128, 32, 9), torch.bfloat16),  # a one-wave backward grid: its staged tiles in chunks
+         ("har", (128, 512, 8, 9), torch.float32),
+         ("har", (128, 128, 32, 9), torch.bfloat16),
          ("har", (128, 512, 7, 9), torch.float32),  # H*W odd: scalar accesses, element-wise tile reductions
          # a one-pass mean+max forward with halo rows (7x7 forwards take one pass only for whole samples)
          (("mean+max", (3, 3)), (8, 64, 48, 48), torch.float32)]
+
+
+# plans only a test variant makes (the planner neither stages the backward's x tile nor chunks a
+# staged tile): (layer, shape, dtype, variant)
+VARIANT_CASES = [("har", (128, 64, 64, 9), torch.bfloat16, ONE_PASS_STAGED_X),
+                 ("har", (128, 64, 64, 9), torch.float32, ONE_PASS_STAGED_X),
+                 (("mean+max", (3, 3)), (8, 64, 48, 48), torch.float32, ONE_PASS_STAGED_X),
+                 ("har", (128, 128, 32, 9), torch.bfloat16, ONE_PASS_CHUNKED)]  # a one-wave grid: in chunks
 
 
 def layer_of(layer):
@@ -39,9 +46,9 @@ def layer_of(layer):
     return pm.LAYERS[layer] if isinstance(layer, str) else layer
 
 
-def streams_of(layer, shape, dtype, backward):
+def streams_of(layer, shape, dtype, backward, variant=0):
     pool, kernel = layer_of(layer)
-    t = pm.plan_call(shape, dtype, pool, kernel, backward, H100.arch)
+    t = pm.plan_call(shape, dtype, pool, kernel, backward, H100.arch, variant)
     two_pass_maps = backward and t.two_pass  # BwdMaps, the second launch
     c = pm.Call(shape, dtype.itemsize, pool, kernel, t.rows, t.two_pass, t.vec, t.threads, t.px,
                 t.launches[1].rows if two_pass_maps else 0, t.staged_x, t.chunk_rows, t.sum_slots)
@@ -60,7 +67,8 @@ def streams_of(layer, shape, dtype, backward):
 def test_every_loop_has_one_table_entry_pointing_at_the_code():
     listed = {(k, loop) for k, loops in pm.KERNEL_LOOPS.items() for loop in loops}
     assert set(pm.LOOPS) == listed
-    used = set().union(*(streams_of(layer, shape, dtype, b) for layer, shape, dtype in CASES for b in (False, True)))
+    cases = [(*case, 0) for case in CASES] + VARIANT_CASES
+    used = set().union(*(streams_of(*case[:3], b, case[3]) for case in cases for b in (False, True)))
     assert used == listed  # the phase builders use exactly the listed loops
     for key, entry in pm.LOOPS.items():
         assert all(n >= 1 for n in entry.flight) and all(i > 0 for i in entry.instr) and entry.why, key

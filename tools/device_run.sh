@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # On a lent GPU machine, with the bundle of tools/device_bundle.py carried in BUNDLE (.gpu/):
-#   bash tools/device_run.sh [check|sweep|ncu|all]      (default: check)
+#   bash tools/device_run.sh [short|check|sweep|ncu|all]      (default: check)
+# short: what a 15-minute lease allows in one ~9-minute command: the CUDA tests, parity,
+#        determinism, memcheck and racecheck side by side (<= 200 s), the plan sweep (<= 150 s),
+#        then kernel times beside eager, clone and torch.compile for CBAM 64ch (<= 180 s).
 # check: tools/gpu_check.py --skip-build (tests, parity, determinism, sanitizers, kernel times,
 #        ncu summary, benchmarks, predictions); sweep: tools/gpu_plan_sweep.py; ncu: Nsight
 #        Compute's full set (warp states, source view) of the forward and backward kernels.
@@ -62,13 +65,41 @@ run_ncu() {
   return $rc
 }
 
+run_short() {
+  local d=/tmp/device/short py=python3 rc=0
+  mkdir -p $d
+  bg() {  # bg NAME LIMIT CMD...: one check in the background, its exit status at the end of its log
+    local name=$1 limit=$2; shift 2
+    ( timeout "$limit" "$@" > "$d/$name.log" 2>&1; echo "exit status $?" >> "$d/$name.log" ) &
+  }
+  bg tests 200 $py -m pytest tests/test_cuda.py -q -p no:cacheprovider -rs -m "not slow" --durations=10
+  bg parity 150 $py -m sam_fused.check --device cuda --dtype float32 --dtype float64 --dtype float16 --dtype bfloat16
+  bg determinism 150 $py tools/gpu_determinism.py
+  for tool in memcheck racecheck; do
+    bg "$tool" 170 env PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool $tool --report-api-errors no \
+      --error-exitcode 1 $py tools/gpu_sanitize_driver.py
+  done
+  wait
+  timeout 150 $py tools/gpu_plan_sweep.py --time-limit 120 --out $d/plan_sweep.json > $d/sweep.log 2>&1
+  echo "exit status $?" >> $d/sweep.log
+  timeout 180 $py tools/gpu_kernel_times.py --out $d/kernel_times.md --compile "CBAM 64ch" > $d/times.log 2>&1
+  echo "exit status $?" >> $d/times.log
+  for f in tests parity determinism memcheck racecheck sweep times; do
+    echo "=== $f"; tail -25 "$d/$f.log"
+    grep -q "exit status 0$" "$d/$f.log" || rc=1
+  done > "$RESULTS/short-summary.txt"
+  pack short $d
+  return $rc
+}
+
 status=0
 case "$STEP" in
+  short) run_short || status=$? ;;
   check) run_check || status=$? ;;
   sweep) run_sweep || status=$? ;;
   ncu) run_ncu || status=$? ;;
   all) for s in check sweep ncu; do "run_$s" || status=$?; done ;;
-  *) echo "device_run: unknown step $STEP (check|sweep|ncu|all)" >&2; exit 2 ;;
+  *) echo "device_run: unknown step $STEP (short|check|sweep|ncu|all)" >&2; exit 2 ;;
 esac
 ls -la "$RESULTS"
 exit $status

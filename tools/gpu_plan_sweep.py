@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gpu_kernel_times import CASES, case_inputs, per_call_us  # noqa: E402
 
-VARIANTS = {0: "auto", 1: "1-pass", 2: "2-pass", 3: "1-pass x staged", 4: "1-pass x unstaged", 5: "1-pass 1 chunk"}
+VARIANTS = {0: "auto", 1: "1-pass", 2: "2-pass", 3: "1-pass x staged", 4: "1-pass x unstaged", 5: "1-pass chunked"}
 ROWS = (0, 1, 2, 4, 8, 16, 32)
 THREADS = (0, 128, 256, 512)
 

@@ -17,6 +17,10 @@ namespace sam_fused::block {
 // kRegsPerThread (65536 / (256 * 2)) and their blocks at kMaxThreads threads.
 constexpr int kThreads = 256;                 // threads per block (power of two, >= 64)
 constexpr int kMaxThreads = 256;              // most threads a block may be launched with
+// The two-pass forward (FwdPool, FwdMain) runs blocks of half as many threads over tiles of half
+// as many elements: on an H100 its CBAM plans ran 1.05-1.34x faster than at 256 threads, rows
+// chosen alike (tools/gpu_plan_sweep.py, docs/gpu-results.md).
+constexpr int kTwoPassForwardThreads = 128;
 // Elements of x per block worth one block's fixed costs: the forward moves 2 bytes per element of
 // x, the backward 3 (and with Plan::staged_x stages two tiles), so its blocks take half as many
 // and a UCI-HAR grid becomes about two waves whose blocks overlap their phases (the phase model,
@@ -32,9 +36,8 @@ constexpr int kReduceThreads = 128;           // DwReduce: one warp per weight-g
 constexpr int kChannelUnroll = 8;
 // The one-pass backward's rho over its tile rows with x read from global memory (g staged):
 // only x is in flight, so fp32 takes twice the channels ahead (BwdMain 72 -> 96 registers, 87 now, still
-// two blocks per SM). 16-bit data keeps kChannelUnroll: its grids are short of blocks rather than
-// of loads per thread (x is staged there, Plan::staged_x), and the registers would cost the
-// PAMAP2 / USC-HAD bf16 backward a resident block (phase model: 85% -> 68% at (128,64,256,6)).
+// two blocks per SM). 16-bit data keeps kChannelUnroll: the registers would cost the PAMAP2 /
+// USC-HAD bf16 backward a resident block (phase model: 85% -> 68% at (128,64,256,6)).
 constexpr int kRhoUnroll = 16;
 constexpr int kStreamUnroll = 4;
 // Channel sums over a staged NCHW tile by 16-byte vectors (channel_sum_vectors): channels a
@@ -45,10 +48,12 @@ template <typename T> constexpr int kSumUnroll16 = sizeof(T) == 2 ? 2 : kSumUnro
 // plan_sum_slots' costs, SASS instructions (sm_90, benchmarks/phase_loops.py): about 2 per
 // element of a channel's vector, 6 per slot merged, 22-35 per pixel merged (index, emit).
 constexpr int64_t kSumElemCost = 2, kSumSlotCost = 6, kSumPixelCost = 30;
-// A staged tile arrives in up to this many chunks of rows (Plan::chunks), each its own group of
-// asynchronous copies: the channel reduction of chunk k runs while the later chunks land, so
-// only the last chunk's reduction follows the staging (docs/design.md §3). Bounded by the
-// groups cp.async.wait_group can name (an immediate) and by one wait and barrier per chunk.
+// A staged tile can arrive in up to this many chunks of rows (Plan::chunks), each its own group
+// of asynchronous copies: the channel reduction of chunk k runs while the later chunks land.
+// Bounded by the groups cp.async.wait_group can name (an immediate) and by one wait and barrier
+// per chunk. The planner stages one chunk: on an H100 the chunked UCI-HAR tiles ran 1.05-1.38x
+// slower than the same tiles as one chunk (docs/gpu-results.md); Variant::kOnePassChunked keeps
+// the chunks for tests and tuning.
 constexpr int kStageChunks = 4;
 // Horizontally adjacent pixels one thread convolves together (conv_row_block): each pooled value
 // of a window row is loaded once for all of them.
@@ -119,14 +124,15 @@ struct Plan {
 
 // kOnePass: one pass, the x tile staged or not as plan_launch chooses; kOnePassStagedX /
 // kOnePassUnstagedX force that choice (backward; staged only where it fits the opt-in maximum);
-// kOnePassOneChunk: one pass, the staged tile copied as one chunk (Plan::chunks = 1).
+// kOnePassChunked: one pass, the staged tile copied in chunks (plan_chunks) where the planner
+// copies it as one.
 enum class Variant : int {
   kAuto = 0,
   kOnePass = 1,
   kTwoPass = 2,
   kOnePassStagedX = 3,
   kOnePassUnstagedX = 4,
-  kOnePassOneChunk = 5
+  kOnePassChunked = 5
 };
 
 // Test/tuning overrides (the CUDA op always passes the defaults).
@@ -234,14 +240,16 @@ inline int64_t rows_within(Plan p, const Geometry& s, int64_t elem_bytes, int64_
   return lo;
 }
 
-// Rows per tile: enough work per block, enough blocks, and within `fit_rows`; at least
+// Rows per tile: enough work per block (the target elements scale with the block's threads),
+// enough blocks, and within `fit_rows`; at least
 // `min_rows` (a staged one-pass tile: the rows its halo needs). Rounded so a tile of NCHW rows
 // is a whole number of vectors where possible.
 inline int64_t choose_rows(const Geometry& s, int64_t min_blocks, int64_t elem_bytes, int64_t fit_rows,
-                           int64_t min_rows, bool backward) {
+                           int64_t min_rows, bool backward, int threads) {
   using namespace detail;
   const int64_t row_elems = std::max<int64_t>(1, s.C * s.W);
-  int64_t rows = std::max<int64_t>(1, (backward ? kTargetBlockElemsBackward : kTargetBlockElems) / row_elems);
+  const int64_t target = (backward ? kTargetBlockElemsBackward : kTargetBlockElems) * threads / kThreads;
+  int64_t rows = std::max<int64_t>(1, target / row_elems);
   const int64_t tiles_wanted = ceil_div(min_blocks, std::max<int64_t>(1, s.B));
   rows = std::min(rows, std::max<int64_t>(1, ceil_div(s.H, tiles_wanted)));
   rows = std::max(rows, min_rows);
@@ -301,15 +309,15 @@ inline int64_t resident_blocks(const DeviceLimits& dev, int threads) {
 // chunk too: its tiles are sized for blocks that overlap their phases anyway
 // (kTargetBlockElemsBackward), and chunks would only add copy issue and barriers (the phase
 // model, docs/design.md §3: UCI-HAR (128, 64, 64, 9) bf16 80% -> 79%, PAMAP2 88% -> 85%).
-// Returns the rows per chunk that chunking would give (one_chunk or not): plan_sum_slots' unit.
-inline int64_t plan_chunks(Plan& p, const Geometry& s, const DeviceLimits& dev, bool backward, bool one_chunk) {
+// Returns the rows per chunk that chunking would give (chunked or not): plan_sum_slots' unit.
+inline int64_t plan_chunks(Plan& p, const Geometry& s, const DeviceLimits& dev, bool backward, bool chunked) {
   using namespace detail;
   const int64_t step = s.channels_last ? 1 : p.vec / std::gcd<int64_t>(p.vec, std::max<int64_t>(1, s.W));
   const bool one_wave = p.blocks <= std::max<int64_t>(1, dev.sms) * resident_blocks(dev, p.threads);
   int64_t rows = p.rows;
   if (p.staged && (s.channels_last || p.vec > 1) && (!backward || one_wave))
     rows = std::min(p.rows, ceil_div(ceil_div(p.rows, int64_t(kStageChunks)), step) * step);
-  p.chunk_rows = one_chunk ? p.rows : rows;
+  p.chunk_rows = chunked ? rows : p.rows;
   p.chunks = int(ceil_div(p.rows, p.chunk_rows));
   return rows;
 }
@@ -344,31 +352,24 @@ inline int64_t block_budget(const DeviceLimits& dev, int threads) {
 }
 
 // One-pass backward: stage the x tile beside grad_out's? rho over the tile rows then reads both
-// from shared memory, and the x tile arrives by the same asynchronous copies, every one of a
-// thread's in flight at once, where x read by the reduction keeps kChannelUnroll loads per
-// thread in flight (latency bound when few warps are resident: 16-bit data, grids of about one
-// block per SM). Staged when an SM still holds, with the larger buffers, as many blocks as the
-// grid gives it, up to the resident blocks the plan assumes (ceil(blocks / SMs), at most
-// resident_blocks): staging never costs the overlap of blocks the plan counted on
-// (docs/design.md §3).
+// from shared memory (the x tile by asynchronous copies, all of a thread's in flight at once).
+// Only where asked (Variant::kOnePassStagedX) and where it fits the opt-in maximum: on an H100
+// the planner's staged UCI-HAR backward plans ran 1.03-1.29x slower than the same tiles with x
+// read by the reduction in 5 of 6 cases (one, bf16 (128, 256, 16, 9), 1.11x faster;
+// docs/gpu-results.md).
 inline bool stage_x_tile(const Plan& p, const Geometry& s, const DeviceLimits& dev, int64_t elem_bytes,
                          int64_t acc_bytes, Variant v) {
-  using namespace detail;
-  if (v == Variant::kOnePassUnstagedX) return false;
+  if (v != Variant::kOnePassStagedX) return false;
   Plan q = p;
   q.staged_x = true;
   place_buffers(q, s, p.rows, elem_bytes, acc_bytes, true);
-  if (q.smem_bytes > dev.smem_per_block_optin) return false;
-  if (v == Variant::kOnePassStagedX) return true;
-  const int64_t per_sm = std::min(ceil_div(p.blocks, std::max<int64_t>(1, dev.sms)), resident_blocks(dev, p.threads));
-  return q.smem_bytes <= dev.smem_per_sm / per_sm - dev.smem_reserved_per_block;
+  return q.smem_bytes <= dev.smem_per_block_optin;
 }
 
 // The launch plan of one call on `dev` (docs/design.md §3). Shared memory per block is held to
 // what lets the resident blocks share an SM (`budget`), and never above the opt-in maximum:
 // one pass when a staged tile of one_pass_min_rows rows (or the whole sample)
-// fits the budget with all its buffers (the backward then stages its x tile too when that
-// keeps the grid resident: stage_x_tile); otherwise two passes over x (3N bytes fwd, 4N bwd)
+// fits the budget with all its buffers; otherwise two passes over x (3N bytes fwd, 4N bwd)
 // with as many rows as fit (no halo minimum), else as many as fit the opt-in maximum, else
 // the map buffers in global scratch. return_map never stages anything (the forward does not
 // re-read x; the backward reads no grad_out tile).
@@ -377,8 +378,8 @@ inline Plan plan_launch(const Geometry& s, const DeviceLimits& dev, int64_t elem
   using namespace detail;
   Plan p;
   p.threads = o.threads ? o.threads : kThreads;
-  const int64_t resident = resident_blocks(dev, p.threads);
-  const int64_t optin = dev.smem_per_block_optin, budget = block_budget(dev, p.threads);
+  const int64_t optin = dev.smem_per_block_optin;
+  int64_t budget = block_budget(dev, p.threads);
   const int64_t rows_needed = std::min<int64_t>(s.H, one_pass_min_rows(s.kh / 2, s.H, backward));
   auto fit = [&](bool staged, int64_t limit) {
     Plan q = p;
@@ -388,13 +389,19 @@ inline Plan plan_launch(const Geometry& s, const DeviceLimits& dev, int64_t elem
   if (s.return_map) p.two_pass = false;
   else if (o.variant != Variant::kAuto) p.two_pass = o.variant == Variant::kTwoPass;
   else p.two_pass = fit(true, budget) < rows_needed;
+  if (p.two_pass && !backward && !o.threads) {
+    p.threads = kTwoPassForwardThreads;
+    budget = block_budget(dev, p.threads);
+  }
+  const int64_t resident = resident_blocks(dev, p.threads);
   p.staged = !s.return_map && !p.two_pass;
   const int64_t min_rows = p.staged ? rows_needed : 1;
   int64_t fit_rows = fit(p.staged, budget);
   if (fit_rows < min_rows) fit_rows = std::max(fit_rows, fit(p.staged, optin));
   if (fit_rows < min_rows && !p.staged) fit_rows = s.H;  // maps spill to global scratch below
   p.rows = o.rows ? std::min(o.rows, std::max<int64_t>(1, s.H))
-                  : choose_rows(s, dev.sms * resident, elem_bytes, std::max<int64_t>(1, fit_rows), min_rows, backward);
+                  : choose_rows(s, dev.sms * resident, elem_bytes, std::max<int64_t>(1, fit_rows), min_rows, backward,
+                                p.threads);
   p.tiles = ceil_div(std::max<int64_t>(1, s.H), p.rows);
   p.blocks = s.B * p.tiles;
   p.vec = choose_vec(s, p.rows, elem_bytes, pointers_aligned);
@@ -402,7 +409,7 @@ inline Plan plan_launch(const Geometry& s, const DeviceLimits& dev, int64_t elem
   // rows (none for the backward with return_map; the two-pass kernels reduce the tile in pass 1).
   const int64_t halo = p.two_pass || (s.return_map && backward) ? 0 : s.kh / 2;
   plan_reduction(p, s, p.rows * s.W, 2 * halo * s.W, p.staged);
-  const int64_t natural_chunk_rows = plan_chunks(p, s, dev, backward, o.variant == Variant::kOnePassOneChunk);
+  const int64_t natural_chunk_rows = plan_chunks(p, s, dev, backward, o.variant == Variant::kOnePassChunked);
   p.column_conv = !backward && s.kw == 1 && s.kh == kBlockedColumnHeight && p.rows * s.W > p.threads;
   p.sum_slots = may_sum_vectors(p, s) && p.vec > 1 ? plan_sum_slots(p, s, natural_chunk_rows) : 0;
   if (backward && p.staged) p.staged_x = stage_x_tile(p, s, dev, elem_bytes, acc_bytes, o.variant);
