@@ -31,3 +31,29 @@ def test_sanitizer_driver_covers_every_required_plan_feature():
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "fwd halo" in r.stdout and "fwd two pass" in r.stdout
+
+
+def test_ncu_source_summary_totals_and_ranks_per_kernel(tmp_path):
+    # tools/ncu_source_summary.py over a CSV shaped like `ncu --page source --csv --print-source
+    # sass`: a kernel block printed twice (ncu prints a page per view) counts once
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import ncu_source_summary as summary
+
+    header = ["Address", "Source", summary.SAMPLES, summary.SHARED, summary.SHARED_IDEAL, summary.SHARED_EXCESS,
+              summary.GLOBAL, summary.GLOBAL_EXCESS]
+    name = "void sam_fused::block::block_program_kernel<sam_fused::block::FwdMain<float, (bool)0, int, (bool)0>, " \
+           "sam_fused::block::Args<float>>(T2)"
+    block = [["Kernel Name", name], header,
+             ["0x10", "LDS R43, [R44]", "5", "16", "4", "12", "0", "0"],
+             ["0x20", "FMUL R8, R8, R43", "70", "0", "0", "0", "0", "0"],
+             ["0x30", "LDG.E R1, desc[UR4][R2.64]", "1", "0", "0", "0", "1,024", "512"]]
+    path = tmp_path / "sass.csv"
+    with open(path, "w", newline="") as f:
+        import csv
+        csv.writer(f).writerows(block + block)
+    text = summary.summarise(list(csv.reader(open(path, newline=""))), top=2)
+    assert text.count("FwdMain<float, (bool)0, int, (bool)0>:") == 1
+    assert "shared wavefronts 16 (excess 12), global sectors 1024 (excess 512), stall samples 76" in text
+    lines = text.splitlines()
+    assert "LDS R43" in lines[lines.index("  top excess wavefronts:") + 1]
+    assert "FMUL R8" in lines[lines.index("  top stall samples:") + 1]

@@ -134,8 +134,9 @@ def test_coalescing_of_x_shaped_tensors(shape, layout):
 def test_staged_tile_accesses_are_bank_conflict_free(shape, kernel, dtype, layout, variant, pool):
     """Shared-memory wavefronts of the staged-tile phases (128-bit staging stores, the channel
     reduction's reads: by element, or with a mean pool by 128-bit vectors, the write phase's
-    128-bit reads back) equal the ideal bytes / 128 per warp-wide access: no bank conflicts. The
-    third shape is not vectorisable (scalar accesses)."""
+    128-bit reads back and, in NCHW, its reads of the maps as 16-byte runs: load_map_run) equal
+    the ideal bytes / 128 per warp-wide access: no bank conflicts. The third shape is not
+    vectorisable (scalar accesses)."""
     x, tf, tb = run(shape, pool, variant, False, layout, dtype=dtype, kernel=kernel, rows=0, threads=0)
     vector_sums = pool == "mean" and layout == "contiguous" and shape[-1] != 7
     assert tf.sum_vectors == tb.sum_vectors == vector_sums
@@ -148,5 +149,9 @@ def test_staged_tile_accesses_are_bank_conflict_free(shape, kernel, dtype, layou
         # staged once more and read by the reduction
         tiles = 2 if t.staged_x else 1
         assert sh["written"] == tiles * N * e and sh["read"] >= (tiles + 1) * N * e, sh
+        if layout == "contiguous" and t.vec > 1:  # the write phase's map runs are counted too
+            acc = 8 if dtype == torch.float64 else 4
+            maps = acc if t is tf else 2 * acc if pool == "mean" else 3 * acc + 4  # s; gamma; argmax, gamma-max
+            assert sh["read"] >= (tiles + 1) * N * e + N * maps, sh
         assert sh["sectors"] == sh["ideal_sectors"] > 0, sh
     assert tf.vec == tb.vec == (1 if shape[-1] == 7 else 16 // e)

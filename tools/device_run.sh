@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # On a lent GPU machine, with the bundle of tools/device_bundle.py carried in BUNDLE (.gpu/):
-#   bash tools/device_run.sh [short|check|sweep|ncu|all]      (default: check)
+#   bash tools/device_run.sh [short|check|sweep|ncu|source|all]      (default: check)
 # short: what a 15-minute lease allows in one ~9-minute command: the CUDA tests, parity,
 #        determinism, memcheck and racecheck side by side (<= 200 s), the plan sweep (<= 150 s),
 #        then kernel times beside eager, clone and torch.compile for CBAM 64ch (<= 180 s).
+# source: Nsight Compute's source counters per SASS instruction of FwdMain and BwdMain (bank
+#        conflicts, excess sectors, stalls; ~1 min), summarised by tools/ncu_source_summary.py.
 # check: tools/gpu_check.py --skip-build (tests, parity, determinism, sanitizers, kernel times,
 #        ncu summary, benchmarks, predictions); sweep: tools/gpu_plan_sweep.py; ncu: Nsight
 #        Compute's full set (warp states, source view) of the forward and backward kernels.
@@ -92,14 +94,30 @@ run_short() {
   return $rc
 }
 
+run_source() {
+  mkdir -p /tmp/device/source
+  # per SASS instruction of FwdMain and BwdMain (the profile driver's UCI-HAR and CBAM calls):
+  # shared wavefronts and their ideal (bank conflicts), global sectors and their ideal, stall
+  # samples; the CSV is ~20 MB, so it comes back xz-compressed (~0.2 MB)
+  timeout 150 ncu --profile-from-start off --kernel-name-base demangled -k regex:'FwdMain|BwdMain' \
+    --section SourceCounters --section WarpStateStats -o /tmp/device/source/src -f \
+    python3 tools/gpu_profile_driver.py > /tmp/device/source/ncu.log 2>&1
+  local rc=$?
+  ncu --import /tmp/device/source/src.ncu-rep --page source --csv --print-source sass > /tmp/device/source/sass.csv
+  xz -9 -T0 -c /tmp/device/source/sass.csv > "$RESULTS/source-sass.csv.xz"
+  python3 tools/ncu_source_summary.py /tmp/device/source/sass.csv > "$RESULTS/source-summary.txt" 2>&1
+  return $rc
+}
+
 status=0
 case "$STEP" in
   short) run_short || status=$? ;;
+  source) run_source || status=$? ;;
   check) run_check || status=$? ;;
   sweep) run_sweep || status=$? ;;
   ncu) run_ncu || status=$? ;;
   all) for s in check sweep ncu; do "run_$s" || status=$?; done ;;
-  *) echo "device_run: unknown step $STEP (short|check|sweep|ncu|all)" >&2; exit 2 ;;
+  *) echo "device_run: unknown step $STEP (short|check|sweep|ncu|source|all)" >&2; exit 2 ;;
 esac
 ls -la "$RESULTS"
 exit $status

@@ -397,15 +397,41 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
             else ctx.skip_access();  // nothing to load: keep one access per load
           },
           [&](const TileVector<I>& at, T* vec) {
-            I pix = at.pix, c = at.c;
-            for (int e = 0; e < V; ++e) {
-              A r = (s.return_map ? A(0) : A(vec[e]) * A(v.sig[pix])) + A(v.gmean[pix]);
-              if (v.has_max && c == I(int32_t(v.amax[pix]))) r += A(v.gmax[pix]);
-              vec[e] = T(r);
-              step_elem<CL>(s, pix, c);
+            if constexpr (CL || V == 1) {  // V channels (of one or two pixels), or one pixel
+              I pix = at.pix, c = at.c;
+              for (int e = 0; e < V; ++e) {
+                A r = (s.return_map ? A(0) : A(vec[e]) * A(v.sig[pix])) + A(v.gmean[pix]);
+                if (v.has_max && c == I(int32_t(v.amax[pix]))) r += A(v.gmax[pix]);
+                vec[e] = T(r);
+                step_elem<CL>(s, pix, c);
+              }
+            } else {  // V pixels of one channel's run: their map values as 16-byte vectors,
+              // one map at a time (fewer live registers: BwdMain stays within its 128)
+              A r[V], m[V];
+              if (!s.return_map) {
+                load_map_run<V>(ctx, v.sig, at.pix, m);
+                for (int e = 0; e < V; ++e) r[e] = A(vec[e]) * m[e];
+              } else {
+                skip_map_run<V, A>(ctx);
+                for (int e = 0; e < V; ++e) r[e] = A(0);
+              }
+              load_map_run<V>(ctx, v.gmean, at.pix, m);
+              for (int e = 0; e < V; ++e) r[e] += m[e];
+              if (v.has_max) {
+                int32_t am[V];
+                load_map_run<V>(ctx, v.amax, at.pix, am);
+                load_map_run<V>(ctx, v.gmax, at.pix, m);
+                for (int e = 0; e < V; ++e)
+                  if (at.c == I(am[e])) r[e] += m[e];
+              } else {
+                skip_map_run<V, int32_t>(ctx);
+                skip_map_run<V, A>(ctx);
+              }
+              for (int e = 0; e < V; ++e) vec[e] = T(r[e]);
             }
             ctx.template store_vec<V>(a.out + at.off, vec);
-          });
+          },
+          1 + (CL || V == 1 ? 0 : 3 * map_run_accesses<V, A>() + map_run_accesses<V, int32_t>()));
     });
   }
 };

@@ -336,11 +336,13 @@ template <class Ctx> struct ChunksReady {
 };
 
 // The same walk, unrolled for memory-level parallelism: each thread first loads U vectors
-// (load(at, vec): one access each), then finishes them in order (finish(at, vec): one access
-// each), so U loads are in flight per thread instead of one per round trip. Lanes past the
-// end are predicated off (skip_access keeps the CPU context's instruction count aligned).
+// (load(at, vec): one access each), then finishes them in order (finish(at, vec):
+// `finish_accesses` accesses each), so U loads are in flight per thread instead of one per
+// round trip. Lanes past the end are predicated off (skip_access keeps the CPU context's
+// instruction count aligned).
 template <int V, int U, bool CL, typename T, typename I, class Ctx, class Load, class Finish>
-SAM_FUSED_BLOCK void stream_tile_vectors(Ctx& ctx, const Geometry& s, const Tile<I>& tl, Load&& load, Finish&& finish) {
+SAM_FUSED_BLOCK void stream_tile_vectors(Ctx& ctx, const Geometry& s, const Tile<I>& tl, Load&& load, Finish&& finish,
+                                         int finish_accesses = 1) {
   const I L = tl.rows() * I(s.W), nvec = L * I(s.C) / I(V);
   ctx.each_thread([&](int t) {
     const I stride = I(ctx.threads());
@@ -358,10 +360,50 @@ SAM_FUSED_BLOCK void stream_tile_vectors(Ctx& ctx, const Geometry& s, const Tile
 #pragma unroll
       for (int u = 0; u < U; ++u) {
         if (v0 + I(u) * stride < nvec) finish(at[u], vec[u]);
-        else ctx.skip_access();
+        else
+          for (int n = 0; n < finish_accesses; ++n) ctx.skip_access();
       }
     }
   });
+}
+
+// The raw pointer of a block buffer (ctx.buffer): the pointer itself on the GPU.
+template <class T> SAM_FUSED_BLOCK T* raw_of(T* p) { return p; }
+
+// Map values (A: s, gamma, argmax, one per tile pixel, in a block buffer) of the V > 1
+// elements of an NCHW tile vector: V consecutive pixels of one channel's run, the first a
+// multiple of V (choose_vec), so the run is 16-byte aligned. Read as 16-byte vectors, a warp's lanes take
+// 16 contiguous bytes each, 4 wavefronts per 512 bytes; read one value at a time, at a
+// 16-byte lane stride, each of the V reads took 4 wavefronts (an H100's Nsight Compute source
+// counters: the write phases' map reads at 4x the ideal wavefronts). map_run_accesses: the
+// context accesses one run takes.
+template <int V, class M> constexpr int map_run_width() { return V * int(sizeof(M)) >= 16 ? 16 / int(sizeof(M)) : V; }
+template <int V, class M> constexpr int map_run_accesses() { return V / map_run_width<V, M>(); }
+template <int V, class M, class Ctx> SAM_FUSED_BLOCK void skip_map_run(Ctx& ctx) {
+  for (int n = 0; n < map_run_accesses<V, M>(); ++n) ctx.skip_access();
+}
+// A run of 32 bytes (16-bit data: 8 fp32 values) takes two 16-byte loads. Served 8 lanes at a
+// time, the lanes' first halves alone (a 32-byte lane stride) would meet in pairs on the banks,
+// so lanes whose vector index has bit 2 set read their second half first: every 8 consecutive
+// vectors then fill 128 distinct bytes per load (the index is the lane's up to a constant).
+template <int V, class M, class Ctx, class Buf, typename I>
+SAM_FUSED_BLOCK void load_map_run(Ctx& ctx, const Buf& map, I pix, M* out) {
+  constexpr int kW = map_run_width<V, M>();
+  static_assert(V == kW || V == 2 * kW, "a map run is one or two 16-byte vectors");
+  const M* p = raw_of(map) + pix;
+  if constexpr (V == kW) {
+    ctx.template load_vec<kW>(p, out);
+  } else {
+    const int h = int((pix / I(V)) >> 2) & 1;
+    M first[kW], second[kW];
+    ctx.template load_vec<kW>(p + h * kW, first);
+    ctx.template load_vec<kW>(p + (h ^ 1) * kW, second);
+#pragma unroll
+    for (int e = 0; e < kW; ++e) {
+      out[e] = h ? second[e] : first[e];
+      out[kW + e] = h ? first[e] : second[e];
+    }
+  }
 }
 
 // Visit channels c0, c0 + step, ... < C of one pixel: the loads of U channels are issued

@@ -201,6 +201,7 @@ template <class T> struct CheckedPtr {
   BlockSanitizer* san;
   CheckedRef<T> operator[](int64_t i) const { return {p + i, san}; }
 };
+template <class T> T* raw_of(const CheckedPtr<T>& b) { return b.p; }
 
 // Per-thread state that lives across phases: one element per thread of the block.
 template <class S> struct CpuThreadState {

@@ -306,13 +306,20 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
             else ctx.template load_vec<V>(a.x + at.off, vec);
           },
           [&](const TileVector<I>& at, T* vec) {
-            I pix = at.pix, c = at.c;
-            for (int e = 0; e < V; ++e) {
-              vec[e] = T(A(vec[e]) * A(v.sig[pix]));
-              step_elem<CL>(a.s, pix, c);
+            if constexpr (CL || V == 1) {  // V channels (of one or two pixels), or one pixel
+              I pix = at.pix, c = at.c;
+              for (int e = 0; e < V; ++e) {
+                vec[e] = T(A(vec[e]) * A(v.sig[pix]));
+                step_elem<CL>(a.s, pix, c);
+              }
+            } else {  // V pixels of one channel's run: their s values as 16-byte vectors
+              A sv[V];
+              load_map_run<V>(ctx, v.sig, at.pix, sv);
+              for (int e = 0; e < V; ++e) vec[e] = T(A(vec[e]) * sv[e]);
             }
             ctx.template store_vec<V>(a.out + at.off, vec);
-          });
+          },
+          1 + (CL || V == 1 ? 0 : map_run_accesses<V, A>()));
     });
   }
 };
