@@ -72,7 +72,8 @@ def render(predictions: list, card: Card, registers: dict) -> str:
              "predicted = device time + launches x overhead; % copy BW = 2N (fwd) / 3N (bwd) e bytes / copy bandwidth"
              " / device time; * = blocks overlap (>= 2 resident, > 1 wave); compile = Triton at "
              f"{COMPILE_EFFICIENCY:.0%} of copy bandwidth on 3N / 5N e bytes (assumed).",
-             "Not yet calibrated: an H100 took 1.3-5x these device times (docs/gpu-results.md).", "", HEADER,
+             ("Not yet calibrated: at 3bb8fe2 an H100 took 1.24-3.36x these device times (geomean 1.85; "
+              "docs/gpu-results.md)."), "", HEADER,
              "|---|---|---|---|---|---|---:|---:|---|---:|---|"]
     return "\n".join(lines + [render_row(p) for p in predictions])
 
