@@ -133,7 +133,7 @@ def emulate_pointwise_bwd(grad, x, y, max_blocks=0, sanitize=False):
 
 PLANTED_BUGS = ("missing_barrier", "shared_write_write", "global_blocks", "global_threads", "shared_bounds",
                 "global_bounds", "uninit", "divergent_barrier", "barrier_in_phase", "copy_not_waited",
-                "chunk_not_waited", "global_uninit", "global_cross_block")
+                "chunk_not_waited", "global_uninit", "global_cross_block", "misaligned_vector")
 
 
 def run_planted_bug(bug):

@@ -40,6 +40,8 @@ EXPECTED = {
                               r"wrote .*block 0, thread 0, .*byte offset 0\)"),
     "global_cross_block": ("race", r"global read of a byte block 0 of this launch wrote .*block 1, thread 0, "
                                    r"other thread 0, .*byte offset 0\)"),
+    # a vector access the GPU would fault on (raised with or without the sanitizer)
+    "misaligned_vector": ("alignment", r"a 16-byte vector access at an address not a multiple of its size"),
 }
 
 

@@ -15,6 +15,8 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <stdexcept>
+#include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -255,6 +257,14 @@ struct CpuCtx {
   void check(const void* p, int64_t bytes, bool write) {
     if (san) san->access(p, bytes, write);
   }
+  // A vector access on the GPU is one load or store of V * sizeof(T) bytes (VecWord), which
+  // faults unless the address is a multiple of that size: raised here too, sanitizer or not.
+  template <int V, class T> static void check_aligned(const void* p) {
+    if (reinterpret_cast<uintptr_t>(p) % (V * sizeof(T)) != 0)
+      throw std::logic_error("block sanitizer: alignment: a " + std::to_string(V * sizeof(T)) +
+                             "-byte vector access at an address not a multiple of its size (a misaligned-address "
+                             "fault on a GPU)");
+  }
   template <class T> T load(const T* p) {
     check(p, sizeof(T), false);
     rec->access(p, sizeof(T), false);
@@ -267,11 +277,13 @@ struct CpuCtx {
   }
   // One lane's vector access of V elements (128 bits when V * sizeof(T) == 16).
   template <int V, class T> void load_vec(const T* p, T* out) {
+    check_aligned<V, T>(p);
     check(p, V * sizeof(T), false);
     rec->access(p, V * sizeof(T), false);
     std::memcpy(out, p, V * sizeof(T));
   }
   template <int V, class T> void store_vec(T* p, const T* v) {
+    check_aligned<V, T>(p);
     check(p, V * sizeof(T), true);
     rec->access(p, V * sizeof(T), true);
     std::memcpy(p, v, V * sizeof(T));
@@ -280,6 +292,8 @@ struct CpuCtx {
   // the GPU the copy is asynchronous: its bytes may be read only after copy_wait() (and, by
   // other threads, a barrier); the sanitizer reports an earlier read.
   template <int V, class T> void copy_vec(const T* src, T* dst) {
+    check_aligned<V, T>(src);
+    check_aligned<V, T>(dst);
     check(src, V * sizeof(T), false);
     if (san) san->async_copy(dst, V * sizeof(T));
     rec->access(src, V * sizeof(T), false);

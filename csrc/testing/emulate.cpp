@@ -220,7 +220,8 @@ enum class Bug {
   kCopyNotWaited,
   kChunkNotWaited,
   kGlobalUninit,
-  kGlobalCrossBlock
+  kGlobalCrossBlock,
+  kMisalignedVector
 };
 constexpr std::pair<const char*, Bug> kBugs[] = {
     {"clean", Bug::kClean},  // runs clean
@@ -237,6 +238,7 @@ constexpr std::pair<const char*, Bug> kBugs[] = {
     {"chunk_not_waited", Bug::kChunkNotWaited},  // race: two groups of copies, only the first waited for
     {"global_uninit", Bug::kGlobalUninit},  // init: reads out[] (an output) before any launch wrote it
     {"global_cross_block", Bug::kGlobalCrossBlock},  // race: block 1 reads out[t], which block 0 wrote
+    {"misaligned_vector", Bug::kMisalignedVector},  // alignment: thread 0 loads 4 floats from in + 1
 };
 constexpr int kBugThreads = 64;
 
@@ -263,6 +265,10 @@ struct PlantedBug {
       return;
     }
     ctx.each_thread([&](int t) {
+      if (a.bug == Bug::kMisalignedVector && t == 0) {
+        float v4[4];
+        ctx.template load_vec<4>(a.in + 1, v4);
+      }
       if (a.bug == Bug::kUninit && t >= 32) return;
       if (a.bug == Bug::kCopyNotWaited)
         return ctx.template copy_vec<1>(a.in + t, reinterpret_cast<float*>(ctx.smem()) + t);
