@@ -3,7 +3,8 @@
 #   bash tools/device_run.sh [short|check|sweep|ncu|source|all]      (default: check)
 # short: what a 15-minute lease allows in one ~9-minute command: the CUDA tests, parity,
 #        determinism, memcheck and racecheck side by side (<= 200 s), the plan sweep (<= 150 s),
-#        then kernel times beside eager, clone and torch.compile for CBAM 64ch (<= 180 s).
+#        then kernel times beside eager, clone and torch.compile for CBAM 64ch (<= 180 s), then
+#        the > 2^31-element test (<= 90 s).
 # source: Nsight Compute's source counters per SASS instruction of FwdMain and BwdMain (bank
 #        conflicts, excess sectors, stalls; ~1 min), summarised by tools/ncu_source_summary.py.
 # check: tools/gpu_check.py --skip-build (tests, parity, determinism, sanitizers, kernel times,
@@ -86,7 +87,9 @@ run_short() {
   echo "exit status $?" >> $d/sweep.log
   timeout 180 $py tools/gpu_kernel_times.py --out $d/kernel_times.md --compile "CBAM 64ch" > $d/times.log 2>&1
   echo "exit status $?" >> $d/times.log
-  for f in tests parity determinism memcheck racecheck sweep times; do
+  timeout 90 $py -m pytest tests/test_cuda.py -q -p no:cacheprovider -rs -m slow > $d/slow.log 2>&1
+  echo "exit status $?" >> $d/slow.log
+  for f in tests parity determinism memcheck racecheck sweep times slow; do
     echo "=== $f"; tail -25 "$d/$f.log"
     grep -q "exit status 0$" "$d/$f.log" || rc=1
   done > "$RESULTS/short-summary.txt"
