@@ -1,5 +1,6 @@
 """The tools for a lent GPU machine (tools/device_bundle.py, tools/device_run.sh, the sanitizer
 driver): the parts that run without a GPU or a build."""
+import csv
 import os
 import subprocess
 import sys
@@ -49,9 +50,9 @@ def test_ncu_source_summary_totals_and_ranks_per_kernel(tmp_path):
              ["0x30", "LDG.E R1, desc[UR4][R2.64]", "1", "0", "0", "0", "1,024", "512"]]
     path = tmp_path / "sass.csv"
     with open(path, "w", newline="") as f:
-        import csv
         csv.writer(f).writerows(block + block)
-    text = summary.summarise(list(csv.reader(open(path, newline=""))), top=2)
+    with open(path, newline="") as f:
+        text = summary.summarise(list(csv.reader(f)), top=2)
     assert text.count("FwdMain<float, (bool)0, int, (bool)0>:") == 1
     assert "shared wavefronts 16 (excess 12), global sectors 1024 (excess 512), stall samples 76" in text
     lines = text.splitlines()

@@ -397,7 +397,7 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
             else ctx.skip_access();  // nothing to load: keep one access per load
           },
           [&](const TileVector<I>& at, T* vec) {
-            if constexpr (CL || V == 1) {  // V channels (of one or two pixels), or one pixel
+            if constexpr (!reads_map_runs<CL, V>()) {  // V channels (of one or two pixels), or one pixel
               I pix = at.pix, c = at.c;
               for (int e = 0; e < V; ++e) {
                 A r = (s.return_map ? A(0) : A(vec[e]) * A(v.sig[pix])) + A(v.gmean[pix]);
@@ -431,7 +431,7 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
             }
             ctx.template store_vec<V>(a.out + at.off, vec);
           },
-          1 + (CL || V == 1 ? 0 : 3 * map_run_accesses<V, A>() + map_run_accesses<V, int32_t>()));
+          1 + (!reads_map_runs<CL, V>() ? 0 : 3 * map_run_accesses<V, A>() + map_run_accesses<V, int32_t>()));
     });
   }
 };

@@ -377,6 +377,9 @@ template <class T> SAM_FUSED_BLOCK T* raw_of(T* p) { return p; }
 // 16-byte lane stride, each of the V reads took 4 wavefronts (an H100's Nsight Compute source
 // counters: the write phases' map reads at 4x the ideal wavefronts). map_run_accesses: the
 // context accesses one run takes.
+// Whether a tile vector's map values are read as runs (load_map_run): NCHW vectors of V > 1
+// pixels. NHWC vectors (channels of one or two pixels) and scalar tiles read them one at a time.
+template <bool CL, int V> constexpr bool reads_map_runs() { return !CL && V > 1; }
 template <int V, class M> constexpr int map_run_width() { return V * int(sizeof(M)) >= 16 ? 16 / int(sizeof(M)) : V; }
 template <int V, class M> constexpr int map_run_accesses() { return V / map_run_width<V, M>(); }
 template <int V, class M, class Ctx> SAM_FUSED_BLOCK void skip_map_run(Ctx& ctx) {

@@ -306,7 +306,7 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
             else ctx.template load_vec<V>(a.x + at.off, vec);
           },
           [&](const TileVector<I>& at, T* vec) {
-            if constexpr (CL || V == 1) {  // V channels (of one or two pixels), or one pixel
+            if constexpr (!reads_map_runs<CL, V>()) {  // V channels (of one or two pixels), or one pixel
               I pix = at.pix, c = at.c;
               for (int e = 0; e < V; ++e) {
                 vec[e] = T(A(vec[e]) * A(v.sig[pix]));
@@ -319,7 +319,7 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
             }
             ctx.template store_vec<V>(a.out + at.off, vec);
           },
-          1 + (CL || V == 1 ? 0 : map_run_accesses<V, A>()));
+          1 + (!reads_map_runs<CL, V>() ? 0 : map_run_accesses<V, A>()));
     });
   }
 };

@@ -122,8 +122,9 @@ struct Plan {
   } maps;
 };
 
-// kOnePass: one pass, the x tile staged or not as plan_launch chooses; kOnePassStagedX /
-// kOnePassUnstagedX force that choice (backward; staged only where it fits the opt-in maximum);
+// kOnePass: one pass, planned as plan_launch plans it (x tile not staged, one chunk);
+// kOnePassStagedX stages the backward's x tile too (where it fits the opt-in maximum),
+// kOnePassUnstagedX does not (as the planner);
 // kOnePassChunked: one pass, the staged tile copied in chunks (plan_chunks) where the planner
 // copies it as one.
 enum class Variant : int {
@@ -287,7 +288,8 @@ inline int choose_vec(const Geometry& s, int64_t rows, int64_t elem_bytes, bool 
 // bf16, where the two-pass 7x7 forward at (32,256,56,56) fp32 reached 45% (67% of its own 3N
 // bytes) and the one-pass 3x1 forwards (halo 2 rows) 53-62%. So a forward with a kernel taller
 // than 3 rows takes one pass only for a whole sample (no halo), else two; a 3x1 forward any
-// tile (not yet timed against each other on a GPU: tools/gpu_plan_sweep.py does).
+// tile. The second GPU session's plan sweep confirmed it: every one-pass 7x7 forward plan was
+// slower than the two-pass ones (CBAM (32,64,56,56) fp32 86.8 -> 56.0 us).
 inline int64_t one_pass_min_rows(int64_t rh, int64_t H, bool backward) {
   if (backward) return std::max<int64_t>(1, 4 * rh);
   return rh > 1 ? std::max<int64_t>(1, H) : 1;
