@@ -14,7 +14,7 @@ $(VENV)/.deps: pyproject.toml Makefile
 	$(BIN)/pip install -q --no-cache-dir --upgrade pip
 	$(BIN)/pip install -q --no-cache-dir "$(TORCH)" "setuptools>=77" wheel "ninja>=1.11"
 	$(BIN)/pip install -q --no-cache-dir "pytest>=8.0" "pytest-benchmark>=4.0" "hypothesis>=6.100" "numpy>=1.26" \
-	    "matplotlib>=3.8" "tqdm>=4.66" "onnx>=1.17" "onnxscript>=0.6" "onnxruntime>=1.20" \
+	    "matplotlib>=3.8" "tqdm>=4.66" "onnx>=1.17" "onnxscript>=0.6" "onnxruntime>=1.20" "scipy>=1.11" \
 	    "nvidia-cuda-cuobjdump>=13.0" "nvidia-cuda-nvdisasm>=13.0"
 	touch $@
 

@@ -55,6 +55,15 @@ class Card(time_model.Card):
     cpi: float = 2.0                 # cycles per instruction of one warp in a dependent loop
     issue_width: int = 4             # warp instructions an SM issues per cycle (4 schedulers)
     l2_bandwidth: float = 5.5e12     # B/s through L2 (DRAM traffic and L2 hits), microbenchmark figure
+    stream_efficiency: float = 1.0   # fraction of copy bandwidth the kernels' DRAM phases reach; 1 when
+    #                                  assumed, fitted by calibrate_model.py
+    launch_gap: float = 0.0          # s of device time per launch in back-to-back calls (ramp-up, tail,
+    #                                  gap between kernels); 0 when assumed, fitted by calibrate_model.py
+
+    @property
+    def stream_bandwidth(self) -> float:
+        """B/s a DRAM-bound phase of the kernels moves."""
+        return self.copy_bandwidth * self.stream_efficiency
 
 
 CARDS = {
@@ -631,7 +640,7 @@ def time_launch(kernel: str, blocks_of: list, grid: int, threads: int, smem: int
         t_total, bounds = 0.0, {}
         for n in wave_sizes:
             per_sm = min(R, math.ceil(n / S))
-            options = {"bandwidth": n * mean_bytes[p.name] / card.copy_bandwidth,
+            options = {"bandwidth": n * mean_bytes[p.name] / card.stream_bandwidth,
                        "L2 bandwidth": n * mean_l2[p.name] / card.l2_bandwidth, "latency": path,
                        "issue": per_sm * mean_instr[p.name] / (card.issue_width * card.clock_hz)}
             bound = max(options, key=options.get)
@@ -641,7 +650,7 @@ def time_launch(kernel: str, blocks_of: list, grid: int, threads: int, smem: int
     lock_step = sum(p.seconds for p in phases)
     overlapped = R >= 2 and grid > slots
     if overlapped:
-        options = {"bandwidth": total_bytes / card.copy_bandwidth,
+        options = {"bandwidth": total_bytes / card.stream_bandwidth,
                    "L2 bandwidth": grid * sum(mean_l2.values()) / card.l2_bandwidth,
                    "latency": math.ceil(per_sm_blocks / R) * sum(phase_path(kernel, p, elem, card) for p in slow),
                    "issue": per_sm_blocks * sum(mean_instr.values()) / (card.issue_width * card.clock_hz)}
@@ -681,9 +690,30 @@ def plan_call(shape, dtype, pool: str, kernel: tuple, backward: bool, arch: str,
     return t
 
 
-def launches_of_call(shape, dtype, pool: str, kernel: tuple, backward: bool, card: Card,
-                     registers: dict | None = None) -> list[LaunchTime]:
-    t = plan_call(shape, dtype, pool, kernel, backward, card.arch)
+@dataclass(frozen=True)
+class Launch:
+    """One launch of a call as the model sees it before any card timing: the kernel, its distinct
+    blocks [(count, [Phase])], grid, threads, dynamic shared memory, element bytes, registers."""
+    kernel: str
+    blocks_of: list
+    grid: int
+    threads: int
+    smem: int
+    elem: int
+    registers: int
+
+    def time(self, card: Card) -> LaunchTime:
+        return time_launch(self.kernel, self.blocks_of, self.grid, self.threads, self.smem, self.elem, card,
+                           self.registers)
+
+
+def call_launches(shape, dtype, pool: str, kernel: tuple, backward: bool, arch: str, registers: dict | None = None,
+                  variant: int = 0, rows: int = 0, threads: int = 0):
+    """(plan, [Launch]) of one call: the planner's plan, or the plan a test variant and the rows /
+    threads overrides of the `_cuda_*_planned` ops give (tools/gpu_plan_sweep.py times those)."""
+    from sam_fused import emulation
+
+    t, _ = emulation.plan(shape, dtype, pool, kernel, backward, arch=arch, variant=variant, rows=rows, threads=threads)
     elem = dtype.itemsize
     kinds = launch_kinds(backward, t.two_pass)
     maps = t.launches[kinds.index(3)] if 3 in kinds else None
@@ -710,8 +740,14 @@ def launches_of_call(shape, dtype, pool: str, kernel: tuple, backward: bool, car
                 blocks_of = [(B, build(c, j)) for j in range(c.tiles)]
             reg_key = f"{name}<{short},NCHW,i32>"
         regs = (registers or {}).get(reg_key, LAUNCH_BOUND_REGS)
-        out.append(time_launch(name, blocks_of, launch.grid, launch.threads, launch.smem, elem, card, regs))
-    return out
+        out.append(Launch(name, blocks_of, launch.grid, launch.threads, launch.smem, elem, regs))
+    return t, out
+
+
+def launches_of_call(shape, dtype, pool: str, kernel: tuple, backward: bool, card: Card,
+                     registers: dict | None = None, **plan_args) -> list[LaunchTime]:
+    _, launches = call_launches(shape, dtype, pool, kernel, backward, card.arch, registers, **plan_args)
+    return [launch.time(card) for launch in launches]
 
 
 @dataclass
@@ -751,7 +787,7 @@ def predict(label: str, layer: str, case: str, shape, dtype, card: Card, registe
         ls = launches_of_call(shape, dtype, pool, kernel, backward, card, registers)
         plans.append("2-pass" if len(ls) > 1 + backward else "1-pass")
         launches += ls
-    device = sum(lt.seconds for lt in launches)
+    device = sum(lt.seconds for lt in launches) + len(launches) * card.launch_gap
     numel, elem = math.prod(shape), dtype.itemsize
     floor = FLOOR[case] * numel * elem / card.copy_bandwidth
     main = max(launches, key=lambda lt: lt.seconds)

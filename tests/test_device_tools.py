@@ -58,3 +58,79 @@ def test_ncu_source_summary_totals_and_ranks_per_kernel(tmp_path):
     lines = text.splitlines()
     assert "LDS R43" in lines[lines.index("  top excess wavefronts:") + 1]
     assert "FMUL R8" in lines[lines.index("  top stall samples:") + 1]
+
+
+class _FakeCuda:
+    """Just enough of torch.cuda for tools/gpu_kernel_times.per_call_us: each call of the timed
+    function costs 2 ms of fake device time, a graph replay 1 ms per captured call; capture fails
+    when `capture_fails`."""
+
+    def __init__(self, capture_fails=False):
+        self.clock, self.capturing, self.capture_fails = 0.0, None, capture_fails
+        cuda = self
+
+        class Event:
+            def __init__(self, enable_timing=False):
+                self.t = None
+
+            def record(self):
+                self.t = cuda.clock
+
+            def synchronize(self):
+                pass
+
+            def elapsed_time(self, end):
+                return end.t - self.t
+
+        class Graph:
+            def __init__(self):
+                self.calls = 0
+
+            def replay(self):
+                cuda.clock += self.calls * 1.0
+
+        class Capture:
+            def __init__(self, graph):
+                self.graph = graph
+
+            def __enter__(self):
+                if cuda.capture_fails:
+                    raise RuntimeError("capture failed")
+                cuda.capturing = self.graph
+
+            def __exit__(self, *exc):
+                cuda.capturing = None
+
+        class Stream:
+            def wait_stream(self, other):
+                pass
+
+        self.Event, self.CUDAGraph, self.graph, self.Stream = Event, Graph, Capture, Stream
+        self.current_stream = Stream
+        self.stream = lambda s: __import__("contextlib").nullcontext()
+
+    def synchronize(self):
+        pass
+
+    def call(self):
+        if self.capturing is not None:
+            self.capturing.calls += 1
+        else:
+            self.clock += 2.0
+
+
+def test_per_call_us_times_batches_and_graph_replays():
+    import types
+
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    from gpu_kernel_times import per_call_us
+
+    for fails, expected_us, captured in ((False, 1000.0, True), (True, 2000.0, False)):
+        cuda = _FakeCuda(capture_fails=fails)
+        torch = types.SimpleNamespace(cuda=cuda)
+        stats = {}
+        assert per_call_us(torch, cuda.call, 5, stats=stats) == 2000.0  # 2 ms a call, in µs
+        assert stats["host_us"] >= 0 and "graph" in stats and stats["graph"] is False
+        stats = {}
+        assert per_call_us(torch, cuda.call, 5, graph=True, stats=stats) == expected_us
+        assert stats["graph"] is captured

@@ -5,7 +5,9 @@
 The pytest benchmarks time one call with a host sync each, so at HAR sizes (10-30 µs of GPU
 work) they measure the host's dispatch as much as the kernels. Here each implementation runs
 `reps` times back to back between two CUDA events, after warm-up: the host queues ahead and the
-time per call is the GPU's (launch gaps included). Reported: µs per call, the docs/design.md §3
+time per call is the GPU's (launch gaps included), unless the host's dispatch is slower than the
+kernels: the fused op's rows also give the host's time to issue a call, and the same calls
+replayed from a CUDA graph. Reported: µs per call, the docs/design.md §3
 floor (forward 2N e, backward 3N e bytes) over that time, and that as a share of the copy
 bandwidth x.clone() reaches at the same size in the same run. --compile LABELS adds
 torch.compile of the eager layer (default mode, static shapes) for those cases: its compile
@@ -31,19 +33,52 @@ CASES = [
 ]
 
 
-def per_call_us(torch, fn, reps: int) -> float:
+def per_call_us(torch, fn, reps: int, graph: bool = False, stats: dict | None = None) -> float:
+    """Device µs per call: `reps` calls back to back between two CUDA events, the best of three
+    batches. The host's time to issue a batch goes to stats["host_us"] (per call): near the device
+    time, the host's dispatch set the pace, not the kernels. graph: the calls are captured once in
+    a CUDA graph and the batches replay it (no host dispatch between kernels; stats["graph"] says
+    whether capture worked, else the calls run as they are)."""
+    import time
+
     for _ in range(3):
         fn()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    best = math.inf
-    for _ in range(3):  # the best of three batches
-        torch.cuda.synchronize()
-        start.record()
+    run = None
+    if graph:
+        try:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                fn()
+            torch.cuda.current_stream().wait_stream(side)
+            captured = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(captured):
+                for _ in range(reps):
+                    fn()
+            run = captured.replay
+        except RuntimeError:
+            torch.cuda.synchronize()
+    if stats is not None:
+        stats["graph"] = run is not None
+
+    def batch():
         for _ in range(reps):
             fn()
+
+    run = run or batch
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    best, host = math.inf, math.inf
+    for _ in range(3):  # the best of three batches
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        start.record()
+        run()
         end.record()
+        host = min(host, (time.perf_counter() - t0) * 1e6 / reps)
         end.synchronize()
         best = min(best, start.elapsed_time(end) * 1e3 / reps)
+    if stats is not None:
+        stats["host_us"] = host
     return best
 
 
@@ -93,18 +128,22 @@ def time_case(torch, case, dtype, gen, reps: int, compile_it: bool = False) -> l
     for direction, (fused_fn, others, passes) in timed.items():
         head = f"| {label} | {'x'.join(map(str, shape))} | {str(dtype).removeprefix('torch.')} | {direction} |"
         try:
-            fused_us = per_call_us(torch, fused_fn, reps)
+            stats, graph_stats = {}, {}
+            fused_us = per_call_us(torch, fused_fn, reps, stats=stats)
+            graph_us = per_call_us(torch, fused_fn, reps, graph=True, stats=graph_stats)
+            graph = f"{graph_us:.1f}" if graph_stats["graph"] else "no capture"
             us = {}
             for name, fn in others.items():
                 us[name] = per_call_us(torch, fn, reps)
                 if direction == "bwd":  # the backward ran its forward too: take that off
                     us[name] -= per_call_us(torch, forwards[name], reps)
         except RuntimeError as err:  # one failing case does not stop the table
-            rows.append(f"{head} error: {str(err).splitlines()[0][:80]} | | | | | | | | |")
+            rows.append(f"{head} error: {str(err).splitlines()[0][:80]} | | | | | | | | | | |")
             continue
         floor_bw = passes * nbytes / fused_us / 1e3
         comp = f"{us['compile']:.1f} | {us['compile'] / fused_us:.2f}x" if "compile" in us else "- | -"
-        rows.append(f"{head} {fused_us:.1f} | {us['eager']:.1f} | {comp} | {clone_us:.1f} | {floor_bw:.0f} | "
+        rows.append(f"{head} {fused_us:.1f} | {stats['host_us']:.1f} | {graph} | {us['eager']:.1f} | {comp} |"
+                    f" {clone_us:.1f} | {floor_bw:.0f} | "
                     f"{clone_bw:.0f} | {floor_bw / clone_bw:.0%} | {us['eager'] / fused_us:.2f}x |")
     return rows
 
@@ -123,9 +162,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     gen = torch.Generator(device="cuda").manual_seed(0)
     lines = [f"GPU: {torch.cuda.get_device_name(0)}; {args.reps} calls back to back, best of 3 batches", "",
-             "| case | shape | dtype | dir | fused µs | eager µs | compile µs | compile / fused | clone µs | "
-             "fused floor GB/s | clone GB/s | fused / copy BW | eager / fused |",
-             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "fused host µs: the host's time to issue one call in those batches (near fused µs: the host "
+             "set the pace); fused graph µs: the same calls replayed from a CUDA graph (no host dispatch)", "",
+             "| case | shape | dtype | dir | fused µs | fused host µs | fused graph µs | eager µs | compile µs | "
+             "compile / fused | clone µs | fused floor GB/s | clone GB/s | fused / copy BW | eager / fused |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     compile_labels = {label.strip() for label in args.compile.split(",") if label.strip()}
     for dtype_name in args.dtypes.split(","):
         for case in CASES:

@@ -1,6 +1,6 @@
 """Every launch plan of the CUDA kernels at the benchmark shapes, timed and checked on a GPU.
 
-    python3 tools/gpu_plan_sweep.py [--out plan_sweep.json] [--reps 10] [--time-limit 120]
+    python3 tools/gpu_plan_sweep.py [--out plan_sweep.json] [--reps 10] [--time-limit 120] [--graph]
 
 The planner (csrc/block/traits.h) picks one plan per call from its cost model; the phase model
 (benchmarks/phase_model.py) predicted that plan's time. On the first GPU run the kernels took
@@ -9,7 +9,8 @@ This runs the test-only ops _cuda_fwd_planned / _cuda_bwd_planned (built with th
 variants x rows x threads for each case of tools/gpu_kernel_times.py, checks each plan's result
 against the planner's own (allclose), times it by CUDA events, and prints per case the planner's
 time, the best plan's and the best three; the JSON keeps every timing with its plan (passes,
-rows, blocks, threads from the emulation's planner) to recalibrate the model.
+rows, blocks, threads from the emulation's planner) to recalibrate the model (benchmarks/calibrate_model.py),
+and the host's time to issue a call (host_us: near `us`, the host set the pace).
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ ROWS = (0, 1, 2, 4, 8, 16, 32)
 THREADS = (0, 128, 256, 512)
 
 
-def sweep_case(torch, case, dtype, backward: bool, reps: int) -> tuple[str, list[dict]]:
+def sweep_case(torch, case, dtype, backward: bool, reps: int, graph: bool = False) -> tuple[str, list[dict]]:
     """One case: every distinct plan timed and checked against the planner's result."""
     from sam_fused.emulation import plan
 
@@ -60,12 +61,13 @@ def sweep_case(torch, case, dtype, backward: bool, reps: int) -> tuple[str, list
         if any(k == key for k, *_ in timings):
             continue  # the same plan under another name
         ok = all(torch.allclose(u.float(), e.float(), rtol=tol, atol=tol) for u, e in zip(result, reference))
-        us = per_call_us(torch, lambda v=v, r=r, t=t: call(v, r, t), reps)
+        stats = {}
+        us = per_call_us(torch, lambda v=v, r=r, t=t: call(v, r, t), reps, graph, stats)
         timings.append((key, us, (v, r, t), ok))
         records.append(dict(case=label, shape=list(shape), dtype=dtype_name, direction="bwd" if backward else "fwd",
                             variant=v, rows_arg=r, threads_arg=t, two_pass=p.two_pass, rows=p.rows, blocks=p.blocks,
                             threads=p.threads, staged_x=p.staged_x, chunk_rows=p.chunk_rows, us=round(us, 2),
-                            matches_planner=ok))
+                            matches_planner=ok, host_us=round(stats["host_us"], 2), graph=stats["graph"]))
     timings.sort(key=lambda e: e[1])
     auto = next(us for _, us, cfg, _ in timings if cfg == (0, 0, 0))
     best = ", ".join(f"{VARIANTS[c[0]]} rows {k[1]} thr {k[3]} blocks {k[2]}: {us:.1f}" + ("" if ok else " MISMATCH")
@@ -85,6 +87,8 @@ def main(argv=None) -> int:
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--time-limit", type=float, default=150, help="seconds; the cases left are skipped")
     parser.add_argument("--out", help="JSON of every timing")
+    parser.add_argument("--graph", action="store_true",
+                        help="time each plan's calls replayed from a CUDA graph (no host dispatch between them)")
     args = parser.parse_args(argv)
     if not hasattr(torch.ops.sam_fused, "_cuda_fwd_planned"):
         print("plan sweep: this build has no CUDA test ops (SAM_FUSED_TEST_OPS=0 or no CUDA)")
@@ -94,7 +98,7 @@ def main(argv=None) -> int:
         if time.time() - start > args.time_limit:
             print(f"plan sweep: time limit reached; {case[0]} {dtype_name} and the cases after it skipped")
             break
-        line, recs = sweep_case(torch, case, getattr(torch, dtype_name), backward, args.reps)
+        line, recs = sweep_case(torch, case, getattr(torch, dtype_name), backward, args.reps, args.graph)
         print(line, flush=True)
         records += recs
     if args.out:
