@@ -1,6 +1,6 @@
 """The phase model's predictions for the CUDA benchmark cases (benchmarks/phase_model.py).
 
-    python benchmarks/model_report.py [--card H100|H200|A100] [--bandwidth TB/s] [--full] [--detail]
+    python benchmarks/model_report.py [--card H100-fit|H100|H200|A100] [--bandwidth TB/s] [--full] [--detail]
                                       [--flight N] [--launch-bound]
 
 Per case: the plan and its launches (grid x resident blocks per SM, waves), the predicted time,
@@ -51,7 +51,7 @@ def benchmark_cases(full: bool = False) -> list[tuple]:
 
 
 HEADER = ("| case | workload | shape | dtype | plan | launches (grid x resident/SM, waves) | predicted µs |"
-          " % copy BW on floor | limiting phase | compile µs | fused vs compile |")
+          " % copy BW on floor | limiting phase | assumed compile µs | fused vs assumed compile |")
 
 
 def render_row(p: Prediction) -> str:
@@ -64,6 +64,16 @@ def render_row(p: Prediction) -> str:
             f" {verdict} |")
 
 
+def calibration_note(card: Card) -> str:
+    if card.stream_efficiency != 1.0:
+        return (f"Fitted figures: DRAM phases at {card.stream_efficiency:.0%} of copy bandwidth, "
+                f"{card.dram_latency * 1e6:.2f} µs DRAM, {card.l2_latency * 1e6:.2f} µs L2, "
+                f"{card.smem_latency * 1e9:.0f} ns shared latency (benchmarks/calibrate_model.py; effective, not "
+                "physical; about +-30% on the plans they were fitted on, docs/gpu-model.md).")
+    return ("Assumed figures, not calibrated: at 3bb8fe2 an H100 took 1.24-3.36x these device times (geomean 1.85; "
+            "docs/gpu-results.md); --card H100-fit is fitted on its plan sweep.")
+
+
 def render(predictions: list, card: Card, registers: dict) -> str:
     lines = [f"Card: {card.name}, {card.sms} SMs ({card.arch} limits), DRAM latency {card.dram_latency * 1e6:.2f} µs, "
              f"L2 {card.l2_latency * 1e6:.2f} µs, {card.clock_hz / 1e9:.2f} GHz, CPI {card.cpi:g}, "
@@ -71,9 +81,9 @@ def render(predictions: list, card: Card, registers: dict) -> str:
              + ("cuobjdump of the built library" if registers else f"launch bound ({LAUNCH_BOUND_REGS})") + ".",
              "predicted = device time + launches x overhead; % copy BW = 2N (fwd) / 3N (bwd) e bytes / copy bandwidth"
              " / device time; * = blocks overlap (>= 2 resident, > 1 wave); compile = Triton at "
-             f"{COMPILE_EFFICIENCY:.0%} of copy bandwidth on 3N / 5N e bytes (assumed).",
-             ("Not yet calibrated: at 3bb8fe2 an H100 took 1.24-3.36x these device times (geomean 1.85; "
-              "docs/gpu-results.md)."), "", HEADER,
+             f"{COMPILE_EFFICIENCY:.0%} of copy bandwidth on 3N / 5N e bytes (assumed; measured on an H100 at CBAM "
+             "(32,64,56,56): 6-18% of copy, the fused op 3.3-7.5x faster, docs/gpu-results.md).",
+             calibration_note(card), "", HEADER,
              "|---|---|---|---|---|---|---:|---:|---|---:|---|"]
     return "\n".join(lines + [render_row(p) for p in predictions])
 
@@ -103,7 +113,8 @@ def main(argv=None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--card", default="H100", choices=sorted(phase_model.CARDS))
+    parser.add_argument("--card", default="H100-fit", choices=sorted(phase_model.CARDS),
+                        help="H100-fit: fitted on a plan sweep (calibrate_model.py); H100: the assumed figures")
     parser.add_argument("--bandwidth", type=float, help="copy bandwidth in TB/s (replaces the card's)")
     parser.add_argument("--full", action="store_true", help="every CUDA workload of the full benchmark matrix")
     parser.add_argument("--launch-bound", action="store_true", help="ignore the built library's registers")
@@ -111,7 +122,7 @@ def main(argv=None) -> int:
     parser.add_argument("--flight", type=int, metavar="N",
                         help="what if every loop kept at least N loads in flight (LOOPS is not changed on disk)")
     args = parser.parse_args(argv)
-    card = phase_model.card_named(args.card, args.bandwidth and args.bandwidth * 1e12, "given")
+    card = phase_model.with_copy_bandwidth(phase_model.CARDS[args.card], args.bandwidth and args.bandwidth * 1e12)
     saved = phase_model.LOOPS
     if args.flight:
         phase_model.LOOPS = phase_model.at_least_in_flight(args.flight)
