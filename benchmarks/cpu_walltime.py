@@ -1,6 +1,7 @@
 """Focused CPU wall time of the HAR layer: min of --n calls per round, implementations interleaved.
 
     python benchmarks/cpu_walltime.py [--threads 1] [--shapes "128,64,64,9;16,64,64,9"] [--n 10] [--rounds 2]
+    python benchmarks/cpu_walltime.py --chain 40 [--threads 1] [--shapes ...]
 
 Prints, per shape, the best time of ``x.clone()`` (the memory floor), ``torch.dot(x, g)`` (the
 backward's reads alone: two arrays, 2N·e bytes, which on one core can take longer than the
@@ -59,6 +60,38 @@ def calls(shape):
     }
 
 
+def chain(shape, steps: int) -> dict:
+    """A training-like chain: per step the fused forward+backward through autograd, then the 5N e
+    floor over the same four arrays in torch's own loops into preallocated outputs (`copy_` of x,
+    then `add(x, g)`: no allocation, no page faults), each part timed on its own. Every array
+    comes from memory as in a training step, where other layers run between a layer's forward
+    and its backward; an op repeated alone finds part of its 19 MB arrays in the last-level cache
+    (and so does the x.clone() the other rows divide by). Minimum and median ms of each part."""
+    torch.manual_seed(0)
+    x, g = torch.randn(shape), torch.randn(shape)
+    xr = x.clone().requires_grad_()
+    fused = sam_fused.SpatialAttentionModule()
+    params = list(fused.parameters())
+    out_buf, dx_buf = torch.empty_like(x), torch.empty_like(x)
+    parts = {"fwd": [], "bwd": [], "copy": [], "add": []}
+    for step in range(steps + 2):
+        t0 = time.perf_counter()
+        out = fused(xr)
+        t1 = time.perf_counter()
+        grads = torch.autograd.grad(out, [xr, *params], g)
+        t2 = time.perf_counter()
+        del out, grads
+        t3 = time.perf_counter()
+        out_buf.copy_(x)
+        t4 = time.perf_counter()
+        torch.add(x, g, out=dx_buf)
+        t5 = time.perf_counter()
+        if step >= 2:  # the first two warm up
+            for name, t in zip(parts, (t1 - t0, t2 - t1, t4 - t3, t5 - t4)):
+                parts[name].append(t)
+    return {k: (min(v), sorted(v)[len(v) // 2]) for k, v in parts.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=1)
@@ -66,9 +99,21 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=10, help="calls per implementation and round")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--which", default=",".join(IMPLS))
+    parser.add_argument("--chain", type=int, metavar="STEPS",
+                        help="instead: STEPS of the training-like chain (chain()), fused parts against the floor's")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     names = args.which.split(",")
+    if args.chain:
+        print(f"threads {torch.get_num_threads()}, ISA {torch.ops.sam_fused._cpu_isa()}, chain of {args.chain} steps: "
+              "min / median ms; fused fwd vs copy_, bwd vs add, fwd+bwd vs copy_+add (the 5N e floor), min over min")
+        for text in args.shapes.split(";"):
+            t = chain(tuple(int(v) for v in text.split(",")), args.chain)
+            parts = " ".join(f"{k}={lo * 1e3:.3f}/{mid * 1e3:.3f}" for k, (lo, mid) in t.items())
+            ratios = (t["fwd"][0] / t["copy"][0], t["bwd"][0] / t["add"][0],
+                      (t["fwd"][0] + t["bwd"][0]) / (t["copy"][0] + t["add"][0]))
+            print(text, parts, "| fwd/copy {:.2f} bwd/add {:.2f} fwd+bwd/floor {:.2f}".format(*ratios), flush=True)
+        return
     print(f"threads {torch.get_num_threads()}, ISA {torch.ops.sam_fused._cpu_isa()}, min of {args.n} x {args.rounds}")
     for text in args.shapes.split(";"):
         fns = calls(tuple(int(v) for v in text.split(",")))
