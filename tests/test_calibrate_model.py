@@ -19,7 +19,7 @@ FIELDS = ("case", "shape", "dtype", "direction", "variant", "rows_arg", "threads
           "threads", "staged_x", "chunk_rows", "us", "matches_planner")
 
 
-def sweep_rows(path=cm.DEFAULT_SWEEP, keep=lambda r: True):
+def sweep_rows(path=cm.DEFAULT_SWEEPS[-1], keep=lambda r: True):
     with open(path, newline="") as f:
         return [r for r in csv.DictReader(f) if keep(r)]
 
@@ -96,6 +96,19 @@ def test_huber_loss_counts_a_wild_plan_linearly():
     assert small == pytest.approx(0.1 ** 2 / 2)
     wild = cm.loss([Fixed(math.exp(2.0))], H100)
     assert wild == pytest.approx(cm.HUBER * (2.0 - cm.HUBER / 2))
+
+
+def test_merge_keeps_each_plans_fastest_timing_and_its_planner_mark(subset_samples):
+    planner = next(s for s in subset_samples if s.overrides == (0, 0, 0))
+    other = next(s for s in subset_samples if s.overrides != (0, 0, 0) and s.group == planner.group)
+    again = [dataclasses.replace(planner, overrides=(5, 0, 0), measured=planner.measured / 2),  # same plan, faster
+             dataclasses.replace(other, measured=other.measured * 3)]                           # same plan, slower
+    merged = cm.merge(subset_samples + again)
+    assert len(merged) == len(subset_samples)
+    by_plan = {(s.group, s.plan): s for s in merged}
+    fast = by_plan[(planner.group, planner.plan)]
+    assert fast.measured == planner.measured / 2 and fast.overrides == (0, 0, 0)
+    assert by_plan[(other.group, other.plan)].measured == other.measured
 
 
 def test_spearman():

@@ -134,3 +134,26 @@ def test_per_call_us_times_batches_and_graph_replays():
         stats = {}
         assert per_call_us(torch, cuda.call, 5, graph=True, stats=stats) == expected_us
         assert stats["graph"] is captured
+
+
+def test_cold_call_us_flushes_l2_before_every_timed_call():
+    import types
+
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    from gpu_kernel_times import cold_call_us
+
+    cuda = _FakeCuda()
+    flushes = []
+
+    class Buffer:
+        def __init__(self, n):
+            self.n = n
+
+        def zero_(self):
+            flushes.append(self.n)
+            cuda.clock += 50.0  # outside the events: not in the time
+
+    cuda.get_device_properties = lambda i: types.SimpleNamespace(L2_cache_size=50 << 20)
+    torch = types.SimpleNamespace(cuda=cuda, uint8="uint8", empty=lambda n, dtype, device: Buffer(n))
+    assert cold_call_us(torch, cuda.call, 7) == 2000.0
+    assert flushes == [100 << 20] * 7

@@ -82,6 +82,25 @@ def per_call_us(torch, fn, reps: int, graph: bool = False, stats: dict | None = 
     return best
 
 
+def cold_call_us(torch, fn, reps: int) -> float:
+    """Device µs of one call with L2 holding none of its data (the median of `reps`): before each
+    call a buffer of twice the L2 is zeroed, outside the events. Back-to-back calls
+    (per_call_us) find their inputs, and the UCI-HAR shapes' outputs (x: 9-19 MB), in the H100's
+    50 MB L2; here every byte comes from DRAM, as in a network where other layers run between."""
+    l2 = getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 0) or 64 << 20
+    flush = torch.empty(2 * l2, dtype=torch.uint8, device="cuda")
+    fn()
+    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(reps)]
+    for start, end in events:
+        flush.zero_()
+        start.record()
+        fn()
+        end.record()
+    torch.cuda.synchronize()
+    times = sorted(start.elapsed_time(end) * 1e3 for start, end in events)
+    return times[len(times) // 2]
+
+
 def case_inputs(torch, shape, pool: str, kernel, bias: bool, dtype, gen):
     """x, weight, bias (None without) and an upstream gradient of one case, on the GPU, drawn from
     `gen` in that order (every GPU tool makes its inputs here)."""
@@ -101,6 +120,7 @@ def time_case(torch, case, dtype, gen, reps: int, compile_it: bool = False) -> l
     nbytes = x.numel() * x.element_size()
     clone_us = per_call_us(torch, x.clone, reps)
     clone_bw = 2 * nbytes / clone_us / 1e3
+    clone_cold_us = cold_call_us(torch, x.clone, reps)
     padding = (kernel[0] // 2, kernel[1] // 2)
     xg, wg = x.detach().requires_grad_(True), w.detach().requires_grad_(True)
 
@@ -132,19 +152,22 @@ def time_case(torch, case, dtype, gen, reps: int, compile_it: bool = False) -> l
             fused_us = per_call_us(torch, fused_fn, reps, stats=stats)
             graph_us = per_call_us(torch, fused_fn, reps, graph=True, stats=graph_stats)
             graph = f"{graph_us:.1f}" if graph_stats["graph"] else "no capture"
+            cold_us = cold_call_us(torch, fused_fn, reps)
             us = {}
             for name, fn in others.items():
                 us[name] = per_call_us(torch, fn, reps)
                 if direction == "bwd":  # the backward ran its forward too: take that off
                     us[name] -= per_call_us(torch, forwards[name], reps)
         except RuntimeError as err:  # one failing case does not stop the table
-            rows.append(f"{head} error: {str(err).splitlines()[0][:80]} | | | | | | | | | | |")
+            rows.append(f"{head} error: {str(err).splitlines()[0][:80]} | | | | | | | | | | | | | |")
             continue
         floor_bw = passes * nbytes / fused_us / 1e3
         comp = f"{us['compile']:.1f} | {us['compile'] / fused_us:.2f}x" if "compile" in us else "- | -"
+        cold_share = (passes * nbytes / cold_us) / (2 * nbytes / clone_cold_us)
         rows.append(f"{head} {fused_us:.1f} | {stats['host_us']:.1f} | {graph} | {us['eager']:.1f} | {comp} |"
                     f" {clone_us:.1f} | {floor_bw:.0f} | "
-                    f"{clone_bw:.0f} | {floor_bw / clone_bw:.0%} | {us['eager'] / fused_us:.2f}x |")
+                    f"{clone_bw:.0f} | {floor_bw / clone_bw:.0%} | {us['eager'] / fused_us:.2f}x | {cold_us:.1f} | "
+                    f"{clone_cold_us:.1f} | {cold_share:.0%} |")
     return rows
 
 
@@ -163,10 +186,12 @@ def main(argv=None) -> int:
     gen = torch.Generator(device="cuda").manual_seed(0)
     lines = [f"GPU: {torch.cuda.get_device_name(0)}; {args.reps} calls back to back, best of 3 batches", "",
              "fused host µs: the host's time to issue one call in those batches (near fused µs: the host "
-             "set the pace); fused graph µs: the same calls replayed from a CUDA graph (no host dispatch)", "",
+             "set the pace); fused graph µs: the same calls replayed from a CUDA graph (no host dispatch); cold: one "
+             "call at a time with L2 flushed before it (median), every byte from DRAM", "",
              "| case | shape | dtype | dir | fused µs | fused host µs | fused graph µs | eager µs | compile µs | "
-             "compile / fused | clone µs | fused floor GB/s | clone GB/s | fused / copy BW | eager / fused |",
-             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "compile / fused | clone µs | fused floor GB/s | clone GB/s | fused / copy BW | eager / fused | "
+             "fused cold µs | clone cold µs | cold fused / copy BW |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     compile_labels = {label.strip() for label in args.compile.split(",") if label.strip()}
     for dtype_name in args.dtypes.split(","):
         for case in CASES:

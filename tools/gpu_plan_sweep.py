@@ -10,7 +10,8 @@ variants x rows x threads for each case of tools/gpu_kernel_times.py, checks eac
 against the planner's own (allclose), times it by CUDA events, and prints per case the planner's
 time, the best plan's and the best three; the JSON keeps every timing with its plan (passes,
 rows, blocks, threads from the emulation's planner) to recalibrate the model (benchmarks/calibrate_model.py),
-and the host's time to issue a call (host_us: near `us`, the host set the pace).
+the host's time to issue a call (host_us: near `us`, the host set the pace) and the device time of
+one call with L2 flushed before it (cold_us: back-to-back calls find UCI-HAR-sized data in L2).
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gpu_kernel_times import CASES, case_inputs, per_call_us  # noqa: E402
+from gpu_kernel_times import CASES, case_inputs, cold_call_us, per_call_us  # noqa: E402
 
 VARIANTS = {0: "auto", 1: "1-pass", 2: "2-pass", 3: "1-pass x staged", 4: "1-pass x unstaged", 5: "1-pass chunked"}
 ROWS = (0, 1, 2, 4, 8, 16, 32)
@@ -63,11 +64,13 @@ def sweep_case(torch, case, dtype, backward: bool, reps: int, graph: bool = Fals
         ok = all(torch.allclose(u.float(), e.float(), rtol=tol, atol=tol) for u, e in zip(result, reference))
         stats = {}
         us = per_call_us(torch, lambda v=v, r=r, t=t: call(v, r, t), reps, graph, stats)
+        cold = cold_call_us(torch, lambda v=v, r=r, t=t: call(v, r, t), reps)
         timings.append((key, us, (v, r, t), ok))
         records.append(dict(case=label, shape=list(shape), dtype=dtype_name, direction="bwd" if backward else "fwd",
                             variant=v, rows_arg=r, threads_arg=t, two_pass=p.two_pass, rows=p.rows, blocks=p.blocks,
                             threads=p.threads, staged_x=p.staged_x, chunk_rows=p.chunk_rows, us=round(us, 2),
-                            matches_planner=ok, host_us=round(stats["host_us"], 2), graph=stats["graph"]))
+                            matches_planner=ok, host_us=round(stats["host_us"], 2), graph=stats["graph"],
+                            cold_us=round(cold, 2)))
     timings.sort(key=lambda e: e[1])
     auto = next(us for _, us, cfg, _ in timings if cfg == (0, 0, 0))
     best = ", ".join(f"{VARIANTS[c[0]]} rows {k[1]} thr {k[3]} blocks {k[2]}: {us:.1f}" + ("" if ok else " MISMATCH")
