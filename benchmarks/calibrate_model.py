@@ -5,13 +5,13 @@
 
 A plan sweep (tools/gpu_plan_sweep.py; kept in docs/gpu-data/plan_sweep_<card>_<commit>.csv) times
 every distinct plan of each benchmark case. Each row is planned again here with the same overrides
-(variant, rows, threads) by the emulated planner; a row whose plan differs from the one timed is
-left out (the planner changed since). A plan timed more than once (in both H100 sweeps, which
-agree within 3% on 618 of their 690 common plans) keeps its fastest time; the rest are predicted
-by the phase model. The card's
-assumed figures (latencies, CPI, the fraction of copy bandwidth its DRAM phases reach, a device
-cost per launch) are then fitted (scipy's Powell search) to minimise the mean Huber loss of
-log(measured / predicted), and the report shows, before and after:
+(variant, rows, threads) by the emulated planner, or, where the planner changed since, the same
+rows and threads under another test variant; a row no override plans as timed is left out. A
+plan timed more than once (the two H100 sweeps agree within 3% on 618 of their 690 common plans)
+keeps its fastest time; each plan is predicted by the phase model. The card's assumed figures
+(latencies, CPI, the fraction of copy bandwidth its DRAM phases reach, a device cost per launch)
+are then fitted (scipy's Powell search) to minimise the mean Huber loss of log(measured /
+predicted), and the report shows, before and after:
 - the error: geomean and range of measured / predicted, root mean square of its log;
 - whether the model can choose plans: per case, the measured time of the plan the model predicts
   fastest against the fastest measured (the planner's plan beside it), and the rank correlation
@@ -68,10 +68,16 @@ def layer_of(label: str) -> tuple[str, tuple]:
     return phase_model.LAYERS["cbam" if label.startswith("CBAM") else "har"]
 
 
+VARIANTS = range(6)  # sam_fused.emulation's test variants, 0 = the planner's choice
+
+
 def load_sweep(path: str, arch: str = "sm_90", registers: dict | None = None,
                column: str = "us") -> tuple[list[Sample], int]:
-    """(samples, rows left out because today's planner gives another plan for their overrides);
-    `column`: the timing to take (us: back to back; cold_us: L2 flushed before each call)."""
+    """(samples, rows left out because no override today gives the plan they timed); `column`: the
+    timing to take (us: back to back; cold_us: L2 flushed before each call). A row is planned
+    with its own overrides, then, where the planner has changed since, with the same rows and
+    threads under each test variant (an older sweep's planner chunked where today's needs the
+    chunked variant to): the first that gives the plan timed stands for it."""
     import torch
 
     samples, skipped = [], 0
@@ -80,19 +86,24 @@ def load_sweep(path: str, arch: str = "sm_90", registers: dict | None = None,
             shape = tuple(int(v) for v in row["shape"].split("x"))
             dtype = getattr(torch, row["dtype"])
             pool, kernel = layer_of(row["case"])
-            overrides = tuple(int(row[k]) for k in ("variant", "rows_arg", "threads_arg"))
-            try:
-                plan, launches = phase_model.call_launches(shape, dtype, pool, kernel, row["direction"] == "bwd", arch,
-                                                           registers, *overrides)
-            except (RuntimeError, ValueError):
-                skipped += 1
-                continue
+            given = tuple(int(row[k]) for k in ("variant", "rows_arg", "threads_arg"))
             timed = tuple(int(row[k]) for k in ("two_pass", "rows", "blocks", "threads", "staged_x", "chunk_rows"))
-            if timed != (int(plan.two_pass), plan.rows, plan.blocks, plan.threads, int(plan.staged_x), plan.chunk_rows):
+            found = None
+            for overrides in [given] + [(v, *given[1:]) for v in VARIANTS if v != given[0]]:
+                try:
+                    plan, launches = phase_model.call_launches(shape, dtype, pool, kernel, row["direction"] == "bwd",
+                                                               arch, registers, *overrides)
+                except (RuntimeError, ValueError):
+                    continue
+                if timed == (int(plan.two_pass), plan.rows, plan.blocks, plan.threads, int(plan.staged_x),
+                             plan.chunk_rows):
+                    found = overrides, launches
+                    break
+            if found is None:
                 skipped += 1
                 continue
             measured = float(row[column]) * 1e-6
-            samples.append(Sample(row["case"], row["direction"], shape, row["dtype"], overrides, measured, launches,
+            samples.append(Sample(row["case"], row["direction"], shape, row["dtype"], found[0], measured, found[1],
                                   timed))
     return samples, skipped
 
@@ -260,8 +271,8 @@ def main(argv=None) -> int:
         got, left = load_sweep(path, start.arch, registers, "cold_us" if args.cold else "us")
         samples += got
         skipped += left
-        print(f"{os.path.relpath(path)}: {len(got)} plans predicted, {left} left out (today's planner plans "
-              "them differently)")
+        print(f"{os.path.relpath(path)}: {len(got)} plans predicted, {left} left out (no override plans them as "
+              "timed today)")
     if not samples:
         print("no plan of the sweep is planned the same way today: nothing to compare")
         return 1

@@ -40,6 +40,19 @@ def test_dry_run_prints_every_step():
     assert "MAX_JOBS=16" in done.stdout and "gpu_sanitize_driver.py" in done.stdout
 
 
+def test_steps_runs_only_the_named_steps():
+    # tools/device_run.sh short runs these through gpu_check (one list of commands, not two)
+    short = "tests,check,determinism,memcheck,racecheck,times"
+    done = run("--dry-run", "--steps", short)
+    assert done.returncode == 0, done.stderr
+    shown = {line.split("]")[0][1:] for line in done.stdout.splitlines() if line.startswith("[")}
+    assert shown == {"env", *short.split(",")}
+    bad = run("--dry-run", "--steps", "tests,nope")
+    assert bad.returncode == 2 and "no step nope" in bad.stderr
+    device_run = (Path(ROOT) / "tools" / "device_run.sh").read_text()
+    assert f"--steps {short}" in device_run
+
+
 def test_make_n_shows_the_steps():
     # --no-print-directory: under a parent make (CI's `make test`) make would end with "Leaving directory"
     command = ["make", "-n", "--no-print-directory", "gpu-check", f"PYTHON={sys.executable}", "OUT=elsewhere"]
@@ -61,6 +74,10 @@ def test_without_a_gpu_says_so_and_exits_non_zero(tmp_path):
     assert steps["env"] == "pass" and steps["build"] == steps["tests"] == steps["ncu"] == "skipped"
     probe = (tmp_path / "01-env.log").read_text().split("PROBE ", 1)[1].splitlines()[0]
     assert json.loads(probe)["cuda_available"] is False
+    done = run("--skip-build", "--out", str(tmp_path / "some"), "--steps", "tests,times")
+    assert done.returncode == 2
+    steps = {s["name"]: s for s in json.loads((tmp_path / "some" / "summary.json").read_text())["steps"]}
+    assert steps["tests"]["detail"] == "no CUDA GPU" and steps["memcheck"]["detail"] == "not asked (--steps)"
 
 
 def judged(tmp_path, name, text, rc=0):

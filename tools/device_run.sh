@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # On a lent GPU machine, with the bundle of tools/device_bundle.py carried in BUNDLE (.gpu/):
 #   bash tools/device_run.sh [short|check|sweep|ncu|source|all]      (default: check)
-# short: what a 15-minute lease allows in one ~9-minute command: the CUDA tests, parity,
-#        determinism, memcheck and racecheck side by side (<= 200 s), the plan sweep (<= 150 s),
-#        then kernel times beside eager, clone and torch.compile for CBAM 64ch (<= 180 s), then
-#        the > 2^31-element test (<= 90 s).
+# short: what a 15-minute lease allows in one ~9-minute command: tools/gpu_check.py --steps
+#        (the CUDA tests, parity, determinism, memcheck and racecheck side by side, then kernel
+#        times beside eager, clone and torch.compile for CBAM 64ch; <= 360 s), then the plan
+#        sweep (<= 150 s).
 # source: Nsight Compute's source counters per SASS instruction of FwdMain and BwdMain (bank
 #        conflicts, excess sectors, stalls; ~1 min), summarised by tools/ncu_source_summary.py.
 # check: tools/gpu_check.py --skip-build (tests, parity, determinism, sanitizers, kernel times,
@@ -71,28 +71,18 @@ run_ncu() {
 run_short() {
   local d=/tmp/device/short py=python3 rc=0
   mkdir -p $d
-  bg() {  # bg NAME LIMIT CMD...: one check in the background, its exit status at the end of its log
-    local name=$1 limit=$2; shift 2
-    ( timeout "$limit" "$@" > "$d/$name.log" 2>&1; echo "exit status $?" >> "$d/$name.log" ) &
-  }
-  bg tests 200 $py -m pytest tests/test_cuda.py -q -p no:cacheprovider -rs -m "not slow" --durations=10
-  bg parity 150 $py -m sam_fused.check --device cuda --dtype float32 --dtype float64 --dtype float16 --dtype bfloat16
-  bg determinism 150 $py tools/gpu_determinism.py
-  for tool in memcheck racecheck; do
-    bg "$tool" 170 env PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool $tool --report-api-errors no \
-      --error-exitcode 1 $py tools/gpu_sanitize_driver.py
-  done
-  wait
+  # gpu-check's own steps (tests/test_cuda.py with its > 2^31-element test, parity, determinism,
+  # memcheck and racecheck side by side, then the kernel times), within a budget that leaves the
+  # plan sweep its time
+  $py tools/gpu_check.py --skip-build --out $d/check --budget 360 --sanitizer-timeout 170 \
+    --steps tests,check,determinism,memcheck,racecheck,times > $d/check.log 2>&1 || rc=1
   timeout 150 $py tools/gpu_plan_sweep.py --time-limit 120 --out $d/plan_sweep.json > $d/sweep.log 2>&1
-  echo "exit status $?" >> $d/sweep.log
-  timeout 180 $py tools/gpu_kernel_times.py --out $d/kernel_times.md --compile "CBAM 64ch" > $d/times.log 2>&1
-  echo "exit status $?" >> $d/times.log
-  timeout 90 $py -m pytest tests/test_cuda.py -q -p no:cacheprovider -rs -m slow > $d/slow.log 2>&1
-  echo "exit status $?" >> $d/slow.log
-  for f in tests parity determinism memcheck racecheck sweep times slow; do
-    echo "=== $f"; tail -25 "$d/$f.log"
-    grep -q "exit status 0$" "$d/$f.log" || rc=1
-  done > "$RESULTS/short-summary.txt"
+  local sweep=$?
+  echo "exit status $sweep" >> $d/sweep.log
+  [ $sweep -eq 0 ] || rc=1
+  { cat $d/check/summary.md 2>/dev/null || tail -40 $d/check.log
+    echo "=== sweep"; tail -30 $d/sweep.log; } > "$RESULTS/short-summary.txt"
+  cp $d/check/kernel_times.md "$RESULTS/" 2>/dev/null
   pack short $d
   return $rc
 }

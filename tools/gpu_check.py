@@ -1,6 +1,6 @@
 """One command that checks the CUDA kernels on a machine with a GPU: `make gpu-check` (OUT=dir).
 
-    python3 tools/gpu_check.py [--out gpu-results] [--jobs N] [--dry-run] [--skip-build]
+    python3 tools/gpu_check.py [--out gpu-results] [--jobs N] [--dry-run] [--skip-build] [--steps a,b,...]
 
 Steps, each logged to OUT/NN-step.log (OUT/summary.md: the table of results and the numbers;
 OUT/summary.json: the same for programs):
@@ -331,13 +331,22 @@ def main(argv=None) -> int:
                         help="seconds for each compute-sanitizer tool (default 300); one cut short is TIMEOUT")
     parser.add_argument("--dry-run", action="store_true", help="print every step's command; run nothing")
     parser.add_argument("--skip-build", action="store_true", help="use the extension already built in the tree")
+    parser.add_argument("--steps", help="run only these steps (comma-separated names; env always runs): the "
+                        "others are skipped, e.g. tools/device_run.sh short's tests,check,determinism,memcheck,"
+                        "racecheck,times")
     args = parser.parse_args(argv)
+    names = [p.name for p in plan_steps(sys.executable, Path("."), 1, "", True, 0)]
+    asked = set(args.steps.split(",")) if args.steps else set(names)
+    if unknown := asked - set(names):
+        parser.error(f"--steps: no step {', '.join(sorted(unknown))} (steps: {', '.join(names)})")
     out = (ROOT / args.out).resolve() if not os.path.isabs(args.out) else Path(args.out)
     py = sys.executable
 
     if args.dry_run:
         for step in plan_steps(py, out, args.jobs, args.arch or "<GPU capability, e.g. 9.0>", True, args.budget,
                                args.sanitizer_timeout):
+            if step.name != "env" and step.name not in asked:
+                continue
             mode = "side by side" if step.parallel else "alone"
             print(f"[{step.name}] ({mode}, at most {step.timeout:.0f} s, log {step.log.relative_to(out.parent)})")
             for cmd in step.commands:
@@ -370,7 +379,12 @@ def main(argv=None) -> int:
 
     phases = [["build"], ["tests", "check", "determinism", *SANITIZERS], ["times"], ["ncu"], ["bench"], ["predicted"]]
     for phase in phases:
-        group = [by_name[n] for n in phase]
+        group = [by_name[n] for n in phase if n in asked]
+        for n in phase:
+            if n not in asked:
+                by_name[n].detail = "not asked (--steps)"
+        if not group:
+            continue
         if phase == ["build"] and args.skip_build:
             group[0].status, group[0].detail = SKIPPED, "--skip-build"
             continue
