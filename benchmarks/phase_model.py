@@ -68,12 +68,12 @@ class Card(time_model.Card):
 
 CARDS = {
     "H100": Card("H100 SXM (assumed 3.0 TB/s copy)", 3.0e12),
-    # fitted by benchmarks/calibrate_model.py --bandwidth 3.3 on the 708 plans of
-    # docs/gpu-data/plan_sweep_h100_3bb8fe2.csv (H100 80GB HBM3, x.clone() at 3.2-3.4 TB/s): effective
+    # fitted by `benchmarks/calibrate_model.py --bandwidth 3.3` on the 708 plans the two H100 sweeps
+    # of docs/gpu-data timed (each plan's fastest; x.clone() reached 3.2-3.4 TB/s there): effective
     # figures, not physical ones. Fits on half the cases move them a lot (docs/gpu-model.md): only
-    # their combination predicts, to about +-30% (rms log error 0.29 against 0.78 as assumed)
-    "H100-fit": Card("H100 SXM (fitted on 708 timed plans, 3.3 TB/s copy)", 3.3e12, dram_latency=0.43e-6,
-                     l2_latency=0.66e-6, smem_latency=214e-9, cpi=6.17, stream_efficiency=0.52),
+    # their combination predicts, to about +-30% (rms log error 0.26 against 0.75 as assumed)
+    "H100-fit": Card("H100 SXM (fitted on 708 timed plans, 3.3 TB/s copy)", 3.3e12, dram_latency=0.44e-6,
+                     l2_latency=0.69e-6, smem_latency=215e-9, cpi=6.04, stream_efficiency=0.53),
     "H200": Card("H200 (assumed 4.0 TB/s copy)", 4.0e12),
     "A100": Card("A100 80GB SXM (assumed 1.75 TB/s copy)", 1.75e12, arch="sm_80", sms=108, dram_latency=0.6e-6,
                  l2_latency=0.2e-6, smem_latency=30 / 1.41e9, clock_hz=1.41e9, l2_bandwidth=3.8e12),
