@@ -197,11 +197,10 @@ def main(argv=None) -> int:
         for case in CASES:
             lines += time_case(torch, case, getattr(torch, dtype_name), gen, args.reps, case[0] in compile_labels)
             print(*lines[-2:], sep="\n", flush=True)
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+            if args.out:  # after every case: a run stopped by its time limit keeps what it timed
+                with open(args.out, "w") as f:
+                    f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
     return 0
 
 
