@@ -142,6 +142,37 @@ def run_planted_bug(bug):
     return torch.ops.sam_fused._emulate_planted_bug(bug)
 
 
+@dataclass(frozen=True)
+class BankSite:
+    """Shared-memory wavefronts of one element access of a phase's block buffers, summed over the
+    warps and blocks an audit ran: passes taken, the ideal (its bytes / 128 per lane group), and
+    warp-wide instructions."""
+    passes: int
+    ideal: int
+    instructions: int
+
+    @property
+    def excess(self) -> float:
+        return self.passes / self.ideal if self.ideal else 1.0
+
+
+def bank_audit(fn) -> dict[str, BankSite]:
+    """Runs fn (emulated launches) under a bank audit (csrc/block/ctx_cpu.h BankAudit): the bank
+    conflicts of the element accesses of the block buffers, which the traffic counts leave out,
+    keyed "file:line#k" (the phase's each_thread, its k-th element access). Lanes that diverge can
+    pair accesses of different instructions: read a site's excess against the code."""
+    torch.ops.sam_fused._bank_audit(True)
+    try:
+        fn()
+    finally:
+        text = torch.ops.sam_fused._bank_audit(False)
+    sites = {}
+    for line in text.splitlines():
+        site, passes, ideal, instructions = line.split()
+        sites[site] = BankSite(int(passes), int(ideal), int(instructions))
+    return sites
+
+
 def plan(shape, dtype, pool, kernel, backward, channels_last=False, return_map=False, arch=DEFAULT_ARCH, variant=0,
          rows=0, threads=0):
     """(Traffic with no counts, index64) of the launches the op would make for a call of this

@@ -453,9 +453,9 @@ template <int V, typename T, typename A> SAM_FUSED_BLOCK void widen(const T (&v)
 // j = t % vl of the block over channels slot, slot + slots, ... (slot = t / vl, slots =
 // p.sum_slots, the same for every chunk, so the chunks change no bits). load(c, pix) loads
 // channel c's vector at tile pixel pix (U channels ahead), add(loaded, sums) adds it to the V
-// sums. The sums meet in shared memory (slot-major, then element, then lane: consecutive lanes
-// consecutive words), then one thread per pixel adds the slots in order and calls emit(pixel,
-// sum): a fixed order, bitwise deterministic. Ends with a barrier.
+// sums. The sums meet in shared memory (slot-major, then element rotated by the slot, then lane:
+// consecutive lanes consecutive words), then one thread per pixel adds the slots in order and
+// calls emit(pixel, sum): a fixed order, bitwise deterministic. Ends with a barrier.
 template <int V, int U, typename A, typename I, class Ctx, class Load, class Add, class Emit, class Ready>
 SAM_FUSED_BLOCK void channel_sum_vectors(Ctx& ctx, const Plan& p, const Tile<I>& tl, I W, I C, A* sums_raw, Load&& load,
                                          Add&& add, Emit&& emit, Ready&& ready) {
@@ -491,8 +491,11 @@ SAM_FUSED_BLOCK void channel_sum_vectors(Ctx& ctx, const Plan& p, const Tile<I>&
         }
 #pragma unroll 1
         for (; c < C; c += slots) add(load(c, pix), acc);
+        // slot q keeps element e at row (e + q) mod V of its V rows of vl words: a warp holding
+        // several slots (vl < 32) then stores to as many different rows, which fall in different
+        // banks where V * vl is a multiple of 32 (16-bit data, vl 16: a 2-way conflict otherwise)
 #pragma unroll
-        for (int e = 0; e < V; ++e) sums[(slot * I(V) + I(e)) * vl + j] = acc[e];
+        for (int e = 0; e < V; ++e) sums[(slot * I(V) + ((I(e) + slot) & I(V - 1))) * vl + j] = acc[e];
       });
       ctx.sync();
       ctx.each_thread([&](int t) {
@@ -500,9 +503,9 @@ SAM_FUSED_BLOCK void channel_sum_vectors(Ctx& ctx, const Plan& p, const Tile<I>&
         for (I m = I(t); m < I(V) * vl; m += T) {
           const I e = m >> vshift, j = m & (vl - 1);
           if (j >= n) continue;
-          A sum = sums[m];
+          A sum = sums[m];  // slot 0: element e at row e
 #pragma unroll 1
-          for (I q = 1; q < slots; ++q) sum += A(sums[q * I(V) * vl + m]);
+          for (I q = 1; q < slots; ++q) sum += A(sums[(q * I(V) + ((e + q) & I(V - 1))) * vl + j]);
           emit(base + j * I(V) + e, sum);
         }
       });

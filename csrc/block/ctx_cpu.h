@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <map>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -27,6 +28,20 @@
 #define SAM_FUSED_BLOCK inline
 
 namespace sam_fused::block {
+
+// Bank audit (test-only, off unless asked): the shared-memory wavefronts of the element accesses
+// of block buffers (ctx.buffer(p)[i]), which the traffic counts leave out, per phase (the
+// source line of the phase's each_thread) and access ("file:line#k": the k-th element access
+// of the phase's threads). The seq-th element access of every lane of a warp
+// in a phase counts as one warp-wide instruction, as for the counted accesses; lanes that
+// diverge (a border pixel taking other taps) can pair accesses of different instructions, so a
+// site's excess is an upper bound to read against the code.
+struct BankAudit {
+  struct Site {
+    int64_t passes = 0, ideal = 0, instructions = 0;
+  };
+  std::map<std::string, Site> sites;
+};
 
 // Counters per registered tensor ("slot"); see TrafficRecorder::kFields.
 class TrafficRecorder {
@@ -61,6 +76,7 @@ class TrafficRecorder {
     }
     lane_ = t % 32;
     seq_ = 0;
+    eseq_ = 0;
   }
   void end_phase() {
     flush_warp();
@@ -89,6 +105,27 @@ class TrafficRecorder {
   }
 
   void skip_access() { ++seq_; }
+
+  // Bank audit: where the phase's element accesses are counted, and one such access.
+  void set_audit(BankAudit* audit) { audit_ = audit; }
+  bool auditing() const { return audit_ != nullptr; }
+  void set_site(const char* file, int line) {
+    if (!audit_) return;
+    flush_warp();
+    const char* base = std::strrchr(file, '/');
+    site_ = std::string(base ? base + 1 : file) + ":" + std::to_string(line);
+  }
+  void element(const void* p, int bytes) {
+    const char* cp = static_cast<const char*>(p);
+    if (!audit_ || !shared_.base || cp < shared_.base || cp >= shared_.base + shared_.bytes) return;
+    if (int(pending_elem_.size()) <= eseq_) pending_elem_.resize(eseq_ + 1);
+    Pending& w = pending_elem_[eseq_++];
+    if (w.lanes.empty()) w.width = bytes;
+    w.slot = shared_.slot;
+    w.shared = true;
+    w.bytes += bytes;
+    w.lanes.push_back({lane_, cp - shared_.base});
+  }
 
   const std::vector<int64_t>& counts() const { return counts_; }
 
@@ -172,25 +209,43 @@ class TrafficRecorder {
   void flush_warp() {
     for (auto& w : pending_) flush(w);
     for (auto& w : pending_shared_) flush(w);
+    for (size_t k = 0; k < pending_elem_.size(); ++k) {
+      Pending& w = pending_elem_[k];
+      if (w.slot < 0 || !audit_) continue;
+      const auto [passes, ideal] = wavefronts(w);
+      BankAudit::Site& site = audit_->sites[site_ + "#" + std::to_string(k)];
+      site.passes += passes;
+      site.ideal += ideal;
+      site.instructions += 1;
+      w.slot = -1;
+      w.bytes = 0;
+      w.lanes.clear();
+    }
   }
   std::vector<int64_t> counts_;
   std::vector<Region> regions_;
-  std::vector<Pending> pending_, pending_shared_;
+  std::vector<Pending> pending_, pending_shared_, pending_elem_;
   Region shared_{nullptr, 0, 0, {}, {}};
-  int warp_ = -1, lane_ = 0, seq_ = 0;
+  int warp_ = -1, lane_ = 0, seq_ = 0, eseq_ = 0;
+  BankAudit* audit_ = nullptr;
+  std::string site_;
 };
 
 // An element of a block buffer seen through the sanitizer: reads and writes are checked, not
-// counted as traffic (the buffers are the block's shared memory, or its scratch region).
+// counted as traffic (the buffers are the block's shared memory, or its scratch region); with
+// a bank audit running (rec not null), counted as the audit's element accesses.
 template <class T> struct CheckedRef {
   T* p;
   BlockSanitizer* san;
+  TrafficRecorder* rec = nullptr;
   operator T() const {
     if (san) san->access(p, sizeof(T), false);
+    if (rec) rec->element(p, sizeof(T));
     return *p;
   }
   CheckedRef& operator=(const T& v) {
     if (san) san->access(p, sizeof(T), true);
+    if (rec) rec->element(p, sizeof(T));
     *p = v;
     return *this;
   }
@@ -201,7 +256,8 @@ template <class T> struct CheckedPtr {
   using element_type = T;
   T* p;
   BlockSanitizer* san;
-  CheckedRef<T> operator[](int64_t i) const { return {p + i, san}; }
+  TrafficRecorder* rec = nullptr;  // a bank audit is running
+  CheckedRef<T> operator[](int64_t i) const { return {p + i, san, rec}; }
 };
 template <class T> T* raw_of(const CheckedPtr<T>& b) { return b.p; }
 
@@ -222,7 +278,9 @@ struct CpuCtx {
   int threads() const { return nthreads; }
   unsigned char* smem() const { return shared; }
 
-  template <class F> void each_thread(F&& f) {
+  // file, line: the call site, the bank audit's name for the phase (GCC and Clang fill them in).
+  template <class F> void each_thread(F&& f, const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+    rec->set_site(file, line);
     if (san) san->begin_phase();
     for (int t = 0; t < nthreads; ++t) {
       rec->begin_thread(t);
@@ -235,7 +293,7 @@ struct CpuCtx {
   void sync() {
     if (san) san->barrier();
   }
-  template <class T> CheckedPtr<T> buffer(T* p) { return {p, san}; }
+  template <class T> CheckedPtr<T> buffer(T* p) { return {p, san, rec->auditing() ? rec : nullptr}; }
 
   template <class S> CpuThreadState<S> thread_state() { return {std::vector<S>(nthreads)}; }
 

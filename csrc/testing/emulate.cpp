@@ -83,6 +83,12 @@ std::vector<int64_t> plan_rows(const CallPlan& c) {
   return v;
 }
 
+// The bank audit _bank_audit runs (null: none): every emulated launch counts into it.
+std::unique_ptr<BankAudit>& bank_audit() {
+  static std::unique_ptr<BankAudit> audit;
+  return audit;
+}
+
 struct CpuLauncher {
   TrafficRecorder rec{kSlots};
   CallPlan last_call;
@@ -105,6 +111,7 @@ struct CpuLauncher {
     rec.begin_launch();
     std::vector<uint4_words> smem(detail::ceil_div(l.smem_bytes, sizeof(uint4_words)) + 1);  // 16-byte aligned
     rec.set_shared(smem.data(), l.smem_bytes, kSlotShared);
+    rec.set_audit(bank_audit().get());
     if (san) san->begin_launch(smem.data(), l.smem_bytes, smem.size() * sizeof(uint4_words), l.threads);
     for (int64_t blk = 0; blk < (max_blocks > 0 ? std::min(l.grid, max_blocks) : l.grid); ++blk) {
       if (san) san->begin_block(blk);
@@ -311,10 +318,25 @@ at::Tensor emulate_planted_bug(const std::string& name) {
   return out;
 }
 
+// _bank_audit(True) starts a bank audit (BankAudit, ctx_cpu.h) of the emulated launches that
+// follow; _bank_audit(False) ends it and returns one line per phase: "site passes ideal
+// instructions" (shared-memory wavefronts of its buffers' element accesses, and the ideal).
+std::string run_bank_audit(bool start) {
+  auto& audit = bank_audit();
+  std::string out;
+  if (audit)
+    for (const auto& [site, c] : audit->sites)
+      out += site + " " + std::to_string(c.passes) + " " + std::to_string(c.ideal) + " " +
+             std::to_string(c.instructions) + "\n";
+  audit = start ? std::make_unique<BankAudit>() : nullptr;
+  return out;
+}
+
 }  // namespace
 }  // namespace sam_fused::block
 
 TORCH_LIBRARY_FRAGMENT(sam_fused, m) {
+  m.def("_bank_audit(bool start) -> str", &sam_fused::block::run_bank_audit);
   m.def("_emulate_fwd(Tensor x, Tensor weight, Tensor? bias, str pool, bool return_map, int variant=0, int rows=0, "
         "int threads=0, bool index64=False, int max_blocks=0, str arch=\"sm_90\", bool sanitize=False) -> (Tensor, "
         "Tensor, Tensor)");

@@ -1,0 +1,68 @@
+"""The bank audit of the block buffers' element accesses (csrc/block/ctx_cpu.h BankAudit,
+sam_fused.emulation.bank_audit, benchmarks/bank_report.py): it counts, it changes no result,
+and the vector sums store their per-slot partials without bank conflicts."""
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from sam_fused import emulation
+
+COMMON = Path(__file__).parents[1] / "csrc" / "block" / "common.h"
+
+
+def vector_sums_store_phase() -> str:
+    """"common.h:<line>" of channel_sum_vectors' first phase (each thread stores its slot's sums)."""
+    lines = COMMON.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if "void channel_sum_vectors(" in line)
+    first = next(i for i in range(start, len(lines)) if "ctx.each_thread(" in lines[i])
+    return f"common.h:{first + 1}"
+
+
+def har_inputs(shape, dtype):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=gen, dtype=dtype)
+    w = torch.randn(1, 1, 3, 1, generator=gen, dtype=dtype)
+    return x, w, torch.randn(shape, generator=gen, dtype=dtype)
+
+
+def test_no_audit_running_reports_nothing():
+    assert torch.ops.sam_fused._bank_audit(False) == ""
+
+
+def test_an_audit_changes_no_result_and_counts_the_phases():
+    x, w, g = har_inputs((2, 64, 16, 9), torch.float32)
+    out, pooled, _ = emulation.emulate_fwd(x, w, None, "mean", False)
+    got = {}
+    sites = emulation.bank_audit(lambda: got.update(fwd=emulation.emulate_fwd(x, w, None, "mean", False)))
+    assert torch.equal(got["fwd"][0], out) and torch.equal(got["fwd"][1], pooled)
+    assert sites and all(re.fullmatch(r"\w+\.h:\d+#\d+", s) for s in sites)
+    assert all(c.passes >= c.ideal > 0 and c.instructions > 0 for c in sites.values())
+    assert torch.ops.sam_fused._bank_audit(False) == ""  # the audit ended with the call
+
+
+@pytest.mark.parametrize("shape", [(4, 64, 64, 9), (4, 128, 32, 9), (4, 512, 8, 9)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_vector_sums_store_their_partials_without_bank_conflicts(shape, dtype):
+    # each slot keeps its V sums in rows rotated by the slot: with 16-bit data (V = 8) and 16
+    # lanes a slot, two slots of a warp stored to the same banks before (2x the ideal)
+    x, w, g = har_inputs(shape, dtype)
+    _, pooled, _ = emulation.emulate_fwd(x, w, None, "mean", False)
+    store = vector_sums_store_phase()
+    for run in (lambda: emulation.emulate_fwd(x, w, None, "mean", False, max_blocks=4),
+                lambda: emulation.emulate_bwd(g, x, w, None, pooled, "mean", False, max_blocks=4)):
+        sites = {k: c for k, c in emulation.bank_audit(run).items() if k.startswith(store + "#")}
+        assert sites, f"no access of {store} audited: the plan has no vector sums?"
+        assert sum(c.passes for c in sites.values()) == sum(c.ideal for c in sites.values())
+
+
+def test_bank_report_runs(capsys):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    import bank_report
+
+    assert bank_report.main(["--blocks", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "| phase (each_thread line) |" in out and "CBAM 64ch" in out
