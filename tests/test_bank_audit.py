@@ -12,12 +12,13 @@ from sam_fused import emulation
 COMMON = Path(__file__).parents[1] / "csrc" / "block" / "common.h"
 
 
-def vector_sums_store_phase() -> str:
-    """"common.h:<line>" of channel_sum_vectors' first phase (each thread stores its slot's sums)."""
+def vector_sums_phases() -> list[str]:
+    """"common.h:<line>" of channel_sum_vectors' two phases: each thread stores its slot's sums,
+    then one thread per pixel adds the slots and emits the pixel's sum."""
     lines = COMMON.read_text().splitlines()
     start = next(i for i, line in enumerate(lines) if "void channel_sum_vectors(" in line)
-    first = next(i for i in range(start, len(lines)) if "ctx.each_thread(" in lines[i])
-    return f"common.h:{first + 1}"
+    phases = [i for i in range(start, len(lines)) if "ctx.each_thread(" in lines[i]][:2]
+    return [f"common.h:{i + 1}" for i in phases]
 
 
 def har_inputs(shape, dtype):
@@ -42,19 +43,25 @@ def test_an_audit_changes_no_result_and_counts_the_phases():
     assert torch.ops.sam_fused._bank_audit(False) == ""  # the audit ended with the call
 
 
-@pytest.mark.parametrize("shape", [(4, 64, 64, 9), (4, 128, 32, 9), (4, 512, 8, 9)])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_vector_sums_store_their_partials_without_bank_conflicts(shape, dtype):
-    # each slot keeps its V sums in rows rotated by the slot: with 16-bit data (V = 8) and 16
-    # lanes a slot, two slots of a warp stored to the same banks before (2x the ideal)
+# plans with vector sums in both directions: 8-, 4- and 2-element vectors, one and several slots
+VECTOR_SUM_CASES = [(shape, dtype) for shape in [(4, 64, 64, 9), (4, 128, 32, 9), (4, 512, 8, 9)]
+                    for dtype in (torch.float32, torch.bfloat16)] + [((4, 64, 64, 9), torch.float64)]
+
+
+@pytest.mark.parametrize("shape,dtype", VECTOR_SUM_CASES)
+def test_vector_sums_store_and_merge_without_bank_conflicts(shape, dtype):
+    # each thread's V sums sit together, rotated by their 128-byte line. Before: with 16-bit data
+    # (V = 8, 16 lanes a slot) two slots of a warp stored to the same banks (2x the ideal), and
+    # the merge's lanes emitted pixels V words apart (2-3x)
     x, w, g = har_inputs(shape, dtype)
     _, pooled, _ = emulation.emulate_fwd(x, w, None, "mean", False)
-    store = vector_sums_store_phase()
     for run in (lambda: emulation.emulate_fwd(x, w, None, "mean", False, max_blocks=4),
                 lambda: emulation.emulate_bwd(g, x, w, None, pooled, "mean", False, max_blocks=4)):
-        sites = {k: c for k, c in emulation.bank_audit(run).items() if k.startswith(store + "#")}
-        assert sites, f"no access of {store} audited: the plan has no vector sums?"
-        assert sum(c.passes for c in sites.values()) == sum(c.ideal for c in sites.values())
+        audit = emulation.bank_audit(run)
+        for phase in vector_sums_phases():
+            sites = {k: c for k, c in audit.items() if k.startswith(phase + "#")}
+            assert sites, f"no access of {phase} audited: the plan has no vector sums?"
+            assert sum(c.passes for c in sites.values()) == sum(c.ideal for c in sites.values()), phase
 
 
 def test_bank_report_runs(capsys):

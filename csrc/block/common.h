@@ -453,18 +453,23 @@ template <int V, typename T, typename A> SAM_FUSED_BLOCK void widen(const T (&v)
 // j = t % vl of the block over channels slot, slot + slots, ... (slot = t / vl, slots =
 // p.sum_slots, the same for every chunk, so the chunks change no bits). load(c, pix) loads
 // channel c's vector at tile pixel pix (U channels ahead), add(loaded, sums) adds it to the V
-// sums. The sums meet in shared memory (slot-major, then element rotated by the slot, then lane:
-// consecutive lanes consecutive words), then one thread per pixel adds the slots in order and
-// calls emit(pixel, sum): a fixed order, bitwise deterministic. Ends with a barrier.
+// sums. The sums meet in shared memory (each thread's V sums together, rotated by their 128-byte
+// line: no bank conflicts), then one thread per pixel adds the slots in order and calls
+// emit(pixel, sum): a fixed order, bitwise deterministic. Ends with a barrier.
 template <int V, int U, typename A, typename I, class Ctx, class Load, class Add, class Emit, class Ready>
 SAM_FUSED_BLOCK void channel_sum_vectors(Ctx& ctx, const Plan& p, const Tile<I>& tl, I W, I C, A* sums_raw, Load&& load,
                                          Add&& add, Emit&& emit, Ready&& ready) {
   auto sums = ctx.buffer(sums_raw);
-  // slots and threads are powers of two (plan_sum_slots, kThreads), so is vl: the merge finds a
-  // sum's lane and element by a shift and a mask, not a division
+  // slots and threads are powers of two (plan_sum_slots, kThreads), so is vl
   const I T = I(ctx.threads()), slots = I(p.sum_slots), vl = T / slots;
-  int vshift = 0;
-  while ((I(1) << vshift) < vl) ++vshift;
+  static_assert(V == 2 || V == 4 || V == 8, "16-byte vectors of 8-, 4- or 2-byte elements");
+  constexpr int kVShift = V == 8 ? 3 : V == 4 ? 2 : 1;        // log2(V)
+  constexpr int kLineShift = sizeof(A) == 8 ? 4 : 5;           // log2(A values in 128 bytes)
+  // Thread L = slot * vl + j keeps its V sums at words L * V + (e rotated by the 128-byte line
+  // the run starts in). The lanes of a warp whose runs start at the same bank are in different
+  // lines, so they store to different banks (unrotated, 16-bit data's two slots of 16 lanes hit
+  // the same ones); and the merge below, one pixel a lane, reads 32 consecutive words permuted.
+  auto at = [](I L, I e) { return L * I(V) + ((e + ((L * I(V)) >> kLineShift)) & I(V - 1)); };
 #pragma unroll 1
   for (int k = 0; k < p.chunks; ++k) {
     const Tile<I> ch = chunk_of(p, tl, k);
@@ -491,22 +496,21 @@ SAM_FUSED_BLOCK void channel_sum_vectors(Ctx& ctx, const Plan& p, const Tile<I>&
         }
 #pragma unroll 1
         for (; c < C; c += slots) add(load(c, pix), acc);
-        // slot q keeps element e at row (e + q) mod V of its V rows of vl words: a warp holding
-        // several slots (vl < 32) then stores to as many different rows, which fall in different
-        // banks where V * vl is a multiple of 32 (16-bit data, vl 16: a 2-way conflict otherwise)
 #pragma unroll
-        for (int e = 0; e < V; ++e) sums[(slot * I(V) + ((I(e) + slot) & I(V - 1))) * vl + j] = acc[e];
+        for (int e = 0; e < V; ++e) sums[at(I(t), I(e))] = acc[e];
       });
       ctx.sync();
+      // pixel m of the block (its vector j, element e) to a lane: consecutive lanes emit
+      // consecutive pixels (V words apart, the emit's writes were 2-4-way bank conflicts)
       ctx.each_thread([&](int t) {
 #pragma unroll 1
         for (I m = I(t); m < I(V) * vl; m += T) {
-          const I e = m >> vshift, j = m & (vl - 1);
+          const I j = m >> kVShift, e = m & I(V - 1);
           if (j >= n) continue;
-          A sum = sums[m];  // slot 0: element e at row e
+          A sum = sums[at(j, e)];
 #pragma unroll 1
-          for (I q = 1; q < slots; ++q) sum += A(sums[(q * I(V) + ((e + q) & I(V - 1))) * vl + j]);
-          emit(base + j * I(V) + e, sum);
+          for (I q = 1; q < slots; ++q) sum += A(sums[at(q * vl + j, e)]);
+          emit(base + m, sum);
         }
       });
       ctx.sync();
