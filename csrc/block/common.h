@@ -507,9 +507,13 @@ SAM_FUSED_BLOCK void channel_sum_vectors(Ctx& ctx, const Plan& p, const Tile<I>&
         for (I m = I(t); m < I(V) * vl; m += T) {
           const I j = m >> kVShift, e = m & I(V - 1);
           if (j >= n) continue;
-          A sum = sums[at(j, e)];
+          I run = j * I(V);  // at(q * vl + j, e) = run + rotated e, stepping run by a slot's lanes
+          A sum = sums[run + ((e + (run >> kLineShift)) & I(V - 1))];
 #pragma unroll 1
-          for (I q = 1; q < slots; ++q) sum += A(sums[at(q * vl + j, e)]);
+          for (I q = 1; q < slots; ++q) {
+            run += vl * I(V);
+            sum += A(sums[run + ((e + (run >> kLineShift)) & I(V - 1))]);
+          }
           emit(base + m, sum);
         }
       });
