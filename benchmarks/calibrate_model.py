@@ -26,6 +26,7 @@ import csv
 import dataclasses
 import math
 import os
+import statistics
 import sys
 from dataclasses import dataclass
 
@@ -60,7 +61,7 @@ class Sample:
         return self.label, self.shape, self.dtype, self.direction
 
     def predicted(self, card: Card) -> float:
-        return sum(launch.time(card).seconds for launch in self.launches) + len(self.launches) * card.launch_gap
+        return phase_model.device_seconds([launch.time(card) for launch in self.launches], card)
 
 
 def layer_of(label: str) -> tuple[str, tuple]:
@@ -166,21 +167,11 @@ def fit(samples: list[Sample], card: Card, params=PARAMS, max_evaluations: int =
     return fitted if loss(samples, fitted) <= loss(samples, card) else card
 
 
-def _ranks(values: list[float]) -> list[float]:
-    order = sorted(range(len(values)), key=values.__getitem__)
-    ranks = [0.0] * len(values)
-    for r, i in enumerate(order):
-        ranks[i] = float(r)
-    return ranks
-
-
 def spearman(a: list[float], b: list[float]) -> float:
-    """Rank correlation (no tie correction: timings rarely tie)."""
-    n = len(a)
-    if n < 3:
-        return float("nan")
-    ra, rb = _ranks(a), _ranks(b)
-    return 1 - 6 * sum((x - y) ** 2 for x, y in zip(ra, rb)) / (n * (n * n - 1))
+    """Rank correlation (scipy's), nan below three plans."""
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(a, b).statistic) if len(a) >= 3 else float("nan")
 
 
 @dataclass
@@ -207,20 +198,16 @@ def group_reports(samples: list[Sample], card: Card) -> list[GroupReport]:
     return out
 
 
-def _geomean(values) -> float:
-    values = list(values)
-    return math.exp(sum(math.log(v) for v in values) / len(values))
-
-
 def summary(samples: list[Sample], card: Card) -> dict:
     errors = log_errors(samples, card)
     groups = group_reports(samples, card)
     ranks = [g.rank for g in groups if not math.isnan(g.rank)]
     return dict(ratio_geomean=math.exp(sum(errors) / len(errors)), ratio_min=math.exp(min(errors)),
                 ratio_max=math.exp(max(errors)), rms_log=math.sqrt(sum(e * e for e in errors) / len(errors)),
-                choice_over_best=_geomean(g.chosen / g.best for g in groups),
+                choice_over_best=statistics.geometric_mean(g.chosen / g.best for g in groups),
                 choice_worst=max(g.chosen / g.best for g in groups),
-                planner_over_best=_geomean(g.planner / g.best for g in groups if not math.isnan(g.planner)),
+                planner_over_best=statistics.geometric_mean(g.planner / g.best for g in groups
+                                                            if not math.isnan(g.planner)),
                 rank_median=sorted(ranks)[len(ranks) // 2] if ranks else float("nan"))
 
 

@@ -697,12 +697,14 @@ def launch_kinds(backward: bool, two_pass: bool) -> list[int]:
     return [0, 3, 1] if two_pass else [1, 2]  # two pass: BwdMain's first blocks sum the weight gradient
 
 
-def plan_call(shape, dtype, pool: str, kernel: tuple, backward: bool, arch: str, variant: int = 0):
+def plan_call(shape, dtype, pool: str, kernel: tuple, backward: bool, arch: str, variant: int = 0, rows: int = 0,
+              threads: int = 0):
     """The launches of one call as the CUDA op plans them (sam_fused.emulation.plan), or as a
-    test variant (sam_fused.emulation's ONE_PASS_* constants) forces them."""
+    test variant (sam_fused.emulation's ONE_PASS_* constants) and the rows / threads overrides of
+    the `_cuda_*_planned` ops force them."""
     from sam_fused import emulation
 
-    t, _ = emulation.plan(shape, dtype, pool, kernel, backward, arch=arch, variant=variant)
+    t, _ = emulation.plan(shape, dtype, pool, kernel, backward, arch=arch, variant=variant, rows=rows, threads=threads)
     return t
 
 
@@ -725,11 +727,9 @@ class Launch:
 
 def call_launches(shape, dtype, pool: str, kernel: tuple, backward: bool, arch: str, registers: dict | None = None,
                   variant: int = 0, rows: int = 0, threads: int = 0):
-    """(plan, [Launch]) of one call: the planner's plan, or the plan a test variant and the rows /
-    threads overrides of the `_cuda_*_planned` ops give (tools/gpu_plan_sweep.py times those)."""
-    from sam_fused import emulation
-
-    t, _ = emulation.plan(shape, dtype, pool, kernel, backward, arch=arch, variant=variant, rows=rows, threads=threads)
+    """(plan, [Launch]) of one call, planned by plan_call (tools/gpu_plan_sweep.py times the plans
+    its overrides give)."""
+    t = plan_call(shape, dtype, pool, kernel, backward, arch, variant, rows, threads)
     elem = dtype.itemsize
     kinds = launch_kinds(backward, t.two_pass)
     maps = t.launches[kinds.index(3)] if 3 in kinds else None
@@ -764,6 +764,11 @@ def launches_of_call(shape, dtype, pool: str, kernel: tuple, backward: bool, car
                      registers: dict | None = None, **plan_args) -> list[LaunchTime]:
     _, launches = call_launches(shape, dtype, pool, kernel, backward, card.arch, registers, **plan_args)
     return [launch.time(card) for launch in launches]
+
+
+def device_seconds(launch_times: list[LaunchTime], card: Card) -> float:
+    """Device time of a call's launches run back to back: theirs plus the card's gap per launch."""
+    return sum(lt.seconds for lt in launch_times) + len(launch_times) * card.launch_gap
 
 
 @dataclass
@@ -803,7 +808,7 @@ def predict(label: str, layer: str, case: str, shape, dtype, card: Card, registe
         ls = launches_of_call(shape, dtype, pool, kernel, backward, card, registers)
         plans.append("2-pass" if len(ls) > 1 + backward else "1-pass")
         launches += ls
-    device = sum(lt.seconds for lt in launches) + len(launches) * card.launch_gap
+    device = device_seconds(launches, card)
     numel, elem = math.prod(shape), dtype.itemsize
     floor = FLOOR[case] * numel * elem / card.copy_bandwidth
     main = max(launches, key=lambda lt: lt.seconds)

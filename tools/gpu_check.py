@@ -335,16 +335,18 @@ def main(argv=None) -> int:
                         "others are skipped, e.g. tools/device_run.sh short's tests,check,determinism,memcheck,"
                         "racecheck,times")
     args = parser.parse_args(argv)
-    names = [p.name for p in plan_steps(sys.executable, Path("."), 1, "", True, 0)]
+    out = (ROOT / args.out).resolve() if not os.path.isabs(args.out) else Path(args.out)
+    py = sys.executable
+    # the build step's architecture is set from the probe below (a placeholder for --dry-run)
+    steps = plan_steps(py, out, args.jobs, args.arch or ("<GPU capability, e.g. 9.0>" if args.dry_run else ""),
+                       True, args.budget, args.sanitizer_timeout)
+    names = [s.name for s in steps]
     asked = set(args.steps.split(",")) if args.steps else set(names)
     if unknown := asked - set(names):
         parser.error(f"--steps: no step {', '.join(sorted(unknown))} (steps: {', '.join(names)})")
-    out = (ROOT / args.out).resolve() if not os.path.isabs(args.out) else Path(args.out)
-    py = sys.executable
 
     if args.dry_run:
-        for step in plan_steps(py, out, args.jobs, args.arch or "<GPU capability, e.g. 9.0>", True, args.budget,
-                               args.sanitizer_timeout):
+        for step in steps:
             if step.name != "env" and step.name not in asked:
                 continue
             mode = "side by side" if step.parallel else "alone"
@@ -358,7 +360,6 @@ def main(argv=None) -> int:
     deadline = time.time() + args.budget
     pythonpath = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env = {**os.environ, "PYTHONPATH": pythonpath}
-    steps = plan_steps(py, out, args.jobs, args.arch or "", True, args.budget, args.sanitizer_timeout)
     by_name = {s.name: s for s in steps}
 
     run_group([by_name["env"]], env, deadline)

@@ -118,13 +118,7 @@ class TrafficRecorder {
   void element(const void* p, int bytes) {
     const char* cp = static_cast<const char*>(p);
     if (!audit_ || !shared_.base || cp < shared_.base || cp >= shared_.base + shared_.bytes) return;
-    if (int(pending_elem_.size()) <= eseq_) pending_elem_.resize(eseq_ + 1);
-    Pending& w = pending_elem_[eseq_++];
-    if (w.lanes.empty()) w.width = bytes;
-    w.slot = shared_.slot;
-    w.shared = true;
-    w.bytes += bytes;
-    w.lanes.push_back({lane_, cp - shared_.base});
+    push_shared(pending_elem_, eseq_, cp, bytes);
   }
 
   const std::vector<int64_t>& counts() const { return counts_; }
@@ -143,18 +137,29 @@ class TrafficRecorder {
     bool shared = false;
     std::vector<std::pair<int, int64_t>> lanes;  // shared: (lane, byte offset) of each lane's access
     int width = 0;                               // shared: bytes per lane
+    void reset() {
+      slot = -1;
+      bytes = 0;
+      shared = false;
+      sectors.clear();
+      lanes.clear();  // keeps the capacity
+    }
   };
-  void access_shared(const char* p, int bytes, bool write) {
-    counts_[shared_.slot * kFields + (write ? kWritten : kRead)] += bytes;
-    // Lanes whose seq-th access goes to shared memory while others' goes to global (a warp
-    // straddling the staged rows) issue two instructions: kept apart.
-    if (int(pending_shared_.size()) <= seq_) pending_shared_.resize(seq_ + 1);
-    Pending& w = pending_shared_[seq_++];
+  // This lane's seq-th shared access, into the list's seq-th warp-wide instruction.
+  void push_shared(std::vector<Pending>& list, int& seq, const char* p, int bytes) {
+    if (int(list.size()) <= seq) list.resize(seq + 1);
+    Pending& w = list[seq++];
     w.slot = shared_.slot;
     w.shared = true;
     w.width = bytes;
     w.bytes += bytes;
     w.lanes.push_back({lane_, p - shared_.base});
+  }
+  void access_shared(const char* p, int bytes, bool write) {
+    counts_[shared_.slot * kFields + (write ? kWritten : kRead)] += bytes;
+    // Lanes whose seq-th access goes to shared memory while others' goes to global (a warp
+    // straddling the staged rows) issue two instructions: kept apart.
+    push_shared(pending_shared_, seq_, p, bytes);
   }
   // Wavefronts of a warp-wide shared access: lanes are served in groups of 128 bytes' worth
   // (32 lanes of <= 4 bytes, 16 of 8, 8 of 16); a group takes as many passes as the most
@@ -200,11 +205,7 @@ class TrafficRecorder {
       c[kSectors] += std::unique(w.sectors.begin(), w.sectors.end()) - w.sectors.begin();
       c[kIdealSectors] += (w.bytes + kSectorBytes - 1) / kSectorBytes;
     }
-    w.slot = -1;
-    w.bytes = 0;
-    w.shared = false;
-    w.sectors.clear();
-    w.lanes.clear();  // keeps the capacity
+    w.reset();
   }
   void flush_warp() {
     for (auto& w : pending_) flush(w);
@@ -217,9 +218,7 @@ class TrafficRecorder {
       site.passes += passes;
       site.ideal += ideal;
       site.instructions += 1;
-      w.slot = -1;
-      w.bytes = 0;
-      w.lanes.clear();
+      w.reset();
     }
   }
   std::vector<int64_t> counts_;
