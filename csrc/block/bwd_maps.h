@@ -38,9 +38,12 @@ SAM_FUSED_BLOCK void store_weight_grad_partials(Ctx& ctx, const Args<T>& a, Lane
   const Geometry& s = a.s;
   const int warps = ctx.threads() / 32, per_row = (s.kw + N - 1) / N;
   const int groups = s.pool.P * s.kh * per_row + 1, rw = s.kw / 2;
+  // without integer divisions where a group is a whole kernel row (the usual widths; ncu counted
+  // the divisions as a fifth of the weight-gradient phase), and with P <= 2 slots
   auto group_of = [&](int m) {
-    const int row = m / per_row, c0 = m % per_row * N, n = s.kw - c0 < N ? s.kw - c0 : N;
-    return TapGroup{row / s.kh, row % s.kh - s.kh / 2, c0 - rw, n, row * s.kw + c0, m == groups - 1};
+    const int row = per_row == 1 ? m : m / per_row, c0 = per_row == 1 ? 0 : m % per_row * N;
+    const int n = s.kw - c0 < N ? s.kw - c0 : N, slot = row >= s.kh ? 1 : 0;
+    return TapGroup{slot, row - slot * s.kh - s.kh / 2, c0 - rw, n, row * s.kw + c0, m == groups - 1};
   };
   auto st = ctx.template thread_state<Sums>();
   for (int m0 = 0; m0 < groups; m0 += warps) {
@@ -115,33 +118,45 @@ template <typename T, typename I, bool Spill = false> struct BwdMaps {
     });
   }
 
-  // buf[i] = value(plane, row, col) for every position of `planes` planes of `rows` rows of Wp
-  // columns, threads striding; a thread steps its position without divisions (but where it
-  // passes a plane) and loads kStageUnroll values (fp64: half) before it stores the first (value loads, or
-  // returns 0 after ctx.skip_access() for the padding).
-  template <class Ctx, class Buf, class Value>
-  static SAM_FUSED_BLOCK void fill_padded(Ctx& ctx, const View<Ctx>& v, I planes, I rows, const Buf& buf,
-                                          Value&& value) {
+  // buf = rows [h0 - r0, h0 - r0 + rows) of each of `planes` [H, W] planes at src, zero-padded
+  // (rw columns left, Wp - W - rw right, zero rows outside the map): buffer position i is plane
+  // i / (rows Wp), row i / Wp % rows, column i % Wp. Threads stride the positions, stepping their
+  // (plane, row, column) without divisions, and load up to kStageUnroll values (fp64: half)
+  // before they store the first; a slot past the end ends the unrolled loop (a thread has
+  // ~n / threads positions, often far fewer than kStageUnroll: ncu counted the idle slots of a
+  // predicated loop as most of the staging's instructions).
+  template <class Ctx, class Buf>
+  static SAM_FUSED_BLOCK void fill_padded(Ctx& ctx, const View<Ctx>& v, const A* src, I planes, I rows, I r0,
+                                          const Buf& buf) {
     constexpr int U = sizeof(A) == 8 ? kStageUnroll / 2 : kStageUnroll;  // fp64 with 16 spilled (i64, spill)
-    const I n = planes * rows * v.Wp, stride = I(ctx.threads()), step_rows = stride / v.Wp, step_cols = stride % v.Wp;
+    const I Wp = v.Wp, W = v.W, n = planes * rows * Wp, stride = I(ctx.threads());
+    const I step_rows = stride / Wp, step_cols = stride % Wp;
+    const I first = v.tl.h0 - r0;                            // the map row of buffer row 0
+    const I lo = first < 0 ? -first : I(0);                  // buffer rows [lo, hi) are map rows
+    const I hi = v.H - first < rows ? v.H - first : rows;
     ctx.each_thread([&](int t) {
-      I plane = 0, row = I(t) / v.Wp, col = I(t) % v.Wp;
-      auto wrap = [&] {
-        if (row >= rows) plane += row / rows, row %= rows;
-      };
-      wrap();
+      I plane = 0, row = I(t) / Wp, col = I(t) % Wp;
+      while (row >= rows) row -= rows, ++plane;
       for (I i0 = I(t); i0 < n; i0 += I(U) * stride) {
         A vals[U];
 #pragma unroll
         for (int u = 0; u < U; ++u) {
-          vals[u] = i0 + I(u) * stride < n ? value(plane, row, col) : A(0);
+          if (i0 + I(u) * stride >= n) break;
+          if (row >= lo && row < hi && col >= v.rw && col < v.rw + W) {
+            vals[u] = A(ctx.load(src + (plane * v.H + first + row) * W + col - v.rw));
+          } else {
+            ctx.skip_access();
+            vals[u] = A(0);
+          }
           col += step_cols, row += step_rows;
-          if (col >= v.Wp) col -= v.Wp, ++row;
-          wrap();
+          if (col >= Wp) col -= Wp, ++row;
+          while (row >= rows) row -= rows, ++plane;
         }
 #pragma unroll
-        for (int u = 0; u < U; ++u)
-          if (i0 + I(u) * stride < n) buf[i0 + I(u) * stride] = vals[u];
+        for (int u = 0; u < U; ++u) {
+          if (i0 + I(u) * stride >= n) break;
+          buf[i0 + I(u) * stride] = vals[u];
+        }
       }
     });
   }
@@ -149,22 +164,10 @@ template <typename T, typename I, bool Spill = false> struct BwdMaps {
   // Weights, pooled rows [h0 - 2rh, h1 + 2rh) and rho rows [h0 - rh, h1 + rh), padded.
   template <class Ctx> static SAM_FUSED_BLOCK void stage_padded_maps(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
     const Geometry& s = a.s;
-    const Tile<I>& tl = v.tl;
-    const I H = v.H, W = v.W;
+    const I HW = v.H * v.W;
     load_weights(ctx, a, v.wts);
-    // buffer row `row` of plane `plane` is map row h0 - r0 + row, column col - rw, of the planes at src
-    auto padded = [&](const A* src, I r0) {
-      return [&, src, r0](I plane, I row, I col) {
-        const I h = tl.h0 - r0 + row, w = col - v.rw;
-        if (h < 0 || h >= H || w < 0 || w >= W) {
-          ctx.skip_access();
-          return A(0);
-        }
-        return A(ctx.load(src + (plane * H + h) * W + w));
-      };
-    };
-    fill_padded(ctx, v, I(s.pool.P), v.qrows, v.q, padded(a.pooled + tl.b * I(s.pool.P) * H * W, 2 * v.rh));
-    fill_padded(ctx, v, I(1), v.drows, v.d, padded(a.rho + tl.b * H * W, v.rh));
+    fill_padded(ctx, v, a.pooled + v.tl.b * I(s.pool.P) * HW, I(s.pool.P), v.qrows, 2 * v.rh, v.q);
+    fill_padded(ctx, v, a.rho + v.tl.b * HW, I(1), v.drows, v.rh, v.d);
   }
 
   // Runs of kMapRun pixels of one row [r0, r1) x [0, W): f(h, w0, n) for each, threads
@@ -264,19 +267,27 @@ template <typename T, typename I, bool Spill = false> struct BwdMaps {
     const I W = v.W, npix = v.tl.rows() * W, col_step = I(32) % W, j_step = I(32) / W * v.Wp + col_step;
     const I doff = v.didx(v.tl.h0, 0), pad = v.Wp - W;
     store_weight_grad_partials<N>(ctx, a, [&](const TapGroup& g, int lane, A* sums) {
-      const I qoff = g.bias ? I(0) : v.qidx(g.slot, v.tl.h0 + g.di, g.dj0);  // q of tile pixel j, first tap
-      I w = I(lane) % W, j = I(lane) / W * v.Wp + w;
-      for (I i = I(lane); i < npix; i += 32) {
-        const A dv = A(v.d[doff + j]);
-        if (g.bias) sums[0] += dv;
-        else {
-#pragma unroll
-          for (int u = 0; u < N; ++u)
-            if (K > 0 || u < g.n) sums[u] += dv * A(v.q[qoff + I(u) + j]);
+      const I w0 = W > 32 ? I(lane) : I(lane) % W, j0 = W > 32 ? I(lane) : I(lane) / W * v.Wp + w0;
+      // each lane's tile pixels i = lane, lane + 32, ... at padded offset j, column w
+      auto for_pixels = [&](auto&& f) {
+        I w = w0, j = j0;
+        for (I i = I(lane); i < npix; i += 32) {
+          f(j);
+          w += col_step, j += j_step;
+          if (w >= W) w -= W, j += pad;
         }
-        w += col_step, j += j_step;
-        if (w >= W) w -= W, j += pad;
+      };
+      if (g.bias) {
+        for_pixels([&](I j) { sums[0] += A(v.d[doff + j]); });
+        return;
       }
+      const I qoff = v.qidx(g.slot, v.tl.h0 + g.di, g.dj0);  // q of tile pixel j, first tap
+      for_pixels([&](I j) {
+        const A dv = A(v.d[doff + j]);
+#pragma unroll
+        for (int u = 0; u < N; ++u)
+          if (K > 0 || u < g.n) sums[u] += dv * A(v.q[qoff + I(u) + j]);
+      });
     });
   }
 };
