@@ -157,3 +157,14 @@ def test_cold_call_us_flushes_l2_before_every_timed_call():
     torch = types.SimpleNamespace(cuda=cuda, uint8="uint8", empty=lambda n, dtype, device: Buffer(n))
     assert cold_call_us(torch, cuda.call, 7) == 2000.0
     assert flushes == [100 << 20] * 7
+
+
+def test_host_time_tool_runs_on_the_cpu():
+    # tools/gpu_host_time.py is for a GPU machine; --device cpu runs the same table and profile
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "gpu_host_time.py"), "--device", "cpu",
+                        "--shape", "2,4,6,3", "--calls", "20"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    for row in ("| x.clone() |", "| torch.ops.sam_fused.spatial_attention_fwd |",
+                "| forward + backward through autograd |"):
+        assert row in r.stdout
+    assert "sam_fused::spatial_attention_bwd" in r.stdout

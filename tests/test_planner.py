@@ -142,6 +142,17 @@ def test_har_backward_stages_x_only_when_asked(shape, dtype):
     assert staged.launches[0].smem == t.launches[0].smem + (tile if staged.staged_x else 0)
 
 
+@pytest.mark.parametrize("shape", HAR_SHAPES[:3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_har_backward_is_one_wave_of_two_tiles_per_sample(shape, dtype):
+    """sm_90: in the H100 sweep replayed from CUDA graphs (docs/gpu-data/, 68460bd) the fastest
+    256-thread UCI-HAR backward plan had two tiles per sample: 256 blocks of 18432 elements, one
+    wave at two blocks per SM, 1.12-1.25x faster than the two-wave plans of half the elements."""
+    t, _ = plan(shape, dtype, "mean", (3, 1), True, arch="sm_90")
+    assert not t.two_pass and t.threads == 256
+    assert (t.rows, t.blocks) == (shape[2] // 2, 256)
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_cbam_bf16_backward(arch):
     t, _ = plan((32, 64, 56, 56), torch.bfloat16, "mean+max", (7, 7), True, arch=arch)
@@ -280,7 +291,8 @@ def test_har_bf16_tiles_are_staged_as_one_chunk(shape, backward):
     # wave, 132 SMs x 2 blocks) ran slower than one chunk, which the planner now stages
     t, _ = plan(shape, torch.bfloat16, "mean", (3, 1), backward)
     chunked, _ = plan(shape, torch.bfloat16, "mean", (3, 1), backward, variant=ONE_PASS_CHUNKED)
-    assert t.chunk_rows == t.rows == chunked.rows >= 16
+    # (the one-wave backward of (128, 256, 16, 9) takes 8-row tiles: two per sample)
+    assert t.chunk_rows == t.rows == chunked.rows >= (8 if backward else 16)
     assert chunked.chunk_rows == (t.rows if backward and t.blocks > 132 * 2 else 8), chunked
 
 

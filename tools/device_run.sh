@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # On a lent GPU machine, with the bundle of tools/device_bundle.py carried in BUNDLE (.gpu/):
-#   bash tools/device_run.sh [short|check|sweep|ncu|source|all]      (default: check)
+#   bash tools/device_run.sh [short|recheck|check|sweep|ncu|source|all]      (default: check)
 # short: what a 15-minute lease allows in one ~9-minute command: tools/gpu_check.py --steps
 #        (the CUDA tests, parity, determinism, memcheck and racecheck side by side, then kernel
 #        times beside eager, clone and torch.compile for CBAM 64ch; <= 390 s), then the plan
 #        sweep (<= 150 s).
+# recheck: after a kernel or planner change, what a lease's last ~5 minutes allow (~3 min):
+#        parity and determinism, the kernel times, the plan sweep as CUDA-graph replays, the
+#        host's time per call (tools/gpu_host_time.py) and BwdMaps' instruction count under ncu.
 # source: Nsight Compute's source counters per SASS instruction of FwdMain and BwdMain (bank
 #        conflicts, excess sectors, stalls; ~1 min), summarised by tools/ncu_source_summary.py.
 # check: tools/gpu_check.py --skip-build (tests, parity, determinism, sanitizers, kernel times,
@@ -87,6 +90,25 @@ run_short() {
   return $rc
 }
 
+run_recheck() {
+  local d=/tmp/device/recheck py=python3 rc=0
+  mkdir -p $d
+  $py tools/gpu_determinism.py > $d/determinism.log 2>&1 || rc=1
+  timeout 120 $py -m sam_fused.check --device cuda > $d/check.log 2>&1 || rc=1
+  timeout 90 $py tools/gpu_kernel_times.py --compile "CBAM 64ch" --out $d/kernel_times.md > $d/times.log 2>&1 || rc=1
+  timeout 60 $py tools/gpu_plan_sweep.py --graph --time-limit 50 --out $d/plan_sweep_graph.json > $d/sweep.log 2>&1 || rc=1
+  timeout 40 $py tools/gpu_host_time.py > $d/host_time.md 2>&1 || rc=1
+  timeout 60 ncu --profile-from-start off --kernel-name-base demangled -k regex:'BwdMaps|BwdMain|BwdRho' \
+    --metrics gpu__time_duration.sum,smsp__inst_executed.sum,launch__registers_per_thread \
+    $py tools/gpu_profile_driver.py > $d/ncu.log 2>&1 || rc=1
+  { tail -3 $d/determinism.log; tail -3 $d/check.log; cat $d/kernel_times.md; tail -26 $d/sweep.log
+    head -14 $d/host_time.md; grep -E "block_program|duration|inst_executed|registers" $d/ncu.log; } \
+    > "$RESULTS/recheck-summary.txt"
+  cp $d/kernel_times.md $d/host_time.md "$RESULTS/" 2>/dev/null
+  pack recheck $d
+  return $rc
+}
+
 run_source() {
   mkdir -p /tmp/device/source
   # per SASS instruction of FwdMain and BwdMain (the profile driver's UCI-HAR and CBAM calls):
@@ -106,11 +128,12 @@ status=0
 case "$STEP" in
   short) run_short || status=$? ;;
   source) run_source || status=$? ;;
+  recheck) run_recheck || status=$? ;;
   check) run_check || status=$? ;;
   sweep) run_sweep || status=$? ;;
   ncu) run_ncu || status=$? ;;
   all) for s in check sweep ncu; do "run_$s" || status=$?; done ;;
-  *) echo "device_run: unknown step $STEP (short|check|sweep|ncu|source|all)" >&2; exit 2 ;;
+  *) echo "device_run: unknown step $STEP (short|recheck|check|sweep|ncu|source|all)" >&2; exit 2 ;;
 esac
 ls -la "$RESULTS"
 exit $status

@@ -257,36 +257,45 @@ template <typename T, typename I, bool Spill = false> struct BwdMaps {
   }
 
   // Entry k of the block's weight gradient sums delta * (pooled map shifted by tap k) over the
-  // tile pixels, the bias entry sums delta. A lane walks every 32nd tile pixel in padded
-  // coordinates (j: its offset from the tile's first padded pixel), tracking only the column to
-  // skip the pad columns; the zero rows and columns of q stand for the map's border. The taps
-  // of a group read consecutive q entries; with K = kw known, a group is a whole kernel row.
+  // tile pixels, the bias entry sums delta. A lane takes every 32nd run of kMapRun pixels of a
+  // tile row in padded coordinates (j: the run's offset from the tile's first padded pixel),
+  // loads its deltas and the run's window of q once for all the group's taps (kMapRun + N - 1
+  // values, not N per pixel) and tracks only the run's column to skip the pad columns. A run
+  // past the row's end reads the zero pad columns of delta; the zero rows and columns of q stand
+  // for the map's border. With K = kw known, a group is a whole kernel row.
   template <int K, class Ctx>
   static SAM_FUSED_BLOCK void weight_grad_maps(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
-    constexpr int N = K > 0 ? K : kTapGroup;
-    const I W = v.W, npix = v.tl.rows() * W, col_step = I(32) % W, j_step = I(32) / W * v.Wp + col_step;
-    const I doff = v.didx(v.tl.h0, 0), pad = v.Wp - W;
+    constexpr int N = K > 0 ? K : kTapGroup, R = kMapRun;
+    const I per_row = (v.W + I(R - 1)) / I(R), row_cols = per_row * I(R), nruns = v.tl.rows() * per_row;
+    const I col_step = I(32) % per_row * I(R), j_step = I(32) / per_row * v.Wp + col_step, wrap = v.Wp - row_cols;
+    const I doff = v.didx(v.tl.h0, 0);
     store_weight_grad_partials<N>(ctx, a, [&](const TapGroup& g, int lane, A* sums) {
-      const I w0 = W > 32 ? I(lane) : I(lane) % W, j0 = W > 32 ? I(lane) : I(lane) / W * v.Wp + w0;
-      // each lane's tile pixels i = lane, lane + 32, ... at padded offset j, column w
-      auto for_pixels = [&](auto&& f) {
-        I w = w0, j = j0;
-        for (I i = I(lane); i < npix; i += 32) {
+      auto for_lane_runs = [&](auto&& f) {
+        I c = I(lane) % per_row * I(R), j = I(lane) / per_row * v.Wp + c;
+        for (I r = I(lane); r < nruns; r += 32) {
           f(j);
-          w += col_step, j += j_step;
-          if (w >= W) w -= W, j += pad;
+          c += col_step, j += j_step;
+          if (c >= row_cols) c -= row_cols, j += wrap;
         }
       };
       if (g.bias) {
-        for_pixels([&](I j) { sums[0] += A(v.d[doff + j]); });
+        for_lane_runs([&](I j) {
+#pragma unroll
+          for (int u = 0; u < R; ++u) sums[0] += A(v.d[doff + j + I(u)]);
+        });
         return;
       }
       const I qoff = v.qidx(g.slot, v.tl.h0 + g.di, g.dj0);  // q of tile pixel j, first tap
-      for_pixels([&](I j) {
-        const A dv = A(v.d[doff + j]);
+      for_lane_runs([&](I j) {
+        A dv[R], win[R + N - 1];
 #pragma unroll
-        for (int u = 0; u < N; ++u)
-          if (K > 0 || u < g.n) sums[u] += dv * A(v.q[qoff + I(u) + j]);
+        for (int u = 0; u < R; ++u) dv[u] = A(v.d[doff + j + I(u)]);
+#pragma unroll
+        for (int e = 0; e < R + N - 1; ++e) win[e] = K > 0 || e < g.n + R - 1 ? A(v.q[qoff + j + I(e)]) : A(0);
+#pragma unroll
+        for (int k = 0; k < N; ++k)
+#pragma unroll
+          for (int u = 0; u < R; ++u) sums[k] += dv[u] * win[u + k];
       });
     });
   }

@@ -21,10 +21,13 @@ constexpr int kMaxThreads = 256;              // most threads a block may be lau
 // as many elements: on an H100 its CBAM plans ran 1.05-1.34x faster than at 256 threads, rows
 // chosen alike (tools/gpu_plan_sweep.py, docs/gpu-results.md).
 constexpr int kTwoPassForwardThreads = 128;
-// Elements of x per block worth one block's fixed costs: the forward moves 2 bytes per element of
-// x, the backward 3 (and with Plan::staged_x stages two tiles), so its blocks take half as many
-// and a UCI-HAR grid becomes about two waves whose blocks overlap their phases (the phase model,
-// docs/design.md §3: backward 76-81% -> 96% of the floor at (128, 64, 64, 9)); the forward's
+// Elements of x per block worth one block's fixed costs. The two-pass backward takes half the
+// forward's (its CBAM plans were the fastest timed on an H100); the one-pass backward takes the
+// forward's in one wave (choose_rows' one_wave): on an H100, as CUDA-graph replays, UCI-HAR
+// backwards at two 256-thread tiles per sample (256 blocks, 18432 elements each) were the
+// fastest plans timed at (128, 64, 64, 9), (128, 128, 32, 9) and (128, 256, 16, 9), fp32 and
+// bf16, and beat the
+// former half-target two-wave plans by 1.12-1.25x (docs/gpu-results.md, 68460bd). The forward's
 // 7x7 tiles would be halo-bound at half.
 constexpr int64_t kTargetBlockElems = 16384, kTargetBlockElemsBackward = 8192;
 constexpr int64_t kBlocksPerSm = 2;
@@ -244,28 +247,43 @@ inline int64_t rows_within(Plan p, const Geometry& s, int64_t elem_bytes, int64_
 // Rows per tile: enough work per block (the target elements scale with the block's threads),
 // enough blocks, and within `fit_rows`; at least
 // `min_rows` (a staged one-pass tile: the rows its halo needs). Rounded so a tile of NCHW rows
-// is a whole number of vectors where possible.
+// is a whole number of vectors where possible. `one_wave` (the one-pass backward): the
+// forward's target, and no more tiles per sample than one wave of `min_blocks` holds.
 inline int64_t choose_rows(const Geometry& s, int64_t min_blocks, int64_t elem_bytes, int64_t fit_rows,
-                           int64_t min_rows, bool backward, int threads) {
+                           int64_t min_rows, bool backward, int threads, bool one_wave = false) {
   using namespace detail;
   const int64_t row_elems = std::max<int64_t>(1, s.C * s.W);
-  const int64_t target = (backward ? kTargetBlockElemsBackward : kTargetBlockElems) * threads / kThreads;
+  const int64_t target = (backward && !one_wave ? kTargetBlockElemsBackward : kTargetBlockElems) * threads / kThreads;
   int64_t rows = std::max<int64_t>(1, target / row_elems);
-  const int64_t tiles_wanted = ceil_div(min_blocks, std::max<int64_t>(1, s.B));
-  rows = std::min(rows, std::max<int64_t>(1, ceil_div(s.H, tiles_wanted)));
+  const int64_t B = std::max<int64_t>(1, s.B);
+  const int64_t tiles_wanted = one_wave ? std::max<int64_t>(1, min_blocks / B) : ceil_div(min_blocks, B);
+  const int64_t wave_rows = std::max<int64_t>(1, ceil_div(s.H, tiles_wanted));
+  rows = std::min(rows, wave_rows);
   rows = std::max(rows, min_rows);
   rows = std::min({rows, fit_rows, s.H});
   // NCHW: a tile is one run of rows*W elements per channel. Runs of whole 32-byte sectors
   // (else whole 16-byte vectors) keep warp accesses coalesced: round up if that fits (up to the
   // whole sample: all its channels then form one run), else down. A whole sample that only
   // fits the opt-in maximum (one block per SM) is not taken: docs/design.md §8, UCI-HAR block 4.
-  if (!s.channels_last && rows < s.H)
-    for (const int64_t unit : {32 / elem_bytes, 16 / elem_bytes}) {
+  // One wave: first the coarsest unit whose rounding up keeps the wave (bf16 (128,256,16,9):
+  // 16-byte runs of 8 rows, not 32-byte ones of 16 rows in half the blocks).
+  if (!s.channels_last && rows < s.H) {
+    auto rounded = [&](int64_t unit, int64_t* up, int64_t* down) {
       const int64_t step = unit / std::gcd<int64_t>(unit, std::max<int64_t>(1, s.W));
-      const int64_t up = std::min(ceil_div(rows, step) * step, s.H), down = rows / step * step;
+      *up = std::min(ceil_div(rows, step) * step, s.H), *down = rows / step * step;
+    };
+    int64_t up, down;
+    if (one_wave)
+      for (const int64_t unit : {32 / elem_bytes, 16 / elem_bytes}) {
+        rounded(unit, &up, &down);
+        if (up <= std::min(fit_rows, wave_rows)) return up;
+      }
+    for (const int64_t unit : {32 / elem_bytes, 16 / elem_bytes}) {
+      rounded(unit, &up, &down);
       if (up <= fit_rows) return up;
       if (down >= 1) return down;
     }
+  }
   return std::max<int64_t>(1, rows);
 }
 
@@ -403,7 +421,7 @@ inline Plan plan_launch(const Geometry& s, const DeviceLimits& dev, int64_t elem
   if (fit_rows < min_rows && !p.staged) fit_rows = s.H;  // maps spill to global scratch below
   p.rows = o.rows ? std::min(o.rows, std::max<int64_t>(1, s.H))
                   : choose_rows(s, dev.sms * resident, elem_bytes, std::max<int64_t>(1, fit_rows), min_rows, backward,
-                                p.threads);
+                                p.threads, backward && !p.two_pass);
   p.tiles = ceil_div(std::max<int64_t>(1, s.H), p.rows);
   p.blocks = s.B * p.tiles;
   p.vec = choose_vec(s, p.rows, elem_bytes, pointers_aligned);
