@@ -221,10 +221,11 @@ LOOPS = {
         (1, 1), (18, 20), "common.h:load_weights",
         "one weight per thread, its LDG then STS: one round trip (f32 0x03b0, bf16 0x03b0)"),
     ("BwdMaps", "stage_padded_maps"): Loop(
-        (16, 16), (44.6, 44.6), "bwd_maps.h:fill_padded (stage_padded_maps)",
-        "element: kStageUnroll = 16 LDG.E (or the zero padding) before the first STS, the position stepped "
-        "without divisions: 1033 instructions per 16, of which about 320 are the plane wrap's division, rarely "
-        "taken (f32 0x0b60 pooled, 0x4f50 rho; with 8: 549 per 8, two round trips for CBAM's pooled rows)"),
+        (16, 16), (43, 43), "bwd_maps.h:fill_padded (stage_padded_maps)",
+        "element: up to kStageUnroll = 16 LDG.E (or the zero padding) before the first STS, a slot past the "
+        "end ending the unrolled loop, the position stepped without divisions: 686 instructions for 16 slots "
+        "(f32 0x0a20 pooled, 0x3760 rho; bf16 the same), each slot only when used (it was all 16 at 68460bd, "
+        "1033 per 16 with the plane wrap's division in every slot, whatever a thread's ~13 elements)"),
     ("BwdMaps", "sigmoid_delta_maps"): Loop(
         (1, 1), (7.8, 7.8), "bwd_maps.h:sigmoid_delta_maps (conv_run_row)",
         "tap of a run of kMapRun = 4 pixels, kw = 7 unrolled (with_kernel_width): one weight LDS, one input "
@@ -237,10 +238,11 @@ LOOPS = {
         "kernel rows, 0x158f0); pixel: per run, its division and per slot the 4 gamma STG, about 84 (f32 "
         "0x155b0, bf16 0x155d0)", pixel=(84, 84)),
     ("BwdMaps", "weight_grad_maps"): Loop(
-        (8, 8), (29.75, 29.75), "bwd_maps.h:weight_grad_maps",
-        "pixel: a warp per kernel row (kw = 7 known), lanes stride the tile pixels in padded coordinates (no "
-        "bounds tests, the column tracked for the pad), 1 + 7 LDS and 7 FFMA; unrolled 8: 238 instructions per "
-        "8 pixels (f32 0x18650, bf16 0x18670)"),
+        (16, 16), (13, 13), "bwd_maps.h:weight_grad_maps",
+        "pixel: a warp per kernel row (kw = 7 known), lanes stride runs of kMapRun = 4 pixels in padded "
+        "coordinates (the column tracked for the pad), 4 + 10 LDS (deltas and the run's q window) and 28 FFMA "
+        "per run; unrolled 4 runs: 208 instructions per 16 pixels (f32 0x28a50, bf16 0x28a70; it was 238 per "
+        "8 pixels, 1 + 7 LDS per pixel, at 68460bd)"),
     ("BwdMaps", "weight_grad_maps.tree"): Loop(
         (1, 1), (30, 30), "bwd_maps.h:store_weight_grad_partials (warp_reduce)",
         "step: 7 SHFL.BFLY + 7 FADD (the row's sums), lane 0's 7 STG and the round's group setup: about 150 "
