@@ -12,7 +12,12 @@ is wall time per call over `calls` calls back to back with no synchronisation in
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
+
+# the repository's sam_fused (with the bundle's or the in-place build's _C), not an installed one
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def issue_us(sync, fn, calls: int) -> float:

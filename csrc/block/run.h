@@ -124,9 +124,14 @@ std::tuple<at::Tensor, at::Tensor> run_forward(Launcher& L, const at::Tensor& x,
     const CallPlan c =
         plan_call(a.s, dev, sizeof(scalar_t), sizeof(A), false, aligned16(xc) && aligned16(out), o, force_index64);
     a.p = c.p;
-    at::Tensor ws = at::empty({c.ws.bytes}, x.options().dtype(at::kByte));
-    if (c.ws.bytes) L.track(kSlotWorkspace, ws, true);
-    a.scratch = ws.mutable_data_ptr<uint8_t>() + c.ws.scratch;
+    // no workspace tensor when the plan needs none (the one-pass forward): an allocation is
+    // ~1.5-4 us of host time, and at UCI-HAR sizes the host sets an H100's pace (docs/gpu-results.md)
+    at::Tensor ws;
+    if (c.ws.bytes) {
+      ws = at::empty({c.ws.bytes}, x.options().dtype(at::kByte));
+      L.track(kSlotWorkspace, ws, true);
+      a.scratch = ws.mutable_data_ptr<uint8_t>() + c.ws.scratch;
+    }
     a.x = xc.const_data_ptr<scalar_t>();
     a.out = out.mutable_data_ptr<scalar_t>();
     a.pooled = pooled.mutable_data_ptr<A>();
