@@ -8,7 +8,7 @@
 # recheck: after a kernel or planner change, what a lease's last ~5 minutes allow (~3 min):
 #        parity and determinism, the kernel times, the plan sweep as CUDA-graph replays, the
 #        host's time per call (tools/gpu_host_time.py) and BwdMaps' instruction count under ncu.
-# source: Nsight Compute's source counters per SASS instruction of FwdMain and BwdMain (bank
+# source: Nsight Compute's source counters per SASS instruction of FwdMain, BwdMain and BwdMaps (bank
 #        conflicts, excess sectors, stalls; ~1 min), summarised by tools/ncu_source_summary.py.
 # check: tools/gpu_check.py --skip-build (tests, parity, determinism, sanitizers, kernel times,
 #        ncu summary, benchmarks, predictions); sweep: tools/gpu_plan_sweep.py; ncu: Nsight
@@ -114,7 +114,7 @@ run_source() {
   # per SASS instruction of FwdMain and BwdMain (the profile driver's UCI-HAR and CBAM calls):
   # shared wavefronts and their ideal (bank conflicts), global sectors and their ideal, stall
   # samples; the CSV is ~20 MB, so it comes back xz-compressed (~0.2 MB)
-  timeout 150 ncu --profile-from-start off --kernel-name-base demangled -k regex:'FwdMain|BwdMain' \
+  timeout 150 ncu --profile-from-start off --kernel-name-base demangled -k regex:'FwdMain|BwdMain|BwdMaps' \
     --section SourceCounters --section WarpStateStats -o /tmp/device/source/src -f \
     python3 tools/gpu_profile_driver.py > /tmp/device/source/ncu.log 2>&1
   local rc=$?
