@@ -74,6 +74,11 @@ CARDS = {
     # their combination predicts, to about +-30% (rms log error 0.26 against 0.75 as assumed)
     "H100-fit": Card("H100 SXM (fitted on 708 timed plans, 3.3 TB/s copy)", 3.3e12, dram_latency=0.44e-6,
                      l2_latency=0.69e-6, smem_latency=215e-9, cpi=6.04, stream_efficiency=0.53),
+    # device time alone: fitted on the plan sweeps replayed from CUDA graphs (68460bd, 3f28ae8), where
+    # H100-fit's sweeps timed calls back to back, the UCI-HAR ones at the host's pace (docs/gpu-model.md)
+    "H100-graph": Card("H100 SXM (fitted on 710 plans replayed from CUDA graphs, 3.3 TB/s copy)", 3.3e12,
+                       dram_latency=0.20e-6, l2_latency=0.61e-6, smem_latency=95e-9, cpi=5.69,
+                       stream_efficiency=0.59),
     "H200": Card("H200 (assumed 4.0 TB/s copy)", 4.0e12),
     "A100": Card("A100 80GB SXM (assumed 1.75 TB/s copy)", 1.75e12, arch="sm_80", sms=108, dram_latency=0.6e-6,
                  l2_latency=0.2e-6, smem_latency=30 / 1.41e9, clock_hz=1.41e9, l2_bandwidth=3.8e12),
