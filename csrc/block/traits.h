@@ -26,9 +26,8 @@ constexpr int kTwoPassForwardThreads = 128;
 // forward's in one wave (choose_rows' one_wave): on an H100, as CUDA-graph replays, UCI-HAR
 // backwards at two 256-thread tiles per sample (256 blocks, 18432 elements each) were the
 // fastest plans timed at (128, 64, 64, 9), (128, 128, 32, 9) and (128, 256, 16, 9), fp32 and
-// bf16, and beat the
-// former half-target two-wave plans by 1.12-1.25x (docs/gpu-results.md, 68460bd). The forward's
-// 7x7 tiles would be halo-bound at half.
+// bf16, and beat the former half-target two-wave plans by 1.12-1.25x (docs/gpu-results.md,
+// 68460bd). The forward's 7x7 tiles would be halo-bound at half.
 constexpr int64_t kTargetBlockElems = 16384, kTargetBlockElemsBackward = 8192;
 constexpr int64_t kBlocksPerSm = 2;
 constexpr int64_t kRegsPerThread = 128;
@@ -269,10 +268,6 @@ inline int64_t choose_rows(const Geometry& s, int64_t min_blocks, int64_t elem_b
   // SM) is taken too: on an H100, as CUDA-graph replays in two sessions, UCI-HAR (128, 512, 8, 9)
   // fp32 ran 1.23-1.31x faster forward and 1.07-1.09x backward at 8 rows than at the two 4-row
   // tiles that two blocks per SM allow (docs/design.md §8, UCI-HAR block 4).
-  if (!s.channels_last && rows < s.H && fit_rows < s.H && s.H <= optin_rows) {
-    const int64_t unit = 32 / elem_bytes, step = unit / std::gcd<int64_t>(unit, std::max<int64_t>(1, s.W));
-    if (ceil_div(rows, step) * step >= s.H) return s.H;
-  }
   // One wave: first the coarsest unit whose rounding up keeps the wave (bf16 (128,256,16,9):
   // 16-byte runs of 8 rows, not 32-byte ones of 16 rows in half the blocks).
   if (!s.channels_last && rows < s.H) {
@@ -281,6 +276,8 @@ inline int64_t choose_rows(const Geometry& s, int64_t min_blocks, int64_t elem_b
       *up = std::min(ceil_div(rows, step) * step, s.H), *down = rows / step * step;
     };
     int64_t up, down;
+    rounded(32 / elem_bytes, &up, &down);
+    if (up == s.H && fit_rows < s.H && s.H <= optin_rows) return s.H;
     if (one_wave)
       for (const int64_t unit : {32 / elem_bytes, 16 / elem_bytes}) {
         rounded(unit, &up, &down);
@@ -425,11 +422,12 @@ inline Plan plan_launch(const Geometry& s, const DeviceLimits& dev, int64_t elem
   p.staged = !s.return_map && !p.two_pass;
   const int64_t min_rows = p.staged ? rows_needed : 1;
   int64_t fit_rows = fit(p.staged, budget);
-  if (fit_rows < min_rows) fit_rows = std::max(fit_rows, fit(p.staged, optin));
+  const int64_t optin_rows = fit(p.staged, optin);
+  if (fit_rows < min_rows) fit_rows = std::max(fit_rows, optin_rows);
   if (fit_rows < min_rows && !p.staged) fit_rows = s.H;  // maps spill to global scratch below
   p.rows = o.rows ? std::min(o.rows, std::max<int64_t>(1, s.H))
                   : choose_rows(s, dev.sms * resident, elem_bytes, std::max<int64_t>(1, fit_rows), min_rows, backward,
-                                p.threads, backward && !p.two_pass, p.staged ? fit(true, optin) : 0);
+                                p.threads, backward && !p.two_pass, p.staged ? optin_rows : 0);
   p.tiles = ceil_div(std::max<int64_t>(1, s.H), p.rows);
   p.blocks = s.B * p.tiles;
   p.vec = choose_vec(s, p.rows, elem_bytes, pointers_aligned);
