@@ -244,6 +244,7 @@ def _reduce_segments(c: Call, loop: str, npix: int, level: str, path: str = "") 
 
 
 MAP_RUN = 4  # traits.h kMapRun
+MAP_VEC_ALIGN = 4  # traits.h kMapVecAlign: BwdMaps' padded rows are whole 16-byte fp32 vectors
 CONV_BLOCK = 4                  # traits.h kConvBlock: pixels a thread convolves together
 BLOCKED_CONV_WIDTH = 7          # traits.h kBlockedConvWidth: the kernel width with a blocked conv
 BLOCKED_COLUMN_HEIGHT = 3       # traits.h kBlockedColumnHeight: the kh x 1 kernel blocked down a column
@@ -511,7 +512,8 @@ def bwd_maps_phases(c: Call, j: int) -> list[Phase]:
     the tile written), gamma per slot on the tile (written), the weight-gradient partials."""
     W, a, T = c.shape[3], c.acc, c.threads
     h0, h1 = _tile(c, j, c.map_rows)
-    R, rh, Wp = h1 - h0, c.kernel[0] // 2, W + 2 * (c.kernel[1] // 2) + MAP_RUN - 1
+    R, rh = h1 - h0, c.kernel[0] // 2
+    Wp = -(-(W + 2 * (c.kernel[1] // 2) + MAP_RUN - 1) // MAP_VEC_ALIGN) * MAP_VEC_ALIGN
     qtop, qbottom = _halo(c, h0, h1, 2 * rh)
     top, bottom = _halo(c, h0, h1, rh)
     npix = R * W

@@ -80,7 +80,8 @@ template <typename T, typename I, bool Spill = false> struct BwdMaps {
     Tile<I> tl;
     I H, W, Wp, rh, rw;
     I qrows, drows;  // rows of a pooled slot's buffer (tile + 2rh above and below), of delta's (+ rh)
-    int nw;          // weight taps; entry nw is the bias
+    int kwp;         // a kernel row's weights take kwp entries (kw rounded up to whole vectors)
+    int nw;          // weight entries (P kh kwp); entry nw is the bias
     Buf wts, q, d;
 
     SAM_FUSED_BLOCK I qidx(int slot, int64_t h, int64_t w) const {
@@ -99,7 +100,8 @@ template <typename T, typename I, bool Spill = false> struct BwdMaps {
     v.tl = tile_at<I>(s, m.rows, m.tiles, ctx.block());
     v.H = I(s.H), v.W = I(s.W), v.Wp = I(m.width), v.rh = I(s.kh / 2), v.rw = I(s.kw / 2);
     v.qrows = v.tl.rows() + 4 * v.rh, v.drows = v.tl.rows() + 2 * v.rh;
-    v.nw = int(s.taps());
+    v.kwp = int(m.kw_padded);
+    v.nw = s.pool.P * s.kh * v.kwp;
     v.wts = ctx.buffer(reinterpret_cast<A*>(mp + m.off_w));
     v.q = ctx.buffer(reinterpret_cast<A*>(mp + m.off_q));
     v.d = ctx.buffer(reinterpret_cast<A*>(mp + m.off_d));
@@ -161,11 +163,25 @@ template <typename T, typename I, bool Spill = false> struct BwdMaps {
     });
   }
 
+  // Kernel row r's weights at wts[r kwp ...] (zeros after kw), the bias at wts[nw]: a row is
+  // read as whole 16-byte vectors.
+  template <class Ctx> static SAM_FUSED_BLOCK void stage_padded_weights(Ctx& ctx, const Args<T>& a,
+                                                                        const View<Ctx>& v) {
+    const int kw = a.s.kw;
+    ctx.each_thread([&](int t) {
+      for (int k = t; k <= v.nw; k += ctx.threads()) {
+        const int r = k / v.kwp, j = k - r * v.kwp;
+        if (k == v.nw) v.wts[k] = a.bias ? A(ctx.load(a.bias)) : A(0);
+        else v.wts[k] = j < kw ? A(ctx.load(a.weight + r * kw + j)) : A(0);
+      }
+    });
+  }
+
   // Weights, pooled rows [h0 - 2rh, h1 + 2rh) and rho rows [h0 - rh, h1 + rh), padded.
   template <class Ctx> static SAM_FUSED_BLOCK void stage_padded_maps(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
     const Geometry& s = a.s;
     const I HW = v.H * v.W;
-    load_weights(ctx, a, v.wts);
+    stage_padded_weights(ctx, a, v);
     fill_padded(ctx, v, a.pooled + v.tl.b * I(s.pool.P) * HW, I(s.pool.P), v.qrows, 2 * v.rh, v.q);
     fill_padded(ctx, v, a.rho + v.tl.b * HW, I(1), v.drows, v.rh, v.d);
   }
@@ -182,42 +198,58 @@ template <typename T, typename I, bool Spill = false> struct BwdMaps {
     });
   }
 
-  // f(j) for j < kw: unrolled when K = kw is known at compile time.
-  template <int K, class F> static SAM_FUSED_BLOCK void for_taps(int kw, F&& f) {
-    if constexpr (K > 0) {
+  // Values per 16-byte shared access.
+  static constexpr int kVec = 16 / int(sizeof(A));
+
+  // out[e] = buf[x0 + e] for e < N, read as whole 16-byte vectors (out holds N rounded up to
+  // them). x0 must be a multiple of kVec: the padded width, the runs' first columns and the
+  // weights' rows are, and a padded row holds a window's overrun (Plan::Maps::width).
+  template <int N, class Ctx, class Buf>
+  static SAM_FUSED_BLOCK void load_window(Ctx& ctx, const Buf& buf, I x0, A* out) {
 #pragma unroll
-      for (int j = 0; j < K; ++j) f(j);
-    } else {
-      for (int j = 0; j < kw; ++j) f(j);
-    }
+    for (int e = 0; e < N; e += kVec) ctx.template load_vec<kVec>(raw_of(buf) + x0 + I(e), out + e);
   }
+  static constexpr int whole_vectors(int n) { return (n + kVec - 1) / kVec * kVec; }
 
   // One kernel row of the conv for a run of kMapRun outputs: acc[u] += w[j] * x[u + step * j]
   // for j < kw, in j order (the order of conv_pixel / conv_transpose_pixel, so the sums are
-  // theirs bit for bit). The kMapRun inputs under the current tap slide along the row in
-  // registers: each tap loads one weight and one input (x[u] for step = 1, the forward conv
-  // walking right; step = -1, the transposed conv walking left).
-  template <int Step, int K, class Buf>
-  static SAM_FUSED_BLOCK void conv_run_row(const Buf& wts, I wk, const Buf& buf, I x0, int kw, A (&acc)[kMapRun]) {
-    A win[kMapRun];
+  // theirs bit for bit). x[0] is buf[x0]: step = 1 is the forward conv walking right, step = -1
+  // the transposed conv walking left. With K = kw known, the row's kMapRun + kw - 1 inputs and
+  // its kw weights are read as 16-byte vectors (3 + 2 loads for kw = 7, where one value at a
+  // time took 10 + 7); otherwise the inputs slide along the row in registers, one load per tap.
+  template <int Step, int K, class Ctx, class Buf>
+  static SAM_FUSED_BLOCK void conv_run_row(Ctx& ctx, const Buf& wts, I wk, const Buf& buf, I x0, int kw,
+                                           A (&acc)[kMapRun]) {
+    constexpr int R = kMapRun;
+    if constexpr (K > 0) {
+      A win[whole_vectors(R + K - 1)], w[whole_vectors(K)];
+      load_window<R + K - 1>(ctx, buf, Step > 0 ? x0 : x0 - I(K - 1), win);
+      load_window<K>(ctx, wts, wk, w);
 #pragma unroll
-    for (int u = 0; u < kMapRun; ++u) win[u] = A(buf[x0 + I(u)]);
-    for_taps<K>(kw, [&](int j) {
-      if (j > 0) {
-        if constexpr (Step > 0) {
+      for (int j = 0; j < K; ++j)
 #pragma unroll
-          for (int u = 0; u < kMapRun - 1; ++u) win[u] = win[u + 1];
-          win[kMapRun - 1] = A(buf[x0 + I(j + kMapRun - 1)]);
-        } else {
+        for (int u = 0; u < R; ++u) acc[u] += w[j] * win[Step > 0 ? u + j : u + K - 1 - j];
+    } else {
+      A win[R];
 #pragma unroll
-          for (int u = kMapRun - 1; u > 0; --u) win[u] = win[u - 1];
-          win[0] = A(buf[x0 - I(j)]);
+      for (int u = 0; u < R; ++u) win[u] = A(buf[x0 + I(u)]);
+      for (int j = 0; j < kw; ++j) {
+        if (j > 0) {
+          if constexpr (Step > 0) {
+#pragma unroll
+            for (int u = 0; u < R - 1; ++u) win[u] = win[u + 1];
+            win[R - 1] = A(buf[x0 + I(j + R - 1)]);
+          } else {
+#pragma unroll
+            for (int u = R - 1; u > 0; --u) win[u] = win[u - 1];
+            win[0] = A(buf[x0 - I(j)]);
+          }
         }
-      }
-      const A wv = A(wts[wk + I(j)]);
+        const A wv = A(wts[wk + I(j)]);
 #pragma unroll
-      for (int u = 0; u < kMapRun; ++u) acc[u] += wv * win[u];
-    });
+        for (int u = 0; u < R; ++u) acc[u] += wv * win[u];
+      }
+    }
   }
 
   // s and delta on the map rows [h0 - rh, h1 + rh); s of the tile rows to the workspace.
@@ -231,7 +263,7 @@ template <typename T, typename I, bool Spill = false> struct BwdMaps {
       for (int u = 0; u < kMapRun; ++u) acc[u] = A(v.wts[v.nw]);
       for (int p = 0; p < s.pool.P; ++p)
         for (int i = 0; i < s.kh; ++i)
-          conv_run_row<1, K>(v.wts, I((p * s.kh + i) * s.kw), v.q, v.qidx(p, h + i - v.rh, w0 - v.rw), s.kw, acc);
+          conv_run_row<1, K>(ctx, v.wts, I((p * s.kh + i) * v.kwp), v.q, v.qidx(p, h + i - v.rh, w0 - v.rw), s.kw, acc);
       for (int u = 0; u < n; ++u) {
         const A sv = sigmoid(acc[u]);
         auto&& dv = v.d[v.didx(h, w0 + u)];
@@ -249,7 +281,7 @@ template <typename T, typename I, bool Spill = false> struct BwdMaps {
       for (int p = 0; p < s.pool.P; ++p) {
         A acc[kMapRun] = {};
         for (int i = 0; i < s.kh; ++i)
-          conv_run_row<-1, K>(v.wts, I((p * s.kh + i) * s.kw), v.d, v.didx(h - i + v.rh, w0 + v.rw), s.kw, acc);
+          conv_run_row<-1, K>(ctx, v.wts, I((p * s.kh + i) * v.kwp), v.d, v.didx(h - i + v.rh, w0 + v.rw), s.kw, acc);
         A* out = a.gamma + ((tl.b * I(s.pool.P) + I(p)) * v.H + h) * v.W + w0;
         for (int u = 0; u < n; ++u) ctx.store(out + u, p == s.pool.mean_slot() ? acc[u] / A(s.C) : acc[u]);
       }
@@ -278,20 +310,37 @@ template <typename T, typename I, bool Spill = false> struct BwdMaps {
           if (c >= row_cols) c -= row_cols, j += wrap;
         }
       };
+      // the run's deltas: 16-byte vectors from the run's padded column (the run starts rw after it)
+      auto load_deltas = [&](I j, A(&dv)[R]) {
+        if constexpr (K > 0) {
+          A win[whole_vectors(K / 2 + R)];
+          load_window<K / 2 + R>(ctx, v.d, doff + j - I(K / 2), win);
+#pragma unroll
+          for (int u = 0; u < R; ++u) dv[u] = win[K / 2 + u];
+        } else {
+#pragma unroll
+          for (int u = 0; u < R; ++u) dv[u] = A(v.d[doff + j + I(u)]);
+        }
+      };
       if (g.bias) {
         for_lane_runs([&](I j) {
+          A dv[R];
+          load_deltas(j, dv);
 #pragma unroll
-          for (int u = 0; u < R; ++u) sums[0] += A(v.d[doff + j + I(u)]);
+          for (int u = 0; u < R; ++u) sums[0] += dv[u];
         });
         return;
       }
       const I qoff = v.qidx(g.slot, v.tl.h0 + g.di, g.dj0);  // q of tile pixel j, first tap
       for_lane_runs([&](I j) {
-        A dv[R], win[R + N - 1];
+        A dv[R], win[whole_vectors(R + N - 1)];
+        load_deltas(j, dv);
+        if constexpr (K > 0) {
+          load_window<R + N - 1>(ctx, v.q, qoff + j, win);
+        } else {
 #pragma unroll
-        for (int u = 0; u < R; ++u) dv[u] = A(v.d[doff + j + I(u)]);
-#pragma unroll
-        for (int e = 0; e < R + N - 1; ++e) win[e] = K > 0 || e < g.n + R - 1 ? A(v.q[qoff + j + I(e)]) : A(0);
+          for (int e = 0; e < R + N - 1; ++e) win[e] = e < g.n + R - 1 ? A(v.q[qoff + j + I(e)]) : A(0);
+        }
 #pragma unroll
         for (int k = 0; k < N; ++k)
 #pragma unroll

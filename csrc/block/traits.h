@@ -75,6 +75,10 @@ constexpr int kBlockedColumnHeight = 3;
 // (taps of one kernel row) a warp sums at once (BwdMaps: the whole row for kw of 1 to 7).
 constexpr int kStageUnroll = 16;
 constexpr int kMapRun = 4;
+// BwdMaps' rows and weight rows are padded to a multiple of kMapVecAlign values: 16 bytes of
+// fp32 (two 16-byte vectors of fp64).
+constexpr int kMapVecAlign = 4;
+static_assert(kMapRun % kMapVecAlign == 0, "a run starts on a whole vector");
 constexpr int kTapGroup = 8;
 // BwdMaps' map tiles (plan_maps): relative issue cost per pixel of the s conv (done on the tile
 // and its halo rows) and of gamma plus the weight-gradient partials (tile only), from the
@@ -116,9 +120,11 @@ struct Plan {
   // Two-pass backward: BwdMaps, the per-pixel map kernel between pass 1 and the main kernel.
   // A block owns `rows` rows of one sample's maps; its buffers (weights, pooled rows with a 2rh
   // halo, delta rows with an rh halo) are zero-padded to `width` = W + 2rw + kMapRun - 1 columns,
-  // so its conv loops need no bounds tests.
+  // so its conv loops need no bounds tests, rounded up to whole 16-byte vectors of fp32 (the
+  // loops read a run's window as vectors: the overrun stays in the row). A kernel row's weights
+  // take kw_padded entries, kw rounded up the same way.
   struct Maps {
-    int64_t rows = 0, tiles = 0, blocks = 0, width = 0;
+    int64_t rows = 0, tiles = 0, blocks = 0, width = 0, kw_padded = 0;
     bool spill = false;  // buffers in global scratch (spill_bytes per block)
     int64_t off_w = 0, off_q = 0, off_d = 0, smem_bytes = 0, spill_bytes = 0;
   } maps;
@@ -451,8 +457,10 @@ inline Plan plan_launch(const Geometry& s, const DeviceLimits& dev, int64_t elem
 // memory or (spill) in the block's scratch region.
 inline int64_t place_map_buffers(Plan::Maps& m, const Geometry& s, int64_t R, int64_t acc_bytes) {
   using namespace detail;
-  const int64_t rh = s.kh / 2, nw = s.taps() + 1;
-  m.width = s.W + 2 * (s.kw / 2) + kMapRun - 1;  // a run of kMapRun pixels may start at any column
+  const auto whole_vectors = [](int64_t n) { return (n + kMapVecAlign - 1) / kMapVecAlign * kMapVecAlign; };
+  m.kw_padded = whole_vectors(s.kw);
+  const int64_t rh = s.kh / 2, nw = s.pool.P * s.kh * m.kw_padded + 1;
+  m.width = whole_vectors(s.W + 2 * (s.kw / 2) + kMapRun - 1);  // a run may start at any multiple of kMapRun
   m.off_w = 0;
   m.off_q = align16(nw * acc_bytes);
   m.off_d = m.off_q + align16(s.pool.P * (R + 4 * rh) * m.width * acc_bytes);  // pooled rows, 2rh halo
