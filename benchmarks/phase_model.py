@@ -495,6 +495,10 @@ def _weight_grad_segments(c: Call, npix: int, loop: str = "weight_grad_partials"
     return stripes + [(full + bool(last), [Stream(f"{loop}.tree", c.threads, 5, "smem")])]
 
 
+def _whole_vectors(n: int) -> int:
+    return -(-n // MAP_VEC_ALIGN) * MAP_VEC_ALIGN
+
+
 def _run_conv_segments(c: Call, loop: str, h0: int, h1: int, slots: int) -> list:
     """bwd_maps.h conv loops over padded buffers (no bounds tests): threads stride runs of MAP_RUN
     pixels of a row; an item is one tap of a run (a weight, an input, MAP_RUN FMAs), LOOPS row
@@ -513,7 +517,8 @@ def bwd_maps_phases(c: Call, j: int) -> list[Phase]:
     W, a, T = c.shape[3], c.acc, c.threads
     h0, h1 = _tile(c, j, c.map_rows)
     R, rh = h1 - h0, c.kernel[0] // 2
-    Wp = -(-(W + 2 * (c.kernel[1] // 2) + MAP_RUN - 1) // MAP_VEC_ALIGN) * MAP_VEC_ALIGN
+    rw = c.kernel[1] // 2
+    Wp = _whole_vectors(W + _whole_vectors(rw) + rw + MAP_RUN + 2)
     qtop, qbottom = _halo(c, h0, h1, 2 * rh)
     top, bottom = _halo(c, h0, h1, rh)
     npix = R * W

@@ -99,3 +99,36 @@ def test_map_tiles_fill_the_resident_blocks_for_cbam():
         rho, maps, main = t.launches
         assert t.two_pass and 132 < maps.grid <= 2 * 132 and maps.rows * maps.tiles == 56
         assert main.smem < maps.smem  # the main kernel holds only the tile's per-pixel maps
+
+
+VECTOR_KERNELS = ((1, 1), (3, 3), (5, 5), (7, 7), (1, 9), (3, 11))  # widths 9 and 11: no unrolled path
+
+
+@pytest.mark.parametrize("kernel", VECTOR_KERNELS, ids=[f"{k[0]}x{k[1]}" for k in VECTOR_KERNELS])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=str)
+def test_vector_staged_maps_match_the_reference(dtype, kernel):
+    # widths that are whole 16-byte vectors: BwdMaps stages its rows by vector copies and reads
+    # the conv windows as vectors from the left pad on (fp64: two values a vector); 13 is not
+    # a whole vector (fp32) and is staged one value at a time
+    for i, shape in enumerate(((2, 5, 9, 8), (1, 3, 6, 4), (2, 4, 5, 16), (1, 2, 4, 13))):
+        bias = i % 2 == 0
+        x = make_input(shape, dtype, LAYOUTS[i % 2])
+        actual, expected, t = two_pass_backward(x, "mean+max", kernel, bias, rows=1 + i % 3, threads=64)
+        assert_results_close(actual, expected, dtype, f"{shape} {kernel} bias={bias}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+def test_maps_staged_from_a_pooled_view_off_a_vector(dtype):
+    # a pooled tensor whose data does not start on 16 bytes (a view one value into a buffer):
+    # its rows are staged one value at a time, with the same results
+    x = make_input((2, 5, 7, 8), dtype)
+    _, weight, b = make_pair("mean+max", (7, 7), True, False, dtype)
+    grad_out = make_grad(x.shape, dtype)
+    _, pooled, _ = emulate_fwd(x, weight, b, "mean+max", False)
+    shifted = torch.empty(pooled.numel() + 1, dtype=pooled.dtype)[1:].view_as(pooled).copy_(pooled)
+    assert shifted.data_ptr() % 16 != 0
+    kw = dict(rows=3, threads=64, sanitize=True)
+    aligned = emulate_bwd(grad_out, x, weight, b, pooled, "mean+max", False, TWO_PASS, **kw)
+    unaligned = emulate_bwd(grad_out, x, weight, b, shifted, "mean+max", False, TWO_PASS, **kw)
+    for a, u in zip(aligned[:3], unaligned[:3]):
+        assert torch.equal(a, u)

@@ -72,22 +72,29 @@ SAM_FUSED_BLOCK void store_weight_grad_partials(Ctx& ctx, const Args<T>& a, Lane
 
 template <typename T, typename I, bool Spill = false> struct BwdMaps {
   using A = acc_t<T>;
+  // Values per 16-byte shared access.
+  static constexpr int kVec = 16 / int(sizeof(A));
+  // Padded columns between a kernel row's first input and the 16-byte vector it lies in: the
+  // left pad (rw rounded up to whole vectors, traits.h kMapVecAlign) less rw.
+  static constexpr int shift_of(int K) { return (K / 2 + kMapVecAlign - 1) / kMapVecAlign * kMapVecAlign - K / 2; }
 
   // What the phases of one block share. Buffers are padded: map row h, column w of pooled slot
-  // p is q[(p * qrows + h - h0 + 2rh) * Wp + w + rw], of delta d[(h - h0 + rh) * Wp + w + rw].
+  // p is q[(p * qrows + h - h0 + 2rh) * Wp + w + lp], of delta d[(h - h0 + rh) * Wp + w + lp].
+  // The left pad lp is rw rounded up to whole 16-byte vectors (Plan::Maps::left_pad), so a map
+  // row starts on a vector: it is staged by vector copies.
   template <class Ctx> struct View {
     using Buf = BlockBuffer<Ctx, A>;
     Tile<I> tl;
-    I H, W, Wp, rh, rw;
+    I H, W, Wp, rh, rw, lp;
     I qrows, drows;  // rows of a pooled slot's buffer (tile + 2rh above and below), of delta's (+ rh)
     int kwp;         // a kernel row's weights take kwp entries (kw rounded up to whole vectors)
     int nw;          // weight entries (P kh kwp); entry nw is the bias
     Buf wts, q, d;
 
     SAM_FUSED_BLOCK I qidx(int slot, int64_t h, int64_t w) const {
-      return (I(slot) * qrows + I(h) - tl.h0 + 2 * rh) * Wp + I(w) + rw;
+      return (I(slot) * qrows + I(h) - tl.h0 + 2 * rh) * Wp + I(w) + lp;
     }
-    SAM_FUSED_BLOCK I didx(int64_t h, int64_t w) const { return (I(h) - tl.h0 + rh) * Wp + I(w) + rw; }
+    SAM_FUSED_BLOCK I didx(int64_t h, int64_t w) const { return (I(h) - tl.h0 + rh) * Wp + I(w) + lp; }
   };
 
   template <class Ctx> static SAM_FUSED_BLOCK View<Ctx> view_of(Ctx& ctx, const Args<T>& a) {
@@ -98,7 +105,7 @@ template <typename T, typename I, bool Spill = false> struct BwdMaps {
     else mp = ctx.smem();
     View<Ctx> v;
     v.tl = tile_at<I>(s, m.rows, m.tiles, ctx.block());
-    v.H = I(s.H), v.W = I(s.W), v.Wp = I(m.width), v.rh = I(s.kh / 2), v.rw = I(s.kw / 2);
+    v.H = I(s.H), v.W = I(s.W), v.Wp = I(m.width), v.rh = I(s.kh / 2), v.rw = I(s.kw / 2), v.lp = I(m.left_pad);
     v.qrows = v.tl.rows() + 4 * v.rh, v.drows = v.tl.rows() + 2 * v.rh;
     v.kwp = int(m.kw_padded);
     v.nw = s.pool.P * s.kh * v.kwp;
@@ -111,6 +118,7 @@ template <typename T, typename I, bool Spill = false> struct BwdMaps {
   template <class Ctx> static SAM_FUSED_BLOCK void run(Ctx& ctx, const Args<T>& a) {
     const auto v = view_of(ctx, a);
     stage_padded_maps(ctx, a, v);
+    ctx.copy_wait();
     ctx.sync();
     with_kernel_width<1, 3, 5, 7>(a.s.kw, [&](auto K) {
       sigmoid_delta_maps<decltype(K)::value>(ctx, a, v);
@@ -121,46 +129,50 @@ template <typename T, typename I, bool Spill = false> struct BwdMaps {
   }
 
   // buf = rows [h0 - r0, h0 - r0 + rows) of each of `planes` [H, W] planes at src, zero-padded
-  // (rw columns left, Wp - W - rw right, zero rows outside the map): buffer position i is plane
-  // i / (rows Wp), row i / Wp % rows, column i % Wp. Threads stride the positions, stepping their
-  // (plane, row, column) without divisions, and load up to kStageUnroll values (fp64: half)
-  // before they store the first; a slot past the end ends the unrolled loop (a thread has
-  // ~n / threads positions, often far fewer than kStageUnroll: ncu counted the idle slots of a
-  // predicated loop as most of the staging's instructions).
+  // (lp columns left, Wp - W - lp right, zero rows outside the map), in units of V values: the
+  // map's values copied asynchronously straight into shared memory (cp.async: nothing waits in
+  // registers, so no unrolled batch of loads is needed), the padding stored as zeros. Threads
+  // stride the units, stepping (plane, row, column) without divisions. V is a 16-byte vector
+  // where W and src allow (Wp and lp are whole vectors), else 1. (One value at a time through
+  // registers took 43 instructions per value in the sm_90 SASS, most of BwdMaps' staging.)
+  template <int V, class Ctx, class Buf>
+  static SAM_FUSED_BLOCK void fill_padded_units(Ctx& ctx, const View<Ctx>& v, const A* src, I planes, I rows, I r0,
+                                                const Buf& buf) {
+    const I Wu = v.Wp / I(V), Lu = v.lp / I(V), Du = v.W / I(V), n = planes * rows * Wu, stride = I(ctx.threads());
+    const I step_rows = stride / Wu, step_cols = stride % Wu;
+    const I first = v.tl.h0 - r0;            // the map row of buffer row 0
+    const I lo = first < 0 ? -first : I(0);  // buffer rows [lo, hi) are map rows
+    const I hi = v.H - first < rows ? v.H - first : rows;
+    A* const dst = raw_of(buf);
+    ctx.each_thread([&](int t) {
+      const A zeros[V] = {};
+      I plane = 0, row = I(t) / Wu, col = I(t) % Wu;
+      while (row >= rows) row -= rows, ++plane;
+      for (I i = I(t); i < n; i += stride) {
+        if (row >= lo && row < hi && col >= Lu && col < Lu + Du) {
+          const A* from = src + (plane * v.H + first + row) * v.W + (col - Lu) * I(V);
+          if constexpr (Spill) {  // global scratch: cp.async writes shared memory only
+            A vals[V];
+            ctx.template load_vec<V>(from, vals);
+            ctx.template store_vec<V>(dst + i * I(V), vals);
+          } else {
+            ctx.template copy_vec<V>(from, dst + i * I(V));
+          }
+        } else {
+          ctx.template store_vec<V>(dst + i * I(V), zeros);
+        }
+        col += step_cols, row += step_rows;
+        if (col >= Wu) col -= Wu, ++row;
+        while (row >= rows) row -= rows, ++plane;
+      }
+    });
+  }
   template <class Ctx, class Buf>
   static SAM_FUSED_BLOCK void fill_padded(Ctx& ctx, const View<Ctx>& v, const A* src, I planes, I rows, I r0,
                                           const Buf& buf) {
-    constexpr int U = sizeof(A) == 8 ? kStageUnroll / 2 : kStageUnroll;  // fp64 with 16 spilled (i64, spill)
-    const I Wp = v.Wp, W = v.W, n = planes * rows * Wp, stride = I(ctx.threads());
-    const I step_rows = stride / Wp, step_cols = stride % Wp;
-    const I first = v.tl.h0 - r0;                            // the map row of buffer row 0
-    const I lo = first < 0 ? -first : I(0);                  // buffer rows [lo, hi) are map rows
-    const I hi = v.H - first < rows ? v.H - first : rows;
-    ctx.each_thread([&](int t) {
-      I plane = 0, row = I(t) / Wp, col = I(t) % Wp;
-      while (row >= rows) row -= rows, ++plane;
-      for (I i0 = I(t); i0 < n; i0 += I(U) * stride) {
-        A vals[U];
-#pragma unroll
-        for (int u = 0; u < U; ++u) {
-          if (i0 + I(u) * stride >= n) break;
-          if (row >= lo && row < hi && col >= v.rw && col < v.rw + W) {
-            vals[u] = A(ctx.load(src + (plane * v.H + first + row) * W + col - v.rw));
-          } else {
-            ctx.skip_access();
-            vals[u] = A(0);
-          }
-          col += step_cols, row += step_rows;
-          if (col >= Wp) col -= Wp, ++row;
-          while (row >= rows) row -= rows, ++plane;
-        }
-#pragma unroll
-        for (int u = 0; u < U; ++u) {
-          if (i0 + I(u) * stride >= n) break;
-          buf[i0 + I(u) * stride] = vals[u];
-        }
-      }
-    });
+    if (v.W % I(kVec) == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0)
+      fill_padded_units<kVec>(ctx, v, src, planes, rows, r0, buf);
+    else fill_padded_units<1>(ctx, v, src, planes, rows, r0, buf);
   }
 
   // Kernel row r's weights at wts[r kwp ...] (zeros after kw), the bias at wts[nw]: a row is
@@ -198,12 +210,10 @@ template <typename T, typename I, bool Spill = false> struct BwdMaps {
     });
   }
 
-  // Values per 16-byte shared access.
-  static constexpr int kVec = 16 / int(sizeof(A));
-
   // out[e] = buf[x0 + e] for e < N, read as whole 16-byte vectors (out holds N rounded up to
-  // them). x0 must be a multiple of kVec: the padded width, the runs' first columns and the
-  // weights' rows are, and a padded row holds a window's overrun (Plan::Maps::width).
+  // them). x0 must be a multiple of kVec: the padded width, the left pad, the runs' first
+  // columns and the weights' rows are, and a padded row holds a window's overrun
+  // (Plan::Maps::width).
   template <int N, class Ctx, class Buf>
   static SAM_FUSED_BLOCK void load_window(Ctx& ctx, const Buf& buf, I x0, A* out) {
 #pragma unroll
@@ -214,21 +224,23 @@ template <typename T, typename I, bool Spill = false> struct BwdMaps {
   // One kernel row of the conv for a run of kMapRun outputs: acc[u] += w[j] * x[u + step * j]
   // for j < kw, in j order (the order of conv_pixel / conv_transpose_pixel, so the sums are
   // theirs bit for bit). x[0] is buf[x0]: step = 1 is the forward conv walking right, step = -1
-  // the transposed conv walking left. With K = kw known, the row's kMapRun + kw - 1 inputs and
-  // its kw weights are read as 16-byte vectors (3 + 2 loads for kw = 7, where one value at a
-  // time took 10 + 7); otherwise the inputs slide along the row in registers, one load per tap.
+  // the transposed conv walking left. With K = kw known, the row's kMapRun + kw - 1 inputs (from
+  // the vector they start in, shift_of(K) columns before the first) and its kw weights are read
+  // as 16-byte vectors (3 + 2 loads for kw = 7, where one value at a time took 10 + 7);
+  // otherwise the inputs slide along the row in registers, one load per tap.
   template <int Step, int K, class Ctx, class Buf>
   static SAM_FUSED_BLOCK void conv_run_row(Ctx& ctx, const Buf& wts, I wk, const Buf& buf, I x0, int kw,
                                            A (&acc)[kMapRun]) {
     constexpr int R = kMapRun;
     if constexpr (K > 0) {
-      A win[whole_vectors(R + K - 1)], w[whole_vectors(K)];
-      load_window<R + K - 1>(ctx, buf, Step > 0 ? x0 : x0 - I(K - 1), win);
+      constexpr int S = shift_of(K);
+      A win[whole_vectors(S + R + K - 1)], w[whole_vectors(K)];
+      load_window<S + R + K - 1>(ctx, buf, (Step > 0 ? x0 : x0 - I(K - 1)) - I(S), win);
       load_window<K>(ctx, wts, wk, w);
 #pragma unroll
       for (int j = 0; j < K; ++j)
 #pragma unroll
-        for (int u = 0; u < R; ++u) acc[u] += w[j] * win[Step > 0 ? u + j : u + K - 1 - j];
+        for (int u = 0; u < R; ++u) acc[u] += w[j] * win[S + (Step > 0 ? u + j : u + K - 1 - j)];
     } else {
       A win[R];
 #pragma unroll
@@ -310,13 +322,10 @@ template <typename T, typename I, bool Spill = false> struct BwdMaps {
           if (c >= row_cols) c -= row_cols, j += wrap;
         }
       };
-      // the run's deltas: 16-byte vectors from the run's padded column (the run starts rw after it)
+      // the run's deltas (its first pixel starts a vector: lp is whole vectors)
       auto load_deltas = [&](I j, A(&dv)[R]) {
         if constexpr (K > 0) {
-          A win[whole_vectors(K / 2 + R)];
-          load_window<K / 2 + R>(ctx, v.d, doff + j - I(K / 2), win);
-#pragma unroll
-          for (int u = 0; u < R; ++u) dv[u] = win[K / 2 + u];
+          load_window<R>(ctx, v.d, doff + j, dv);
         } else {
 #pragma unroll
           for (int u = 0; u < R; ++u) dv[u] = A(v.d[doff + j + I(u)]);
@@ -333,10 +342,11 @@ template <typename T, typename I, bool Spill = false> struct BwdMaps {
       }
       const I qoff = v.qidx(g.slot, v.tl.h0 + g.di, g.dj0);  // q of tile pixel j, first tap
       for_lane_runs([&](I j) {
-        A dv[R], win[whole_vectors(R + N - 1)];
+        constexpr int S = K > 0 ? shift_of(K) : 0;
+        A dv[R], win[whole_vectors(S + R + N - 1)];
         load_deltas(j, dv);
         if constexpr (K > 0) {
-          load_window<R + N - 1>(ctx, v.q, qoff + j, win);
+          load_window<S + R + N - 1>(ctx, v.q, qoff + j - I(S), win);
         } else {
 #pragma unroll
           for (int e = 0; e < R + N - 1; ++e) win[e] = e < g.n + R - 1 ? A(v.q[qoff + j + I(e)]) : A(0);
@@ -344,7 +354,7 @@ template <typename T, typename I, bool Spill = false> struct BwdMaps {
 #pragma unroll
         for (int k = 0; k < N; ++k)
 #pragma unroll
-          for (int u = 0; u < R; ++u) sums[k] += dv[u] * win[u + k];
+          for (int u = 0; u < R; ++u) sums[k] += dv[u] * win[S + u + k];
       });
     });
   }

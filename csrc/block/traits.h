@@ -119,12 +119,13 @@ struct Plan {
   int64_t partials = 0;    // backward: blocks that write weight-gradient partials (BwdMaps' or the main kernel's)
   // Two-pass backward: BwdMaps, the per-pixel map kernel between pass 1 and the main kernel.
   // A block owns `rows` rows of one sample's maps; its buffers (weights, pooled rows with a 2rh
-  // halo, delta rows with an rh halo) are zero-padded to `width` = W + 2rw + kMapRun - 1 columns,
-  // so its conv loops need no bounds tests, rounded up to whole 16-byte vectors of fp32 (the
-  // loops read a run's window as vectors: the overrun stays in the row). A kernel row's weights
-  // take kw_padded entries, kw rounded up the same way.
+  // halo, delta rows with an rh halo) are zero-padded, left_pad columns on the left (rw rounded up
+  // to whole 16-byte vectors of fp32, kMapVecAlign: a map row starts on a vector) and `width` in
+  // all, so its conv loops need no bounds tests. The loops read a run's window as whole vectors
+  // from the one it starts in: width = W + left_pad + rw + kMapRun + 2, rounded up to whole
+  // vectors, keeps the overrun in the row. A kernel row's weights take kw_padded entries.
   struct Maps {
-    int64_t rows = 0, tiles = 0, blocks = 0, width = 0, kw_padded = 0;
+    int64_t rows = 0, tiles = 0, blocks = 0, width = 0, left_pad = 0, kw_padded = 0;
     bool spill = false;  // buffers in global scratch (spill_bytes per block)
     int64_t off_w = 0, off_q = 0, off_d = 0, smem_bytes = 0, spill_bytes = 0;
   } maps;
@@ -460,7 +461,8 @@ inline int64_t place_map_buffers(Plan::Maps& m, const Geometry& s, int64_t R, in
   const auto whole_vectors = [](int64_t n) { return (n + kMapVecAlign - 1) / kMapVecAlign * kMapVecAlign; };
   m.kw_padded = whole_vectors(s.kw);
   const int64_t rh = s.kh / 2, nw = s.pool.P * s.kh * m.kw_padded + 1;
-  m.width = whole_vectors(s.W + 2 * (s.kw / 2) + kMapRun - 1);  // a run may start at any multiple of kMapRun
+  m.left_pad = whole_vectors(s.kw / 2);
+  m.width = whole_vectors(s.W + m.left_pad + s.kw / 2 + kMapRun + 2);  // see Plan::Maps
   m.off_w = 0;
   m.off_q = align16(nw * acc_bytes);
   m.off_d = m.off_q + align16(s.pool.P * (R + 4 * rh) * m.width * acc_bytes);  // pooled rows, 2rh halo
