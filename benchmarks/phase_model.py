@@ -519,6 +519,9 @@ def bwd_maps_phases(c: Call, j: int) -> list[Phase]:
     R, rh = h1 - h0, c.kernel[0] // 2
     rw = c.kernel[1] // 2
     Wp = _whole_vectors(W + _whole_vectors(rw) + rw + MAP_RUN + 2)
+    per_vec, run_granules = 16 // a, -(-W // MAP_RUN) * MAP_RUN // (16 // a)
+    while (Wp // per_vec - run_granules) % 8:  # traits.h place_map_buffers: rows spread over the banks
+        Wp += MAP_VEC_ALIGN
     qtop, qbottom = _halo(c, h0, h1, 2 * rh)
     top, bottom = _halo(c, h0, h1, rh)
     npix = R * W

@@ -219,7 +219,24 @@ template <typename T, typename I, bool Spill = false> struct BwdMaps {
 #pragma unroll
     for (int e = 0; e < N; e += kVec) ctx.template load_vec<kVec>(raw_of(buf) + x0 + I(e), out + e);
   }
+  template <int N, class Ctx, class Buf>
+  static SAM_FUSED_BLOCK void store_window(Ctx& ctx, const Buf& buf, I x0, const A* in) {
+#pragma unroll
+    for (int e = 0; e < N; e += kVec) ctx.template store_vec<kVec>(raw_of(buf) + x0 + I(e), in + e);
+  }
   static constexpr int whole_vectors(int n) { return (n + kVec - 1) / kVec * kVec; }
+
+  // A run's n map values to global memory: whole 16-byte vectors where the run is whole and
+  // starts on one (W a multiple of kMapRun: one STG.128 where four STG took 4x the sectors), else
+  // one at a time.
+  template <class Ctx> static SAM_FUSED_BLOCK void store_run(Ctx& ctx, A* out, const A* vals, int n) {
+    if (n == kMapRun && reinterpret_cast<uintptr_t>(out) % 16 == 0) {
+#pragma unroll
+      for (int e = 0; e < kMapRun; e += kVec) ctx.template store_vec<kVec>(out + e, vals + e);
+    } else {
+      for (int u = 0; u < n; ++u) ctx.store(out + u, vals[u]);
+    }
+  }
 
   // One kernel row of the conv for a run of kMapRun outputs: acc[u] += w[j] * x[u + step * j]
   // for j < kw, in j order (the order of conv_pixel / conv_transpose_pixel, so the sums are
@@ -276,12 +293,16 @@ template <typename T, typename I, bool Spill = false> struct BwdMaps {
       for (int p = 0; p < s.pool.P; ++p)
         for (int i = 0; i < s.kh; ++i)
           conv_run_row<1, K>(ctx, v.wts, I((p * s.kh + i) * v.kwp), v.q, v.qidx(p, h + i - v.rh, w0 - v.rw), s.kw, acc);
-      for (int u = 0; u < n; ++u) {
-        const A sv = sigmoid(acc[u]);
-        auto&& dv = v.d[v.didx(h, w0 + u)];
-        dv = sigmoid_backward(A(dv), sv);
-        if (h >= tl.h0 && h < tl.h1) ctx.store(a.sig + (tl.b * v.H + h) * v.W + w0 + I(u), sv);
+      // the run's rho, then delta, as whole vectors (pad columns past the row's end kept as they are)
+      A sv[kMapRun], dv[kMapRun];
+      load_window<kMapRun>(ctx, v.d, v.didx(h, w0), dv);
+#pragma unroll
+      for (int u = 0; u < kMapRun; ++u) {
+        sv[u] = sigmoid(acc[u]);
+        if (u < n) dv[u] = sigmoid_backward(dv[u], sv[u]);
       }
+      store_window<kMapRun>(ctx, v.d, v.didx(h, w0), dv);
+      if (h >= tl.h0 && h < tl.h1) store_run(ctx, a.sig + (tl.b * v.H + h) * v.W + w0, sv, n);
     });
   }
 
@@ -294,8 +315,10 @@ template <typename T, typename I, bool Spill = false> struct BwdMaps {
         A acc[kMapRun] = {};
         for (int i = 0; i < s.kh; ++i)
           conv_run_row<-1, K>(ctx, v.wts, I((p * s.kh + i) * v.kwp), v.d, v.didx(h - i + v.rh, w0 + v.rw), s.kw, acc);
-        A* out = a.gamma + ((tl.b * I(s.pool.P) + I(p)) * v.H + h) * v.W + w0;
-        for (int u = 0; u < n; ++u) ctx.store(out + u, p == s.pool.mean_slot() ? acc[u] / A(s.C) : acc[u]);
+        if (p == s.pool.mean_slot())
+#pragma unroll
+          for (int u = 0; u < kMapRun; ++u) acc[u] /= A(s.C);
+        store_run(ctx, a.gamma + ((tl.b * I(s.pool.P) + I(p)) * v.H + h) * v.W + w0, acc, n);
       }
     });
   }

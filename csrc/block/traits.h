@@ -123,7 +123,8 @@ struct Plan {
   // to whole 16-byte vectors of fp32, kMapVecAlign: a map row starts on a vector) and `width` in
   // all, so its conv loops need no bounds tests. The loops read a run's window as whole vectors
   // from the one it starts in: width = W + left_pad + rw + kMapRun + 2, rounded up to whole
-  // vectors, keeps the overrun in the row. A kernel row's weights take kw_padded entries.
+  // vectors, keeps the overrun in the row, then widened to spread a warp's rows over the banks
+  // (place_map_buffers). A kernel row's weights take kw_padded entries.
   struct Maps {
     int64_t rows = 0, tiles = 0, blocks = 0, width = 0, left_pad = 0, kw_padded = 0;
     bool spill = false;  // buffers in global scratch (spill_bytes per block)
@@ -463,6 +464,12 @@ inline int64_t place_map_buffers(Plan::Maps& m, const Geometry& s, int64_t R, in
   const int64_t rh = s.kh / 2, nw = s.pool.P * s.kh * m.kw_padded + 1;
   m.left_pad = whole_vectors(s.kw / 2);
   m.width = whole_vectors(s.W + m.left_pad + s.kw / 2 + kMapRun + 2);  // see Plan::Maps
+  // Lanes take consecutive runs, a row's runs then the next row's: with a row of width
+  // granules (16 bytes) congruent mod 8 to its runs' granules, any 8 lanes' 16-byte accesses at
+  // one offset fall on distinct banks, as in an unpadded layout (an H100 counted 27% excess
+  // shared wavefronts in BwdMaps' window loads at CBAM's 56 columns, 72 padded).
+  const int64_t per_vec = 16 / acc_bytes, run_granules = ceil_div(s.W, kMapRun) * kMapRun / per_vec;
+  while ((m.width / per_vec - run_granules) % 8 != 0) m.width += kMapVecAlign;
   m.off_w = 0;
   m.off_q = align16(nw * acc_bytes);
   m.off_d = m.off_q + align16(s.pool.P * (R + 4 * rh) * m.width * acc_bytes);  // pooled rows, 2rh halo
