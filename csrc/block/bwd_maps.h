@@ -143,27 +143,30 @@ template <typename T, typename I, bool Spill = false> struct BwdMaps {
     const I first = v.tl.h0 - r0;            // the map row of buffer row 0
     const I lo = first < 0 ? -first : I(0);  // buffer rows [lo, hi) are map rows
     const I hi = v.H - first < rows ? v.H - first : rows;
+    // a unit's source offset, (plane H + first + row) W + (col - lp / V) V, stepped with it:
+    // recomputed per unit, with its 64-bit address, it took half of the loop's ~49 instructions
+    const I d_step = step_rows * v.W + step_cols * I(V), d_col_wrap = v.W - Wu * I(V), d_plane = (v.H - rows) * v.W;
     A* const dst = raw_of(buf);
     ctx.each_thread([&](int t) {
       const A zeros[V] = {};
       I plane = 0, row = I(t) / Wu, col = I(t) % Wu;
       while (row >= rows) row -= rows, ++plane;
+      I off = (plane * v.H + first + row) * v.W + (col - Lu) * I(V);
       for (I i = I(t); i < n; i += stride) {
         if (row >= lo && row < hi && col >= Lu && col < Lu + Du) {
-          const A* from = src + (plane * v.H + first + row) * v.W + (col - Lu) * I(V);
           if constexpr (Spill) {  // global scratch: cp.async writes shared memory only
             A vals[V];
-            ctx.template load_vec<V>(from, vals);
+            ctx.template load_vec<V>(src + off, vals);
             ctx.template store_vec<V>(dst + i * I(V), vals);
           } else {
-            ctx.template copy_vec<V>(from, dst + i * I(V));
+            ctx.template copy_vec<V>(src + off, dst + i * I(V));
           }
         } else {
           ctx.template store_vec<V>(dst + i * I(V), zeros);
         }
-        col += step_cols, row += step_rows;
-        if (col >= Wu) col -= Wu, ++row;
-        while (row >= rows) row -= rows, ++plane;
+        col += step_cols, row += step_rows, off += d_step;
+        if (col >= Wu) col -= Wu, ++row, off += d_col_wrap;
+        while (row >= rows) row -= rows, off += d_plane;
       }
     });
   }
