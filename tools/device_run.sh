@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # On a lent GPU machine, with the bundle of tools/device_bundle.py carried in BUNDLE (.gpu/):
-#   bash tools/device_run.sh [short|recheck|check|sweep|ncu|source|all]      (default: check)
+#   bash tools/device_run.sh [short|recheck|times|check|sweep|ncu|source|all]      (default: check)
 # short: what a 15-minute lease allows in one ~9-minute command: tools/gpu_check.py --steps
 #        (the CUDA tests, parity, determinism, memcheck and racecheck side by side, then kernel
 #        times beside eager, clone and torch.compile for CBAM 64ch; <= 390 s), then the plan
@@ -8,6 +8,9 @@
 # recheck: after a kernel or planner change, what a lease's last ~5 minutes allow (~3 min):
 #        parity and determinism, the kernel times, the plan sweep as CUDA-graph replays, the
 #        host's time per call (tools/gpu_host_time.py) and BwdMaps' instruction count under ncu.
+# times: the kernel times (no torch.compile) and the backward kernels' ncu time and instruction
+#        count, ~1 min: to compare bundles on one lease, run it once per bundle, e.g.
+#        for b in .gpu-base .gpu; do BUNDLE=$b RESULTS=$OUT/$b bash tools/device_run.sh times; done
 # source: Nsight Compute's source counters per SASS instruction of FwdMain, BwdMain and BwdMaps (bank
 #        conflicts, excess sectors, stalls; ~1 min), summarised by tools/ncu_source_summary.py.
 # check: tools/gpu_check.py --skip-build (tests, parity, determinism, sanitizers, kernel times,
@@ -124,16 +127,30 @@ run_source() {
   return $rc
 }
 
+run_times() {
+  local d=/tmp/device/times py=python3 rc=0
+  rm -rf $d && mkdir -p $d
+  timeout 90 $py tools/gpu_kernel_times.py --out $d/kernel_times.md > $d/times.log 2>&1 || rc=1
+  timeout 60 ncu --profile-from-start off --kernel-name-base demangled -k regex:'BwdMaps|BwdMain|BwdRho|FwdMain' \
+    --metrics gpu__time_duration.sum,smsp__inst_executed.sum,launch__registers_per_thread \
+    $py tools/gpu_profile_driver.py > $d/ncu.log 2>&1 || rc=1
+  { cat $d/kernel_times.md; grep -E "block_program|duration|inst_executed|registers" $d/ncu.log; } \
+    > "$RESULTS/times-summary.txt"
+  cp $d/kernel_times.md "$RESULTS/" 2>/dev/null
+  return $rc
+}
+
 status=0
 case "$STEP" in
   short) run_short || status=$? ;;
   source) run_source || status=$? ;;
   recheck) run_recheck || status=$? ;;
+  times) run_times || status=$? ;;
   check) run_check || status=$? ;;
   sweep) run_sweep || status=$? ;;
   ncu) run_ncu || status=$? ;;
   all) for s in check sweep ncu; do "run_$s" || status=$?; done ;;
-  *) echo "device_run: unknown step $STEP (short|recheck|check|sweep|ncu|source|all)" >&2; exit 2 ;;
+  *) echo "device_run: unknown step $STEP (short|recheck|times|check|sweep|ncu|source|all)" >&2; exit 2 ;;
 esac
 ls -la "$RESULTS"
 exit $status
