@@ -221,28 +221,30 @@ LOOPS = {
         (1, 1), (18, 20), "common.h:load_weights",
         "one weight per thread, its LDG then STS: one round trip (f32 0x03b0, bf16 0x03b0)"),
     ("BwdMaps", "stage_padded_maps"): Loop(
-        (16, 16), (43, 43), "bwd_maps.h:fill_padded (stage_padded_maps)",
-        "element: up to kStageUnroll = 16 LDG.E (or the zero padding) before the first STS, a slot past the "
-        "end ending the unrolled loop, the position stepped without divisions: 686 instructions for 16 slots "
-        "(f32 0x0a20 pooled, 0x3760 rho; bf16 the same), each slot only when used (it was all 16 at 68460bd, "
-        "1033 per 16 with the plane wrap's division in every slot, whatever a thread's ~13 elements)"),
+        (16, 16), (9.75, 9.75), "bwd_maps.h:fill_padded_units (stage_padded_maps)",
+        "element: where W is a multiple of 4, a 16-byte unit of 4 values per loop trip, one cp.async "
+        "(LDGSTS.E.BYPASS.128) or one STS.128 of zeros, the unit's position and source offset stepped "
+        "without divisions: 35-39 instructions per unit (f32 0x0d80, 0x1530; one value a unit otherwise, "
+        "33-37 per value); nothing waits in registers, so every copy is in flight (c4c9f91; 43 per value "
+        "through registers at 3f28ae8)"),
     ("BwdMaps", "sigmoid_delta_maps"): Loop(
-        (1, 1), (7.8, 7.8), "bwd_maps.h:sigmoid_delta_maps (conv_run_row)",
-        "tap of a run of kMapRun = 4 pixels, kw = 7 unrolled (with_kernel_width): one weight LDS, one input "
-        "LDS, 4 FFMA; kernel rows unrolled 4 (210 instructions per 4 rows, 0x13340) and the 3-row remainder: "
-        "about 382 per slot; pixel: per run, its division, 4 sigmoids, deltas and s STG, about 200 (f32 "
-        "0x12ff0, bf16 0x13010)", pixel=(200, 200)),
+        (1, 1), (6.0, 6.0), "bwd_maps.h:sigmoid_delta_maps (conv_run_row)",
+        "tap of a run of kMapRun = 4 pixels, kw = 7 unrolled (with_kernel_width): per kernel row 3 "
+        "LDS.128 of the run's window and 2 of the row's weights, 28 FFMA; kernel rows unrolled 2 (84 "
+        "instructions per 2 rows, f32 0x17a10; 7.8 per tap with scalar loads at 3f28ae8); pixel: per run, "
+        "its division, 4 sigmoids, the deltas as vectors and the s STG.128, about 200 (estimate kept)",
+        pixel=(200, 200)),
     ("BwdMaps", "gamma_maps"): Loop(
-        (1, 1), (7.8, 7.8), "bwd_maps.h:gamma_maps (conv_run_row)",
-        "tap of a run, kw = 7 unrolled: the window slides left, otherwise as sigmoid_delta_maps (210 per 4 "
-        "kernel rows, 0x158f0); pixel: per run, its division and per slot the 4 gamma STG, about 84 (f32 "
-        "0x155b0, bf16 0x155d0)", pixel=(84, 84)),
+        (1, 1), (6.0, 6.0), "bwd_maps.h:gamma_maps (conv_run_row)",
+        "tap of a run, kw = 7 unrolled: the window read from the vector it starts in, otherwise as "
+        "sigmoid_delta_maps (84 per 2 kernel rows, f32 0x19100); pixel: per run, its division and per slot "
+        "the gamma STG.128, about 84 (estimate kept)", pixel=(84, 84)),
     ("BwdMaps", "weight_grad_maps"): Loop(
-        (16, 16), (13, 13), "bwd_maps.h:weight_grad_maps",
+        (8, 8), (10.75, 10.75), "bwd_maps.h:weight_grad_maps",
         "pixel: a warp per kernel row (kw = 7 known), lanes stride runs of kMapRun = 4 pixels in padded "
-        "coordinates (the column tracked for the pad), 4 + 10 LDS (deltas and the run's q window) and 28 FFMA "
-        "per run; unrolled 4 runs: 208 instructions per 16 pixels (f32 0x28a50, bf16 0x28a70; it was 238 per "
-        "8 pixels, 1 + 7 LDS per pixel, at 68460bd)"),
+        "coordinates (the column tracked for the pad), 1 + 3 LDS.128 (deltas and the run's q window) and "
+        "28 FFMA per run; unrolled 2 runs: 86 instructions per 8 pixels (f32 0x1aeb0; 208 per 16 with "
+        "scalar loads at 3f28ae8)"),
     ("BwdMaps", "weight_grad_maps.tree"): Loop(
         (1, 1), (30, 30), "bwd_maps.h:store_weight_grad_partials (warp_reduce)",
         "step: 7 SHFL.BFLY + 7 FADD (the row's sums), lane 0's 7 STG and the round's group setup: about 150 "
