@@ -520,8 +520,7 @@ def bwd_maps_phases(c: Call, j: int) -> list[Phase]:
     rw = c.kernel[1] // 2
     Wp = _whole_vectors(W + _whole_vectors(rw) + rw + MAP_RUN + 2)
     per_vec, run_granules = 16 // a, -(-W // MAP_RUN) * MAP_RUN // (16 // a)
-    while (Wp // per_vec - run_granules) % 8:  # traits.h place_map_buffers: rows spread over the banks
-        Wp += MAP_VEC_ALIGN
+    Wp += (run_granules - Wp // per_vec) % 8 * per_vec  # traits.h place_map_buffers: rows spread over the banks
     qtop, qbottom = _halo(c, h0, h1, 2 * rh)
     top, bottom = _halo(c, h0, h1, rh)
     npix = R * W

@@ -93,6 +93,15 @@ run_short() {
   return $rc
 }
 
+# ncu_counts KERNELS LOG: each profiled kernel's time, instruction count and registers (the
+# profile driver's UCI-HAR and CBAM calls), the log's lines summarised by ncu_lines LOG
+ncu_counts() {
+  timeout 60 ncu --profile-from-start off --kernel-name-base demangled -k regex:"$1" \
+    --metrics gpu__time_duration.sum,smsp__inst_executed.sum,launch__registers_per_thread \
+    python3 tools/gpu_profile_driver.py > "$2" 2>&1
+}
+ncu_lines() { grep -E "block_program|duration|inst_executed|registers" "$1"; }
+
 run_recheck() {
   local d=/tmp/device/recheck py=python3 rc=0
   mkdir -p $d
@@ -101,11 +110,9 @@ run_recheck() {
   timeout 90 $py tools/gpu_kernel_times.py --compile "CBAM 64ch" --out $d/kernel_times.md > $d/times.log 2>&1 || rc=1
   timeout 60 $py tools/gpu_plan_sweep.py --graph --time-limit 50 --out $d/plan_sweep_graph.json > $d/sweep.log 2>&1 || rc=1
   timeout 40 $py tools/gpu_host_time.py > $d/host_time.md 2>&1 || rc=1
-  timeout 60 ncu --profile-from-start off --kernel-name-base demangled -k regex:'BwdMaps|BwdMain|BwdRho' \
-    --metrics gpu__time_duration.sum,smsp__inst_executed.sum,launch__registers_per_thread \
-    $py tools/gpu_profile_driver.py > $d/ncu.log 2>&1 || rc=1
+  ncu_counts 'BwdMaps|BwdMain|BwdRho' $d/ncu.log || rc=1
   { tail -3 $d/determinism.log; tail -3 $d/check.log; cat $d/kernel_times.md; tail -26 $d/sweep.log
-    head -14 $d/host_time.md; grep -E "block_program|duration|inst_executed|registers" $d/ncu.log; } \
+    head -14 $d/host_time.md; ncu_lines $d/ncu.log; } \
     > "$RESULTS/recheck-summary.txt"
   cp $d/kernel_times.md $d/host_time.md "$RESULTS/" 2>/dev/null
   pack recheck $d
@@ -131,10 +138,8 @@ run_times() {
   local d=/tmp/device/times py=python3 rc=0
   rm -rf $d && mkdir -p $d
   timeout 90 $py tools/gpu_kernel_times.py --out $d/kernel_times.md > $d/times.log 2>&1 || rc=1
-  timeout 60 ncu --profile-from-start off --kernel-name-base demangled -k regex:'BwdMaps|BwdMain|BwdRho|FwdMain' \
-    --metrics gpu__time_duration.sum,smsp__inst_executed.sum,launch__registers_per_thread \
-    $py tools/gpu_profile_driver.py > $d/ncu.log 2>&1 || rc=1
-  { cat $d/kernel_times.md; grep -E "block_program|duration|inst_executed|registers" $d/ncu.log; } \
+  ncu_counts 'BwdMaps|BwdMain|BwdRho|FwdMain' $d/ncu.log || rc=1
+  { cat $d/kernel_times.md; ncu_lines $d/ncu.log; } \
     > "$RESULTS/times-summary.txt"
   cp $d/kernel_times.md "$RESULTS/" 2>/dev/null
   return $rc

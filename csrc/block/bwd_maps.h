@@ -178,25 +178,11 @@ template <typename T, typename I, bool Spill = false> struct BwdMaps {
     else fill_padded_units<1>(ctx, v, src, planes, rows, r0, buf);
   }
 
-  // Kernel row r's weights at wts[r kwp ...] (zeros after kw), the bias at wts[nw]: a row is
-  // read as whole 16-byte vectors.
-  template <class Ctx> static SAM_FUSED_BLOCK void stage_padded_weights(Ctx& ctx, const Args<T>& a,
-                                                                        const View<Ctx>& v) {
-    const int kw = a.s.kw;
-    ctx.each_thread([&](int t) {
-      for (int k = t; k <= v.nw; k += ctx.threads()) {
-        const int r = k / v.kwp, j = k - r * v.kwp;
-        if (k == v.nw) v.wts[k] = a.bias ? A(ctx.load(a.bias)) : A(0);
-        else v.wts[k] = j < kw ? A(ctx.load(a.weight + r * kw + j)) : A(0);
-      }
-    });
-  }
-
   // Weights, pooled rows [h0 - 2rh, h1 + 2rh) and rho rows [h0 - rh, h1 + rh), padded.
   template <class Ctx> static SAM_FUSED_BLOCK void stage_padded_maps(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
     const Geometry& s = a.s;
     const I HW = v.H * v.W;
-    stage_padded_weights(ctx, a, v);
+    load_weights(ctx, a, v.wts, v.kwp);  // kernel rows of kwp entries: read as whole vectors
     fill_padded(ctx, v, a.pooled + v.tl.b * I(s.pool.P) * HW, I(s.pool.P), v.qrows, 2 * v.rh, v.q);
     fill_padded(ctx, v, a.rho + v.tl.b * HW, I(1), v.drows, v.rh, v.d);
   }
@@ -298,13 +284,14 @@ template <typename T, typename I, bool Spill = false> struct BwdMaps {
           conv_run_row<1, K>(ctx, v.wts, I((p * s.kh + i) * v.kwp), v.q, v.qidx(p, h + i - v.rh, w0 - v.rw), s.kw, acc);
       // the run's rho, then delta, as whole vectors (pad columns past the row's end kept as they are)
       A sv[kMapRun], dv[kMapRun];
-      load_window<kMapRun>(ctx, v.d, v.didx(h, w0), dv);
+      const I at = v.didx(h, w0);
+      load_window<kMapRun>(ctx, v.d, at, dv);
 #pragma unroll
       for (int u = 0; u < kMapRun; ++u) {
         sv[u] = sigmoid(acc[u]);
         if (u < n) dv[u] = sigmoid_backward(dv[u], sv[u]);
       }
-      store_window<kMapRun>(ctx, v.d, v.didx(h, w0), dv);
+      store_window<kMapRun>(ctx, v.d, at, dv);
       if (h >= tl.h0 && h < tl.h1) store_run(ctx, a.sig + (tl.b * v.H + h) * v.W + w0, sv, n);
     });
   }

@@ -535,14 +535,25 @@ template <bool CL, typename I> SAM_FUSED_BLOCK void step_elem(const Geometry& s,
   }
 }
 
-// Weights (and bias, last) to the block buffer w (ctx.buffer of the weights' place) as A.
-template <typename T, class Ctx, class Buf> SAM_FUSED_BLOCK void load_weights(Ctx& ctx, const Args<T>& a,
-                                                                              const Buf& w) {
+// Weights (and bias, last) to the block buffer w (ctx.buffer of the weights' place) as A. With
+// a row stride above kw (BwdMaps: kernel rows padded to whole 16-byte vectors), kernel row r
+// takes entries [r stride, r stride + stride), zeros after its kw weights, and the bias follows
+// the P kh rows.
+template <typename T, class Ctx, class Buf>
+SAM_FUSED_BLOCK void load_weights(Ctx& ctx, const Args<T>& a, const Buf& w, int stride = 0) {
   using A = acc_t<T>;
-  const int nw = int(a.s.taps());
+  const int kw = a.s.kw, row = stride > kw ? stride : kw, nw = a.s.pool.P * a.s.kh * row;
   ctx.each_thread([&](int t) {
-    for (int k = t; k <= nw; k += ctx.threads())
-      w[k] = k < nw ? A(ctx.load(a.weight + k)) : (a.bias ? A(ctx.load(a.bias)) : A(0));
+    for (int k = t; k <= nw; k += ctx.threads()) {
+      if (k == nw) {
+        w[k] = a.bias ? A(ctx.load(a.bias)) : A(0);
+      } else if (row == kw) {
+        w[k] = A(ctx.load(a.weight + k));
+      } else {
+        const int r = k / row, j = k - r * row;
+        w[k] = j < kw ? A(ctx.load(a.weight + r * kw + j)) : A(0);
+      }
+    }
   });
 }
 

@@ -69,11 +69,9 @@ constexpr int kBlockedConvWidth = 7;
 // pooled value and weight loaded once for them, where one pixel at a time paid the tap loop's
 // setup per kernel row (its conv and sigmoid phase was issue bound in a one-wave grid).
 constexpr int kBlockedColumnHeight = 3;
-// BwdMaps: padded map elements staged ahead (loads in flight: 16 stage CBAM's 13 pooled
-// elements a thread in one round trip, not two; registers unchanged at 96), pixels of a row a
-// thread convolves together (one weight load per tap for all of them); weight-gradient entries
-// (taps of one kernel row) a warp sums at once (BwdMaps: the whole row for kw of 1 to 7).
-constexpr int kStageUnroll = 16;
+// BwdMaps: pixels of a row a thread convolves together (one window and one weight row loaded
+// for all of them); weight-gradient entries (taps of one kernel row) a warp sums at once
+// (BwdMaps: the whole row for kw of 1 to 7).
 constexpr int kMapRun = 4;
 // BwdMaps' rows and weight rows are padded to a multiple of kMapVecAlign values: 16 bytes of
 // fp32 (two 16-byte vectors of fp64).
@@ -468,8 +466,9 @@ inline int64_t place_map_buffers(Plan::Maps& m, const Geometry& s, int64_t R, in
   // granules (16 bytes) congruent mod 8 to its runs' granules, any 8 lanes' 16-byte accesses at
   // one offset fall on distinct banks, as in an unpadded layout (an H100 counted 27% excess
   // shared wavefronts in BwdMaps' window loads at CBAM's 56 columns, 72 padded).
+  // The fewest granules that make it so (fp64: an even number, whole kMapVecAlign steps).
   const int64_t per_vec = 16 / acc_bytes, run_granules = ceil_div(s.W, kMapRun) * kMapRun / per_vec;
-  while ((m.width / per_vec - run_granules) % 8 != 0) m.width += kMapVecAlign;
+  m.width += ((run_granules - m.width / per_vec) % 8 + 8) % 8 * per_vec;
   m.off_w = 0;
   m.off_q = align16(nw * acc_bytes);
   m.off_d = m.off_q + align16(s.pool.P * (R + 4 * rh) * m.width * acc_bytes);  // pooled rows, 2rh halo
