@@ -15,8 +15,11 @@
 namespace sam_fused::cpu {
 namespace {
 
-constexpr size_t kMinBytes = size_t(4) << 20;  // smaller outputs: glibc keeps their pages itself
-constexpr size_t kMaxBlocks = 4;                // freed blocks kept (a forward+backward step frees 2)
+// glibc's default mmap threshold: from there up, a freed output can go back to the kernel (munmap,
+// or a heap trim when two are freed together), so 2.25 MiB outputs (the HAR layer at batch 16)
+// were first-touched again every step. Below it, the heap's bins keep their pages.
+constexpr size_t kMinBytes = size_t(128) << 10;
+constexpr size_t kMaxBlocks = 8;  // freed blocks kept: a forward+backward step frees 2 per layer size
 constexpr size_t kMaxBytes = size_t(256) << 20;  // and their bytes together
 
 class OutputCache final : public c10::Allocator {

@@ -9,9 +9,9 @@
 
 namespace sam_fused::cpu {
 
-// at::empty(sizes, options) in memory format fmt; outputs of at least 4 MiB take their storage
+// at::empty(sizes, options) in memory format fmt; outputs of at least 128 KiB take their storage
 // from the cache (a freed block of the same byte size, else a new one), the rest from the
-// default allocator. At most 4 freed blocks, 256 MiB together, are kept (the oldest go first).
+// default allocator. At most 8 freed blocks, 256 MiB together, are kept (the oldest go first).
 // SAM_FUSED_CPU_OUTPUT_CACHE=0 turns it off.
 at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options, at::MemoryFormat fmt);
 
