@@ -94,9 +94,10 @@ LOOPS = {
         _CONV_IN + "; the pixels not in a blocked group (map border; kw without a blocked conv). pixel: "
         "window_inside, sigmoid, s STS", row=(30, 30), pixel=(140, 140)),
     ("FwdMain", "sigmoid_tile.block"): Loop(
-        (1, 1), (53, 53), "common.h:conv_row_block (sigmoid_tile)",
-        "kernel row of a kConvBlock = 4 pixel group, kw = 7: 10 pooled LDS + 7 weight LDS + 28 FFMA, the row loop "
-        "not unrolled, 53 per row (f32 0x99e0, bf16 0xa5e0); pixel: sigmoid (MUFU.EX2, MUFU.RCP) 24, s STS, the "
+        (1, 1), (46, 46), "common.h:conv_row_block (sigmoid_tile)",
+        "kernel row of a kConvBlock = 4 pixel group, kw = 7: 3 LDS.128 of the pooled window (VectorRowWindow; "
+        "10 scalar LDS before) + 7 weight LDS + 28 FFMA, the row loop not unrolled, 46 per row (f32 0xec50, "
+        "bf16 0xf230; 53 before); pixel: sigmoid (MUFU.EX2, MUFU.RCP) 24, s STS, the "
         "group's index, window tests and slot loop (260 per group less the 65 of its rows' loop) / 4", pixel=(49, 49)),
     ("FwdMain", "sigmoid_tile.column"): Loop(
         (1, 1), (157, 157), "common.h:conv_column_block (sigmoid_tile)",

@@ -205,8 +205,7 @@ template <typename T, typename I, bool Spill = false> struct BwdMaps {
   // (Plan::Maps::width).
   template <int N, class Ctx, class Buf>
   static SAM_FUSED_BLOCK void load_window(Ctx& ctx, const Buf& buf, I x0, A* out) {
-#pragma unroll
-    for (int e = 0; e < N; e += kVec) ctx.template load_vec<kVec>(raw_of(buf) + x0 + I(e), out + e);
+    load_vectors<N>(ctx, raw_of(buf) + x0, out);
   }
   template <int N, class Ctx, class Buf>
   static SAM_FUSED_BLOCK void store_window(Ctx& ctx, const Buf& buf, I x0, const A* in) {

@@ -162,12 +162,23 @@ template <int... Widths, class F> SAM_FUSED_BLOCK void with_kernel_width(int kw,
   if (!done) f(std::integral_constant<int, 0>{});
 }
 
+// out[e] = p[e] for e < N, read as whole 16-byte vectors from p (16-byte aligned): out holds N
+// rounded up to them, and the memory past p + N up to that is readable.
+template <int N, class Ctx, typename A> SAM_FUSED_BLOCK void load_vectors(Ctx& ctx, const A* p, A* out) {
+  constexpr int kV = 16 / int(sizeof(A));
+#pragma unroll
+  for (int e = 0; e < N; e += kV) ctx.template load_vec<kV>(p + e, out + e);
+}
+
 // conv_pixel of the N pixels (h, w0 .. w0 + N - 1), all with their window inside the map, for
 // a compile-time kernel width KW: each pooled value of a window row is loaded once for the N
 // outputs and each weight once per kernel row, instead of once per tap and pixel (the conv was
 // the issue-bound phase of 7x7 maps). Every output does conv_pixel's operations in its order.
-template <int KW, int N, typename A, typename Wts, typename QIn>
-SAM_FUSED_BLOCK void conv_row_block(const Wts& w, A bias, int P, int kh, int64_t h, int64_t w0, QIn&& q, A (&acc)[N]) {
+// row(p, h, x0, qv) fills qv[j] with the pooled value (p, h, x0 + j), j < KW + N - 1: one value
+// at a time (ScalarRowWindow) or by 16-byte vectors (VectorRowWindow).
+template <int KW, int N, typename A, typename Wts, typename Row>
+SAM_FUSED_BLOCK void conv_row_block(const Wts& w, A bias, int P, int kh, int64_t h, int64_t w0, Row&& row,
+                                    A (&acc)[N]) {
   constexpr int rw = KW / 2;
   const int rh = kh / 2;
 #pragma unroll
@@ -180,8 +191,7 @@ SAM_FUSED_BLOCK void conv_row_block(const Wts& w, A bias, int P, int kh, int64_t
 #pragma unroll 1
     for (int i = 0; i < kh; ++i) {
       A qv[KW + N - 1];
-#pragma unroll
-      for (int j = 0; j < KW + N - 1; ++j) qv[j] = q(p, h + i - rh, w0 + j - rw);
+      row(p, h + i - rh, w0 - rw, qv);
 #pragma unroll
       for (int j = 0; j < KW; ++j) {
         const A wt = A(w[(p * kh + i) * KW + j]);
@@ -190,6 +200,31 @@ SAM_FUSED_BLOCK void conv_row_block(const Wts& w, A bias, int P, int kh, int64_t
       }
     }
 }
+
+// conv_row_block's window read through q(p, h, w), one value at a time.
+template <class QIn> struct ScalarRowWindow {
+  QIn& q;
+  template <typename A, int M> SAM_FUSED_BLOCK void operator()(int p, int64_t h, int64_t x0, A (&out)[M]) const {
+#pragma unroll
+    for (int j = 0; j < M; ++j) out[j] = q(p, h, x0 + j);
+  }
+};
+
+// conv_row_block's window read from the row pointer row_at(p, h) (column 0, 16-byte aligned) as
+// 16-byte vectors, from the vector it starts in: x0 + S must be a multiple of a vector's values
+// (the row's N pixels start on one), and the vectors that cover the window lie inside the row.
+// For 7x7 fp32, 3 LDS.128 where 10 scalar loads at a 16-byte lane stride met 4 to a bank.
+template <int S, class Ctx, class RowAt> struct VectorRowWindow {
+  Ctx& ctx;
+  RowAt& row_at;
+  template <typename A, int M> SAM_FUSED_BLOCK void operator()(int p, int64_t h, int64_t x0, A (&out)[M]) const {
+    constexpr int kV = 16 / int(sizeof(A)), kLen = (S + M + kV - 1) / kV * kV;
+    A win[kLen];
+    load_vectors<kLen>(ctx, row_at(p, h) + (x0 - S), win);
+#pragma unroll
+    for (int j = 0; j < M; ++j) out[j] = win[S + j];
+  }
+};
 
 // conv_pixel of the N pixels (h0 .. h0 + N - 1, x) of one column, all with their window inside
 // the map, for a KH x 1 kernel (kw = 1): the KH + N - 1 pooled values of the column and the KH

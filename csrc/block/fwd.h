@@ -233,6 +233,13 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
     const Tile<I>& tl = v.tl;
     const I W = v.W, H = v.H, groups = W / I(N);  // whole groups of a row
     const bool has_block = s.kw == kBlockedConvWidth;
+    // A group's pooled windows and s values as 16-byte vectors where every row of q and s starts
+    // on one: a warp's lanes take consecutive groups, 16 bytes apart, whose scalar accesses met
+    // four to a bank (an H100 counted 33 K excess wavefronts on each window load at CBAM 56x56).
+    constexpr int KV = 16 / int(sizeof(A));
+    static_assert(N % KV == 0, "a group's pixels start on a vector");
+    const bool vec_rows = W % I(KV) == 0 && reinterpret_cast<uintptr_t>(raw_of(v.q)) % 16 == 0 &&
+                          reinterpret_cast<uintptr_t>(raw_of(v.sig)) % 16 == 0;
     auto blocked = [&](I h, I w0) {
       return has_block && w0 + I(N) <= groups * I(N) && window_inside(s, h, w0) && window_inside(s, h, w0 + I(N) - 1);
     };
@@ -248,30 +255,52 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
       g1 = g1 < tl.rows() / I(N) ? g1 : tl.rows() / I(N);
       g1 = g1 > g0 ? g1 : g0;
     }
-    ctx.each_thread([&](int t) {
-      auto qin = [&](int slot, int64_t h, int64_t w) { return A(v.qslot(slot, I(h), I(w))); };
-      auto qat = [&](int slot, int64_t h, int64_t w) {
-        return (h < 0 || h >= H || w < 0 || w >= W) ? A(0) : qin(slot, h, w);
-      };
-      const A bias = A(v.wts[v.nw]);
-      if (has_block)
+    auto qin = [&](int slot, int64_t h, int64_t w) { return A(v.qslot(slot, I(h), I(w))); };
+    auto qat = [&](int slot, int64_t h, int64_t w) {
+      return (h < 0 || h >= H || w < 0 || w >= W) ? A(0) : qin(slot, h, w);
+    };
+    auto q_row = [&](int slot, int64_t h) { return raw_of(v.q) + (I(slot) * v.qrows + I(h) - v.qbase) * W; };
+    // Three loops, each its own each_thread (on the GPU one after the other in the same thread, no
+    // barrier between them): the bank audit then pairs a warp's accesses within a loop only.
+    if (has_block)
+      ctx.each_thread([&](int t) {
+        const A bias = A(v.wts[v.nw]);
         for (I g = I(t); g < tl.rows() * groups; g += I(ctx.threads())) {
           const I r = g / groups, w0 = (g % groups) * I(N), h = tl.h0 + r;
-          if (blocked(h, w0)) {
-            A acc[N];
-            conv_row_block<kBlockedConvWidth, N>(v.wts, bias, s.pool.P, s.kh, h, w0, qin, acc);
+          if (!blocked(h, w0)) continue;
+          A acc[N];
+          if (vec_rows) {
+            // the window from the vector w0 - rw starts in: w0 >= rw and W - w0 >= N + rw are
+            // multiples of KV, so the vectors lie inside the row
+            constexpr int rw = kBlockedConvWidth / 2, S = (rw + KV - 1) / KV * KV - rw;
+            conv_row_block<kBlockedConvWidth, N>(v.wts, bias, s.pool.P, s.kh, h, w0,
+                                                 VectorRowWindow<S, Ctx, decltype(q_row)>{ctx, q_row}, acc);
+            A sv[N];
+            for (int k = 0; k < N; ++k) sv[k] = sigmoid(acc[k]);
+#pragma unroll
+            for (int e = 0; e < N; e += KV) ctx.template store_vec<KV>(raw_of(v.sig) + r * W + w0 + I(e), sv + e);
+          } else {
+            conv_row_block<kBlockedConvWidth, N>(v.wts, bias, s.pool.P, s.kh, h, w0,
+                                                 ScalarRowWindow<decltype(qin)>{qin}, acc);
             for (int k = 0; k < N; ++k) v.sig[r * W + w0 + I(k)] = sigmoid(acc[k]);
           }
         }
-      // counted from the last thread down (consecutive threads, consecutive columns of the same
-      // rows): the pixel loop below gives the first threads one pixel more than the last
+      });
+    // counted from the last thread down (consecutive threads, consecutive columns of the same
+    // rows): the pixel loop below gives the first threads one pixel more than the last
+    if (g1 > g0)
+      ctx.each_thread([&](int t) {
+        const A bias = A(v.wts[v.nw]);
 #pragma unroll 1
-      for (I g = g0 * W + I(ctx.threads() - 1 - t); g < g1 * W; g += I(ctx.threads())) {
-        const I r = g / W * I(N), w = g % W;
-        A acc[N];
-        conv_column_block<kBlockedColumnHeight, N>(v.wts, bias, s.pool.P, tl.h0 + r, w, qin, acc);
-        for (int k = 0; k < N; ++k) v.sig[(r + I(k)) * W + w] = sigmoid(acc[k]);
-      }
+        for (I g = g0 * W + I(ctx.threads() - 1 - t); g < g1 * W; g += I(ctx.threads())) {
+          const I r = g / W * I(N), w = g % W;
+          A acc[N];
+          conv_column_block<kBlockedColumnHeight, N>(v.wts, bias, s.pool.P, tl.h0 + r, w, qin, acc);
+          for (int k = 0; k < N; ++k) v.sig[(r + I(k)) * W + w] = sigmoid(acc[k]);
+        }
+      });
+    ctx.each_thread([&](int t) {
+      const A bias = A(v.wts[v.nw]);
       const I c0 = g0 * I(N) * W, c1 = g1 * I(N) * W;  // the tile pixels the column groups did
       for (I i = I(t); i < tl.rows() * W; i += I(ctx.threads())) {
         const I h = tl.h0 + i / W, w = i % W;
