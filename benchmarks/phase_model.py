@@ -414,6 +414,15 @@ def fwd_main_phases(c: Call, j: int) -> list[Phase]:
                       segments=[(1, [strided("write_out_tile.global", R * W * C // V, T, "dram")])])
     sig = Phase("sigmoid_tile", dram_write=maps_written,
                 segments=_conv_segments(c, "sigmoid_tile", h0, h1, c.P, CONV_BLOCK))
+    if c.two_pass and c.chunk_rows:
+        # Variant kTwoPassStaged: the x tile's copies go out first; the pooled maps' loads and the
+        # conv run while they land (copy_wait before the write's barrier); the write reads the tile
+        stage = Phase("stage_x_tile", dram_read=tile_bytes + pool.dram_read, l2_read=pool.l2_read,
+                      segments=[(1, [weights]), (1, [_stage_stream(c, "stage_x_tile", h0, h1)])],
+                      overlap=pool.segments + sig.segments)
+        write = Phase("write_out_tile", dram_write=tile_bytes,
+                      segments=[(1, [strided("write_out_tile", R * W * C // V, T, "smem")])])
+        return [stage, write]
     return [stage, pool, sig, write]
 
 

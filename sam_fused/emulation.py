@@ -22,6 +22,8 @@ ONE_PASS, TWO_PASS = 1, 2
 ONE_PASS_STAGED_X, ONE_PASS_UNSTAGED_X = 3, 4
 # one pass, the staged tile copied in chunks (traits.h plan_chunks) where the planner copies it as one
 ONE_PASS_CHUNKED = 5
+# two passes, the forward's second pass staging its x tile first (traits.h Variant::kTwoPassStaged)
+TWO_PASS_STAGED = 6
 ARCHS = ("sm_80", "sm_86", "sm_89", "sm_90", "sm_100", "sm_120")
 DEFAULT_ARCH = "sm_90"
 

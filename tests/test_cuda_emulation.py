@@ -6,8 +6,8 @@ W = 1, H = 1, several reduction rounds, NHWC with C > 32)."""
 import pytest
 import torch
 
-from sam_fused.emulation import (ONE_PASS_CHUNKED, ONE_PASS_STAGED_X, ONE_PASS_UNSTAGED_X, TWO_PASS, emulate_bwd,
-                                 emulate_fwd, emulated_results)
+from sam_fused.emulation import (ONE_PASS_CHUNKED, ONE_PASS_STAGED_X, ONE_PASS_UNSTAGED_X, TWO_PASS, TWO_PASS_STAGED,
+                                 emulate_bwd, emulate_fwd, emulated_results)
 from helpers import (POOLS, REF_DTYPE, TOLERANCE, assert_close_scaled, assert_results_close, make_grad, make_input,
                      make_pair, module_results)
 
@@ -58,6 +58,36 @@ def test_variants_fp64(case, pool, variant):
     assert tb.staged_x == (variant == ONE_PASS_STAGED_X) and not tf.staged_x
     if rows:
         assert tf.rows == min(rows, shape[2])
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_two_pass_staged_forward_gives_the_two_pass_bits(case, dtype):
+    # the second pass stages its x tile by asynchronous copies and waits for them before the
+    # write: the same arithmetic on the same values (the sanitizer: no tile value read early)
+    shape, kernel, rows, threads = CASES[case]
+    x = make_input(shape, dtype, LAYOUTS[case % len(LAYOUTS)])
+    _, weight, b = make_pair("mean+max", kernel, True, False, dtype)
+    kw = dict(rows=rows, threads=threads)
+    staged = emulate_fwd(x, weight, b, "mean+max", False, TWO_PASS_STAGED, sanitize=True, **kw)
+    plain = emulate_fwd(x, weight, b, "mean+max", False, TWO_PASS, **kw)
+    assert staged[2].two_pass and staged[2].chunk_rows > 0 and plain[2].chunk_rows == 0
+    assert torch.equal(staged[0], plain[0]) and torch.equal(staged[1], plain[1])
+
+
+def test_an_unknown_variant_is_refused():
+    x = make_input((1, 2, 5, 5), torch.float32)
+    _, weight, b = make_pair("mean", (3, 3), True, False, torch.float32)
+    with pytest.raises(ValueError, match=r"variant must be 0 \(auto\).* or 6 \(two pass"):
+        emulate_fwd(x, weight, b, "mean", False, 7)
+
+
+@pytest.mark.parametrize("pool", POOLS)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_two_pass_staged_matches_the_reference(layout, pool):
+    x = make_input((2, 16, 12, 8), torch.float32, layout)
+    tf, tb = check(x, pool, (7, 7), variant=TWO_PASS_STAGED, rows=2)
+    assert tf.two_pass and tb.two_pass and tf.chunk_rows == 2 and tb.chunk_rows == 0
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])

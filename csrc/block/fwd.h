@@ -73,8 +73,8 @@ template <typename T, bool CL, typename I> struct FwdPool {
 };
 
 // One-pass kernel, or pass 2 of the two-pass variant (p.two_pass: pooled maps come from
-// global memory, x is streamed rather than staged). run is the sequence of phases and
-// barriers; each phase is a force-inlined function over the block's View.
+// global memory, x is streamed, or staged under Variant::kTwoPassStaged). run is the sequence of
+// phases and barriers; each phase is a force-inlined function over the block's View.
 template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
   using A = acc_t<T>;
   // 16-bit, 32-bit offsets, buffers in shared memory: registers for four resident blocks (64 a
@@ -123,13 +123,15 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
     pool_halo_rows(ctx, a, v);  // while the tile lands; ends with a barrier when it runs
     pool_rows(ctx, a, v);       // chunk by chunk as they land; ends with a barrier
     sigmoid_tile(ctx, a, v);
+    if (v.tile && a.p.two_pass) ctx.copy_wait();  // a staged two-pass tile: landed during the maps' work
     ctx.sync();
     write_out_tile(ctx, a, v);
   }
 
   // Weights to shared memory and, one pass, the x tile (read from DRAM once, here) by
   // asynchronous copies in Plan::chunks groups of rows: they land while pool_halo_rows runs,
-  // and each chunk's pooling while the later ones land.
+  // and each chunk's pooling while the later ones land (a staged two-pass tile: while the pooled
+  // maps load and the conv runs).
   template <class Ctx> static SAM_FUSED_BLOCK void stage_x_tile(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
     load_weights(ctx, a, v.wts);
     if (v.tile)
@@ -163,7 +165,8 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
   // One pass with a staged tile: the rh halo rows above and below it, from global/L2. They do
   // not need the tile, so their round trips overlap its copies instead of following them.
   template <class Ctx> static SAM_FUSED_BLOCK void pool_halo_rows(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
-    if (v.tile) pool_row_set(ctx, a, v, RowSet<I>{v.e0, v.e1, v.tl.h0, v.tl.h1, v.W}, static_cast<const T*>(nullptr));
+    if (v.tile && !a.p.two_pass)
+      pool_row_set(ctx, a, v, RowSet<I>{v.e0, v.e1, v.tl.h0, v.tl.h1, v.W}, static_cast<const T*>(nullptr));
   }
 
   // The pooled maps the sigmoid needs: one pass, the tile rows from the staged tile, each round

@@ -22,9 +22,10 @@ namespace sam_fused::block {
 // Test/tuning overrides from an op's integer arguments (the emulation ops, the CUDA test ops),
 // checked.
 inline Overrides checked_overrides(int64_t variant, int64_t rows, int64_t threads) {
-  TORCH_CHECK_VALUE(variant >= 0 && variant <= 5,
+  TORCH_CHECK_VALUE(variant >= 0 && variant <= 6,
                     "variant must be 0 (auto), 1 (one pass), 2 (two pass), 3 (one pass, backward x tile staged), 4 "
-                    "(one pass, x tile not staged) or 5 (one pass, the staged tile in chunks)");
+                    "(one pass, x tile not staged), 5 (one pass, the staged tile in chunks) or 6 (two pass, the "
+                    "forward's x tile staged)");
   TORCH_CHECK_VALUE(threads == 0 || (threads >= 64 && threads <= 1024 && (threads & (threads - 1)) == 0),
                     "threads must be 0 or a power of two in [64, 1024]");
   TORCH_CHECK_VALUE(rows >= 0, "rows must be >= 0");

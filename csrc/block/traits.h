@@ -134,14 +134,19 @@ struct Plan {
 // kOnePassStagedX stages the backward's x tile too (where it fits the opt-in maximum),
 // kOnePassUnstagedX does not (as the planner);
 // kOnePassChunked: one pass, the staged tile copied in chunks (plan_chunks) where the planner
-// copies it as one.
+// copies it as one;
+// kTwoPassStaged: two passes, the forward's second pass staging its x tile by asynchronous copies
+// first, so that its DRAM reads overlap the pooled-map loads and the conv, which otherwise run
+// while DRAM idles in a one-wave grid (the backward: as kTwoPass). Untimed on a GPU: the plan sweep
+// (tools/gpu_plan_sweep.py) times it beside the others.
 enum class Variant : int {
   kAuto = 0,
   kOnePass = 1,
   kTwoPass = 2,
   kOnePassStagedX = 3,
   kOnePassUnstagedX = 4,
-  kOnePassChunked = 5
+  kOnePassChunked = 5,
+  kTwoPassStaged = 6
 };
 
 // Test/tuning overrides (the CUDA op always passes the defaults).
@@ -189,7 +194,7 @@ inline void plan_reduction(Plan& p, const Geometry& s, int64_t tile_pixels, int6
 // width is chosen): a staged NCHW tile whose reduction needs only sums (the forward's mean pool;
 // the backward's rho without an argmax: no max pool).
 inline bool may_sum_vectors(const Plan& p, const Geometry& s) {
-  return p.staged && !s.channels_last && s.pool.max_slot() < 0;
+  return p.staged && !p.two_pass && !s.channels_last && s.pool.max_slot() < 0;
 }
 
 // Bytes of one block's channel-reduction partials: ChanPartial<A> (sum, max, index) per thread,
@@ -418,22 +423,25 @@ inline Plan plan_launch(const Geometry& s, const DeviceLimits& dev, int64_t elem
     return rows_within(q, s, elem_bytes, acc_bytes, backward, limit);
   };
   if (s.return_map) p.two_pass = false;
-  else if (o.variant != Variant::kAuto) p.two_pass = o.variant == Variant::kTwoPass;
+  else if (o.variant != Variant::kAuto)
+    p.two_pass = o.variant == Variant::kTwoPass || o.variant == Variant::kTwoPassStaged;
   else p.two_pass = fit(true, budget) < rows_needed;
   if (p.two_pass && !backward && !o.threads) {
     p.threads = kTwoPassForwardThreads;
     budget = block_budget(dev, p.threads);
   }
   const int64_t resident = resident_blocks(dev, p.threads);
-  p.staged = !s.return_map && !p.two_pass;
-  const int64_t min_rows = p.staged ? rows_needed : 1;
+  // a staged two-pass forward tile needs no halo rows, but at least one row within the opt-in maximum
+  const bool staged_two_pass = p.two_pass && !backward && o.variant == Variant::kTwoPassStaged && fit(true, optin) >= 1;
+  p.staged = !s.return_map && (!p.two_pass || staged_two_pass);
+  const int64_t min_rows = p.staged && !p.two_pass ? rows_needed : 1;
   int64_t fit_rows = fit(p.staged, budget);
   const int64_t optin_rows = fit(p.staged, optin);
   if (fit_rows < min_rows) fit_rows = std::max(fit_rows, optin_rows);
   if (fit_rows < min_rows && !p.staged) fit_rows = s.H;  // maps spill to global scratch below
   p.rows = o.rows ? std::min(o.rows, std::max<int64_t>(1, s.H))
                   : choose_rows(s, dev.sms * resident, elem_bytes, std::max<int64_t>(1, fit_rows), min_rows, backward,
-                                p.threads, backward && !p.two_pass, p.staged ? optin_rows : 0);
+                                p.threads, backward && !p.two_pass, p.staged && !p.two_pass ? optin_rows : 0);
   p.tiles = ceil_div(std::max<int64_t>(1, s.H), p.rows);
   p.blocks = s.B * p.tiles;
   p.vec = choose_vec(s, p.rows, elem_bytes, pointers_aligned);
