@@ -4,7 +4,8 @@ the fused layer, must work on both with matching results (or fail on both).
 Layers: the HAR layer, CBAM gates of every pool (bias, return_map), a user's model passed
 through `sam_fused.convert`, and the point-wise SAM. Scenarios: eager fp64/fp32, autocast
 fp16/bf16, no_grad, inference_mode, double backward (a gradient penalty), torch.func grad / vjp /
-jvp / vmap, deepcopy / pickle / state_dict round trips, torch.compile(fullgraph) and torch.export.
+jvp / vmap, forward-mode AD (torch.autograd.forward_ad), deepcopy / pickle / state_dict round trips,
+torch.compile(fullgraph) and torch.export.
 DDP over gloo is tests/test_ddp.py (it spawns processes, so it runs once, not per layer).
 
 Expected values always come from the original (reference) layer, never from the fused one.
@@ -311,3 +312,105 @@ def test_double_backward_through_fused_backward_op_is_not_zero():
     for a, e in zip(fused, expected):
         assert e.abs().max() > 0
         assert_close_scaled(a, e, 1e-10, "second derivative")
+
+
+def forward_mode_ad(module, x):
+    """Output and its tangent under torch.autograd.forward_ad (not torch.func): x and every
+    parameter dual, tangents cos(x) and ones."""
+    import torch.autograd.forward_ad as fwAD
+
+    with fwAD.dual_level():
+        params = {n: fwAD.make_dual(p.detach(), torch.ones_like(p)) for n, p in module.named_parameters()}
+        out = functional_call(module, params, (fwAD.make_dual(x, torch.cos(x)),))
+        primal, tangent = fwAD.unpack_dual(out)
+    return primal, tangent
+
+
+@pytest.mark.parametrize("name", LAYERS)
+def test_forward_mode_ad(name):
+    # C++ custom Functions have no jvp (torch raised "jvp is not implemented"): the fused forward
+    # ops compute their composite when an operand carries a tangent
+    original, fused, x = make_layers(name)
+    expected, actual = forward_mode_ad(original, x), forward_mode_ad(fused, x)
+    assert expected[1] is not None and actual[1] is not None
+    for a, e, what in zip(actual, expected, ("out", "tangent")):
+        assert_close_scaled(a, e, TOLERANCE[torch.float64], f"{name} {what}")
+
+
+@pytest.mark.parametrize("name", ["har", "pointwise"])
+def test_forward_mode_ad_through_the_fused_backward_names_torch_func(name):
+    # a dual grad_out reaching the fused backward op: refused, not silently dropped
+    import torch.autograd.forward_ad as fwAD
+
+    _, fused, x = make_layers(name)
+    x = x.detach().requires_grad_()
+    out = fused(x)
+    g = make_grad(out.shape, out.dtype, seed=4)
+    with fwAD.dual_level(), pytest.raises(RuntimeError, match="torch.func"):
+        torch.autograd.grad(out, x, fwAD.make_dual(g, torch.ones_like(g)))
+
+
+def har_pair():
+    torch.manual_seed(0)
+    original, fused = reference.SpatialAttentionModule(), sam_fused.SpatialAttentionModule()
+    fused.load_state_dict(original.state_dict())
+    return original.double(), fused.double()
+
+
+@pytest.mark.filterwarnings("ignore:.*weight_norm.*deprecated")
+@pytest.mark.parametrize("how", ["weight_norm", "parametrized_weight_norm", "spectral_norm"])
+def test_the_har_conv_reparametrized_as_in_the_original(how):
+    # the deprecated nn.utils.weight_norm / spectral_norm recompute conv.weight in a pre-hook of
+    # the conv, which only the original calls: the fused layer used the stale weight (0.16 off)
+    original, fused = har_pair()
+    x = torch.randn(2, 6, 9, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    for module in (original, fused):
+        conv = module.att_fc[0]
+        if how == "weight_norm":
+            torch.nn.utils.weight_norm(conv)
+            with torch.no_grad():
+                conv.weight_v.mul_(3.0)
+                conv.weight_g.mul_(0.5)
+        elif how == "parametrized_weight_norm":
+            torch.nn.utils.parametrizations.weight_norm(conv)
+            with torch.no_grad():
+                conv.parametrizations.weight.original1.mul_(3.0)
+        else:
+            torch.nn.utils.spectral_norm(conv)
+    torch.manual_seed(2)  # spectral_norm's power iteration starts from random vectors
+    expected = run(original, x)
+    torch.manual_seed(2)
+    actual = run(fused, x)
+    assert set(actual) == set(expected)
+    assert_dicts_close(actual, expected, 1e-10, how)
+
+
+@pytest.mark.parametrize("where", ["conv", "sigmoid", "att_fc", "global"])
+def test_hooks_of_the_har_submodules_fire_as_in_the_original(where):
+    original, fused = har_pair()
+    x = torch.randn(2, 6, 9, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    seen = []
+
+    def hook(module, args, output):
+        seen.append(type(module).__name__)
+        return output * 2  # a hook that changes the output changes the layer's result
+
+    results = []
+    for module in (original, fused):
+        seen.clear()
+        if where == "global":
+            handle = torch.nn.modules.module.register_module_forward_hook(
+                lambda m, a, o: (seen.append(type(m).__name__), o)[1])
+        else:
+            target = {"conv": module.att_fc[0], "sigmoid": module.att_fc[1], "att_fc": module.att_fc}[where]
+            handle = target.register_forward_hook(hook)
+        try:
+            results.append((module(x), sorted(seen)))
+        finally:
+            handle.remove()
+    (expected, seen_original), (actual, seen_fused) = results
+    seen_fused = [n for n in seen_fused if n != "SpatialAttentionModule"]  # the layer's own class, both
+    seen_original = [n for n in seen_original if n != "SpatialAttentionModule"]
+    assert seen_fused == seen_original and seen_original
+    assert_close_scaled(actual, expected, TOLERANCE[torch.float64], where)
+    assert_close_scaled(fused(x), original(x), TOLERANCE[torch.float64], "after the hook's removal")

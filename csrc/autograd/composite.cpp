@@ -44,10 +44,22 @@ void without_gil(c10::function_ref<void()> f) {
   else f();
 }
 
-bool needs_differentiable_backward(std::initializer_list<const at::Tensor*> operands) {
+at::Tensor pointwise_attention_composite(const at::Tensor& x, const at::Tensor& y) {
+  pointwise_operands({x, y}, kFwdNames);  // the kernels' checks, for the same errors
+  const auto acc = acc_dtype(x.scalar_type());
+  return (x.to(acc) * at::sigmoid(y.to(acc))).to(x.scalar_type());
+}
+
+bool needs_graph(std::initializer_list<const at::Tensor*> operands) {
   if (!at::GradMode::is_enabled()) return false;
   for (const at::Tensor* t : operands)
     if (t && t->defined() && t->requires_grad()) return true;
+  return false;
+}
+
+bool has_tangent(std::initializer_list<const at::Tensor*> operands) {
+  for (const at::Tensor* t : operands)
+    if (t && t->defined() && t->_fw_grad(/*level=*/0).defined()) return true;
   return false;
 }
 

@@ -17,8 +17,24 @@ at::Tensor spatial_attention_composite(const at::Tensor& x, const at::Tensor& we
 std::tuple<at::Tensor, at::Tensor> pointwise_attention_bwd_composite(const at::Tensor& grad, const at::Tensor& x,
                                                                      const at::Tensor& y);
 
-// Whether a backward op must build a graph: create_graph is on and an operand requires grad.
-bool needs_differentiable_backward(std::initializer_list<const at::Tensor*> operands);
+// out = x * sigmoid(y) in the accumulation dtype, rounded once to x's dtype.
+at::Tensor pointwise_attention_composite(const at::Tensor& x, const at::Tensor& y);
+
+// Whether an op must build a graph: grad mode is on and an operand requires grad (for a
+// backward op: create_graph). Otherwise its autograd kernel runs the fused op below autograd
+// at once (a custom Function's node and saved state cost microseconds of a batch-1 call).
+bool needs_graph(std::initializer_list<const at::Tensor*> operands);
+
+// Whether forward-mode AD (torch.autograd.forward_ad) gave an operand a tangent: C++ custom
+// Functions have no jvp, so the forward ops then compute their composite, whose ATen ops carry
+// the tangents.
+bool has_tangent(std::initializer_list<const at::Tensor*> operands);
+// The backward ops refuse tangents (forward-mode AD over a reverse-mode gradient): their
+// composite path detaches the operands that need no gradient, which would drop them.
+inline constexpr const char* kNoTangentsThroughBackward =
+    "sam_fused: forward-mode AD (torch.autograd.forward_ad) through the fused backward is not supported; "
+    "use torch.func (e.g. torch.func.jvp of torch.func.grad or vjp), which differentiates the layer's "
+    "composite of ATen ops";
 
 // Runs the autograd engine's call `f` with the GIL released where the calling thread holds it.
 // torch.ops calls the ops with the GIL held, and torch 2.11 refuses to run the engine then ("The

@@ -45,12 +45,18 @@ class PointwiseAttentionFunction : public torch::autograd::Function<PointwiseAtt
 };
 
 at::Tensor pointwise_attention_fwd_autograd(const at::Tensor& x, const at::Tensor& y) {
+  if (has_tangent({&x, &y})) return pointwise_attention_composite(x, y);  // forward-mode AD
+  if (!needs_graph({&x, &y})) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return fwd_op().call(x, y);
+  }
   return PointwiseAttentionFunction::apply(x, y)[0];
 }
 
 std::tuple<at::Tensor, at::Tensor> pointwise_attention_bwd_autograd(const at::Tensor& grad, const at::Tensor& x,
                                                                     const at::Tensor& y) {
-  if (needs_differentiable_backward({&grad, &x, &y})) return pointwise_attention_bwd_composite(grad, x, y);
+  TORCH_CHECK(!has_tangent({&grad, &x, &y}), kNoTangentsThroughBackward);
+  if (needs_graph({&grad, &x, &y})) return pointwise_attention_bwd_composite(grad, x, y);
   at::AutoDispatchBelowADInplaceOrView guard;
   return bwd_op().call(grad, x, y);
 }

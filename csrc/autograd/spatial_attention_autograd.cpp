@@ -67,6 +67,20 @@ class SpatialAttentionFunction : public torch::autograd::Function<SpatialAttenti
 std::tuple<at::Tensor, at::Tensor> spatial_attention_fwd_autograd(const at::Tensor& x, const at::Tensor& weight,
                                                                   const std::optional<at::Tensor>& bias,
                                                                   const std::string& pool, bool return_map) {
+  const at::Tensor* bias_ptr = bias ? &*bias : nullptr;
+  if (has_tangent({&x, &weight, bias_ptr})) {
+    // forward-mode AD: out from the composite (its tangent exact); pooled has no derivative
+    at::Tensor pooled;
+    {
+      at::AutoDispatchBelowADInplaceOrView guard;
+      pooled = std::get<1>(fwd_op().call(x, weight, bias, pool, return_map));
+    }
+    return {spatial_attention_composite(x, weight, bias, pool, return_map), pooled};
+  }
+  if (!needs_graph({&x, &weight, bias_ptr})) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return fwd_op().call(x, weight, bias, pool, return_map);
+  }
   auto r = SpatialAttentionFunction::apply(x, weight, bias, pool, return_map);
   return {r[0], r[1]};
 }
@@ -79,7 +93,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> spatial_attention_bwd_autograd(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
     const at::Tensor& pooled, const std::string& pool, bool return_map) {
   const at::Tensor* bias_ptr = bias ? &*bias : nullptr;
-  if (!needs_differentiable_backward({&grad_out, &x, &weight, bias_ptr})) {
+  TORCH_CHECK(!has_tangent({&grad_out, &x, &weight, bias_ptr, &pooled}), kNoTangentsThroughBackward);
+  if (!needs_graph({&grad_out, &x, &weight, bias_ptr})) {
     at::AutoDispatchBelowADInplaceOrView guard;
     return bwd_op().call(grad_out, x, weight, bias, pooled, pool, return_map);
   }
