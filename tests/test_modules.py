@@ -185,3 +185,22 @@ def test_convert_leaves_other_models_alone():
     children = list(model.children())
     assert sam_fused.convert(model) is model
     assert list(model.children()) == children
+
+
+def test_convert_keeps_the_reference_modules_objects():
+    # the twin is the same module, its class swapped: an optimizer made before convert trains it,
+    # and hooks on it (or on its conv) still run
+    model = NestedNet().double()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    seen = []
+    model.sam.register_forward_hook(lambda m, a, o: seen.append("sam"))
+    model.blocks[0].att.att_fc[0].register_forward_hook(lambda m, a, o: seen.append("conv"))
+    sam, gate = model.sam, model.gates[0]
+    converted = sam_fused.convert(model)
+    assert converted.sam is sam and type(sam) is sam_fused.SpatialAttentionModule
+    assert converted.gates[0] is gate and type(gate) is sam_fused.SpatialGate
+    before = gate.weight.detach().clone()
+    converted(make_input((2, 1, 16, 9), torch.float64)).sum().backward()
+    optimizer.step()
+    assert not torch.equal(gate.weight, before)
+    assert seen == ["sam", "conv"]
