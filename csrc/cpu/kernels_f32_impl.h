@@ -182,6 +182,17 @@ inline std::unique_ptr<float[]> extend_row(const float* row, int64_t n) {
   return ext;
 }
 
+// n values of T on the stack when n <= kLocal (a 7x7 conv of two maps needs 98 taps), else on the
+// heap: the conv passes run once per band, and a heap allocation there showed in the counts of
+// cache-resident layers.
+template <class T, int64_t kLocal> struct SmallBuffer {
+  T local[kLocal];
+  std::unique_ptr<T[]> heap;
+  explicit SmallBuffer(int64_t n) : heap(n > kLocal ? new T[n] : nullptr) {}
+  T* get() { return heap ? heap.get() : local; }
+  T& operator[](int64_t i) { return get()[i]; }
+};
+
 template <bool kMax> SAM_FUSED_SIMD_INLINE R pool_op(R acc, R v) { return kMax ? V::max_nan(acc, v) : V::add(acc, v); }
 
 // r0..r3 = pool_op(r0..r3, x) over 4 vectors of pixels (of one channel).
@@ -236,11 +247,71 @@ template <bool kMax, class S> void pool(const S* x, int64_t C, int64_t stride, i
   }
 }
 
+// pool's sums (the same chains, each in channel order: the same bits) with the channels taken in
+// blocks of kPoolBlock, each block over the whole runs, its sums waiting in a row in L1 between
+// blocks. pool reads every channel's run one group of 4 vectors at a time, so where a run is
+// longer than a group it sweeps the band once per group, as many interleaved strided streams as
+// channels; on a VM with a 32 KiB L1d that pass took twice as long at 144-pixel runs as at
+// 72-pixel ones (docs/cpu-results.md). A block reads kPoolBlock runs front to back.
+constexpr int64_t kPoolBlock = 16;  // even: a block starts each chain on its own parity
+template <bool kMax, class S> void pool_blocked(const S* x, int64_t C, int64_t stride, int64_t n, float* out) {
+  const R init = kMax ? V::set1(-std::numeric_limits<float>::infinity()) : V::zero();
+  SmallBuffer<float, 4096> sums(2 * n);  // chain a (even channels), then chain b (odd)
+  float* const sa = sums.get();
+  float* const sb = sa + n;
+  for (int64_t c0 = 0; c0 < C; c0 += kPoolBlock) {
+    const int64_t c1 = std::min(C, c0 + kPoolBlock);
+    const bool first = c0 == 0, last = c1 == C;
+    int64_t i = 0;
+    for (; i + 4 * N <= n; i += 4 * N) {
+      R a0 = init, a1 = init, a2 = init, a3 = init, b0 = init, b1 = init, b2 = init, b3 = init;
+      if (!first) {
+        a0 = V::load(sa + i), a1 = V::load(sa + i + N), a2 = V::load(sa + i + 2 * N), a3 = V::load(sa + i + 3 * N);
+        b0 = V::load(sb + i), b1 = V::load(sb + i + N), b2 = V::load(sb + i + 2 * N), b3 = V::load(sb + i + 3 * N);
+      }
+      const S* p = x + c0 * stride + i;
+      int64_t c = c0;
+      for (; c + 2 <= c1; c += 2, p += 2 * stride) {
+        pool4<kMax>(a0, a1, a2, a3, p);
+        pool4<kMax>(b0, b1, b2, b3, p + stride);
+      }
+      if (c < c1) pool4<kMax>(a0, a1, a2, a3, p);  // the last, even channel
+      if (last) {
+        V::store(out + i, pool_op<kMax>(a0, b0));
+        V::store(out + i + N, pool_op<kMax>(a1, b1));
+        V::store(out + i + 2 * N, pool_op<kMax>(a2, b2));
+        V::store(out + i + 3 * N, pool_op<kMax>(a3, b3));
+      } else {
+        V::store(sa + i, a0), V::store(sa + i + N, a1), V::store(sa + i + 2 * N, a2), V::store(sa + i + 3 * N, a3);
+        V::store(sb + i, b0), V::store(sb + i + N, b1), V::store(sb + i + 2 * N, b2), V::store(sb + i + 3 * N, b3);
+      }
+    }
+    for (; i < n; i += N) {
+      const int64_t k = std::min(N, n - i);
+      R a = first ? init : V::load_k(sa + i, k), b = first ? init : V::load_k(sb + i, k);
+      const S* p = x + c0 * stride + i;
+      int64_t c = c0;
+      for (; c + 2 <= c1; c += 2, p += 2 * stride) {
+        a = pool_op<kMax>(a, V::load_k(p, k));
+        b = pool_op<kMax>(b, V::load_k(p + stride, k));
+      }
+      if (c < c1) a = pool_op<kMax>(a, V::load_k(p, k));
+      if (last) V::store_k(out + i, pool_op<kMax>(a, b), k);
+      else V::store_k(sa + i, a, k), V::store_k(sb + i, b, k);
+    }
+  }
+}
+
+// Runs of more than one group of 4 vectors over more than one block of channels: pool_blocked.
+template <bool kMax, class S> void pool_any(const S* x, int64_t C, int64_t stride, int64_t n, float* out) {
+  if (n > 4 * N && C > kPoolBlock) pool_blocked<kMax>(x, C, stride, n, out);
+  else pool<kMax>(x, C, stride, n, out);
+}
 template <class S> void pool_sum(const S* x, int64_t C, int64_t stride, int64_t n, float* out) {
-  pool<false>(x, C, stride, n, out);
+  pool_any<false>(x, C, stride, n, out);
 }
 template <class S> void pool_max(const S* x, int64_t C, int64_t stride, int64_t n, float* out) {
-  pool<true>(x, C, stride, n, out);
+  pool_any<true>(x, C, stride, n, out);
 }
 
 template <class S>
@@ -259,17 +330,6 @@ void scale(S* out, const S* x, const float* s, int64_t C, int64_t stride, int64_
                  [&](int64_t, int64_t off, int64_t i, int64_t k)
                      __attribute__((always_inline)) { return V::mul(V::load_k(x + off, k), V::load_k(sr + i, k)); });
 }
-
-// n values of T on the stack when n <= kLocal (a 7x7 conv of two maps needs 98 taps), else on the
-// heap: the conv passes run once per band, and a heap allocation there showed in the counts of
-// cache-resident layers.
-template <class T, int64_t kLocal> struct SmallBuffer {
-  T local[kLocal];
-  std::unique_ptr<T[]> heap;
-  explicit SmallBuffer(int64_t n) : heap(n > kLocal ? new T[n] : nullptr) {}
-  T* get() { return heap ? heap.get() : local; }
-  T& operator[](int64_t i) { return get()[i]; }
-};
 
 // exp(x) for x in [-87.3, 88.3] (or NaN, which passes through): Cephes' expf, a degree-5
 // polynomial on x - n*ln2 times 2^n; within 2 ulp of the correctly rounded result.
@@ -449,15 +509,18 @@ SAM_FUSED_SIMD_INLINE void fma4(R& r0, R& r1, R& r2, R& r3, const S* gp, const S
 
 // Within a run, even and odd channels take two chains (added before the run goes to double):
 // half the rounding of one chain, and two independent dependency chains. Four channels per
-// iteration of the channel loop, as in pool.
+// iteration of the channel loop, as in pool. The runs of kRhoRun channels are the outer loop, each
+// over all n pixels: a run's channels are then read front to back (memory order), where a loop
+// over groups of pixels outside swept every channel once per group (see pool_blocked). Each
+// pixel still adds its runs' sums in run order: the same bits either way.
 template <class S> void rho(const S* g, const S* x, int64_t C, int64_t stride, int64_t n, double* rho) {
   for (int64_t i = 0; i < n; ++i) rho[i] = 0.0;
-  int64_t i = 0;
-  for (; i + 4 * N <= n; i += 4 * N)
-    for (int64_t c0 = 0; c0 < C; c0 += kRhoRun) {
+  for (int64_t c0 = 0; c0 < C; c0 += kRhoRun) {
+    const int64_t c1 = std::min(C, c0 + kRhoRun);
+    int64_t i = 0;
+    for (; i + 4 * N <= n; i += 4 * N) {
       R a0 = V::zero(), a1 = V::zero(), a2 = V::zero(), a3 = V::zero();
       R b0 = V::zero(), b1 = V::zero(), b2 = V::zero(), b3 = V::zero();
-      const int64_t c1 = std::min(C, c0 + kRhoRun);
       const S* gp = g + c0 * stride + i;
       const S* xp = x + c0 * stride + i;
       int64_t c = c0;
@@ -480,11 +543,10 @@ template <class S> void rho(const S* g, const S* x, int64_t C, int64_t stride, i
       V::add_to_double(rho + i + 2 * N, V::add(a2, b2));
       V::add_to_double(rho + i + 3 * N, V::add(a3, b3));
     }
-  for (; i < n; i += N) {
-    const int64_t k = std::min(N, n - i);
-    for (int64_t c0 = 0; c0 < C; c0 += kRhoRun) {
+    for (; i < n; i += N) {
+      const int64_t k = std::min(N, n - i);
       R a = V::zero(), b = V::zero();
-      const int64_t c1 = std::min(C, c0 + kRhoRun), c2 = c0 + ((c1 - c0) & ~int64_t(1));
+      const int64_t c2 = c0 + ((c1 - c0) & ~int64_t(1));
       int64_t c = c0;
       for (; c < c2; c += 2) {
         a = V::fmadd(V::load_k(g + c * stride + i, k), V::load_k(x + c * stride + i, k), a);
