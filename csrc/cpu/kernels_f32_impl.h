@@ -271,9 +271,17 @@ template <bool kMax, class S> void pool_blocked(const S* x, int64_t C, int64_t s
       }
       const S* p = x + c0 * stride + i;
       int64_t c = c0;
-      for (; c + 2 <= c1; c += 2, p += 2 * stride) {
+      for (; c + 4 <= c1; c += 4, p += 4 * stride) {  // four channels an iteration, as in pool
         pool4<kMax>(a0, a1, a2, a3, p);
         pool4<kMax>(b0, b1, b2, b3, p + stride);
+        pool4<kMax>(a0, a1, a2, a3, p + 2 * stride);
+        pool4<kMax>(b0, b1, b2, b3, p + 3 * stride);
+      }
+      if (c + 2 <= c1) {
+        pool4<kMax>(a0, a1, a2, a3, p);
+        pool4<kMax>(b0, b1, b2, b3, p + stride);
+        c += 2;
+        p += 2 * stride;
       }
       if (c < c1) pool4<kMax>(a0, a1, a2, a3, p);  // the last, even channel
       if (last) {
@@ -302,9 +310,10 @@ template <bool kMax, class S> void pool_blocked(const S* x, int64_t C, int64_t s
   }
 }
 
-// Runs of more than one group of 4 vectors over more than one block of channels: pool_blocked.
+// Runs of two groups of 4 vectors or more over more than one block of channels: pool_blocked (a
+// shorter run is read nearly front to back by pool, in fewer instructions).
 template <bool kMax, class S> void pool_any(const S* x, int64_t C, int64_t stride, int64_t n, float* out) {
-  if (n > 4 * N && C > kPoolBlock) pool_blocked<kMax>(x, C, stride, n, out);
+  if (n >= 8 * N && C > kPoolBlock) pool_blocked<kMax>(x, C, stride, n, out);
   else pool<kMax>(x, C, stride, n, out);
 }
 template <class S> void pool_sum(const S* x, int64_t C, int64_t stride, int64_t n, float* out) {
@@ -509,52 +518,62 @@ SAM_FUSED_SIMD_INLINE void fma4(R& r0, R& r1, R& r2, R& r3, const S* gp, const S
 
 // Within a run, even and odd channels take two chains (added before the run goes to double):
 // half the rounding of one chain, and two independent dependency chains. Four channels per
-// iteration of the channel loop, as in pool. The runs of kRhoRun channels are the outer loop, each
-// over all n pixels: a run's channels are then read front to back (memory order), where a loop
-// over groups of pixels outside swept every channel once per group (see pool_blocked). Each
-// pixel still adds its runs' sums in run order: the same bits either way.
+// iteration of the channel loop, as in pool. Where a channel's run spans two groups of 4 vectors
+// or more, the runs of kRhoRun channels are the outer loop, each over all n pixels, so that a
+// run's channels are read front to back (memory order; see pool_blocked); shorter runs keep the
+// groups outside (fewer instructions). Each pixel adds its runs' sums in run order either way:
+// the same bits.
 template <class S> void rho(const S* g, const S* x, int64_t C, int64_t stride, int64_t n, double* rho) {
   for (int64_t i = 0; i < n; ++i) rho[i] = 0.0;
-  for (int64_t c0 = 0; c0 < C; c0 += kRhoRun) {
+  const int64_t groups_end = n / (4 * N) * (4 * N);
+  auto group = [&](int64_t c0, int64_t i) __attribute__((always_inline)) {  // pixels [i, i + 4N)
+    R a0 = V::zero(), a1 = V::zero(), a2 = V::zero(), a3 = V::zero();
+    R b0 = V::zero(), b1 = V::zero(), b2 = V::zero(), b3 = V::zero();
     const int64_t c1 = std::min(C, c0 + kRhoRun);
-    int64_t i = 0;
-    for (; i + 4 * N <= n; i += 4 * N) {
-      R a0 = V::zero(), a1 = V::zero(), a2 = V::zero(), a3 = V::zero();
-      R b0 = V::zero(), b1 = V::zero(), b2 = V::zero(), b3 = V::zero();
-      const S* gp = g + c0 * stride + i;
-      const S* xp = x + c0 * stride + i;
-      int64_t c = c0;
-      for (; c + 4 <= c1; c += 4, gp += 4 * stride, xp += 4 * stride) {
-        fma4(a0, a1, a2, a3, gp, xp);
-        fma4(b0, b1, b2, b3, gp + stride, xp + stride);
-        fma4(a0, a1, a2, a3, gp + 2 * stride, xp + 2 * stride);
-        fma4(b0, b1, b2, b3, gp + 3 * stride, xp + 3 * stride);
-      }
-      if (c + 2 <= c1) {
-        fma4(a0, a1, a2, a3, gp, xp);
-        fma4(b0, b1, b2, b3, gp + stride, xp + stride);
-        c += 2;
-        gp += 2 * stride;
-        xp += 2 * stride;
-      }
-      if (c < c1) fma4(a0, a1, a2, a3, gp, xp);
-      V::add_to_double(rho + i, V::add(a0, b0));
-      V::add_to_double(rho + i + N, V::add(a1, b1));
-      V::add_to_double(rho + i + 2 * N, V::add(a2, b2));
-      V::add_to_double(rho + i + 3 * N, V::add(a3, b3));
+    const S* gp = g + c0 * stride + i;
+    const S* xp = x + c0 * stride + i;
+    int64_t c = c0;
+    for (; c + 4 <= c1; c += 4, gp += 4 * stride, xp += 4 * stride) {
+      fma4(a0, a1, a2, a3, gp, xp);
+      fma4(b0, b1, b2, b3, gp + stride, xp + stride);
+      fma4(a0, a1, a2, a3, gp + 2 * stride, xp + 2 * stride);
+      fma4(b0, b1, b2, b3, gp + 3 * stride, xp + 3 * stride);
     }
-    for (; i < n; i += N) {
-      const int64_t k = std::min(N, n - i);
-      R a = V::zero(), b = V::zero();
-      const int64_t c2 = c0 + ((c1 - c0) & ~int64_t(1));
-      int64_t c = c0;
-      for (; c < c2; c += 2) {
-        a = V::fmadd(V::load_k(g + c * stride + i, k), V::load_k(x + c * stride + i, k), a);
-        b = V::fmadd(V::load_k(g + (c + 1) * stride + i, k), V::load_k(x + (c + 1) * stride + i, k), b);
-      }
-      if (c2 < c1) a = V::fmadd(V::load_k(g + c * stride + i, k), V::load_k(x + c * stride + i, k), a);
-      V::add_to_double_k(rho + i, V::add(a, b), k);
+    if (c + 2 <= c1) {
+      fma4(a0, a1, a2, a3, gp, xp);
+      fma4(b0, b1, b2, b3, gp + stride, xp + stride);
+      c += 2;
+      gp += 2 * stride;
+      xp += 2 * stride;
     }
+    if (c < c1) fma4(a0, a1, a2, a3, gp, xp);
+    V::add_to_double(rho + i, V::add(a0, b0));
+    V::add_to_double(rho + i + N, V::add(a1, b1));
+    V::add_to_double(rho + i + 2 * N, V::add(a2, b2));
+    V::add_to_double(rho + i + 3 * N, V::add(a3, b3));
+  };
+  auto tail = [&](int64_t c0, int64_t i) __attribute__((always_inline)) {  // pixels [i, i + k)
+    const int64_t k = std::min(N, n - i);
+    R a = V::zero(), b = V::zero();
+    const int64_t c1 = std::min(C, c0 + kRhoRun), c2 = c0 + ((c1 - c0) & ~int64_t(1));
+    int64_t c = c0;
+    for (; c < c2; c += 2) {
+      a = V::fmadd(V::load_k(g + c * stride + i, k), V::load_k(x + c * stride + i, k), a);
+      b = V::fmadd(V::load_k(g + (c + 1) * stride + i, k), V::load_k(x + (c + 1) * stride + i, k), b);
+    }
+    if (c2 < c1) a = V::fmadd(V::load_k(g + c * stride + i, k), V::load_k(x + c * stride + i, k), a);
+    V::add_to_double_k(rho + i, V::add(a, b), k);
+  };
+  if (n >= 8 * N) {
+    for (int64_t c0 = 0; c0 < C; c0 += kRhoRun) {
+      for (int64_t i = 0; i < groups_end; i += 4 * N) group(c0, i);
+      for (int64_t i = groups_end; i < n; i += N) tail(c0, i);
+    }
+  } else {
+    for (int64_t i = 0; i < groups_end; i += 4 * N)
+      for (int64_t c0 = 0; c0 < C; c0 += kRhoRun) group(c0, i);
+    for (int64_t i = groups_end; i < n; i += N)
+      for (int64_t c0 = 0; c0 < C; c0 += kRhoRun) tail(c0, i);
   }
 }
 
