@@ -203,6 +203,27 @@ template <bool kMax, class S> SAM_FUSED_SIMD_INLINE void pool4(R& r0, R& r1, R& 
   r3 = pool_op<kMax>(r3, V::load(p + 3 * N));
 }
 
+// The `count` channels at p (stride apart) into the chains of 4 vectors of pixels: even
+// channels into a, odd ones into b, each in channel order, four channels an iteration.
+template <bool kMax, class S>
+SAM_FUSED_SIMD_INLINE void pool_channels(R& a0, R& a1, R& a2, R& a3, R& b0, R& b1, R& b2, R& b3, const S* p,
+                                         int64_t count, int64_t stride) {
+  int64_t c = 0;
+  for (; c + 4 <= count; c += 4, p += 4 * stride) {
+    pool4<kMax>(a0, a1, a2, a3, p);
+    pool4<kMax>(b0, b1, b2, b3, p + stride);
+    pool4<kMax>(a0, a1, a2, a3, p + 2 * stride);
+    pool4<kMax>(b0, b1, b2, b3, p + 3 * stride);
+  }
+  if (c + 2 <= count) {
+    pool4<kMax>(a0, a1, a2, a3, p);
+    pool4<kMax>(b0, b1, b2, b3, p + stride);
+    c += 2;
+    p += 2 * stride;
+  }
+  if (c < count) pool4<kMax>(a0, a1, a2, a3, p);  // the last, even channel
+}
+
 // Each pixel's sum runs in two chains, even and odd channels, added at the end: half the
 // rounding of one chain over C (and two independent dependency chains). The max is exact in
 // any order; it keeps the same loop. Four channels per iteration of the channel loop: its
@@ -212,21 +233,7 @@ template <bool kMax, class S> void pool(const S* x, int64_t C, int64_t stride, i
   int64_t i = 0;
   for (; i + 4 * N <= n; i += 4 * N) {  // 4 vectors of pixels x 2 chains stay in registers over all C
     R a0 = init, a1 = init, a2 = init, a3 = init, b0 = init, b1 = init, b2 = init, b3 = init;
-    const S* p = x + i;
-    int64_t c = 0;
-    for (; c + 4 <= C; c += 4, p += 4 * stride) {
-      pool4<kMax>(a0, a1, a2, a3, p);
-      pool4<kMax>(b0, b1, b2, b3, p + stride);
-      pool4<kMax>(a0, a1, a2, a3, p + 2 * stride);
-      pool4<kMax>(b0, b1, b2, b3, p + 3 * stride);
-    }
-    if (c + 2 <= C) {
-      pool4<kMax>(a0, a1, a2, a3, p);
-      pool4<kMax>(b0, b1, b2, b3, p + stride);
-      c += 2;
-      p += 2 * stride;
-    }
-    if (c < C) pool4<kMax>(a0, a1, a2, a3, p);
+    pool_channels<kMax>(a0, a1, a2, a3, b0, b1, b2, b3, x + i, C, stride);
     V::store(out + i, pool_op<kMax>(a0, b0));
     V::store(out + i + N, pool_op<kMax>(a1, b1));
     V::store(out + i + 2 * N, pool_op<kMax>(a2, b2));
@@ -269,21 +276,7 @@ template <bool kMax, class S> void pool_blocked(const S* x, int64_t C, int64_t s
         a0 = V::load(sa + i), a1 = V::load(sa + i + N), a2 = V::load(sa + i + 2 * N), a3 = V::load(sa + i + 3 * N);
         b0 = V::load(sb + i), b1 = V::load(sb + i + N), b2 = V::load(sb + i + 2 * N), b3 = V::load(sb + i + 3 * N);
       }
-      const S* p = x + c0 * stride + i;
-      int64_t c = c0;
-      for (; c + 4 <= c1; c += 4, p += 4 * stride) {  // four channels an iteration, as in pool
-        pool4<kMax>(a0, a1, a2, a3, p);
-        pool4<kMax>(b0, b1, b2, b3, p + stride);
-        pool4<kMax>(a0, a1, a2, a3, p + 2 * stride);
-        pool4<kMax>(b0, b1, b2, b3, p + 3 * stride);
-      }
-      if (c + 2 <= c1) {
-        pool4<kMax>(a0, a1, a2, a3, p);
-        pool4<kMax>(b0, b1, b2, b3, p + stride);
-        c += 2;
-        p += 2 * stride;
-      }
-      if (c < c1) pool4<kMax>(a0, a1, a2, a3, p);  // the last, even channel
+      pool_channels<kMax>(a0, a1, a2, a3, b0, b1, b2, b3, x + c0 * stride + i, c1 - c0, stride);
       if (last) {
         V::store(out + i, pool_op<kMax>(a0, b0));
         V::store(out + i + N, pool_op<kMax>(a1, b1));
