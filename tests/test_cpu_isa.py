@@ -73,6 +73,30 @@ def test_parity_per_isa(isa, shape, pool, return_map):
     check_parity(make_input(shape, torch.float32), pool, (3, 1), True, return_map)
 
 
+# The backward's rho pass reads runs of 512 bytes or more one channel at a time (memory order) and
+# shorter runs in groups of pixels over all channels; both must give each pixel the same bits. With
+# a 1x1 kernel every pixel is on its own, so the same pixels as rows of 180 (one band of long runs:
+# whole vectors and a tail) and as 20 samples of 9 (short runs) must give the same dx. C = 33:
+# runs of 16 channels and a last run of one.
+@pytest.mark.parametrize("pool", ["mean", "mean+max"])
+@pytest.mark.parametrize("channels", [2, 16, 33])
+@pytest.mark.parametrize("isa", ISA_PARAMS, indirect=True)
+def test_rho_in_memory_order_gives_the_bits_of_the_groups(isa, channels, pool):
+    torch.manual_seed(channels)
+    x = torch.randn(1, channels, 20, 9)
+    g = torch.randn_like(x)
+    w, b = torch.randn(1, 2 if "+" in pool else 1, 1, 1), torch.randn(1)
+
+    def dx(x, g):
+        _, pooled = torch.ops.sam_fused.spatial_attention_fwd(x, w, b, pool, False)
+        return torch.ops.sam_fused.spatial_attention_bwd(g, x, w, b, pooled, pool, False)[0]
+
+    def rows_as_samples(t):
+        return t.permute(2, 1, 0, 3).contiguous()
+
+    assert torch.equal(rows_as_samples(dx(rows_as_samples(x), rows_as_samples(g))), dx(x, g))
+
+
 # channels_last: channel counts that fill whole vectors of every ISA (64), leave a masked tail
 # (19, 37), or fit in less than one vector (3); outputs > 4 MB stream whole lines, with C = 64 one
 # pixel per 4 lines, with C = 40 (160 bytes) pixels that begin and end inside lines.

@@ -509,15 +509,89 @@ SAM_FUSED_SIMD_INLINE void fma4(R& r0, R& r1, R& r2, R& r3, const S* gp, const S
   r3 = V::fmadd(V::load(gp + 3 * N), V::load(xp + 3 * N), r3);
 }
 
+// Whole vectors (kWhole: plain loads and stores) or the first k lanes of one (masked).
+template <bool kWhole> struct Lanes {
+  int64_t k;
+  template <class S> SAM_FUSED_SIMD_INLINE R load(const S* p) const {
+    if constexpr (kWhole) return V::load(p);
+    else return V::load_k(p, k);
+  }
+  SAM_FUSED_SIMD_INLINE void store(float* p, R v) const {
+    if constexpr (kWhole) V::store(p, v);
+    else V::store_k(p, v, k);
+  }
+  SAM_FUSED_SIMD_INLINE void add_to_double(double* d, R v) const {
+    if constexpr (kWhole) V::add_to_double(d, v);
+    else V::add_to_double_k(d, v, k);
+  }
+};
+
+// The backward's rho pass reads x and g, from memory, one channel at a time where a channel's
+// run is kInOrderBytes or more, each run front to back: two sequential streams. Reading several
+// channels' runs together (the groups of 4 vectors of rho below, over runs of 16 channels, or
+// blocks of 2-8 channels) makes two streams per channel: on a VM with a 32 KiB L1d, four (two
+// channels' runs of x and of g) were read from memory at half the rate of two, at runs of 512
+// bytes or more (docs/cpu-results.md). Shorter runs are read nearly front to back by the groups
+// too, in fewer instructions. (The forward's pool pass reads one array; its blocks of 16 channels,
+// pool_blocked, measured the same as one channel at a time, in fewer instructions.)
+constexpr int64_t kInOrderBytes = 512;
+template <class S> inline bool runs_in_order(int64_t C, int64_t n) {
+  return C > 1 && n * int64_t(sizeof(S)) >= kInOrderBytes;
+}
+
+// The runs of channels [c0, c1), n elements each, one channel at a time, front to back:
+// step(c, first, last, i, lanes) for the run's whole vectors, then its tail. Two chains of
+// partial results (even and odd channels from c0, in channel order) wait in L1 rows between
+// channels: first (c < c0 + 2: a chain's first channel) and last (c == c1 - 1) are
+// std::bool_constant, so a channel's loop has no tests.
+template <class Step> SAM_FUSED_SIMD_INLINE void each_run_in_order(int64_t c0, int64_t c1, int64_t n, Step&& step) {
+  const int64_t whole = n / N * N;
+  for (int64_t c = c0; c < c1; ++c) {
+    auto sweep = [&](auto first, auto last) __attribute__((always_inline)) {
+      int64_t i = 0;
+#pragma GCC unroll 4
+      for (; i < whole; i += N) step(c, first, last, i, Lanes<true>{N});
+      if (i < n) step(c, first, last, i, Lanes<false>{n - i});
+    };
+    using Yes = std::true_type;
+    using No = std::false_type;
+    const bool first = c - c0 < 2, last = c == c1 - 1;
+    if (first && last) sweep(Yes{}, Yes{});
+    else if (first) sweep(Yes{}, No{});
+    else if (last) sweep(No{}, Yes{});
+    else sweep(No{}, No{});
+  }
+}
+
+// rho's sums (the same chains, in the same order: the same bits) over runs_in_order; rho[0, n)
+// must be zero.
+template <class S> void rho_in_order(const S* g, const S* x, int64_t C, int64_t stride, int64_t n, double* rho) {
+  SmallBuffer<float, 4096> sums(2 * n);  // chain a (even channels of a run of kRhoRun), then chain b (odd)
+  float* const sa = sums.get();
+  float* const sb = sa + n;
+  for (int64_t c0 = 0; c0 < C; c0 += kRhoRun) {
+    const int64_t c1 = std::min(C, c0 + kRhoRun);
+    each_run_in_order(c0, c1, n,
+                      [&](int64_t c, auto first, auto last, int64_t i, auto lanes) __attribute__((always_inline)) {
+                        const bool odd = (c - c0) & 1;
+                        float* const own = odd ? sb : sa;
+                        const R acc = V::fmadd(lanes.load(g + c * stride + i), lanes.load(x + c * stride + i),
+                                               decltype(first)::value ? V::zero() : lanes.load(own + i));
+                        if constexpr (!decltype(last)::value) lanes.store(own + i, acc);
+                        else if (odd) lanes.add_to_double(rho + i, V::add(lanes.load(sa + i), acc));
+                        else if (c > c0) lanes.add_to_double(rho + i, V::add(acc, lanes.load(sb + i)));
+                        else lanes.add_to_double(rho + i, V::add(acc, V::zero()));  // a run of one channel
+                      });
+  }
+}
+
 // Within a run, even and odd channels take two chains (added before the run goes to double):
 // half the rounding of one chain, and two independent dependency chains. Four channels per
-// iteration of the channel loop, as in pool. Where a channel's run spans two groups of 4 vectors
-// or more, the runs of kRhoRun channels are the outer loop, each over all n pixels, so that a
-// run's channels are read front to back (memory order; see pool_blocked); shorter runs keep the
-// groups outside (fewer instructions). Each pixel adds its runs' sums in run order either way:
-// the same bits.
+// iteration of the channel loop, as in pool; runs of kInOrderBytes or more in memory order
+// instead (rho_in_order).
 template <class S> void rho(const S* g, const S* x, int64_t C, int64_t stride, int64_t n, double* rho) {
   for (int64_t i = 0; i < n; ++i) rho[i] = 0.0;
+  if (runs_in_order<S>(C, n)) return rho_in_order(g, x, C, stride, n, rho);
   const int64_t groups_end = n / (4 * N) * (4 * N);
   auto group = [&](int64_t c0, int64_t i) __attribute__((always_inline)) {  // pixels [i, i + 4N)
     R a0 = V::zero(), a1 = V::zero(), a2 = V::zero(), a3 = V::zero();
@@ -557,17 +631,10 @@ template <class S> void rho(const S* g, const S* x, int64_t C, int64_t stride, i
     if (c2 < c1) a = V::fmadd(V::load_k(g + c * stride + i, k), V::load_k(x + c * stride + i, k), a);
     V::add_to_double_k(rho + i, V::add(a, b), k);
   };
-  if (n >= 8 * N) {
-    for (int64_t c0 = 0; c0 < C; c0 += kRhoRun) {
-      for (int64_t i = 0; i < groups_end; i += 4 * N) group(c0, i);
-      for (int64_t i = groups_end; i < n; i += N) tail(c0, i);
-    }
-  } else {
-    for (int64_t i = 0; i < groups_end; i += 4 * N)
-      for (int64_t c0 = 0; c0 < C; c0 += kRhoRun) group(c0, i);
-    for (int64_t i = groups_end; i < n; i += N)
-      for (int64_t c0 = 0; c0 < C; c0 += kRhoRun) tail(c0, i);
-  }
+  for (int64_t i = 0; i < groups_end; i += 4 * N)
+    for (int64_t c0 = 0; c0 < C; c0 += kRhoRun) group(c0, i);
+  for (int64_t i = groups_end; i < n; i += N)
+    for (int64_t c0 = 0; c0 < C; c0 += kRhoRun) tail(c0, i);
 }
 
 // The per-pixel operands of dx, shared by every channel (only those of the terms present are loaded).
