@@ -99,6 +99,13 @@ LOOPS = {
         "10 scalar LDS before) + 7 weight LDS + 28 FFMA, the row loop not unrolled, 46 per row (f32 0xec50, "
         "bf16 0xf230; 53 before); pixel: sigmoid (MUFU.EX2, MUFU.RCP) 24, s STS, the "
         "group's index, window tests and slot loop (260 per group less the 65 of its rows' loop) / 4", pixel=(49, 49)),
+    ("FwdMain", "sigmoid_tile.block_border"): Loop(
+        (1, 1), (91, 90), "fwd.h:sigmoid_tile (border groups, conv_row_block)",
+        "kernel row of a border group (kConvBlock = 4 pixels whose windows cross the map's edge), kw = 7: 10 "
+        "pooled LDS, each behind its column's and the row's tests (22 ISETP), + 7 weight LDS + 28 FFMA, 91 per row "
+        "(f32 0x10300, bf16 0x10dd0; conv_pixel with qat: 12 a tap and 41 a row, about 125 a pixel and row); "
+        "pixel: sigmoid, s STS, the group's index and window tests (307 per group less the 103 of its rows' "
+        "loop and one peeled row) / 4", pixel=(28, 28)),
     ("FwdMain", "sigmoid_tile.column"): Loop(
         (1, 1), (157, 157), "common.h:conv_column_block (sigmoid_tile)",
         "group of kConvBlock = 4 pixels of one column, 3 x 1 kernel: the group's index, 4 sigmoids (MUFU.EX2, "
@@ -272,7 +279,7 @@ KERNEL_LOOPS = {
                 "pool_halo_rows.merge",
                 "pool_rows", "pool_rows.mean",
                 "pool_rows.merge", "pool_rows.vectors", "pool_rows.vectors.merge", "pool_rows_two_pass",
-                "sigmoid_tile", "sigmoid_tile.block", "sigmoid_tile.border",
+                "sigmoid_tile", "sigmoid_tile.block", "sigmoid_tile.block_border", "sigmoid_tile.border",
                 "sigmoid_tile.column", "sigmoid_tile.pixels", "write_out_tile", "write_out_tile.global"),
     "FwdPool": ("pool_visit", "pool_visit.merge"),
     "BwdMain": ("stage_inputs.weights", "stage_inputs", "stage_inputs.runs", "stage_inputs.pooled", "stage_tile_maps",

@@ -273,16 +273,18 @@ def _conv_segments(c: Call, loop: str, h0: int, h1: int, slots: int, block: int 
         return [(1, [Stream(loop, threads, mid * taps, "alu", rows=mid * rows, pixels=per)]),
                 (1, [Stream(f"{loop}.border", threads, edge * taps, "alu", rows=edge * rows)])]
     # fwd.h sigmoid_tile: loop 1 strides the whole groups of every row, convolving those with
-    # every window inside; loop 2 strides the pixels, each paying its index, test and saves
-    # (LOOPS[loop + ".pixels"]) and the others their own conv
+    # every window inside, loop 2 the same groups, convolving the others (bounds-tested windows,
+    # LOOPS[loop + ".block_border"]); loop 3 strides the pixels, each paying its index, test and
+    # saves (LOOPS[loop + ".pixels"]), and those of no whole group (W % block columns) their own conv
     groups_per_row = W // block
     blocked_per_row = sum(1 for g in range(groups_per_row) if g * block >= rw and g * block + block - 1 + rw < W)
     groups, blocked = (h1 - h0) * groups_per_row, inside_rows * blocked_per_row
-    per_g = math.ceil(groups / c.threads)
+    per_g, threads_g = math.ceil(groups / c.threads), min(c.threads, groups)
     fb = blocked / groups if groups else 0.0
-    return [(1, [Stream(f"{loop}.block", min(c.threads, groups), per_g * fb * rows, "alu",
-                        pixels=per_g * fb * block)])] + _pixel_loop_segments(c, loop, npix, inside,
-                                                                             blocked * block, rows, taps)
+    return [(1, [Stream(f"{loop}.block", threads_g, per_g * fb * rows, "alu", pixels=per_g * fb * block)]),
+            (1, [Stream(f"{loop}.block_border", threads_g, per_g * (1 - fb) * rows, "alu",
+                        pixels=per_g * (1 - fb) * block)])] + \
+        _pixel_loop_segments(c, loop, npix, inside, groups * block, rows, taps, grouped_inside=blocked * block)
 
 
 def _column_segments(c: Call, loop: str, h0: int, h1: int, slots: int, block: int, inside: int) -> list:
@@ -303,12 +305,15 @@ def _column_segments(c: Call, loop: str, h0: int, h1: int, slots: int, block: in
         _pixel_loop_segments(c, loop, npix, inside, groups * block, rows, rows)
 
 
-def _pixel_loop_segments(c: Call, loop: str, npix: int, inside: int, grouped: int, rows: int, taps: int) -> list:
+def _pixel_loop_segments(c: Call, loop: str, npix: int, inside: int, grouped: int, rows: int, taps: int,
+                         grouped_inside: int | None = None) -> list:
     """The pixel loop of fwd.h sigmoid_tile after its groups: threads stride every pixel, each
     paying its index, test and saves (LOOPS[loop + ".pixels"]), and convolve the pixels no group
-    took (the `grouped` ones all lie inside the map); the busiest thread gets the average mix of
-    the unchecked (LOOPS[loop]) and border (LOOPS[loop + ".border"]) paths."""
-    single, single_inside = npix - grouped, inside - grouped
+    took (`grouped` pixels, of which `grouped_inside` lie inside the map: all of them by default);
+    the busiest thread gets the average mix of the unchecked (LOOPS[loop]) and border
+    (LOOPS[loop + ".border"]) paths."""
+    grouped_inside = grouped if grouped_inside is None else grouped_inside
+    single, single_inside = npix - grouped, inside - grouped_inside
     per_p, threads_p = math.ceil(npix / c.threads), min(c.threads, npix)
     mid, edge = per_p * single_inside / npix, per_p * (single - single_inside) / npix
     return [(1, [Stream(f"{loop}.pixels", threads_p, per_p, "alu")]),

@@ -75,6 +75,23 @@ def test_two_pass_staged_forward_gives_the_two_pass_bits(case, dtype):
     assert torch.equal(staged[0], plain[0]) and torch.equal(staged[1], plain[1])
 
 
+# The 7x7 groups at the map's border convolve through bounds-tested windows (0 outside the map):
+# each pixel must get the bits of the same pixel inside a zero-padded map, where its window lies
+# inside and the vector windows read it. C = 1 (or a max pool) keeps the pooled maps' bits
+# independent of the plan.
+@pytest.mark.parametrize("variant", [ONE_PASS_STAGED_X, TWO_PASS], ids=["one_pass", "two_pass"])
+@pytest.mark.parametrize("pool,channels", [("mean", 1), ("mean+max", 1), ("max", 4)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_border_groups_give_the_bits_of_interior_pixels(dtype, pool, channels, variant):
+    x = make_input((2, channels, 10, 13), dtype)
+    _, weight, b = make_pair(pool, (7, 7), True, True, dtype)
+    padded = torch.nn.functional.pad(x, (4, 7, 3, 3))  # 16 x 24: rows start on a vector
+    kw = dict(variant=variant, rows=3, threads=64, sanitize=True)
+    s = emulate_fwd(x, weight, b, pool, True, **kw)[0]
+    s_padded = emulate_fwd(padded, weight, b, pool, True, **kw)[0]
+    assert torch.equal(s, s_padded[:, :, 3:-3, 4:-7])
+
+
 def test_an_unknown_variant_is_refused():
     x = make_input((1, 2, 5, 5), torch.float32)
     _, weight, b = make_pair("mean", (3, 3), True, False, torch.float32)

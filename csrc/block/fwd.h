@@ -226,10 +226,10 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
 
   // s = sigmoid(conv(pooled)) on the tile pixels, into the s buffer; the one-pass kernel also
   // saves the pooled maps for the backward. Groups of kConvBlock horizontally adjacent pixels
-  // (kw = kBlockedConvWidth: conv_row_block) or vertically adjacent ones (a kBlockedColumnHeight
-  // x 1 kernel: conv_column_block) whose windows all lie inside the map are convolved together
-  // by one thread; then the other pixels one per thread, so a border tile costs a thread no more
-  // than one pixel's conv.
+  // (kw = kBlockedConvWidth: conv_row_block, every whole group of a row, bounds-tested at the
+  // map's border) or vertically adjacent ones (a kBlockedColumnHeight x 1 kernel:
+  // conv_column_block, the groups whose windows all lie inside the map) are convolved together
+  // by one thread; then the other pixels one per thread.
   template <class Ctx> static SAM_FUSED_BLOCK void sigmoid_tile(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
     constexpr int N = kConvBlock;
     const Geometry& s = a.s;
@@ -243,8 +243,11 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
     static_assert(N % KV == 0, "a group's pixels start on a vector");
     const bool vec_rows = W % I(KV) == 0 && reinterpret_cast<uintptr_t>(raw_of(v.q)) % 16 == 0 &&
                           reinterpret_cast<uintptr_t>(raw_of(v.sig)) % 16 == 0;
+    // whole groups of a row: those with every window inside the map take the loop below, the
+    // others (at the map's border) the bounds-tested one after it
+    auto grouped = [&](I w0) { return has_block && w0 + I(N) <= groups * I(N); };
     auto blocked = [&](I h, I w0) {
-      return has_block && w0 + I(N) <= groups * I(N) && window_inside(s, h, w0) && window_inside(s, h, w0 + I(N) - 1);
+      return grouped(w0) && window_inside(s, h, w0) && window_inside(s, h, w0 + I(N) - 1);
     };
     // Column groups: whole groups of N tile rows [g * N, g * N + N) whose windows all lie inside
     // the map, g in [g0, g1) (a contiguous range: pixels i in [g0 * N * W, g1 * N * W) of the
@@ -263,7 +266,7 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
       return (h < 0 || h >= H || w < 0 || w >= W) ? A(0) : qin(slot, h, w);
     };
     auto q_row = [&](int slot, int64_t h) { return raw_of(v.q) + (I(slot) * v.qrows + I(h) - v.qbase) * W; };
-    // Three loops, each its own each_thread (on the GPU one after the other in the same thread, no
+    // Four loops, each its own each_thread (on the GPU one after the other in the same thread, no
     // barrier between them): the bank audit then pairs a warp's accesses within a loop only.
     if (has_block)
       ctx.each_thread([&](int t) {
@@ -289,6 +292,31 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
           }
         }
       });
+    // The border groups, their windows 0 outside the map: conv_pixel(qat)'s operations, each
+    // pooled value and weight loaded once for the group's N pixels, where each pixel's own
+    // conv_pixel paid a bounds test per tap (the SASS: about 5x the instructions a pixel; at CBAM
+    // 56x56, a quarter of the pixels)
+    // (qat's window with its tests in I, and the row's once: qat's 64-bit tests took the fp32
+    // kernel's registers 69 -> 79 and 105 instructions a kernel row, these 71 and 91)
+    auto border_row = [&](int slot, int64_t h, int64_t x0, auto& out) {
+      constexpr int M = int(sizeof(out) / sizeof(out[0]));
+      const I hh = I(h), xx = I(x0);
+      const bool row_inside = hh >= 0 && hh < H;
+#pragma unroll
+      for (int j = 0; j < M; ++j)
+        out[j] = row_inside && xx + I(j) >= 0 && xx + I(j) < W ? qin(slot, hh, xx + I(j)) : A(0);
+    };
+    if (has_block)
+      ctx.each_thread([&](int t) {
+        const A bias = A(v.wts[v.nw]);
+        for (I g = I(t); g < tl.rows() * groups; g += I(ctx.threads())) {
+          const I r = g / groups, w0 = (g % groups) * I(N), h = tl.h0 + r;
+          if (blocked(h, w0)) continue;
+          A acc[N];
+          conv_row_block<kBlockedConvWidth, N>(v.wts, bias, s.pool.P, s.kh, h, w0, border_row, acc);
+          for (int k = 0; k < N; ++k) v.sig[r * W + w0 + I(k)] = sigmoid(acc[k]);
+        }
+      });
     // counted from the last thread down (consecutive threads, consecutive columns of the same
     // rows): the pixel loop below gives the first threads one pixel more than the last
     if (g1 > g0)
@@ -307,7 +335,7 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
       const I c0 = g0 * I(N) * W, c1 = g1 * I(N) * W;  // the tile pixels the column groups did
       for (I i = I(t); i < tl.rows() * W; i += I(ctx.threads())) {
         const I h = tl.h0 + i / W, w = i % W;
-        if (!blocked(h, w / I(N) * I(N)) && (i < c0 || i >= c1))
+        if (!grouped(w / I(N) * I(N)) && (i < c0 || i >= c1))
           v.sig[i] = sigmoid(window_inside(s, h, w) ? conv_pixel(v.wts, bias, s.pool.P, s.kh, s.kw, h, w, qin)
                                                     : conv_pixel(v.wts, bias, s.pool.P, s.kh, s.kw, h, w, qat));
         if (!a.p.two_pass)
