@@ -292,12 +292,11 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
           }
         }
       });
-    // The border groups, their windows 0 outside the map: conv_pixel(qat)'s operations, each
-    // pooled value and weight loaded once for the group's N pixels, where each pixel's own
-    // conv_pixel paid a bounds test per tap (the SASS: about 5x the instructions a pixel; at CBAM
-    // 56x56, a quarter of the pixels)
-    // (qat's window with its tests in I, and the row's once: qat's 64-bit tests took the fp32
-    // kernel's registers 69 -> 79 and 105 instructions a kernel row, these 71 and 91)
+    // The border groups (at CBAM 56x56 a quarter of the pixels), their windows 0 outside the map:
+    // conv_pixel(qat)'s operations, each pooled value and weight loaded once for the group's N
+    // pixels, where each pixel's own conv_pixel paid a bounds test per tap (the SASS: about 5x the
+    // instructions a pixel). The tests in I, the row's once: through qat's 64-bit ones the fp32
+    // kernel took 79 registers (69 before the loop; 71 now) and 105 instructions a kernel row (91).
     auto border_row = [&](int slot, int64_t h, int64_t x0, auto& out) {
       constexpr int M = int(sizeof(out) / sizeof(out[0]));
       const I hh = I(h), xx = I(x0);
