@@ -224,6 +224,18 @@ SAM_FUSED_SIMD_INLINE void pool_channels(R& a0, R& a1, R& a2, R& a3, R& b0, R& b
   if (c < count) pool4<kMax>(a0, a1, a2, a3, p);  // the last, even channel
 }
 
+// The same for the first k lanes of one vector of pixels (a run's tail): a and b, two channels
+// an iteration.
+template <bool kMax, class S>
+SAM_FUSED_SIMD_INLINE void pool_channels_k(R& a, R& b, const S* p, int64_t count, int64_t stride, int64_t k) {
+  const int64_t pairs_end = count & ~int64_t(1);
+  for (int64_t c = 0; c < pairs_end; c += 2, p += 2 * stride) {
+    a = pool_op<kMax>(a, V::load_k(p, k));
+    b = pool_op<kMax>(b, V::load_k(p + stride, k));
+  }
+  if (pairs_end < count) a = pool_op<kMax>(a, V::load_k(p, k));  // the last, even channel
+}
+
 // Each pixel's sum runs in two chains, even and odd channels, added at the end: half the
 // rounding of one chain over C (and two independent dependency chains). The max is exact in
 // any order; it keeps the same loop. Four channels per iteration of the channel loop: its
@@ -239,17 +251,10 @@ template <bool kMax, class S> void pool(const S* x, int64_t C, int64_t stride, i
     V::store(out + i + 2 * N, pool_op<kMax>(a2, b2));
     V::store(out + i + 3 * N, pool_op<kMax>(a3, b3));
   }
-  const int64_t C2 = C & ~int64_t(1);  // channels [0, C2) in pairs, then the odd one out
   for (; i < n; i += N) {
     const int64_t k = std::min(N, n - i);
     R a = init, b = init;
-    const S* p = x + i;
-    int64_t c = 0;
-    for (; c < C2; c += 2, p += 2 * stride) {
-      a = pool_op<kMax>(a, V::load_k(p, k));
-      b = pool_op<kMax>(b, V::load_k(p + stride, k));
-    }
-    if (C2 < C) a = pool_op<kMax>(a, V::load_k(p, k));
+    pool_channels_k<kMax>(a, b, x + i, C, stride, k);
     V::store_k(out + i, pool_op<kMax>(a, b), k);
   }
 }
@@ -290,13 +295,7 @@ template <bool kMax, class S> void pool_blocked(const S* x, int64_t C, int64_t s
     for (; i < n; i += N) {
       const int64_t k = std::min(N, n - i);
       R a = first ? init : V::load_k(sa + i, k), b = first ? init : V::load_k(sb + i, k);
-      const S* p = x + c0 * stride + i;
-      int64_t c = c0;
-      for (; c + 2 <= c1; c += 2, p += 2 * stride) {
-        a = pool_op<kMax>(a, V::load_k(p, k));
-        b = pool_op<kMax>(b, V::load_k(p + stride, k));
-      }
-      if (c < c1) a = pool_op<kMax>(a, V::load_k(p, k));
+      pool_channels_k<kMax>(a, b, x + c0 * stride + i, c1 - c0, stride, k);
       if (last) V::store_k(out + i, pool_op<kMax>(a, b), k);
       else V::store_k(sa + i, a, k), V::store_k(sb + i, b, k);
     }
@@ -592,49 +591,48 @@ template <class S> void rho_in_order(const S* g, const S* x, int64_t C, int64_t 
 template <class S> void rho(const S* g, const S* x, int64_t C, int64_t stride, int64_t n, double* rho) {
   for (int64_t i = 0; i < n; ++i) rho[i] = 0.0;
   if (runs_in_order<S>(C, n)) return rho_in_order(g, x, C, stride, n, rho);
-  const int64_t groups_end = n / (4 * N) * (4 * N);
-  auto group = [&](int64_t c0, int64_t i) __attribute__((always_inline)) {  // pixels [i, i + 4N)
-    R a0 = V::zero(), a1 = V::zero(), a2 = V::zero(), a3 = V::zero();
-    R b0 = V::zero(), b1 = V::zero(), b2 = V::zero(), b3 = V::zero();
-    const int64_t c1 = std::min(C, c0 + kRhoRun);
-    const S* gp = g + c0 * stride + i;
-    const S* xp = x + c0 * stride + i;
-    int64_t c = c0;
-    for (; c + 4 <= c1; c += 4, gp += 4 * stride, xp += 4 * stride) {
-      fma4(a0, a1, a2, a3, gp, xp);
-      fma4(b0, b1, b2, b3, gp + stride, xp + stride);
-      fma4(a0, a1, a2, a3, gp + 2 * stride, xp + 2 * stride);
-      fma4(b0, b1, b2, b3, gp + 3 * stride, xp + 3 * stride);
+  int64_t i = 0;
+  for (; i + 4 * N <= n; i += 4 * N)
+    for (int64_t c0 = 0; c0 < C; c0 += kRhoRun) {
+      R a0 = V::zero(), a1 = V::zero(), a2 = V::zero(), a3 = V::zero();
+      R b0 = V::zero(), b1 = V::zero(), b2 = V::zero(), b3 = V::zero();
+      const int64_t c1 = std::min(C, c0 + kRhoRun);
+      const S* gp = g + c0 * stride + i;
+      const S* xp = x + c0 * stride + i;
+      int64_t c = c0;
+      for (; c + 4 <= c1; c += 4, gp += 4 * stride, xp += 4 * stride) {
+        fma4(a0, a1, a2, a3, gp, xp);
+        fma4(b0, b1, b2, b3, gp + stride, xp + stride);
+        fma4(a0, a1, a2, a3, gp + 2 * stride, xp + 2 * stride);
+        fma4(b0, b1, b2, b3, gp + 3 * stride, xp + 3 * stride);
+      }
+      if (c + 2 <= c1) {
+        fma4(a0, a1, a2, a3, gp, xp);
+        fma4(b0, b1, b2, b3, gp + stride, xp + stride);
+        c += 2;
+        gp += 2 * stride;
+        xp += 2 * stride;
+      }
+      if (c < c1) fma4(a0, a1, a2, a3, gp, xp);
+      V::add_to_double(rho + i, V::add(a0, b0));
+      V::add_to_double(rho + i + N, V::add(a1, b1));
+      V::add_to_double(rho + i + 2 * N, V::add(a2, b2));
+      V::add_to_double(rho + i + 3 * N, V::add(a3, b3));
     }
-    if (c + 2 <= c1) {
-      fma4(a0, a1, a2, a3, gp, xp);
-      fma4(b0, b1, b2, b3, gp + stride, xp + stride);
-      c += 2;
-      gp += 2 * stride;
-      xp += 2 * stride;
-    }
-    if (c < c1) fma4(a0, a1, a2, a3, gp, xp);
-    V::add_to_double(rho + i, V::add(a0, b0));
-    V::add_to_double(rho + i + N, V::add(a1, b1));
-    V::add_to_double(rho + i + 2 * N, V::add(a2, b2));
-    V::add_to_double(rho + i + 3 * N, V::add(a3, b3));
-  };
-  auto tail = [&](int64_t c0, int64_t i) __attribute__((always_inline)) {  // pixels [i, i + k)
+  for (; i < n; i += N) {
     const int64_t k = std::min(N, n - i);
-    R a = V::zero(), b = V::zero();
-    const int64_t c1 = std::min(C, c0 + kRhoRun), c2 = c0 + ((c1 - c0) & ~int64_t(1));
-    int64_t c = c0;
-    for (; c < c2; c += 2) {
-      a = V::fmadd(V::load_k(g + c * stride + i, k), V::load_k(x + c * stride + i, k), a);
-      b = V::fmadd(V::load_k(g + (c + 1) * stride + i, k), V::load_k(x + (c + 1) * stride + i, k), b);
+    for (int64_t c0 = 0; c0 < C; c0 += kRhoRun) {
+      R a = V::zero(), b = V::zero();
+      const int64_t c1 = std::min(C, c0 + kRhoRun), c2 = c0 + ((c1 - c0) & ~int64_t(1));
+      int64_t c = c0;
+      for (; c < c2; c += 2) {
+        a = V::fmadd(V::load_k(g + c * stride + i, k), V::load_k(x + c * stride + i, k), a);
+        b = V::fmadd(V::load_k(g + (c + 1) * stride + i, k), V::load_k(x + (c + 1) * stride + i, k), b);
+      }
+      if (c2 < c1) a = V::fmadd(V::load_k(g + c * stride + i, k), V::load_k(x + c * stride + i, k), a);
+      V::add_to_double_k(rho + i, V::add(a, b), k);
     }
-    if (c2 < c1) a = V::fmadd(V::load_k(g + c * stride + i, k), V::load_k(x + c * stride + i, k), a);
-    V::add_to_double_k(rho + i, V::add(a, b), k);
-  };
-  for (int64_t i = 0; i < groups_end; i += 4 * N)
-    for (int64_t c0 = 0; c0 < C; c0 += kRhoRun) group(c0, i);
-  for (int64_t i = groups_end; i < n; i += N)
-    for (int64_t c0 = 0; c0 < C; c0 += kRhoRun) tail(c0, i);
+  }
 }
 
 // The per-pixel operands of dx, shared by every channel (only those of the terms present are loaded).
