@@ -134,6 +134,25 @@ run_source() {
   return $rc
 }
 
+run_lease() {
+  local d=/tmp/device/lease py=python3 rc=0 base=${BASE:-.gpu-base}
+  mkdir -p $d
+  $py tools/gpu_check.py --skip-build --out $d/check --budget 330 --sanitizer-timeout 120 \
+    --steps tests,check,determinism,memcheck,racecheck,times > $d/check.log 2>&1 || rc=1
+  { cat $d/check/summary.md 2>/dev/null || tail -40 $d/check.log; } > "$RESULTS/check-summary.md"
+  tar -czf "$RESULTS/check.tar.gz" -C $d check check.log
+  if [ -d "$base" ]; then  # the base bundle first, so that this one is in place for the steps after
+    for b in "$base" "$BUNDLE"; do
+      BUNDLE=$b RESULTS=$d/times-$(basename "$b") bash tools/device_run.sh times > $d/times.log 2>&1 || rc=1
+      { echo "=== bundle $(cat "$b/COMMIT")"; cat $d/times-$(basename "$b")/times-summary.txt; } >> "$RESULTS/times-ab.txt"
+    done
+  fi
+  timeout 120 $py tools/gpu_plan_sweep.py --graph --cases "${SWEEP:-CBAM}" --direction fwd --time-limit 90 \
+    --out "$RESULTS/plan_sweep_graph.json" > "$RESULTS/sweep.log" 2>&1 || rc=1
+  run_source || rc=1
+  return $rc
+}
+
 run_times() {
   local d=/tmp/device/times py=python3 rc=0
   rm -rf $d && mkdir -p $d
@@ -147,6 +166,7 @@ run_times() {
 
 status=0
 case "$STEP" in
+  lease) run_lease || status=$? ;;
   short) run_short || status=$? ;;
   source) run_source || status=$? ;;
   recheck) run_recheck || status=$? ;;
@@ -155,7 +175,7 @@ case "$STEP" in
   sweep) run_sweep || status=$? ;;
   ncu) run_ncu || status=$? ;;
   all) for s in check sweep ncu; do "run_$s" || status=$?; done ;;
-  *) echo "device_run: unknown step $STEP (short|recheck|times|check|sweep|ncu|source|all)" >&2; exit 2 ;;
+  *) echo "device_run: unknown step $STEP (lease|short|recheck|times|check|sweep|ncu|source|all)" >&2; exit 2 ;;
 esac
 ls -la "$RESULTS"
 exit $status

@@ -1,6 +1,7 @@
 """Every launch plan of the CUDA kernels at the benchmark shapes, timed and checked on a GPU.
 
     python3 tools/gpu_plan_sweep.py [--out plan_sweep.json] [--reps 10] [--time-limit 120] [--graph]
+                                    [--cases CBAM] [--direction fwd]
 
 The planner (csrc/block/traits.h) picks one plan per call from its cost model; the phase model
 (benchmarks/phase_model.py) predicted that plan's time. On the first GPU run the kernels took
@@ -93,12 +94,16 @@ def main(argv=None) -> int:
     parser.add_argument("--out", help="JSON of every timing")
     parser.add_argument("--graph", action="store_true",
                         help="time each plan's calls replayed from a CUDA graph (no host dispatch between them)")
+    parser.add_argument("--cases", default="", help="only the cases whose label contains this text (e.g. CBAM)")
+    parser.add_argument("--direction", choices=("fwd", "bwd", "both"), default="both")
     args = parser.parse_args(argv)
     if not hasattr(torch.ops.sam_fused, "_cuda_fwd_planned"):
         print("plan sweep: this build has no CUDA test ops (SAM_FUSED_TEST_OPS=0 or no CUDA)")
         return 2
     start, records = time.time(), []
-    for dtype_name, case, backward in itertools.product(args.dtypes.split(","), CASES, (False, True)):
+    cases = [c for c in CASES if args.cases in c[0]]
+    directions = {"fwd": (False,), "bwd": (True,), "both": (False, True)}[args.direction]
+    for dtype_name, case, backward in itertools.product(args.dtypes.split(","), cases, directions):
         if time.time() - start > args.time_limit:
             print(f"plan sweep: time limit reached; {case[0]} {dtype_name} and the cases after it skipped")
             break
