@@ -35,6 +35,7 @@ CLASSES = {
 }
 SPATIAL_KERNELS = ("FwdMain", "FwdPool", "BwdMain", "BwdMaps", "BwdRho")
 BYTE_WIDE_SHARED = ("STS.U8", "LDS.U8")
+BLOCK_PROGRAMS = SPATIAL_KERNELS + ("DwReduce",)
 
 
 def find_cuobjdump() -> str | None:
@@ -109,6 +110,38 @@ def count(sass_text: str) -> dict:
             if re.search(rx, line):
                 current[cls] += 1
     return out
+
+
+# global-memory instructions (loads, stores, atomics, asynchronous copies), and the two of a
+# programmatic dependent launch: griddepcontrol.launch_dependents and griddepcontrol.wait
+GLOBAL_ACCESS = r"\b(?:LDG|STG|LDGSTS|LD|ST|ATOMG|ATOM|RED|UBLKCP|UTMALDG|UTMASTG)\.|\bLDGSTS\b"
+LAUNCH_DEPENDENTS, GRID_WAIT = r"\bPREEXIT\b", r"\bACQBULK\b"
+
+
+def dependent_launch_order(sass_text: str) -> dict:
+    """{(arch, kernel): (launch_dependents, wait, first global access)}: the instruction index of
+    each in the kernel's SASS (None where absent), for the block programs."""
+    out: dict = {}
+    arch, current, index = "?", None, 0
+    for line in sass_text.splitlines():
+        m = re.search(r"(?:arch = |code for )(sm_\d+[af]?)", line)
+        if m:
+            arch = m.group(1)
+            continue
+        m = re.search(r"Function : (\S+)", line)
+        if m:
+            name = kernel_name(m.group(1))
+            current = out.setdefault((arch, name), [None, None, None]) if name.startswith(BLOCK_PROGRAMS) else None
+            index = 0
+            continue
+        if current is None or not re.match(r"\s*/\*[0-9a-f]{4}\*/", line):
+            continue
+        op = line.split("*/", 1)[1].split(";")[0]
+        for slot, rx in enumerate((LAUNCH_DEPENDENTS, GRID_WAIT, GLOBAL_ACCESS)):
+            if current[slot] is None and re.search(rx, op):
+                current[slot] = index
+        index += 1
+    return {k: tuple(v) for k, v in out.items()}
 
 
 def is_spatial(kernel: str) -> bool:

@@ -13,16 +13,21 @@ import sass_report  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def counts():
+def sass_text():
     tool, binary = sass_report.find_cuobjdump(), sass_report.default_binary()
     if tool is None:
         pytest.skip("cuobjdump not found (pip install nvidia-cuda-cuobjdump)")
     if binary is None:
         pytest.skip("sam_fused._C is not built")
-    found = sass_report.count(sass_report.sass(binary, tool))
-    if not found:
+    text = sass_report.sass(binary, tool)
+    if not text:
         pytest.skip("sam_fused._C holds no CUDA code (a CPU-only build)")
-    return found
+    return text
+
+
+@pytest.fixture(scope="module")
+def counts(sass_text):
+    return sass_report.count(sass_text)
 
 
 def test_no_byte_wide_shared_accesses(counts):
@@ -38,3 +43,18 @@ def test_staged_tile_uses_128_bit_shared_accesses(counts):
     for (arch, kernel), c in counts.items():
         if kernel.startswith(("FwdMain", "BwdMain")):
             assert c["LDGSTS.128"] > 0 and c["LDS.128"] > 0, (arch, kernel, dict(c))
+
+
+def test_dependent_launches_wait_before_touching_global_memory(sass_text):
+    # A call's later kernels are launched as programmatic dependents of the one before (sm_90+,
+    # CudaLauncher::launch): a block may start while the previous grid still writes what it
+    # reads, so it must wait (griddepcontrol.wait: ACQBULK) before its first global access.
+    order = sass_report.dependent_launch_order(sass_text)
+    hopper = {k: v for k, v in order.items() if int(k[0][3:].rstrip("af")) >= 90}
+    if not hopper:
+        pytest.skip("no sm_90+ code in this build (TORCH_CUDA_ARCH_LIST)")
+    for (arch, kernel), (launch, wait, first_access) in hopper.items():
+        assert launch is not None and wait is not None, (arch, kernel, "no griddepcontrol")
+        assert first_access is None or wait < first_access, (arch, kernel, wait, first_access)
+    # below sm_90 there is no such instruction: the launcher does not ask for it there either
+    assert all(v[1] is None for k, v in order.items() if k not in hopper)

@@ -139,6 +139,15 @@ template <class K> constexpr int min_blocks_per_sm() { return MinBlocksPerSm<K>:
 // resident blocks, hence at most kRegsPerThread registers).
 template <class K, class A> __global__ void __launch_bounds__(kMaxThreads, min_blocks_per_sm<K>())
     block_program_kernel(const A a) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  // Launched as a programmatic dependent (CudaLauncher::launch), this grid may start before the
+  // previous kernel ends: first let the next kernel's launch begin once every block of this grid
+  // has started (its blocks then only fill the slots this grid's last wave frees), then wait
+  // until the previous grid has finished and its writes are visible. Nothing is read or written
+  // before the wait. (Launched without the attribute, both are no-ops.)
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
   CudaCtx ctx;
   K::run(ctx, a);
 }

@@ -5,7 +5,9 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include <cstdlib>
 #include <mutex>
+#include <string>
 
 #include "../block/ctx_cuda.cuh"
 #include "../block/run.h"
@@ -59,15 +61,40 @@ template <class K, class A> void allow_max_dynamic_smem() {
   });
 }
 
+// Whether a call's kernels after its first are launched as programmatic dependents of the one
+// before (sm_90 and later; SAM_FUSED_CUDA_PDL=0 turns it off, e.g. to time the difference).
+inline bool overlap_launches() {
+  if (at::cuda::getCurrentDeviceProperties()->major < 9) return false;
+  const char* v = std::getenv("SAM_FUSED_CUDA_PDL");
+  return !(v && std::string(v) == "0");
+}
+
 struct CudaLauncher {
   CallPlan last_call;
+  int launched = 0;  // kernels of this call launched so far
+  const bool overlap = overlap_launches();
   DeviceLimits limits() const { return device_limits(); }
   void track(int, const at::Tensor&, bool = false) {}
+  // A call's second and later kernels are launched while the one before may still run
+  // (programmatic dependent launch): their blocks take the SM slots that the previous grid's
+  // last wave frees and wait at their start until that grid has finished and its writes are
+  // visible (block_program_kernel), so the launch gap and the previous grid's tail overlap.
+  // The first kernel waits for the work before the call as any launch does.
   template <class K, class A> void launch(const Launch& l, const A& a) {
     if (l.grid == 0) return;
     allow_max_dynamic_smem<K, A>();
-    block_program_kernel<K, A><<<unsigned(l.grid), l.threads, l.smem_bytes, at::cuda::getCurrentCUDAStream()>>>(a);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    cudaLaunchConfig_t config = {};
+    config.gridDim = dim3(unsigned(l.grid));
+    config.blockDim = dim3(unsigned(l.threads));
+    config.dynamicSmemBytes = size_t(l.smem_bytes);
+    config.stream = at::cuda::getCurrentCUDAStream();
+    cudaLaunchAttribute dependent;
+    dependent.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    dependent.val.programmaticStreamSerializationAllowed = 1;
+    config.attrs = &dependent;
+    config.numAttrs = overlap && launched > 0 ? 1 : 0;
+    C10_CUDA_CHECK(cudaLaunchKernelEx(&config, &block_program_kernel<K, A>, a));
+    ++launched;
   }
 };
 
