@@ -1,6 +1,14 @@
 #!/usr/bin/env bash
 # On a lent GPU machine, with the bundle of tools/device_bundle.py carried in BUNDLE (.gpu/):
-#   bash tools/device_run.sh [short|recheck|times|check|sweep|ncu|source|all]      (default: check)
+#   bash tools/device_run.sh [lease|abenv|short|recheck|times|check|sweep|ncu|source|all]   (default: check)
+# lease: a whole 15-minute lease after kernel changes, in one ~5-minute command (299 s on an H100):
+#        gpu-check's steps (tests, parity, determinism, memcheck, racecheck, kernel times with
+#        torch.compile for CBAM 64ch; <= 330 s), the kernel times and ncu counts of the bundle in
+#        BASE (default .gpu-base, when there) beside this one's, the CUDA-graph plan sweep of the
+#        forwards of the cases named by SWEEP (default CBAM), and the source counters (`source`).
+# abenv: after a change with a switch in the environment, ~5 minutes: the kernel times (no
+#        torch.compile) without and with AB_ENV (e.g. SAM_FUSED_CUDA_PDL=0), alternated twice,
+#        then gpu-check's tests, parity, determinism and memcheck.
 # short: what a 15-minute lease allows in one ~9-minute command: tools/gpu_check.py --steps
 #        (the CUDA tests, parity, determinism, memcheck and racecheck side by side, then kernel
 #        times beside eager, clone and torch.compile for CBAM 64ch; <= 390 s), then the plan
@@ -153,6 +161,22 @@ run_lease() {
   return $rc
 }
 
+run_abenv() {
+  local d=/tmp/device/abenv py=python3 rc=0
+  mkdir -p $d
+  for round in 1 2; do
+    timeout 90 $py tools/gpu_kernel_times.py --out $d/default_$round.md > $d/times.log 2>&1 || rc=1
+    timeout 90 env ${AB_ENV:?AB_ENV=NAME=value} $py tools/gpu_kernel_times.py --out $d/ab_$round.md >> $d/times.log 2>&1 || rc=1
+  done
+  $py tools/gpu_check.py --skip-build --out $d/check --budget 240 --sanitizer-timeout 60 \
+    --steps tests,check,determinism,memcheck > $d/check.log 2>&1 || rc=1
+  { cat $d/check/summary.md 2>/dev/null || tail -40 $d/check.log; } > "$RESULTS/check-summary.md"
+  for f in $d/default_*.md $d/ab_*.md; do { echo "=== $(basename $f .md)"; cat $f; } >> "$RESULTS/abenv-times.md"; done
+  echo "AB_ENV: $AB_ENV" >> "$RESULTS/abenv-times.md"
+  tar -czf "$RESULTS/abenv.tar.gz" -C /tmp/device abenv
+  return $rc
+}
+
 run_times() {
   local d=/tmp/device/times py=python3 rc=0
   rm -rf $d && mkdir -p $d
@@ -167,6 +191,7 @@ run_times() {
 status=0
 case "$STEP" in
   lease) run_lease || status=$? ;;
+  abenv) run_abenv || status=$? ;;
   short) run_short || status=$? ;;
   source) run_source || status=$? ;;
   recheck) run_recheck || status=$? ;;
@@ -175,7 +200,7 @@ case "$STEP" in
   sweep) run_sweep || status=$? ;;
   ncu) run_ncu || status=$? ;;
   all) for s in check sweep ncu; do "run_$s" || status=$?; done ;;
-  *) echo "device_run: unknown step $STEP (lease|short|recheck|times|check|sweep|ncu|source|all)" >&2; exit 2 ;;
+  *) echo "device_run: unknown step $STEP (lease|abenv|short|recheck|times|check|sweep|ncu|source|all)" >&2; exit 2 ;;
 esac
 ls -la "$RESULTS"
 exit $status
