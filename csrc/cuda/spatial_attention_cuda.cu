@@ -61,8 +61,11 @@ template <class K, class A> void allow_max_dynamic_smem() {
   });
 }
 
-// Whether a call's kernels after its first are launched as programmatic dependents of the one
-// before (sm_90 and later; SAM_FUSED_CUDA_PDL=0 turns it off, e.g. to time the difference).
+// Whether a backward call's kernels after its first are launched as programmatic dependents of
+// the one before (sm_90 and later; SAM_FUSED_CUDA_PDL=0 turns it off, e.g. to time the
+// difference). The forward's are not: on an H100 that made the two-pass forward (FwdPool, then
+// FwdMain) 4-5% slower at CBAM (32,64,56,56), where the backward's kernels gained 1.4-3.8%
+// (docs/gpu-results.md, seventh session).
 inline bool overlap_launches() {
   if (at::cuda::getCurrentDeviceProperties()->major < 9) return false;
   const char* v = std::getenv("SAM_FUSED_CUDA_PDL");
@@ -72,10 +75,11 @@ inline bool overlap_launches() {
 struct CudaLauncher {
   CallPlan last_call;
   int launched = 0;  // kernels of this call launched so far
-  const bool overlap = overlap_launches();
+  const bool overlap;
+  explicit CudaLauncher(bool dependent_launches) : overlap(dependent_launches && overlap_launches()) {}
   DeviceLimits limits() const { return device_limits(); }
   void track(int, const at::Tensor&, bool = false) {}
-  // A call's second and later kernels are launched while the one before may still run
+  // With overlap (the backward), a call's second and later kernels are launched while the one before may still run
   // (programmatic dependent launch): their blocks take the SM slots that the previous grid's
   // last wave frees and wait at their start until that grid has finished and its writes are
   // visible (block_program_kernel), so the launch gap and the previous grid's tail overlap.
@@ -104,7 +108,7 @@ std::tuple<at::Tensor, at::Tensor> spatial_attention_fwd_cuda(const at::Tensor& 
                                                               const std::optional<at::Tensor>& bias,
                                                               const std::string& pool, bool return_map) {
   const c10::cuda::CUDAGuard guard(x.device());
-  block::CudaLauncher launcher;
+  block::CudaLauncher launcher(false);
   return block::run_forward(launcher, x, weight, bias, pool, return_map);
 }
 
@@ -114,7 +118,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> spatial_attention_bwd_cuda(const 
                                                                           const at::Tensor& pooled,
                                                                           const std::string& pool, bool return_map) {
   const c10::cuda::CUDAGuard guard(x.device());
-  block::CudaLauncher launcher;
+  block::CudaLauncher launcher(true);
   return block::run_backward(launcher, grad_out, x, weight, bias, pooled, pool, return_map);
 }
 
@@ -126,7 +130,7 @@ std::tuple<at::Tensor, at::Tensor> spatial_attention_fwd_planned_cuda(const at::
                                                                       const std::string& pool, bool return_map,
                                                                       int64_t variant, int64_t rows, int64_t threads) {
   const c10::cuda::CUDAGuard guard(x.device());
-  block::CudaLauncher launcher;
+  block::CudaLauncher launcher(false);
   return block::run_forward(launcher, x, weight, bias, pool, return_map,
                             block::checked_overrides(variant, rows, threads));
 }
@@ -136,7 +140,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> spatial_attention_bwd_planned_cud
     const at::Tensor& pooled, const std::string& pool, bool return_map, int64_t variant, int64_t rows,
     int64_t threads) {
   const c10::cuda::CUDAGuard guard(x.device());
-  block::CudaLauncher launcher;
+  block::CudaLauncher launcher(true);
   return block::run_backward(launcher, grad_out, x, weight, bias, pooled, pool, return_map,
                              block::checked_overrides(variant, rows, threads));
 }
