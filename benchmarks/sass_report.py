@@ -91,10 +91,9 @@ def kernel_name(mangled: str) -> str:
     return f"{name}<{dtype},{'NHWC' if layout[1] == '1' else 'NCHW'},{'i64' if layout[2] == 'l' else 'i32'}{spill}>"
 
 
-def count(sass_text: str) -> dict:
-    """{(arch, kernel): Counter of CLASSES} over the cuobjdump -sass text."""
-    out: dict = {}
-    arch, current = "?", None
+def instructions(sass_text: str):
+    """(arch, kernel, opcode text) of every instruction of the cuobjdump -sass text, in order."""
+    arch, kernel = "?", None
     for line in sass_text.splitlines():
         m = re.search(r"(?:arch = |code for )(sm_\d+[af]?)", line)
         if m:
@@ -102,12 +101,19 @@ def count(sass_text: str) -> dict:
             continue
         m = re.search(r"Function : (\S+)", line)
         if m:
-            current = out.setdefault((arch, kernel_name(m.group(1))), Counter())
+            kernel = kernel_name(m.group(1))
             continue
-        if current is None or "/*" not in line:
-            continue
+        if kernel is not None and re.match(r"\s*/\*[0-9a-f]{4,}\*/", line):
+            yield arch, kernel, line.split("*/", 1)[1].split(";")[0]
+
+
+def count(sass_text: str) -> dict:
+    """{(arch, kernel): Counter of CLASSES} over the cuobjdump -sass text."""
+    out: dict = {}
+    for arch, kernel, op in instructions(sass_text):
+        current = out.setdefault((arch, kernel), Counter())
         for cls, rx in CLASSES.items():
-            if re.search(rx, line):
+            if re.search(rx, op):
                 current[cls] += 1
     return out
 
@@ -122,26 +128,15 @@ def dependent_launch_order(sass_text: str) -> dict:
     """{(arch, kernel): (launch_dependents, wait, first global access)}: the instruction index of
     each in the kernel's SASS (None where absent), for the block programs."""
     out: dict = {}
-    arch, current, index = "?", None, 0
-    for line in sass_text.splitlines():
-        m = re.search(r"(?:arch = |code for )(sm_\d+[af]?)", line)
-        if m:
-            arch = m.group(1)
+    for arch, kernel, op in instructions(sass_text):
+        if not kernel.startswith(BLOCK_PROGRAMS):
             continue
-        m = re.search(r"Function : (\S+)", line)
-        if m:
-            name = kernel_name(m.group(1))
-            current = out.setdefault((arch, name), [None, None, None]) if name.startswith(BLOCK_PROGRAMS) else None
-            index = 0
-            continue
-        if current is None or not re.match(r"\s*/\*[0-9a-f]{4}\*/", line):
-            continue
-        op = line.split("*/", 1)[1].split(";")[0]
+        current = out.setdefault((arch, kernel), [None, None, None, 0])
         for slot, rx in enumerate((LAUNCH_DEPENDENTS, GRID_WAIT, GLOBAL_ACCESS)):
             if current[slot] is None and re.search(rx, op):
-                current[slot] = index
-        index += 1
-    return {k: tuple(v) for k, v in out.items()}
+                current[slot] = current[3]
+        current[3] += 1
+    return {k: tuple(v[:3]) for k, v in out.items()}
 
 
 def is_spatial(kernel: str) -> bool:
