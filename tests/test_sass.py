@@ -46,9 +46,10 @@ def test_staged_tile_uses_128_bit_shared_accesses(counts):
 
 
 def test_dependent_launches_wait_before_touching_global_memory(sass_text):
-    # A call's later kernels are launched as programmatic dependents of the one before (sm_90+,
-    # CudaLauncher::launch): a block may start while the previous grid still writes what it
-    # reads, so it must wait (griddepcontrol.wait: ACQBULK) before its first global access.
+    # A backward call's later kernels are launched as programmatic dependents of the one before
+    # (sm_90+, CudaLauncher::launch): a block may start while the previous grid still writes
+    # what it reads, so it must wait (griddepcontrol.wait: ACQBULK) before its first global
+    # access. Every block program carries the wait (a no-op where launched as usual).
     order = sass_report.dependent_launch_order(sass_text)
     hopper = {k: v for k, v in order.items() if int(k[0][3:].rstrip("af")) >= 90}
     if not hopper:

@@ -64,8 +64,8 @@ template <class K, class A> void allow_max_dynamic_smem() {
 // Whether a backward call's kernels after its first are launched as programmatic dependents of
 // the one before (sm_90 and later; SAM_FUSED_CUDA_PDL=0 turns it off, e.g. to time the
 // difference). The forward's are not: on an H100 that made the two-pass forward (FwdPool, then
-// FwdMain) 4-5% slower at CBAM (32,64,56,56), where the backward's kernels gained 1.4-3.8%
-// (docs/gpu-results.md, seventh session).
+// FwdMain) 4-5% slower at CBAM (32,64,56,56), while the backward gains 0.5-4.5% in CUDA-graph
+// replays (docs/gpu-results.md, seventh session).
 inline bool overlap_launches() {
   if (at::cuda::getCurrentDeviceProperties()->major < 9) return false;
   const char* v = std::getenv("SAM_FUSED_CUDA_PDL");
@@ -79,11 +79,11 @@ struct CudaLauncher {
   explicit CudaLauncher(bool dependent_launches) : overlap(dependent_launches && overlap_launches()) {}
   DeviceLimits limits() const { return device_limits(); }
   void track(int, const at::Tensor&, bool = false) {}
-  // With overlap (the backward), a call's second and later kernels are launched while the one before may still run
-  // (programmatic dependent launch): their blocks take the SM slots that the previous grid's
-  // last wave frees and wait at their start until that grid has finished and its writes are
-  // visible (block_program_kernel), so the launch gap and the previous grid's tail overlap.
-  // The first kernel waits for the work before the call as any launch does.
+  // With overlap (the backward), a call's second and later kernels are launched while the one
+  // before may still run (programmatic dependent launch): their blocks take the SM slots that
+  // the previous grid's last wave frees and wait at their start until that grid has finished
+  // and its writes are visible (block_program_kernel), so the launch gap and the previous
+  // grid's tail overlap. The first kernel waits for the work before the call as any launch does.
   template <class K, class A> void launch(const Launch& l, const A& a) {
     if (l.grid == 0) return;
     allow_max_dynamic_smem<K, A>();
