@@ -97,6 +97,29 @@ def test_rho_in_memory_order_gives_the_bits_of_the_groups(isa, channels, pool):
     assert torch.equal(rows_as_samples(dx(rows_as_samples(x), rows_as_samples(g))), dx(x, g))
 
 
+# The forward's pool pass likewise: runs of 512 bytes or more one channel at a time, shorter runs
+# of 128 values or more (16-bit) in blocks of 16 channels, and short runs by groups of pixels over
+# all channels; all must give each pixel the same bits. With a 1x1 kernel, the same pixels as rows
+# of 180 (fp32: 720-byte runs, in order; bf16: 360 bytes, the blocks) and as 20 samples of 9 (the
+# groups) must give the same pooled maps and outputs.
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("pool", POOLS)
+@pytest.mark.parametrize("channels", [1, 2, 33])
+@pytest.mark.parametrize("isa", ISA_PARAMS, indirect=True)
+def test_pool_in_memory_order_gives_the_bits_of_the_groups(isa, channels, pool, dtype):
+    torch.manual_seed(channels)
+    x = torch.randn(1, channels, 20, 9).to(dtype)
+    w, b = torch.randn(1, 2 if "+" in pool else 1, 1, 1).to(dtype), torch.randn(1).to(dtype)
+
+    def rows_as_samples(t):
+        return t.permute(2, 1, 0, 3).contiguous()
+
+    out, pooled = torch.ops.sam_fused.spatial_attention_fwd(x, w, b, pool, False)
+    out_rows, pooled_rows = torch.ops.sam_fused.spatial_attention_fwd(rows_as_samples(x), w, b, pool, False)
+    assert torch.equal(rows_as_samples(pooled_rows), pooled)
+    assert torch.equal(rows_as_samples(out_rows), out)
+
+
 # channels_last: channel counts that fill whole vectors of every ISA (64), leave a masked tail
 # (19, 37), or fit in less than one vector (3); outputs > 4 MB stream whole lines, with C = 64 one
 # pixel per 4 lines, with C = 40 (160 bytes) pixels that begin and end inside lines.

@@ -302,10 +302,24 @@ template <bool kMax, class S> void pool_blocked(const S* x, int64_t C, int64_t s
   }
 }
 
-// Runs of two groups of 4 vectors or more over more than one block of channels: pool_blocked (a
-// shorter run is read nearly front to back by pool, in fewer instructions).
+// pool's sums (the same chains, each in channel order: the same bits) one channel at a time,
+// each run front to back (each_run_in_order, below), the chains' sums waiting in L1 rows: one
+// sequential stream. From memory, pool_blocked's 16 interleaved runs took 1.3-1.4x as long as
+// this order in the forward at 576- and 1152-byte runs (16 and 32 rows of 9), 2.4x in a bare-loop
+// version of the pool pass, though the same from L3. At 2304-byte runs (64 rows) the blocks
+// measured as fast, in fewer instructions (a load and a store of the sums per vector fewer), so
+// they keep runs of kInOrderPoolMaxBytes or more (docs/cpu-results.md).
+template <bool kMax, class S> void pool_in_order(const S* x, int64_t C, int64_t stride, int64_t n, float* out);
+template <class S> inline bool runs_in_order(int64_t C, int64_t n);
+constexpr int64_t kInOrderPoolMaxBytes = 2048;
+
+// Runs from kInOrderBytes to kInOrderPoolMaxBytes: pool_in_order. Other runs of two groups of 4
+// vectors or more over more than one block of channels: pool_blocked (a shorter run is read nearly
+// front to back by pool, in fewer instructions).
 template <bool kMax, class S> void pool_any(const S* x, int64_t C, int64_t stride, int64_t n, float* out) {
-  if (n >= 8 * N && C > kPoolBlock) pool_blocked<kMax>(x, C, stride, n, out);
+  if (runs_in_order<S>(C, n) && n * int64_t(sizeof(S)) < kInOrderPoolMaxBytes)
+    pool_in_order<kMax>(x, C, stride, n, out);
+  else if (n >= 8 * N && C > kPoolBlock) pool_blocked<kMax>(x, C, stride, n, out);
   else pool<kMax>(x, C, stride, n, out);
 }
 template <class S> void pool_sum(const S* x, int64_t C, int64_t stride, int64_t n, float* out) {
@@ -531,8 +545,8 @@ template <bool kWhole> struct Lanes {
 // blocks of 2-8 channels) makes two streams per channel: on a VM with a 32 KiB L1d, four (two
 // channels' runs of x and of g) were read from memory at half the rate of two, at runs of 512
 // bytes or more (docs/cpu-results.md). Shorter runs are read nearly front to back by the groups
-// too, in fewer instructions. (The forward's pool pass reads one array; its blocks of 16 channels,
-// pool_blocked, measured the same as one channel at a time, in fewer instructions.)
+// too, in fewer instructions. The forward's pool pass takes the same order up to 2 KiB runs
+// (pool_in_order).
 constexpr int64_t kInOrderBytes = 512;
 template <class S> inline bool runs_in_order(int64_t C, int64_t n) {
   return C > 1 && n * int64_t(sizeof(S)) >= kInOrderBytes;
@@ -560,6 +574,24 @@ template <class Step> SAM_FUSED_SIMD_INLINE void each_run_in_order(int64_t c0, i
     else if (last) sweep(No{}, Yes{});
     else sweep(No{}, No{});
   }
+}
+
+template <bool kMax, class S> void pool_in_order(const S* x, int64_t C, int64_t stride, int64_t n, float* out) {
+  const R init = kMax ? V::set1(-std::numeric_limits<float>::infinity()) : V::zero();
+  SmallBuffer<float, 4096> sums(2 * n);  // chain a (even channels), then chain b (odd)
+  float* const sa = sums.get();
+  float* const sb = sa + n;
+  each_run_in_order(
+      0, C, n, [&](int64_t c, auto first, auto last, int64_t i, auto lanes) __attribute__((always_inline)) {
+        const bool odd = c & 1;
+        float* const own = odd ? sb : sa;
+        const R acc =
+            pool_op<kMax>(decltype(first)::value ? init : lanes.load(own + i), lanes.load(x + c * stride + i));
+        if constexpr (!decltype(last)::value) lanes.store(own + i, acc);
+        else if (odd) lanes.store(out + i, pool_op<kMax>(lanes.load(sa + i), acc));
+        else if (c > 0) lanes.store(out + i, pool_op<kMax>(acc, lanes.load(sb + i)));
+        else lanes.store(out + i, pool_op<kMax>(acc, init));  // one channel
+      });
 }
 
 // rho's sums (the same chains, in the same order: the same bits) over runs_in_order; rho[0, n)
