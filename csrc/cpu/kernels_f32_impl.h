@@ -302,33 +302,6 @@ template <bool kMax, class S> void pool_blocked(const S* x, int64_t C, int64_t s
   }
 }
 
-// pool's sums (the same chains, each in channel order: the same bits) one channel at a time,
-// each run front to back (each_run_in_order, below), the chains' sums waiting in L1 rows: one
-// sequential stream. From memory, pool_blocked's 16 interleaved runs took 1.3-1.4x as long as
-// this order in the forward at 576- and 1152-byte runs (16 and 32 rows of 9), 2.4x in a bare-loop
-// version of the pool pass, though the same from L3. At 2304-byte runs (64 rows) the blocks
-// measured as fast, in fewer instructions (a load and a store of the sums per vector fewer), so
-// they keep runs of kInOrderPoolMaxBytes or more (docs/cpu-results.md).
-template <bool kMax, class S> void pool_in_order(const S* x, int64_t C, int64_t stride, int64_t n, float* out);
-template <class S> inline bool runs_in_order(int64_t C, int64_t n);
-constexpr int64_t kInOrderPoolMaxBytes = 2048;
-
-// Runs from kInOrderBytes to kInOrderPoolMaxBytes: pool_in_order. Other runs of two groups of 4
-// vectors or more over more than one block of channels: pool_blocked (a shorter run is read nearly
-// front to back by pool, in fewer instructions).
-template <bool kMax, class S> void pool_any(const S* x, int64_t C, int64_t stride, int64_t n, float* out) {
-  if (runs_in_order<S>(C, n) && n * int64_t(sizeof(S)) < kInOrderPoolMaxBytes)
-    pool_in_order<kMax>(x, C, stride, n, out);
-  else if (n >= 8 * N && C > kPoolBlock) pool_blocked<kMax>(x, C, stride, n, out);
-  else pool<kMax>(x, C, stride, n, out);
-}
-template <class S> void pool_sum(const S* x, int64_t C, int64_t stride, int64_t n, float* out) {
-  pool_any<false>(x, C, stride, n, out);
-}
-template <class S> void pool_max(const S* x, int64_t C, int64_t stride, int64_t n, float* out) {
-  pool_any<true>(x, C, stride, n, out);
-}
-
 template <class S>
 void scale(S* out, const S* x, const float* s, int64_t C, int64_t stride, int64_t n, bool stream,
            const PrefetchRuns* pf, int npf) {
@@ -576,6 +549,13 @@ template <class Step> SAM_FUSED_SIMD_INLINE void each_run_in_order(int64_t c0, i
   }
 }
 
+// pool's sums (the same chains, each in channel order: the same bits) one channel at a time,
+// each run front to back (each_run_in_order), the chains' sums waiting in L1 rows: one
+// sequential stream. From memory, pool_blocked's 16 interleaved runs took 1.3-1.4x as long as
+// this order in the forward at 576- and 1152-byte runs (16 and 32 rows of 9), 2.4x in a bare-loop
+// version of the pool pass, though the same from L3. At 2304-byte runs (64 rows) the blocks
+// measured as fast, in fewer instructions (a load and a store of the sums per vector fewer), so
+// they keep runs of kInOrderPoolMaxBytes or more (docs/cpu-results.md).
 template <bool kMax, class S> void pool_in_order(const S* x, int64_t C, int64_t stride, int64_t n, float* out) {
   const R init = kMax ? V::set1(-std::numeric_limits<float>::infinity()) : V::zero();
   SmallBuffer<float, 4096> sums(2 * n);  // chain a (even channels), then chain b (odd)
@@ -592,6 +572,24 @@ template <bool kMax, class S> void pool_in_order(const S* x, int64_t C, int64_t 
         else if (c > 0) lanes.store(out + i, pool_op<kMax>(acc, lanes.load(sb + i)));
         else lanes.store(out + i, pool_op<kMax>(acc, init));  // one channel
       });
+}
+
+constexpr int64_t kInOrderPoolMaxBytes = 2048;
+
+// Runs from kInOrderBytes to kInOrderPoolMaxBytes: pool_in_order. Other runs of two groups of 4
+// vectors or more over more than one block of channels: pool_blocked (a shorter run is read nearly
+// front to back by pool, in fewer instructions).
+template <bool kMax, class S> void pool_any(const S* x, int64_t C, int64_t stride, int64_t n, float* out) {
+  if (runs_in_order<S>(C, n) && n * int64_t(sizeof(S)) < kInOrderPoolMaxBytes)
+    pool_in_order<kMax>(x, C, stride, n, out);
+  else if (n >= 8 * N && C > kPoolBlock) pool_blocked<kMax>(x, C, stride, n, out);
+  else pool<kMax>(x, C, stride, n, out);
+}
+template <class S> void pool_sum(const S* x, int64_t C, int64_t stride, int64_t n, float* out) {
+  pool_any<false>(x, C, stride, n, out);
+}
+template <class S> void pool_max(const S* x, int64_t C, int64_t stride, int64_t n, float* out) {
+  pool_any<true>(x, C, stride, n, out);
 }
 
 // rho's sums (the same chains, in the same order: the same bits) over runs_in_order; rho[0, n)
