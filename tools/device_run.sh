@@ -82,6 +82,9 @@ run_ncu() {
   return $rc
 }
 
+# check_summary DIR: gpu_check.py's summary.md under DIR/check, else the end of its log
+check_summary() { cat "$1/check/summary.md" 2>/dev/null || tail -40 "$1/check.log"; }
+
 run_short() {
   local d=/tmp/device/short py=python3 rc=0
   mkdir -p $d
@@ -94,8 +97,7 @@ run_short() {
   local sweep=$?
   echo "exit status $sweep" >> $d/sweep.log
   [ $sweep -eq 0 ] || rc=1
-  { cat $d/check/summary.md 2>/dev/null || tail -40 $d/check.log
-    echo "=== sweep"; tail -30 $d/sweep.log; } > "$RESULTS/short-summary.txt"
+  { check_summary $d; echo "=== sweep"; tail -30 $d/sweep.log; } > "$RESULTS/short-summary.txt"
   cp $d/check/kernel_times.md "$RESULTS/" 2>/dev/null
   pack short $d
   return $rc
@@ -147,11 +149,11 @@ run_lease() {
   mkdir -p $d
   $py tools/gpu_check.py --skip-build --out $d/check --budget 330 --sanitizer-timeout 120 \
     --steps tests,check,determinism,memcheck,racecheck,times > $d/check.log 2>&1 || rc=1
-  { cat $d/check/summary.md 2>/dev/null || tail -40 $d/check.log; } > "$RESULTS/check-summary.md"
+  check_summary $d > "$RESULTS/check-summary.md"
   tar -czf "$RESULTS/check.tar.gz" -C $d check check.log
   if [ -d "$base" ]; then  # the base bundle first, so that this one is in place for the steps after
     for b in "$base" "$BUNDLE"; do
-      BUNDLE=$b RESULTS=$d/times-$(basename "$b") bash tools/device_run.sh times > $d/times.log 2>&1 || rc=1
+      BUNDLE=$b RESULTS=$d/times-$(basename "$b") bash tools/device_run.sh times >> $d/times.log 2>&1 || rc=1
       { echo "=== bundle $(cat "$b/COMMIT")"; cat $d/times-$(basename "$b")/times-summary.txt; } >> "$RESULTS/times-ab.txt"
     done
   fi
@@ -162,15 +164,15 @@ run_lease() {
 }
 
 run_abenv() {
-  local d=/tmp/device/abenv py=python3 rc=0
+  local d=/tmp/device/abenv py=python3 rc=0 ab=${AB_ENV:?AB_ENV=NAME=value}
   mkdir -p $d
   for round in 1 2; do
-    timeout 90 $py tools/gpu_kernel_times.py --out $d/default_$round.md > $d/times.log 2>&1 || rc=1
-    timeout 90 env ${AB_ENV:?AB_ENV=NAME=value} $py tools/gpu_kernel_times.py --out $d/ab_$round.md >> $d/times.log 2>&1 || rc=1
+    timeout 90 $py tools/gpu_kernel_times.py --out $d/default_$round.md >> $d/times.log 2>&1 || rc=1
+    timeout 90 env $ab $py tools/gpu_kernel_times.py --out $d/ab_$round.md >> $d/times.log 2>&1 || rc=1
   done
   $py tools/gpu_check.py --skip-build --out $d/check --budget 240 --sanitizer-timeout 60 \
     --steps tests,check,determinism,memcheck > $d/check.log 2>&1 || rc=1
-  { cat $d/check/summary.md 2>/dev/null || tail -40 $d/check.log; } > "$RESULTS/check-summary.md"
+  check_summary $d > "$RESULTS/check-summary.md"
   for f in $d/default_*.md $d/ab_*.md; do { echo "=== $(basename $f .md)"; cat $f; } >> "$RESULTS/abenv-times.md"; done
   echo "AB_ENV: $AB_ENV" >> "$RESULTS/abenv-times.md"
   tar -czf "$RESULTS/abenv.tar.gz" -C /tmp/device abenv
