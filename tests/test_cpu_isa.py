@@ -326,3 +326,39 @@ def test_streamed_results_bitwise_equal_to_cached(isa, shape, pool, dtype):
 def test_cache_sizes_reported():
     l1d, l2, l3 = torch.ops.sam_fused._cpu_cache_sizes()
     assert l1d > 0 and l2 > 0 and l3 >= 0
+
+
+def _functions_in(lib: str) -> dict:
+    """Disassembled host functions of lib by demangled name (objdump -d -C): name -> text."""
+    import subprocess
+    out = subprocess.run(["objdump", "-d", "-C", "--no-show-raw-insn", lib], capture_output=True, text=True,
+                         check=True).stdout
+    funcs, name, body = {}, None, []
+    for line in out.splitlines():
+        if line.endswith(">:") and " <" in line:
+            if name:
+                funcs[name] = "\n".join(body)
+            name, body = line[line.index(" <") + 2:-2], []
+        elif name:
+            body.append(line)
+    if name:
+        funcs[name] = "\n".join(body)
+    return funcs
+
+
+@pytest.mark.skipif(not any(isa in SUPPORTED for isa in ("avx2", "avx512")), reason="x86 dispatch only")
+def test_streamed_write_loops_issue_the_next_bands_prefetches():
+    """The scale and dx loops of every ISA and dtype, both layouts, contain the prefetches of the
+    next band's x (and g). GCC 12 once deleted every NCHW one without a warning: the prefetches
+    sat in a free function that did nothing else, which GCC took for pure, so its calls went."""
+    import shutil
+    if shutil.which("objdump") is None:
+        pytest.skip("needs objdump (binutils)")
+    funcs = _functions_in(sam_fused._C.__file__)
+    loops = {name: body for name, body in funcs.items()
+             if "sam_fused::cpu::isa_" in name and "[clone .cold]" not in name
+             and any(f"::{k}<" in name for k in ("scale", "dx_terms", "scale_nhwc", "dx_nhwc_terms"))}
+    # three ISAs x (scale + 8 dx term sets) x 3 dtypes x 2 layouts
+    assert len(loops) >= 3 * 9 * 3 * 2, sorted(loops)
+    without = sorted(name for name, body in loops.items() if "prefetch" not in body)
+    assert not without, f"{len(without)} write loops issue no prefetch: {without[:6]}"

@@ -15,8 +15,8 @@
 
 namespace sam_fused::cpu {
 
-// A region of rows that a later band reads, fetched into L2 one channel's run at a time while
-// the current band is written: run c is [base + c * stride, + run_bytes). base null: none.
+// A region of rows that a later band reads, fetched into L2 a few lines at a time while the
+// current band is written (SpreadPrefetch): run c is [base + c * stride, + run_bytes). base null: none.
 struct PrefetchRuns {
   const char* base = nullptr;
   int64_t run_bytes = 0, stride = 0;

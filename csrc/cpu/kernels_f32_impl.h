@@ -21,25 +21,66 @@ template <class S> SAM_FUSED_SIMD_INLINE float scalar_float(S v) {
   else return widen1(v);
 }
 
-inline void prefetch_run(const PrefetchRuns& pf, int64_t c) {
-  if (!pf.base) return;
-  const char* p = pf.base + c * pf.stride;
-  int64_t off = 0;
-  for (; off + 256 <= pf.run_bytes; off += 256) {
-    __builtin_prefetch(p + off, 0, 2);
-    __builtin_prefetch(p + off + 64, 0, 2);
-    __builtin_prefetch(p + off + 128, 0, 2);
-    __builtin_prefetch(p + off + 192, 0, 2);
+// The regions pf[0, npf) (at most two: the backward fetches x and g), each `runs` runs of
+// run_bytes, `stride` apart, fetched into L2 in step with a write of `total` elements: whenever
+// the write reaches the next group of kPrefetchGroup elements, each region's lines are requested up
+// to the same fraction. Small groups rather than a run at a time: on a VM's EPYC, bursts of a
+// whole run (36 lines at 2304-byte runs) left the forward 1.3x slower from memory than four
+// lines every four written (docs/cpu-results.md). The issuing is an ordinary member function
+// that writes this object: GCC 12 took a free function of prefetches alone for pure and deleted
+// its calls (which the test of the built code's prefetches guards).
+class SpreadPrefetch {
+ public:
+  static constexpr int64_t kPrefetchGroup = 64;
+
+  SpreadPrefetch(const PrefetchRuns* pf, int npf, int64_t runs, int64_t total) : total_(total) {
+    for (int q = 0; q < std::min(npf, 2); ++q)
+      if (pf[q].base && pf[q].run_bytes > 0 && runs > 0)
+        walks_[nwalks_++] = {pf[q].base, 0, pf[q].run_bytes, pf[q].stride, runs * ((pf[q].run_bytes + 63) / 64), 0};
+    // lines due per element written, in 32.32 fixed point (no division per group)
+    for (int q = 0; q < nwalks_; ++q)
+      walks_[q].rate = (uint64_t(walks_[q].lines) << 32) / uint64_t(std::max<int64_t>(total, 1));
+    next_ = nwalks_ > 0 && total > 0 ? 0 : std::numeric_limits<int64_t>::max();
   }
-  for (; off < pf.run_bytes; off += 64) __builtin_prefetch(p + off, 0, 2);
-}
+  // Called with the elements written so far, before writing more.
+  SAM_FUSED_SIMD_INLINE void at(int64_t done) {
+    if (done >= next_) issue(done + kPrefetchGroup);
+  }
+  // Whatever is left (a write shorter than the next band's regions).
+  void finish() {
+    if (next_ != std::numeric_limits<int64_t>::max()) issue(total_);
+  }
+
+ private:
+  struct Walk {
+    const char* run;
+    int64_t off, run_bytes, stride, lines, issued;
+    uint64_t rate;
+  };
+  void issue(int64_t upto) {
+    upto = std::min(upto, total_);
+    for (int q = 0; q < nwalks_; ++q) {
+      Walk& w = walks_[q];
+      const int64_t goal = upto >= total_ ? w.lines : int64_t((w.rate * uint64_t(upto)) >> 32);
+      for (; w.issued < goal; ++w.issued) {
+        __builtin_prefetch(w.run + w.off, 0, 2);
+        if ((w.off += 64) >= w.run_bytes) w.off = 0, w.run += w.stride;
+      }
+    }
+    next_ = upto >= total_ ? std::numeric_limits<int64_t>::max() : upto;
+  }
+  Walk walks_[2];
+  int nwalks_ = 0;
+  int64_t total_, next_;
+};
 
 // One output row of n elements: o[i, i+k) = f(i, k) (k = N but at the tail). With `stream`,
 // whole 64-byte lines are stored non-temporally: a large output is written once and not read
 // back here, so its lines need not be fetched first (what lets the fused op match x.clone()'s
 // 2N bytes). The partial lines at the ends, which a neighbouring row also writes, take plain
 // stores. f computes the same vector operations wherever the row's lines begin.
-template <class S, class F> SAM_FUSED_SIMD_INLINE void write_row(S* o, int64_t n, bool stream, F&& f) {
+template <class S, class F, class Tick>
+SAM_FUSED_SIMD_INLINE void write_row(S* o, int64_t n, bool stream, F&& f, Tick&& tick) {
   constexpr int64_t kLine = kLineElems<S>;
   int64_t i = 0;
   if (stream && n >= 2 * kLine) {  // at least one whole line wherever the row starts
@@ -47,15 +88,22 @@ template <class S, class F> SAM_FUSED_SIMD_INLINE void write_row(S* o, int64_t n
     for (; i < head; i += N) V::store_k(o + i, f(i, std::min(N, head - i)), std::min(N, head - i));
     i = head;
     const int64_t lines_end = head + (n - head) / kLine * kLine;
-    for (; i < lines_end; i += N) V::stream(o + i, f(i, N));
+    for (; i < lines_end; i += N) {
+      tick(i);
+      V::stream(o + i, f(i, N));
+    }
   }
   for (; i + 4 * N <= n; i += 4 * N) {
+    tick(i);
     V::store(o + i, f(i, N));
     V::store(o + i + N, f(i + N, N));
     V::store(o + i + 2 * N, f(i + 2 * N, N));
     V::store(o + i + 3 * N, f(i + 3 * N, N));
   }
   for (; i < n; i += N) V::store_k(o + i, f(i, std::min(N, n - i)), std::min(N, n - i));
+}
+template <class S, class F> SAM_FUSED_SIMD_INLINE void write_row(S* o, int64_t n, bool stream, F&& f) {
+  write_row(o, n, stream, f, [](int64_t) __attribute__((always_inline)) {});
 }
 
 // out[c*stride + i] = f(c, c*stride + i, i, k) for every channel c < C and i < n (k lanes
@@ -66,24 +114,20 @@ template <class S, class F> SAM_FUSED_SIMD_INLINE void write_row(S* o, int64_t n
 template <class S, class F>
 SAM_FUSED_SIMD_INLINE void write_channels(S* out, int64_t C, int64_t stride, int64_t n, bool flat, bool stream,
                                           const PrefetchRuns* pf, int npf, F&& f) {
+  SpreadPrefetch ahead(pf, npf, C, C * n);
   if (!flat) {
-    for (int64_t c = 0; c < C; ++c) {
-      for (int q = 0; q < npf; ++q) prefetch_run(pf[q], c);
-      write_row(out + c * stride, n, stream,
-                [&](int64_t i, int64_t k) __attribute__((always_inline)) { return f(c, c * stride + i, i, k); });
-    }
+    for (int64_t c = 0; c < C; ++c)
+      write_row(
+          out + c * stride, n, stream,
+          [&](int64_t i, int64_t k) __attribute__((always_inline)) { return f(c, c * stride + i, i, k); },
+          [&](int64_t i) __attribute__((always_inline)) { ahead.at(c * n + i); });
   } else {
     const int64_t total = C * n;
     int64_t o = 0, i = 0, c = 0;
-    for (int q = 0; q < npf; ++q) prefetch_run(pf[q], 0);
     auto advance = [&](int64_t k) __attribute__((always_inline)) {
       o += k;
       i += k;
-      if (i >= n) {
-        i -= n;
-        if (++c < C)
-          for (int q = 0; q < npf; ++q) prefetch_run(pf[q], c);
-      }
+      if (i >= n) i -= n, ++c;
     };
     const int64_t head = std::min<int64_t>(total, ((64 - (reinterpret_cast<uintptr_t>(out) & 63)) & 63) / sizeof(S));
     while (o < head) {
@@ -93,6 +137,7 @@ SAM_FUSED_SIMD_INLINE void write_channels(S* out, int64_t C, int64_t stride, int
     }
     const int64_t lines_end = head + (total - head) / kLineElems<S> * kLineElems<S>;
     while (o < lines_end) {
+      ahead.at(o);
       V::stream(out + o, f(c, o, i, N));
       advance(N);
     }
@@ -102,6 +147,7 @@ SAM_FUSED_SIMD_INLINE void write_channels(S* out, int64_t C, int64_t stride, int
       advance(k);
     }
   }
+  ahead.finish();
   if (stream) V::sfence();  // order the non-temporal stores before the op returns
 }
 
@@ -133,13 +179,9 @@ SAM_FUSED_SIMD_INLINE void write_blocked(S* out, int64_t C, int64_t stride, int6
   constexpr int64_t NV = kBlockVecs<S>, B = NV * N;
   const int64_t head = stream ? std::min(n, line_head(out)) : 0;
   const int64_t nblocks = (n - head) / B, body_end = head + nblocks * B;
-  int64_t pf_done = 0;  // channels whose prefetch runs are issued
-  auto prefetch_to = [&](int64_t c_end) __attribute__((always_inline)) {
-    for (; pf_done < c_end; ++pf_done)
-      for (int q = 0; q < npf; ++q) prefetch_run(pf[q], pf_done);
-  };
+  SpreadPrefetch ahead(pf, npf, C, nblocks * C * B);
+  int64_t done = 0;  // elements the blocks have written
   for (int64_t b = 0; b < nblocks; ++b) {
-    prefetch_to(C * (b + 1) / nblocks);
     const int64_t i = head + b * B;
     decltype(load(i, N)) ops[NV];
 #pragma GCC unroll 16
@@ -148,16 +190,20 @@ SAM_FUSED_SIMD_INLINE void write_blocked(S* out, int64_t C, int64_t stride, int6
     const int64_t end = i + C * stride;
     int64_t c = 0;
     if (stream) {
-      for (int64_t off = i; off != end; off += stride, ++c)
+      for (int64_t off = i; off != end; off += stride, ++c, done += B) {
+        ahead.at(done);
 #pragma GCC unroll 16
         for (int64_t v = 0; v < NV; ++v) V::stream(out + off + v * N, f(c, off + v * N, ops[v], N));
+      }
     } else {
-      for (int64_t off = i; off != end; off += stride, ++c)
+      for (int64_t off = i; off != end; off += stride, ++c, done += B) {
+        ahead.at(done);
 #pragma GCC unroll 16
         for (int64_t v = 0; v < NV; ++v) V::store(out + off + v * N, f(c, off + v * N, ops[v], N));
+      }
     }
   }
-  prefetch_to(C);
+  ahead.finish();
   // the partial runs: [0, head) and [body_end, n) of each channel
   auto part = [&](int64_t i0, int64_t i1) __attribute__((always_inline)) {
     for (int64_t i = i0; i < i1; i += N) {
@@ -302,10 +348,14 @@ template <bool kMax, class S> void pool_blocked(const S* x, int64_t C, int64_t s
   }
 }
 
+// A streamed output (x from memory) is written one channel run at a time, front to back, with
+// the next band's prefetches spread over it: the blocks of write_blocked write and read C
+// interleaved runs, which from memory left the forward 1.2-1.4x slower once the prefetches ran
+// (docs/cpu-results.md). A cached output keeps the blocks (s loaded once per block).
 template <class S>
 void scale(S* out, const S* x, const float* s, int64_t C, int64_t stride, int64_t n, bool stream,
            const PrefetchRuns* pf, int npf) {
-  if (!stream || lines_aligned_across_channels<S>(stride))
+  if (!stream)
     return write_blocked(
         out, C, stride, n, stream, pf, npf,
         [&](int64_t i, int64_t k) __attribute__((always_inline)) { return V::load_k(s + i, k); },
@@ -684,6 +734,8 @@ SAM_FUSED_SIMD_INLINE R dx_value(const S* g, int64_t c, int64_t off, const DxPix
   return v;
 }
 
+// Streamed, channel runs front to back, as scale; the max pool's routing keeps the blocks where
+// the lines line up (the flat path cannot track a lane's channel).
 template <bool kG, bool kAdd, bool kRoute, class S>
 void dx_terms(S* dx, const S* g, const float* s, const float* add, const int32_t* am, const float* route, int64_t C,
               int64_t stride, int64_t n, bool stream, const PrefetchRuns* pf, int npf) {
@@ -697,7 +749,7 @@ void dx_terms(S* dx, const S* g, const float* s, const float* add, const int32_t
     }
     return p;
   };
-  if (!stream || lines_aligned_across_channels<S>(stride))
+  if (!stream || (kRoute && lines_aligned_across_channels<S>(stride)))
     return write_blocked(
         dx, C, stride, n, stream, pf, npf,
         [&](int64_t i, int64_t k) __attribute__((always_inline)) { return pixel(s, add, i, k); },
