@@ -1,7 +1,8 @@
 // The forward's pool pass in two read orders, as bare AVX-512 loops, from memory and from L3:
 // pool_blocked's (blocks of 16 channels, each block's runs read a group of 4 vectors at a time:
 // 16 interleaved runs) and one channel at a time, front to back (pool_in_order), each alone and
-// followed by the scale pass (x again, out by non-temporal stores), beside a copy and a sum.
+// followed by the scale pass (x again, out by non-temporal stores), and the in-order forward with
+// the next sample prefetched during the scale pass, beside a copy and a sum.
 // docs/cpu-results.md has the numbers and what they decided.
 //
 //   g++ -O3 -march=native -std=c++17 benchmarks/cpu_pool_orders.cpp -o /tmp/cpu_pool_orders
@@ -66,6 +67,24 @@ template <void (*Pool)(const float*), bool kScale> void pass() {
   }
   _mm_sfence();
 }
+// The forward in order, the next sample's lines prefetched (into L2) four at a time every four
+// lines written, as the kernels' SpreadPrefetch does.
+void fwd_prefetched() {
+  for (int b = 0; b < kB; ++b) {
+    pool_in_order(x + b * sample);
+    for (int i = 0; i < P; ++i) s[i] = 0.5f + (sa[i] + sb[i]) * 1e-6f, sa[i] = sb[i] = 0;
+    const float* xb = x + b * sample;
+    float* ob = out + b * sample;
+    const char* next = b + 1 < kB ? reinterpret_cast<const char*>(xb + sample) : nullptr;
+    size_t line = 0;
+    for (size_t i = 0; i < sample; i += 16, ++line) {
+      if (next && line % 4 == 0)
+        for (size_t q = line; q < line + 4 && q < sample / 16; ++q) _mm_prefetch(next + q * 64, _MM_HINT_T1);
+      _mm512_stream_ps(ob + i, _mm512_mul_ps(_mm512_loadu_ps(xb + i), _mm512_load_ps(s + i % P)));
+    }
+  }
+  _mm_sfence();
+}
 void copy() { std::memcpy(out, x, kB * sample * 4); }
 void sum() {
   __m512 a = _mm512_setzero_ps();
@@ -91,7 +110,8 @@ int main(int argc, char** argv) {
                {"pool blocked", pass<pool_blocked, false>, 1e9},
                {"pool in order", pass<pool_in_order, false>, 1e9},
                {"fwd blocked", pass<pool_blocked, true>, 1e9},
-               {"fwd in order", pass<pool_in_order, true>, 1e9}};
+               {"fwd in order", pass<pool_in_order, true>, 1e9},
+               {"fwd in order, prefetched", fwd_prefetched, 1e9}};
   int call = 0;
   for (int round = 0; round < 6; ++round)  // interleaved rounds: drift hits every case alike
     for (auto& c : cases)

@@ -22,11 +22,13 @@ template <class S> SAM_FUSED_SIMD_INLINE float scalar_float(S v) {
 }
 
 // The regions pf[0, npf) (at most two: the backward fetches x and g), each `runs` runs of
-// run_bytes, `stride` apart, fetched into L2 in step with a write of `total` elements: whenever
-// the write reaches the next group of kPrefetchGroup elements, each region's lines are requested up
-// to the same fraction. Small groups rather than a run at a time: on a VM's EPYC, bursts of a
-// whole run (36 lines at 2304-byte runs) left the forward 1.3x slower from memory than four
-// lines every four written (docs/cpu-results.md). The issuing is an ordinary member function
+// run_bytes, `stride` apart, fetched into L2 in step with a streamed write of `total` elements:
+// whenever the write reaches the next group of kPrefetchGroup elements, each region's lines are
+// requested up to the same fraction. Small groups rather than a run at a time: on a VM's EPYC,
+// bursts of a whole run (36 lines at 2304-byte runs) left the forward 1.3x slower from memory
+// than four lines every four written, and a line per line written measured slower than the
+// groups (docs/cpu-results.md). Cached writes (x in cache too) fetch nothing: there the calls
+// cost more than they gain. The issuing is an ordinary member function
 // that writes this object: GCC 12 took a free function of prefetches alone for pure and deleted
 // its calls (which the test of the built code's prefetches guards).
 class SpreadPrefetch {
@@ -79,6 +81,7 @@ class SpreadPrefetch {
 // back here, so its lines need not be fetched first (what lets the fused op match x.clone()'s
 // 2N bytes). The partial lines at the ends, which a neighbouring row also writes, take plain
 // stores. f computes the same vector operations wherever the row's lines begin.
+// tick(i) before each streamed whole line from element i (the write's prefetches).
 template <class S, class F, class Tick>
 SAM_FUSED_SIMD_INLINE void write_row(S* o, int64_t n, bool stream, F&& f, Tick&& tick) {
   constexpr int64_t kLine = kLineElems<S>;
@@ -88,13 +91,13 @@ SAM_FUSED_SIMD_INLINE void write_row(S* o, int64_t n, bool stream, F&& f, Tick&&
     for (; i < head; i += N) V::store_k(o + i, f(i, std::min(N, head - i)), std::min(N, head - i));
     i = head;
     const int64_t lines_end = head + (n - head) / kLine * kLine;
-    for (; i < lines_end; i += N) {
+    for (; i < lines_end; i += kLine) {
       tick(i);
-      V::stream(o + i, f(i, N));
+#pragma GCC unroll 4
+      for (int64_t v = 0; v < kLine; v += N) V::stream(o + i + v, f(i + v, N));
     }
   }
   for (; i + 4 * N <= n; i += 4 * N) {
-    tick(i);
     V::store(o + i, f(i, N));
     V::store(o + i + N, f(i + N, N));
     V::store(o + i + 2 * N, f(i + 2 * N, N));
@@ -114,7 +117,7 @@ template <class S, class F> SAM_FUSED_SIMD_INLINE void write_row(S* o, int64_t n
 template <class S, class F>
 SAM_FUSED_SIMD_INLINE void write_channels(S* out, int64_t C, int64_t stride, int64_t n, bool flat, bool stream,
                                           const PrefetchRuns* pf, int npf, F&& f) {
-  SpreadPrefetch ahead(pf, npf, C, C * n);
+  SpreadPrefetch ahead(pf, stream ? npf : 0, C, C * n);
   if (!flat) {
     for (int64_t c = 0; c < C; ++c)
       write_row(
@@ -138,8 +141,11 @@ SAM_FUSED_SIMD_INLINE void write_channels(S* out, int64_t C, int64_t stride, int
     const int64_t lines_end = head + (total - head) / kLineElems<S> * kLineElems<S>;
     while (o < lines_end) {
       ahead.at(o);
-      V::stream(out + o, f(c, o, i, N));
-      advance(N);
+#pragma GCC unroll 4
+      for (int64_t v = 0; v < kLineElems<S>; v += N) {
+        V::stream(out + o, f(c, o, i, N));
+        advance(N);
+      }
     }
     while (o < total) {
       const int64_t k = std::min(N, total - o);
@@ -179,8 +185,8 @@ SAM_FUSED_SIMD_INLINE void write_blocked(S* out, int64_t C, int64_t stride, int6
   constexpr int64_t NV = kBlockVecs<S>, B = NV * N;
   const int64_t head = stream ? std::min(n, line_head(out)) : 0;
   const int64_t nblocks = (n - head) / B, body_end = head + nblocks * B;
-  SpreadPrefetch ahead(pf, npf, C, nblocks * C * B);
-  int64_t done = 0;  // elements the blocks have written
+  SpreadPrefetch ahead(pf, stream ? npf : 0, C, nblocks * C * B);
+  int64_t done = 0;  // elements the streamed blocks have written
   for (int64_t b = 0; b < nblocks; ++b) {
     const int64_t i = head + b * B;
     decltype(load(i, N)) ops[NV];
@@ -196,11 +202,9 @@ SAM_FUSED_SIMD_INLINE void write_blocked(S* out, int64_t C, int64_t stride, int6
         for (int64_t v = 0; v < NV; ++v) V::stream(out + off + v * N, f(c, off + v * N, ops[v], N));
       }
     } else {
-      for (int64_t off = i; off != end; off += stride, ++c, done += B) {
-        ahead.at(done);
+      for (int64_t off = i; off != end; off += stride, ++c)
 #pragma GCC unroll 16
         for (int64_t v = 0; v < NV; ++v) V::store(out + off + v * N, f(c, off + v * N, ops[v], N));
-      }
     }
   }
   ahead.finish();

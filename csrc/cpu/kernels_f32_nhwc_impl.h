@@ -40,14 +40,36 @@ template <bool kMax, class S> void pool_nhwc(const S* x, int64_t C, int64_t n, f
 template <class S> void pool_sum_nhwc(const S* x, int64_t C, int64_t n, float* out) { pool_nhwc<false>(x, C, n, out); }
 template <class S> void pool_max_nhwc(const S* x, int64_t C, int64_t n, float* out) { pool_nhwc<true>(x, C, n, out); }
 
+// Prefetches of the regions in pf[0, npf) (one run each in NHWC; at most two) spread over the
+// n pixels of a band: due(i) says whether pixel i starts a group of about 1 KB of the band,
+// before which issue() fetches each region's lines up to the group's end (in proportion).
+struct NhwcPrefetch {
+  const char* base[2] = {nullptr, nullptr};
+  int64_t bytes[2] = {0, 0}, issued[2] = {0, 0};
+  int64_t n = 0, group = 1, next = 0;  // pixels per group; first pixel of the next group
+  NhwcPrefetch(const PrefetchRuns* pf, int npf, int64_t n_, int64_t C) : n(n_), group(std::max<int64_t>(1, 256 / C)) {
+    for (int q = 0; q < std::min(npf, 2); ++q)
+      if (pf[q].base) base[q] = pf[q].base, bytes[q] = pf[q].run_bytes;
+    if (!base[0] && !base[1]) next = n;  // nothing to fetch
+  }
+  SAM_FUSED_SIMD_INLINE bool due(int64_t i) const { return i == next; }
+  void issue() {
+    next = std::min(n, next + group);
+    for (int q = 0; q < 2; ++q) {
+      const int64_t goal = bytes[q] * next / n;
+      for (; issued[q] < goal; issued[q] += 64) __builtin_prefetch(base[q] + issued[q], 0, 2);
+    }
+  }
+};
+
 // out[i*C + c] = x[i*C + c] * s[i]: one write_row per pixel (whole 64-byte lines streamed
 // when asked, as in the NCHW loops).
 template <class S>
 void scale_nhwc(S* out, const S* x, const float* s, int64_t C, int64_t n, bool stream, const PrefetchRuns* pf,
                 int npf) {
-  SpreadPrefetch ahead(pf, npf, 1, n * C);
+  NhwcPrefetch ahead(pf, npf, n, C);
   for (int64_t i = 0; i < n; ++i) {
-    ahead.at(i * C);
+    if (ahead.due(i)) ahead.issue();
     const R si = V::set1(s[i]);
     const S* xi = x + i * C;
     write_row(out + i * C, C, stream,
@@ -128,9 +150,9 @@ template <bool kG, bool kAdd, bool kRoute, class S>
 void dx_nhwc_terms(S* dx, const S* g, const float* s, const float* add, const int32_t* am, const float* route,
                    int64_t C, int64_t n, bool stream, const PrefetchRuns* pf, int npf) {
   const auto channel = kRoute ? channel_indices(C) : nullptr;
-  SpreadPrefetch ahead(pf, npf, 1, n * C);
+  NhwcPrefetch ahead(pf, npf, n, C);
   for (int64_t i = 0; i < n; ++i) {
-    ahead.at(i * C);
+    if (ahead.due(i)) ahead.issue();
     const R si = V::set1(kG ? s[i] : 0.f), ai = V::set1(kAdd ? add[i] : 0.f), ri = V::set1(kRoute ? route[i] : 0.f);
     const int32_t target = kRoute ? am[i] : 0;
     const S* gi = g ? g + i * C : nullptr;
