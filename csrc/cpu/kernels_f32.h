@@ -29,7 +29,8 @@ template <typename S> struct NchwKernels {
   void (*pool_max)(const S* x, int64_t C, int64_t stride, int64_t n, float* out);
   void (*scale)(S* out, const S* x, const float* s, int64_t C, int64_t stride, int64_t n, bool stream,
                 const PrefetchRuns* pf, int npf);
-  void (*rho)(const S* g, const S* x, int64_t C, int64_t stride, int64_t n, double* rho);
+  void (*rho)(const S* g, const S* x, int64_t C, int64_t stride, int64_t n, double* rho, const PrefetchRuns* pf,
+              int npf);
   void (*dx)(S* dx, const S* g, const float* s, const float* add, const int32_t* am, const float* route, int64_t C,
              int64_t stride, int64_t n, bool stream, const PrefetchRuns* pf, int npf);
   void (*argmax)(const S* x, int64_t C, int64_t stride, int64_t n, int32_t* am);
@@ -69,8 +70,9 @@ struct F32Kernels {
                         const float* q, int64_t qplane, int64_t qrow, int64_t rows, int64_t W, float* const* gamma,
                         double* dw);
   // rho[i] = sum_c g*x: runs of 16 channels summed in float (even and odd channels in two
-  // chains), the runs' sums in double.
-  void (*rho)(const float* g, const float* x, int64_t C, int64_t stride, int64_t n, double* rho);
+  // chains), the runs' sums in double; pf[0, npf) fetched into L2 as it reads.
+  void (*rho)(const float* g, const float* x, int64_t C, int64_t stride, int64_t n, double* rho, const PrefetchRuns* pf,
+              int npf);
   // dx[c*stride + i] = g*s[i] + add[i] + (am[i] == c ? route[i] : 0); a null g, add or am
   // drops its term (checked once per call, not per element).
   void (*dx)(float* dx, const float* g, const float* s, const float* add, const int32_t* am, const float* route,

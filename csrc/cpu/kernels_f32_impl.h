@@ -648,7 +648,8 @@ template <class S> void pool_max(const S* x, int64_t C, int64_t stride, int64_t 
 
 // rho's sums (the same chains, in the same order: the same bits) over runs_in_order; rho[0, n)
 // must be zero.
-template <class S> void rho_in_order(const S* g, const S* x, int64_t C, int64_t stride, int64_t n, double* rho) {
+template <class S>
+void rho_in_order(const S* g, const S* x, int64_t C, int64_t stride, int64_t n, double* rho, SpreadPrefetch& ahead) {
   SmallBuffer<float, 4096> sums(2 * n);  // chain a (even channels of a run of kRhoRun), then chain b (odd)
   float* const sa = sums.get();
   float* const sb = sa + n;
@@ -656,6 +657,7 @@ template <class S> void rho_in_order(const S* g, const S* x, int64_t C, int64_t 
     const int64_t c1 = std::min(C, c0 + kRhoRun);
     each_run_in_order(c0, c1, n,
                       [&](int64_t c, auto first, auto last, int64_t i, auto lanes) __attribute__((always_inline)) {
+                        ahead.at(c * n + i);
                         const bool odd = (c - c0) & 1;
                         float* const own = odd ? sb : sa;
                         const R acc = V::fmadd(lanes.load(g + c * stride + i), lanes.load(x + c * stride + i),
@@ -671,13 +673,22 @@ template <class S> void rho_in_order(const S* g, const S* x, int64_t C, int64_t 
 // Within a run, even and odd channels take two chains (added before the run goes to double):
 // half the rounding of one chain, and two independent dependency chains. Four channels per
 // iteration of the channel loop, as in pool; runs of kInOrderBytes or more in memory order
-// instead (rho_in_order).
-template <class S> void rho(const S* g, const S* x, int64_t C, int64_t stride, int64_t n, double* rho) {
+// instead (rho_in_order). The regions of pf (the next band's x, from the backward) are fetched in
+// step with the reads, so that the backward's memory traffic is split between its two passes:
+// bare loops with x and g both fetched during the dx pass were slower than none, and 1.1-1.25x
+// faster with x fetched here and g there (docs/cpu-results.md).
+template <class S>
+void rho(const S* g, const S* x, int64_t C, int64_t stride, int64_t n, double* rho, const PrefetchRuns* pf, int npf) {
   for (int64_t i = 0; i < n; ++i) rho[i] = 0.0;
-  if (runs_in_order<S>(C, n)) return rho_in_order(g, x, C, stride, n, rho);
+  SpreadPrefetch ahead(pf, npf, C, C * n);
+  if (runs_in_order<S>(C, n)) {
+    rho_in_order(g, x, C, stride, n, rho, ahead);
+    return ahead.finish();
+  }
   int64_t i = 0;
-  for (; i + 4 * N <= n; i += 4 * N)
+  for (; i + 4 * N <= n; i += 4 * N) {
     for (int64_t c0 = 0; c0 < C; c0 += kRhoRun) {
+      ahead.at(i * C + c0 * 4 * N);  // this pass's elements read so far
       R a0 = V::zero(), a1 = V::zero(), a2 = V::zero(), a3 = V::zero();
       R b0 = V::zero(), b1 = V::zero(), b2 = V::zero(), b3 = V::zero();
       const int64_t c1 = std::min(C, c0 + kRhoRun);
@@ -703,9 +714,11 @@ template <class S> void rho(const S* g, const S* x, int64_t C, int64_t stride, i
       V::add_to_double(rho + i + 2 * N, V::add(a2, b2));
       V::add_to_double(rho + i + 3 * N, V::add(a3, b3));
     }
+  }
   for (; i < n; i += N) {
     const int64_t k = std::min(N, n - i);
     for (int64_t c0 = 0; c0 < C; c0 += kRhoRun) {
+      ahead.at(i * C + c0 * k);
       R a = V::zero(), b = V::zero();
       const int64_t c1 = std::min(C, c0 + kRhoRun), c2 = c0 + ((c1 - c0) & ~int64_t(1));
       int64_t c = c0;
@@ -717,6 +730,7 @@ template <class S> void rho(const S* g, const S* x, int64_t C, int64_t stride, i
       V::add_to_double_k(rho + i, V::add(a, b), k);
     }
   }
+  ahead.finish();
 }
 
 // The per-pixel operands of dx, shared by every channel (only those of the terms present are loaded).

@@ -588,8 +588,10 @@ template <typename scalar_t, bool CL> struct BackwardItem {
 
   // rho, s, delta = rho * s * (1 - s) (and the argmax) of rows [ha, hz): rho and the argmax by
   // the ISA kernels where they apply, else by rho_pixels; with return_map rho is the map's
-  // gradient.
-  void rho_s_delta_rows(int64_t ha, int64_t hz) {
+  // gradient. The NCHW ISA rho also fetches `next` (the next rho step's x) as it reads: returns
+  // whether it did.
+  bool rho_s_delta_rows(int64_t ha, int64_t hz, const cpu::PrefetchRuns& next) {
+    bool fetched = false;
     const int64_t r0 = row(ha), m = (hz - ha) * W;
     if (return_map) std::transform(gb + ha * W, gb + hz * W, rho.data(), [](scalar_t v) { return to_acc<double>(v); });
     bool rho_done = return_map, argmax_done = max_slot < 0;
@@ -598,7 +600,10 @@ template <typename scalar_t, bool CL> struct BackwardItem {
         const int64_t at = L.at(0, ha * W);
         if (!return_map) {
           if constexpr (CL) cpu::nhwc_kernels<scalar_t>(*K).rho(gb + at, xb + at, C, m, rho.data());
-          else cpu::nchw_kernels<scalar_t>(*K).rho(gb + at, xb + at, C, H * W, m, rho.data());
+          else {
+            cpu::nchw_kernels<scalar_t>(*K).rho(gb + at, xb + at, C, H * W, m, rho.data(), &next, 1);
+            fetched = true;
+          }
           rho_done = true;
         }
         if (!argmax_done) {
@@ -631,6 +636,7 @@ template <typename scalar_t, bool CL> struct BackwardItem {
         for (int64_t w = 0; w < W; ++w)
           delta.at(0, h)[w] = A(sigmoid_backward(rho[(h - ha) * W + w], double(s[row(h) + w])));
     }
+    return fetched;
   }
 
   // gamma_p = transposed conv of delta with w[p] on rows [hb, he) (gamma_mean divided by C),
@@ -720,17 +726,21 @@ void backward_item(const Geometry& g, const RowSplit& sp, int64_t item, const sc
   int64_t done_to = std::max<int64_t>(state.base, 0);
   for (int64_t hb = state.h0; hb < h1; hb += sp.band_rows) {
     const int64_t he = std::min(hb + sp.band_rows, h1), need = std::min(he + rh, g.H);
-    if (need > done_to) {
-      state.rho_s_delta_rows(done_to, need);
-      done_to = need;
-    }
-    state.gamma_and_weight_grad(hb, he, partial);
-    // the next rho step reads x (when it needs rho or argmax) and g (unless return_map)
+    // The next rho step reads x (when it needs rho or argmax) and g (unless return_map): its x is
+    // fetched during this step's rho pass where the ISA rho runs, its g during the dx pass, so
+    // the reads from memory are split between the two passes.
     const NextRows nx = next_rows(g, sp, item, he, h1, next_item_here);
     const bool reads_x = !return_map || state.max_slot >= 0;
     Prefetcher pfx = Prefetcher::rows(L, nx.r1 > nx.r0 && reads_x ? x + nx.b * sample : nullptr, nx.r0, nx.r1);
     Prefetcher pfg = Prefetcher::rows(L, nx.r1 > nx.r0 && !return_map ? gout + nx.b * sample : nullptr, nx.r0, nx.r1);
-    state.write_dx_band(hb, he, pfx, pfg, stream);
+    Prefetcher none;
+    bool x_fetched = false;
+    if (need > done_to) {
+      x_fetched = state.rho_s_delta_rows(done_to, need, pfx.runs());
+      done_to = need;
+    }
+    state.gamma_and_weight_grad(hb, he, partial);
+    state.write_dx_band(hb, he, x_fetched ? none : pfx, pfg, stream);
   }
   if (stream) stream_fence();
 }
