@@ -584,12 +584,20 @@ template <class S> inline bool runs_in_order(int64_t C, int64_t n) {
 // partial results (even and odd channels from c0, in channel order) wait in L1 rows between
 // channels: first (c < c0 + 2: a chain's first channel) and last (c == c1 - 1) are
 // std::bool_constant, so a channel's loop has no tests.
-template <class Step> SAM_FUSED_SIMD_INLINE void each_run_in_order(int64_t c0, int64_t c1, int64_t n, Step&& step) {
+// tick(c, i) before each four whole vectors from i (the prefetches of the rho pass).
+template <class Step, class Tick>
+SAM_FUSED_SIMD_INLINE void each_run_in_order(int64_t c0, int64_t c1, int64_t n, Step&& step, Tick&& tick) {
   const int64_t whole = n / N * N;
   for (int64_t c = c0; c < c1; ++c) {
     auto sweep = [&](auto first, auto last) __attribute__((always_inline)) {
       int64_t i = 0;
-#pragma GCC unroll 4
+      for (; i + 4 * N <= whole; i += 4 * N) {
+        tick(c, i);
+        step(c, first, last, i, Lanes<true>{N});
+        step(c, first, last, i + N, Lanes<true>{N});
+        step(c, first, last, i + 2 * N, Lanes<true>{N});
+        step(c, first, last, i + 3 * N, Lanes<true>{N});
+      }
       for (; i < whole; i += N) step(c, first, last, i, Lanes<true>{N});
       if (i < n) step(c, first, last, i, Lanes<false>{n - i});
     };
@@ -601,6 +609,10 @@ template <class Step> SAM_FUSED_SIMD_INLINE void each_run_in_order(int64_t c0, i
     else if (last) sweep(No{}, Yes{});
     else sweep(No{}, No{});
   }
+}
+
+template <class Step> SAM_FUSED_SIMD_INLINE void each_run_in_order(int64_t c0, int64_t c1, int64_t n, Step&& step) {
+  each_run_in_order(c0, c1, n, step, [](int64_t, int64_t) __attribute__((always_inline)) {});
 }
 
 // pool's sums (the same chains, each in channel order: the same bits) one channel at a time,
@@ -655,18 +667,19 @@ void rho_in_order(const S* g, const S* x, int64_t C, int64_t stride, int64_t n, 
   float* const sb = sa + n;
   for (int64_t c0 = 0; c0 < C; c0 += kRhoRun) {
     const int64_t c1 = std::min(C, c0 + kRhoRun);
-    each_run_in_order(c0, c1, n,
-                      [&](int64_t c, auto first, auto last, int64_t i, auto lanes) __attribute__((always_inline)) {
-                        ahead.at(c * n + i);
-                        const bool odd = (c - c0) & 1;
-                        float* const own = odd ? sb : sa;
-                        const R acc = V::fmadd(lanes.load(g + c * stride + i), lanes.load(x + c * stride + i),
-                                               decltype(first)::value ? V::zero() : lanes.load(own + i));
-                        if constexpr (!decltype(last)::value) lanes.store(own + i, acc);
-                        else if (odd) lanes.add_to_double(rho + i, V::add(lanes.load(sa + i), acc));
-                        else if (c > c0) lanes.add_to_double(rho + i, V::add(acc, lanes.load(sb + i)));
-                        else lanes.add_to_double(rho + i, V::add(acc, V::zero()));  // a run of one channel
-                      });
+    each_run_in_order(
+        c0, c1, n,
+        [&](int64_t c, auto first, auto last, int64_t i, auto lanes) __attribute__((always_inline)) {
+          const bool odd = (c - c0) & 1;
+          float* const own = odd ? sb : sa;
+          const R acc = V::fmadd(lanes.load(g + c * stride + i), lanes.load(x + c * stride + i),
+                                 decltype(first)::value ? V::zero() : lanes.load(own + i));
+          if constexpr (!decltype(last)::value) lanes.store(own + i, acc);
+          else if (odd) lanes.add_to_double(rho + i, V::add(lanes.load(sa + i), acc));
+          else if (c > c0) lanes.add_to_double(rho + i, V::add(acc, lanes.load(sb + i)));
+          else lanes.add_to_double(rho + i, V::add(acc, V::zero()));  // a run of one channel
+        },
+        [&](int64_t c, int64_t i) __attribute__((always_inline)) { ahead.at(c * n + i); });
   }
 }
 
@@ -753,7 +766,8 @@ SAM_FUSED_SIMD_INLINE R dx_value(const S* g, int64_t c, int64_t off, const DxPix
 }
 
 // Streamed, channel runs front to back, as scale; the max pool's routing keeps the blocks where
-// the lines line up (the flat path cannot track a lane's channel).
+// the lines line up (the flat path cannot track a lane's channel), and so do 4-lane vectors
+// (SSE2), where the per-vector work of the channel-run loop cost the backward 12-32%.
 template <bool kG, bool kAdd, bool kRoute, class S>
 void dx_terms(S* dx, const S* g, const float* s, const float* add, const int32_t* am, const float* route, int64_t C,
               int64_t stride, int64_t n, bool stream, const PrefetchRuns* pf, int npf) {
@@ -767,7 +781,7 @@ void dx_terms(S* dx, const S* g, const float* s, const float* add, const int32_t
     }
     return p;
   };
-  if (!stream || (kRoute && lines_aligned_across_channels<S>(stride)))
+  if (!stream || ((kRoute || N < 8) && lines_aligned_across_channels<S>(stride)))
     return write_blocked(
         dx, C, stride, n, stream, pf, npf,
         [&](int64_t i, int64_t k) __attribute__((always_inline)) { return pixel(s, add, i, k); },
