@@ -736,7 +736,8 @@ void backward_item(const Geometry& g, const RowSplit& sp, int64_t item, const sc
     Prefetcher none;
     bool x_fetched = false;
     if (need > done_to) {
-      x_fetched = state.rho_s_delta_rows(done_to, need, pfx.runs());
+      // (cached outputs, whose inputs are in cache too, fetch nothing: the calls cost more there)
+      x_fetched = state.rho_s_delta_rows(done_to, need, stream ? pfx.runs() : cpu::PrefetchRuns{});
       done_to = need;
     }
     state.gamma_and_weight_grad(hb, he, partial);
