@@ -9,13 +9,16 @@
 //                                P a multiple of 16; four copies of x and g in turn; min of 30 calls)
 #include <immintrin.h>
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+
+#include "bare_loop_timer.h"
+
 namespace {
 constexpr int kB = 128;
-int C, P; size_t sample;
+int C, P;
+size_t sample;
 float *xs, *gs, *x, *g, *out;
 alignas(64) float r[8192], s[8192], a[8192];
 inline void pf_group(const char* base, size_t& line, size_t lines) {
@@ -25,48 +28,58 @@ inline void pf_group(const char* base, size_t& line, size_t lines) {
 template <int kMode> void bwd() {
   const size_t lines = sample / 16;
   for (int b = 0; b < kB; ++b) {
-    const float* xb = x + b * sample; const float* gb = g + b * sample; float* ob = out + b * sample;
+    const float* xb = x + b * sample;
+    const float* gb = g + b * sample;
+    float* ob = out + b * sample;
     const char* nx = b + 1 < kB ? (const char*)(xb + sample) : nullptr;
     const char* ng = b + 1 < kB ? (const char*)(gb + sample) : nullptr;
     size_t lx = nx ? 0 : lines, lg = ng ? 0 : lines, done = 0;
     for (int i = 0; i < P; i += 16) _mm512_store_ps(r + i, _mm512_setzero_ps());
     for (int c = 0; c < C; ++c)
       for (int i = 0; i < P; i += 16, ++done) {
-        if (done % 4 == 0) { if (kMode & 4) pf_group(nx, lx, lines); if (kMode & 8) pf_group(ng, lg, lines); }
-        _mm512_store_ps(r + i, _mm512_fmadd_ps(_mm512_loadu_ps(xb + c * P + i), _mm512_loadu_ps(gb + c * P + i), _mm512_load_ps(r + i)));
+        if (done % 4 == 0) {
+          if (kMode & 4) pf_group(nx, lx, lines);
+          if (kMode & 8) pf_group(ng, lg, lines);
+        }
+        _mm512_store_ps(r + i, _mm512_fmadd_ps(_mm512_loadu_ps(xb + c * P + i), _mm512_loadu_ps(gb + c * P + i),
+                                               _mm512_load_ps(r + i)));
       }
     for (int i = 0; i < P; ++i) s[i] = 0.5f + r[i] * 1e-9f, a[i] = r[i] * 1e-9f;
     done = 0;
     for (int c = 0; c < C; ++c)
       for (int i = 0; i < P; i += 16, ++done) {
-        if (done % 4 == 0) { if (kMode & 1) pf_group(nx, lx, lines); if (kMode & 2) pf_group(ng, lg, lines); }
-        _mm512_stream_ps(ob + c * P + i, _mm512_fmadd_ps(_mm512_loadu_ps(gb + c * P + i), _mm512_load_ps(s + i), _mm512_load_ps(a + i)));
+        if (done % 4 == 0) {
+          if (kMode & 1) pf_group(nx, lx, lines);
+          if (kMode & 2) pf_group(ng, lg, lines);
+        }
+        _mm512_stream_ps(ob + c * P + i, _mm512_fmadd_ps(_mm512_loadu_ps(gb + c * P + i), _mm512_load_ps(s + i),
+                                                         _mm512_load_ps(a + i)));
       }
   }
   _mm_sfence();
 }
 void add() {
-  for (size_t i = 0; i < kB * sample; i += 16) _mm512_stream_ps(out + i, _mm512_add_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(g + i)));
+  for (size_t i = 0; i < kB * sample; i += 16)
+    _mm512_stream_ps(out + i, _mm512_add_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(g + i)));
   _mm_sfence();
 }
 }  // namespace
 int main(int argc, char** argv) {
+  if (argc < 3 || atoi(argv[2]) % 16 || atoi(argv[2]) > 8192) return std::fprintf(stderr, "usage: C P\n"), 2;
   C = atoi(argv[1]), P = atoi(argv[2]), sample = size_t(C) * P;
   const size_t n = kB * sample;
-  xs = (float*)std::aligned_alloc(64, 4 * n * 4); gs = (float*)std::aligned_alloc(64, 4 * n * 4); out = (float*)std::aligned_alloc(64, n * 4);
+  xs = static_cast<float*>(std::aligned_alloc(64, 4 * n * 4));
+  gs = static_cast<float*>(std::aligned_alloc(64, 4 * n * 4));
+  out = static_cast<float*>(std::aligned_alloc(64, n * 4));
   std::fill(xs, xs + 4 * n, 1.f), std::fill(gs, gs + 4 * n, 1.f), std::fill(out, out + n, 0.f);
-  struct Case { const char* name; void (*run)(); double best; } cases[] = {
-    {"add", add, 1e9}, {"none", bwd<0>, 1e9}, {"x+g in dx", bwd<3>, 1e9}, {"g in dx", bwd<2>, 1e9},
-    {"x in rho, g in dx", bwd<6>, 1e9}, {"g in rho, x in dx", bwd<9>, 1e9}, {"x+g half each", bwd<15>, 1e9}};
-  int call = 0;
-  for (int round = 0; round < 6; ++round)
-    for (auto& c : cases)
-      for (int i = 0; i < 5; ++i) {
-        const int k = call++ % 4; x = xs + k * n; g = gs + k * n;
-        const auto t0 = std::chrono::steady_clock::now();
-        c.run();
-        c.best = std::min(c.best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-      }
+  BareLoopCase cases[] = {{"add", add},
+                          {"none", bwd<0>},
+                          {"x+g in dx", bwd<3>},
+                          {"g in dx", bwd<2>},
+                          {"x in rho, g in dx", bwd<6>},
+                          {"g in rho, x in dx", bwd<9>},
+                          {"x+g in rho", bwd<15>}};
+  time_interleaved(cases, 6, 5, [&](int call) { x = xs + call % 4 * n, g = gs + call % 4 * n; });
   std::printf("C %d, P %d, ms:", C, P);
   for (const auto& c : cases) std::printf("  %s %.3f", c.name, c.best * 1e3);
   std::printf("\n");

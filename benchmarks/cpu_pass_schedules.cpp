@@ -15,10 +15,11 @@
 #include <immintrin.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+
+#include "bare_loop_timer.h"
 
 namespace {
 constexpr int kB = 128, kC = 64, kP = 64 * 9;  // samples, channels, pixels per channel (a multiple of 16)
@@ -106,23 +107,13 @@ int main() {
   g = static_cast<float*>(std::aligned_alloc(64, n * 4));
   out = static_cast<float*>(std::aligned_alloc(64, n * 4));
   std::fill(x, x + n, 1.f), std::fill(g, g + n, 1.f), std::fill(out, out + n, 0.f);
-  struct Case {
-    const char* name;
-    void (*run)();
-    double best;
-  } cases[] = {{"copy", copy, 1e9},
-               {"add_xg", add_xg, 1e9},
-               {"fwd", fwd, 1e9},
-               {"bwd", [] { bwd(false); }, 1e9},
-               {"bwd+pf", [] { bwd(true); }, 1e9},
-               {"bwd interl", bwd_interleaved, 1e9}};
-  for (int round = 0; round < 8; ++round)  // interleaved rounds: drift hits every case alike
-    for (auto& c : cases)
-      for (int i = 0; i < 5; ++i) {
-        const auto t0 = std::chrono::steady_clock::now();
-        c.run();
-        c.best = std::min(c.best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-      }
+  BareLoopCase cases[] = {{"copy", copy},
+                          {"add_xg", add_xg},
+                          {"fwd", fwd},
+                          {"bwd", [] { bwd(false); }},
+                          {"bwd+pf", [] { bwd(true); }},
+                          {"bwd interl", bwd_interleaved}};
+  time_interleaved(cases, 8, 5);
   std::printf("(128,64,64,9) fp32, one thread, min of 40:");
   for (const auto& c : cases) std::printf("  %s %.3f ms (%.2fx copy)", c.name, c.best * 1e3, c.best / cases[0].best);
   std::printf("\n");

@@ -14,10 +14,11 @@
 #include <immintrin.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+
+#include "bare_loop_timer.h"
 
 namespace {
 constexpr int kB = 128;
@@ -52,7 +53,8 @@ void pool_in_order(const float* xb) {
   for (int c = 0; c < C; ++c) {
     float* r = (c & 1) ? sb : sa;
     const float* p = xb + size_t(c) * P;
-    for (int i = 0; i < P; i += 16) _mm512_store_ps(r + i, _mm512_add_ps(_mm512_load_ps(r + i), _mm512_loadu_ps(p + i)));
+    for (int i = 0; i < P; i += 16)
+      _mm512_store_ps(r + i, _mm512_add_ps(_mm512_load_ps(r + i), _mm512_loadu_ps(p + i)));
   }
 }
 void scale(const float* xb, float* ob) {
@@ -94,33 +96,22 @@ void sum() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 3 || atoi(argv[2]) % 16 || atoi(argv[2]) > 8192) return std::fprintf(stderr, "usage: C P [memory|l3]\n"), 2;
+  if (argc < 3 || atoi(argv[2]) % 16 || atoi(argv[2]) > 8192)
+    return std::fprintf(stderr, "usage: C P [memory|l3]\n"), 2;
   C = atoi(argv[1]), P = atoi(argv[2]), sample = size_t(C) * P;
   const bool from_memory = argc < 4 || std::strcmp(argv[3], "l3") != 0;
   const size_t n = kB * sample;
   xs = static_cast<float*>(std::aligned_alloc(64, 4 * n * 4));
   out = static_cast<float*>(std::aligned_alloc(64, n * 4));
   std::fill(xs, xs + 4 * n, 1.f), std::fill(out, out + n, 0.f);
-  struct Case {
-    const char* name;
-    void (*run)();
-    double best;
-  } cases[] = {{"copy", copy, 1e9},
-               {"sum", sum, 1e9},
-               {"pool blocked", pass<pool_blocked, false>, 1e9},
-               {"pool in order", pass<pool_in_order, false>, 1e9},
-               {"fwd blocked", pass<pool_blocked, true>, 1e9},
-               {"fwd in order", pass<pool_in_order, true>, 1e9},
-               {"fwd in order, prefetched", fwd_prefetched, 1e9}};
-  int call = 0;
-  for (int round = 0; round < 6; ++round)  // interleaved rounds: drift hits every case alike
-    for (auto& c : cases)
-      for (int i = 0; i < 5; ++i) {
-        x = xs + (from_memory ? call++ % 4 : 0) * n;
-        const auto t0 = std::chrono::steady_clock::now();
-        c.run();
-        c.best = std::min(c.best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-      }
+  BareLoopCase cases[] = {{"copy", copy},
+                          {"sum", sum},
+                          {"pool blocked", pass<pool_blocked, false>},
+                          {"pool in order", pass<pool_in_order, false>},
+                          {"fwd blocked", pass<pool_blocked, true>},
+                          {"fwd in order", pass<pool_in_order, true>},
+                          {"fwd in order, prefetched", fwd_prefetched}};
+  time_interleaved(cases, 6, 5, [&](int call) { x = xs + (from_memory ? call % 4 : 0) * n; });
   std::printf("C %d, P %d, x from %s, ms:", C, P, from_memory ? "memory" : "L3");
   for (const auto& c : cases) std::printf("  %s %.3f", c.name, c.best * 1e3);
   std::printf("\n");
