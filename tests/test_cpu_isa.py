@@ -298,10 +298,11 @@ def test_bitwise_deterministic_per_isa(isa, pool, return_map, layout, dtype, res
 
 
 # Outputs > 4 MB: channel runs of whole 64-byte lines (pixel blocks over all channels), runs
-# that are not (per channel run, or the flat path over whole samples); 16-bit elements need
-# twice the count.
+# that are not (per channel run, or the flat path over whole samples), and runs shorter than a
+# vector (the flat path's lines then span several channels); 16-bit elements need twice the count.
 STREAMED = [(shape, dtype) for dtype in (torch.float32, *DTYPES_16)
-            for shape in ((4, 64, 120, 90), (64 if dtype == torch.float32 else 128, 256, 8, 9), (4, 64, 128, 64))]
+            for shape in ((4, 64, 120, 90), (64 if dtype == torch.float32 else 128, 256, 8, 9), (4, 64, 128, 64),
+                          (4096 if dtype == torch.float32 else 8192, 32, 1, 9))]
 
 
 @pytest.mark.parametrize(("shape", "dtype"), STREAMED)

@@ -36,27 +36,52 @@ class SpreadPrefetch {
   static constexpr int64_t kPrefetchGroup = 64;
 
   SpreadPrefetch(const PrefetchRuns* pf, int npf, int64_t runs, int64_t total) : total_(total) {
-    for (int q = 0; q < std::min(npf, 2); ++q)
-      if (pf[q].base && pf[q].run_bytes > 0 && runs > 0)
-        walks_[nwalks_++] = {pf[q].base, 0, pf[q].run_bytes, pf[q].stride, runs * ((pf[q].run_bytes + 63) / 64), 0};
-    // lines due per element written, in 32.32 fixed point (no division per group)
-    for (int q = 0; q < nwalks_; ++q)
-      walks_[q].rate = (uint64_t(walks_[q].lines) << 32) / uint64_t(std::max<int64_t>(total, 1));
+    for (int q = 0; q < std::min(npf, 2); ++q) {
+      if (!pf[q].base || pf[q].run_bytes <= 0 || runs <= 0) continue;
+      // runs back to back are one run: the walk then never leaves its run
+      const bool joined = pf[q].stride == pf[q].run_bytes;
+      const int64_t run_lines = ((joined ? runs : 1) * pf[q].run_bytes + 63) / 64;
+      Walk& w = walks_[nwalks_++];
+      w = {pf[q].base,
+           pf[q].base,
+           pf[q].base + run_lines * 64,
+           pf[q].stride,
+           run_lines * 64,
+           (joined ? 1 : runs) * run_lines,
+           0,
+           0};
+      // lines due per element written, in 32.32 fixed point (no division per group)
+      w.rate = (uint64_t(w.lines) << 32) / uint64_t(std::max<int64_t>(total, 1));
+    }
+    one_run_ = nwalks_ == 1 && walks_[0].lines * 64 == walks_[0].run_span;
     next_ = nwalks_ > 0 && total > 0 ? 0 : std::numeric_limits<int64_t>::max();
   }
-  // Called with the elements written so far, before writing more.
+  // Called with the elements written so far, before writing more. One region of one run (the
+  // forward's next sample, the backward's x or g) takes the inline path: a call of issue() cost
+  // more instructions than the group's four prefetches.
   SAM_FUSED_SIMD_INLINE void at(int64_t done) {
-    if (done >= next_) issue(done + kPrefetchGroup);
+    if (done < next_) return;
+    const int64_t upto = done + kPrefetchGroup;
+    if (!one_run_ || upto >= total_) return issue(upto);
+    Walk& w = walks_[0];
+    const int64_t goal = int64_t((w.rate * uint64_t(upto)) >> 32);  // < w.lines as upto < total
+    const char *p = w.p, *const stop = w.run + goal * 64;  // p in a register, not the object
+    for (; p < stop; p += 64) __builtin_prefetch(p, 0, 2);
+    w.p = p;
+    w.issued = std::max(w.issued, goal);
+    next_ = upto;
   }
+  bool active() const { return nwalks_ > 0; }
   // Whatever is left (a write shorter than the next band's regions).
   void finish() {
     if (next_ != std::numeric_limits<int64_t>::max()) issue(total_);
   }
 
  private:
+  // p: the next line to request, in the run from `run` to `end`; the next run starts `stride` on.
   struct Walk {
-    const char* run;
-    int64_t off, run_bytes, stride, lines, issued;
+    const char *run, *p, *end;
+    int64_t stride, run_span, lines, issued;
     uint64_t rate;
   };
   void issue(int64_t upto) {
@@ -64,17 +89,26 @@ class SpreadPrefetch {
     for (int q = 0; q < nwalks_; ++q) {
       Walk& w = walks_[q];
       const int64_t goal = upto >= total_ ? w.lines : int64_t((w.rate * uint64_t(upto)) >> 32);
-      for (; w.issued < goal; ++w.issued) {
-        __builtin_prefetch(w.run + w.off, 0, 2);
-        if ((w.off += 64) >= w.run_bytes) w.off = 0, w.run += w.stride;
+      for (int64_t todo = goal - w.issued; todo > 0;) {
+        if (w.p == w.end) w.run += w.stride, w.p = w.run, w.end = w.run + w.run_span;
+        const char* stop = w.p + std::min<int64_t>(todo, (w.end - w.p) / 64) * 64;
+        todo -= (stop - w.p) / 64;
+        for (; w.p != stop; w.p += 64) __builtin_prefetch(w.p, 0, 2);
       }
+      w.issued = std::max(w.issued, goal);
     }
     next_ = upto >= total_ ? std::numeric_limits<int64_t>::max() : upto;
   }
   Walk walks_[2];
   int nwalks_ = 0;
+  bool one_run_;
   int64_t total_, next_;
 };
+
+// Elements of S before the first 64-byte line boundary at p.
+template <class S> inline int64_t line_head(const S* p) {
+  return ((64 - (reinterpret_cast<uintptr_t>(p) & 63)) & 63) / int64_t(sizeof(S));
+}
 
 // One output row of n elements: o[i, i+k) = f(i, k) (k = N but at the tail). With `stream`,
 // whole 64-byte lines are stored non-temporally: a large output is written once and not read
@@ -87,7 +121,7 @@ SAM_FUSED_SIMD_INLINE void write_row(S* o, int64_t n, bool stream, F&& f, Tick&&
   constexpr int64_t kLine = kLineElems<S>;
   int64_t i = 0;
   if (stream && n >= 2 * kLine) {  // at least one whole line wherever the row starts
-    const int64_t head = std::min<int64_t>(n, ((64 - (reinterpret_cast<uintptr_t>(o) & 63)) & 63) / sizeof(S));
+    const int64_t head = std::min(n, line_head(o));
     for (; i < head; i += N) V::store_k(o + i, f(i, std::min(N, head - i)), std::min(N, head - i));
     i = head;
     const int64_t lines_end = head + (n - head) / kLine * kLine;
@@ -110,10 +144,12 @@ template <class S, class F> SAM_FUSED_SIMD_INLINE void write_row(S* o, int64_t n
 }
 
 // out[c*stride + i] = f(c, c*stride + i, i, k) for every channel c < C and i < n (k lanes
-// from there; in the flat path, lanes past the run's end belong to channel c + 1). Flat (the runs are back to back,
-// stride == n): one streamed region over all C*n, so that lines spanning two channels' runs are streamed too (short
-// runs of small-H maps would otherwise write most lines in two plain halves); i wraps at n, so f must read its
-// per-pixel rows from copies extended by their first N elements (extend_row).
+// from there). Flat (the runs are back to back, stride == n): one streamed region over all C*n,
+// so that lines spanning two channels' runs are streamed too (short runs of small-H maps would
+// otherwise write most lines in two plain halves). There each vector and line belongs to the
+// channel c its first lane is in (i = its offset in that run), so lanes past the run's end
+// belong to later channels: f must read its per-pixel rows from copies that continue them
+// periodically for a line (extend_row), and f's c is the first lane's channel.
 template <class S, class F>
 SAM_FUSED_SIMD_INLINE void write_channels(S* out, int64_t C, int64_t stride, int64_t n, bool flat, bool stream,
                                           const PrefetchRuns* pf, int npf, F&& f) {
@@ -125,32 +161,25 @@ SAM_FUSED_SIMD_INLINE void write_channels(S* out, int64_t C, int64_t stride, int
           [&](int64_t i, int64_t k) __attribute__((always_inline)) { return f(c, c * stride + i, i, k); },
           [&](int64_t i) __attribute__((always_inline)) { ahead.at(c * n + i); });
   } else {
-    const int64_t total = C * n;
-    int64_t o = 0, i = 0, c = 0;
-    auto advance = [&](int64_t k) __attribute__((always_inline)) {
-      o += k;
-      i += k;
-      if (i >= n) i -= n, ++c;
-    };
-    const int64_t head = std::min<int64_t>(total, ((64 - (reinterpret_cast<uintptr_t>(out) & 63)) & 63) / sizeof(S));
-    while (o < head) {
-      const int64_t k = std::min(N, head - o);
-      V::store_k(out + o, f(c, o, i, k), k);
-      advance(k);
-    }
-    const int64_t lines_end = head + (total - head) / kLineElems<S> * kLineElems<S>;
-    while (o < lines_end) {
-      ahead.at(o);
-#pragma GCC unroll 4
-      for (int64_t v = 0; v < kLineElems<S>; v += N) {
-        V::stream(out + o, f(c, o, i, N));
-        advance(N);
+    constexpr int64_t kLine = kLineElems<S>;
+    const int64_t total = C * n, head = std::min(total, line_head(out));
+    const int64_t lines_end = head + (total - head) / kLine * kLine;
+    int64_t o = 0;  // the next element to write
+    for (int64_t c = 0, base = 0; c < C; ++c, base += n) {
+      const int64_t run_end = base + n, head_end = std::min(head, run_end), lines_stop = std::min(lines_end, run_end);
+      for (; o < head_end; o += N) {
+        const int64_t k = std::min(N, head - o);
+        V::store_k(out + o, f(c, o, o - base, k), k);
       }
-    }
-    while (o < total) {
-      const int64_t k = std::min(N, total - o);
-      V::store_k(out + o, f(c, o, i, k), k);
-      advance(k);
+      for (; o < lines_stop; o += kLine) {
+        ahead.at(o);
+#pragma GCC unroll 4
+        for (int64_t v = 0; v < kLine; v += N) V::stream(out + o + v, f(c, o + v, o - base + v, N));
+      }
+      for (; o < run_end; o += N) {
+        const int64_t k = std::min(N, total - o);
+        V::store_k(out + o, f(c, o, o - base, k), k);
+      }
     }
   }
   ahead.finish();
@@ -160,11 +189,6 @@ SAM_FUSED_SIMD_INLINE void write_channels(S* out, int64_t C, int64_t stride, int
 // Vectors per block of write_blocked: at least 4 and 32 lanes (the per-channel loop overhead of
 // a block is then a small part of its work on 4-lane SSE2 too), and whole 64-byte lines of S.
 template <class S> constexpr int64_t kBlockVecs = std::max<int64_t>({4, 32 / N, kLineElems<S> / N});
-
-// Elements of S before the first 64-byte line boundary at p.
-template <class S> inline int64_t line_head(const S* p) {
-  return ((64 - (reinterpret_cast<uintptr_t>(p) & 63)) & 63) / int64_t(sizeof(S));
-}
 
 // Whether every channel run starts at the same offset within a line (stride is whole lines):
 // then write_blocked streams all channels' whole lines.
@@ -222,13 +246,15 @@ SAM_FUSED_SIMD_INLINE void write_blocked(S* out, int64_t C, int64_t stride, int6
 }
 
 // Runs that are back to back and streamed take the flat path of write_channels.
-inline bool flat_runs(int64_t stride, int64_t n, bool stream) { return stream && stride == n && n >= N; }
+inline bool flat_runs(int64_t stride, int64_t n, bool stream) { return stream && stride == n; }
 
-// row[0, n) followed by row[0, N): what write_channels' flat path reads at i in [0, n + N).
-inline std::unique_ptr<float[]> extend_row(const float* row, int64_t n) {
-  std::unique_ptr<float[]> ext(new float[n + N]);
+// row[0, n) continued periodically for kLineElems<S> elements (ext[n + j] = row[j % n]): what
+// write_channels' flat path over storage S reads at i in [0, n + kLineElems<S>).
+template <class S> std::unique_ptr<float[]> extend_row(const float* row, int64_t n) {
+  constexpr int64_t kExt = kLineElems<S>;
+  std::unique_ptr<float[]> ext(new float[n + kExt]);
   std::memcpy(ext.get(), row, n * sizeof(float));
-  std::memcpy(ext.get() + n, row, N * sizeof(float));
+  for (int64_t j = 0; j < kExt; j += n) std::memcpy(ext.get() + n + j, row, std::min(n, kExt - j) * sizeof(float));
   return ext;
 }
 
@@ -366,7 +392,7 @@ void scale(S* out, const S* x, const float* s, int64_t C, int64_t stride, int64_
         [&](int64_t, int64_t off, R si, int64_t k)
             __attribute__((always_inline)) { return V::mul(V::load_k(x + off, k), si); });
   const bool flat = flat_runs(stride, n, stream);
-  const auto s_ext = flat ? extend_row(s, n) : nullptr;
+  const auto s_ext = flat ? extend_row<S>(s, n) : nullptr;
   const float* sr = flat ? s_ext.get() : s;
   write_channels(out, C, stride, n, flat, stream, pf, npf,
                  [&](int64_t, int64_t off, int64_t i, int64_t k)
@@ -660,7 +686,8 @@ template <class S> void pool_max(const S* x, int64_t C, int64_t stride, int64_t 
 
 // rho's sums (the same chains, in the same order: the same bits) over runs_in_order; rho[0, n)
 // must be zero.
-template <class S>
+// kFetch: ahead has regions to fetch (without, the loop has no checks for them).
+template <bool kFetch, class S>
 void rho_in_order(const S* g, const S* x, int64_t C, int64_t stride, int64_t n, double* rho, SpreadPrefetch& ahead) {
   SmallBuffer<float, 4096> sums(2 * n);  // chain a (even channels of a run of kRhoRun), then chain b (odd)
   float* const sa = sums.get();
@@ -679,7 +706,9 @@ void rho_in_order(const S* g, const S* x, int64_t C, int64_t stride, int64_t n, 
           else if (c > c0) lanes.add_to_double(rho + i, V::add(acc, lanes.load(sb + i)));
           else lanes.add_to_double(rho + i, V::add(acc, V::zero()));  // a run of one channel
         },
-        [&](int64_t c, int64_t i) __attribute__((always_inline)) { ahead.at(c * n + i); });
+        [&](int64_t c, int64_t i) __attribute__((always_inline)) {
+          if constexpr (kFetch) ahead.at(c * n + i);
+        });
   }
 }
 
@@ -695,7 +724,8 @@ void rho(const S* g, const S* x, int64_t C, int64_t stride, int64_t n, double* r
   for (int64_t i = 0; i < n; ++i) rho[i] = 0.0;
   SpreadPrefetch ahead(pf, npf, C, C * n);
   if (runs_in_order<S>(C, n)) {
-    rho_in_order(g, x, C, stride, n, rho, ahead);
+    if (ahead.active()) rho_in_order<true>(g, x, C, stride, n, rho, ahead);
+    else rho_in_order<false>(g, x, C, stride, n, rho, ahead);
     return ahead.finish();
   }
   int64_t i = 0;
@@ -789,8 +819,8 @@ void dx_terms(S* dx, const S* g, const float* s, const float* add, const int32_t
             __attribute__((always_inline)) { return dx_value<kG, kAdd, kRoute>(g, c, off, p, k); });
   // The routing compares each lane's channel, which the flat path does not track.
   const bool flat = !kRoute && flat_runs(stride, n, stream);
-  const auto s_ext = flat && kG ? extend_row(s, n) : nullptr;
-  const auto add_ext = flat && kAdd ? extend_row(add, n) : nullptr;
+  const auto s_ext = flat && kG ? extend_row<S>(s, n) : nullptr;
+  const auto add_ext = flat && kAdd ? extend_row<S>(add, n) : nullptr;
   const float* sr = s_ext ? s_ext.get() : s;
   const float* ar = add_ext ? add_ext.get() : add;
   write_channels(dx, C, stride, n, flat, stream, pf, npf,

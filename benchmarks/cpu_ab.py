@@ -1,0 +1,108 @@
+"""Two or more builds of the CPU kernels timed side by side: which is faster, beyond the noise.
+
+    cp sam_fused/_C.abi3.so /tmp/C_old.so   # (then change, rebuild)
+    python benchmarks/cpu_ab.py old=/tmp/C_old.so new=sam_fused/_C.abi3.so [--threads 1]
+        [--shapes "128,64,64,9;16,64,64,9"] [--rounds 4] [--calls 40] [--cached]
+
+Each round runs every build once, in its own process (a library cannot be swapped in a
+running one), in turn: the machine's slow and fast phases then fall on every build alike. A
+process times the fused forward and backward ops alone, ``--calls`` calls each, with x and
+the gradient rotated through four copies so that they come from memory as in training
+(``--cached``: one copy, the cache-resident case), and reports its best call. The table gives
+each build's min and median over the rounds, in ms, and each build's min against the first's.
+``SAM_FUSED_CPU_ISA`` passes through to the children (forces an instruction set).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CASES = ("fwd", "bwd")
+
+
+def child(lib: str, shapes: list, threads: int, calls: int, copies: int) -> dict:
+    """Loads sam_fused with its _C from lib; the best time of each case, in ms."""
+    import importlib.util
+
+    import torch  # the library links against torch's
+
+    spec = importlib.util.spec_from_file_location("sam_fused._C", lib)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["sam_fused._C"] = module
+    spec.loader.exec_module(module)
+
+    sys.path.insert(0, ROOT)
+    import sam_fused  # noqa: F401  (the Python side of this checkout, with lib's ops)
+
+    torch.set_num_threads(threads)
+    fwd, bwd = torch.ops.sam_fused.spatial_attention_fwd, torch.ops.sam_fused.spatial_attention_bwd
+    gen = torch.Generator().manual_seed(0)
+    weight, bias = torch.randn(1, 1, 3, 1, generator=gen) * 0.3, torch.randn(1, generator=gen)
+    best = {}
+    for shape in shapes:
+        xs = [torch.randn(shape, generator=gen) for _ in range(copies)]
+        gs = [torch.randn(shape, generator=gen) for _ in range(copies)]
+        pooled = [fwd(x, weight, bias, "mean", False)[1] for x in xs]
+        run = {"fwd": lambda j, xs=xs: fwd(xs[j], weight, bias, "mean", False),
+               "bwd": lambda j, xs=xs, gs=gs, pooled=pooled: bwd(gs[j], xs[j], weight, bias, pooled[j], "mean", False)}
+        for case in CASES:
+            times = []
+            for j in range(calls + copies):  # the first pass over the copies warms up
+                t = time.perf_counter()
+                run[case](j % copies)
+                times.append(time.perf_counter() - t)
+            best[f"{','.join(map(str, shape))} {case}"] = 1e3 * min(times[copies:])
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("builds", nargs="*", help="name=path of a built sam_fused/_C library")
+    parser.add_argument("--shapes", default="128,64,64,9;128,512,8,9;16,64,64,9")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--calls", type=int, default=40)
+    parser.add_argument("--cached", action="store_true", help="one copy of the inputs (cache-resident)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    shapes = [tuple(int(v) for v in s.split(",")) for s in args.shapes.split(";")]
+    copies = 1 if args.cached else 4
+    if args.child:
+        print(json.dumps(child(args.child, shapes, args.threads, args.calls, copies)))
+        return
+    if len(args.builds) < 2:
+        parser.error("give two builds or more, as name=path")
+    builds = []
+    for item in args.builds:
+        name, sep, path = item.partition("=")
+        if not sep or not os.path.isfile(path):
+            parser.error(f"expected name=path of a built library, got {item!r}")
+        builds.append((name, os.path.abspath(path)))
+    results = {name: [] for name, _ in builds}
+    for r in range(args.rounds):
+        for name, path in builds if r % 2 == 0 else builds[::-1]:  # alternate who goes first
+            cmd = [sys.executable, __file__, "--child", path, "--shapes", args.shapes, "--threads",
+                   str(args.threads), "--calls", str(args.calls)] + (["--cached"] if args.cached else [])
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+            results[name].append(json.loads(out.strip().splitlines()[-1]))
+    isa = os.environ.get("SAM_FUSED_CPU_ISA", "(auto)")
+    print(f"{args.threads} thread(s), SAM_FUSED_CPU_ISA={isa}, {'cached' if args.cached else 'from memory'}, "
+          f"{args.rounds} rounds of the best of {args.calls} calls: min / median ms, min x {builds[0][0]}")
+    base = builds[0][0]
+    for key in results[base][0]:
+        cells = []
+        for name, _ in builds:
+            values = [round_[key] for round_ in results[name]]
+            ratio = min(values) / min(v[key] for v in results[base])
+            cells.append(f"{name} {min(values):7.3f} / {statistics.median(values):7.3f} (x{ratio:.2f})")
+        print(f"{key:>18} | " + " | ".join(cells))
+
+
+if __name__ == "__main__":
+    main()

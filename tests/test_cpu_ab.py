@@ -1,0 +1,23 @@
+"""benchmarks/cpu_ab.py: builds of the library timed side by side, each in its own process."""
+import subprocess
+import sys
+from pathlib import Path
+
+import sam_fused
+
+ROOT = Path(__file__).parents[1]
+
+def test_two_builds_get_a_row_per_shape_and_pass():
+    lib = sam_fused._C.__file__
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cpu_ab.py"), f"a={lib}", f"b={lib}",
+                          "--shapes", "2,8,5,3;1,3,4,4", "--rounds", "1", "--calls", "2", "--cached"],
+                         capture_output=True, text=True, check=True).stdout
+    rows = [line for line in out.splitlines() if " | " in line]
+    assert [r.split(" | ")[0].strip() for r in rows] == ["2,8,5,3 fwd", "2,8,5,3 bwd", "1,3,4,4 fwd", "1,3,4,4 bwd"]
+    assert all(" a " in r and " b " in r for r in rows)
+
+def test_one_build_or_a_missing_file_is_refused():
+    script = str(ROOT / "benchmarks" / "cpu_ab.py")
+    for args in (["a=" + sam_fused._C.__file__], ["a=/nonexistent.so", "b=/nonexistent.so"]):
+        result = subprocess.run([sys.executable, script, *args], capture_output=True, text=True)
+        assert result.returncode == 2 and "name=path" in result.stderr, result.stderr
