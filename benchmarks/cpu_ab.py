@@ -8,8 +8,10 @@ Each round runs every build once, in its own process (a library cannot be swappe
 running one), in turn: the machine's slow and fast phases then fall on every build alike. A
 process times the fused forward and backward ops alone, ``--calls`` calls each, with x and
 the gradient rotated through four copies so that they come from memory as in training
-(``--cached``: one copy, the cache-resident case), and reports its best call. The table gives
-each build's min and median over the rounds, in ms, and each build's min against the first's.
+(``--cached``: one copy, the cache-resident case), and reports its best call; ``x.clone()`` and
+``torch.add(x, g)`` the same way, the forward's and the backward's memory floors (2N and 3N
+bytes) in torch's own loops, which do not depend on the build. The table gives each build's
+min and median over the rounds, in ms, and each build's min against the first's.
 ``SAM_FUSED_CPU_ISA`` passes through to the children (forces an instruction set).
 """
 from __future__ import annotations
@@ -23,7 +25,7 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CASES = ("fwd", "bwd")
+CASES = ("fwd", "bwd", "clone", "add")  # the last two: torch's floors (2N and 3N bytes) beside the ops
 
 
 def child(lib: str, shapes: list, threads: int, calls: int, copies: int) -> dict:
@@ -50,7 +52,9 @@ def child(lib: str, shapes: list, threads: int, calls: int, copies: int) -> dict
         gs = [torch.randn(shape, generator=gen) for _ in range(copies)]
         pooled = [fwd(x, weight, bias, "mean", False)[1] for x in xs]
         run = {"fwd": lambda j, xs=xs: fwd(xs[j], weight, bias, "mean", False),
-               "bwd": lambda j, xs=xs, gs=gs, pooled=pooled: bwd(gs[j], xs[j], weight, bias, pooled[j], "mean", False)}
+               "bwd": lambda j, xs=xs, gs=gs, pooled=pooled: bwd(gs[j], xs[j], weight, bias, pooled[j], "mean", False),
+               "clone": lambda j, xs=xs: xs[j].clone(),
+               "add": lambda j, xs=xs, gs=gs: torch.add(xs[j], gs[j])}
         for case in CASES:
             times = []
             for j in range(calls + copies):  # the first pass over the copies warms up

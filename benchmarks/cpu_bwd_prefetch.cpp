@@ -21,10 +21,11 @@ int C, P;
 size_t sample;
 float *xs, *gs, *x, *g, *out;
 alignas(64) float r[8192], s[8192], a[8192];
-inline void pf_group(const char* base, size_t& line, size_t lines) {
-  for (int q = 0; q < 4 && line < lines; ++q, ++line) _mm_prefetch(base + line * 64, _MM_HINT_T1);
+inline void pf_group(const char* base, size_t& line, size_t lines, int count = 4) {
+  for (int q = 0; q < count && line < lines; ++q, ++line) _mm_prefetch(base + line * 64, _MM_HINT_T1);
 }
-// mode bits: 1 = next x during dx, 2 = next g during dx, 4 = next x during rho, 8 = next g during rho
+// mode bits: 1 = next x during dx, 2 = next g during dx, 4 = next x during rho, 8 = next g during rho,
+// 16 = (with 8) g at half the rate in rho, the rest in dx
 template <int kMode> void bwd() {
   const size_t lines = sample / 16;
   for (int b = 0; b < kB; ++b) {
@@ -39,7 +40,7 @@ template <int kMode> void bwd() {
       for (int i = 0; i < P; i += 16, ++done) {
         if (done % 4 == 0) {
           if (kMode & 4) pf_group(nx, lx, lines);
-          if (kMode & 8) pf_group(ng, lg, lines);
+          if (kMode & 8) pf_group(ng, lg, lines, kMode & 16 ? 2 : 4);
         }
         _mm512_store_ps(r + i, _mm512_fmadd_ps(_mm512_loadu_ps(xb + c * P + i), _mm512_loadu_ps(gb + c * P + i),
                                                _mm512_load_ps(r + i)));
@@ -78,7 +79,8 @@ int main(int argc, char** argv) {
                           {"g in dx", bwd<2>},
                           {"x in rho, g in dx", bwd<6>},
                           {"g in rho, x in dx", bwd<9>},
-                          {"x+g in rho", bwd<15>}};
+                          {"x+g in rho", bwd<15>},
+                          {"x+g/2 in rho, g/2 in dx", bwd<30>}};
   time_interleaved(cases, 6, 5, [&](int call) { x = xs + call % 4 * n, g = gs + call % 4 * n; });
   std::printf("C %d, P %d, ms:", C, P);
   for (const auto& c : cases) std::printf("  %s %.3f", c.name, c.best * 1e3);
