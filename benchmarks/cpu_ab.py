@@ -11,7 +11,9 @@ the gradient rotated through four copies so that they come from memory as in tra
 (``--cached``: one copy, the cache-resident case), and reports its best call; ``x.clone()`` and
 ``torch.add(x, g)`` the same way, the forward's and the backward's memory floors (2N and 3N
 bytes) in torch's own loops, which do not depend on the build. The table gives each build's
-min and median over the rounds, in ms, and each build's min against the first's.
+min and median over the rounds, in ms, and each build's min against the first's; then the
+forward over the clone and the backward over the add of the same process, whose min and median
+over the rounds cancel most of a shared machine's slow and fast phases.
 ``SAM_FUSED_CPU_ISA`` passes through to the children (forces an instruction set).
 """
 from __future__ import annotations
@@ -99,13 +101,20 @@ def main() -> None:
     print(f"{args.threads} thread(s), SAM_FUSED_CPU_ISA={isa}, {'cached' if args.cached else 'from memory'}, "
           f"{args.rounds} rounds of the best of {args.calls} calls: min / median ms, min x {builds[0][0]}")
     base = builds[0][0]
+    for round_list in results.values():  # each op over its floor in the same process: the phase cancels
+        for res in round_list:
+            for key in list(res):
+                shape, _, case = key.rpartition(" ")
+                floor = {"fwd": "clone", "bwd": "add"}.get(case)
+                if floor:
+                    res[f"{shape} {case}/{floor}"] = res[key] / res[f"{shape} {floor}"]
     for key in results[base][0]:
         cells = []
         for name, _ in builds:
             values = [round_[key] for round_ in results[name]]
             ratio = min(values) / min(v[key] for v in results[base])
             cells.append(f"{name} {min(values):7.3f} / {statistics.median(values):7.3f} (x{ratio:.2f})")
-        print(f"{key:>18} | " + " | ".join(cells))
+        print(f"{key:>22} | " + " | ".join(cells))
 
 
 if __name__ == "__main__":

@@ -7,13 +7,15 @@ import sam_fused
 
 ROOT = Path(__file__).parents[1]
 
-def test_two_builds_get_a_row_per_shape_and_pass():
+def test_two_builds_get_a_row_per_shape_case_and_ratio():
     lib = sam_fused._C.__file__
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cpu_ab.py"), f"a={lib}", f"b={lib}",
                           "--shapes", "2,8,5,3;1,3,4,4", "--rounds", "1", "--calls", "2", "--cached"],
                          capture_output=True, text=True, check=True).stdout
     rows = [line for line in out.splitlines() if " | " in line]
-    assert [r.split(" | ")[0].strip() for r in rows] == ["2,8,5,3 fwd", "2,8,5,3 bwd", "1,3,4,4 fwd", "1,3,4,4 bwd"]
+    names = [r.split(" | ")[0].strip() for r in rows]
+    assert names == [f"{s} {c}" for s in ("2,8,5,3", "1,3,4,4") for c in ("fwd", "bwd", "clone", "add")] + \
+        [f"{s} {c}" for s in ("2,8,5,3", "1,3,4,4") for c in ("fwd/clone", "bwd/add")]
     assert all(" a " in r and " b " in r for r in rows)
 
 def test_one_build_or_a_missing_file_is_refused():
