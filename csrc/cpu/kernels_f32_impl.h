@@ -712,6 +712,12 @@ void rho_in_order(const S* g, const S* x, int64_t C, int64_t stride, int64_t n, 
   }
 }
 
+// 4-lane vectors (SSE2) spend four times the loop instructions per byte of 16-lane ones; there
+// the backward's prefetches in its sequential passes (rho over runs in order, dx in blocks) cost
+// more than they gained: 5-6% slower from memory at 16 and 64 rows than none, while the group
+// passes over short strided runs still need them (1.7x faster at 8 rows; docs/cpu-results.md).
+constexpr bool kFetchInSequentialPasses = N >= 8;
+
 // Within a run, even and odd channels take two chains (added before the run goes to double):
 // half the rounding of one chain, and two independent dependency chains. Four channels per
 // iteration of the channel loop, as in pool; runs of kInOrderBytes or more in memory order
@@ -722,7 +728,7 @@ void rho_in_order(const S* g, const S* x, int64_t C, int64_t stride, int64_t n, 
 template <class S>
 void rho(const S* g, const S* x, int64_t C, int64_t stride, int64_t n, double* rho, const PrefetchRuns* pf, int npf) {
   for (int64_t i = 0; i < n; ++i) rho[i] = 0.0;
-  SpreadPrefetch ahead(pf, npf, C, C * n);
+  SpreadPrefetch ahead(pf, runs_in_order<S>(C, n) && !kFetchInSequentialPasses ? 0 : npf, C, C * n);
   if (runs_in_order<S>(C, n)) {
     if (ahead.active()) rho_in_order<true>(g, x, C, stride, n, rho, ahead);
     else rho_in_order<false>(g, x, C, stride, n, rho, ahead);
@@ -813,7 +819,7 @@ void dx_terms(S* dx, const S* g, const float* s, const float* add, const int32_t
   };
   if (!stream || ((kRoute || N < 8) && lines_aligned_across_channels<S>(stride)))
     return write_blocked(
-        dx, C, stride, n, stream, pf, npf,
+        dx, C, stride, n, stream, pf, kFetchInSequentialPasses ? npf : 0,
         [&](int64_t i, int64_t k) __attribute__((always_inline)) { return pixel(s, add, i, k); },
         [&](int64_t c, int64_t off, const DxPixel& p, int64_t k)
             __attribute__((always_inline)) { return dx_value<kG, kAdd, kRoute>(g, c, off, p, k); });
