@@ -42,14 +42,12 @@ class SpreadPrefetch {
       const bool joined = pf[q].stride == pf[q].run_bytes;
       const int64_t run_lines = ((joined ? runs : 1) * pf[q].run_bytes + 63) / 64;
       Walk& w = walks_[nwalks_++];
-      w = {pf[q].base,
-           pf[q].base,
-           pf[q].base + run_lines * 64,
-           pf[q].stride,
-           run_lines * 64,
-           (joined ? 1 : runs) * run_lines,
-           0,
-           0};
+      w.run = w.p = pf[q].base;
+      w.run_span = run_lines * 64;
+      w.end = w.run + w.run_span;
+      w.stride = pf[q].stride;
+      w.lines = (joined ? 1 : runs) * run_lines;
+      w.issued = 0;
       // lines due per element written, in 32.32 fixed point (no division per group)
       w.rate = (uint64_t(w.lines) << 32) / uint64_t(std::max<int64_t>(total, 1));
     }
