@@ -48,8 +48,9 @@ def child(lib: str, shapes: list, threads: int, calls: int, copies: int) -> dict
     fwd, bwd = torch.ops.sam_fused.spatial_attention_fwd, torch.ops.sam_fused.spatial_attention_bwd
     gen = torch.Generator().manual_seed(0)
     weight, bias = torch.randn(1, 1, 3, 1, generator=gen) * 0.3, torch.randn(1, generator=gen)
-    best = {}
+    best, over_floor = {}, {}  # ms per case; each op over its floor in this process (listed after)
     for shape in shapes:
+        key = ",".join(map(str, shape))
         xs = [torch.randn(shape, generator=gen) for _ in range(copies)]
         gs = [torch.randn(shape, generator=gen) for _ in range(copies)]
         pooled = [fwd(x, weight, bias, "mean", False)[1] for x in xs]
@@ -63,8 +64,10 @@ def child(lib: str, shapes: list, threads: int, calls: int, copies: int) -> dict
                 t = time.perf_counter()
                 run[case](j % copies)
                 times.append(time.perf_counter() - t)
-            best[f"{','.join(map(str, shape))} {case}"] = 1e3 * min(times[copies:])
-    return best
+            best[f"{key} {case}"] = 1e3 * min(times[copies:])
+        over_floor[f"{key} fwd/clone"] = best[f"{key} fwd"] / best[f"{key} clone"]
+        over_floor[f"{key} bwd/add"] = best[f"{key} bwd"] / best[f"{key} add"]
+    return {**best, **over_floor}
 
 
 def main() -> None:
@@ -101,13 +104,6 @@ def main() -> None:
     print(f"{args.threads} thread(s), SAM_FUSED_CPU_ISA={isa}, {'cached' if args.cached else 'from memory'}, "
           f"{args.rounds} rounds of the best of {args.calls} calls: min / median ms, min x {builds[0][0]}")
     base = builds[0][0]
-    for round_list in results.values():  # each op over its floor in the same process: the phase cancels
-        for res in round_list:
-            for key in list(res):
-                shape, _, case = key.rpartition(" ")
-                floor = {"fwd": "clone", "bwd": "add"}.get(case)
-                if floor:
-                    res[f"{shape} {case}/{floor}"] = res[key] / res[f"{shape} {floor}"]
     for key in results[base][0]:
         cells = []
         for name, _ in builds:

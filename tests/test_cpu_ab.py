@@ -7,6 +7,7 @@ import sam_fused
 
 ROOT = Path(__file__).parents[1]
 
+
 def test_two_builds_get_a_row_per_shape_case_and_ratio():
     lib = sam_fused._C.__file__
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cpu_ab.py"), f"a={lib}", f"b={lib}",
@@ -17,6 +18,7 @@ def test_two_builds_get_a_row_per_shape_case_and_ratio():
     assert names == [f"{s} {c}" for s in ("2,8,5,3", "1,3,4,4") for c in ("fwd", "bwd", "clone", "add")] + \
         [f"{s} {c}" for s in ("2,8,5,3", "1,3,4,4") for c in ("fwd/clone", "bwd/add")]
     assert all(" a " in r and " b " in r for r in rows)
+
 
 def test_one_build_or_a_missing_file_is_refused():
     script = str(ROOT / "benchmarks" / "cpu_ab.py")

@@ -726,8 +726,9 @@ constexpr bool kFetchInSequentialPasses = N >= 8;
 template <class S>
 void rho(const S* g, const S* x, int64_t C, int64_t stride, int64_t n, double* rho, const PrefetchRuns* pf, int npf) {
   for (int64_t i = 0; i < n; ++i) rho[i] = 0.0;
-  SpreadPrefetch ahead(pf, runs_in_order<S>(C, n) && !kFetchInSequentialPasses ? 0 : npf, C, C * n);
-  if (runs_in_order<S>(C, n)) {
+  const bool in_order = runs_in_order<S>(C, n);
+  SpreadPrefetch ahead(pf, in_order && !kFetchInSequentialPasses ? 0 : npf, C, C * n);
+  if (in_order) {
     if (ahead.active()) rho_in_order<true>(g, x, C, stride, n, rho, ahead);
     else rho_in_order<false>(g, x, C, stride, n, rho, ahead);
     return ahead.finish();
