@@ -3,9 +3,10 @@
 #   bash tools/device_run.sh [lease|abenv|short|recheck|times|check|sweep|ncu|source|all]   (default: check)
 # lease: a whole 15-minute lease after kernel changes, in one ~5-minute command (299 s on an H100):
 #        gpu-check's steps (tests, parity, determinism, memcheck, racecheck, kernel times with
-#        torch.compile for CBAM 64ch; <= 330 s), the kernel times and ncu counts of the bundle in
-#        BASE (default .gpu-base, when there) beside this one's, the CUDA-graph plan sweep of the
-#        forwards of the cases named by SWEEP (default CBAM), and the source counters (`source`).
+#        torch.compile for CBAM 64ch; <= 330 s), the kernel times and ncu counts of the bundles in
+#        BASE (default .gpu-base, when there; several, space-separated) beside this one's, ROUNDS
+#        times alternated (default 1), the CUDA-graph plan sweep of the forwards of the cases named
+#        by SWEEP (default CBAM; none: no sweep), and the source counters (`source`).
 # abenv: after a change with a switch in the environment, ~5 minutes: the kernel times (no
 #        torch.compile) without and with AB_ENV (e.g. SAM_FUSED_CUDA_PDL=0), alternated twice,
 #        then gpu-check's tests, parity, determinism and memcheck.
@@ -151,14 +152,21 @@ run_lease() {
     --steps tests,check,determinism,memcheck,racecheck,times > $d/check.log 2>&1 || rc=1
   check_summary $d > "$RESULTS/check-summary.md"
   tar -czf "$RESULTS/check.tar.gz" -C $d check check.log
-  if [ -d "$base" ]; then  # the base bundle first, so that this one is in place for the steps after
-    for b in "$base" "$BUNDLE"; do
-      BUNDLE=$b RESULTS=$d/times-$(basename "$b") bash tools/device_run.sh times >> $d/times.log 2>&1 || rc=1
-      { echo "=== bundle $(cat "$b/COMMIT")"; cat $d/times-$(basename "$b")/times-summary.txt; } >> "$RESULTS/times-ab.txt"
+  # the base bundles first, so that this one is in place for the steps after; ROUNDS alternates them
+  local round b have_base=
+  for b in $base; do [ -d "$b" ] && have_base=1; done
+  for round in $(seq "${ROUNDS:-1}"); do
+    for b in $base "$BUNDLE"; do
+      [ -n "$have_base" ] && [ -d "$b" ] || continue
+      BUNDLE=$b RESULTS=$d/times-$(basename "$b")-$round bash tools/device_run.sh times >> $d/times.log 2>&1 || rc=1
+      { echo "=== bundle $(cat "$b/COMMIT") ($b, round $round)"; cat $d/times-$(basename "$b")-$round/times-summary.txt; } \
+        >> "$RESULTS/times-ab.txt"
     done
+  done
+  if [ "${SWEEP:-CBAM}" != none ]; then
+    timeout 120 $py tools/gpu_plan_sweep.py --graph --cases "${SWEEP:-CBAM}" --direction fwd --time-limit 90 \
+      --out "$RESULTS/plan_sweep_graph.json" > "$RESULTS/sweep.log" 2>&1 || rc=1
   fi
-  timeout 120 $py tools/gpu_plan_sweep.py --graph --cases "${SWEEP:-CBAM}" --direction fwd --time-limit 90 \
-    --out "$RESULTS/plan_sweep_graph.json" > "$RESULTS/sweep.log" 2>&1 || rc=1
   run_source || rc=1
   return $rc
 }

@@ -113,7 +113,7 @@ struct Plan {
   SAM_FUSED_HD bool sum_vectors() const { return sum_slots > 0; }
   int px = 32, cs = 1;     // channel reduction: pixels per round x channel slots = threads
   int64_t off_w = 0, off_q = 0, off_s = 0, off_d = 0, off_gmean = 0, off_gmax = 0, off_amax = 0, off_part = 0,
-          off_tile = 0, off_xtile = 0, smem_bytes = 0, spill_bytes = 0;
+          off_tile = 0, off_xtile = 0, off_ahead = 0, smem_bytes = 0, spill_bytes = 0;
   int64_t partials = 0;    // backward: blocks that write weight-gradient partials (BwdMaps' or the main kernel's)
   // Two-pass backward: BwdMaps, the per-pixel map kernel between pass 1 and the main kernel.
   // A block owns `rows` rows of one sample's maps; its buffers (weights, pooled rows with a 2rh
@@ -236,6 +236,8 @@ inline void place_buffers(Plan& p, const Geometry& s, int64_t R, int64_t elem_by
       take(backward && p.two_pass ? 0 : partial_bytes(p.threads, acc_bytes, elem_bytes, may_sum_vectors(p, s)), false);
   p.off_tile = take(p.staged ? R * s.C * W * elem_bytes : 0, false);
   p.off_xtile = take(p.staged_x ? R * s.C * W * elem_bytes : 0, false);
+  // the two-pass forward's first x vectors, copied while its maps load and convolve (FwdMain)
+  p.off_ahead = take(!backward && p.two_pass && !p.staged && !s.return_map ? kStreamUnroll * p.threads * 16 : 0, false);
   p.smem_bytes = smem;
   p.spill_bytes = p.spill ? scratch : 0;
 }
