@@ -381,7 +381,8 @@ template <class Ctx> struct ChunksReady {
 // they are in flight, then the walk goes on with them. The first batch waits in thread state
 // (registers on the GPU; ahead_in_registers) or, where registers are scarce, in U x threads
 // vectors of shared memory (ahead_in_smem: copy(at, dst) puts them there by asynchronous copies,
-// each thread reading back its own). Their places are computed again after `before`.
+// each thread reading back its own). Their places are computed again after `before`. The first
+// batch is kStreamAhead vectors (traits.h), the later ones U.
 struct NoAhead {};
 template <class Before, class Copy, class Buf> struct Ahead {
   Before before;
@@ -399,11 +400,12 @@ template <int V, int U, bool CL, typename T, typename I, class Ctx, class Load, 
 SAM_FUSED_BLOCK void stream_tile_vectors(Ctx& ctx, const Geometry& s, const Tile<I>& tl, Load&& load, Finish&& finish,
                                          int finish_accesses = 1, AheadT&& ahead = {}) {
   const I L = tl.rows() * I(s.W), nvec = L * I(s.C) / I(V);
-  I skip = 0;  // vectors of each thread's walk done ahead: U threads' strides
+  I skip = 0;  // vectors of the walk done ahead: kStreamAhead strides of the threads
   if constexpr (!std::is_same_v<std::decay_t<AheadT>, NoAhead>) {
     constexpr bool kSmem = !std::is_same_v<decltype(ahead.buf), std::nullptr_t>;
+    constexpr int UA = kStreamAhead;
     struct Batch {
-      T vec[U][V];
+      T vec[UA][V];
     };
     auto st = ctx.template thread_state<std::conditional_t<kSmem, char, Batch>>();
     auto slot = [&](int t, int u) { return (I(u) * I(ctx.threads()) + I(t)) * I(V); };
@@ -411,7 +413,7 @@ SAM_FUSED_BLOCK void stream_tile_vectors(Ctx& ctx, const Geometry& s, const Tile
       const I stride = I(ctx.threads());
       if (I(t) >= nvec) return;
 #pragma unroll
-      for (int u = 0; u < U; ++u) {
+      for (int u = 0; u < UA; ++u) {
         const I v = I(t) + I(u) * stride;
         if (v >= nvec)
           for (int n = 0; n < 1 + int(kSmem); ++n) ctx.skip_access();  // a copy: two accesses
@@ -425,7 +427,7 @@ SAM_FUSED_BLOCK void stream_tile_vectors(Ctx& ctx, const Geometry& s, const Tile
       const I stride = I(ctx.threads());
       if (I(t) >= nvec) return;
 #pragma unroll
-      for (int u = 0; u < U; ++u) {
+      for (int u = 0; u < UA; ++u) {
         const I v = I(t) + I(u) * stride;
         if (v < nvec) {
           if constexpr (kSmem) {
@@ -437,7 +439,7 @@ SAM_FUSED_BLOCK void stream_tile_vectors(Ctx& ctx, const Geometry& s, const Tile
           for (int n = 0; n < finish_accesses + int(kSmem); ++n) ctx.skip_access();
       }
     });
-    skip = I(U) * I(ctx.threads());
+    skip = I(UA) * I(ctx.threads());
   }
   ctx.each_thread([&](int t) {
     const I stride = I(ctx.threads());

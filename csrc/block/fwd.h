@@ -95,7 +95,7 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
     Buf sig;  // s of the tile pixels
     ChanPartial<A>* part;
     T* tile;   // staged x tile, or null
-    T* ahead;  // two pass: the first kStreamUnroll x vectors of each thread (Plan::off_ahead)
+    T* ahead;  // two pass: the first kStreamAhead x vectors of each thread (Plan::off_ahead)
 
     SAM_FUSED_BLOCK decltype(auto) qslot(int slot, I h, I w) const { return q[(I(slot) * qrows + h - qbase) * W + w]; }
   };

@@ -42,6 +42,9 @@ constexpr int kChannelUnroll = 8;
 // USC-HAD bf16 backward a resident block (phase model: 85% -> 68% at (128,64,256,6)).
 constexpr int kRhoUnroll = 16;
 constexpr int kStreamUnroll = 4;
+// The two-pass main kernels' first vectors per thread, in flight while they stage or compute
+// their maps (stream_tile_vectors' `ahead`; FwdMain's in shared memory: Plan::off_ahead).
+constexpr int kStreamAhead = 4;
 // Channel sums over a staged NCHW tile by 16-byte vectors (channel_sum_vectors): channels a
 // thread loads before it adds the first, a vector from each source (x and g: two). 16-bit data
 // takes 2: with 4, BwdMain bf16 needed 85 registers, 2 resident blocks instead of 3 (80 now).
@@ -237,7 +240,7 @@ inline void place_buffers(Plan& p, const Geometry& s, int64_t R, int64_t elem_by
   p.off_tile = take(p.staged ? R * s.C * W * elem_bytes : 0, false);
   p.off_xtile = take(p.staged_x ? R * s.C * W * elem_bytes : 0, false);
   // the two-pass forward's first x vectors, copied while its maps load and convolve (FwdMain)
-  p.off_ahead = take(!backward && p.two_pass && !p.staged && !s.return_map ? kStreamUnroll * p.threads * 16 : 0, false);
+  p.off_ahead = take(!backward && p.two_pass && !p.staged && !s.return_map ? kStreamAhead * p.threads * 16 : 0, false);
   p.smem_bytes = smem;
   p.spill_bytes = p.spill ? scratch : 0;
 }
