@@ -375,68 +375,46 @@ template <class Ctx> struct ChunksReady {
 // `finish_accesses` accesses each), so U loads are in flight per thread instead of one per
 // round trip. Lanes past the end are predicated off (skip_access keeps the CPU context's
 // instruction count aligned).
-// `ahead` (NoAhead: none) overlaps a block's first round trip to DRAM with work the finish
-// needs: each thread issues its first U vectors, then ahead.before (block-wide work with its own
-// loops and barriers: the two-pass main kernels stage or compute their maps there) runs while
-// they are in flight, then the walk goes on with them. The first batch waits in thread state
-// (registers on the GPU; ahead_in_registers) or, where registers are scarce, in U x threads
-// vectors of shared memory (ahead_in_smem: copy(at, dst) puts them there by asynchronous copies,
-// each thread reading back its own). Their places are computed again after `before`. The first
-// batch is kStreamAhead vectors (traits.h), the later ones U.
-struct NoAhead {};
-template <class Before, class Copy, class Buf> struct Ahead {
-  Before before;
-  Copy copy;
-  Buf buf;  // T* in shared memory, or std::nullptr_t: registers
+// `before` (NoPhase: none) is block-wide work with its own loops and barriers that the finish
+// needs (the two-pass backward's main kernel stages its maps there): each thread first issues
+// the loads of its first kStreamAhead vectors (traits.h), `before` runs while they are in flight,
+// then the walk goes on with them, so that a block's first round trip to DRAM overlaps its
+// staging instead of following it. They wait in thread state (registers on the GPU), and their
+// places are computed again after `before`.
+struct NoPhase {
+  SAM_FUSED_BLOCK void operator()() const {}
 };
-template <class Before> SAM_FUSED_BLOCK Ahead<Before, NoAhead, std::nullptr_t> ahead_in_registers(Before before) {
-  return {before, {}, nullptr};
-}
-template <class Before, class Copy, class T>
-SAM_FUSED_BLOCK Ahead<Before, Copy, T*> ahead_in_smem(Before before, Copy copy, T* buf) {
-  return {before, copy, buf};
-}
-template <int V, int U, bool CL, typename T, typename I, class Ctx, class Load, class Finish, class AheadT = NoAhead>
+template <int V, int U, bool CL, typename T, typename I, class Ctx, class Load, class Finish, class Before = NoPhase>
 SAM_FUSED_BLOCK void stream_tile_vectors(Ctx& ctx, const Geometry& s, const Tile<I>& tl, Load&& load, Finish&& finish,
-                                         int finish_accesses = 1, AheadT&& ahead = {}) {
+                                         int finish_accesses = 1, Before&& before = {}) {
   const I L = tl.rows() * I(s.W), nvec = L * I(s.C) / I(V);
   I skip = 0;  // vectors of the walk done ahead: kStreamAhead strides of the threads
-  if constexpr (!std::is_same_v<std::decay_t<AheadT>, NoAhead>) {
-    constexpr bool kSmem = !std::is_same_v<decltype(ahead.buf), std::nullptr_t>;
+  if constexpr (!std::is_same_v<std::decay_t<Before>, NoPhase>) {
     constexpr int UA = kStreamAhead;
     struct Batch {
       T vec[UA][V];
     };
-    auto st = ctx.template thread_state<std::conditional_t<kSmem, char, Batch>>();
-    auto slot = [&](int t, int u) { return (I(u) * I(ctx.threads()) + I(t)) * I(V); };
+    auto st = ctx.template thread_state<Batch>();
     ctx.each_thread([&](int t) {
       const I stride = I(ctx.threads());
       if (I(t) >= nvec) return;
 #pragma unroll
       for (int u = 0; u < UA; ++u) {
         const I v = I(t) + I(u) * stride;
-        if (v >= nvec)
-          for (int n = 0; n < 1 + int(kSmem); ++n) ctx.skip_access();  // a copy: two accesses
-        else if constexpr (kSmem) ahead.copy(tile_vector<V, CL>(s, tl, L, v), ahead.buf + slot(t, u));
-        else load(tile_vector<V, CL>(s, tl, L, v), st[t].vec[u]);
+        if (v < nvec) load(tile_vector<V, CL>(s, tl, L, v), st[t].vec[u]);
+        else ctx.skip_access();
       }
     });
-    ahead.before();
-    if constexpr (kSmem) ctx.copy_wait();
+    before();
     ctx.each_thread([&](int t) {
       const I stride = I(ctx.threads());
       if (I(t) >= nvec) return;
 #pragma unroll
       for (int u = 0; u < UA; ++u) {
         const I v = I(t) + I(u) * stride;
-        if (v < nvec) {
-          if constexpr (kSmem) {
-            T vec[V];
-            ctx.template load_vec<V>(ahead.buf + slot(t, u), vec);
-            finish(tile_vector<V, CL>(s, tl, L, v), vec);
-          } else finish(tile_vector<V, CL>(s, tl, L, v), st[t].vec[u]);
-        } else
-          for (int n = 0; n < finish_accesses + int(kSmem); ++n) ctx.skip_access();
+        if (v < nvec) finish(tile_vector<V, CL>(s, tl, L, v), st[t].vec[u]);
+        else
+          for (int n = 0; n < finish_accesses; ++n) ctx.skip_access();
       }
     });
     skip = I(UA) * I(ctx.threads());

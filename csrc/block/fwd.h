@@ -94,8 +94,7 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
     Buf q;    // pooled maps
     Buf sig;  // s of the tile pixels
     ChanPartial<A>* part;
-    T* tile;   // staged x tile, or null
-    T* ahead;  // two pass: the first kStreamAhead x vectors of each thread (Plan::off_ahead)
+    T* tile;  // staged x tile, or null
 
     SAM_FUSED_BLOCK decltype(auto) qslot(int slot, I h, I w) const { return q[(I(slot) * qrows + h - qbase) * W + w]; }
   };
@@ -115,30 +114,11 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
     v.sig = ctx.buffer(reinterpret_cast<A*>(mp + p.off_s));
     v.part = reinterpret_cast<ChanPartial<A>*>(sm + p.off_part);
     v.tile = p.staged ? reinterpret_cast<T*>(sm + p.off_tile) : nullptr;
-    v.ahead = reinterpret_cast<T*>(sm + p.off_ahead);
     return v;
   }
 
   template <class Ctx> static SAM_FUSED_BLOCK void run(Ctx& ctx, const Args<T>& a) {
     const auto v = view_of(ctx, a);
-    if (a.p.two_pass && !v.tile && !a.s.return_map) {
-      // x's first vectors land in shared memory (Plan::off_ahead) while the block loads its
-      // pooled maps and convolves them: in registers they cost the conv its occupancy
-      with_vec<T>(a.p, [&](auto vt) {
-        constexpr int V = decltype(vt)::value;
-        write_out_tile(
-            ctx, a, v,
-            ahead_in_smem(
-                [&] {
-                  stage_x_tile(ctx, a, v);
-                  pool_rows(ctx, a, v);
-                  sigmoid_tile(ctx, a, v);
-                  ctx.sync();
-                },
-                [&](const TileVector<I>& at, T* dst) { ctx.template copy_vec<V>(a.x + at.off, dst); }, v.ahead));
-      });
-      return;
-    }
     stage_x_tile(ctx, a, v);
     pool_halo_rows(ctx, a, v);  // while the tile lands; ends with a barrier when it runs
     pool_rows(ctx, a, v);       // chunk by chunk as they land; ends with a barrier
@@ -367,9 +347,7 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
   }
 
   // out = x * s, x from the staged tile when there is one; return_map: the s map instead.
-  // `ahead`: stream_tile_vectors'.
-  template <class Ctx, class AheadT = NoAhead>
-  static SAM_FUSED_BLOCK void write_out_tile(Ctx& ctx, const Args<T>& a, const View<Ctx>& v, AheadT&& ahead = {}) {
+  template <class Ctx> static SAM_FUSED_BLOCK void write_out_tile(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
     if (a.s.return_map) {
       const Tile<I>& tl = v.tl;
       ctx.each_thread([&](int t) {
@@ -400,7 +378,7 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
             }
             ctx.template store_vec<V>(a.out + at.off, vec);
           },
-          1 + (!reads_map_runs<CL, V>() ? 0 : map_run_accesses<V, A>()), ahead);
+          1 + (!reads_map_runs<CL, V>() ? 0 : map_run_accesses<V, A>()));
     });
   }
 };

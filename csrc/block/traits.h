@@ -42,9 +42,11 @@ constexpr int kChannelUnroll = 8;
 // USC-HAD bf16 backward a resident block (phase model: 85% -> 68% at (128,64,256,6)).
 constexpr int kRhoUnroll = 16;
 constexpr int kStreamUnroll = 4;
-// The two-pass main kernels' first vectors per thread, in flight while they stage or compute
-// their maps (stream_tile_vectors' `ahead`; FwdMain's in shared memory: Plan::off_ahead).
-constexpr int kStreamAhead = 4;
+// The two-pass backward's main kernel: the first grad_out vectors per thread, in flight while it
+// stages its maps (stream_tile_vectors' `before`; registers: BwdMain fp32 keeps its 95, bf16
+// 87 -> 94, two resident blocks either way). On an H100 at CBAM (32,64,56,56) fp32 the kernel
+// took 26.5 us with none ahead, 26.5 with 4, 24.5 with 8 (docs/gpu-results.md).
+constexpr int kStreamAhead = 8;
 // Channel sums over a staged NCHW tile by 16-byte vectors (channel_sum_vectors): channels a
 // thread loads before it adds the first, a vector from each source (x and g: two). 16-bit data
 // takes 2: with 4, BwdMain bf16 needed 85 registers, 2 resident blocks instead of 3 (80 now).
@@ -116,7 +118,7 @@ struct Plan {
   SAM_FUSED_HD bool sum_vectors() const { return sum_slots > 0; }
   int px = 32, cs = 1;     // channel reduction: pixels per round x channel slots = threads
   int64_t off_w = 0, off_q = 0, off_s = 0, off_d = 0, off_gmean = 0, off_gmax = 0, off_amax = 0, off_part = 0,
-          off_tile = 0, off_xtile = 0, off_ahead = 0, smem_bytes = 0, spill_bytes = 0;
+          off_tile = 0, off_xtile = 0, smem_bytes = 0, spill_bytes = 0;
   int64_t partials = 0;    // backward: blocks that write weight-gradient partials (BwdMaps' or the main kernel's)
   // Two-pass backward: BwdMaps, the per-pixel map kernel between pass 1 and the main kernel.
   // A block owns `rows` rows of one sample's maps; its buffers (weights, pooled rows with a 2rh
@@ -239,8 +241,6 @@ inline void place_buffers(Plan& p, const Geometry& s, int64_t R, int64_t elem_by
       take(backward && p.two_pass ? 0 : partial_bytes(p.threads, acc_bytes, elem_bytes, may_sum_vectors(p, s)), false);
   p.off_tile = take(p.staged ? R * s.C * W * elem_bytes : 0, false);
   p.off_xtile = take(p.staged_x ? R * s.C * W * elem_bytes : 0, false);
-  // the two-pass forward's first x vectors, copied while its maps load and convolve (FwdMain)
-  p.off_ahead = take(!backward && p.two_pass && !p.staged && !s.return_map ? kStreamAhead * p.threads * 16 : 0, false);
   p.smem_bytes = smem;
   p.spill_bytes = p.spill ? scratch : 0;
 }
