@@ -152,15 +152,21 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
   template <class Ctx> static SAM_FUSED_BLOCK void run(Ctx& ctx, const Args<T>& a) {
     const auto v = view_of(ctx, a);
     if (a.p.two_pass) {
-      // grad_out's first vectors are in flight while the block stages its maps
-      write_dx_tile(ctx, a, v, [&] {
-        // the weight and bias gradient from BwdMaps' partials: the first blocks, a warp an entry
-        // (group g of entries by block g, g - blocks, ...: a grid smaller than the groups loops)
+      // the weight and bias gradient from BwdMaps' partials: the first blocks, a warp an entry
+      // (group g of entries by block g, g - blocks, ...: a grid smaller than the groups loops),
+      // then the tile's maps, while grad_out's first vectors are in flight
+      auto stage_maps = [&] {
         for (int64_t g = ctx.block(); g * (ctx.threads() / 32) <= a.s.taps(); g += a.p.blocks)
           reduce_weight_grad(ctx, a, g);
         stage_tile_maps(ctx, a, v);
         ctx.sync();
-      });
+      };
+      if constexpr (kStreamAhead<T> > 0) {
+        write_dx_tile(ctx, a, v, ahead_in_registers(stage_maps));
+      } else {
+        stage_maps();
+        write_dx_tile(ctx, a, v);
+      }
       return;
     }
     stage_inputs(ctx, a, v);
@@ -386,9 +392,9 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
   }
 
   // dx = g*s + gamma_mean/C, plus gamma_max on the first argmax channel (g from the staged tile
-  // when there is one; no g*s term with return_map). `before`: stream_tile_vectors'.
-  template <class Ctx, class Before = NoPhase>
-  static SAM_FUSED_BLOCK void write_dx_tile(Ctx& ctx, const Args<T>& a, const View<Ctx>& v, Before&& before = {}) {
+  // when there is one; no g*s term with return_map). `ahead`: stream_tile_vectors'.
+  template <class Ctx, class AheadT = NoAhead>
+  static SAM_FUSED_BLOCK void write_dx_tile(Ctx& ctx, const Args<T>& a, const View<Ctx>& v, AheadT&& ahead = {}) {
     const Geometry& s = a.s;
     with_vec<T>(a.p, [&](auto vt) {
       constexpr int V = decltype(vt)::value;
@@ -434,7 +440,7 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
             }
             ctx.template store_vec<V>(a.out + at.off, vec);
           },
-          1 + (!reads_map_runs<CL, V>() ? 0 : 3 * map_run_accesses<V, A>() + map_run_accesses<V, int32_t>()), before);
+          1 + (!reads_map_runs<CL, V>() ? 0 : 3 * map_run_accesses<V, A>() + map_run_accesses<V, int32_t>()), ahead);
     });
   }
 };

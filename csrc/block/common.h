@@ -375,22 +375,25 @@ template <class Ctx> struct ChunksReady {
 // `finish_accesses` accesses each), so U loads are in flight per thread instead of one per
 // round trip. Lanes past the end are predicated off (skip_access keeps the CPU context's
 // instruction count aligned).
-// `before` (NoPhase: none) is block-wide work with its own loops and barriers that the finish
-// needs (the two-pass backward's main kernel stages its maps there): each thread first issues
-// the loads of its first kStreamAhead vectors (traits.h), `before` runs while they are in flight,
-// then the walk goes on with them, so that a block's first round trip to DRAM overlaps its
-// staging instead of following it. They wait in thread state (registers on the GPU), and their
-// places are computed again after `before`.
-struct NoPhase {
-  SAM_FUSED_BLOCK void operator()() const {}
+// `ahead` (NoAhead: none; ahead_in_registers(before)) overlaps a block's first round trip to
+// DRAM with block-wide work the finish needs, `before` (its own loops and barriers: the two-pass
+// backward's main kernel stages its maps there): each thread issues the loads of its first
+// kStreamAhead<T> vectors (traits.h), `before` runs while they are in flight, then the walk goes on
+// with them. They wait in thread state (registers on the GPU), and their places are computed
+// again after `before`. (Into shared memory by cp.async instead, the two-pass forward's x
+// vectors made its CBAM calls slower on an H100: docs/gpu-results.md, tenth session.)
+struct NoAhead {};
+template <class Before> struct Ahead {
+  Before before;
 };
-template <int V, int U, bool CL, typename T, typename I, class Ctx, class Load, class Finish, class Before = NoPhase>
+template <class Before> SAM_FUSED_BLOCK Ahead<Before> ahead_in_registers(Before before) { return {before}; }
+template <int V, int U, bool CL, typename T, typename I, class Ctx, class Load, class Finish, class AheadT = NoAhead>
 SAM_FUSED_BLOCK void stream_tile_vectors(Ctx& ctx, const Geometry& s, const Tile<I>& tl, Load&& load, Finish&& finish,
-                                         int finish_accesses = 1, Before&& before = {}) {
+                                         int finish_accesses = 1, AheadT&& ahead = {}) {
   const I L = tl.rows() * I(s.W), nvec = L * I(s.C) / I(V);
-  I skip = 0;  // vectors of the walk done ahead: kStreamAhead strides of the threads
-  if constexpr (!std::is_same_v<std::decay_t<Before>, NoPhase>) {
-    constexpr int UA = kStreamAhead;
+  I skip = 0;  // vectors of the walk done ahead: kStreamAhead<T> strides of the threads
+  if constexpr (!std::is_same_v<std::decay_t<AheadT>, NoAhead>) {
+    constexpr int UA = kStreamAhead<T>;
     struct Batch {
       T vec[UA][V];
     };
@@ -401,19 +404,20 @@ SAM_FUSED_BLOCK void stream_tile_vectors(Ctx& ctx, const Geometry& s, const Tile
 #pragma unroll
       for (int u = 0; u < UA; ++u) {
         const I v = I(t) + I(u) * stride;
-        if (v < nvec) load(tile_vector<V, CL>(s, tl, L, v), st[t].vec[u]);
-        else ctx.skip_access();
+        if (v >= nvec) ctx.skip_access();
+        else load(tile_vector<V, CL>(s, tl, L, v), st[t].vec[u]);
       }
     });
-    before();
+    ahead.before();
     ctx.each_thread([&](int t) {
       const I stride = I(ctx.threads());
       if (I(t) >= nvec) return;
 #pragma unroll
       for (int u = 0; u < UA; ++u) {
         const I v = I(t) + I(u) * stride;
-        if (v < nvec) finish(tile_vector<V, CL>(s, tl, L, v), st[t].vec[u]);
-        else
+        if (v < nvec) {
+          finish(tile_vector<V, CL>(s, tl, L, v), st[t].vec[u]);
+        } else
           for (int n = 0; n < finish_accesses; ++n) ctx.skip_access();
       }
     });

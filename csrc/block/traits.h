@@ -42,11 +42,13 @@ constexpr int kChannelUnroll = 8;
 // USC-HAD bf16 backward a resident block (phase model: 85% -> 68% at (128,64,256,6)).
 constexpr int kRhoUnroll = 16;
 constexpr int kStreamUnroll = 4;
-// The two-pass backward's main kernel: the first grad_out vectors per thread, in flight while it
-// stages its maps (stream_tile_vectors' `before`; registers: BwdMain fp32 keeps its 95, bf16
-// 87 -> 94, two resident blocks either way). On an H100 at CBAM (32,64,56,56) fp32 the kernel
-// took 26.5 us with none ahead, 26.5 with 4, 24.5 with 8 (docs/gpu-results.md).
-constexpr int kStreamAhead = 8;
+// The two-pass backward's main kernel: the grad_out vectors per thread in flight while it stages
+// its maps (stream_tile_vectors' `ahead`; 0: none), for elements of T. An H100 timed its CBAM
+// (32,64,56,56) fp32 kernel at 26.5 us with none ahead, 26.5 with 4 and 24.5 with 8 (Nsight
+// Compute), the backward 1.03x faster at 64 and 256 channels (CUDA graphs); bf16 with 8 ran
+// 1.7-2.5% slower in the same single round, so 16-bit data takes none (docs/gpu-results.md,
+// tenth session). Registers with 8: BwdMain fp32 95 -> 94 (bf16 87 -> 94), two resident blocks.
+template <typename T> constexpr int kStreamAhead = sizeof(T) >= 4 ? 8 : 0;
 // Channel sums over a staged NCHW tile by 16-byte vectors (channel_sum_vectors): channels a
 // thread loads before it adds the first, a vector from each source (x and g: two). 16-bit data
 // takes 2: with 4, BwdMain bf16 needed 85 registers, 2 resident blocks instead of 3 (80 now).
