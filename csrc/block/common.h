@@ -398,29 +398,26 @@ SAM_FUSED_BLOCK void stream_tile_vectors(Ctx& ctx, const Geometry& s, const Tile
       T vec[UA][V];
     };
     auto st = ctx.template thread_state<Batch>();
-    ctx.each_thread([&](int t) {
-      const I stride = I(ctx.threads());
-      if (I(t) >= nvec) return;
+    // each thread's first UA vectors: on(t, u, v), or off() for a lane past the end
+    auto each_ahead = [&](auto&& on, auto&& off) {
+      ctx.each_thread([&](int t) {
+        const I stride = I(ctx.threads());
+        if (I(t) >= nvec) return;
 #pragma unroll
-      for (int u = 0; u < UA; ++u) {
-        const I v = I(t) + I(u) * stride;
-        if (v >= nvec) ctx.skip_access();
-        else load(tile_vector<V, CL>(s, tl, L, v), st[t].vec[u]);
-      }
-    });
+        for (int u = 0; u < UA; ++u) {
+          const I v = I(t) + I(u) * stride;
+          if (v >= nvec) off();
+          else on(t, u, v);
+        }
+      });
+    };
+    each_ahead([&](int t, int u, I v) { load(tile_vector<V, CL>(s, tl, L, v), st[t].vec[u]); },
+               [&] { ctx.skip_access(); });
     ahead.before();
-    ctx.each_thread([&](int t) {
-      const I stride = I(ctx.threads());
-      if (I(t) >= nvec) return;
-#pragma unroll
-      for (int u = 0; u < UA; ++u) {
-        const I v = I(t) + I(u) * stride;
-        if (v < nvec) {
-          finish(tile_vector<V, CL>(s, tl, L, v), st[t].vec[u]);
-        } else
-          for (int n = 0; n < finish_accesses; ++n) ctx.skip_access();
-      }
-    });
+    each_ahead([&](int t, int u, I v) { finish(tile_vector<V, CL>(s, tl, L, v), st[t].vec[u]); },
+               [&] {
+                 for (int n = 0; n < finish_accesses; ++n) ctx.skip_access();
+               });
     skip = I(UA) * I(ctx.threads());
   }
   ctx.each_thread([&](int t) {
