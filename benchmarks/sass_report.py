@@ -8,6 +8,11 @@ nvidia-cuda-cuobjdump wheel, or a CUDA toolkit) and a CUDA build of sam_fused._C
 cubin / shared library given with --binary).
 
     python benchmarks/sass_report.py [--binary PATH] [--arch sm_90] [--per-kernel]
+    python benchmarks/sass_report.py --binary NEW --same-as OLD [--arch sm_90]
+
+--same-as tells, per kernel, whether its instructions are OLD's (branch targets and other
+addresses aside): which kernels of a build are those a GPU timed in another (a bundle of
+tools/device_bundle.py, unpacked with xz -d, or a cubin).
 """
 from __future__ import annotations
 
@@ -139,6 +144,22 @@ def dependent_launch_order(sass_text: str) -> dict:
     return {k: tuple(v[:3]) for k, v in out.items()}
 
 
+def fingerprints(sass_text: str) -> dict:
+    """{(arch, kernel): its instruction text with hexadecimal numbers (addresses, branch targets,
+    constant-bank offsets) masked}: equal where two builds compiled a kernel alike."""
+    out: dict = {}
+    for arch, kernel, op in instructions(sass_text):
+        out.setdefault((arch, kernel), []).append(re.sub(r"0x[0-9a-f]+", "#", op.strip()))
+    return {k: "\n".join(v) for k, v in out.items()}
+
+
+def same_as(new_text: str, old_text: str) -> dict:
+    """{(arch, kernel) of the new build: True where the old build has the same instructions,
+    False where they differ, None where it has no such kernel}."""
+    old = fingerprints(old_text)
+    return {k: (old[k] == v if k in old else None) for k, v in fingerprints(new_text).items()}
+
+
 def is_spatial(kernel: str) -> bool:
     return kernel.startswith(SPATIAL_KERNELS)
 
@@ -157,12 +178,18 @@ def main(argv=None) -> int:
     ap.add_argument("--binary", default=default_binary(), help="cubin or shared library (default: sam_fused/_C*.so)")
     ap.add_argument("--arch", default=None, help="only this architecture, e.g. sm_90")
     ap.add_argument("--per-kernel", action="store_true", help="one line per kernel instantiation")
+    ap.add_argument("--same-as", metavar="OLD", help="per kernel: the same instructions as in this binary?")
     args = ap.parse_args(argv)
     tool = find_cuobjdump()
     if tool is None or not args.binary:
         print("needs cuobjdump and a CUDA build (pip install nvidia-cuda-cuobjdump; SAM_FUSED_BUILD=cuda)",
               file=sys.stderr)
         return 2
+    if args.same_as:
+        result = same_as(sass(args.binary, tool, args.arch), sass(args.same_as, tool, args.arch))
+        for (arch, kernel), same in sorted(result.items()):
+            print(f"{arch:7} {kernel:34} {'same' if same else 'differs' if same is False else 'absent in OLD'}")
+        return 0
     counts = count(sass(args.binary, tool, args.arch))
     if not counts:
         print(f"no CUDA kernels in {args.binary}", file=sys.stderr)

@@ -59,3 +59,17 @@ def test_dependent_launches_wait_before_touching_global_memory(sass_text):
         assert first_access is None or wait < first_access, (arch, kernel, wait, first_access)
     # below sm_90 there is no such instruction: the launcher does not ask for it there either
     assert all(v[1] is None for k, v in order.items() if k not in hopper)
+
+
+def test_same_as_ignores_addresses_but_not_instructions():
+    """--same-as (which kernels of a build are those a GPU timed in another) masks addresses
+    and branch targets only."""
+    def text(kernel_body):
+        return ("\tcode for sm_90\n\t\tFunction : _ZN9sam_fused5block20block_program_kernelINS0_7BwdMainIfLb0EiLb0EEE\n"
+                + "".join(f"        /*{i * 16:04x}*/  {op} ;\n" for i, op in enumerate(kernel_body)))
+    old = text(["MOV R1, c[0x0][0x28]", "@P0 BRA 0x7f00", "EXIT"])
+    moved = text(["MOV R1, c[0x0][0x30]", "@P0 BRA 0x9a10", "EXIT"])
+    changed = text(["MOV R1, c[0x0][0x28]", "@!P0 BRA 0x7f00", "EXIT"])
+    assert sass_report.same_as(moved, old) == {("sm_90", "BwdMain<f32,NCHW,i32>"): True}
+    assert sass_report.same_as(changed, old) == {("sm_90", "BwdMain<f32,NCHW,i32>"): False}
+    assert sass_report.same_as(old, "") == {("sm_90", "BwdMain<f32,NCHW,i32>"): None}
