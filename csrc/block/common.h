@@ -375,13 +375,13 @@ template <class Ctx> struct ChunksReady {
 // `finish_accesses` accesses each), so U loads are in flight per thread instead of one per
 // round trip. Lanes past the end are predicated off (skip_access keeps the CPU context's
 // instruction count aligned).
-// `ahead` (NoAhead: none; ahead_in_registers(before)) overlaps a block's first round trip to
-// DRAM with block-wide work the finish needs, `before` (its own loops and barriers: the two-pass
-// backward's main kernel stages its maps there): each thread issues the loads of its first
-// kStreamAhead<T> vectors (traits.h), `before` runs while they are in flight, then the walk goes on
-// with them. They wait in thread state (registers on the GPU), and their places are computed
-// again after `before`. (Into shared memory by cp.async instead, the two-pass forward's x
-// vectors made its CBAM calls slower on an H100: docs/gpu-results.md, tenth session.)
+// `ahead` (NoAhead: none; ahead_in_registers(before)) overlaps a block's first DRAM round trip
+// with block-wide work the finish needs, `before` (its own loops and barriers: the two-pass
+// backward's main kernel stages its maps there): each thread issues its first kStreamAhead<T>
+// loads (traits.h), `before` runs while they are in flight, then the walk goes on with them (in
+// thread state: registers on the GPU; their places computed again). Ahead wraps `before` because,
+// passed bare, the same logic compiled to other SASS (BwdMain 96 registers) than the build timed.
+// (x copied ahead into shared memory made the CBAM forwards slower: docs/gpu-results.md, tenth session.)
 struct NoAhead {};
 template <class Before> struct Ahead {
   Before before;
