@@ -128,9 +128,12 @@ def short_name(demangled: str) -> str:
              "false": "NCHW"}
     if m := re.search(r"(FwdPool|FwdMain|BwdRho|BwdMaps|BwdMain|DwReduce)<([^<>]*)>", demangled):
         params = [p.strip() for p in m[2].split(",")]
+        # the two-pass backward's main kernel (BwdMain<T, CL, I, Spill, TwoPass>)
+        two_pass = m[1] == "BwdMain" and len(params) == 5 and params.pop() == "true"
         # the map buffers live in global scratch (BwdMaps<T, I, Spill> has no layout flag)
         spill = len(params) == (3 if m[1] == "BwdMaps" else 4) and params.pop() == "true"
-        return f"{m[1]}<{', '.join(types.get(p, p) for p in params)}{', spill' if spill else ''}>"
+        return (f"{m[1]}<{', '.join(types.get(p, p) for p in params)}{', spill' if spill else ''}"
+                f"{', 2pass' if two_pass else ''}>")
     if m := re.search(r"Pointwise<[^<>]*::Pointwise(Fwd|Bwd), ([^,<>]+), (\d+)>", demangled):
         return f"pointwise {m[1]}<{types.get(m[2].strip(), m[2].strip())}, x{m[3]}>"
     return demangled[:70]

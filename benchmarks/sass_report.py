@@ -77,7 +77,8 @@ def sass(binary: str, cuobjdump: str, arch: str | None = None) -> str:
 
 def kernel_name(mangled: str) -> str:
     """'BwdMain<bf16,NCHW,i32>'-style short name of a block_program_kernel instantiation
-    ('Pointwise<Bwd,bf16,x8>' for the point-wise programs)."""
+    (',spill': map buffers in global scratch; ',2pass': the two-pass backward's main kernel;
+    'Pointwise<Bwd,bf16,x8>' for the point-wise programs)."""
     dtypes = (("N3c108BFloat16", "bf16"), ("N3c104Half", "f16"), ("f", "f32"), ("d", "f64"))
     if pw := re.search(r"Pointwise(Fwd|Bwd)E(N3c108BFloat16E|N3c104HalfE|f|d)Li(\d+)E", mangled):
         dtype = next(short for code, short in dtypes if pw[2].startswith(code))
@@ -93,7 +94,9 @@ def kernel_name(mangled: str) -> str:
     if not layout:
         return f"{name}<{dtype}>"
     spill = ",spill" if re.search(r"Lb[01]E[il]Lb1E", rest) else ""  # map buffers in global scratch
-    return f"{name}<{dtype},{'NHWC' if layout[1] == '1' else 'NCHW'},{'i64' if layout[2] == 'l' else 'i32'}{spill}>"
+    two_pass = ",2pass" if re.search(r"Lb[01]E[il]Lb[01]ELb1E", rest) else ""  # BwdMain<T, CL, I, Spill, TwoPass>
+    return (f"{name}<{dtype},{'NHWC' if layout[1] == '1' else 'NCHW'},{'i64' if layout[2] == 'l' else 'i32'}"
+            f"{spill}{two_pass}>")
 
 
 def instructions(sass_text: str):

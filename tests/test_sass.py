@@ -73,3 +73,18 @@ def test_same_as_ignores_addresses_but_not_instructions():
     assert sass_report.same_as(moved, old) == {("sm_90", "BwdMain<f32,NCHW,i32>"): True}
     assert sass_report.same_as(changed, old) == {("sm_90", "BwdMain<f32,NCHW,i32>"): False}
     assert sass_report.same_as(old, "") == {("sm_90", "BwdMain<f32,NCHW,i32>"): None}
+
+
+def test_kernel_names_tell_the_two_pass_main_kernel_apart():
+    # BwdMain<T, CL, I, Spill, TwoPass>: the two-pass backward's main kernel is an instantiation
+    # of its own (bwd.h), named apart in the SASS and resource reports
+    import resource_report
+    mangled = "_ZN9sam_fused5block20block_program_kernelINS0_7BwdMainIfLb0EiLb{}ELb{}EEENS0_4ArgsIfEEEEvT0_"
+    assert sass_report.kernel_name(mangled.format(0, 0)) == "BwdMain<f32,NCHW,i32>"
+    assert sass_report.kernel_name(mangled.format(0, 1)) == "BwdMain<f32,NCHW,i32,2pass>"
+    assert sass_report.kernel_name(mangled.format(1, 1)) == "BwdMain<f32,NCHW,i32,spill,2pass>"
+    demangled = ("void sam_fused::block::block_program_kernel<sam_fused::block::BwdMain<float, false, int, {}, {}>, "
+                 "sam_fused::block::Args<float>>(sam_fused::block::Args<float>)")
+    assert resource_report.short_name(demangled.format("false", "false")) == "BwdMain<float, NCHW, i32>"
+    assert resource_report.short_name(demangled.format("false", "true")) == "BwdMain<float, NCHW, i32, 2pass>"
+    assert resource_report.short_name(demangled.format("true", "true")) == "BwdMain<float, NCHW, i32, spill, 2pass>"

@@ -6,7 +6,7 @@
 #        torch.compile for CBAM 64ch; <= 330 s), the kernel times and ncu counts of the bundles in
 #        BASE (default .gpu-base, when there; several, space-separated) beside this one's, ROUNDS
 #        times alternated (default 1), the CUDA-graph plan sweep of the forwards of the cases named
-#        by SWEEP (default CBAM; none: no sweep), and the source counters (`source`).
+#        by SWEEP (default CBAM; none: no sweep), and the source counters (`source`; SOURCE=none: not).
 # abenv: after a change with a switch in the environment, ~5 minutes: the kernel times (no
 #        torch.compile) without and with AB_ENV (e.g. SAM_FUSED_CUDA_PDL=0), alternated twice,
 #        then gpu-check's tests, parity, determinism and memcheck.
@@ -167,7 +167,7 @@ run_lease() {
     timeout 120 $py tools/gpu_plan_sweep.py --graph --cases "${SWEEP:-CBAM}" --direction fwd --time-limit 90 \
       --out "$RESULTS/plan_sweep_graph.json" > "$RESULTS/sweep.log" 2>&1 || rc=1
   fi
-  run_source || rc=1
+  [ "${SOURCE:-yes}" = none ] || run_source || rc=1
   return $rc
 }
 

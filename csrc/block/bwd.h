@@ -81,10 +81,14 @@ template <typename T, bool CL, typename I> struct BwdRho {
   }
 };
 
-// One-pass kernel, or the last pass of the two-pass variant (p.two_pass: s, gamma and the argmax
-// come from the workspace, grad_out is re-read rather than staged: a pure stream). run is the
-// sequence of phases and barriers; each phase is a force-inlined function over the block's View.
-template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
+// One-pass kernel, or (TwoPass, the plan's p.two_pass) the last pass of the two-pass variant: s,
+// gamma and the argmax come from the workspace, grad_out is re-read rather than staged: a pure
+// stream. Two kernels, not a runtime branch: with both paths in one, the two-pass path's
+// batch of loads ahead (kStreamAhead) had the one-pass code scheduled anew, and an H100 timed
+// the UCI-HAR fp32 backwards (one pass) 1-3% slower for it (docs/gpu-results.md, eleventh
+// session). run is the sequence of phases and barriers; each phase is a force-inlined function
+// over the block's View.
+template <typename T, bool CL, typename I, bool Spill = false, bool TwoPass = false> struct BwdMain {
   using A = acc_t<T>;
 
   // What the phases of one block share: its tile, row ranges and buffers, computed once.
@@ -151,7 +155,7 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
 
   template <class Ctx> static SAM_FUSED_BLOCK void run(Ctx& ctx, const Args<T>& a) {
     const auto v = view_of(ctx, a);
-    if (a.p.two_pass) {
+    if constexpr (TwoPass) {
       // the weight and bias gradient from BwdMaps' partials: the first blocks, a warp an entry
       // (group g of entries by block g, g - blocks, ...: a grid smaller than the groups loops),
       // then the tile's maps, while grad_out's first vectors are in flight
@@ -167,8 +171,12 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
         stage_maps();
         write_dx_tile(ctx, a, v);
       }
-      return;
+    } else {
+      run_one_pass(ctx, a, v);
     }
+  }
+
+  template <class Ctx> static SAM_FUSED_BLOCK void run_one_pass(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
     stage_inputs(ctx, a, v);
     rho_halo_rows(ctx, a, v);    // while the grad_out tile lands; ends with a barrier when it runs
     rho_rows_from_x(ctx, a, v);  // chunk by chunk as they land; ends with a barrier
@@ -358,8 +366,9 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
   }
 
   // Entry k of the block's weight gradient sums delta * (pooled map shifted by tap k) over the
-  // tile pixels; the last entry (the bias) sums delta (store_weight_grad_partials: a warp per
-  // kernel row of the usual widths, else per kTapGroup taps of one, lanes striding the pixels).
+  // tile pixels; the last entry (the bias) sums delta (store_weight_grad_partials, one group an
+  // item: a warp per kernel row of the usual widths, else per kTapGroup taps of one, lanes
+  // striding the pixels).
   // A lane walks its pixels without divisions: tile pixel i is delta entry rh*W + i and pooled
   // entry (2rh)*W + i of its slot, shifted by the tap; only the row and column need tracking,
   // for the map's border.
@@ -370,7 +379,8 @@ template <typename T, bool CL, typename I, bool Spill = false> struct BwdMain {
       const I W = v.W, H = v.H, npix = v.npix;
       const I lane_step_rows = I(32) / W, lane_step_cols = I(32) % W;
       const I doff = v.rh * W;
-      store_weight_grad_partials<N>(ctx, a, [&](const TapGroup& g, int lane, A* sums) {
+      store_weight_grad_partials<N, 1>(ctx, a, [&](const TapGroup(&gs)[1], int lane, A* sums) {
+        const TapGroup& g = gs[0];
         const I qoff = (I(g.slot) * v.qrows + v.tl.h0 - v.qbase + I(g.di)) * W + I(g.dj0);
         I h = v.tl.h0 + I(lane) / W, w = I(lane) % W;
         for (I i = I(lane); i < npix; i += 32) {

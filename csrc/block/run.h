@@ -200,8 +200,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run_backward(Launcher& L, const a
       using I = decltype(index);
       dispatch_flag(c.p.spill, [&](auto spill) {
         dispatch_flag(c.p.maps.spill, [&](auto maps_spill) {
-          launch_all<BwdRho<scalar_t, CL, I>, BwdMain<scalar_t, CL, I, decltype(spill)::value>, DwReduce<scalar_t>,
-                     BwdMaps<scalar_t, I, decltype(maps_spill)::value>>(L, dev, c, a);
+          dispatch_flag(c.p.two_pass, [&](auto two_pass) {
+            launch_all<BwdRho<scalar_t, CL, I>,
+                       BwdMain<scalar_t, CL, I, decltype(spill)::value, decltype(two_pass)::value>,
+                       DwReduce<scalar_t>, BwdMaps<scalar_t, I, decltype(maps_spill)::value>>(L, dev, c, a);
+          });
         });
       });
     });
