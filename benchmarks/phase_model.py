@@ -492,30 +492,21 @@ def bwd_main_phases(c: Call, j: int) -> list[Phase]:
 TAP_GROUP = 8  # traits.h kTapGroup
 
 
-def tap_groups(c: Call, per_item: int = 1) -> int:
+def tap_groups(c: Call) -> int:
     """Work items of store_weight_grad_partials: each kernel row's taps in groups of TAP_GROUP,
-    per_item groups to an item, then the bias."""
-    return -(-c.P * c.kernel[0] * math.ceil(c.kernel[1] / TAP_GROUP) // per_item) + 1
+    then the bias."""
+    return c.P * c.kernel[0] * math.ceil(c.kernel[1] / TAP_GROUP) + 1
 
 
-def tap_groups_per_item(c: Call) -> int:
-    """bwd_maps.h tap_groups_per_item (BwdMaps): 2 kernel rows to a warp's item where that takes
-    fewer rounds of items (the kernel widths compiled in, 1 to 7), else 1."""
+def _weight_grad_segments(c: Call, npix: int, loop: str = "weight_grad_partials") -> list:
+    """bwd_maps.h store_weight_grad_partials: rounds of one tap group per warp (the last round may
+    have fewer), each lane over every 32nd tile pixel, then every warp's 5-step shuffle butterfly
+    (of a group's sums)."""
     warps = c.threads // 32
-    rounds = {g: -(-tap_groups(c, g) // warps) for g in (1, 2)}
-    return 2 if c.kernel[1] in (1, 3, 5, 7) and rounds[2] < rounds[1] else 1
-
-
-def _weight_grad_segments(c: Call, npix: int, loop: str = "weight_grad_partials", per_item: int = 1) -> list:
-    """bwd_maps.h store_weight_grad_partials: rounds of one item (per_item tap groups, or the
-    bias) per warp (the last round may have fewer), each lane over every 32nd tile pixel, then
-    every warp's 5-step shuffle butterfly (of an item's sums). An item of G groups costs G
-    groups' loop and tree (their deltas are loaded once, a small saving left out)."""
-    warps = c.threads // 32
-    full, last = divmod(tap_groups(c, per_item), warps)
-    stripes = [(n, [Stream(loop, 32 * w, per_item * math.ceil(npix / 32), "smem")])
+    full, last = divmod(tap_groups(c), warps)
+    stripes = [(n, [Stream(loop, 32 * w, math.ceil(npix / 32), "smem")])
                for n, w in ((full, warps), (1 if last else 0, last)) if n]
-    return stripes + [(full + bool(last), [Stream(f"{loop}.tree", c.threads, 5 * per_item, "smem")])]
+    return stripes + [(full + bool(last), [Stream(f"{loop}.tree", c.threads, 5, "smem")])]
 
 
 def _whole_vectors(n: int) -> int:
@@ -558,7 +549,7 @@ def bwd_maps_phases(c: Call, j: int) -> list[Phase]:
             Phase("gamma_maps", dram_write=c.P * npix * a,
                   segments=_run_conv_segments(c, "gamma_maps", h0, h1, c.P)),
             Phase("weight_grad_maps", dram_write=(c.taps + 1) * a,
-                  segments=_weight_grad_segments(c, npix, "weight_grad_maps", tap_groups_per_item(c)))]
+                  segments=_weight_grad_segments(c, npix, "weight_grad_maps"))]
 
 
 def bwd_rho_phases(c: Call, j: int) -> list[Phase]:

@@ -230,40 +230,25 @@ def test_reports_run(capsys):
 
 @pytest.mark.parametrize("layer,shape,dtype", CASES)
 def test_weight_grad_partials_give_every_tap_group_one_warp_over_pixel_stripes(layer, shape, dtype):
-    # bwd_maps.h store_weight_grad_partials: warp j takes items j, j + warps, ... (G tap groups,
-    # or the bias); its lanes stride the tile pixels; every warp then runs the 5-step butterfly
-    # once per round of items. One pass in BwdMain's tiles (G = 1), two pass in BwdMaps' map tiles
-    # (the second launch; G = 2 where it saves a round: 7x7 mean+max, 15 items -> 8 for 8 warps).
+    # bwd_maps.h store_weight_grad_partials: warp j takes tap groups j, j + warps, ...; its lanes
+    # stride the tile pixels; every warp then runs the 5-step butterfly once per round of groups.
+    # One pass in BwdMain's tiles, two pass in BwdMaps' map tiles (the second launch).
     pool, kernel = layer_of(layer)
     t = pm.plan_call(shape, dtype, pool, kernel, True, H100.arch)
     rows, tiles = (t.launches[1].rows, t.launches[1].tiles) if t.two_pass else (t.rows, t.tiles)
     c = pm.Call(shape, dtype.itemsize, pool, kernel, t.rows, t.two_pass, t.vec, t.threads, t.px, rows)
     build, name, loop = ((pm.bwd_maps_phases, "weight_grad_maps", "weight_grad_maps") if t.two_pass else
                          (pm.bwd_main_phases, "gamma_and_weight_grad", "weight_grad_partials"))
-    warps, rows_k = t.threads // 32, c.P * kernel[0]  # a group: one kernel row's taps (7x7, 3x1: one)
-    g = pm.tap_groups_per_item(c) if t.two_pass else 1
-    assert g == (2 if t.two_pass and -(-(rows_k + 1) // warps) > -(-(-(-rows_k // 2) + 1) // warps) else 1)
-    entries = pm.tap_groups(c, g)
-    assert entries == -(-rows_k // g) + 1
+    entries, warps = pm.tap_groups(c), t.threads // 32  # a group: one kernel row's taps (7x7, 3x1: one), or the bias
+    assert entries == c.P * kernel[0] + 1
     for j in range(tiles):
         h0, h1 = j * rows, min(shape[2], (j + 1) * rows)
         phase = next(p for p in build(c, j) if p.name == name)
         stripes = [(rep, s) for rep, ss in phase.segments for s in ss if s.loop == loop]
         trees = [(rep, s) for rep, ss in phase.segments for s in ss if s.loop == f"{loop}.tree"]
         assert sum(rep * s.threads // 32 for rep, s in stripes) == entries
-        assert all(s.items == g * -(-(h1 - h0) * shape[3] // 32) and s.threads <= t.threads for _, s in stripes)
-        assert [(rep, s.threads, s.items) for rep, s in trees] == [(-(-entries // warps), t.threads, 5 * g)]
-
-
-def test_bwd_maps_takes_kernel_rows_in_pairs_where_that_saves_a_round():
-    # CBAM 7x7 mean+max: 14 kernel rows and the bias, 15 items for 8 warps (two rounds), or
-    # 7 pairs and the bias (one); mean only: 8 items, one round already; 3x1 (UCI-HAR): 4
-    def call(pool, kernel):
-        return pm.Call((32, 64, 56, 56), 4, pool, kernel, 2, True, 4, 256, 1, 7)
-    assert pm.tap_groups_per_item(call("mean+max", (7, 7))) == 2
-    assert pm.tap_groups_per_item(call("mean", (7, 7))) == 1
-    assert pm.tap_groups_per_item(call("mean", (3, 1))) == 1
-    assert pm.tap_groups_per_item(call("mean+max", (9, 9))) == 1  # kw 9: groups of 8 taps, one at a time
+        assert all(s.items == -(-(h1 - h0) * shape[3] // 32) and s.threads <= t.threads for _, s in stripes)
+        assert [(rep, s.threads, s.items) for rep, s in trees] == [(-(-entries // warps), t.threads, 5)]
 
 
 def test_asynchronous_tile_copies_wait_one_round_trip():

@@ -366,9 +366,8 @@ template <typename T, bool CL, typename I, bool Spill = false, bool TwoPass = fa
   }
 
   // Entry k of the block's weight gradient sums delta * (pooled map shifted by tap k) over the
-  // tile pixels; the last entry (the bias) sums delta (store_weight_grad_partials, one group an
-  // item: a warp per kernel row of the usual widths, else per kTapGroup taps of one, lanes
-  // striding the pixels).
+  // tile pixels; the last entry (the bias) sums delta (store_weight_grad_partials: a warp per
+  // kernel row of the usual widths, else per kTapGroup taps of one, lanes striding the pixels).
   // A lane walks its pixels without divisions: tile pixel i is delta entry rh*W + i and pooled
   // entry (2rh)*W + i of its slot, shifted by the tap; only the row and column need tracking,
   // for the map's border.
@@ -379,8 +378,7 @@ template <typename T, bool CL, typename I, bool Spill = false, bool TwoPass = fa
       const I W = v.W, H = v.H, npix = v.npix;
       const I lane_step_rows = I(32) / W, lane_step_cols = I(32) % W;
       const I doff = v.rh * W;
-      store_weight_grad_partials<N, 1>(ctx, a, [&](const TapGroup(&gs)[1], int lane, A* sums) {
-        const TapGroup& g = gs[0];
+      store_weight_grad_partials<N>(ctx, a, [&](const TapGroup& g, int lane, A* sums) {
         const I qoff = (I(g.slot) * v.qrows + v.tl.h0 - v.qbase + I(g.di)) * W + I(g.dj0);
         I h = v.tl.h0 + I(lane) / W, w = I(lane) % W;
         for (I i = I(lane); i < npix; i += 32) {

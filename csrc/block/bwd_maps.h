@@ -25,73 +25,49 @@ template <typename A, int N> struct TapSums {
   A v[N];
 };
 
-// A block's weight/bias gradient partials: the tap groups (kernel rows cut into groups of N
-// taps) are dealt out G at a time, then the bias alone, as items; warp j takes items j,
-// j + warps, ...; lane_sums(groups, lane, sums) adds a lane's share of the item's entries to
-// sums (group r's at sums + r N; a group of n = 0 taps pads the last item), then a shuffle
-// butterfly adds the lanes and lane 0 stores the entries of this block (dw_partial[k, block]).
-// Every thread works, and the order is fixed by the launch shape (bitwise deterministic; N and
-// G only group the entries, each entry's sum runs in the same order whatever they are). G = 2
-// where it saves a round of items (7x7 mean+max: 14 kernel rows and the bias are 15 items for 8
-// warps, two rounds, or 8 in pairs, one).
-template <int N, int G, typename T, class Ctx, class LaneSums>
+// A block's weight/bias gradient partials: warp j takes tap groups j, j + warps, ... (kernel
+// rows cut into groups of N taps, then the bias); lane_sums(group, lane, sums) adds a lane's
+// share of the group's entries to sums, then a shuffle butterfly adds the lanes and lane 0
+// stores the entries of this block (dw_partial[k, block]). Every thread works, and the order is
+// fixed by the launch shape (bitwise deterministic; N only groups the entries, each entry's
+// sum runs in the same order whatever N is).
+template <int N, typename T, class Ctx, class LaneSums>
 SAM_FUSED_BLOCK void store_weight_grad_partials(Ctx& ctx, const Args<T>& a, LaneSums&& lane_sums) {
   using A = acc_t<T>;
-  using Sums = TapSums<A, N * G>;
+  using Sums = TapSums<A, N>;
   const Geometry& s = a.s;
   const int warps = ctx.threads() / 32, per_row = (s.kw + N - 1) / N;
-  const int tap_groups = s.pool.P * s.kh * per_row, items = (tap_groups + G - 1) / G + 1, rw = s.kw / 2;
+  const int groups = s.pool.P * s.kh * per_row + 1, rw = s.kw / 2;
   // without integer divisions where a group is a whole kernel row (the usual widths; ncu counted
   // the divisions as a fifth of the weight-gradient phase), and with P <= 2 slots
   auto group_of = [&](int m) {
-    if (m >= tap_groups) return TapGroup{};  // pads an item
     const int row = per_row == 1 ? m : m / per_row, c0 = per_row == 1 ? 0 : m % per_row * N;
     const int n = s.kw - c0 < N ? s.kw - c0 : N, slot = row >= s.kh ? 1 : 0;
-    return TapGroup{slot, row - slot * s.kh - s.kh / 2, c0 - rw, n, row * s.kw + c0, false};
-  };
-  // item m: groups m G .. m G + G - 1 (the last item: the bias, as one group)
-  auto groups_of = [&](int m, TapGroup(&gs)[G]) {
-    const bool bias = m == items - 1;
-#pragma unroll
-    for (int r = 0; r < G; ++r) gs[r] = bias ? TapGroup{0, 0, 0, r ? 0 : 1, 0, r == 0} : group_of(m * G + r);
+    return TapGroup{slot, row - slot * s.kh - s.kh / 2, c0 - rw, n, row * s.kw + c0, m == groups - 1};
   };
   auto st = ctx.template thread_state<Sums>();
-  for (int m0 = 0; m0 < items; m0 += warps) {
+  for (int m0 = 0; m0 < groups; m0 += warps) {
     ctx.each_thread([&](int t) {
       Sums sums{};
-      if (m0 + t / 32 < items) {
-        TapGroup gs[G];
-        groups_of(m0 + t / 32, gs);
-        lane_sums(gs, t % 32, sums.v);
-      }
+      if (m0 + t / 32 < groups) lane_sums(group_of(m0 + t / 32), t % 32, sums.v);
       st[t] = sums;
     });
     ctx.warp_reduce(
         st, [](Sums& x) -> Sums& { return x; },
         [](Sums x, const Sums& y) {
-          for (int u = 0; u < N * G; ++u) x.v[u] += y.v[u];
+          for (int u = 0; u < N; ++u) x.v[u] += y.v[u];
           return x;
         });
     ctx.each_thread([&](int t) {
-      if (t % 32 || m0 + t / 32 >= items) return;
-      TapGroup gs[G];
-      groups_of(m0 + t / 32, gs);
+      if (t % 32 || m0 + t / 32 >= groups) return;
+      const TapGroup g = group_of(m0 + t / 32);
       const Sums sums = st[t];
-      if (gs[0].bias) ctx.store(a.dw_partial + int64_t(s.taps()) * a.p.partials + ctx.block(), sums.v[0]);
+      if (g.bias) ctx.store(a.dw_partial + int64_t(s.taps()) * a.p.partials + ctx.block(), sums.v[0]);
       else
-        for (int r = 0; r < G; ++r)
-          for (int u = 0; u < gs[r].n; ++u)
-            ctx.store(a.dw_partial + int64_t(gs[r].k0 + u) * a.p.partials + ctx.block(), sums.v[r * N + u]);
+        for (int u = 0; u < g.n; ++u)
+          ctx.store(a.dw_partial + int64_t(g.k0 + u) * a.p.partials + ctx.block(), sums.v[u]);
     });
   }
-}
-
-// Tap groups a warp item of store_weight_grad_partials takes (its G): 2 where that takes fewer
-// rounds of items than 1 (whole kernel rows only: K > 0), else 1.
-SAM_FUSED_BLOCK int tap_groups_per_item(const Geometry& s, int K, int threads) {
-  const int warps = threads / 32, rows = s.pool.P * s.kh;
-  auto rounds = [&](int g) { return ((rows + g - 1) / g + 1 + warps - 1) / warps; };
-  return K > 0 && rounds(2) < rounds(1) ? 2 : 1;
 }
 
 template <typename T, typename I, bool Spill = false> struct BwdMaps {
@@ -148,10 +124,7 @@ template <typename T, typename I, bool Spill = false> struct BwdMaps {
       sigmoid_delta_maps<decltype(K)::value>(ctx, a, v);
       ctx.sync();
       gamma_maps<decltype(K)::value>(ctx, a, v);
-      constexpr int Kv = decltype(K)::value;
-      if constexpr (Kv > 0)
-        if (tap_groups_per_item(a.s, Kv, ctx.threads()) == 2) return weight_grad_maps<Kv, 2>(ctx, a, v);
-      weight_grad_maps<Kv, 1>(ctx, a, v);
+      weight_grad_maps<decltype(K)::value>(ctx, a, v);
     });
   }
 
@@ -342,19 +315,17 @@ template <typename T, typename I, bool Spill = false> struct BwdMaps {
   // Entry k of the block's weight gradient sums delta * (pooled map shifted by tap k) over the
   // tile pixels, the bias entry sums delta. A lane takes every 32nd run of kMapRun pixels of a
   // tile row in padded coordinates (j: the run's offset from the tile's first padded pixel),
-  // loads its deltas once for the item's G groups and each group's window of q once for all of
-  // its taps (kMapRun + N - 1 values, not N per pixel) and tracks only the run's column to skip
-  // the pad columns. A run past the row's end reads the zero pad columns of delta; the zero rows
-  // and columns of q stand for the map's border. With K = kw known, a group is a whole kernel
-  // row.
-  template <int K, int G, class Ctx>
+  // loads its deltas and the run's window of q once for all the group's taps (kMapRun + N - 1
+  // values, not N per pixel) and tracks only the run's column to skip the pad columns. A run
+  // past the row's end reads the zero pad columns of delta; the zero rows and columns of q stand
+  // for the map's border. With K = kw known, a group is a whole kernel row.
+  template <int K, class Ctx>
   static SAM_FUSED_BLOCK void weight_grad_maps(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
     constexpr int N = K > 0 ? K : kTapGroup, R = kMapRun;
-    static_assert(G == 1 || K > 0, "items of several groups: whole kernel rows only");
     const I per_row = (v.W + I(R - 1)) / I(R), row_cols = per_row * I(R), nruns = v.tl.rows() * per_row;
     const I col_step = I(32) % per_row * I(R), j_step = I(32) / per_row * v.Wp + col_step, wrap = v.Wp - row_cols;
     const I doff = v.didx(v.tl.h0, 0);
-    store_weight_grad_partials<N, G>(ctx, a, [&](const TapGroup(&gs)[G], int lane, A* sums) {
+    store_weight_grad_partials<N>(ctx, a, [&](const TapGroup& g, int lane, A* sums) {
       auto for_lane_runs = [&](auto&& f) {
         I c = I(lane) % per_row * I(R), j = I(lane) / per_row * v.Wp + c;
         for (I r = I(lane); r < nruns; r += 32) {
@@ -372,7 +343,7 @@ template <typename T, typename I, bool Spill = false> struct BwdMaps {
           for (int u = 0; u < R; ++u) dv[u] = A(v.d[doff + j + I(u)]);
         }
       };
-      if (gs[0].bias) {
+      if (g.bias) {
         for_lane_runs([&](I j) {
           A dv[R];
           load_deltas(j, dv);
@@ -381,33 +352,21 @@ template <typename T, typename I, bool Spill = false> struct BwdMaps {
         });
         return;
       }
-      I qoff[G];  // q of tile pixel j, first tap, per group (a padding group: the first's)
-      bool live[G];
-#pragma unroll
-      for (int r = 0; r < G; ++r) {
-        live[r] = r == 0 || gs[r].n > 0;
-        const TapGroup& g = live[r] ? gs[r] : gs[0];
-        qoff[r] = v.qidx(g.slot, v.tl.h0 + g.di, g.dj0);
-      }
+      const I qoff = v.qidx(g.slot, v.tl.h0 + g.di, g.dj0);  // q of tile pixel j, first tap
       for_lane_runs([&](I j) {
         constexpr int S = K > 0 ? shift_of(K) : 0;
-        A dv[R];
+        A dv[R], win[whole_vectors(S + R + N - 1)];
         load_deltas(j, dv);
+        if constexpr (K > 0) {
+          load_window<S + R + N - 1>(ctx, v.q, qoff + j - I(S), win);
+        } else {
 #pragma unroll
-        for (int r = 0; r < G; ++r) {
-          if (!live[r]) continue;
-          A win[whole_vectors(S + R + N - 1)];
-          if constexpr (K > 0) {
-            load_window<S + R + N - 1>(ctx, v.q, qoff[r] + j - I(S), win);
-          } else {
-#pragma unroll
-            for (int e = 0; e < R + N - 1; ++e) win[e] = e < gs[r].n + R - 1 ? A(v.q[qoff[r] + j + I(e)]) : A(0);
-          }
-#pragma unroll
-          for (int k = 0; k < N; ++k)
-#pragma unroll
-            for (int u = 0; u < R; ++u) sums[r * N + k] += dv[u] * win[S + u + k];
+          for (int e = 0; e < R + N - 1; ++e) win[e] = e < g.n + R - 1 ? A(v.q[qoff + j + I(e)]) : A(0);
         }
+#pragma unroll
+        for (int k = 0; k < N; ++k)
+#pragma unroll
+          for (int u = 0; u < R; ++u) sums[k] += dv[u] * win[S + u + k];
       });
     });
   }
