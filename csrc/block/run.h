@@ -202,8 +202,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run_backward(Launcher& L, const a
         dispatch_flag(c.p.maps.spill, [&](auto maps_spill) {
           dispatch_flag(c.p.two_pass, [&](auto two_pass) {
             launch_all<BwdRho<scalar_t, CL, I>,
-                       BwdMain<scalar_t, CL, I, decltype(spill)::value, decltype(two_pass)::value>,
-                       DwReduce<scalar_t>, BwdMaps<scalar_t, I, decltype(maps_spill)::value>>(L, dev, c, a);
+                       BwdMain<scalar_t, CL, I, decltype(spill)::value, decltype(two_pass)::value>, DwReduce<scalar_t>,
+                       BwdMaps<scalar_t, I, decltype(maps_spill)::value>>(L, dev, c, a);
           });
         });
       });
