@@ -41,7 +41,8 @@ def test_staged_tile_uses_128_bit_shared_accesses(counts):
     # the main kernels stage their tile with 16-byte asynchronous copies (cp.async: global to
     # shared without registers, sm_80+) and read it back with 16-byte loads
     for (arch, kernel), c in counts.items():
-        if kernel.startswith(("FwdMain", "BwdMain")):
+        # (the two-pass backward's main kernel, ",2pass", stages no tile: a pure stream)
+        if kernel.startswith(("FwdMain", "BwdMain")) and not kernel.endswith(",2pass>"):
             assert c["LDGSTS.128"] > 0 and c["LDS.128"] > 0, (arch, kernel, dict(c))
 
 

@@ -172,19 +172,15 @@ template <typename T, bool CL, typename I, bool Spill = false, bool TwoPass = fa
         write_dx_tile(ctx, a, v);
       }
     } else {
-      run_one_pass(ctx, a, v);
+      stage_inputs(ctx, a, v);
+      rho_halo_rows(ctx, a, v);    // while the grad_out tile lands; ends with a barrier when it runs
+      rho_rows_from_x(ctx, a, v);  // chunk by chunk as they land; ends with a barrier
+      sigmoid_delta_rows(ctx, a, v);
+      ctx.sync();
+      gamma_and_weight_grad(ctx, a, v);
+      ctx.sync();
+      write_dx_tile(ctx, a, v);
     }
-  }
-
-  template <class Ctx> static SAM_FUSED_BLOCK void run_one_pass(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
-    stage_inputs(ctx, a, v);
-    rho_halo_rows(ctx, a, v);    // while the grad_out tile lands; ends with a barrier when it runs
-    rho_rows_from_x(ctx, a, v);  // chunk by chunk as they land; ends with a barrier
-    sigmoid_delta_rows(ctx, a, v);
-    ctx.sync();
-    gamma_and_weight_grad(ctx, a, v);
-    ctx.sync();
-    write_dx_tile(ctx, a, v);
   }
 
   // Two pass: the tile's s, gamma and argmax maps from the workspace (BwdMaps, BwdRho).
