@@ -14,7 +14,9 @@ bytes) in torch's own loops, which do not depend on the build. The table gives e
 min and median over the rounds, in ms, and each build's min against the first's; then the
 forward over the clone and the backward over the add of the same process, whose min and median
 over the rounds cancel most of a shared machine's slow and fast phases.
-``SAM_FUSED_CPU_ISA`` passes through to the children (forces an instruction set).
+``SAM_FUSED_CPU_ISA`` passes through to the children (forces an instruction set); a build
+given as ``name=path@1M`` runs with ``SAM_FUSED_CPU_L2=1M`` (plans its bands for that L2), so
+one library can be timed against itself under another CPU's band plan.
 """
 from __future__ import annotations
 
@@ -67,12 +69,12 @@ def child(lib: str, shapes: list, threads: int, calls: int, copies: int) -> dict
             best[f"{key} {case}"] = 1e3 * min(times[copies:])
         over_floor[f"{key} fwd/clone"] = best[f"{key} fwd"] / best[f"{key} clone"]
         over_floor[f"{key} bwd/add"] = best[f"{key} bwd"] / best[f"{key} add"]
-    return {**best, **over_floor}
+    return {**best, **over_floor, "_l2_kib": torch.ops.sam_fused._cpu_cache_sizes()[1] >> 10}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("builds", nargs="*", help="name=path of a built sam_fused/_C library")
+    parser.add_argument("builds", nargs="*", help="name=path[@L2] of a built sam_fused/_C library")
     parser.add_argument("--shapes", default="128,64,64,9;128,512,8,9;16,64,64,9")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=4)
@@ -89,24 +91,28 @@ def main() -> None:
         parser.error("give two builds or more, as name=path")
     builds = []
     for item in args.builds:
-        name, sep, path = item.partition("=")
+        name, sep, spec = item.partition("=")
+        path, _, l2 = spec.partition("@")
         if not sep or not os.path.isfile(path):
-            parser.error(f"expected name=path of a built library, got {item!r}")
-        builds.append((name, os.path.abspath(path)))
-    results = {name: [] for name, _ in builds}
+            parser.error(f"expected name=path[@L2] of a built library, got {item!r}")
+        builds.append((name, os.path.abspath(path), l2))
+    results = {name: [] for name, _, _ in builds}
     for r in range(args.rounds):
-        for name, path in builds if r % 2 == 0 else builds[::-1]:  # alternate who goes first
+        for name, path, l2 in builds if r % 2 == 0 else builds[::-1]:  # alternate who goes first
             cmd = [sys.executable, __file__, "--child", path, "--shapes", args.shapes, "--threads",
                    str(args.threads), "--calls", str(args.calls)] + (["--cached"] if args.cached else [])
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+            env = {**os.environ, "SAM_FUSED_CPU_L2": l2} if l2 else None
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
             results[name].append(json.loads(out.strip().splitlines()[-1]))
     isa = os.environ.get("SAM_FUSED_CPU_ISA", "(auto)")
     print(f"{args.threads} thread(s), SAM_FUSED_CPU_ISA={isa}, {'cached' if args.cached else 'from memory'}, "
           f"{args.rounds} rounds of the best of {args.calls} calls: min / median ms, min x {builds[0][0]}")
+    l2s = (f"{name} {results[name][0]['_l2_kib']} KiB" for name, _, _ in builds)
+    print("bands planned for an L2 of: " + ", ".join(l2s))
     base = builds[0][0]
-    for key in results[base][0]:
+    for key in (k for k in results[base][0] if not k.startswith("_")):
         cells = []
-        for name, _ in builds:
+        for name, _, _ in builds:
             values = [round_[key] for round_ in results[name]]
             ratio = min(values) / min(v[key] for v in results[base])
             cells.append(f"{name} {min(values):7.3f} / {statistics.median(values):7.3f} (x{ratio:.2f})")

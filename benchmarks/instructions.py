@@ -1,6 +1,7 @@
 """Instructions per element of the fused CPU forward and backward, counted by callgrind.
 
     python benchmarks/instructions.py [--shape 16,64,64,9 ...] [--pool mean] [--kernel 3,1] [--dtype bfloat16]
+        [--l2 1M]
 
 Wall time on a shared machine drifts by tens of percent; instruction counts do not. The script
 re-runs itself under ``valgrind --tool=callgrind`` at one thread, counts only inside the C++
@@ -9,7 +10,9 @@ memory-floor baseline), and prints instructions per element of x for each: the m
 ``--reps`` calls of each op (the first call of a shape differs only by allocator work).
 
 valgrind emulates no AVX-512, and its CPUID hides it, so the kernels choose at most AVX2 under
-it (``SAM_FUSED_CPU_ISA`` still forces a lower one). Needs valgrind (Debian/Ubuntu:
+it (``SAM_FUSED_CPU_ISA`` still forces a lower one). The kernels size their bands from the L2
+(the header prints the size planned with), so counts differ between CPUs; ``--l2`` plans for
+another's (``SAM_FUSED_CPU_L2``). Needs valgrind (Debian/Ubuntu:
 ``apt-get install -y valgrind``; ``--install`` runs that when the script has root).
 """
 from __future__ import annotations
@@ -93,11 +96,15 @@ def ensure_valgrind(install: bool) -> str:
     return path
 
 
-def cpu_isa() -> str:
-    import torch
-    import sam_fused  # noqa: F401
-    op = getattr(torch.ops.sam_fused, "_cpu_isa", None)
-    return op() if op is not None else "n/a"
+def cpu_isa_and_l2(l2: str | None) -> tuple[str, str]:
+    """The ISA the kernels choose outside valgrind, and the L2 size they plan with (a child
+    process: SAM_FUSED_CPU_L2 is read once)."""
+    code = ("import torch, sam_fused; ops = torch.ops.sam_fused; "
+            "print(ops._cpu_isa(), ops._cpu_cache_sizes()[1] >> 10)")
+    env = dict(os.environ, **({"SAM_FUSED_CPU_L2": l2} if l2 else {}))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
+                         cwd=ROOT).stdout.split()
+    return out[0], f"{out[1]} KiB" + (" (--l2)" if l2 else "")
 
 
 def main() -> None:
@@ -110,6 +117,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3, help="calls of each op counted (the mean is printed)")
     parser.add_argument("--keep", metavar="DIR", help="keep callgrind.out.<shape> there (for callgrind_annotate)")
     parser.add_argument("--install", action="store_true", help="apt-get install valgrind when it is missing")
+    parser.add_argument("--l2", help="plan the bands for this L2 size (512K, 1M: SAM_FUSED_CPU_L2)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.shape = args.shape or [(16, 64, 64, 9)]
@@ -127,7 +135,7 @@ def main() -> None:
                     "--pool", args.pool, "--kernel", ",".join(map(str, args.kernel)), "--reps", str(args.reps),
                     "--dtype", args.dtype]
             cmd += ["--channels-last"] if args.channels_last else []
-            env = dict(os.environ, OMP_NUM_THREADS="1")
+            env = dict(os.environ, OMP_NUM_THREADS="1", **({"SAM_FUSED_CPU_L2": args.l2} if args.l2 else {}))
             run = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             if run.returncode != 0:
                 sys.exit(f"valgrind run failed ({run.returncode}):\n{run.stderr[-3000:]}")
@@ -142,9 +150,10 @@ def main() -> None:
         rows.append((shape, {k: v / args.reps / numel for k, v in counts.items()}))
 
     with_isa = os.environ.get("SAM_FUSED_CPU_ISA")
+    isa, l2 = cpu_isa_and_l2(args.l2)
     print(f"callgrind, 1 thread, {args.dtype}, pool={args.pool}, kernel={args.kernel}, "
           f"{'channels_last' if args.channels_last else 'contiguous'}, SAM_FUSED_CPU_ISA={with_isa or '(auto)'}, "
-          f"ISA outside valgrind: {cpu_isa()}")
+          f"ISA outside valgrind: {isa}, bands planned for an L2 of {l2}")
     print(f"{'shape':>16} | {'clone':>7} | {'fwd':>7} | {'bwd':>7} | {'fwd/clone':>9}   (instructions per element)")
     for shape, per in rows:
         print(f"{'x'.join(map(str, shape)):>16} | {per['clone']:7.2f} | {per['fwd']:7.2f} | {per['bwd']:7.2f} | "

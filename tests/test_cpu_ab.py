@@ -20,6 +20,14 @@ def test_two_builds_get_a_row_per_shape_case_and_ratio():
     assert all(" a " in r and " b " in r for r in rows)
 
 
+def test_a_build_can_plan_for_another_l2():
+    lib = sam_fused._C.__file__
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cpu_ab.py"), f"a={lib}", f"b={lib}@3M",
+                          "--shapes", "1,3,4,4", "--rounds", "1", "--calls", "2", "--cached"],
+                         capture_output=True, text=True, check=True).stdout
+    assert ", b 3072 KiB" in out, out
+
+
 def test_one_build_or_a_missing_file_is_refused():
     script = str(ROOT / "benchmarks" / "cpu_ab.py")
     for args in (["a=" + sam_fused._C.__file__], ["a=/nonexistent.so", "b=/nonexistent.so"]):

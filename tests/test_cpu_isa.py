@@ -363,3 +363,67 @@ def test_streamed_write_loops_issue_the_next_bands_prefetches():
     assert len(loops) >= 3 * 3 * (9 * 2 + 1), sorted(loops)
     without = sorted(name for name, body in loops.items() if "prefetch" not in body)
     assert not without, f"{len(without)} write loops issue no prefetch: {without[:6]}"
+
+
+# The band plan follows the L2 size (SAM_FUSED_CPU_L2 stands in for another CPU's): bands of a
+# few rows (strided channel runs, the prefetch walk switching runs), of many rows, and whole
+# samples (one flat run). Outputs over 4 MB, so the streamed loops and their prefetches run.
+_BAND_CASES = (((32, 64, 64, 9), "mean", (3, 1), torch.float32), ((64, 512, 8, 9), "max", (3, 1), torch.float32),
+               ((8, 64, 56, 56), "mean+max", (7, 7), torch.float32), ((32, 64, 64, 9), "mean", (3, 1), torch.bfloat16))
+_BAND_SCRIPT = r"""
+import sys, torch
+sys.path.insert(0, sys.argv[3])
+import sam_fused  # noqa: F401
+from helpers import make_grad, make_input
+import test_cpu_isa as t
+fwd, bwd = torch.ops.sam_fused.spatial_attention_fwd, torch.ops.sam_fused.spatial_attention_bwd
+results = {"l2": torch.ops.sam_fused._cpu_cache_sizes()[1]}
+for isa in sys.argv[2].split(","):
+    import os
+    os.environ["SAM_FUSED_CPU_ISA"] = isa
+    for n, (shape, pool, (kh, kw), dtype) in enumerate(t._BAND_CASES):
+        x, g = make_input(shape, dtype), make_grad(shape, dtype)
+        gen = torch.Generator().manual_seed(1)
+        w = (torch.randn(1, 2 if "+" in pool else 1, kh, kw, generator=gen) * 0.3).to(dtype)
+        b = torch.full((1,), 0.1, dtype=dtype)
+        out, pooled = fwd(x, w, b, pool, False)
+        results[f"{isa} {n}"] = (out, *bwd(g, x, w, b, pooled, pool, False))
+torch.save(results, sys.argv[1])
+"""
+
+
+def test_band_plans_give_the_same_results(tmp_path):
+    """Forward and dx have the same bits under every band plan (each element's sums run over
+    the channels, in one order); the weight and bias gradients, whose double partials are summed
+    per band, agree to float rounding."""
+    import os
+    import subprocess
+    import sys
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    runs = {}
+    for l2 in ("64K", "512K", "4M"):
+        path = tmp_path / f"{l2}.pt"
+        env = {**os.environ, "SAM_FUSED_CPU_L2": l2}
+        subprocess.run([sys.executable, "-c", _BAND_SCRIPT, str(path), ",".join(SUPPORTED), tests_dir], env=env,
+                       check=True, cwd=os.path.dirname(tests_dir))
+        runs[l2] = torch.load(path)
+    assert [runs[k]["l2"] for k in runs] == [64 << 10, 512 << 10, 4 << 20]
+    first = runs["64K"]
+    for l2, other in runs.items():
+        for key, (out, dx, dw, db) in ((k, v) for k, v in first.items() if k != "l2"):
+            o_out, o_dx, o_dw, o_db = other[key]
+            assert torch.equal(out, o_out), f"{key}: forward differs at L2 {l2}"
+            assert torch.equal(dx, o_dx), f"{key}: dx differs at L2 {l2}"
+            torch.testing.assert_close(o_dw, dw, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(o_db, db, rtol=1e-5, atol=1e-6)
+
+
+def test_bad_l2_size_is_a_value_error():
+    import os
+    import subprocess
+    import sys
+    code = "import torch, sam_fused; torch.ops.sam_fused._cpu_cache_sizes()"
+    env = {**os.environ, "SAM_FUSED_CPU_L2": "lots"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "ValueError: SAM_FUSED_CPU_L2 must be a size" in proc.stderr

@@ -1,6 +1,7 @@
 // Run-time ISA choice and cache sizes of the CPU kernels (isa.h), and two introspection ops
 // for benchmarks and tests: sam_fused::_cpu_isa() -> the ISA the next CPU call uses, and
-// sam_fused::_cpu_cache_sizes() -> [L1d, L2, L3] bytes the kernels plan with.
+// sam_fused::_cpu_cache_sizes() -> [L1d, L2, L3] bytes the kernels plan with (L2: SAM_FUSED_CPU_L2
+// where set, read once).
 #include "isa.h"
 
 #include <c10/util/Exception.h>
@@ -127,6 +128,16 @@ CacheSizes probe_caches() {
     c.reported = true;
   }
   if (found[3] > 0) c.l3 = found[3];
+  // SAM_FUSED_CPU_L2 plans for another CPU's L2 (its bands, hence its loops and prefetch walks):
+  // what tests and instruction counts use to cover every plan on one machine.
+  if (const char* forced = std::getenv("SAM_FUSED_CPU_L2")) {
+    const int64_t l2 = parse_size(forced);
+    TORCH_CHECK_VALUE(
+        l2 >= 4096 && std::string_view(forced).find_first_not_of("0123456789KMG") == std::string_view::npos,
+        "SAM_FUSED_CPU_L2 must be a size of at least 4096 bytes such as 524288, 512K or 1M, got '", forced,
+        "' (unset it to use the size the CPU reports)");
+    c.l2 = l2;
+  }
   return c;
 }
 

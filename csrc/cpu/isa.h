@@ -1,7 +1,8 @@
 // Run-time choice of the instruction set of the CPU hot loops, as ATen chooses its own: the
 // best the CPU supports, or the one SAM_FUSED_CPU_ISA=default|avx2|avx512 names (an error
 // if the CPU lacks it). The variable is read at every call, so tests can switch it.
-// Also the cache sizes the CPU reports, from which the kernels size their bands.
+// Also the cache sizes the CPU reports, from which the kernels size their bands (SAM_FUSED_CPU_L2,
+// read at the first call, replaces the L2's: 512K, 1M, or bytes).
 #pragma once
 #include <cstdint>
 

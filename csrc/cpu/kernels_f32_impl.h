@@ -51,28 +51,22 @@ class SpreadPrefetch {
       // lines due per element written, in 32.32 fixed point (no division per group)
       w.rate = (uint64_t(w.lines) << 32) / uint64_t(std::max<int64_t>(total, 1));
     }
-    one_run_ = nwalks_ == 1 && walks_[0].lines * 64 == walks_[0].run_span;
     next_ = nwalks_ > 0 && total > 0 ? 0 : std::numeric_limits<int64_t>::max();
   }
-  // Called with the elements written so far, before writing more. One region of one run (the
-  // forward's next sample, the backward's x or g) takes the inline path: a call of issue() cost
-  // more instructions than the group's four prefetches.
+  // Called with the elements written so far, before writing more. Inline, the walk's pointers in
+  // registers for the group's few lines, strided runs too: a call per group, its walk kept in the
+  // object, cost more instructions than its prefetches (a forward of strided bands, 128x64x64x9:
+  // 3.46 -> 3.25 instructions per element; docs/cpu-results.md).
   SAM_FUSED_SIMD_INLINE void at(int64_t done) {
     if (done < next_) return;
-    const int64_t upto = done + kPrefetchGroup;
-    if (!one_run_ || upto >= total_) return issue(upto);
-    Walk& w = walks_[0];
-    const int64_t goal = int64_t((w.rate * uint64_t(upto)) >> 32);  // < w.lines as upto < total
-    const char *p = w.p, *const stop = w.run + goal * 64;  // p in a register, not the object
-    for (; p < stop; p += 64) __builtin_prefetch(p, 0, 2);
-    w.p = p;
-    w.issued = std::max(w.issued, goal);
-    next_ = upto;
+    const int64_t upto = std::min(done + kPrefetchGroup, total_);
+    for (int q = 0; q < nwalks_; ++q) advance(walks_[q], upto);
+    next_ = upto >= total_ ? std::numeric_limits<int64_t>::max() : upto;
   }
   bool active() const { return nwalks_ > 0; }
   // Whatever is left (a write shorter than the next band's regions).
   void finish() {
-    if (next_ != std::numeric_limits<int64_t>::max()) issue(total_);
+    if (next_ != std::numeric_limits<int64_t>::max()) at(total_);
   }
 
  private:
@@ -82,24 +76,22 @@ class SpreadPrefetch {
     int64_t stride, run_span, lines, issued;
     uint64_t rate;
   };
-  void issue(int64_t upto) {
-    upto = std::min(upto, total_);
-    for (int q = 0; q < nwalks_; ++q) {
-      Walk& w = walks_[q];
-      const int64_t goal = upto >= total_ ? w.lines : int64_t((w.rate * uint64_t(upto)) >> 32);
-      for (int64_t todo = goal - w.issued; todo > 0;) {
-        if (w.p == w.end) w.run += w.stride, w.p = w.run, w.end = w.run + w.run_span;
-        const char* stop = w.p + std::min<int64_t>(todo, (w.end - w.p) / 64) * 64;
-        todo -= (stop - w.p) / 64;
-        for (; w.p != stop; w.p += 64) __builtin_prefetch(w.p, 0, 2);
-      }
-      w.issued = std::max(w.issued, goal);
+  // Requests w's lines due once `upto` elements are written (all of them at total_), run by run.
+  SAM_FUSED_SIMD_INLINE void advance(Walk& w, int64_t upto) {
+    const int64_t goal = upto >= total_ ? w.lines : int64_t((w.rate * uint64_t(upto)) >> 32);
+    const char *p = w.p, *end = w.end;
+    for (int64_t todo = goal - w.issued; todo > 0;) {
+      if (p == end) w.run += w.stride, p = w.run, end = p + w.run_span;
+      const char* stop = p + std::min<int64_t>(todo, (end - p) >> 6) * 64;
+      todo -= (stop - p) >> 6;
+      for (; p != stop; p += 64) __builtin_prefetch(p, 0, 2);
     }
-    next_ = upto >= total_ ? std::numeric_limits<int64_t>::max() : upto;
+    w.p = p;
+    w.end = end;
+    w.issued = std::max(w.issued, goal);
   }
   Walk walks_[2];
   int nwalks_ = 0;
-  bool one_run_;
   int64_t total_, next_;
 };
 

@@ -33,13 +33,15 @@ namespace {
 constexpr int64_t kMinItems = 64;            // items wanted for load balance
 constexpr int64_t kMinItemElems = 16384;      // smallest item worth its halo rows
 // Bytes of x per band: the rows kept in cache between the pass that reads them from memory
-// and the pass that writes the output. A band of x (and of g in the backward), the output
-// rows and the next band being prefetched must share the core's L2 (the size the CPU
-// reports, isa.h): about 3 bands forward, 5 backward. Clamped below so NCHW channel runs do
-// not become short, partial-line segments.
+// and the pass that writes the output. A band of x (and of g in the backward) and the next
+// band being prefetched share the core's L2 (the size the CPU reports, isa.h), with the L3
+// behind it: half the L2 forward, a third backward (two arrays). Bands of a quarter and a
+// sixth, which left room for the (streamed) output too, were 1.2-2x slower on a 512 KiB L2
+// (docs/cpu-results.md): short strided runs cost per run, and the re-read misses little more.
+// Clamped below so NCHW channel runs do not become short, partial-line segments.
 int64_t band_bytes(bool backward) {
   const int64_t l2 = cpu::cache_sizes().l2;
-  return std::clamp<int64_t>(l2 / (backward ? 6 : 4), 64 * 1024, 1024 * 1024);
+  return std::clamp<int64_t>(l2 / (backward ? 3 : 2), 64 * 1024, 1024 * 1024);
 }
 constexpr int64_t kParallelElems = 32768;    // elements per task before splitting into threads
 
