@@ -43,52 +43,68 @@ class SpreadPrefetch {
       const int64_t run_lines = ((joined ? runs : 1) * pf[q].run_bytes + 63) / 64;
       Walk& w = walks_[nwalks_++];
       w.run = w.p = pf[q].base;
+      w.line0 = reinterpret_cast<uintptr_t>(w.run);
       w.run_span = run_lines * 64;
       w.end = w.run + w.run_span;
       w.stride = pf[q].stride;
       w.lines = (joined ? 1 : runs) * run_lines;
-      w.issued = 0;
       // lines due per element written, in 32.32 fixed point (no division per group)
       w.rate = (uint64_t(w.lines) << 32) / uint64_t(std::max<int64_t>(total, 1));
     }
     next_ = nwalks_ > 0 && total > 0 ? 0 : std::numeric_limits<int64_t>::max();
   }
-  // Called with the elements written so far, before writing more. Inline, the walk's pointers in
-  // registers for the group's few lines, strided runs too: a call per group, its walk kept in the
-  // object, cost more instructions than its prefetches (a forward of strided bands, 128x64x64x9:
-  // 3.46 -> 3.25 instructions per element; docs/cpu-results.md).
+  // Called with the elements written so far, before writing more. Inline while the lines due
+  // stay in the current run (the address of a line is then linear in its number), the pointer in
+  // a register: a call per group, its walk kept in the object, cost more instructions than its
+  // prefetches. Crossing into the next run and the last group take the call.
   SAM_FUSED_SIMD_INLINE void at(int64_t done) {
     if (done < next_) return;
-    const int64_t upto = std::min(done + kPrefetchGroup, total_);
-    for (int q = 0; q < nwalks_; ++q) advance(walks_[q], upto);
-    next_ = upto >= total_ ? std::numeric_limits<int64_t>::max() : upto;
+    const int64_t upto = done + kPrefetchGroup;
+    if (upto >= total_) return issue_rest();
+    for (int q = 0; q < nwalks_; ++q) {
+      Walk& w = walks_[q];
+      const int64_t goal = int64_t((w.rate * uint64_t(upto)) >> 32);  // < w.lines as upto < total
+      const uintptr_t stop = w.line0 + uintptr_t(goal) * 64;
+      if (stop > reinterpret_cast<uintptr_t>(w.end)) {
+        advance(w, goal);
+        continue;
+      }
+      const char* p = w.p;
+      for (; reinterpret_cast<uintptr_t>(p) < stop; p += 64) __builtin_prefetch(p, 0, 2);
+      w.p = p;
+    }
+    next_ = upto;
   }
   bool active() const { return nwalks_ > 0; }
   // Whatever is left (a write shorter than the next band's regions).
   void finish() {
-    if (next_ != std::numeric_limits<int64_t>::max()) at(total_);
+    if (next_ != std::numeric_limits<int64_t>::max()) issue_rest();
   }
 
  private:
   // p: the next line to request, in the run from `run` to `end`; the next run starts `stride` on.
+  // line0: the address line 0 would have if every run so far were laid out like this one
+  // (line k of this run is at line0 + 64 k).
   struct Walk {
     const char *run, *p, *end;
-    int64_t stride, run_span, lines, issued;
+    uintptr_t line0;
+    int64_t stride, run_span, lines;
     uint64_t rate;
   };
-  // Requests w's lines due once `upto` elements are written (all of them at total_), run by run.
-  SAM_FUSED_SIMD_INLINE void advance(Walk& w, int64_t upto) {
-    const int64_t goal = upto >= total_ ? w.lines : int64_t((w.rate * uint64_t(upto)) >> 32);
-    const char *p = w.p, *end = w.end;
-    for (int64_t todo = goal - w.issued; todo > 0;) {
-      if (p == end) w.run += w.stride, p = w.run, end = p + w.run_span;
-      const char* stop = p + std::min<int64_t>(todo, (end - p) >> 6) * 64;
-      todo -= (stop - p) >> 6;
-      for (; p != stop; p += 64) __builtin_prefetch(p, 0, 2);
+  // Requests w's lines up to line `goal`, run by run.
+  void advance(Walk& w, int64_t goal) {
+    int64_t issued = int64_t((reinterpret_cast<uintptr_t>(w.p) - w.line0) / 64);
+    for (; issued < goal; ++issued, w.p += 64) {
+      if (w.p == w.end) {
+        w.run += w.stride, w.p = w.run, w.end = w.run + w.run_span;
+        w.line0 = reinterpret_cast<uintptr_t>(w.run) - uintptr_t(issued) * 64;
+      }
+      __builtin_prefetch(w.p, 0, 2);
     }
-    w.p = p;
-    w.end = end;
-    w.issued = std::max(w.issued, goal);
+  }
+  void issue_rest() {
+    for (int q = 0; q < nwalks_; ++q) advance(walks_[q], walks_[q].lines);
+    next_ = std::numeric_limits<int64_t>::max();
   }
   Walk walks_[2];
   int nwalks_ = 0;
