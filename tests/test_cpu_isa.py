@@ -367,9 +367,13 @@ def test_streamed_write_loops_issue_the_next_bands_prefetches():
 
 # The band plan follows the L2 size (SAM_FUSED_CPU_L2 stands in for another CPU's): bands of a
 # few rows (strided channel runs, the prefetch walk switching runs), of many rows, and whole
-# samples (one flat run). Outputs over 4 MB, so the streamed loops and their prefetches run.
-_BAND_CASES = (((32, 64, 64, 9), "mean", (3, 1), torch.float32), ((64, 512, 8, 9), "max", (3, 1), torch.float32),
-               ((8, 64, 56, 56), "mean+max", (7, 7), torch.float32), ((32, 64, 64, 9), "mean", (3, 1), torch.bfloat16))
+# samples (one flat run), in both layouts. Outputs over 4 MB, so the streamed loops and their
+# prefetches run.
+_BAND_CASES = (((32, 64, 64, 9), "mean", (3, 1), torch.float32, False),
+               ((64, 512, 8, 9), "max", (3, 1), torch.float32, False),
+               ((8, 64, 56, 56), "mean+max", (7, 7), torch.float32, False),
+               ((32, 64, 64, 9), "mean", (3, 1), torch.bfloat16, False),
+               ((32, 64, 64, 9), "mean+max", (3, 1), torch.float32, True))
 _BAND_SCRIPT = r"""
 import sys, torch
 sys.path.insert(0, sys.argv[3])
@@ -381,8 +385,10 @@ results = {"l2": torch.ops.sam_fused._cpu_cache_sizes()[1]}
 for isa in sys.argv[2].split(","):
     import os
     os.environ["SAM_FUSED_CPU_ISA"] = isa
-    for n, (shape, pool, (kh, kw), dtype) in enumerate(t._BAND_CASES):
+    for n, (shape, pool, (kh, kw), dtype, channels_last) in enumerate(t._BAND_CASES):
         x, g = make_input(shape, dtype), make_grad(shape, dtype)
+        if channels_last:
+            x, g = (v.contiguous(memory_format=torch.channels_last) for v in (x, g))
         gen = torch.Generator().manual_seed(1)
         w = (torch.randn(1, 2 if "+" in pool else 1, kh, kw, generator=gen) * 0.3).to(dtype)
         b = torch.full((1,), 0.1, dtype=dtype)
