@@ -28,9 +28,9 @@ template <class S> SAM_FUSED_SIMD_INLINE float scalar_float(S v) {
 // bursts of a whole run (36 lines at 2304-byte runs) left the forward 1.3x slower from memory
 // than four lines every four written, and a line per line written measured slower than the
 // groups (docs/cpu-results.md). Cached writes (x in cache too) fetch nothing: there the calls
-// cost more than they gain. The issuing is an ordinary member function that writes this object:
-// GCC 12 took a free function of prefetches alone for pure and deleted its calls (which the test
-// of the built code's prefetches guards).
+// cost more than they gain. The issuing is in member functions that write this object: GCC 12
+// took a free function of prefetches alone for pure and deleted its calls (which the test of the
+// built code's prefetches guards).
 class SpreadPrefetch {
  public:
   static constexpr int64_t kPrefetchGroup = 64;
