@@ -69,7 +69,7 @@ def child(lib: str, shapes: list, threads: int, calls: int, copies: int) -> dict
             best[f"{key} {case}"] = 1e3 * min(times[copies:])
         over_floor[f"{key} fwd/clone"] = best[f"{key} fwd"] / best[f"{key} clone"]
         over_floor[f"{key} bwd/add"] = best[f"{key} bwd"] / best[f"{key} add"]
-    return {**best, **over_floor, "_l2_kib": torch.ops.sam_fused._cpu_cache_sizes()[1] >> 10}
+    return {"times": {**best, **over_floor}, "l2_kib": torch.ops.sam_fused._cpu_cache_sizes()[1] >> 10}
 
 
 def main() -> None:
@@ -96,21 +96,22 @@ def main() -> None:
         if not sep or not os.path.isfile(path):
             parser.error(f"expected name=path[@L2] of a built library, got {item!r}")
         builds.append((name, os.path.abspath(path), l2))
-    results = {name: [] for name, _, _ in builds}
+    results, l2_kib = {name: [] for name, _, _ in builds}, {}
     for r in range(args.rounds):
         for name, path, l2 in builds if r % 2 == 0 else builds[::-1]:  # alternate who goes first
             cmd = [sys.executable, __file__, "--child", path, "--shapes", args.shapes, "--threads",
                    str(args.threads), "--calls", str(args.calls)] + (["--cached"] if args.cached else [])
             env = {**os.environ, "SAM_FUSED_CPU_L2": l2} if l2 else None
             out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
-            results[name].append(json.loads(out.strip().splitlines()[-1]))
+            reply = json.loads(out.strip().splitlines()[-1])
+            results[name].append(reply["times"])
+            l2_kib[name] = reply["l2_kib"]
     isa = os.environ.get("SAM_FUSED_CPU_ISA", "(auto)")
     print(f"{args.threads} thread(s), SAM_FUSED_CPU_ISA={isa}, {'cached' if args.cached else 'from memory'}, "
           f"{args.rounds} rounds of the best of {args.calls} calls: min / median ms, min x {builds[0][0]}")
-    l2s = (f"{name} {results[name][0]['_l2_kib']} KiB" for name, _, _ in builds)
-    print("bands planned for an L2 of: " + ", ".join(l2s))
+    print("bands planned for an L2 of: " + ", ".join(f"{name} {kib} KiB" for name, kib in l2_kib.items()))
     base = builds[0][0]
-    for key in (k for k in results[base][0] if not k.startswith("_")):
+    for key in results[base][0]:
         cells = []
         for name, _, _ in builds:
             values = [round_[key] for round_ in results[name]]

@@ -96,15 +96,12 @@ def ensure_valgrind(install: bool) -> str:
     return path
 
 
-def cpu_isa_and_l2(l2: str | None) -> tuple[str, str]:
-    """The ISA the kernels choose outside valgrind, and the L2 size they plan with (a child
-    process: SAM_FUSED_CPU_L2 is read once)."""
-    code = ("import torch, sam_fused; ops = torch.ops.sam_fused; "
-            "print(ops._cpu_isa(), ops._cpu_cache_sizes()[1] >> 10)")
-    env = dict(os.environ, **({"SAM_FUSED_CPU_L2": l2} if l2 else {}))
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
-                         cwd=ROOT).stdout.split()
-    return out[0], f"{out[1]} KiB" + (" (--l2)" if l2 else "")
+def cpu_isa_and_l2() -> tuple[str, int]:
+    """The ISA the kernels choose outside valgrind, and the L2 size (KiB) they plan with."""
+    import torch
+    import sam_fused  # noqa: F401
+    ops = torch.ops.sam_fused
+    return ops._cpu_isa(), ops._cpu_cache_sizes()[1] >> 10
 
 
 def main() -> None:
@@ -123,6 +120,8 @@ def main() -> None:
     args.shape = args.shape or [(16, 64, 64, 9)]
     if args.child:
         return child(args)
+    if args.l2:  # read once per process: set before this one or its children load the library
+        os.environ["SAM_FUSED_CPU_L2"] = args.l2
 
     valgrind = ensure_valgrind(args.install)
     rows = []
@@ -135,7 +134,7 @@ def main() -> None:
                     "--pool", args.pool, "--kernel", ",".join(map(str, args.kernel)), "--reps", str(args.reps),
                     "--dtype", args.dtype]
             cmd += ["--channels-last"] if args.channels_last else []
-            env = dict(os.environ, OMP_NUM_THREADS="1", **({"SAM_FUSED_CPU_L2": args.l2} if args.l2 else {}))
+            env = dict(os.environ, OMP_NUM_THREADS="1")
             run = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             if run.returncode != 0:
                 sys.exit(f"valgrind run failed ({run.returncode}):\n{run.stderr[-3000:]}")
@@ -150,10 +149,10 @@ def main() -> None:
         rows.append((shape, {k: v / args.reps / numel for k, v in counts.items()}))
 
     with_isa = os.environ.get("SAM_FUSED_CPU_ISA")
-    isa, l2 = cpu_isa_and_l2(args.l2)
+    isa, l2_kib = cpu_isa_and_l2()
     print(f"callgrind, 1 thread, {args.dtype}, pool={args.pool}, kernel={args.kernel}, "
           f"{'channels_last' if args.channels_last else 'contiguous'}, SAM_FUSED_CPU_ISA={with_isa or '(auto)'}, "
-          f"ISA outside valgrind: {isa}, bands planned for an L2 of {l2}")
+          f"ISA outside valgrind: {isa}, bands planned for an L2 of {l2_kib} KiB{' (--l2)' if args.l2 else ''}")
     print(f"{'shape':>16} | {'clone':>7} | {'fwd':>7} | {'bwd':>7} | {'fwd/clone':>9}   (instructions per element)")
     for shape, per in rows:
         print(f"{'x'.join(map(str, shape)):>16} | {per['clone']:7.2f} | {per['fwd']:7.2f} | {per['bwd']:7.2f} | "

@@ -375,7 +375,7 @@ _BAND_CASES = (((32, 64, 64, 9), "mean", (3, 1), torch.float32, False),
                ((32, 64, 64, 9), "mean", (3, 1), torch.bfloat16, False),
                ((32, 64, 64, 9), "mean+max", (3, 1), torch.float32, True))
 _BAND_SCRIPT = r"""
-import sys, torch
+import os, sys, torch
 sys.path.insert(0, sys.argv[3])
 import sam_fused  # noqa: F401
 from helpers import make_grad, make_input
@@ -383,7 +383,6 @@ import test_cpu_isa as t
 fwd, bwd = torch.ops.sam_fused.spatial_attention_fwd, torch.ops.sam_fused.spatial_attention_bwd
 results = {"l2": torch.ops.sam_fused._cpu_cache_sizes()[1]}
 for isa in sys.argv[2].split(","):
-    import os
     os.environ["SAM_FUSED_CPU_ISA"] = isa
     for n, (shape, pool, (kh, kw), dtype, channels_last) in enumerate(t._BAND_CASES):
         x, g = make_input(shape, dtype), make_grad(shape, dtype)
@@ -414,10 +413,11 @@ def test_band_plans_give_the_same_results(tmp_path):
                        check=True, cwd=os.path.dirname(tests_dir))
         runs[l2] = torch.load(path)
     assert [runs[k]["l2"] for k in runs] == [64 << 10, 512 << 10, 4 << 20]
-    first = runs["64K"]
+    first = runs.pop("64K")
+    cases = [key for key in first if key != "l2"]
     for l2, other in runs.items():
-        for key, (out, dx, dw, db) in ((k, v) for k, v in first.items() if k != "l2"):
-            o_out, o_dx, o_dw, o_db = other[key]
+        for key in cases:
+            (out, dx, dw, db), (o_out, o_dx, o_dw, o_db) = first[key], other[key]
             assert torch.equal(out, o_out), f"{key}: forward differs at L2 {l2}"
             assert torch.equal(dx, o_dx), f"{key}: dx differs at L2 {l2}"
             torch.testing.assert_close(o_dw, dw, rtol=1e-5, atol=1e-6)
