@@ -29,8 +29,9 @@ ISA_PARAMS = [pytest.param(isa, marks=() if isa in SUPPORTED else pytest.mark.sk
 
 # Pixel counts per block that are not multiples of any vector width (tails), outputs large
 # enough to be streamed (> 4 MB): blocks of some rows, and blocks of whole samples (the flat,
-# channel-spanning path), and the HAR shape.
-SHAPES = [(2, 64, 64, 9), (1, 8, 37, 5), (2, 19, 13, 7), (2, 64, 120, 90), (64, 128, 16, 9)]
+# channel-spanning path; the last shape's samples of 17500 bytes start at every 4-byte offset in
+# a line), and the HAR shape.
+SHAPES = [(2, 64, 64, 9), (1, 8, 37, 5), (2, 19, 13, 7), (2, 64, 120, 90), (64, 128, 16, 9), (300, 7, 25, 25)]
 
 
 @pytest.fixture
@@ -73,17 +74,39 @@ def test_parity_per_isa(isa, shape, pool, return_map):
     check_parity(make_input(shape, torch.float32), pool, (3, 1), True, return_map)
 
 
-# The backward's rho pass reads runs of 512 bytes or more one channel at a time (memory order) and
-# shorter runs in groups of pixels over all channels; both must give each pixel the same bits. With
-# a 1x1 kernel every pixel is on its own, so the same pixels as rows of 180 (one band of long runs:
-# whole vectors and a tail) and as 20 samples of 9 (short runs) must give the same dx. C = 33:
-# runs of 16 channels and a last run of one.
+# Samples of 20 rows of 9 pixels: one sample (x in cache), or enough of them that x is over the
+# 4 MiB the kernels take to come from memory (spatial_attention_cpu.cpp kStreamBytes).
+WHERE = ("cache", "memory")
+
+
+def _rows_input(where, channels, dtype=torch.float32):
+    per_sample = channels * 20 * 9 * torch.finfo(dtype).bits // 8
+    batch = 1 if where == "cache" else (4 << 20) // per_sample + 1
+    return torch.randn(batch, channels, 20, 9).to(dtype)
+
+
+def _rows_as_samples(t):  # [B, C, H, W] -> [B*H, C, 1, W]: every row a sample
+    B, C, H, W = t.shape
+    return t.permute(0, 2, 1, 3).reshape(B * H, C, 1, W)
+
+
+def _samples_as_rows(t, H=20):
+    BH, C, _, W = t.shape
+    return t.reshape(BH // H, H, C, W).permute(0, 2, 1, 3)
+
+
+# The backward's rho pass reads runs of 512 bytes or more from memory one channel at a time
+# (memory order), from a cache and shorter runs in groups of pixels over all channels; both must
+# give each pixel the same bits. With a 1x1 kernel every pixel is on its own, so the same pixels
+# as rows of 180 (one band of long runs per sample: whole vectors and a tail) and as samples of 9
+# (short runs) must give the same dx. C = 33: runs of 16 channels and a last run of one.
+@pytest.mark.parametrize("where", WHERE)
 @pytest.mark.parametrize("pool", ["mean", "mean+max"])
 @pytest.mark.parametrize("channels", [2, 16, 33])
 @pytest.mark.parametrize("isa", ISA_PARAMS, indirect=True)
-def test_rho_in_memory_order_gives_the_bits_of_the_groups(isa, channels, pool):
+def test_rho_in_memory_order_gives_the_bits_of_the_groups(isa, channels, pool, where):
     torch.manual_seed(channels)
-    x = torch.randn(1, channels, 20, 9)
+    x = _rows_input(where, channels)
     g = torch.randn_like(x)
     w, b = torch.randn(1, 2 if "+" in pool else 1, 1, 1), torch.randn(1)
 
@@ -91,33 +114,41 @@ def test_rho_in_memory_order_gives_the_bits_of_the_groups(isa, channels, pool):
         _, pooled = torch.ops.sam_fused.spatial_attention_fwd(x, w, b, pool, False)
         return torch.ops.sam_fused.spatial_attention_bwd(g, x, w, b, pooled, pool, False)[0]
 
-    def rows_as_samples(t):
-        return t.permute(2, 1, 0, 3).contiguous()
-
-    assert torch.equal(rows_as_samples(dx(rows_as_samples(x), rows_as_samples(g))), dx(x, g))
+    assert torch.equal(_samples_as_rows(dx(_rows_as_samples(x), _rows_as_samples(g))), dx(x, g))
 
 
-# The forward's pool pass likewise: runs of 512 bytes or more one channel at a time, shorter runs
-# of 128 values or more (16-bit) in blocks of 16 channels, and short runs by groups of pixels over
-# all channels; all must give each pixel the same bits. With a 1x1 kernel, the same pixels as rows
-# of 180 (fp32: 720-byte runs, in order; bf16: 360 bytes, the blocks) and as 20 samples of 9 (the
-# groups) must give the same pooled maps and outputs.
+# The forward's pool pass likewise: runs of 512 bytes or more from memory one channel at a time,
+# shorter runs (or from a cache) of 128 values or more (16-bit) in blocks of 16 channels, and short
+# runs by groups of pixels over all channels; all must give each pixel the same bits. With a 1x1
+# kernel, the same pixels as rows of 180 (fp32: 720-byte runs, in order from memory; bf16: 360
+# bytes, the blocks) and as samples of 9 (the groups) must give the same pooled maps and outputs.
+@pytest.mark.parametrize("where", WHERE)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("pool", POOLS)
 @pytest.mark.parametrize("channels", [1, 2, 33])
 @pytest.mark.parametrize("isa", ISA_PARAMS, indirect=True)
-def test_pool_in_memory_order_gives_the_bits_of_the_groups(isa, channels, pool, dtype):
+def test_pool_in_memory_order_gives_the_bits_of_the_groups(isa, channels, pool, dtype, where):
     torch.manual_seed(channels)
-    x = torch.randn(1, channels, 20, 9).to(dtype)
+    x = _rows_input(where, channels, dtype)
     w, b = torch.randn(1, 2 if "+" in pool else 1, 1, 1).to(dtype), torch.randn(1).to(dtype)
 
-    def rows_as_samples(t):
-        return t.permute(2, 1, 0, 3).contiguous()
-
     out, pooled = torch.ops.sam_fused.spatial_attention_fwd(x, w, b, pool, False)
-    out_rows, pooled_rows = torch.ops.sam_fused.spatial_attention_fwd(rows_as_samples(x), w, b, pool, False)
-    assert torch.equal(rows_as_samples(pooled_rows), pooled)
-    assert torch.equal(rows_as_samples(out_rows), out)
+    out_rows, pooled_rows = torch.ops.sam_fused.spatial_attention_fwd(_rows_as_samples(x), w, b, pool, False)
+    assert torch.equal(_samples_as_rows(pooled_rows), pooled)
+    assert torch.equal(_samples_as_rows(out_rows), out)
+
+
+# Streamed outputs (over 4 MiB) whose samples are not whole 64-byte lines: each sample's first
+# line begins at another offset, so the head of a back-to-back run of channels (the values before
+# its first whole line) takes every length from 0 to a line, and may end past a short run. Samples
+# of 3 channels of one row of W pixels: with odd W the sample starts take every offset (16 of fp32,
+# 32 of bf16). Before the fix a head shorter than a vector left the lines misaligned (a crash).
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("width", [1, 3, 5, 9, 17])
+@pytest.mark.parametrize("isa", ISA_PARAMS, indirect=True)
+def test_streamed_samples_at_every_line_offset(isa, width, dtype):
+    per_sample = 3 * width * torch.finfo(dtype).bits // 8
+    check_parity(make_input(((4 << 20) // per_sample + 1, 3, 1, width), dtype), "mean", (1, 3), True, False)
 
 
 # channels_last: channel counts that fill whole vectors of every ISA (64), leave a masked tail

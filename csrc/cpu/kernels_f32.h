@@ -25,12 +25,12 @@ struct PrefetchRuns {
 // The NCHW element loops of F32Kernels (pool_sum ... argmax, same contracts) over storage S: each
 // element converted to float where it is loaded and rounded once where it is stored.
 template <typename S> struct NchwKernels {
-  void (*pool_sum)(const S* x, int64_t C, int64_t stride, int64_t n, float* out);
-  void (*pool_max)(const S* x, int64_t C, int64_t stride, int64_t n, float* out);
+  void (*pool_sum)(const S* x, int64_t C, int64_t stride, int64_t n, float* out, bool from_memory);
+  void (*pool_max)(const S* x, int64_t C, int64_t stride, int64_t n, float* out, bool from_memory);
   void (*scale)(S* out, const S* x, const float* s, int64_t C, int64_t stride, int64_t n, bool stream,
                 const PrefetchRuns* pf, int npf);
-  void (*rho)(const S* g, const S* x, int64_t C, int64_t stride, int64_t n, double* rho, const PrefetchRuns* pf,
-              int npf);
+  void (*rho)(const S* g, const S* x, int64_t C, int64_t stride, int64_t n, double* rho, bool from_memory,
+              const PrefetchRuns* pf, int npf);
   void (*dx)(S* dx, const S* g, const float* s, const float* add, const int32_t* am, const float* route, int64_t C,
              int64_t stride, int64_t n, bool stream, const PrefetchRuns* pf, int npf);
   void (*argmax)(const S* x, int64_t C, int64_t stride, int64_t n, int32_t* am);
@@ -49,8 +49,11 @@ template <typename S> struct NhwcKernels {
 
 struct F32Kernels {
   // out[i] = sum_c x[c*stride + i] in channel order (pool = sum), or the NaN-propagating max.
-  void (*pool_sum)(const float* x, int64_t C, int64_t stride, int64_t n, float* out);
-  void (*pool_max)(const float* x, int64_t C, int64_t stride, int64_t n, float* out);
+  // from_memory: x comes from memory (not a cache), so channel runs of 512 bytes or more are
+  // read one at a time in memory order; from a cache, blocks of channels at once take fewer
+  // instructions. The same bits either way.
+  void (*pool_sum)(const float* x, int64_t C, int64_t stride, int64_t n, float* out, bool from_memory);
+  void (*pool_max)(const float* x, int64_t C, int64_t stride, int64_t n, float* out, bool from_memory);
   // out[c*stride + i] = x[c*stride + i] * s[i]; stream: whole 64-byte lines bypass the cache.
   void (*scale)(float* out, const float* x, const float* s, int64_t C, int64_t stride, int64_t n, bool stream,
                 const PrefetchRuns* pf, int npf);
@@ -70,9 +73,10 @@ struct F32Kernels {
                         const float* q, int64_t qplane, int64_t qrow, int64_t rows, int64_t W, float* const* gamma,
                         double* dw);
   // rho[i] = sum_c g*x: runs of 16 channels summed in float (even and odd channels in two
-  // chains), the runs' sums in double; pf[0, npf) fetched into L2 as it reads.
-  void (*rho)(const float* g, const float* x, int64_t C, int64_t stride, int64_t n, double* rho, const PrefetchRuns* pf,
-              int npf);
+  // chains), the runs' sums in double; from_memory as in pool_sum; pf[0, npf) fetched into L2
+  // as it reads.
+  void (*rho)(const float* g, const float* x, int64_t C, int64_t stride, int64_t n, double* rho, bool from_memory,
+              const PrefetchRuns* pf, int npf);
   // dx[c*stride + i] = g*s[i] + add[i] + (am[i] == c ? route[i] : 0); a null g, add or am
   // drops its term (checked once per call, not per element).
   void (*dx)(float* dx, const float* g, const float* s, const float* add, const int32_t* am, const float* route,

@@ -173,8 +173,9 @@ SAM_FUSED_SIMD_INLINE void write_channels(S* out, int64_t C, int64_t stride, int
     int64_t o = 0;  // the next element to write
     for (int64_t c = 0, base = 0; c < C; ++c, base += n) {
       const int64_t run_end = base + n, head_end = std::min(head, run_end), lines_stop = std::min(lines_end, run_end);
-      for (; o < head_end; o += N) {
-        const int64_t k = std::min(N, head - o);
+      // step by k, not N: the lines begin exactly at head (a run may end inside the head)
+      for (int64_t k; o < head_end; o += k) {
+        k = std::min(N, head - o);
         V::store_k(out + o, f(c, o, o - base, k), k);
       }
       for (; o < lines_stop; o += kLine) {
@@ -605,7 +606,10 @@ template <bool kWhole> struct Lanes {
 // channels' runs of x and of g) were read from memory at half the rate of two, at runs of 512
 // bytes or more (docs/cpu-results.md). Shorter runs are read nearly front to back by the groups
 // too, in fewer instructions. The forward's pool pass takes the same order up to 2 KiB runs
-// (pool_in_order).
+// (pool_in_order). From a cache (from_memory false: arrays the caches hold) the groups and blocks
+// are faster at every run, in fewer instructions: 0.8-0.9x the forward's and the backward's time
+// at runs of 1120 and 1152 bytes from L3, where from memory rho in order was 1.25-1.33x faster
+// than the groups at 576 and 1152 (docs/cpu-results.md).
 constexpr int64_t kInOrderBytes = 512;
 template <class S> inline bool runs_in_order(int64_t C, int64_t n) {
   return C > 1 && n * int64_t(sizeof(S)) >= kInOrderBytes;
@@ -674,20 +678,21 @@ template <bool kMax, class S> void pool_in_order(const S* x, int64_t C, int64_t 
 
 constexpr int64_t kInOrderPoolMaxBytes = 2048;
 
-// Runs from kInOrderBytes to kInOrderPoolMaxBytes: pool_in_order. Other runs of two groups of 4
-// vectors or more over more than one block of channels: pool_blocked (a shorter run is read nearly
-// front to back by pool, in fewer instructions).
-template <bool kMax, class S> void pool_any(const S* x, int64_t C, int64_t stride, int64_t n, float* out) {
-  if (runs_in_order<S>(C, n) && n * int64_t(sizeof(S)) < kInOrderPoolMaxBytes)
+// From memory, runs from kInOrderBytes to kInOrderPoolMaxBytes: pool_in_order. Other runs of two
+// groups of 4 vectors or more over more than one block of channels: pool_blocked (a shorter run is
+// read nearly front to back by pool, in fewer instructions).
+template <bool kMax, class S>
+void pool_any(const S* x, int64_t C, int64_t stride, int64_t n, float* out, bool from_memory) {
+  if (from_memory && runs_in_order<S>(C, n) && n * int64_t(sizeof(S)) < kInOrderPoolMaxBytes)
     pool_in_order<kMax>(x, C, stride, n, out);
   else if (n >= 8 * N && C > kPoolBlock) pool_blocked<kMax>(x, C, stride, n, out);
   else pool<kMax>(x, C, stride, n, out);
 }
-template <class S> void pool_sum(const S* x, int64_t C, int64_t stride, int64_t n, float* out) {
-  pool_any<false>(x, C, stride, n, out);
+template <class S> void pool_sum(const S* x, int64_t C, int64_t stride, int64_t n, float* out, bool from_memory) {
+  pool_any<false>(x, C, stride, n, out, from_memory);
 }
-template <class S> void pool_max(const S* x, int64_t C, int64_t stride, int64_t n, float* out) {
-  pool_any<true>(x, C, stride, n, out);
+template <class S> void pool_max(const S* x, int64_t C, int64_t stride, int64_t n, float* out, bool from_memory) {
+  pool_any<true>(x, C, stride, n, out, from_memory);
 }
 
 // rho's sums (the same chains, in the same order: the same bits) over runs_in_order; rho[0, n)
@@ -726,15 +731,16 @@ constexpr bool kFetchInSequentialPasses = N >= 8;
 
 // Within a run, even and odd channels take two chains (added before the run goes to double):
 // half the rounding of one chain, and two independent dependency chains. Four channels per
-// iteration of the channel loop, as in pool; runs of kInOrderBytes or more in memory order
-// instead (rho_in_order). The regions of pf (the next band's x, from the backward) are fetched in
+// iteration of the channel loop, as in pool; from memory, runs of kInOrderBytes or more in memory
+// order instead (rho_in_order). The regions of pf (the next band's x, from the backward) are fetched in
 // step with the reads, so that the backward's memory traffic is split between its two passes:
 // bare loops with x and g both fetched during the dx pass were slower than none, and 1.1-1.25x
 // faster with x fetched here and g there (docs/cpu-results.md).
 template <class S>
-void rho(const S* g, const S* x, int64_t C, int64_t stride, int64_t n, double* rho, const PrefetchRuns* pf, int npf) {
+void rho(const S* g, const S* x, int64_t C, int64_t stride, int64_t n, double* rho, bool from_memory,
+         const PrefetchRuns* pf, int npf) {
   for (int64_t i = 0; i < n; ++i) rho[i] = 0.0;
-  const bool in_order = runs_in_order<S>(C, n);
+  const bool in_order = from_memory && runs_in_order<S>(C, n);
   SpreadPrefetch ahead(pf, in_order && !kFetchInSequentialPasses ? 0 : npf, C, C * n);
   if (in_order) {
     if (ahead.active()) rho_in_order<true>(g, x, C, stride, n, rho, ahead);

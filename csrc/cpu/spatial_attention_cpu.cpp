@@ -45,7 +45,10 @@ int64_t band_bytes(bool backward) {
 }
 constexpr int64_t kParallelElems = 32768;    // elements per task before splitting into threads
 
-constexpr int64_t kStreamBytes = 4 << 20;    // outputs larger than this bypass the cache
+// Arrays larger than this are taken to come from memory, not a cache: outputs bypass the cache,
+// and the pool and rho passes read long channel runs in memory order (kernels_f32.h from_memory).
+constexpr int64_t kStreamBytes = 4 << 20;
+bool from_memory(const at::Tensor& x) { return int64_t(x.nbytes()) > kStreamBytes; }
 
 // Whether the element loops of kernels_f32.h cover storage S (in either layout; CL: channels_last):
 // fp32, fp16 and bf16.
@@ -435,7 +438,7 @@ void conv_sigmoid_rows(const Params<A>& prm, int64_t P, int64_t kh, int64_t kw, 
 // for 2 * (hz - ha) * W values, each written before it is read.
 template <typename scalar_t, bool CL>
 void pool_rows_into(const Geometry& g, const Layout<CL>& L, const scalar_t* xb, int64_t ha, int64_t hz,
-                    PaddedRows<acc_t<scalar_t>>& q, acc_t<scalar_t>* tmp, const cpu::F32Kernels* K) {
+                    PaddedRows<acc_t<scalar_t>>& q, acc_t<scalar_t>* tmp, bool from_memory, const cpu::F32Kernels* K) {
   using A = acc_t<scalar_t>;
   const int64_t H = g.H, W = g.W, m = (hz - ha) * W;
   const int mean_slot = g.pool.mean_slot(), max_slot = g.pool.max_slot();
@@ -448,12 +451,12 @@ void pool_rows_into(const Geometry& g, const Layout<CL>& L, const scalar_t* xb, 
       const scalar_t* xr = xb + L.at(0, ha * W);
       if (mean_slot >= 0) {
         if constexpr (CL) cpu::nhwc_kernels<scalar_t>(*K).pool_sum(xr, g.C, m, sum);
-        else cpu::nchw_kernels<scalar_t>(*K).pool_sum(xr, g.C, H * W, m, sum);
+        else cpu::nchw_kernels<scalar_t>(*K).pool_sum(xr, g.C, H * W, m, sum, from_memory);
         for (int64_t i = 0; i < m; ++i) sum[i] /= A(g.C);
       }
       if (max_slot >= 0) {
         if constexpr (CL) cpu::nhwc_kernels<scalar_t>(*K).pool_max(xr, g.C, m, mx);
-        else cpu::nchw_kernels<scalar_t>(*K).pool_max(xr, g.C, H * W, m, mx);
+        else cpu::nchw_kernels<scalar_t>(*K).pool_max(xr, g.C, H * W, m, mx, from_memory);
       }
     }
   if (!pooled) pool_pixels(L, xb, ha * W, m, mean_slot >= 0 ? sum : nullptr, max_slot >= 0 ? mx : nullptr);
@@ -492,12 +495,13 @@ void scale_pixels(const Geometry& g, const Layout<CL>& L, const scalar_t* xb, sc
 // One item of the forward. Per band of rows: pool the rows up to rh past it (each row once),
 // convolve and apply the sigmoid, save the pooled maps, then out = x * s (or s itself with
 // return_map). K: the fp32 loops of the ISA in use (kernels_f32.h); other dtypes take the
-// portable templates above.
+// portable templates above. from_memory: x is (kStreamBytes), and out is streamed.
 template <typename scalar_t, bool CL>
 void forward_item(const Geometry& g, const RowSplit& sp, int64_t item, const scalar_t* x, scalar_t* out,
-                  acc_t<scalar_t>* pooled, const Params<acc_t<scalar_t>>& prm, bool return_map, bool stream,
+                  acc_t<scalar_t>* pooled, const Params<acc_t<scalar_t>>& prm, bool return_map, bool from_memory,
                   bool next_item_here, const cpu::F32Kernels* K) {
   using A = acc_t<scalar_t>;
+  const bool stream = from_memory && !return_map;
   const int64_t H = g.H, W = g.W, P = g.pool.P, rh = g.kh / 2;
   const int64_t b = item / sp.chunks, h0 = (item % sp.chunks) * sp.chunk_rows, h1 = std::min(h0 + sp.chunk_rows, H);
   const Layout<CL> L{g.C, H, W};
@@ -510,7 +514,7 @@ void forward_item(const Geometry& g, const RowSplit& sp, int64_t item, const sca
   for (int64_t hb = h0; hb < h1; hb += sp.band_rows) {
     const int64_t he = std::min(hb + sp.band_rows, h1), need = std::min(he + rh, H), n = (he - hb) * W;
     if (need > pooled_to) {
-      pool_rows_into(g, L, xb, pooled_to, need, q, pool_tmp.data(), K);
+      pool_rows_into(g, L, xb, pooled_to, need, q, pool_tmp.data(), from_memory, K);
       pooled_to = need;
     }
     conv_sigmoid_rows(prm, P, g.kh, g.kw, q, hb, he, s.data(), K);
@@ -594,8 +598,8 @@ template <typename scalar_t, bool CL> struct BackwardItem {
   // rho, s, delta = rho * s * (1 - s) (and the argmax) of rows [ha, hz): rho and the argmax by
   // the ISA kernels where they apply, else by rho_pixels; with return_map rho is the map's
   // gradient. The NCHW ISA rho also fetches `next` (the next rho step's x) as it reads: returns
-  // whether it did.
-  bool rho_s_delta_rows(int64_t ha, int64_t hz, const cpu::PrefetchRuns& next) {
+  // whether it did. from_memory: x and g are (kStreamBytes).
+  bool rho_s_delta_rows(int64_t ha, int64_t hz, bool from_memory, const cpu::PrefetchRuns& next) {
     bool fetched = false;
     const int64_t r0 = row(ha), m = (hz - ha) * W;
     if (return_map) std::transform(gb + ha * W, gb + hz * W, rho.data(), [](scalar_t v) { return to_acc<double>(v); });
@@ -606,7 +610,7 @@ template <typename scalar_t, bool CL> struct BackwardItem {
         if (!return_map) {
           if constexpr (CL) cpu::nhwc_kernels<scalar_t>(*K).rho(gb + at, xb + at, C, m, rho.data());
           else {
-            cpu::nchw_kernels<scalar_t>(*K).rho(gb + at, xb + at, C, H * W, m, rho.data(), &next, 1);
+            cpu::nchw_kernels<scalar_t>(*K).rho(gb + at, xb + at, C, H * W, m, rho.data(), from_memory, &next, 1);
             fetched = true;
           }
           rho_done = true;
@@ -742,7 +746,7 @@ void backward_item(const Geometry& g, const RowSplit& sp, int64_t item, const sc
     bool x_fetched = false;
     if (need > done_to) {
       // (cached outputs, whose inputs are in cache too, fetch nothing: the calls cost more there)
-      x_fetched = state.rho_s_delta_rows(done_to, need, stream ? pfx.runs() : cpu::PrefetchRuns{});
+      x_fetched = state.rho_s_delta_rows(done_to, need, stream, stream ? pfx.runs() : cpu::PrefetchRuns{});
       done_to = need;
     }
     state.gamma_and_weight_grad(hb, he, partial);
@@ -777,13 +781,13 @@ std::tuple<at::Tensor, at::Tensor> spatial_attention_fwd_cpu(const at::Tensor& x
     using A = acc_t<scalar_t>;
     const auto prm = load_params<scalar_t>(weight, bias);
     const RowSplit sp = split_rows(g, sizeof(scalar_t), false);
-    const bool stream = !return_map && out.nbytes() > kStreamBytes;
+    const bool from_mem = from_memory(xc);
     const scalar_t* xp = xc.const_data_ptr<scalar_t>();
     scalar_t* op = out.mutable_data_ptr<scalar_t>();
     A* qp = pooled.mutable_data_ptr<A>();
     for_each_item(g, sp, [&](int64_t it, bool next_here) {
-      if (g.channels_last) forward_item<scalar_t, true>(g, sp, it, xp, op, qp, prm, return_map, stream, next_here, K);
-      else forward_item<scalar_t, false>(g, sp, it, xp, op, qp, prm, return_map, stream, next_here, K);
+      if (g.channels_last) forward_item<scalar_t, true>(g, sp, it, xp, op, qp, prm, return_map, from_mem, next_here, K);
+      else forward_item<scalar_t, false>(g, sp, it, xp, op, qp, prm, return_map, from_mem, next_here, K);
     });
   });
   return {out, pooled};
@@ -809,7 +813,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> spatial_attention_bwd_cpu(const a
       using A = acc_t<scalar_t>;
       const auto prm = load_params<scalar_t>(weight, bias);
       const RowSplit sp = split_rows(g, sizeof(scalar_t), true);
-      const bool stream = dx.nbytes() > kStreamBytes;
+      const bool stream = from_memory(dx);  // and so are x and g
       std::vector<double> partials(sp.items(g) * (nw + 1), 0.0);
       const scalar_t* gp = gc.const_data_ptr<scalar_t>();
       const scalar_t* xp = xc.const_data_ptr<scalar_t>();
