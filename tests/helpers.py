@@ -78,6 +78,17 @@ def make_input(shape, dtype=torch.float64, layout="contiguous", device="cpu", se
     raise ValueError(f"unknown layout {layout!r}")
 
 
+# The CPU kernels take arrays over this many bytes to come from memory, and stream their outputs
+# (csrc/cpu/spatial_attention_cpu.cpp kStreamBytes).
+STREAM_BYTES = 4 << 20
+
+
+def streamed_batch(sample, dtype) -> int:
+    """The smallest batch of `sample`-shaped `[C, H, W]` samples of `dtype` over STREAM_BYTES."""
+    C, H, W = sample
+    return STREAM_BYTES // (C * H * W * (torch.finfo(dtype).bits // 8)) + 1
+
+
 def make_grad(shape, dtype, device="cpu", seed=2):
     """A random upstream gradient (seeded, rounded to `dtype`)."""
     gen = torch.Generator().manual_seed(seed)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import sam_fused  # noqa: F401  (registers the ops)
-from helpers import POOLS, check_parity, fused_results, make_grad, make_input, make_pair
+from helpers import POOLS, check_parity, fused_results, make_grad, make_input, make_pair, streamed_batch
 
 ISAS = ("default", "avx2", "avx512")
 
@@ -77,12 +77,12 @@ def test_parity_per_isa(isa, shape, pool, return_map):
 # Samples of 20 rows of 9 pixels: one sample (x in cache), or enough of them that x is over the
 # 4 MiB the kernels take to come from memory (spatial_attention_cpu.cpp kStreamBytes).
 WHERE = ("cache", "memory")
+_ROWS = 20
 
 
 def _rows_input(where, channels, dtype=torch.float32):
-    per_sample = channels * 20 * 9 * torch.finfo(dtype).bits // 8
-    batch = 1 if where == "cache" else (4 << 20) // per_sample + 1
-    return torch.randn(batch, channels, 20, 9).to(dtype)
+    batch = 1 if where == "cache" else streamed_batch((channels, _ROWS, 9), dtype)
+    return torch.randn(batch, channels, _ROWS, 9).to(dtype)
 
 
 def _rows_as_samples(t):  # [B, C, H, W] -> [B*H, C, 1, W]: every row a sample
@@ -90,9 +90,9 @@ def _rows_as_samples(t):  # [B, C, H, W] -> [B*H, C, 1, W]: every row a sample
     return t.permute(0, 2, 1, 3).reshape(B * H, C, 1, W)
 
 
-def _samples_as_rows(t, H=20):
+def _samples_as_rows(t):  # the inverse of _rows_as_samples for inputs of _rows_input
     BH, C, _, W = t.shape
-    return t.reshape(BH // H, H, C, W).permute(0, 2, 1, 3)
+    return t.reshape(BH // _ROWS, _ROWS, C, W).permute(0, 2, 1, 3)
 
 
 # The backward's rho pass reads runs of 512 bytes or more from memory one channel at a time
@@ -147,8 +147,7 @@ def test_pool_in_memory_order_gives_the_bits_of_the_groups(isa, channels, pool, 
 @pytest.mark.parametrize("width", [1, 3, 5, 9, 17])
 @pytest.mark.parametrize("isa", ISA_PARAMS, indirect=True)
 def test_streamed_samples_at_every_line_offset(isa, width, dtype):
-    per_sample = 3 * width * torch.finfo(dtype).bits // 8
-    check_parity(make_input(((4 << 20) // per_sample + 1, 3, 1, width), dtype), "mean", (1, 3), True, False)
+    check_parity(make_input((streamed_batch((3, 1, width), dtype), 3, 1, width), dtype), "mean", (1, 3), True, False)
 
 
 # channels_last: channel counts that fill whole vectors of every ISA (64), leave a masked tail
