@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import sam_fused  # noqa: F401  (registers the ops)
-from helpers import POOLS, check_parity, fused_results, make_grad, make_input, make_pair, streamed_batch
+from helpers import POOLS, TOLERANCE, check_parity, fused_results, make_grad, make_input, make_pair, streamed_batch
 
 ISAS = ("default", "avx2", "avx512")
 
@@ -122,10 +122,11 @@ def test_rho_in_memory_order_gives_the_bits_of_the_groups(isa, channels, pool, w
 # runs by groups of pixels over all channels; all must give each pixel the same bits. With a 1x1
 # kernel, the same pixels as rows of 180 (fp32: 720-byte runs, in order from memory; bf16: 360
 # bytes, the blocks) and as samples of 9 (the groups) must give the same pooled maps and outputs.
+# C = 65: the mean's runs of 64 channels and a last run of one.
 @pytest.mark.parametrize("where", WHERE)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("pool", POOLS)
-@pytest.mark.parametrize("channels", [1, 2, 33])
+@pytest.mark.parametrize("channels", [1, 2, 33, 65])
 @pytest.mark.parametrize("isa", ISA_PARAMS, indirect=True)
 def test_pool_in_memory_order_gives_the_bits_of_the_groups(isa, channels, pool, dtype, where):
     torch.manual_seed(channels)
@@ -325,6 +326,53 @@ def test_bitwise_deterministic_per_isa(isa, pool, return_map, layout, dtype, res
         again = _results(pool, return_map, layout=layout, dtype=dtype)
         for key in first:
             assert torch.equal(again[key], first[key]), f"{isa}: {key} differs"
+
+
+# The sigmoid where exp(-a) over- or underflows in float: s is exactly 0 or 1, as torch.sigmoid
+# gives, and s(1 - s) is 0. The kernels clamp exp's argument to its polynomial's range; with the
+# clamped value alone, s was 4.5e-39 at every a below -88.3 (inf * s then inf, not NaN), and an
+# input of 3e37 got a gradient of -0.13 through s(1 - s), where the reference's is 0.
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("isa", ISA_PARAMS, indirect=True)
+def test_sigmoid_saturates_exactly(isa, dtype, layout):
+    inf = float("inf")
+    memory_format = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}[layout]
+    # a = -mean_c(x) per pixel (a 1x1 kernel of -1): -inf, -1e30, -100, -88.2, 0, 87.2, 100, 1e30, inf
+    means = torch.tensor([inf, 1e30, 100.0, 88.2, 0.0, -87.2, -100.0, -1e30, -inf])
+    x = means.view(1, 1, 1, -1).expand(1, 3, 1, -1).to(dtype).contiguous(memory_format=memory_format)
+    w = -torch.ones(1, 1, 1, 1, dtype=dtype)
+    s = sam_fused.spatial_attention(x, w, None, "mean", True)
+    assert s.flatten()[:3].tolist() == [0.0, 0.0, 0.0] and s.flatten()[-3:].tolist() == [1.0, 1.0, 1.0]
+    expected = torch.sigmoid(-means.to(dtype).float()).double()  # float's: exp(100) is inf there
+    torch.testing.assert_close(s.flatten().double(), expected, rtol=TOLERANCE[dtype], atol=0)
+    out = sam_fused.spatial_attention(x, w, None, "mean")
+    ref = x.double() * expected.view(1, 1, 1, -1)
+    assert torch.equal(torch.isnan(out), torch.isnan(ref))  # inf * 0 is NaN, -inf * 1 is -inf
+    torch.testing.assert_close(out[~torch.isnan(out)].double(), ref[~torch.isnan(ref)], rtol=TOLERANCE[dtype], atol=0)
+    # Huge finite inputs: rho = sum_c g*x is about 1e38 here, and s(1 - s) is 0 (a = -3e37) or
+    # 0 to float precision (a = 3e37), so each pixel's gradient is x's own term, s: 0 or 1.
+    for mean in (3e37, -3e37):
+        xg = torch.full((1, 2, 2, 2), mean).to(dtype).contiguous(memory_format=memory_format)
+        xg.requires_grad_()
+        dx, = torch.autograd.grad(sam_fused.spatial_attention(xg, w, None, "mean").sum(), [xg])
+        assert torch.equal(dx.float(), torch.full(dx.shape, 0.0 if mean > 0 else 1.0)), mean
+
+
+# The mean's channel sum in runs of 64 channels added in double: with one pair of float chains
+# over all of C the pooled mean of 2072 channels of one value was 1.5e-5 off (eager fp32:
+# 4e-7), past the tests' fp32 tolerance in the map and the weight gradient.
+@pytest.mark.parametrize("where", WHERE)
+@pytest.mark.parametrize("channels", [65, 2072])
+@pytest.mark.parametrize("isa", ISA_PARAMS, indirect=True)
+def test_mean_of_many_channels_is_accurate(isa, channels, where):
+    sample = (channels, 10, 11)
+    batch = 1 if where == "cache" else streamed_batch(sample, torch.float32)
+    values = torch.randn(batch, 1, *sample[1:], generator=torch.Generator().manual_seed(channels)).abs() + 0.5
+    x = values.expand(batch, *sample).contiguous()
+    _, pooled = torch.ops.sam_fused.spatial_attention_fwd(x, torch.ones(1, 1, 1, 1), None, "mean", False)
+    error = ((pooled.double() - values.double()).abs() / values.double()).max().item()
+    assert error < 1e-6, error
 
 
 # Outputs > 4 MB: channel runs of whole 64-byte lines (pixel blocks over all channels), runs
