@@ -91,7 +91,21 @@ SAM_FUSED_HD A conv_transpose_pixel(const Wts& w, int p, int kh, int kw, int64_t
   return acc;
 }
 
-// delta = dL/da = rho * s * (1 - s), where rho = dL/ds.
+// delta = dL/da = rho * s * (1 - s), where rho = dL/ds, from a stored s (the CPU op's fp64
+// path: its cancellation costs 1e-16 relative there). Where a is at hand, sigmoid_slope.
 template <typename A> SAM_FUSED_HD A sigmoid_backward(A rho, A s) { return rho * s * (A(1) - s); }
+
+// s = sigmoid(a) (the bits of sigmoid(a)) and its slope s * (1 - s), both to a few ulps: for
+// a >= 0, 1 - s in fp32 loses the digits s lost to rounding (at s = 0.9997, a relative error of
+// 2e-4, the same in every pixel when a is, so a weight gradient's sum keeps it); there the slope
+// is e * s * s with e = exp(-a) <= 1. For a < 0, 1 - s is exact enough and e may overflow.
+// a = +-inf gives slope 0, NaN gives NaN.
+template <typename A> struct SigmoidSlope {
+  A s, slope;
+};
+template <typename A> SAM_FUSED_HD SigmoidSlope<A> sigmoid_slope(A a) {
+  const A e = exp_(-a), s = A(1) / (A(1) + e);
+  return {s, s * (a < A(0) ? A(1) - s : e * s)};
+}
 
 }  // namespace sam_fused

@@ -155,3 +155,32 @@ def check_parity(x, pool, kernel, bias, return_map, seed=0):
     what = f"{tuple(x.shape)} {x.dtype} pool={pool} kernel={kernel} bias={bias} return_map={return_map}"
     assert_results_close(actual, expected, x.dtype, what)
     return actual, expected
+
+
+# Pre-activations where an fp32 sigmoid's slope s(1 - s) taken from the rounded s is off by
+# 6e-5, 1e-4 and 7e-4 relative (1 - s keeps only the digits s kept), and one below 0, where it is
+# not. saturated_case gives every pixel the same one, so that error is the same in every delta and
+# the weight and bias gradients (sums of deltas) keep it.
+SATURATED_PREACTIVATIONS = (7.0, 9.0, 11.0, -9.0)
+
+
+def saturated_case(a, layout="contiguous", device="cpu"):
+    """fp32 (x, weight, bias, grad_out, expected) of a mean+max 3x3 gate with weight 0 and bias
+    `a` (every pixel's pre-activation), x and grad_out positive (no delta cancels another); the
+    expected results from the reference in fp64."""
+    shape = (2, 3, 9, 8)
+    x = make_input(shape, torch.float32, layout, device).abs() + 0.5
+    grad_out = make_grad(shape, torch.float32, device).abs() + 0.5
+    ref, weight, bias = make_pair("mean+max", (3, 3), True, False, torch.float32, device)
+    with torch.no_grad():
+        weight.zero_()
+        bias.fill_(a)
+    return x, weight, bias, grad_out, module_results(ref, x, torch.float64, grad_out)
+
+
+def assert_gate_gradients_relatively_close(actual: dict, expected: dict, what=""):
+    """Every entry of the weight and bias gradients within fp32's tolerance of the expected one,
+    relative to that entry (not to the largest: they are all small where the sigmoid saturates)."""
+    for key in ("weight", "bias"):
+        rel = ((actual[key].double().cpu() - expected[key]).abs() / expected[key].abs()).max().item()
+        assert rel <= TOLERANCE[torch.float32], f"{what} {key}: relative error {rel:.2g}"

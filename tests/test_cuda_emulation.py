@@ -8,8 +8,9 @@ import torch
 
 from sam_fused.emulation import (ONE_PASS_CHUNKED, ONE_PASS_STAGED_X, ONE_PASS_UNSTAGED_X, TWO_PASS, TWO_PASS_STAGED,
                                  emulate_bwd, emulate_fwd, emulated_results)
-from helpers import (POOLS, REF_DTYPE, TOLERANCE, assert_close_scaled, assert_results_close, make_grad, make_input,
-                     make_pair, module_results)
+from helpers import (POOLS, REF_DTYPE, SATURATED_PREACTIVATIONS, TOLERANCE, assert_close_scaled,
+                     assert_gate_gradients_relatively_close, assert_results_close, make_grad, make_input, make_pair,
+                     module_results, saturated_case)
 
 # (shape, kernel, rows per tile, threads per block); rows/threads 0 = the CUDA op's choice
 CASES = [
@@ -221,3 +222,14 @@ def test_chunked_staging_is_exercised():
         _, _, t = emulate_fwd(x, weight, b, "mean", False, variant=ONE_PASS_CHUNKED, rows=rows, threads=threads)
         counts.append(-(-t.rows // t.chunk_rows))
     assert max(counts) >= 3 and min(counts) == 1, counts
+
+
+# The block programs take the sigmoid's slope from exp(-a), not from 1 - s (sam_math.h
+# sigmoid_slope): see helpers.SATURATED_PREACTIVATIONS.
+@pytest.mark.parametrize("variant", [ONE_PASS_UNSTAGED_X, TWO_PASS], ids=["one_pass", "two_pass"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("a", SATURATED_PREACTIVATIONS)
+def test_saturated_sigmoid_slope_is_accurate(a, layout, variant):
+    x, weight, bias, grad_out, expected = saturated_case(a, layout)
+    actual, *_ = emulated_results(x, weight, bias, "mean+max", False, grad_out, variant=variant)
+    assert_gate_gradients_relatively_close(actual, expected, f"a={a} {layout} variant={variant}")

@@ -11,8 +11,9 @@ import torch
 
 import sam_fused
 from helpers import (DEVICES, DTYPES, KERNELS, LAYOUTS, POOLS, TOLERANCE, assert_close_scaled, assert_results_close,
-                     check_parity, forward_backward, make_grad, make_input, make_pair, module_results,
-                     requires_cuda)
+                     SATURATED_PREACTIVATIONS, assert_gate_gradients_relatively_close, check_parity,
+                     forward_backward, fused_results, make_grad, make_input, make_pair, module_results,
+                     requires_cuda, saturated_case)
 
 HAR_SHAPES = [(2, 64, 64, 9), (2, 512, 8, 9)]  # UCI-HAR shapes of docs/design.md §7 at batch 2
 ODD_SHAPES = [
@@ -137,3 +138,12 @@ def test_cpu_and_cuda_agree(pool, layout, dtype):
     for key in cpu:
         # Each side may round differently once per result: twice the per-result tolerance.
         assert_close_scaled(cuda[key], cpu[key], 2 * TOLERANCE[dtype], key)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("a", SATURATED_PREACTIVATIONS)
+def test_saturated_sigmoid_slope_is_accurate(a, layout, device):
+    x, weight, bias, grad_out, expected = saturated_case(a, layout, device)
+    actual = fused_results(x, weight, bias, "mean+max", False, grad_out)
+    assert_gate_gradients_relatively_close(actual, expected, f"a={a} {layout} {device}")

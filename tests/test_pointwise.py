@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import sam_fused
-from helpers import DEVICES, DTYPES, REF_DTYPE, assert_results_close, forward_backward, make_grad
+from helpers import DEVICES, DTYPES, REF_DTYPE, TOLERANCE, assert_results_close, forward_backward, make_grad
 
 
 def eager(x, y):
@@ -81,6 +81,30 @@ def test_matches_eager(shape, dtype, layout, device):
     expected = _results(eager, x.to(ref), y.to(ref), grad.to(ref))
     actual = _results(sam_fused.pointwise_attention, x, y, grad)
     assert_results_close(actual, expected, dtype, f"{shape} {dtype} {layout}")
+
+
+def saturated_operands(device="cpu"):
+    """fp32 x, y, grad with y where the sigmoid saturates (5 to 12, and -12 to -5): an fp32
+    slope s * (1 - s) taken from the rounded s is off there by up to 9e-3 relative."""
+    y = torch.cat([torch.linspace(5, 12, 203), torch.linspace(-12, -5, 203)])
+    x, g = torch.linspace(0.5, 2, y.numel()), torch.linspace(2, -1.5, y.numel())
+    return (t.to(device) for t in (x, y, g))
+
+
+def assert_grad_y_relatively_close(grad_y, x, y, g):
+    """Every element of the gradient of y within fp32's tolerance of eager's in fp64, relative to
+    that element (not to the largest: at -12 it is 1e5 times smaller than at -5)."""
+    want = eager_results(x, y, g)["y"]
+    rel = ((grad_y.double().cpu() - want.cpu()) / want.cpu()).abs().max().item()
+    assert rel <= TOLERANCE[torch.float32], f"relative error {rel:.2g}"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_saturated_slope_is_accurate(device):
+    x, y, g = saturated_operands(device)
+    y.requires_grad_()
+    sam_fused.pointwise_attention(x, y).backward(g)
+    assert_grad_y_relatively_close(y.grad, x, y.detach(), g)
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "permuted"])

@@ -318,7 +318,7 @@ template <typename T, bool CL, typename I, bool Spill = false, bool TwoPass = fa
       });
   }
 
-  // s = sigmoid(conv(pooled)) and delta = rho * s * (1 - s) on the delta rows; s kept for the
+  // s = sigmoid(conv(pooled)) and delta = rho * s * (1 - s) (sigmoid_slope) on the delta rows; s kept for the
   // tile pixels.
   template <class Ctx> static SAM_FUSED_BLOCK void sigmoid_delta_rows(Ctx& ctx, const Args<T>& a, const View<Ctx>& v) {
     const Geometry& s = a.s;
@@ -329,11 +329,12 @@ template <typename T, bool CL, typename I, bool Spill = false, bool TwoPass = fa
       for (I i = I(t); i < (v.e1 - v.e0) * W; i += I(ctx.threads())) {
         const I h = v.e0 + i / W, w = i % W;
         const A bias = A(v.wts[v.nw]);
-        const A sv = sigmoid(window_inside(s, h, w) ? conv_pixel(v.wts, bias, s.pool.P, s.kh, s.kw, h, w, qin)
-                                                    : conv_pixel(v.wts, bias, s.pool.P, s.kh, s.kw, h, w, qat));
+        const SigmoidSlope<A> sv =
+            sigmoid_slope(window_inside(s, h, w) ? conv_pixel(v.wts, bias, s.pool.P, s.kh, s.kw, h, w, qin)
+                                                 : conv_pixel(v.wts, bias, s.pool.P, s.kh, s.kw, h, w, qat));
         auto&& dv = v.d[(h - v.dbase) * W + w];
-        dv = sigmoid_backward(A(dv), sv);
-        if (h >= v.tl.h0 && h < v.tl.h1) v.sig[(h - v.tl.h0) * W + w] = sv;
+        dv = A(dv) * sv.slope;
+        if (h >= v.tl.h0 && h < v.tl.h1) v.sig[(h - v.tl.h0) * W + w] = sv.s;
       }
     });
   }

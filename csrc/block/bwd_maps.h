@@ -287,8 +287,9 @@ template <typename T, typename I, bool Spill = false> struct BwdMaps {
       load_window<kMapRun>(ctx, v.d, at, dv);
 #pragma unroll
       for (int u = 0; u < kMapRun; ++u) {
-        sv[u] = sigmoid(acc[u]);
-        if (u < n) dv[u] = sigmoid_backward(dv[u], sv[u]);
+        const SigmoidSlope<A> ss = sigmoid_slope(acc[u]);
+        sv[u] = ss.s;
+        if (u < n) dv[u] *= ss.slope;
       }
       store_window<kMapRun>(ctx, v.d, at, dv);
       if (h >= tl.h0 && h < tl.h1) store_run(ctx, a.sig + (tl.b * v.H + h) * v.W + w0, sv, n);

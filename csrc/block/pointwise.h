@@ -36,9 +36,9 @@ struct PointwiseFwd {
 struct PointwiseBwd {
   static constexpr int kIn = 3, kOut = 2;  // in: grad, x, y; out: grad_x, grad_y
   template <typename A> static SAM_FUSED_HD void apply(const A (&in)[kIn], A (&out)[kOut]) {
-    const A s = sigmoid(in[2]), gs = in[0] * s;
-    out[0] = gs;
-    out[1] = gs * in[1] * (A(1) - s);
+    const SigmoidSlope<A> ss = sigmoid_slope(in[2]);  // not s * (1 - s): see sigmoid_slope
+    out[0] = in[0] * ss.s;
+    out[1] = in[0] * in[1] * ss.slope;
   }
 };
 
