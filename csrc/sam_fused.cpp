@@ -66,7 +66,8 @@ Geometry check_bwd_inputs(const at::Tensor& grad_out, const at::Tensor& x, const
   Geometry g = check_inputs(x, weight, bias, pool);
   g.return_map = return_map;
   const std::vector<int64_t> gshape = return_map ? std::vector<int64_t>{g.B, 1, g.H, g.W} : x.sizes().vec();
-  TORCH_CHECK_VALUE(grad_out.sizes() == gshape, "grad_out must have shape ", gshape, ", got ", grad_out.sizes());
+  TORCH_CHECK_VALUE(grad_out.sizes() == gshape, "grad_out must have shape ", c10::IntArrayRef(gshape), ", got ",
+                    grad_out.sizes());
   TORCH_CHECK_VALUE(grad_out.is_floating_point(), "grad_out must be a floating-point tensor, got ",
                     grad_out.scalar_type());
   TORCH_CHECK_VALUE(grad_out.device() == x.device(), "grad_out must be on the device of x (", x.device(), "), got ",

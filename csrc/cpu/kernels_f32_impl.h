@@ -406,7 +406,12 @@ void scale(S* out, const S* x, const float* s, int64_t C, int64_t stride, int64_
                      __attribute__((always_inline)) { return V::mul(V::load_k(x + off, k), V::load_k(sr + i, k)); });
 }
 
-// exp(x) for x in [-87.3, 88.3] (or NaN, which passes through): Cephes' expf, a degree-5
+constexpr float kExpLowest = -87.3f, kExpHighest = 88.3f;  // exp_clamped's range
+// exp_minus's scale past that range: for any distance d past it (float steps there are 7.6e-6),
+// e * (1 + kExpHuge * d) overflows and 1 - kExpHuge * d is below 0.
+constexpr float kExpHuge = 1e38f;
+
+// exp(x) for x in [kExpLowest, kExpHighest] (or NaN, which passes through): Cephes' expf, a degree-5
 // polynomial on x - n*ln2 times 2^n; within 2 ulp of the correctly rounded result.
 SAM_FUSED_SIMD_INLINE R exp_clamped(R x) {
   const R n = V::round(V::mul(x, V::set1(1.44269504088896341f)));
@@ -428,12 +433,10 @@ SAM_FUSED_SIMD_INLINE R exp_clamped(R x) {
 // the range: a clamped constant alone gave s = 4.5e-39 at any a below -88.3, and s(1 - s) of
 // 4.5e-39 and 1.2e-38, which a rho of 1e37 or more (an input of that size) turned into a gradient.
 SAM_FUSED_SIMD_INLINE R exp_minus(R a) {
-  const R t = V::sub(V::zero(), a);
-  const R e = exp_clamped(V::max(V::set1(-87.3f), V::min(V::set1(88.3f), t)));
-  const R big = V::set1(1e38f), one = V::set1(1.f);
-  const R over = V::fmadd(V::max(V::zero(), V::sub(t, V::set1(88.3f))), big, one);  // 1, or inf
-  const R under =
-      V::max(V::zero(), V::fmadd(V::max(V::zero(), V::sub(V::set1(-87.3f), t)), V::sub(V::zero(), big), one));
+  const R t = V::sub(V::zero(), a), lo = V::set1(kExpLowest), hi = V::set1(kExpHighest), one = V::set1(1.f);
+  const R e = exp_clamped(V::max(lo, V::min(hi, t)));
+  const R over = V::fmadd(V::max(V::zero(), V::sub(t, hi)), V::set1(kExpHuge), one);  // 1, or inf
+  const R under = V::max(V::zero(), V::fmadd(V::max(V::zero(), V::sub(lo, t)), V::set1(-kExpHuge), one));
   return V::mul(V::mul(e, over), under);  // under: 1, or 0
 }
 
