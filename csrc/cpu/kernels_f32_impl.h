@@ -442,14 +442,34 @@ SAM_FUSED_SIMD_INLINE R exp_minus(R a) {
 
 // f(k, load, store) for the vectors of a run of n elements: the whole vectors with plain loads
 // and stores, then the tail (fewer than N lanes) with masked ones, which load the same lanes:
-// the masks stay out of the loop.
+// the masks stay out of the loop. load and store take float or 16-bit storage (converted).
 template <class F> SAM_FUSED_SIMD_INLINE void each_vector(int64_t n, F&& f) {
   int64_t k = 0;
-  for (; k + N <= n; k += N) f(k, [](const float* a) { return V::load(a); }, [](float* a, R v) { V::store(a, v); });
+  for (; k + N <= n; k += N) f(k, [](const auto* a) { return V::load(a); }, [](auto* a, R v) { V::store(a, v); });
   if (k < n) {
     const int64_t kk = n - k;
-    f(k, [kk](const float* a) { return V::load_k(a, kk); }, [kk](float* a, R v) { V::store_k(a, v, kk); });
+    f(k, [kk](const auto* a) { return V::load_k(a, kk); }, [kk](auto* a, R v) { V::store_k(a, v, kk); });
   }
+}
+
+// The point-wise op (PointwiseKernels), element by element over storage S.
+template <class S> void pointwise_fwd(const S* x, const S* y, S* out, int64_t n) {
+  const R one = V::set1(1.f);
+  each_vector(n, [&](int64_t k, auto load, auto store) {
+    store(out + k, V::mul(load(x + k), V::div(one, V::add(one, exp_minus(load(y + k))))));
+  });
+}
+
+// 1 - s as e * s (e = exp(-y)): a few ulps relative at every y, where 1 - s of the rounded s
+// loses the digits s lost near s = 1. min(., 1) takes 1 where e * s is inf * 0 (y < -88.3: s is
+// 0 and 1 - s is 1); where y is NaN, s is NaN and so is the slope.
+template <class S> void pointwise_bwd(const S* g, const S* x, const S* y, S* dx, S* dy, int64_t n) {
+  const R one = V::set1(1.f);
+  each_vector(n, [&](int64_t k, auto load, auto store) {
+    const R e = exp_minus(load(y + k)), s = V::div(one, V::add(one, e)), gv = load(g + k);
+    store(dx + k, V::mul(gv, s));
+    store(dy + k, V::mul(V::mul(gv, load(x + k)), V::mul(s, V::min(V::mul(e, s), one))));
+  });
 }
 
 // s[k] = sigmoid(bias + sum of the taps at q + off[t] + k), k < n, the taps in the order of
@@ -898,12 +918,15 @@ template <class S>
 constexpr NhwcKernels<S> kNhwc{pool_sum_nhwc<S>, pool_max_nhwc<S>, scale_nhwc<S>,
                                rho_nhwc<S>,      dx_nhwc<S>,       argmax_nhwc<S>};
 
+template <class S> constexpr PointwiseKernels<S> kPointwise{pointwise_fwd<S>, pointwise_bwd<S>};
+
 // clang-format off
 const F32Kernels kTable{pool_sum<float>, pool_max<float>, scale<float>, conv_sigmoid, conv_backward, rho<float>,
                         dx<float>, argmax<float>,
                         pool_sum_nhwc<float>, pool_max_nhwc<float>, scale_nhwc<float>, rho_nhwc<float>,
                         dx_nhwc<float>, argmax_nhwc<float>,
-                        kNchw<c10::Half>, kNchw<c10::BFloat16>, kNhwc<c10::Half>, kNhwc<c10::BFloat16>};
+                        kNchw<c10::Half>, kNchw<c10::BFloat16>, kNhwc<c10::Half>, kNhwc<c10::BFloat16>,
+                        kPointwise<float>, kPointwise<c10::Half>, kPointwise<c10::BFloat16>};
 // clang-format on
 
 }  // namespace sam_fused::cpu::SAM_FUSED_ISA_NS

@@ -1,87 +1,57 @@
 // Point-wise spatial attention (Darknet sam_layer): CPU kernels (schema and checks: ../pointwise.cpp).
 //   fwd: out = x * s,  s = sigmoid(y)
-//   bwd: dx = g * s,   dy = g * x * s * (1 - s) (the slope s * (1 - s) from exp(-y) where y > 0)
+//   bwd: dx = g * s,   dy = g * x * s * (1 - s) (the slope from exp(-y), not 1 - s: sam_math.h sigmoid_slope)
 // Every element is independent, so the kernels run over flat storage in the operands' common
-// dense layout (see pointwise_operands). fp16/bf16 are staged through float buffers in chunks:
-// the math runs in float and each result is rounded once.
+// dense layout (see pointwise_operands). fp32, fp16 and bf16 run the ISA's loops
+// (cpu/kernels_f32.h PointwiseKernels: a vectorised exp, 16-bit storage converted where it is
+// loaded and stored, float arithmetic, each result rounded once). fp64 runs at::vec, which this
+// extension builds without an ISA: its exp runs element by element.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/vec.h>
 #include <torch/library.h>
 
-#include <algorithm>
 #include <type_traits>
 
 #include "../pointwise.h"
 #include "../sam_math.h"
+#include "kernels_f32.h"
 
 namespace sam_fused {
 
 namespace {
 
 constexpr int64_t kGrain = 32768;  // elements per task before splitting into threads
-constexpr int64_t kChunk = 256;    // fp16/bf16 elements staged through float buffers at a time
 
-using ::sam_fused::sigmoid;  // the scalar one (sam_math.h), beside the vector one below
+using Vd = at::vec::Vectorized<double>;
 
-template <typename A>
-inline at::vec::Vectorized<A> sigmoid(const at::vec::Vectorized<A>& y) {
-  using V = at::vec::Vectorized<A>;
-  return V(A(1)) / (V(A(1)) + y.neg().exp());
+Vd sigmoid(const Vd& y) { return Vd(1.0) / (Vd(1.0) + y.neg().exp()); }
+
+void fwd_double(const double* x, const double* y, double* out, int64_t n) {
+  int64_t i = 0;
+  for (; i + Vd::size() <= n; i += Vd::size()) (Vd::loadu(x + i) * sigmoid(Vd::loadu(y + i))).store(out + i);
+  for (; i < n; ++i) out[i] = x[i] * ::sam_fused::sigmoid(y[i]);
 }
 
-// The math on float/double arrays.
-template <typename A>
-void fwd_math(const A* x, const A* y, A* out, int64_t n) {
-  using V = at::vec::Vectorized<A>;
+// The slope as sigmoid_slope takes it: 1 - s where y < 0, else exp(-y) * s.
+void bwd_double(const double* g, const double* x, const double* y, double* dx, double* dy, int64_t n) {
   int64_t i = 0;
-  for (; i + V::size() <= n; i += V::size()) (V::loadu(x + i) * sigmoid(V::loadu(y + i))).store(out + i);
-  for (; i < n; ++i) out[i] = x[i] * sigmoid(y[i]);
-}
-
-// The slope s * (1 - s) as sam_math.h's sigmoid_slope takes it (1 - s where y < 0, else
-// exp(-y) * s: 1 - s of a rounded s near 1 is off by up to 1e-4 relative in fp32).
-template <typename A>
-void bwd_math(const A* g, const A* x, const A* y, A* dx, A* dy, int64_t n) {
-  using V = at::vec::Vectorized<A>;
-  int64_t i = 0;
-  for (; i + V::size() <= n; i += V::size()) {
-    const V yv = V::loadu(y + i), gv = V::loadu(g + i), e = yv.neg().exp(), s = V(A(1)) / (V(A(1)) + e);
+  for (; i + Vd::size() <= n; i += Vd::size()) {
+    const Vd yv = Vd::loadu(y + i), gv = Vd::loadu(g + i), e = yv.neg().exp(), s = Vd(1.0) / (Vd(1.0) + e);
     (gv * s).store(dx + i);
-    (gv * V::loadu(x + i) * (s * V::blendv(e * s, V(A(1)) - s, yv < V(A(0))))).store(dy + i);
+    (gv * Vd::loadu(x + i) * (s * Vd::blendv(e * s, Vd(1.0) - s, yv < Vd(0.0)))).store(dy + i);
   }
   for (; i < n; ++i) {
-    const SigmoidSlope<A> ss = sigmoid_slope(y[i]);
+    const SigmoidSlope<double> ss = sigmoid_slope(y[i]);
     dx[i] = g[i] * ss.s;
     dy[i] = g[i] * x[i] * ss.slope;
   }
 }
 
-// Runs `math` (on float/double arrays) over [begin, end) of `in` -> `out` element arrays of
-// type T: directly for float/double, through float buffers of kChunk for fp16/bf16.
-template <typename T, int kIn, int kOut, typename Math>
-void run_staged(const T* const (&in)[kIn], T* const (&out)[kOut], int64_t begin, int64_t end, Math math) {
-  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
-    const T* a[kIn];
-    T* b[kOut];
-    for (int k = 0; k < kIn; ++k) a[k] = in[k] + begin;
-    for (int k = 0; k < kOut; ++k) b[k] = out[k] + begin;
-    math(a, b, end - begin);
-  } else {
-    float a[kIn][kChunk], b[kOut][kChunk];
-    const float* ap[kIn];
-    float* bp[kOut];
-    for (int k = 0; k < kIn; ++k) ap[k] = a[k];
-    for (int k = 0; k < kOut; ++k) bp[k] = b[k];
-    for (int64_t c = begin; c < end; c += kChunk) {
-      const int64_t n = std::min(kChunk, end - c);
-      for (int k = 0; k < kIn; ++k)
-        for (int64_t i = 0; i < n; ++i) a[k][i] = float(in[k][c + i]);
-      math(ap, bp, n);
-      for (int k = 0; k < kOut; ++k)
-        for (int64_t i = 0; i < n; ++i) out[k][c + i] = T(b[k][i]);
-    }
-  }
+// The loops for storage T, chosen once per call.
+template <typename T> cpu::PointwiseKernels<T> loops() {
+  if constexpr (std::is_same_v<T, double>) return {fwd_double, bwd_double};
+  else return cpu::pointwise_kernels<T>(cpu::f32_kernels());
 }
 
 }  // namespace
@@ -91,11 +61,10 @@ at::Tensor pointwise_attention_fwd_cpu(const at::Tensor& x_in, const at::Tensor&
   const at::Tensor &x = ops[0], &y = ops[1];
   at::Tensor out = at::empty_like(x);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "pointwise_attention_fwd_cpu", [&] {
-    const scalar_t* const in[2] = {x.const_data_ptr<scalar_t>(), y.const_data_ptr<scalar_t>()};
-    scalar_t* const res[1] = {out.mutable_data_ptr<scalar_t>()};
-    at::parallel_for(0, x.numel(), kGrain, [&](int64_t begin, int64_t end) {
-      run_staged<scalar_t>(in, res, begin, end, [](auto a, auto b, int64_t n) { fwd_math(a[0], a[1], b[0], n); });
-    });
+    const scalar_t *xp = x.const_data_ptr<scalar_t>(), *yp = y.const_data_ptr<scalar_t>();
+    scalar_t* op = out.mutable_data_ptr<scalar_t>();
+    const auto fwd = loops<scalar_t>().fwd;
+    at::parallel_for(0, x.numel(), kGrain, [&](int64_t b, int64_t e) { fwd(xp + b, yp + b, op + b, e - b); });
   });
   return out;
 }
@@ -106,13 +75,12 @@ std::tuple<at::Tensor, at::Tensor> pointwise_attention_bwd_cpu(const at::Tensor&
   const at::Tensor &x = ops[0], &y = ops[1], &g = ops[2];
   at::Tensor dx = at::empty_like(x), dy = at::empty_like(x);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "pointwise_attention_bwd_cpu", [&] {
-    const scalar_t* const in[3] = {g.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
-                                   y.const_data_ptr<scalar_t>()};
-    scalar_t* const res[2] = {dx.mutable_data_ptr<scalar_t>(), dy.mutable_data_ptr<scalar_t>()};
-    at::parallel_for(0, x.numel(), kGrain, [&](int64_t begin, int64_t end) {
-      run_staged<scalar_t>(in, res, begin, end,
-                           [](auto a, auto b, int64_t n) { bwd_math(a[0], a[1], a[2], b[0], b[1], n); });
-    });
+    const scalar_t *gp = g.const_data_ptr<scalar_t>(), *xp = x.const_data_ptr<scalar_t>(),
+                   *yp = y.const_data_ptr<scalar_t>();
+    scalar_t *dxp = dx.mutable_data_ptr<scalar_t>(), *dyp = dy.mutable_data_ptr<scalar_t>();
+    const auto bwd = loops<scalar_t>().bwd;
+    at::parallel_for(0, x.numel(), kGrain,
+                     [&](int64_t b, int64_t e) { bwd(gp + b, xp + b, yp + b, dxp + b, dyp + b, e - b); });
   });
   return {dx, dy};
 }
