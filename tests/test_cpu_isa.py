@@ -6,8 +6,12 @@ against torch's conversions over every 16-bit value."""
 import pytest
 import torch
 
-import sam_fused  # noqa: F401  (registers the ops)
-from helpers import POOLS, TOLERANCE, check_parity, fused_results, make_grad, make_input, make_pair, streamed_batch
+import sam_fused
+from helpers import (POOLS, TOLERANCE, assert_results_close, check_parity, forward_backward, fused_results, make_grad,
+                     make_input, make_pair, streamed_batch)
+from test_pointwise import ODD_SIZES, assert_grad_y_relatively_close, saturated_operands
+from test_pointwise import eager_results as pointwise_eager
+from test_pointwise import operands as pointwise_operands
 
 ISAS = ("default", "avx2", "avx512")
 
@@ -511,3 +515,24 @@ def test_bad_l2_size_is_a_value_error():
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert proc.returncode != 0
     assert "ValueError: SAM_FUSED_CPU_L2 must be a size" in proc.stderr
+
+
+# The point-wise op's fp32, fp16 and bf16 loops are in each ISA's table too (PointwiseKernels):
+# every size with a tail, misaligned storage, saturation, NaN and inf as eager gives them, and
+# the slope's accuracy near saturation.
+@pytest.mark.parametrize("dtype", [torch.float32, *DTYPES_16])
+@pytest.mark.parametrize("isa", ISA_PARAMS, indirect=True)
+def test_pointwise_per_isa(isa, dtype):
+    for shape in ODD_SIZES:
+        for layout in ("contiguous", "misaligned"):
+            x, y, g = pointwise_operands(shape, dtype, layout)
+            actual = forward_backward(lambda xx, p: sam_fused.pointwise_attention(xx, p["y"]), x, {"y": y}, g)
+            assert_results_close(actual, pointwise_eager(x, y, g), dtype, f"{isa} {shape} {layout}")
+    x = torch.tensor([1.0, float("nan"), 2.0, -3.0, 0.5, 4.0, 1.0, 2.0, -1.0], dtype=dtype)
+    y = torch.tensor([0.0, 1.0, float("nan"), 100.0, -100.0, float("inf"), -float("inf"), 3.0, 1e4], dtype=dtype)
+    g = torch.ones_like(x)
+    actual = forward_backward(lambda xx, p: sam_fused.pointwise_attention(xx, p["y"]), x, {"y": y}, g)
+    assert_results_close(actual, pointwise_eager(x, y, g), dtype, f"{isa} special values")  # NaN where eager's
+    if dtype == torch.float32:
+        x, y, g = saturated_operands()
+        assert_grad_y_relatively_close(torch.ops.sam_fused.pointwise_attention_bwd(g, x, y)[1], x, y, g)
