@@ -106,8 +106,9 @@ def test_kernels_run_clean_with_spilled_maps(layout):
     # one row of maps is more than sm_86's shared memory per block: map buffers in global scratch
     # (the two-pass backward's main kernel holds 16 bytes per pixel: 7000 columns are too many;
     # its map kernel BwdMaps, second, holds 13 padded rows of pooled and rho maps)
+    # (the weight and bias gradients sum 21000 pixels: eager fp32 is 3e-5 and 1.4e-4 from fp64 here)
     x = make_input((1, 2, 3, 7000), torch.float32, layout)
-    tf, tb = check(x, "max+mean", (3, 3), arch="sm_86", sanitize=True)
+    tf, tb = check(x, "max+mean", (3, 3), many_pixels=True, arch="sm_86", sanitize=True)
     assert tf.spill and tb.spill and tb.two_pass and tb.launches[1].spill
 
 

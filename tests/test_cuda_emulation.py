@@ -9,8 +9,8 @@ import torch
 from sam_fused.emulation import (ONE_PASS_CHUNKED, ONE_PASS_STAGED_X, ONE_PASS_UNSTAGED_X, TWO_PASS, TWO_PASS_STAGED,
                                  emulate_bwd, emulate_fwd, emulated_results)
 from helpers import (POOLS, REF_DTYPE, SATURATED_PREACTIVATIONS, TOLERANCE, assert_close_scaled,
-                     assert_gate_gradients_relatively_close, assert_results_close, make_grad, make_input, make_pair,
-                     module_results, saturated_case)
+                     assert_gate_gradients_relatively_close, assert_results_close, assert_results_close_as_check,
+                     make_grad, make_input, make_pair, module_results, saturated_case)
 
 # (shape, kernel, rows per tile, threads per block); rows/threads 0 = the CUDA op's choice
 CASES = [
@@ -28,14 +28,19 @@ CASES = [
 LAYOUTS = ("contiguous", "channels_last", "permuted")
 
 
-def check(x, pool, kernel, bias=True, return_map=False, **kw):
+def check(x, pool, kernel, bias=True, return_map=False, many_pixels=False, **kw):
+    """many_pixels: the gradients sum so many pixels that fp32 rounding passes the tolerance in
+    any implementation; they are held to `python -m sam_fused.check`'s rule instead."""
     ref, weight, b = make_pair(pool, kernel, bias, return_map, x.dtype)
     grad_shape = (x.shape[0], 1, *x.shape[2:]) if return_map else x.shape
     grad_out = make_grad(grad_shape, x.dtype)
     expected = module_results(ref, x, REF_DTYPE[x.dtype], grad_out)
     actual, pooled, tf, tb = emulated_results(x, weight, b, pool, return_map, grad_out, **kw)
     what = f"{tuple(x.shape)} {x.dtype} pool={pool} kernel={kernel} bias={bias} return_map={return_map} {kw}"
-    assert_results_close(actual, expected, x.dtype, what)
+    if many_pixels:
+        assert_results_close_as_check(actual, expected, module_results(ref, x, x.dtype, grad_out), x.dtype, what)
+    else:
+        assert_results_close(actual, expected, x.dtype, what)
     xr = x.to(REF_DTYPE[x.dtype])
     maps = [xr.mean(1) if m == "mean" else xr.amax(1) for m in pool.split("+")]
     assert pooled.dtype == (torch.float64 if x.dtype == torch.float64 else torch.float32)
