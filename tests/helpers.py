@@ -122,18 +122,23 @@ def fused_results(x, weight, bias, pool, return_map, grad_out=None):
                             x, {"weight": weight, "bias": bias}, grad_out)
 
 
-def assert_close_scaled(actual, expected, tol, what=""):
-    """max |actual - expected| <= tol * max(1, max|expected|), NaN only where expected has NaN."""
+def scaled_error(actual, expected, what=""):
+    """max |actual - expected| / max(1, max|expected|) over the entries expected has no NaN at
+    (0 if none), asserting the shapes agree and actual has NaN exactly where expected has."""
     assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
     a, e = actual.detach().double().cpu(), expected.detach().double().cpu()
     nan = torch.isnan(e)
     assert torch.equal(torch.isnan(a), nan), f"{what}: NaN at different positions"
     a, e = a[~nan], e[~nan]
     if e.numel() == 0:
-        return
-    scale = max(1.0, e.abs().max().item())
-    err = (a - e).abs().max().item()
-    assert err <= tol * scale, f"{what}: max abs err {err:.3g} > {tol:.3g} * scale {scale:.3g}"
+        return 0.0
+    return (a - e).abs().max().item() / max(1.0, e.abs().max().item())
+
+
+def assert_close_scaled(actual, expected, tol, what=""):
+    """max |actual - expected| <= tol * max(1, max|expected|), NaN only where expected has NaN."""
+    err = scaled_error(actual, expected, what)
+    assert err <= tol, f"{what}: max abs err / max(1, max|expected|) {err:.3g} > {tol:.3g}"
 
 
 def assert_results_close(actual: dict, expected: dict, dtype, what=""):
@@ -151,10 +156,7 @@ def assert_results_close_as_check(actual: dict, expected: dict, own: dict, dtype
     `own` (the reference run in `dtype`) is, both measured as assert_close_scaled measures."""
     assert actual.keys() == expected.keys() == own.keys(), what
     for key in expected:
-        e = expected[key].detach().double().cpu()
-        scale = max(1.0, e.abs().max().item())
-        err = (actual[key].detach().double().cpu() - e).abs().max().item() / scale
-        err_own = (own[key].detach().double().cpu() - e).abs().max().item() / scale
+        err, err_own = scaled_error(actual[key], expected[key], what), scaled_error(own[key], expected[key], what)
         assert err <= max(TOLERANCE[dtype], 2 * err_own), \
             f"{what} {key}: scaled error {err:.3g} > {TOLERANCE[dtype]:.3g} and > twice the reference's {err_own:.3g}"
 

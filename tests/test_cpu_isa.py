@@ -7,9 +7,10 @@ import pytest
 import torch
 
 import sam_fused
-from helpers import (POOLS, TOLERANCE, assert_results_close, check_parity, forward_backward, fused_results, make_grad,
-                     make_input, make_pair, streamed_batch)
-from test_pointwise import ODD_SIZES, assert_grad_y_relatively_close, saturated_operands
+from helpers import (POOLS, TOLERANCE, assert_results_close, check_parity, fused_results, make_grad, make_input,
+                     make_pair, streamed_batch)
+from test_pointwise import (ODD_SIZES, assert_grad_y_relatively_close, pointwise_results, saturated_operands,
+                            special_operands)
 from test_pointwise import eager_results as pointwise_eager
 from test_pointwise import operands as pointwise_operands
 
@@ -526,12 +527,11 @@ def test_pointwise_per_isa(isa, dtype):
     for shape in ODD_SIZES:
         for layout in ("contiguous", "misaligned"):
             x, y, g = pointwise_operands(shape, dtype, layout)
-            actual = forward_backward(lambda xx, p: sam_fused.pointwise_attention(xx, p["y"]), x, {"y": y}, g)
+            actual = pointwise_results(sam_fused.pointwise_attention, x, y, g)
             assert_results_close(actual, pointwise_eager(x, y, g), dtype, f"{isa} {shape} {layout}")
-    x = torch.tensor([1.0, float("nan"), 2.0, -3.0, 0.5, 4.0, 1.0, 2.0, -1.0], dtype=dtype)
-    y = torch.tensor([0.0, 1.0, float("nan"), 100.0, -100.0, float("inf"), -float("inf"), 3.0, 1e4], dtype=dtype)
+    x, y = special_operands(dtype)
     g = torch.ones_like(x)
-    actual = forward_backward(lambda xx, p: sam_fused.pointwise_attention(xx, p["y"]), x, {"y": y}, g)
+    actual = pointwise_results(sam_fused.pointwise_attention, x, y, g)
     assert_results_close(actual, pointwise_eager(x, y, g), dtype, f"{isa} special values")  # NaN where eager's
     if dtype == torch.float32:
         x, y, g = saturated_operands()

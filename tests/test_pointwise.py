@@ -62,7 +62,8 @@ def eager_results(x, y, g):
     return {"out": out.detach(), "x": dx, "y": dy}
 
 
-def _results(fn, x, y, grad):
+def pointwise_results(fn, x, y, grad):
+    """out, grad_x, grad_y of fn(x, y) under grad (helpers.forward_backward's dict)."""
     return forward_backward(lambda xx, p: fn(xx, p["y"]), x, {"y": y}, grad)
 
 
@@ -78,9 +79,16 @@ def test_matches_eager(shape, dtype, layout, device):
     x, y = _pair(shape, dtype, layout, device)
     grad = make_grad(shape, dtype, device)
     ref = REF_DTYPE[dtype]  # eager run in a wider dtype on the same values
-    expected = _results(eager, x.to(ref), y.to(ref), grad.to(ref))
-    actual = _results(sam_fused.pointwise_attention, x, y, grad)
+    expected = pointwise_results(eager, x.to(ref), y.to(ref), grad.to(ref))
+    actual = pointwise_results(sam_fused.pointwise_attention, x, y, grad)
     assert_results_close(actual, expected, dtype, f"{shape} {dtype} {layout}")
+
+
+def special_operands(dtype=torch.float32):
+    """x and y with NaN in each, y at +-inf, saturating (+-100, 1e4) and ordinary values."""
+    x = torch.tensor([1.0, float("nan"), 2.0, -3.0, 0.5, 4.0, 1.0, 2.0, -1.0], dtype=dtype)
+    y = torch.tensor([0.0, 1.0, float("nan"), 100.0, -100.0, float("inf"), -float("inf"), 3.0, 1e4], dtype=dtype)
+    return x, y
 
 
 def saturated_operands(device="cpu"):

@@ -10,7 +10,8 @@ import torch
 
 from sam_fused.emulation import emulate_pointwise_bwd, emulate_pointwise_fwd
 from helpers import DTYPES, TOLERANCE, assert_close_scaled, make_grad
-from test_pointwise import ODD_SIZES, assert_grad_y_relatively_close, eager_results, operands, saturated_operands
+from test_pointwise import (ODD_SIZES, assert_grad_y_relatively_close, eager_results, operands, saturated_operands,
+                            special_operands)
 
 THREADS, UNROLL = 256, 4  # csrc/block/traits.h kThreads, pointwise.h kPointwiseUnroll
 
@@ -61,8 +62,7 @@ def test_layouts(dtype, layout):
 
 
 def test_nan_inf_and_saturation_like_eager():
-    x = torch.tensor([1.0, float("nan"), 2.0, -3.0, 0.5, 4.0, 1.0, 2.0, -1.0])
-    y = torch.tensor([0.0, 1.0, float("nan"), 100.0, -100.0, float("inf"), -float("inf"), 3.0, 1e4])
+    x, y = special_operands()
     check(x, y, make_grad(x.shape, x.dtype))
 
 
