@@ -20,6 +20,16 @@ def test_two_builds_get_a_row_per_shape_case_and_ratio():
     assert all(" a " in r and " b " in r for r in rows)
 
 
+def test_the_pointwise_op_in_16_bit_is_timed_against_its_floor():
+    lib = sam_fused._C.__file__
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cpu_ab.py"), f"a={lib}", f"b={lib}",
+                          "--shapes", "2,8,5,3", "--rounds", "1", "--calls", "2", "--cached", "--op", "pointwise",
+                          "--dtype", "bfloat16"], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("pointwise op, bfloat16,"), out
+    names = [line.split(" | ")[0].strip() for line in out.splitlines() if " | " in line]
+    assert names == [f"2,8,5,3 {c}" for c in ("fwd", "bwd", "clone", "add", "fwd/add", "bwd/add")]
+
+
 def test_a_build_can_plan_for_another_l2():
     lib = sam_fused._C.__file__
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cpu_ab.py"), f"a={lib}", f"b={lib}@3M",

@@ -85,10 +85,12 @@ def test_matches_eager(shape, dtype, layout, device):
 
 
 def special_operands(dtype=torch.float32):
-    """x and y with NaN in each, y at +-inf, saturating (+-100, 1e4) and ordinary values."""
+    """x and y with NaN in each, y at +-inf, saturating (+-100, 1e4) and ordinary values: nine
+    pairs repeated 8 times, so each value reaches many lanes, and the CPU loops' groups of
+    vectors (64 elements on AVX-512) as well as their single vectors and masked tail."""
     x = torch.tensor([1.0, float("nan"), 2.0, -3.0, 0.5, 4.0, 1.0, 2.0, -1.0], dtype=dtype)
     y = torch.tensor([0.0, 1.0, float("nan"), 100.0, -100.0, float("inf"), -float("inf"), 3.0, 1e4], dtype=dtype)
-    return x, y
+    return x.repeat(8), y.repeat(8)
 
 
 def saturated_operands(device="cpu"):

@@ -440,6 +440,15 @@ SAM_FUSED_SIMD_INLINE R exp_minus(R a) {
   return V::mul(V::mul(e, over), under);  // under: 1, or 0
 }
 
+// sigmoid(a) = 1 / (1 + e) from e = exp_minus(a).
+SAM_FUSED_SIMD_INLINE R sigmoid_of_exp(R e) { return V::div(V::set1(1.f), V::add(V::set1(1.f), e)); }
+
+// The slope s(1 - s) from e = exp_minus(a) and s = sigmoid_of_exp(e), as s * min(e * s, 1): a few
+// ulps relative at every a, where 1 - s of the rounded s loses the digits s lost near s = 1.
+// min(., 1) takes 1 where e * s is inf * 0 (a < -88.3: s is 0 and 1 - s is 1); where a is NaN,
+// s is NaN and so is the slope.
+SAM_FUSED_SIMD_INLINE R sigmoid_slope_of_exp(R e, R s) { return V::mul(s, V::min(V::mul(e, s), V::set1(1.f))); }
+
 // f(k, load, store) for the vectors of a run of n elements: the whole vectors with plain loads
 // and stores, then the tail (fewer than N lanes) with masked ones, which load the same lanes:
 // the masks stay out of the loop. load and store take float or 16-bit storage (converted).
@@ -452,23 +461,50 @@ template <class F> SAM_FUSED_SIMD_INLINE void each_vector(int64_t n, F&& f) {
   }
 }
 
-// The point-wise op (PointwiseKernels), element by element over storage S.
+// f(k, load, store, u) for groups of U vectors (u: std::integral_constant<int, U>) while whole
+// groups remain, then each_vector's single vectors and masked tail (U = 1). A body that takes
+// each step for all U vectors of its group before the next step (loops over j < U, unrolled)
+// gives U independent dependency chains side by side, where one vector's chain (the exp's
+// polynomial, the division, the 16-bit conversions) would leave the core waiting on latency.
+template <int U, class F> SAM_FUSED_SIMD_INLINE void each_vector_group(int64_t n, F&& f) {
+  const int64_t whole = n / (U * N) * (U * N);
+  for (int64_t k = 0; k < whole; k += U * N)
+    f(
+        k, [](const auto* a) { return V::load(a); }, [](auto* a, R v) { V::store(a, v); },
+        std::integral_constant<int, U>{});
+  each_vector(n - whole,
+              [&](int64_t k, auto load, auto store) { f(whole + k, load, store, std::integral_constant<int, 1>{}); });
+}
+
+// The point-wise op (PointwiseKernels), element by element over storage S, kPointwiseGroup
+// vectors at a time.
+constexpr int kPointwiseGroup = 4;
+
 template <class S> void pointwise_fwd(const S* x, const S* y, S* out, int64_t n) {
-  const R one = V::set1(1.f);
-  each_vector(n, [&](int64_t k, auto load, auto store) {
-    store(out + k, V::mul(load(x + k), V::div(one, V::add(one, exp_minus(load(y + k))))));
+  each_vector_group<kPointwiseGroup>(n, [&](int64_t k, auto load, auto store, auto u) {
+    constexpr int U = decltype(u)::value;
+    R e[U];
+#pragma GCC unroll 8
+    for (int j = 0; j < U; ++j) e[j] = exp_minus(load(y + k + j * N));
+#pragma GCC unroll 8
+    for (int j = 0; j < U; ++j) store(out + k + j * N, V::mul(load(x + k + j * N), sigmoid_of_exp(e[j])));
   });
 }
 
-// 1 - s as e * s (e = exp(-y)): a few ulps relative at every y, where 1 - s of the rounded s
-// loses the digits s lost near s = 1. min(., 1) takes 1 where e * s is inf * 0 (y < -88.3: s is
-// 0 and 1 - s is 1); where y is NaN, s is NaN and so is the slope.
 template <class S> void pointwise_bwd(const S* g, const S* x, const S* y, S* dx, S* dy, int64_t n) {
-  const R one = V::set1(1.f);
-  each_vector(n, [&](int64_t k, auto load, auto store) {
-    const R e = exp_minus(load(y + k)), s = V::div(one, V::add(one, e)), gv = load(g + k);
-    store(dx + k, V::mul(gv, s));
-    store(dy + k, V::mul(V::mul(gv, load(x + k)), V::mul(s, V::min(V::mul(e, s), one))));
+  each_vector_group<kPointwiseGroup>(n, [&](int64_t k, auto load, auto store, auto u) {
+    constexpr int U = decltype(u)::value;
+    R e[U], s[U];
+#pragma GCC unroll 8
+    for (int j = 0; j < U; ++j) e[j] = exp_minus(load(y + k + j * N));
+#pragma GCC unroll 8
+    for (int j = 0; j < U; ++j) s[j] = sigmoid_of_exp(e[j]);
+#pragma GCC unroll 8
+    for (int j = 0; j < U; ++j) {
+      const R gv = load(g + k + j * N);
+      store(dx + k + j * N, V::mul(gv, s[j]));
+      store(dy + k + j * N, V::mul(V::mul(gv, load(x + k + j * N)), sigmoid_slope_of_exp(e[j], s[j])));
+    }
   });
 }
 
@@ -491,7 +527,7 @@ SAM_FUSED_SIMD_INLINE void conv_run(const float* w, float bias, int64_t taps, co
     typename V::Wide acc = V::wide_set1(bias);
     for (int64_t t = 0; t < nt; ++t) acc = V::wide_fmadd(w[t], load(q + offset[t] + k), acc);
     const R ek = exp_minus(V::narrow(acc));
-    store(s + k, V::div(V::set1(1.f), V::add(V::set1(1.f), ek)));
+    store(s + k, sigmoid_of_exp(ek));
     if (e) store(e + k, ek);
   });
 }
