@@ -3,7 +3,7 @@
     cp sam_fused/_C.abi3.so /tmp/C_old.so   # (then change, rebuild)
     python benchmarks/cpu_ab.py old=/tmp/C_old.so new=sam_fused/_C.abi3.so [--threads 1]
         [--shapes "128,64,64,9;16,64,64,9"] [--rounds 4] [--calls 40] [--cached]
-        [--op spatial|pointwise] [--dtype float32|bfloat16|float16]
+        [--op spatial|pointwise] [--dtype float32|float64|bfloat16|float16]
 
 Each round runs every build once, in its own process (a library cannot be swapped in a
 running one), in turn: the machine's slow and fast phases then fall on every build alike. A
@@ -93,7 +93,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=40)
     parser.add_argument("--cached", action="store_true", help="one copy of the inputs (cache-resident)")
     parser.add_argument("--op", choices=("spatial", "pointwise"), default="spatial")
-    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
+    parser.add_argument("--dtype", choices=("float32", "float64", "bfloat16", "float16"), default="float32")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     shapes = [tuple(int(v) for v in s.split(",")) for s in args.shapes.split(";")]

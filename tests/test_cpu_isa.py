@@ -9,8 +9,8 @@ import torch
 import sam_fused
 from helpers import (POOLS, TOLERANCE, assert_results_close, check_parity, fused_results, make_grad, make_input,
                      make_pair, streamed_batch)
-from test_pointwise import (ODD_SIZES, assert_grad_y_relatively_close, pointwise_results, saturated_operands,
-                            special_operands)
+from test_pointwise import (ODD_SIZES, assert_f64_slope_accurate, assert_grad_y_relatively_close, pointwise_results,
+                            saturated_operands, special_operands)
 from test_pointwise import eager_results as pointwise_eager
 from test_pointwise import operands as pointwise_operands
 
@@ -518,10 +518,10 @@ def test_bad_l2_size_is_a_value_error():
     assert "ValueError: SAM_FUSED_CPU_L2 must be a size" in proc.stderr
 
 
-# The point-wise op's fp32, fp16 and bf16 loops are in each ISA's table too (PointwiseKernels):
-# every size with a tail, misaligned storage, saturation, NaN and inf as eager gives them, and
-# the slope's accuracy near saturation.
-@pytest.mark.parametrize("dtype", [torch.float32, *DTYPES_16])
+# The point-wise op's loops (fp64, fp32, fp16, bf16) are in each ISA's table too
+# (PointwiseKernels): every size with a tail, misaligned storage, saturation, NaN and inf as eager
+# gives them, and the slope's accuracy near saturation.
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, *DTYPES_16])
 @pytest.mark.parametrize("isa", ISA_PARAMS, indirect=True)
 def test_pointwise_per_isa(isa, dtype):
     for shape in ODD_SIZES:
@@ -536,3 +536,5 @@ def test_pointwise_per_isa(isa, dtype):
     if dtype == torch.float32:
         x, y, g = saturated_operands()
         assert_grad_y_relatively_close(torch.ops.sam_fused.pointwise_attention_bwd(g, x, y)[1], x, y, g)
+    if dtype == torch.float64:
+        assert_f64_slope_accurate()

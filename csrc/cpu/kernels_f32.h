@@ -47,9 +47,9 @@ template <typename S> struct NhwcKernels {
   void (*argmax)(const S* x, int64_t C, int64_t n, int32_t* am);
 };
 
-// The point-wise op over n elements of storage S (pointwise_cpu.cpp), in float arithmetic, each
-// result rounded once: out = x * s with s = sigmoid(y); dx = g * s and dy = g * x * s(1 - s),
-// the slope s * (e * s) from e = exp(-y), not from 1 - s.
+// The point-wise op over n elements of storage S (pointwise_cpu.cpp), in float arithmetic (double
+// for double storage), each result rounded once: out = x * s with s = sigmoid(y); dx = g * s and
+// dy = g * x * s(1 - s), the slope s * (e * s) from e = exp(-y), not from 1 - s.
 template <typename S> struct PointwiseKernels {
   void (*fwd)(const S* x, const S* y, S* out, int64_t n);
   void (*bwd)(const S* g, const S* x, const S* y, S* dx, S* dy, int64_t n);
@@ -111,12 +111,14 @@ struct F32Kernels {
   PointwiseKernels<float> pointwise;
   PointwiseKernels<c10::Half> pointwise_f16;
   PointwiseKernels<c10::BFloat16> pointwise_bf16;
+  PointwiseKernels<double> pointwise_f64;
 };
 
 // The point-wise loops of K over storage S.
 template <typename S> PointwiseKernels<S> pointwise_kernels(const F32Kernels& K) {
   if constexpr (std::is_same_v<S, c10::Half>) return K.pointwise_f16;
   else if constexpr (std::is_same_v<S, c10::BFloat16>) return K.pointwise_bf16;
+  else if constexpr (std::is_same_v<S, double>) return K.pointwise_f64;
   else return K.pointwise;
 }
 

@@ -2,8 +2,10 @@
 // kernels_f32_impl.h (no per-file compiler flags, so setup.py and CMakeLists.txt build this file like any other).
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <memory>
+#include <type_traits>
 
 #include "kernels_f32.h"
 #include "simd.h"

@@ -2,8 +2,10 @@
 // (the compiler may still vectorise). Always present: the fallback of the run-time choice.
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <memory>
+#include <type_traits>
 
 #include "kernels_f32.h"
 #include "simd.h"

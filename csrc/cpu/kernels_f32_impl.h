@@ -508,6 +508,8 @@ template <class S> void pointwise_bwd(const S* g, const S* x, const S* y, S* dx,
   });
 }
 
+#include "pointwise_f64_impl.h"
+
 // s[k] = sigmoid(bias + sum of the taps at q + off[t] + k), k < n, the taps in the order of
 // sam_fused::conv_pixel, summed in double and rounded to float once before the sigmoid. The
 // taps of a conv over the pooled maps cancel heavily (a 7x7 conv of two maps: 98 terms whose
@@ -962,7 +964,8 @@ const F32Kernels kTable{pool_sum<float>, pool_max<float>, scale<float>, conv_sig
                         pool_sum_nhwc<float>, pool_max_nhwc<float>, scale_nhwc<float>, rho_nhwc<float>,
                         dx_nhwc<float>, argmax_nhwc<float>,
                         kNchw<c10::Half>, kNchw<c10::BFloat16>, kNhwc<c10::Half>, kNhwc<c10::BFloat16>,
-                        kPointwise<float>, kPointwise<c10::Half>, kPointwise<c10::BFloat16>};
+                        kPointwise<float>, kPointwise<c10::Half>, kPointwise<c10::BFloat16>,
+                        {pointwise_fwd_f64, pointwise_bwd_f64}};
 // clang-format on
 
 }  // namespace sam_fused::cpu::SAM_FUSED_ISA_NS

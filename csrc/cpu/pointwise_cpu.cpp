@@ -1,20 +1,16 @@
 // Point-wise spatial attention (Darknet sam_layer): CPU kernels (schema and checks: ../pointwise.cpp).
 //   fwd: out = x * s,  s = sigmoid(y)
-//   bwd: dx = g * s,   dy = g * x * s * (1 - s) (the slope from exp(-y), not 1 - s: sam_math.h sigmoid_slope)
+//   bwd: dx = g * s,   dy = g * x * s * (1 - s) (the slope from exp(-y), not 1 - s: kernels_f32_impl.h
+//   sigmoid_slope_of_exp)
 // Every element is independent, so the kernels run over flat storage in the operands' common
-// dense layout (see pointwise_operands). fp32, fp16 and bf16 run the ISA's loops
-// (cpu/kernels_f32.h PointwiseKernels: a vectorised exp, 16-bit storage converted where it is
-// loaded and stored, float arithmetic, each result rounded once). fp64 runs at::vec, which this
-// extension builds without an ISA: its exp runs element by element.
+// dense layout (see pointwise_operands). Every dtype runs the ISA's loops (cpu/kernels_f32.h
+// PointwiseKernels: a vectorised exp, 16-bit storage converted where it is loaded and stored,
+// float arithmetic, double for fp64, each result rounded once).
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
-#include <ATen/cpu/vec/vec.h>
 #include <torch/library.h>
 
-#include <type_traits>
-
 #include "../pointwise.h"
-#include "../sam_math.h"
 #include "kernels_f32.h"
 
 namespace sam_fused {
@@ -23,36 +19,8 @@ namespace {
 
 constexpr int64_t kGrain = 32768;  // elements per task before splitting into threads
 
-using Vd = at::vec::Vectorized<double>;
-
-Vd sigmoid(const Vd& y) { return Vd(1.0) / (Vd(1.0) + y.neg().exp()); }
-
-void fwd_double(const double* x, const double* y, double* out, int64_t n) {
-  int64_t i = 0;
-  for (; i + Vd::size() <= n; i += Vd::size()) (Vd::loadu(x + i) * sigmoid(Vd::loadu(y + i))).store(out + i);
-  for (; i < n; ++i) out[i] = x[i] * ::sam_fused::sigmoid(y[i]);
-}
-
-// The slope as sigmoid_slope takes it: 1 - s where y < 0, else exp(-y) * s.
-void bwd_double(const double* g, const double* x, const double* y, double* dx, double* dy, int64_t n) {
-  int64_t i = 0;
-  for (; i + Vd::size() <= n; i += Vd::size()) {
-    const Vd yv = Vd::loadu(y + i), gv = Vd::loadu(g + i), e = yv.neg().exp(), s = Vd(1.0) / (Vd(1.0) + e);
-    (gv * s).store(dx + i);
-    (gv * Vd::loadu(x + i) * (s * Vd::blendv(e * s, Vd(1.0) - s, yv < Vd(0.0)))).store(dy + i);
-  }
-  for (; i < n; ++i) {
-    const SigmoidSlope<double> ss = sigmoid_slope(y[i]);
-    dx[i] = g[i] * ss.s;
-    dy[i] = g[i] * x[i] * ss.slope;
-  }
-}
-
 // The loops for storage T, chosen once per call.
-template <typename T> cpu::PointwiseKernels<T> loops() {
-  if constexpr (std::is_same_v<T, double>) return {fwd_double, bwd_double};
-  else return cpu::pointwise_kernels<T>(cpu::f32_kernels());
-}
+template <typename T> cpu::PointwiseKernels<T> loops() { return cpu::pointwise_kernels<T>(cpu::f32_kernels()); }
 
 }  // namespace
 
