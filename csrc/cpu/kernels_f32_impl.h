@@ -440,24 +440,33 @@ SAM_FUSED_SIMD_INLINE R exp_minus(R a) {
   return V::mul(V::mul(e, over), under);  // under: 1, or 0
 }
 
-// sigmoid(a) = 1 / (1 + e) from e = exp_minus(a).
-SAM_FUSED_SIMD_INLINE R sigmoid_of_exp(R e) { return V::div(V::set1(1.f), V::add(V::set1(1.f), e)); }
+#include "pointwise_f64_impl.h"
+
+// sigmoid(a) = 1 / (1 + e) from e = exp_minus(a), in W's lanes (V's floats, or VecF64's doubles).
+template <class W = V> SAM_FUSED_SIMD_INLINE typename W::R sigmoid_of_exp(typename W::R e) {
+  return W::div(W::set1(1), W::add(W::set1(1), e));
+}
 
 // The slope s(1 - s) from e = exp_minus(a) and s = sigmoid_of_exp(e), as s * min(e * s, 1): a few
 // ulps relative at every a, where 1 - s of the rounded s loses the digits s lost near s = 1.
-// min(., 1) takes 1 where e * s is inf * 0 (a < -88.3: s is 0 and 1 - s is 1); where a is NaN,
-// s is NaN and so is the slope.
-SAM_FUSED_SIMD_INLINE R sigmoid_slope_of_exp(R e, R s) { return V::mul(s, V::min(V::mul(e, s), V::set1(1.f))); }
+// min(., 1) takes 1 where e * s is inf * 0 (a < -88.3 in float: s is 0 and 1 - s is 1); where a
+// is NaN, s is NaN and so is the slope.
+template <class W = V> SAM_FUSED_SIMD_INLINE typename W::R sigmoid_slope_of_exp(typename W::R e, typename W::R s) {
+  return W::mul(s, W::min(W::mul(e, s), W::set1(1)));
+}
 
 // f(k, load, store) for the vectors of a run of n elements: the whole vectors with plain loads
 // and stores, then the tail (fewer than N lanes) with masked ones, which load the same lanes:
-// the masks stay out of the loop. load and store take float or 16-bit storage (converted).
-template <class F> SAM_FUSED_SIMD_INLINE void each_vector(int64_t n, F&& f) {
+// the masks stay out of the loop. load and store take float or 16-bit storage (converted), or
+// double with W = VecF64.
+template <class W = V, class F> SAM_FUSED_SIMD_INLINE void each_vector(int64_t n, F&& f) {
+  using WR = typename W::R;
   int64_t k = 0;
-  for (; k + N <= n; k += N) f(k, [](const auto* a) { return V::load(a); }, [](auto* a, R v) { V::store(a, v); });
+  for (; k + W::N <= n; k += W::N)
+    f(k, [](const auto* a) { return W::load(a); }, [](auto* a, WR v) { W::store(a, v); });
   if (k < n) {
     const int64_t kk = n - k;
-    f(k, [kk](const auto* a) { return V::load_k(a, kk); }, [kk](auto* a, R v) { V::store_k(a, v, kk); });
+    f(k, [kk](const auto* a) { return W::load_k(a, kk); }, [kk](auto* a, WR v) { W::store_k(a, v, kk); });
   }
 }
 
@@ -466,49 +475,52 @@ template <class F> SAM_FUSED_SIMD_INLINE void each_vector(int64_t n, F&& f) {
 // each step for all U vectors of its group before the next step (loops over j < U, unrolled)
 // gives U independent dependency chains side by side, where one vector's chain (the exp's
 // polynomial, the division, the 16-bit conversions) would leave the core waiting on latency.
-template <int U, class F> SAM_FUSED_SIMD_INLINE void each_vector_group(int64_t n, F&& f) {
-  const int64_t whole = n / (U * N) * (U * N);
-  for (int64_t k = 0; k < whole; k += U * N)
+template <int U, class W = V, class F> SAM_FUSED_SIMD_INLINE void each_vector_group(int64_t n, F&& f) {
+  using WR = typename W::R;
+  const int64_t whole = n / (U * W::N) * (U * W::N);
+  for (int64_t k = 0; k < whole; k += U * W::N)
     f(
-        k, [](const auto* a) { return V::load(a); }, [](auto* a, R v) { V::store(a, v); },
+        k, [](const auto* a) { return W::load(a); }, [](auto* a, WR v) { W::store(a, v); },
         std::integral_constant<int, U>{});
-  each_vector(n - whole,
-              [&](int64_t k, auto load, auto store) { f(whole + k, load, store, std::integral_constant<int, 1>{}); });
+  each_vector<W>(n - whole, [&](int64_t k, auto load, auto store) {
+    f(whole + k, load, store, std::integral_constant<int, 1>{});
+  });
 }
 
 // The point-wise op (PointwiseKernels), element by element over storage S, kPointwiseGroup
-// vectors at a time.
+// vectors at a time: float lanes (16-bit storage converted), double lanes for double.
 constexpr int kPointwiseGroup = 4;
+template <class S> using PointwiseLanes = std::conditional_t<std::is_same_v<S, double>, VecF64, V>;
 
 template <class S> void pointwise_fwd(const S* x, const S* y, S* out, int64_t n) {
-  each_vector_group<kPointwiseGroup>(n, [&](int64_t k, auto load, auto store, auto u) {
+  using W = PointwiseLanes<S>;
+  each_vector_group<kPointwiseGroup, W>(n, [&](int64_t k, auto load, auto store, auto u) {
     constexpr int U = decltype(u)::value;
-    R e[U];
+    typename W::R e[U];
 #pragma GCC unroll 8
-    for (int j = 0; j < U; ++j) e[j] = exp_minus(load(y + k + j * N));
+    for (int j = 0; j < U; ++j) e[j] = exp_minus(load(y + k + j * W::N));
 #pragma GCC unroll 8
-    for (int j = 0; j < U; ++j) store(out + k + j * N, V::mul(load(x + k + j * N), sigmoid_of_exp(e[j])));
+    for (int j = 0; j < U; ++j) store(out + k + j * W::N, W::mul(load(x + k + j * W::N), sigmoid_of_exp<W>(e[j])));
   });
 }
 
 template <class S> void pointwise_bwd(const S* g, const S* x, const S* y, S* dx, S* dy, int64_t n) {
-  each_vector_group<kPointwiseGroup>(n, [&](int64_t k, auto load, auto store, auto u) {
+  using W = PointwiseLanes<S>;
+  each_vector_group<kPointwiseGroup, W>(n, [&](int64_t k, auto load, auto store, auto u) {
     constexpr int U = decltype(u)::value;
-    R e[U], s[U];
+    typename W::R e[U], s[U];
 #pragma GCC unroll 8
-    for (int j = 0; j < U; ++j) e[j] = exp_minus(load(y + k + j * N));
+    for (int j = 0; j < U; ++j) e[j] = exp_minus(load(y + k + j * W::N));
 #pragma GCC unroll 8
-    for (int j = 0; j < U; ++j) s[j] = sigmoid_of_exp(e[j]);
+    for (int j = 0; j < U; ++j) s[j] = sigmoid_of_exp<W>(e[j]);
 #pragma GCC unroll 8
     for (int j = 0; j < U; ++j) {
-      const R gv = load(g + k + j * N);
-      store(dx + k + j * N, V::mul(gv, s[j]));
-      store(dy + k + j * N, V::mul(V::mul(gv, load(x + k + j * N)), sigmoid_slope_of_exp(e[j], s[j])));
+      const auto gv = load(g + k + j * W::N);
+      store(dx + k + j * W::N, W::mul(gv, s[j]));
+      store(dy + k + j * W::N, W::mul(W::mul(gv, load(x + k + j * W::N)), sigmoid_slope_of_exp<W>(e[j], s[j])));
     }
   });
 }
-
-#include "pointwise_f64_impl.h"
 
 // s[k] = sigmoid(bias + sum of the taps at q + off[t] + k), k < n, the taps in the order of
 // sam_fused::conv_pixel, summed in double and rounded to float once before the sigmoid. The
@@ -964,8 +976,7 @@ const F32Kernels kTable{pool_sum<float>, pool_max<float>, scale<float>, conv_sig
                         pool_sum_nhwc<float>, pool_max_nhwc<float>, scale_nhwc<float>, rho_nhwc<float>,
                         dx_nhwc<float>, argmax_nhwc<float>,
                         kNchw<c10::Half>, kNchw<c10::BFloat16>, kNhwc<c10::Half>, kNhwc<c10::BFloat16>,
-                        kPointwise<float>, kPointwise<c10::Half>, kPointwise<c10::BFloat16>,
-                        {pointwise_fwd_f64, pointwise_bwd_f64}};
+                        kPointwise<float>, kPointwise<c10::Half>, kPointwise<c10::BFloat16>, kPointwise<double>};
 // clang-format on
 
 }  // namespace sam_fused::cpu::SAM_FUSED_ISA_NS
