@@ -85,17 +85,22 @@ def test_two_pass_staged_forward_gives_the_two_pass_bits(case, dtype):
 # each pixel must get the bits of the same pixel inside a zero-padded map, where its window lies
 # inside and the vector windows read it. C = 1 (or a max pool) keeps the pooled maps' bits
 # independent of the plan.
+# Widths: no group's window inside the row's columns (5, 8), one (12: vector rows; 13: scalar),
+# several (17, 28); the top and bottom tile rows' groups whose columns lie inside read kernel rows
+# outside the map as 0 (RowsInMap).
 @pytest.mark.parametrize("variant", [ONE_PASS_STAGED_X, TWO_PASS], ids=["one_pass", "two_pass"])
 @pytest.mark.parametrize("pool,channels", [("mean", 1), ("mean+max", 1), ("max", 4)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_border_groups_give_the_bits_of_interior_pixels(dtype, pool, channels, variant):
-    x = make_input((2, channels, 10, 13), dtype)
+@pytest.mark.parametrize("width", [5, 8, 12, 13, 17, 28])
+def test_border_groups_give_the_bits_of_interior_pixels(width, dtype, pool, channels, variant):
+    x = make_input((2, channels, 10, width), dtype)
     _, weight, b = make_pair(pool, (7, 7), True, True, dtype)
-    padded = torch.nn.functional.pad(x, (4, 7, 3, 3))  # 16 x 24: rows start on a vector
+    right = 3 + (-(width + 7)) % 4  # the padded rows (4 + width + right) start on a vector
+    padded = torch.nn.functional.pad(x, (4, right, 3, 3))
     kw = dict(variant=variant, rows=3, threads=64, sanitize=True)
     s = emulate_fwd(x, weight, b, pool, True, **kw)[0]
     s_padded = emulate_fwd(padded, weight, b, pool, True, **kw)[0]
-    assert torch.equal(s, s_padded[:, :, 3:-3, 4:-7])
+    assert torch.equal(s, s_padded[:, :, 3:-3, 4:4 + width])
 
 
 def test_an_unknown_variant_is_refused():

@@ -226,6 +226,19 @@ template <int S, class Ctx, class RowAt> struct VectorRowWindow {
   }
 };
 
+// conv_row_block's window of `row`, 0 on the rows outside the H-row map: the groups at the map's
+// top and bottom whose columns lie inside it read the vectors the interior groups read, where
+// their scalar bounds-tested loads at a 16-byte lane stride met two to four to a bank.
+template <class Row> struct RowsInMap {
+  Row row;
+  int64_t H;
+  template <typename A, int M> SAM_FUSED_BLOCK void operator()(int p, int64_t h, int64_t x0, A (&out)[M]) const {
+    if (h >= 0 && h < H) return row(p, h, x0, out);
+#pragma unroll
+    for (int j = 0; j < M; ++j) out[j] = A(0);
+  }
+};
+
 // conv_pixel of the N pixels (h0 .. h0 + N - 1, x) of one column, all with their window inside
 // the map, for a KH x 1 kernel (kw = 1): the KH + N - 1 pooled values of the column and the KH
 // weights of each slot are loaded once for the N outputs. Every output does conv_pixel's

@@ -243,12 +243,20 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
     static_assert(N % KV == 0, "a group's pixels start on a vector");
     const bool vec_rows = W % I(KV) == 0 && reinterpret_cast<uintptr_t>(raw_of(v.q)) % 16 == 0 &&
                           reinterpret_cast<uintptr_t>(raw_of(v.sig)) % 16 == 0;
-    // whole groups of a row: those with every window inside the map take the loop below, the
-    // others (at the map's border) the bounds-tested one after it
+    // Whole groups of a row (w0 = k * N, k < groups): those whose windows' columns lie inside
+    // the map, k in [k0, k1), take the loop below (kernel rows outside the map read as 0), the
+    // others (at its left and right border) the bounds-tested one after it. Each loop numbers
+    // its own groups only, so that a warp's lanes all have one: at CBAM 56x56, 2 of a row's 14
+    // groups are at the border, and one loop over all groups ran the bounds-tested conv for
+    // about 5 of a warp's 32 lanes.
     auto grouped = [&](I w0) { return has_block && w0 + I(N) <= groups * I(N); };
-    auto blocked = [&](I h, I w0) {
-      return grouped(w0) && window_inside(s, h, w0) && window_inside(s, h, w0 + I(N) - 1);
-    };
+    constexpr int rw = kBlockedConvWidth / 2;
+    const I k0 = groups < I((rw + N - 1) / N) ? groups : I((rw + N - 1) / N);
+    const I last = W - I(N + rw);  // the largest w0 whose window's columns lie inside
+    I k1 = last < 0 ? I(0) : last / I(N) + 1;
+    k1 = k1 < groups ? k1 : groups;
+    k1 = k1 > k0 ? k1 : k0;
+    const I inner = k1 - k0, outer = groups - inner;  // groups of a row in each loop
     // Column groups: whole groups of N tile rows [g * N, g * N + N) whose windows all lie inside
     // the map, g in [g0, g1) (a contiguous range: pixels i in [g0 * N * W, g1 * N * W) of the
     // tile), where the plan chose them (Plan::column_conv: tiles of more pixels than threads).
@@ -271,28 +279,30 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
     if (has_block)
       ctx.each_thread([&](int t) {
         const A bias = A(v.wts[v.nw]);
-        for (I g = I(t); g < tl.rows() * groups; g += I(ctx.threads())) {
-          const I r = g / groups, w0 = (g % groups) * I(N), h = tl.h0 + r;
-          if (!blocked(h, w0)) continue;
+        for (I g = I(t); g < tl.rows() * inner; g += I(ctx.threads())) {
+          const I r = g / inner, w0 = (k0 + g % inner) * I(N), h = tl.h0 + r;
           A acc[N];
           if (vec_rows) {
             // the window from the vector w0 - rw starts in: w0 >= rw and W - w0 >= N + rw are
             // multiples of KV, so the vectors lie inside the row
-            constexpr int rw = kBlockedConvWidth / 2, S = (rw + KV - 1) / KV * KV - rw;
+            constexpr int S = (rw + KV - 1) / KV * KV - rw;
+            using Window = VectorRowWindow<S, Ctx, decltype(q_row)>;
             conv_row_block<kBlockedConvWidth, N>(v.wts, bias, s.pool.P, s.kh, h, w0,
-                                                 VectorRowWindow<S, Ctx, decltype(q_row)>{ctx, q_row}, acc);
+                                                 RowsInMap<Window>{Window{ctx, q_row}, H}, acc);
             A sv[N];
             for (int k = 0; k < N; ++k) sv[k] = sigmoid(acc[k]);
 #pragma unroll
             for (int e = 0; e < N; e += KV) ctx.template store_vec<KV>(raw_of(v.sig) + r * W + w0 + I(e), sv + e);
           } else {
-            conv_row_block<kBlockedConvWidth, N>(v.wts, bias, s.pool.P, s.kh, h, w0,
-                                                 ScalarRowWindow<decltype(qin)>{qin}, acc);
+            using Window = ScalarRowWindow<decltype(qin)>;
+            conv_row_block<kBlockedConvWidth, N>(v.wts, bias, s.pool.P, s.kh, h, w0, RowsInMap<Window>{Window{qin}, H},
+                                                 acc);
             for (int k = 0; k < N; ++k) v.sig[r * W + w0 + I(k)] = sigmoid(acc[k]);
           }
         }
       });
-    // The border groups (at CBAM 56x56 a quarter of the pixels), their windows 0 outside the map:
+    // The groups at the map's left and right border (at CBAM 56x56 the first and last of each
+    // row's 14), their windows 0 outside the map:
     // conv_pixel(qat)'s operations, each pooled value and weight loaded once for the group's N
     // pixels, where each pixel's own conv_pixel paid a bounds test per tap (the SASS: about 5x the
     // instructions a pixel). The tests in I, the row's once: through qat's 64-bit ones the fp32
@@ -308,9 +318,8 @@ template <typename T, bool CL, typename I, bool Spill = false> struct FwdMain {
     if (has_block)
       ctx.each_thread([&](int t) {
         const A bias = A(v.wts[v.nw]);
-        for (I g = I(t); g < tl.rows() * groups; g += I(ctx.threads())) {
-          const I r = g / groups, w0 = (g % groups) * I(N), h = tl.h0 + r;
-          if (blocked(h, w0)) continue;
+        for (I g = I(t); g < tl.rows() * outer; g += I(ctx.threads())) {
+          const I r = g / outer, j = g % outer, w0 = (j < k0 ? j : j - k0 + k1) * I(N), h = tl.h0 + r;
           A acc[N];
           conv_row_block<kBlockedConvWidth, N>(v.wts, bias, s.pool.P, s.kh, h, w0, border_row, acc);
           for (int k = 0; k < N; ++k) v.sig[r * W + w0 + I(k)] = sigmoid(acc[k]);
