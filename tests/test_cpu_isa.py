@@ -333,6 +333,32 @@ def test_bitwise_deterministic_per_isa(isa, pool, return_map, layout, dtype, res
             assert torch.equal(again[key], first[key]), f"{isa}: {key} differs"
 
 
+# Just short of where exp(-a) overflows (88.7228 in float, 709.78 in double) the sigmoid is a
+# subnormal number, as torch.sigmoid gives, not 0: the kernels' exp stopped at 88.3 (709.0), so
+# an input of 1e30 there got 0 where eager gives 3.7e-9, and an infinite one NaN where eager
+# gives inf (found by a randomized sweep against eager).
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("isa", ISA_PARAMS, indirect=True)
+def test_sigmoid_is_subnormal_short_of_overflow(isa, dtype):
+    inf = float("inf")
+    top = {torch.float32: 88.72283, torch.float64: 709.7827}[dtype]
+    a = -torch.tensor([top - 0.4, top - 0.2, top - 1e-4, top], dtype=torch.float64).to(dtype)
+    want = torch.sigmoid(a)
+    assert (want > 0).all() and (want < torch.finfo(dtype).tiny).all()  # subnormal: the band tested
+    # the spatial op: a = -mean_c(x) per pixel through a 1x1 kernel of -1
+    x = (-a).view(1, 1, 1, -1).expand(1, 3, 1, -1).contiguous()
+    s = sam_fused.spatial_attention(x, -torch.ones(1, 1, 1, 1, dtype=dtype), None, "mean", True)
+    torch.testing.assert_close(s.flatten(), want, rtol=1e-5, atol=0)
+    # the point-wise op, in the loops' groups, single vectors and tail, and x s at x = 1e30 and inf
+    y = a.repeat(40)
+    for x in (torch.full_like(y, 1e30), torch.full_like(y, inf)):
+        out = sam_fused.pointwise_attention(x, y)
+        torch.testing.assert_close(out, x * torch.sigmoid(y), rtol=1e-5, atol=0)
+        dx, dy = torch.ops.sam_fused.pointwise_attention_bwd(torch.ones_like(y), torch.ones_like(y), y)
+        torch.testing.assert_close(dx, torch.sigmoid(y), rtol=1e-5, atol=0)
+        torch.testing.assert_close(dy, torch.sigmoid(y), rtol=1e-5, atol=0)  # s(1 - s) is s there
+
+
 # The sigmoid where exp(-a) over- or underflows in float: s is exactly 0 or 1, as torch.sigmoid
 # gives, and s(1 - s) is 0. The kernels clamp exp's argument to its polynomial's range; with the
 # clamped value alone, s was 4.5e-39 at every a below -88.3 (inf * s then inf, not NaN), and an

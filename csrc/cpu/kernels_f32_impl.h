@@ -406,13 +406,17 @@ void scale(S* out, const S* x, const float* s, int64_t C, int64_t stride, int64_
                      __attribute__((always_inline)) { return V::mul(V::load_k(x + off, k), V::load_k(sr + i, k)); });
 }
 
-constexpr float kExpLowest = -87.3f, kExpHighest = 88.3f;  // exp_clamped's range
+// exp_clamped's range: exp is a normal float in it (2^n with n in [-125, 128], built as 2 * 2^(n - 1)).
+// Its top is the largest float whose exp is finite (88.7228391), where float's own exp and
+// torch.sigmoid overflow: below it the sigmoid is a subnormal float, not 0.
+constexpr float kExpLowest = -86.9f, kExpHighest = 88.7228317f;
 // exp_minus's scale past that range: for any distance d past it (float steps there are 7.6e-6),
 // e * (1 + kExpHuge * d) overflows and 1 - kExpHuge * d is below 0.
 constexpr float kExpHuge = 1e38f;
 
 // exp(x) for x in [kExpLowest, kExpHighest] (or NaN, which passes through): Cephes' expf, a degree-5
-// polynomial on x - n*ln2 times 2^n; within 2 ulp of the correctly rounded result.
+// polynomial on x - n*ln2 times 2^n; within 2 ulp of the correctly rounded result. 2^n is 2 * 2^(n - 1),
+// the 2 taken into the polynomial's last step (exact): 2^128 is no float, and n is 128 in the range's top.
 SAM_FUSED_SIMD_INLINE R exp_clamped(R x) {
   const R n = V::round(V::mul(x, V::set1(1.44269504088896341f)));
   R r = V::fmadd(n, V::set1(-0.693359375f), x);
@@ -423,12 +427,13 @@ SAM_FUSED_SIMD_INLINE R exp_clamped(R x) {
   p = V::fmadd(p, r, V::set1(4.1665795894e-2f));
   p = V::fmadd(p, r, V::set1(1.6666665459e-1f));
   p = V::fmadd(p, r, V::set1(5.0000001201e-1f));
-  return V::mul(V::add(V::fmadd(p, V::mul(r, r), r), V::set1(1.f)), V::pow2(n));
+  const R two = V::set1(2.f);
+  return V::mul(V::fmadd(V::fmadd(p, V::mul(r, r), r), two, two), V::pow2(V::sub(n, V::set1(1.f))));
 }
 
 // exp(-a) for the sigmoid 1 / (1 + exp(-a)) and the backward's s(1 - s) = e / (1 + e)^2: inf
-// where -a > 88.3 and 0 where -a < -87.3 (exp over- and underflows there, so s is 0 and 1 as
-// float's own sigmoid gives, and s(1 - s) is 0), NaN kept. The polynomial sees -a clamped to its
+// where -a > 88.7228 and 0 where -a < -86.9 (exp overflows there, so s is 0 as float's own
+// sigmoid gives; below, s is 1 either way and s(1 - s) is 0, as float's own gives), NaN kept. The polynomial sees -a clamped to its
 // range, and the clamp's constant is scaled to inf or 0 by factors that are exactly 1 inside
 // the range: a clamped constant alone gave s = 4.5e-39 at any a below -88.3, and s(1 - s) of
 // 4.5e-39 and 1.2e-38, which a rho of 1e37 or more (an input of that size) turned into a gradient.
@@ -449,7 +454,7 @@ template <class W = V> SAM_FUSED_SIMD_INLINE typename W::R sigmoid_of_exp(typena
 
 // The slope s(1 - s) from e = exp_minus(a) and s = sigmoid_of_exp(e), as s * min(e * s, 1): a few
 // ulps relative at every a, where 1 - s of the rounded s loses the digits s lost near s = 1.
-// min(., 1) takes 1 where e * s is inf * 0 (a < -88.3 in float: s is 0 and 1 - s is 1); where a
+// min(., 1) takes 1 where e * s is inf * 0 (a < -88.7228 in float: s is 0 and 1 - s is 1); where a
 // is NaN, s is NaN and so is the slope.
 template <class W = V> SAM_FUSED_SIMD_INLINE typename W::R sigmoid_slope_of_exp(typename W::R e, typename W::R s) {
   return W::mul(s, W::min(W::mul(e, s), W::set1(1)));

@@ -30,26 +30,30 @@ struct VecF64 {
   static SAM_FUSED_SIMD_INLINE R min(R a, R b) { return d_select(a < b, a, b); }  // b where either is NaN, as minps
 };
 
-// exp_minus's range in double: exp(t) for t in it is a normal double (2^n with n in [-1022, 1023]).
-constexpr double kExpLowestF64 = -708.0, kExpHighestF64 = 709.0;
+// exp_minus's range in double: exp(t) for t in it is a normal double (2^n with n in [-1021, 1024],
+// built as 2 * 2^(n - 1)). Its top is the largest double whose exp is finite (709.782712893384):
+// below it the sigmoid is a subnormal double, not 0.
+constexpr double kExpLowestF64 = -708.0, kExpHighestF64 = 0x1.62e42fefa39efp+9;
 
-// 1 / k! for k <= 13, each correctly rounded (computed at compile time).
-struct InvFactorials {
+// 2 / k! for k <= 13, each correctly rounded (computed at compile time): e^r's Taylor series times
+// 2, which exp_minus's 2^(n - 1) takes back (every step of Horner's scheme scales exactly).
+struct TwoOverFactorials {
   double v[14];
 };
-constexpr InvFactorials inv_factorials() {
-  InvFactorials f{};
+constexpr TwoOverFactorials two_over_factorials() {
+  TwoOverFactorials f{};
   double factorial = 1.0;  // exact up to 13! < 2^53
-  for (int k = 0; k < 14; ++k) factorial *= k > 0 ? k : 1, f.v[k] = 1.0 / factorial;
+  for (int k = 0; k < 14; ++k) factorial *= k > 0 ? k : 1, f.v[k] = 2.0 / factorial;
   return f;
 }
-constexpr InvFactorials kInvFactorials = inv_factorials();
+constexpr TwoOverFactorials kTwoOverFactorials = two_over_factorials();
 
-// exp(-a): inf where -a > 709 and 0 where -a < -708 (exp(-a) is then past 8e307 or below 3.3e-308:
-// the sigmoid is 0 or 1 to double precision, and its slope 0, as exp_minus gives in float), NaN
-// kept. Inside: t = n ln2 + r with |r| <= ln2 / 2 (ln2 in two parts, the first exact times any
-// n here), e^r by its Taylor series to r^13 (the next term is below 1e-17 relative), times 2^n
-// built in the exponent bits. n comes from the low bits of t / ln2 + 1.5 * 2^52, which rounds it.
+// exp(-a): inf where -a > 709.78 and 0 where -a < -708 (exp(-a) then overflows, as double's own
+// exp does, or is below 3.3e-308: the sigmoid is 1 to double precision, and its slope 0, as
+// exp_minus gives in float), NaN kept. Inside: t = n ln2 + r with |r| <= ln2 / 2 (ln2 in two
+// parts, the first exact times any n here), 2 e^r by its Taylor series to r^13 (the next term is
+// below 1e-17 relative), times 2^(n - 1) built in the exponent bits (2^1024 is no double). n comes
+// from the low bits of t / ln2 + 1.5 * 2^52, which rounds it.
 SAM_FUSED_SIMD_INLINE D exp_minus(D a) {
   constexpr double kLog2e = 1.4426950408889634, kLn2Hi = 6.93147180369123816490e-01,
                    kLn2Lo = 1.90821492927058770002e-10, kRound = 0x1.8p52;
@@ -57,10 +61,10 @@ SAM_FUSED_SIMD_INLINE D exp_minus(D a) {
   const D c = d_select(t < lo, lo, d_select(t > hi, hi, t));  // NaN: both tests false
   const D m = c * kLog2e + kRound, n = m - kRound;
   const D r = (c - n * kLn2Hi) - n * kLn2Lo;
-  D p = VecF64::set1(kInvFactorials.v[13]);
+  D p = VecF64::set1(kTwoOverFactorials.v[13]);
 #pragma GCC unroll 13
-  for (int k = 12; k >= 0; --k) p = p * r + kInvFactorials.v[k];
-  const D two_n = (D)(((DMask)m - (DMask)VecF64::set1(kRound) + 1023) << 52);
-  const D e = p * two_n;
+  for (int k = 12; k >= 0; --k) p = p * r + kTwoOverFactorials.v[k];
+  const D two_n1 = (D)(((DMask)m - (DMask)VecF64::set1(kRound) + 1022) << 52);  // 2^(n - 1)
+  const D e = p * two_n1;
   return d_select(t > hi, VecF64::set1(std::numeric_limits<double>::infinity()), d_select(t < lo, D{}, e));
 }
