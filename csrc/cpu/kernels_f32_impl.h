@@ -433,10 +433,11 @@ SAM_FUSED_SIMD_INLINE R exp_clamped(R x) {
 
 // exp(-a) for the sigmoid 1 / (1 + exp(-a)) and the backward's s(1 - s) = e / (1 + e)^2: inf
 // where -a > 88.7228 and 0 where -a < -86.9 (exp overflows there, so s is 0 as float's own
-// sigmoid gives; below, s is 1 either way and s(1 - s) is 0, as float's own gives), NaN kept. The polynomial sees -a clamped to its
-// range, and the clamp's constant is scaled to inf or 0 by factors that are exactly 1 inside
-// the range: a clamped constant alone gave s = 4.5e-39 at any a below -88.3, and s(1 - s) of
-// 4.5e-39 and 1.2e-38, which a rho of 1e37 or more (an input of that size) turned into a gradient.
+// sigmoid gives; below, s is 1 either way and s(1 - s) is 0, as float's own gives), NaN kept.
+// The polynomial sees -a clamped to its range, and the clamp's constant is scaled to inf or 0
+// by factors that are exactly 1 inside the range: a clamped constant alone gave s = 4.5e-39 at
+// any a below -88.3, and s(1 - s) of 4.5e-39 and 1.2e-38, which a rho of 1e37 or more (an
+// input of that size) turned into a gradient.
 SAM_FUSED_SIMD_INLINE R exp_minus(R a) {
   const R t = V::sub(V::zero(), a), lo = V::set1(kExpLowest), hi = V::set1(kExpHighest), one = V::set1(1.f);
   const R e = exp_clamped(V::max(lo, V::min(hi, t)));
