@@ -354,9 +354,9 @@ def test_sigmoid_is_subnormal_short_of_overflow(isa, dtype):
     for x in (torch.full_like(y, 1e30), torch.full_like(y, inf)):
         out = sam_fused.pointwise_attention(x, y)
         torch.testing.assert_close(out, x * torch.sigmoid(y), rtol=1e-5, atol=0)
-        dx, dy = torch.ops.sam_fused.pointwise_attention_bwd(torch.ones_like(y), torch.ones_like(y), y)
-        torch.testing.assert_close(dx, torch.sigmoid(y), rtol=1e-5, atol=0)
-        torch.testing.assert_close(dy, torch.sigmoid(y), rtol=1e-5, atol=0)  # s(1 - s) is s there
+    dx, dy = torch.ops.sam_fused.pointwise_attention_bwd(torch.ones_like(y), torch.ones_like(y), y)
+    torch.testing.assert_close(dx, torch.sigmoid(y), rtol=1e-5, atol=0)
+    torch.testing.assert_close(dy, torch.sigmoid(y), rtol=1e-5, atol=0)  # s(1 - s) is s there
 
 
 # The sigmoid where exp(-a) over- or underflows in float: s is exactly 0 or 1, as torch.sigmoid
